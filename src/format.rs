@@ -1,0 +1,38 @@
+//! The wire formats sira speaks, on either side of the proxy.
+//!
+//! A client picks a format by the route it calls (its *surface*); a provider speaks the
+//! format of its kind. When the two are equal the body passes through untouched.
+
+use std::fmt;
+
+/// One request/response/stream dialect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// OpenAI Chat Completions (`/v1/chat/completions`), also Azure OpenAI and
+    /// OpenAI-compatible servers.
+    OpenAiChat,
+    /// OpenAI Responses (`/v1/responses`), what Codex CLI speaks.
+    OpenAiResponses,
+    /// Anthropic Messages (`/v1/messages`).
+    Anthropic,
+    /// Google Gemini `generateContent` / `streamGenerateContent`.
+    Gemini,
+}
+
+impl Format {
+    /// Label used in metrics and access logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Format::OpenAiChat => "openai",
+            Format::OpenAiResponses => "openai-responses",
+            Format::Anthropic => "anthropic",
+            Format::Gemini => "gemini",
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,3 @@
+//! sira: an AI API gateway on Pingora.
+pub mod format;
+pub mod usage;

@@ -1,0 +1,264 @@
+//! Incremental server-sent-events framing over `Bytes`.
+//!
+//! Providers end events with a blank line, using LF (OpenAI, Anthropic) or CRLF (Gemini)
+//! line endings, and TCP splits or merges events at arbitrary byte offsets. The scanner
+//! hands out each complete frame as soon as its terminating blank line arrives. A frame that
+//! lies inside one received chunk is a zero-copy slice of it; only the unfinished tail of a
+//! chunk is copied into the carry buffer, so memory per stream stays bounded by the largest
+//! single event. An unfinished frame is not an error, just "not yet" (mini-redis style).
+
+use std::borrow::Cow;
+
+use bytes::{Bytes, BytesMut};
+
+/// Splits a byte stream into SSE frames.
+#[derive(Debug, Default)]
+pub struct SseScanner {
+    /// Bytes of a frame whose end has not arrived yet.
+    carry: BytesMut,
+    /// Start of the last unfinished line in `carry`: everything before it is known to hold
+    /// no frame end, so a frame trickling in byte by byte is not rescanned from its start.
+    scanned: usize,
+}
+
+impl SseScanner {
+    pub fn new() -> Self {
+        SseScanner::default()
+    }
+
+    /// Bytes held back waiting for the end of their frame.
+    pub fn pending(&self) -> usize {
+        self.carry.len()
+    }
+
+    /// Feeds one received chunk and pushes every frame it completes onto `frames`, each
+    /// including its terminating blank line, so that concatenating them reproduces the input.
+    pub fn feed(&mut self, chunk: Bytes, frames: &mut Vec<Bytes>) {
+        let mut rest = chunk;
+        if !self.carry.is_empty() {
+            let resume = self.scanned;
+            self.carry.extend_from_slice(&rest);
+            match frame_end(&self.carry[resume..]) {
+                Ok(end) => {
+                    let end = resume + end;
+                    let carried_len = self.carry.len() - rest.len();
+                    frames.push(self.carry.split_to(end).freeze());
+                    // What followed the frame end is still a zero-copy part of `rest`.
+                    rest = rest.slice(end - carried_len..);
+                    self.carry.clear();
+                    self.scanned = 0;
+                }
+                Err(last_line) => {
+                    self.scanned = resume + last_line;
+                    return;
+                }
+            }
+        }
+        let mut start = 0;
+        loop {
+            match frame_end(&rest[start..]) {
+                Ok(end) => {
+                    frames.push(rest.slice(start..start + end));
+                    start += end;
+                }
+                Err(last_line) => {
+                    if start < rest.len() {
+                        self.carry.extend_from_slice(&rest[start..]);
+                        self.scanned = last_line;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Ends the stream: returns a final frame that had no terminating blank line, if any.
+    pub fn finish(&mut self) -> Option<Bytes> {
+        self.scanned = 0;
+        if self.carry.iter().all(|b| b.is_ascii_whitespace()) {
+            self.carry.clear();
+            return None;
+        }
+        Some(self.carry.split().freeze())
+    }
+}
+
+/// Returns the offset just past the blank line that ends the first frame in `buf`, or, when
+/// the frame is unfinished, the offset where its last (incomplete) line starts.
+///
+/// `buf` must start at a line start. Leading blank lines before any content count as a
+/// frame of their own (an empty event), which keeps the byte-for-byte concatenation property.
+fn frame_end(buf: &[u8]) -> Result<usize, usize> {
+    let mut pos = 0;
+    let mut line_start = 0;
+    while let Some(off) = memchr::memchr2(b'\n', b'\r', &buf[pos..]) {
+        let i = pos + off;
+        let next = if buf[i] == b'\r' {
+            match buf.get(i + 1) {
+                Some(b'\n') => i + 2,
+                Some(_) => i + 1,
+                // A lone CR at the end may be the first half of CRLF: wait for more bytes.
+                None => return Err(line_start),
+            }
+        } else {
+            i + 1
+        };
+        if i == line_start {
+            return Ok(next);
+        }
+        line_start = next;
+        pos = next;
+    }
+    Err(line_start)
+}
+
+/// The fields of one SSE frame that sira cares about.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Event<'a> {
+    /// The `event:` field, if present.
+    pub event: Option<&'a [u8]>,
+    /// The `data:` lines joined with `\n`; borrowed when the frame has a single data line.
+    pub data: Option<Cow<'a, [u8]>>,
+    /// Lines that are neither comments nor `field: value` pairs. Gemini appends a bare JSON
+    /// error object to a failing stream instead of an SSE event.
+    pub bare: Option<&'a [u8]>,
+}
+
+impl<'a> Event<'a> {
+    /// Parses a frame produced by [`SseScanner`].
+    pub fn parse(frame: &'a [u8]) -> Event<'a> {
+        let mut event = None;
+        let mut data: Option<Cow<'a, [u8]>> = None;
+        let mut bare = None;
+        for line in frame.split(|b| *b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() || line[0] == b':' {
+                continue;
+            }
+            let (field, value) = match memchr::memchr(b':', line) {
+                Some(colon) => {
+                    let value = &line[colon + 1..];
+                    (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
+                }
+                None => (line, &b""[..]),
+            };
+            match field {
+                b"data" => {
+                    data = Some(match data {
+                        None => Cow::Borrowed(value),
+                        Some(prev) => {
+                            let mut joined = prev.into_owned();
+                            joined.push(b'\n');
+                            joined.extend_from_slice(value);
+                            Cow::Owned(joined)
+                        }
+                    })
+                }
+                b"event" => event = Some(value),
+                b"id" | b"retry" => {}
+                _ if line.starts_with(b"{") || line.starts_with(b"[") => {
+                    bare.get_or_insert(line);
+                }
+                _ => {}
+            }
+        }
+        Event { event, data, bare }
+    }
+
+    /// The data payload, or an empty slice.
+    pub fn data(&self) -> &[u8] {
+        self.data.as_deref().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan_all(chunks: &[&[u8]]) -> (Vec<Bytes>, Option<Bytes>) {
+        let mut scanner = SseScanner::new();
+        let mut frames = Vec::new();
+        for chunk in chunks {
+            scanner.feed(Bytes::copy_from_slice(chunk), &mut frames);
+        }
+        let tail = scanner.finish();
+        (frames, tail)
+    }
+
+    #[test]
+    fn splits_lf_and_crlf_frames() {
+        let (frames, tail) = scan_all(&[b"data: a\n\ndata: b\r\n\r\nevent: x\ndata: c\n\n"]);
+        assert_eq!(
+            frames,
+            vec![
+                Bytes::from_static(b"data: a\n\n"),
+                Bytes::from_static(b"data: b\r\n\r\n"),
+                Bytes::from_static(b"event: x\ndata: c\n\n"),
+            ]
+        );
+        assert_eq!(tail, None);
+    }
+
+    #[test]
+    fn every_split_point_gives_the_same_frames() {
+        let input: &[u8] =
+            b"event: message_start\ndata: {\"a\":1}\n\ndata: x\r\n\r\n: comment\n\ndata: [DONE]\n\n";
+        let (whole, _) = scan_all(&[input]);
+        for cut in 0..=input.len() {
+            let (split, tail) = scan_all(&[&input[..cut], &input[cut..]]);
+            assert_eq!(split, whole, "cut at {cut}");
+            assert_eq!(tail, None);
+        }
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(scan_all(&bytes).0, whole);
+    }
+
+    #[test]
+    fn every_pair_of_split_points_gives_the_same_frames() {
+        let input: &[u8] = b"data: x\nda: y\n\ndata: z\r\n\r\n";
+        let (whole, _) = scan_all(&[input]);
+        for a in 0..=input.len() {
+            for b in a..=input.len() {
+                let (split, _) = scan_all(&[&input[..a], &input[a..b], &input[b..]]);
+                assert_eq!(split, whole, "cuts at {a} and {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn lone_cr_at_chunk_end_waits_for_lf() {
+        let (frames, _) = scan_all(&[b"data: a\r\n\r", b"\ndata: b\r\n\r\n"]);
+        assert_eq!(frames[0], Bytes::from_static(b"data: a\r\n\r\n"));
+        assert_eq!(frames[1], Bytes::from_static(b"data: b\r\n\r\n"));
+    }
+
+    #[test]
+    fn unterminated_tail_is_returned_by_finish() {
+        let (frames, tail) = scan_all(&[b"data: a\n\n{\"error\": {\"code\": 500}}\n"]);
+        assert_eq!(frames.len(), 1);
+        assert_eq!(tail, Some(Bytes::from_static(b"{\"error\": {\"code\": 500}}\n")));
+    }
+
+    #[test]
+    fn frames_inside_one_chunk_are_not_copied() {
+        let chunk = Bytes::from_static(b"data: a\n\ndata: b\n\n");
+        let mut scanner = SseScanner::new();
+        let mut frames = Vec::new();
+        scanner.feed(chunk.clone(), &mut frames);
+        assert_eq!(frames[0].as_ptr(), chunk.as_ptr());
+    }
+
+    #[test]
+    fn parses_fields() {
+        let ev = Event::parse(b"event: message_delta\ndata: {\"x\":1}\n\n");
+        assert_eq!(ev.event, Some(&b"message_delta"[..]));
+        assert_eq!(ev.data(), b"{\"x\":1}");
+        let ev = Event::parse(b"data: line1\ndata: line2\n\n");
+        assert_eq!(ev.data(), b"line1\nline2");
+        let ev = Event::parse(b"data:no-space\r\n\r\n");
+        assert_eq!(ev.data(), b"no-space");
+        let ev = Event::parse(b"{\"error\": {}}\n");
+        assert_eq!(ev.bare, Some(&b"{\"error\": {}}"[..]));
+        assert_eq!(ev.data, None);
+    }
+}

@@ -1,0 +1,184 @@
+//! API keys, stored and compared as SHA-256 digests.
+//!
+//! The config holds only `sha256:<hex>` digests, so a leaked config file leaks no usable key.
+//! A presented key is hashed once; the table is bucketed by the first 8 bytes of the digest
+//! (a lookup keyed by a one-way hash of attacker input reveals nothing useful), and the full
+//! digest is then compared in constant time with `subtle`.
+
+use std::sync::Arc;
+
+use ahash::AHashMap;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::glob::Glob;
+use lua_free_filters::Filter;
+
+pub const HASH_PREFIX: &str = "sha256:";
+const KEY_PREFIX: &str = "sk-sira-";
+
+/// One configured key.
+#[derive(Debug)]
+pub struct KeyEntry {
+    /// Shown in logs and metrics; the secret never is.
+    pub name: Arc<str>,
+    digest: [u8; 32],
+    /// `None` = every model.
+    models: Option<Vec<Glob>>,
+    pub filters: Vec<Arc<dyn Filter>>,
+}
+
+impl KeyEntry {
+    pub fn new(
+        name: &str,
+        digest: [u8; 32],
+        models: Option<Vec<Glob>>,
+        filters: Vec<Arc<dyn Filter>>,
+    ) -> KeyEntry {
+        KeyEntry {
+            name: name.into(),
+            digest,
+            models,
+            filters,
+        }
+    }
+
+    /// Whether this key may use the model the client asked for.
+    pub fn allows(&self, model: &str) -> bool {
+        match &self.models {
+            None => true,
+            Some(globs) => globs.iter().any(|g| g.matches(model)),
+        }
+    }
+}
+
+/// Every configured key, looked up by digest.
+#[derive(Debug, Default)]
+pub struct KeyTable {
+    buckets: AHashMap<u64, Vec<Arc<KeyEntry>>>,
+    len: usize,
+}
+
+impl KeyTable {
+    pub fn insert(&mut self, entry: KeyEntry) {
+        self.len += 1;
+        self.buckets
+            .entry(bucket(&entry.digest))
+            .or_default()
+            .push(Arc::new(entry));
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// No keys configured: the gateway does not authenticate clients.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn contains_digest(&self, digest: &[u8; 32]) -> bool {
+        self.buckets
+            .get(&bucket(digest))
+            .is_some_and(|entries| entries.iter().any(|e| &e.digest == digest))
+    }
+
+    /// Finds the entry whose digest matches the presented secret.
+    pub fn find(&self, secret: &[u8]) -> Option<&Arc<KeyEntry>> {
+        let digest: [u8; 32] = Sha256::digest(secret).into();
+        self.buckets
+            .get(&bucket(&digest))?
+            .iter()
+            .find(|entry| bool::from(entry.digest.ct_eq(&digest)))
+    }
+
+    /// Every entry, for listing what a caller may use.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<KeyEntry>> {
+        self.buckets.values().flatten()
+    }
+}
+
+fn bucket(digest: &[u8; 32]) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(first)
+}
+
+/// `sha256:<hex>` of a secret, the form written in the config.
+pub fn hash_key(secret: &str) -> String {
+    format!("{HASH_PREFIX}{}", hex::encode(Sha256::digest(secret.as_bytes())))
+}
+
+/// Parses the config form back into a digest.
+pub fn parse_hash(text: &str) -> Result<[u8; 32], String> {
+    let hex_part = text.strip_prefix(HASH_PREFIX).ok_or_else(|| {
+        format!("expected \"{HASH_PREFIX}<64 hex digits>\" (run `sira key hash` to make one)")
+    })?;
+    let mut digest = [0u8; 32];
+    hex::decode_to_slice(hex_part, &mut digest)
+        .map_err(|_| format!("expected 64 hex digits after \"{HASH_PREFIX}\""))?;
+    Ok(digest)
+}
+
+/// A fresh random key: 192 bits from the OS generator.
+pub fn new_key() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes)?;
+    Ok(format!("{KEY_PREFIX}{}", hex::encode(bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(secrets: &[(&str, &str)]) -> KeyTable {
+        let mut t = KeyTable::default();
+        for (name, secret) in secrets {
+            let digest = parse_hash(&hash_key(secret)).unwrap();
+            t.insert(KeyEntry::new(name, digest, None, Vec::new()));
+        }
+        t
+    }
+
+    #[test]
+    fn finds_by_secret_only() {
+        let t = table(&[("a", "secret-a"), ("b", "secret-b")]);
+        assert_eq!(&*t.find(b"secret-b").unwrap().name, "b");
+        assert!(t.find(b"secret-c").is_none());
+        assert!(t.find(b"").is_none());
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn hash_format_round_trips() {
+        // sha256("test"), the example digest of CONTRACT.md.
+        assert_eq!(
+            hash_key("test"),
+            "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+        );
+        assert!(parse_hash("md5:abc").is_err());
+        assert!(parse_hash("sha256:zz").is_err());
+    }
+
+    #[test]
+    fn new_keys_are_distinct_and_prefixed() {
+        let a = new_key().unwrap();
+        let b = new_key().unwrap();
+        assert_ne!(a, b);
+        assert!(a.starts_with("sk-sira-") && a.len() == 8 + 48);
+    }
+
+    #[test]
+    fn model_allow_list_uses_globs() {
+        let e = KeyEntry::new(
+            "k",
+            [0; 32],
+            Some(vec![Glob::new("gpt-4o"), Glob::new("openai/*")]),
+            Vec::new(),
+        );
+        assert!(e.allows("gpt-4o"));
+        assert!(e.allows("openai/o3"));
+        assert!(!e.allows("gpt-4o-mini"));
+        assert!(!e.allows("sonnet"));
+    }
+}

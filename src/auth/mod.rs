@@ -1,0 +1,132 @@
+//! Who is calling: API keys from `Authorization: Bearer`, `x-api-key`, `x-goog-api-key` or
+//! `?key=`, checked against the snapshot's key table.
+
+mod keys;
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+
+pub use keys::{hash_key, new_key, parse_hash, KeyEntry, KeyTable, HASH_PREFIX};
+
+/// The authenticated caller of one request.
+#[derive(Clone, Debug)]
+pub enum Principal {
+    /// No keys are configured: the gateway is open (the built-in default listens on loopback only).
+    Anonymous,
+    Key(Arc<KeyEntry>),
+}
+
+impl Principal {
+    /// The name used in logs and metrics.
+    pub fn name(&self) -> &str {
+        match self {
+            Principal::Anonymous => "anonymous",
+            Principal::Key(entry) => &entry.name,
+        }
+    }
+
+    pub fn allows(&self, model: &str) -> bool {
+        match self {
+            Principal::Anonymous => true,
+            Principal::Key(entry) => entry.allows(model),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("missing API key: send it as `Authorization: Bearer <key>` or `x-api-key: <key>`")]
+    Missing,
+    #[error("invalid API key")]
+    Invalid,
+}
+
+/// Authenticates a request from its headers and query string.
+pub fn authenticate(
+    table: &KeyTable,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Principal, AuthError> {
+    if table.is_empty() {
+        return Ok(Principal::Anonymous);
+    }
+    let secret = presented_key(headers, query).ok_or(AuthError::Missing)?;
+    table
+        .find(secret)
+        .map(|entry| Principal::Key(entry.clone()))
+        .ok_or(AuthError::Invalid)
+}
+
+/// The key the client presented, in the first place any SDK puts it.
+fn presented_key<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a [u8]> {
+    if let Some(value) = headers.get(http::header::AUTHORIZATION) {
+        let value = value.as_bytes();
+        let scheme = value.get(..7)?;
+        if scheme.eq_ignore_ascii_case(b"bearer ") {
+            return Some(value[7..].trim_ascii());
+        }
+        return None;
+    }
+    for name in ["x-api-key", "x-goog-api-key", "api-key"] {
+        if let Some(value) = headers.get(name) {
+            return Some(value.as_bytes().trim_ascii());
+        }
+    }
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("key="))
+        .map(str::as_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn table() -> KeyTable {
+        let mut t = KeyTable::default();
+        t.insert(KeyEntry::new("team-a", parse_hash(&hash_key("sk-good")).unwrap(), None, Vec::new()));
+        t
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn accepts_every_sdk_placement() {
+        let t = table();
+        for h in [
+            headers(&[("authorization", "Bearer sk-good")]),
+            headers(&[("authorization", "bearer  sk-good ")]),
+            headers(&[("x-api-key", "sk-good")]),
+            headers(&[("x-goog-api-key", "sk-good")]),
+        ] {
+            assert_eq!(authenticate(&t, &h, None).unwrap().name(), "team-a");
+        }
+        let q = authenticate(&t, &HeaderMap::new(), Some("alt=sse&key=sk-good")).unwrap();
+        assert_eq!(q.name(), "team-a");
+    }
+
+    #[test]
+    fn rejects_missing_and_bad_keys() {
+        let t = table();
+        assert_eq!(authenticate(&t, &HeaderMap::new(), None).unwrap_err(), AuthError::Missing);
+        let bad = headers(&[("authorization", "Bearer sk-bad")]);
+        assert_eq!(authenticate(&t, &bad, None).unwrap_err(), AuthError::Invalid);
+        let basic = headers(&[("authorization", "Basic Zm9vOmJhcg==")]);
+        assert_eq!(authenticate(&t, &basic, None).unwrap_err(), AuthError::Missing);
+    }
+
+    #[test]
+    fn empty_table_means_open() {
+        let open = authenticate(&KeyTable::default(), &HeaderMap::new(), None).unwrap();
+        assert_eq!(open.name(), "anonymous");
+    }
+}

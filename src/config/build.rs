@@ -1,0 +1,521 @@
+//! File types → runtime [`Snapshot`]: every check lives here, none at request time.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ahash::AHashMap;
+use http::{HeaderName, HeaderValue};
+use indexmap::IndexMap;
+use lua_free_filters::{Filter, FilterSpec};
+use serde_yaml::Value;
+
+use super::file::{
+    AuthConfig, EndpointConfig, Entries, KeyConfig, LoggingConfig, ModelConfig, ProviderConfig,
+    RawFile, ServerConfig,
+};
+use super::{
+    section, AccessLogTarget, ConfigMeta, ConfigProblem, LoggingSettings, Secret, ServerSettings,
+    Snapshot,
+};
+use crate::auth::{parse_hash, KeyEntry, KeyTable};
+use crate::glob::Glob;
+use crate::models::{ModelRoute, ModelTable, Pricing, RetryPolicy, Target, DEFAULT_MAX_TOKENS};
+use crate::provider::{Endpoint, Provider, ProviderKind, Timeouts, DEFAULT_ANTHROPIC_VERSION};
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
+const DEFAULT_MAX_REQUEST_BODY: u64 = 8 << 20;
+const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
+
+/// Collects problems while building; a section that fails yields `None` and the build
+/// carries on so later sections are checked too.
+struct Builder<'p> {
+    problems: &'p mut Vec<ConfigProblem>,
+}
+
+impl Builder<'_> {
+    fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(ConfigProblem::new(path, message));
+    }
+
+    /// Rejects a section this build does not implement, naming it plainly.
+    fn unsupported(&mut self, path: &str, value: &Option<Value>) {
+        if value.is_some() {
+            self.problem(path, "not supported by this version of sira yet; remove it");
+        }
+    }
+
+    fn entries(&mut self, value: Option<Value>, path: &str) -> Entries {
+        value
+            .and_then(|v| section::<Entries>(v, path, self.problems))
+            .unwrap_or_default()
+    }
+}
+
+pub(super) fn build(raw: RawFile, meta: ConfigMeta, problems: &mut Vec<ConfigProblem>) -> Option<Snapshot> {
+    let mut b = Builder { problems };
+    let RawFile {
+        server,
+        providers,
+        models,
+        auth,
+        filters,
+        logging,
+        tenants,
+        limits,
+        cache,
+    } = raw;
+    b.unsupported("tenants", &tenants);
+    b.unsupported("limits", &limits);
+    b.unsupported("cache", &cache);
+
+    let server = server_settings(&mut b, server);
+    let filters = build_filters(&mut b, filters);
+    let providers = build_providers(&mut b, providers);
+    let models = build_models(&mut b, models, &providers, &filters);
+    let keys = build_keys(&mut b, auth, &models, &filters);
+    let logging = logging_settings(&mut b, logging);
+    Some(Snapshot {
+        server: server?,
+        providers,
+        models,
+        keys,
+        logging: logging?,
+        meta,
+    })
+}
+
+fn server_settings(b: &mut Builder, value: Option<Value>) -> Option<ServerSettings> {
+    let config: ServerConfig = match value {
+        Some(v) => section(v, "server", b.problems)?,
+        None => ServerConfig::default(),
+    };
+    let ServerConfig {
+        listen,
+        tls,
+        admin,
+        admin_token,
+        threads,
+        max_request_body,
+        grace_period,
+    } = config;
+    b.unsupported("server.tls", &tls);
+    let mut addrs = Vec::new();
+    let listen = listen.unwrap_or_else(|| vec![DEFAULT_LISTEN.to_owned()]);
+    if listen.is_empty() {
+        b.problem("server.listen", "at least one listen address is needed");
+    }
+    for (i, text) in listen.iter().enumerate() {
+        match socket_addr(text) {
+            Ok(addr) => addrs.push(addr),
+            Err(e) => b.problem(format!("server.listen[{i}]"), e),
+        }
+    }
+    let admin = match admin.as_deref().unwrap_or(DEFAULT_ADMIN) {
+        "off" | "" => None,
+        text => match socket_addr(text) {
+            Ok(addr) => Some(addr),
+            Err(e) => {
+                b.problem("server.admin", e);
+                None
+            }
+        },
+    };
+    if let Some(admin) = admin {
+        if addrs.contains(&admin) {
+            b.problem("server.admin", "must differ from every server.listen address");
+        }
+    }
+    let threads = match threads {
+        Some(0) => {
+            b.problem("server.threads", "must be at least 1");
+            1
+        }
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let max_request_body = match max_request_body {
+        Some(size) if size.0 == 0 => {
+            b.problem("server.max_request_body", "must be greater than zero");
+            0
+        }
+        Some(size) => size.0,
+        None => DEFAULT_MAX_REQUEST_BODY,
+    };
+    let admin_token = match admin_token {
+        Some(token) if token.is_empty() => {
+            b.problem("server.admin_token", "is empty (the referenced variable may be unset); omit the key to disable admin auth");
+            None
+        }
+        Some(token) => Some(Secret::new(token)),
+        None => None,
+    };
+    Some(ServerSettings {
+        listen: addrs,
+        admin,
+        admin_token,
+        threads,
+        max_request_body,
+        grace_period: grace_period.map_or(DEFAULT_GRACE_PERIOD, |d| d.0),
+    })
+}
+
+fn socket_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    // Allow "localhost:8080"; resolution of a literal host name needs no network.
+    text.to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| format!("invalid address {text:?}: expected host:port, e.g. 0.0.0.0:8080"))
+}
+
+fn build_filters(b: &mut Builder, value: Option<Value>) -> AHashMap<String, Arc<dyn Filter>> {
+    let mut filters = AHashMap::new();
+    for (name, raw) in b.entries(value, "filters") {
+        let path = format!("filters.{name}");
+        let Some(spec) = section::<FilterSpec>(raw, &path, b.problems) else {
+            continue;
+        };
+        match spec.build() {
+            Ok(filter) => {
+                filters.insert(name, filter);
+            }
+            Err(e) => b.problem(path, e.to_string()),
+        }
+    }
+    filters
+}
+
+fn build_providers(b: &mut Builder, value: Option<Value>) -> IndexMap<Arc<str>, Arc<Provider>> {
+    let mut providers = IndexMap::new();
+    for (name, raw) in b.entries(value, "providers") {
+        let path = format!("providers.{name}");
+        let Some(config) = section::<ProviderConfig>(raw, &path, b.problems) else {
+            continue;
+        };
+        if let Some(provider) = build_provider(b, &name, &path, config) {
+            providers.insert(provider.name.clone(), Arc::new(provider));
+        }
+    }
+    providers
+}
+
+fn build_provider(b: &mut Builder, name: &str, path: &str, config: ProviderConfig) -> Option<Provider> {
+    let ProviderConfig {
+        kind,
+        endpoints,
+        api_key,
+        api_version,
+        deployments,
+        headers,
+        timeouts,
+        anthropic_version,
+        balance,
+        hash_key,
+        health,
+        circuit,
+    } = config;
+    for (key, value) in [("balance", &balance), ("hash_key", &hash_key), ("health", &health), ("circuit", &circuit)] {
+        b.unsupported(&format!("{path}.{key}"), value);
+    }
+    let problems_before = b.problems.len();
+    let mut parsed = Vec::new();
+    let configured: Vec<(String, u32)> = endpoints
+        .into_iter()
+        .map(|e| match e {
+            EndpointConfig::Url(url) => (url, 1),
+            EndpointConfig::Weighted(w) => (w.url, w.weight.unwrap_or(1)),
+        })
+        .collect();
+    let endpoint_list = if configured.is_empty() {
+        match kind.default_endpoint() {
+            Some(url) => vec![(url.to_owned(), 1)],
+            None => {
+                b.problem(format!("{path}.endpoints"), format!("required for kind {}", kind.as_str()));
+                Vec::new()
+            }
+        }
+    } else {
+        configured
+    };
+    for (i, (url, weight)) in endpoint_list.iter().enumerate() {
+        if *weight == 0 {
+            b.problem(format!("{path}.endpoints[{i}].weight"), "must be at least 1");
+        }
+        match Endpoint::parse(url, *weight) {
+            Ok(endpoint) => parsed.push(endpoint),
+            Err(e) => b.problem(format!("{path}.endpoints[{i}]"), e.to_string()),
+        }
+    }
+    let api_key = match api_key {
+        Some(key) if key.is_empty() => {
+            b.problem(
+                format!("{path}.api_key"),
+                "is empty (the referenced environment variable may be unset or empty)",
+            );
+            None
+        }
+        Some(key) if HeaderValue::from_str(&key).is_err() => {
+            b.problem(format!("{path}.api_key"), "contains characters not allowed in an HTTP header");
+            None
+        }
+        other => other.map(Secret::new),
+    };
+    if kind != ProviderKind::Azure {
+        if api_version.is_some() {
+            b.problem(format!("{path}.api_version"), "only applies to kind azure");
+        }
+        if !deployments.is_empty() {
+            b.problem(format!("{path}.deployments"), "only applies to kind azure");
+        }
+    }
+    let mut extra_headers = Vec::new();
+    for (header, value) in headers {
+        let header_path = format!("{path}.headers.{header}");
+        match (HeaderName::from_bytes(header.as_bytes()), HeaderValue::from_str(&value)) {
+            (Ok(n), Ok(v)) => extra_headers.push((n, v)),
+            (Err(_), _) => b.problem(header_path, "invalid header name"),
+            (_, Err(_)) => b.problem(header_path, "invalid header value"),
+        }
+    }
+    let defaults = Timeouts::default();
+    let timeouts = Timeouts {
+        connect: timeouts.connect.map_or(defaults.connect, |d| d.0),
+        first_byte: timeouts.first_byte.map_or(defaults.first_byte, |d| d.0),
+        idle: timeouts.idle.map_or(defaults.idle, |d| d.0),
+        total: timeouts.total.map(|d| d.0).or(defaults.total),
+    };
+    let anthropic_version = match HeaderValue::from_str(anthropic_version.as_deref().unwrap_or(DEFAULT_ANTHROPIC_VERSION)) {
+        Ok(v) => v,
+        Err(_) => {
+            b.problem(format!("{path}.anthropic_version"), "invalid header value");
+            HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION)
+        }
+    };
+    if b.problems.len() > problems_before {
+        return None;
+    }
+    Some(Provider::new(
+        name,
+        kind,
+        parsed,
+        api_key,
+        api_version,
+        deployments.into_iter().collect(),
+        extra_headers,
+        timeouts,
+        anthropic_version,
+    ))
+}
+
+fn build_models(
+    b: &mut Builder,
+    value: Option<Value>,
+    providers: &IndexMap<Arc<str>, Arc<Provider>>,
+    filters: &AHashMap<String, Arc<dyn Filter>>,
+) -> ModelTable {
+    let entries = b.entries(value, "models");
+    let mut table = ModelTable::default();
+    let names: Vec<String> = entries.keys().cloned().collect();
+    for (name, raw) in entries {
+        let path = format!("models.{name}");
+        let Some(config) = section::<ModelConfig>(raw, &path, b.problems) else {
+            continue;
+        };
+        if let Some(route) = build_model(b, &name, &path, config, providers, filters, &names) {
+            table.insert(route);
+        }
+    }
+    table
+}
+
+fn build_model(
+    b: &mut Builder,
+    name: &str,
+    path: &str,
+    config: ModelConfig,
+    providers: &IndexMap<Arc<str>, Arc<Provider>>,
+    filters: &AHashMap<String, Arc<dyn Filter>>,
+    model_names: &[String],
+) -> Option<ModelRoute> {
+    let ModelConfig {
+        targets,
+        pricing,
+        fallbacks,
+        retry,
+        filters: filter_names,
+        default_max_tokens,
+    } = config;
+    let problems_before = b.problems.len();
+    if targets.is_empty() {
+        b.problem(format!("{path}.targets"), "needs at least one target");
+    }
+    let mut built = Vec::new();
+    for (i, target) in targets.into_iter().enumerate() {
+        let target_path = format!("{path}.targets[{i}]");
+        let Some(provider) = providers.get(target.provider.as_str()) else {
+            b.problem(format!("{target_path}.provider"), format!("unknown provider {:?}", target.provider));
+            continue;
+        };
+        if target.weight == Some(0) {
+            b.problem(format!("{target_path}.weight"), "must be at least 1");
+        }
+        built.push(Target {
+            provider: provider.clone(),
+            model: target.model.map(Into::into),
+            weight: target.weight.unwrap_or(1),
+        });
+    }
+    let pricing = pricing.map(|p| {
+        let input = p.input.unwrap_or(0.0);
+        Pricing {
+            input,
+            output: p.output.unwrap_or(0.0),
+            cached_input: p.cached_input.unwrap_or(input),
+        }
+    });
+    if let Some(p) = &pricing {
+        if [p.input, p.output, p.cached_input].iter().any(|v| !v.is_finite() || *v < 0.0) {
+            b.problem(format!("{path}.pricing"), "prices must be non-negative numbers");
+        }
+    }
+    for (i, fallback) in fallbacks.iter().enumerate() {
+        if fallback == name {
+            b.problem(format!("{path}.fallbacks[{i}]"), "a model cannot fall back to itself");
+        } else if !model_names.iter().any(|m| m == fallback) {
+            b.problem(format!("{path}.fallbacks[{i}]"), format!("unknown model {fallback:?}"));
+        }
+    }
+    let mut retry_policy = RetryPolicy::default();
+    if let Some(retry) = retry {
+        if retry.attempts == Some(0) {
+            b.problem(format!("{path}.retry.attempts"), "must be at least 1 (1 = no retry)");
+        }
+        retry_policy.attempts = retry.attempts.unwrap_or(retry_policy.attempts);
+        retry_policy.backoff = retry.backoff.map_or(retry_policy.backoff, |d| d.0);
+        retry_policy.max_backoff = retry.max_backoff.map_or(retry_policy.max_backoff.max(retry_policy.backoff), |d| d.0);
+    }
+    let attached = resolve_filters(b, &format!("{path}.filters"), &filter_names, filters);
+    if default_max_tokens == Some(0) {
+        b.problem(format!("{path}.default_max_tokens"), "must be at least 1");
+    }
+    if b.problems.len() > problems_before {
+        return None;
+    }
+    let mut route = ModelRoute::new(name, built);
+    route.pricing = pricing;
+    route.fallbacks = fallbacks.into_iter().map(Into::into).collect();
+    route.retry = retry_policy;
+    route.filters = attached;
+    route.default_max_tokens = default_max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+    Some(route)
+}
+
+fn resolve_filters(
+    b: &mut Builder,
+    path: &str,
+    names: &[String],
+    filters: &AHashMap<String, Arc<dyn Filter>>,
+) -> Vec<Arc<dyn Filter>> {
+    let mut attached = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        match filters.get(name) {
+            Some(filter) => attached.push(filter.clone()),
+            None => b.problem(format!("{path}[{i}]"), format!("unknown filter {name:?}")),
+        }
+    }
+    attached
+}
+
+fn build_keys(
+    b: &mut Builder,
+    value: Option<Value>,
+    models: &ModelTable,
+    filters: &AHashMap<String, Arc<dyn Filter>>,
+) -> KeyTable {
+    let mut table = KeyTable::default();
+    let Some(auth) = value.and_then(|v| section::<AuthConfig>(v, "auth", b.problems)) else {
+        return table;
+    };
+    b.unsupported("auth.jwt", &auth.jwt);
+    let Some(keys) = auth.keys.and_then(|v| section::<Vec<Value>>(v, "auth.keys", b.problems)) else {
+        return table;
+    };
+    let mut names = AHashMap::new();
+    for (i, raw) in keys.into_iter().enumerate() {
+        let path = format!("auth.keys[{i}]");
+        let Some(key) = section::<KeyConfig>(raw, &path, b.problems) else {
+            continue;
+        };
+        let KeyConfig {
+            name,
+            hash,
+            models: allowed,
+            filters: filter_names,
+            tenant,
+            limits,
+        } = key;
+        b.unsupported(&format!("{path}.tenant"), &tenant);
+        b.unsupported(&format!("{path}.limits"), &limits);
+        if name.is_empty() {
+            b.problem(format!("{path}.name"), "must not be empty");
+        }
+        if let Some(previous) = names.insert(name.clone(), i) {
+            b.problem(format!("{path}.name"), format!("duplicate key name {name:?} (also auth.keys[{previous}])"));
+        }
+        let digest = match parse_hash(&hash) {
+            Ok(digest) => digest,
+            Err(e) => {
+                b.problem(format!("{path}.hash"), e);
+                continue;
+            }
+        };
+        if table.contains_digest(&digest) {
+            b.problem(format!("{path}.hash"), "the same key hash is configured twice");
+            continue;
+        }
+        let globs = allowed.map(|patterns| {
+            for (j, pattern) in patterns.iter().enumerate() {
+                let matches_something = Glob::is_wildcard(pattern) || models.contains(pattern);
+                if !matches_something {
+                    b.problem(format!("{path}.models[{j}]"), format!("unknown model {pattern:?}"));
+                }
+            }
+            patterns.iter().map(|p| Glob::new(p)).collect()
+        });
+        let attached = resolve_filters(b, &format!("{path}.filters"), &filter_names, filters);
+        table.insert(KeyEntry::new(&name, digest, globs, attached));
+    }
+    table
+}
+
+fn logging_settings(b: &mut Builder, value: Option<Value>) -> Option<LoggingSettings> {
+    let config: LoggingConfig = match value {
+        Some(v) => section(v, "logging", b.problems)?,
+        None => LoggingConfig::default(),
+    };
+    let LoggingConfig { level, access_log, format } = config;
+    let level = level.unwrap_or_else(|| "info".to_owned());
+    let plain_level = matches!(level.as_str(), "error" | "warn" | "info" | "debug" | "trace" | "off");
+    if !plain_level && (!level.contains('=') || tracing_subscriber::EnvFilter::try_new(&level).is_err()) {
+        b.problem("logging.level", format!("invalid level {level:?}: use error, warn, info, debug or trace"));
+    }
+    let access_log = match access_log.as_deref() {
+        None | Some("stdout") => AccessLogTarget::Stdout,
+        Some("off") => AccessLogTarget::Off,
+        Some("") => {
+            b.problem("logging.access_log", "must be stdout, off or a file path");
+            AccessLogTarget::Off
+        }
+        Some(path) => AccessLogTarget::File(PathBuf::from(path)),
+    };
+    Some(LoggingSettings {
+        level,
+        access_log,
+        format: format.unwrap_or_default(),
+    })
+}

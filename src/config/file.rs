@@ -1,0 +1,237 @@
+//! The on-disk YAML schema, exactly as operators write it.
+//!
+//! Every struct denies unknown keys so a typo fails `sira check` instead of silently doing
+//! nothing. These types are only ever read by `config::build`, which validates them and
+//! compiles the runtime [`Snapshot`](super::Snapshot); the request path never sees them.
+//! Sections of CONTRACT.md that this build does not implement yet are accepted as raw YAML
+//! here and refused by `build` with a message saying so, rather than as "unknown field".
+
+use std::collections::BTreeMap;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_yaml::Value;
+
+use super::units::{opt_number_or_string, ByteSize, HumanDuration};
+use crate::provider::ProviderKind;
+
+/// The top level. Each section is kept as raw YAML and deserialised on its own by
+/// `config::load`, so that one bad provider does not hide the problems of the others.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    #[serde(default)]
+    pub server: Option<Value>,
+    #[serde(default)]
+    pub providers: Option<Value>,
+    #[serde(default)]
+    pub models: Option<Value>,
+    #[serde(default)]
+    pub auth: Option<Value>,
+    #[serde(default)]
+    pub filters: Option<Value>,
+    #[serde(default)]
+    pub logging: Option<Value>,
+    #[serde(default)]
+    pub tenants: Option<Value>,
+    #[serde(default)]
+    pub limits: Option<Value>,
+    #[serde(default)]
+    pub cache: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Plain HTTP/1.1 (and h2c) listeners.
+    #[serde(default)]
+    pub listen: Option<Vec<String>>,
+    /// TLS listeners: not implemented in this build.
+    #[serde(default)]
+    pub tls: Option<Value>,
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`, `/admin/*`).
+    #[serde(default)]
+    pub admin: Option<String>,
+    /// Bearer token required on `/admin/*` when set.
+    #[serde(default)]
+    pub admin_token: Option<String>,
+    #[serde(default, deserialize_with = "opt_number_or_string")]
+    pub threads: Option<usize>,
+    #[serde(default)]
+    pub max_request_body: Option<ByteSize>,
+    #[serde(default)]
+    pub grace_period: Option<HumanDuration>,
+}
+
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub kind: ProviderKind,
+    /// Base URLs; optional for kinds with a well-known public endpoint.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointConfig>,
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// Azure's `api-version` query parameter.
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// Azure: client model name → deployment name.
+    #[serde(default)]
+    pub deployments: BTreeMap<String, String>,
+    /// Extra headers added to every upstream request.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    /// Anthropic's `anthropic-version` header when the client sends none.
+    #[serde(default)]
+    pub anthropic_version: Option<String>,
+    // Pools, health checks and circuit breaking come with the upstream-pool work.
+    #[serde(default)]
+    pub balance: Option<Value>,
+    #[serde(default)]
+    pub hash_key: Option<Value>,
+    #[serde(default)]
+    pub health: Option<Value>,
+    #[serde(default)]
+    pub circuit: Option<Value>,
+}
+
+/// `"https://host"` or `{ url: "https://host", weight: 2 }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum EndpointConfig {
+    Url(String),
+    Weighted(WeightedEndpoint),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedEndpoint {
+    pub url: String,
+    #[serde(default, deserialize_with = "opt_number_or_string")]
+    pub weight: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    #[serde(default)]
+    pub connect: Option<HumanDuration>,
+    /// Until the response headers arrive.
+    #[serde(default)]
+    pub first_byte: Option<HumanDuration>,
+    /// Between two reads of the response body.
+    #[serde(default)]
+    pub idle: Option<HumanDuration>,
+    /// The whole exchange, streams included.
+    #[serde(default)]
+    pub total: Option<HumanDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub targets: Vec<TargetConfig>,
+    #[serde(default)]
+    pub pricing: Option<PricingConfig>,
+    /// Other model names tried in order when every target failed before the first byte.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+    #[serde(default)]
+    pub retry: Option<RetryConfig>,
+    /// Names of `filters:` entries applied to requests for this model.
+    #[serde(default)]
+    pub filters: Vec<String>,
+    /// `max_tokens` sent to Anthropic when the client gave none (Anthropic requires it).
+    #[serde(default, deserialize_with = "opt_number_or_string")]
+    pub default_max_tokens: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    pub provider: String,
+    /// The upstream model name; omitted = the client's name (for a wildcard entry, the part
+    /// the `*` matched).
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default, deserialize_with = "opt_number_or_string")]
+    pub weight: Option<u32>,
+}
+
+/// USD per million tokens.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PricingConfig {
+    #[serde(default, deserialize_with = "opt_number_or_string")]
+    pub input: Option<f64>,
+    #[serde(default, deserialize_with = "opt_number_or_string")]
+    pub output: Option<f64>,
+    #[serde(default, deserialize_with = "opt_number_or_string")]
+    pub cached_input: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    #[serde(default, deserialize_with = "opt_number_or_string")]
+    pub attempts: Option<u32>,
+    #[serde(default)]
+    pub backoff: Option<HumanDuration>,
+    #[serde(default)]
+    pub max_backoff: Option<HumanDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default)]
+    pub keys: Option<Value>,
+    /// JWT validation: not implemented in this build.
+    #[serde(default)]
+    pub jwt: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    pub name: String,
+    /// `sha256:<64 hex digits>` of the secret key.
+    pub hash: String,
+    /// Model names or globs this key may use; omitted = all.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    /// Names of `filters:` entries applied to this key's requests.
+    #[serde(default)]
+    pub filters: Vec<String>,
+    #[serde(default)]
+    pub tenant: Option<Value>,
+    #[serde(default)]
+    pub limits: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// `error`, `warn`, `info`, `debug` or `trace`, or a tracing filter directive.
+    #[serde(default)]
+    pub level: Option<String>,
+    /// `stdout`, `off`, or a file path (reopened on SIGHUP).
+    #[serde(default)]
+    pub access_log: Option<String>,
+    #[serde(default)]
+    pub format: Option<LogFormat>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Text,
+}
+
+/// Sections whose entries are deserialised one by one, in file order.
+pub type Entries = IndexMap<String, Value>;

@@ -1,0 +1,226 @@
+use super::interpolate::tests::FakeSource;
+use super::*;
+
+fn source() -> FakeSource {
+    let mut s = FakeSource::default();
+    s.env.insert("OPENAI_API_KEY".into(), "sk-openai-secret".into());
+    s.env.insert("ANTHROPIC_API_KEY".into(), "sk-ant-secret".into());
+    s
+}
+
+fn ok(yaml: &str) -> Snapshot {
+    match parse(yaml, None, &source()) {
+        Ok(snapshot) => snapshot,
+        Err(e) => panic!("expected a valid config, got:\n{e}"),
+    }
+}
+
+fn problems(yaml: &str) -> Vec<String> {
+    match parse(yaml, None, &source()) {
+        Ok(_) => panic!("expected problems"),
+        Err(ConfigError::Invalid(problems)) => problems.iter().map(ToString::to_string).collect(),
+        Err(e) => panic!("unexpected error {e}"),
+    }
+}
+
+const GOOD: &str = r#"
+server:
+  listen: ["127.0.0.1:18080"]
+  admin: "127.0.0.1:19901"
+  threads: "${THREADS:-2}"
+  max_request_body: 1MiB
+  grace_period: 5s
+providers:
+  openai:
+    kind: openai
+    api_key: ${OPENAI_API_KEY}
+  claude:
+    kind: anthropic
+    endpoints: ["https://api.anthropic.com"]
+    api_key: ${ANTHROPIC_API_KEY}
+    timeouts: { connect: 1s, first_byte: 30s, idle: 10s, total: 5m }
+    headers: { x-extra: value }
+models:
+  gpt-4o:
+    targets: [{ provider: openai, model: gpt-4o }]
+    pricing: { input: 2.50, output: 10.00, cached_input: 1.25 }
+  sonnet:
+    targets:
+      - { provider: claude, model: claude-sonnet-4-5, weight: 3 }
+    fallbacks: [gpt-4o]
+    retry: { attempts: 2, backoff: 100ms, max_backoff: 2s }
+    filters: [tag]
+  "openai/*":
+    targets: [{ provider: openai }]
+auth:
+  keys:
+    - name: team-a
+      hash: "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+      models: [gpt-4o, "openai/*"]
+filters:
+  tag: { kind: headers, request: { set: { x-team: a } } }
+logging: { level: info, access_log: off, format: json }
+"#;
+
+#[test]
+fn good_config_compiles() {
+    let snap = ok(GOOD);
+    assert_eq!(snap.server.threads, 2);
+    assert_eq!(snap.server.max_request_body, 1 << 20);
+    assert_eq!(snap.server.grace_period, Duration::from_secs(5));
+    assert_eq!(snap.providers.len(), 2);
+    assert_eq!(snap.providers["openai"].endpoints[0].host, "api.openai.com");
+    assert_eq!(snap.providers["claude"].timeouts.total, Some(Duration::from_secs(300)));
+    assert_eq!(snap.providers["openai"].api_key.as_ref().unwrap().expose(), "sk-openai-secret");
+    let sonnet = snap.models.resolve("sonnet").unwrap().route;
+    assert_eq!(sonnet.retry.attempts, 2);
+    assert_eq!(sonnet.filters.len(), 1);
+    assert_eq!(snap.keys.len(), 1);
+    assert_eq!(snap.logging.access_log, AccessLogTarget::Off);
+    assert_eq!(snap.meta.sha256.len(), 64);
+}
+
+#[test]
+fn empty_file_is_the_minimal_config() {
+    let snap = ok("");
+    assert_eq!(snap.server.listen, ["127.0.0.1:8080".parse().unwrap()]);
+    assert!(snap.models.is_empty() && snap.keys.is_empty());
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_paths() {
+    assert_eq!(problems("sever: {}"), ["sever: unknown field `sever`, expected one of `server`, `providers`, `models`, `auth`, `filters`, `logging`, `tenants`, `limits`, `cache`"]);
+    let p = problems("providers:\n  openai:\n    kind: openai\n    api_kye: x\n");
+    assert_eq!(p.len(), 1);
+    assert!(p[0].starts_with("providers.openai.api_kye: unknown field `api_kye`"), "{p:?}");
+}
+
+#[test]
+fn every_problem_is_reported_in_one_run() {
+    let p = problems(
+        r#"
+providers:
+  openai: { kind: opneai }
+  local: { kind: openai-compatible }
+models:
+  gpt-4o:
+    targets: [{ provider: opneai }]
+  other:
+    targets: []
+auth:
+  keys:
+    - { name: a, hash: "md5:abc" }
+"#,
+    );
+    assert_eq!(
+        p,
+        [
+            "providers.openai.kind: unknown variant `opneai`, expected one of `openai`, `anthropic`, `gemini`, `azure`, `openai-compatible`",
+            "providers.local.endpoints: required for kind openai-compatible",
+            "models.gpt-4o.targets[0].provider: unknown provider \"opneai\"",
+            "models.other.targets: needs at least one target",
+            "auth.keys[0].hash: expected \"sha256:<64 hex digits>\" (run `sira key hash` to make one)",
+        ]
+    );
+}
+
+#[test]
+fn secrets_never_appear_in_problems() {
+    // The secret lands in a numeric field: serde would quote it in its message.
+    let p = problems("server:\n  threads: ${OPENAI_API_KEY}\n");
+    assert_eq!(p.len(), 1);
+    assert!(!p[0].contains("sk-openai-secret"), "{p:?}");
+    let p = problems("server:\n  listen: ${OPENAI_API_KEY}\n");
+    assert!(!p.join("\n").contains("sk-openai-secret"), "{p:?}");
+}
+
+#[test]
+fn missing_environment_variables_are_reported() {
+    let p = problems("providers:\n  o:\n    kind: openai\n    api_key: ${NOT_SET}\n");
+    assert_eq!(p, ["providers.o.api_key: environment variable NOT_SET is not set (write ${NOT_SET:-default} to give a default)"]);
+}
+
+#[test]
+fn empty_api_key_is_a_problem() {
+    let mut s = source();
+    s.env.insert("EMPTY".into(), String::new());
+    let err = parse("providers:\n  o:\n    kind: openai\n    api_key: ${EMPTY}\n", None, &s).unwrap_err();
+    assert!(err.to_string().contains("providers.o.api_key: is empty"), "{err}");
+}
+
+#[test]
+fn unimplemented_sections_are_refused_plainly() {
+    let p = problems("limits: { store: memory }\nauth:\n  jwt: { issuer: x }\n");
+    assert_eq!(
+        p,
+        [
+            "limits: not supported by this version of sira yet; remove it",
+            "auth.jwt: not supported by this version of sira yet; remove it",
+        ]
+    );
+}
+
+#[test]
+fn cross_references_are_checked() {
+    let p = problems(
+        r#"
+providers: { o: { kind: openai } }
+models:
+  a: { targets: [{ provider: o }], fallbacks: [a, nope], filters: [missing] }
+auth:
+  keys:
+    - { name: k, hash: "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", models: [b] }
+    - { name: k, hash: "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08" }
+"#,
+    );
+    assert_eq!(
+        p,
+        [
+            "models.a.fallbacks[0]: a model cannot fall back to itself",
+            "models.a.fallbacks[1]: unknown model \"nope\"",
+            "models.a.filters[0]: unknown filter \"missing\"",
+            "auth.keys[0].models[0]: unknown model \"b\"",
+            "auth.keys[1].name: duplicate key name \"k\" (also auth.keys[0])",
+            "auth.keys[1].hash: the same key hash is configured twice",
+        ]
+    );
+}
+
+#[test]
+fn bad_values_are_reported() {
+    let p = problems(
+        r#"
+server: { listen: ["nowhere"], max_request_body: 8 parsecs, grace_period: soon, threads: 0 }
+providers:
+  o: { kind: openai, endpoints: ["api.openai.com"], api_version: "1" }
+logging: { level: "loud!!", access_log: "" }
+"#,
+    );
+    assert_eq!(p.len(), 5, "{p:?}");
+    assert!(p[0].starts_with("server.max_request_body: invalid size"), "{p:?}");
+    let p = problems(
+        r#"
+server: { listen: ["nowhere"], threads: 0 }
+providers:
+  o: { kind: openai, endpoints: ["api.openai.com"], api_version: "1" }
+logging: { level: "loud!!", access_log: "" }
+"#,
+    );
+    assert_eq!(
+        p,
+        [
+            "server.listen[0]: invalid address \"nowhere\": expected host:port, e.g. 0.0.0.0:8080",
+            "server.threads: must be at least 1",
+            "providers.o.endpoints[0]: api.openai.com: expected http://host[:port][/path] or https://…",
+            "providers.o.api_version: only applies to kind azure",
+            "logging.level: invalid level \"loud!!\": use error, warn, info, debug or trace",
+            "logging.access_log: must be stdout, off or a file path",
+        ]
+    );
+}
+
+#[test]
+fn yaml_syntax_errors_are_reported() {
+    let p = problems("server: [unclosed");
+    assert!(p[0].starts_with("invalid YAML"), "{p:?}");
+}

@@ -1,0 +1,426 @@
+//! Providers at runtime: endpoints, credentials, and how each kind wants to be called.
+//!
+//! URL shapes and auth headers per kind follow TRANSLATION.md §1: OpenAI and compatible
+//! servers take `Authorization: Bearer`, Azure puts the deployment in the path with an
+//! `api-version` query and an `api-key` header, Anthropic wants `x-api-key` plus
+//! `anthropic-version`, Gemini puts the model and method in the path with `x-goog-api-key`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ahash::AHashMap;
+use arc_swap::ArcSwapOption;
+use http::{HeaderName, HeaderValue};
+use serde::Deserialize;
+
+use crate::config::Secret;
+use crate::format::Format;
+use crate::routes::Operation;
+
+/// The API family a provider belongs to.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    Openai,
+    Anthropic,
+    Gemini,
+    Azure,
+    OpenaiCompatible,
+}
+
+impl ProviderKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
+            ProviderKind::Azure => "azure",
+            ProviderKind::OpenaiCompatible => "openai-compatible",
+        }
+    }
+
+    /// The public endpoint used when the config names none.
+    pub const fn default_endpoint(self) -> Option<&'static str> {
+        match self {
+            ProviderKind::Openai => Some("https://api.openai.com"),
+            ProviderKind::Anthropic => Some("https://api.anthropic.com"),
+            ProviderKind::Gemini => Some("https://generativelanguage.googleapis.com"),
+            ProviderKind::Azure | ProviderKind::OpenaiCompatible => None,
+        }
+    }
+
+    /// The format this provider is spoken to in, for a client speaking `client`.
+    ///
+    /// OpenAI and Azure serve the Responses API natively, so a Responses client passes
+    /// through to them; OpenAI-compatible servers are only assumed to speak Chat Completions.
+    pub fn format_for(self, client: Format) -> Format {
+        match self {
+            ProviderKind::Openai | ProviderKind::Azure if client == Format::OpenAiResponses => {
+                Format::OpenAiResponses
+            }
+            ProviderKind::Openai | ProviderKind::Azure | ProviderKind::OpenaiCompatible => {
+                Format::OpenAiChat
+            }
+            ProviderKind::Anthropic => Format::Anthropic,
+            ProviderKind::Gemini => Format::Gemini,
+        }
+    }
+
+    /// Whether the provider serves OpenAI's embeddings endpoint.
+    pub fn has_embeddings(self) -> bool {
+        matches!(
+            self,
+            ProviderKind::Openai | ProviderKind::Azure | ProviderKind::OpenaiCompatible
+        )
+    }
+}
+
+/// Time limits on one upstream exchange.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// Until the response headers arrive.
+    pub first_byte: Duration,
+    /// Between two reads of the response body.
+    pub idle: Duration,
+    /// The whole exchange; `None` = unbounded (long streams are normal).
+    pub total: Option<Duration>,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            // Non-streaming answers of reasoning models can take minutes before a byte.
+            first_byte: Duration::from_secs(300),
+            idle: Duration::from_secs(120),
+            total: None,
+        }
+    }
+}
+
+/// How long a DNS answer is reused before the endpoint is resolved again.
+const DNS_TTL: Duration = Duration::from_secs(60);
+
+/// One base URL of a provider.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// As written in the config; used as the `endpoint` metric label.
+    pub url: Arc<str>,
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path prefix from the URL (e.g. `/openai` for Groq), without a trailing `/v1`.
+    pub base_path: String,
+    /// Value of the upstream `Host` header.
+    pub authority: HeaderValue,
+    pub weight: u32,
+    resolved: ArcSwapOption<Resolved>,
+}
+
+#[derive(Debug)]
+struct Resolved {
+    addr: SocketAddr,
+    at: Instant,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("{0}: expected http://host[:port][/path] or https://…")]
+    BadUrl(String),
+    #[error("cannot resolve {host}: {reason}")]
+    Resolve { host: String, reason: String },
+}
+
+impl Endpoint {
+    pub fn parse(url: &str, weight: u32) -> Result<Endpoint, EndpointError> {
+        let bad = || EndpointError::BadUrl(url.to_owned());
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err(bad());
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(slash) => (&rest[..slash], &rest[slash..]),
+            None => (rest, ""),
+        };
+        if authority.is_empty() || authority.contains('@') || path.contains(['?', '#']) {
+            return Err(bad());
+        }
+        let (host, port) = split_host_port(authority, if tls { 443 } else { 80 }).ok_or_else(bad)?;
+        let base_path = path.trim_end_matches('/');
+        // SDK base URLs conventionally end in /v1; sira appends the full route itself.
+        let base_path = base_path.strip_suffix("/v1").unwrap_or(base_path).to_owned();
+        let default_port = if tls { 443 } else { 80 };
+        let authority_text = if port == default_port { host.clone() } else { format!("{host}:{port}") };
+        let authority = HeaderValue::from_str(&authority_text).map_err(|_| bad())?;
+        let resolved = match host.trim_start_matches('[').trim_end_matches(']').parse() {
+            Ok(ip) => Some(Arc::new(Resolved {
+                addr: SocketAddr::new(ip, port),
+                // An IP literal never goes stale.
+                at: Instant::now() + Duration::from_secs(u32::MAX as u64),
+            })),
+            Err(_) => None,
+        };
+        Ok(Endpoint {
+            url: url.into(),
+            tls,
+            host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            port,
+            base_path,
+            authority,
+            weight,
+            resolved: ArcSwapOption::new(resolved),
+        })
+    }
+
+    /// The socket address to connect to, resolving the host name when the cached answer is
+    /// older than a minute. Resolution happens on the request path only when stale, and is
+    /// asynchronous (tokio's resolver runs on the blocking pool).
+    pub async fn addr(&self) -> Result<SocketAddr, EndpointError> {
+        if let Some(cached) = self.resolved.load().as_ref() {
+            if cached.at.elapsed() < DNS_TTL || cached.at > Instant::now() {
+                return Ok(cached.addr);
+            }
+        }
+        let fail = |reason: String| EndpointError::Resolve {
+            host: self.host.clone(),
+            reason,
+        };
+        let mut addrs = tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let addr = addrs.next().ok_or_else(|| fail("no addresses".into()))?;
+        self.resolved.store(Some(Arc::new(Resolved {
+            addr,
+            at: Instant::now(),
+        })));
+        Ok(addr)
+    }
+}
+
+fn split_host_port(authority: &str, default_port: u16) -> Option<(String, u16)> {
+    if let Some(v6_end) = authority.strip_prefix('[').and_then(|a| a.find(']')) {
+        let host = &authority[..v6_end + 2];
+        let port = match &authority[v6_end + 2..] {
+            "" => default_port,
+            rest => rest.strip_prefix(':')?.parse().ok()?,
+        };
+        return Some((host.to_owned(), port));
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) => Some((host.to_owned(), port.parse().ok()?)),
+        None => Some((authority.to_owned(), default_port)),
+    }
+}
+
+/// A configured provider.
+#[derive(Debug)]
+pub struct Provider {
+    pub name: Arc<str>,
+    pub kind: ProviderKind,
+    pub endpoints: Vec<Endpoint>,
+    /// Round-robin cursor over `endpoints`.
+    next: AtomicUsize,
+    pub api_key: Option<Secret>,
+    pub api_version: Option<String>,
+    /// Azure: model name → deployment name.
+    pub deployments: AHashMap<String, String>,
+    /// Added to every upstream request.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub timeouts: Timeouts,
+    pub anthropic_version: HeaderValue,
+}
+
+/// Anthropic API version sent when neither the client nor the config names one.
+pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
+/// Azure OpenAI API version used when the config names none.
+pub const DEFAULT_AZURE_API_VERSION: &str = "2024-10-21";
+
+impl Provider {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: &str,
+        kind: ProviderKind,
+        endpoints: Vec<Endpoint>,
+        api_key: Option<Secret>,
+        api_version: Option<String>,
+        deployments: AHashMap<String, String>,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        timeouts: Timeouts,
+        anthropic_version: HeaderValue,
+    ) -> Provider {
+        Provider {
+            name: name.into(),
+            kind,
+            endpoints,
+            next: AtomicUsize::new(0),
+            api_key,
+            api_version,
+            deployments,
+            headers,
+            timeouts,
+            anthropic_version,
+        }
+    }
+
+    /// The endpoint for the next attempt: weighted round robin over the pool, skipping
+    /// `skip` (the endpoint that just failed) when there is another.
+    pub fn pick_endpoint(&self, skip: Option<usize>) -> (usize, &Endpoint) {
+        let weights = || self.endpoints.iter().map(|e| u64::from(e.weight.max(1)));
+        let total = weights().sum::<u64>().max(1);
+        let tick = self.next.fetch_add(1, Ordering::Relaxed) as u64 % total;
+        let mut acc = 0u64;
+        let mut pick = 0;
+        for (i, weight) in weights().enumerate() {
+            acc += weight;
+            if tick < acc {
+                pick = i;
+                break;
+            }
+        }
+        if Some(pick) == skip && self.endpoints.len() > 1 {
+            pick = (pick + 1) % self.endpoints.len();
+        }
+        (pick, &self.endpoints[pick])
+    }
+
+    /// Path and query of the upstream request for `op` on this provider.
+    pub fn upstream_path(&self, endpoint: &Endpoint, op: Operation, model: &str, stream: bool) -> String {
+        let base = &endpoint.base_path;
+        match (self.kind, op) {
+            (ProviderKind::Azure, _) => {
+                let deployment = self.deployments.get(model).map_or(model, String::as_str);
+                let version = self.api_version.as_deref().unwrap_or(DEFAULT_AZURE_API_VERSION);
+                match op {
+                    Operation::Responses => format!("{base}/openai/v1/responses?api-version={version}"),
+                    Operation::Embeddings => {
+                        format!("{base}/openai/deployments/{deployment}/embeddings?api-version={version}")
+                    }
+                    _ => format!("{base}/openai/deployments/{deployment}/chat/completions?api-version={version}"),
+                }
+            }
+            (ProviderKind::Gemini, Operation::CountTokens) => {
+                format!("{base}/v1beta/models/{model}:countTokens")
+            }
+            (ProviderKind::Gemini, _) if stream => {
+                format!("{base}/v1beta/models/{model}:streamGenerateContent?alt=sse")
+            }
+            (ProviderKind::Gemini, _) => format!("{base}/v1beta/models/{model}:generateContent"),
+            (ProviderKind::Anthropic, Operation::CountTokens) => format!("{base}/v1/messages/count_tokens"),
+            (ProviderKind::Anthropic, _) => format!("{base}/v1/messages"),
+            (_, Operation::Embeddings) => format!("{base}/v1/embeddings"),
+            (_, Operation::Responses) if self.kind.format_for(Format::OpenAiResponses) == Format::OpenAiResponses => {
+                format!("{base}/v1/responses")
+            }
+            (_, _) => format!("{base}/v1/chat/completions"),
+        }
+    }
+
+    /// The credential header this provider expects, if it has a key.
+    pub fn auth_header(&self) -> Option<(HeaderName, HeaderValue)> {
+        let key = self.api_key.as_ref()?.expose();
+        let (name, value) = match self.kind {
+            ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
+                (http::header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {key}")).ok()?)
+            }
+            ProviderKind::Azure => (HeaderName::from_static("api-key"), HeaderValue::from_str(key).ok()?),
+            ProviderKind::Anthropic => (HeaderName::from_static("x-api-key"), HeaderValue::from_str(key).ok()?),
+            ProviderKind::Gemini => (HeaderName::from_static("x-goog-api-key"), HeaderValue::from_str(key).ok()?),
+        };
+        let mut value = value;
+        value.set_sensitive(true);
+        Some((name, value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_endpoints() {
+        let e = Endpoint::parse("https://api.openai.com", 1).unwrap();
+        assert!(e.tls);
+        assert_eq!((e.host.as_str(), e.port, e.base_path.as_str()), ("api.openai.com", 443, ""));
+        assert_eq!(e.authority, "api.openai.com");
+
+        let e = Endpoint::parse("http://10.0.0.5:8000/v1/", 2).unwrap();
+        assert_eq!((e.port, e.base_path.as_str(), e.weight), (8000, "", 2));
+        assert_eq!(e.authority, "10.0.0.5:8000");
+
+        let e = Endpoint::parse("https://api.groq.com/openai/v1", 1).unwrap();
+        assert_eq!(e.base_path, "/openai");
+
+        let e = Endpoint::parse("http://[::1]:9000", 1).unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("::1", 9000));
+
+        for bad in ["api.openai.com", "ftp://x", "http://", "http://h:port", "http://u@h", "http://h/p?q=1"] {
+            assert!(Endpoint::parse(bad, 1).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn ip_literals_need_no_dns() {
+        let e = Endpoint::parse("http://127.0.0.1:9", 1).unwrap();
+        assert_eq!(e.addr().await.unwrap(), "127.0.0.1:9".parse().unwrap());
+    }
+
+    fn provider(kind: ProviderKind, urls: &[(&str, u32)]) -> Provider {
+        let endpoints = urls.iter().map(|(u, w)| Endpoint::parse(u, *w).unwrap()).collect();
+        Provider::new(
+            "p",
+            kind,
+            endpoints,
+            Some(Secret::new("k".into())),
+            None,
+            AHashMap::from_iter([("gpt-4o".to_owned(), "my-dep".to_owned())]),
+            Vec::new(),
+            Timeouts::default(),
+            HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION),
+        )
+    }
+
+    #[test]
+    fn builds_paths_per_kind() {
+        let p = provider(ProviderKind::Azure, &[("https://r.openai.azure.com", 1)]);
+        let e = &p.endpoints[0];
+        assert_eq!(
+            p.upstream_path(e, Operation::ChatCompletions, "gpt-4o", false),
+            "/openai/deployments/my-dep/chat/completions?api-version=2024-10-21"
+        );
+        let p = provider(ProviderKind::Gemini, &[("https://g", 1)]);
+        assert_eq!(
+            p.upstream_path(&p.endpoints[0], Operation::ChatCompletions, "gemini-2.5-flash", true),
+            "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+        );
+        let p = provider(ProviderKind::OpenaiCompatible, &[("http://h/prefix/v1", 1)]);
+        assert_eq!(
+            p.upstream_path(&p.endpoints[0], Operation::Responses, "m", false),
+            "/prefix/v1/chat/completions"
+        );
+        let p = provider(ProviderKind::Openai, &[("https://api.openai.com", 1)]);
+        assert_eq!(p.upstream_path(&p.endpoints[0], Operation::Responses, "m", true), "/v1/responses");
+    }
+
+    #[test]
+    fn weighted_round_robin_and_skip() {
+        let p = provider(ProviderKind::Openai, &[("http://a", 2), ("http://b", 1)]);
+        let picks: Vec<usize> = (0..6).map(|_| p.pick_endpoint(None).0).collect();
+        assert_eq!(picks.iter().filter(|i| **i == 0).count(), 4);
+        for _ in 0..6 {
+            assert_eq!(p.pick_endpoint(Some(0)).0, 1);
+        }
+    }
+
+    #[test]
+    fn auth_headers_are_marked_sensitive() {
+        let (name, value) = provider(ProviderKind::Anthropic, &[("https://a", 1)]).auth_header().unwrap();
+        assert_eq!(name, "x-api-key");
+        assert!(value.is_sensitive());
+    }
+}

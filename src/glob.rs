@@ -72,7 +72,10 @@ mod tests {
         assert_eq!(g.capture("openai/"), Some(""));
         assert_eq!(g.capture("anthropic/x"), None);
         assert_eq!(Glob::new("*").capture("anything"), Some("anything"));
-        assert_eq!(Glob::new("claude-*-latest").capture("claude-3-opus-latest"), Some("3-opus"));
+        assert_eq!(
+            Glob::new("claude-*-latest").capture("claude-3-opus-latest"),
+            Some("3-opus")
+        );
         assert_eq!(Glob::new("a*b*c").capture("axxbyyc"), Some("xx"));
         assert_eq!(Glob::new("a*b*c").capture("axxc"), None);
         assert_eq!(Glob::new("gpt-4o").capture("gpt-4o"), Some(""));

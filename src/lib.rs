@@ -1,11 +1,19 @@
 //! sira: an AI API gateway on Pingora.
-pub mod format;
-pub mod usage;
-pub mod sse;
+pub mod access_log;
+pub mod accounting;
+pub mod admin;
 pub mod auth;
+pub mod cli;
 pub mod config;
+pub mod error;
+pub mod format;
 pub mod glob;
 pub mod metrics;
 pub mod models;
 pub mod provider;
+pub mod proxy;
+pub mod reload;
 pub mod routes;
+pub mod server;
+pub mod sse;
+pub mod usage;

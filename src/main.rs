@@ -1,1 +1,128 @@
-fn main() {}
+//! `sira`: wiring only. Parse the command line, load the config, start the server.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use clap::Parser;
+use sira::cli::{default_config_path, Cli, Command, KeyAction};
+use sira::config::{self, ConfigError, LogFormat, ProcessSource, Snapshot};
+use sira::server::{self, RunOptions};
+
+#[allow(clippy::print_stdout)]
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config, upgrade } => {
+            let path = config.or_else(default_config_path);
+            let snapshot = match load(path.as_deref()) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("sira: invalid config {}:\n{e}", describe(path.as_deref()));
+                    return ExitCode::FAILURE;
+                }
+            };
+            init_logging(&snapshot);
+            match server::run(
+                snapshot,
+                RunOptions {
+                    config_path: path,
+                    upgrade,
+                },
+            ) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sira: cannot start: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Check { config } => {
+            let path = config.or_else(default_config_path);
+            match load(path.as_deref()) {
+                Ok(snapshot) => {
+                    println!(
+                        "{}: ok ({} providers, {} models, {} keys)",
+                        describe(path.as_deref()),
+                        snapshot.providers.len(),
+                        snapshot.models.len(),
+                        snapshot.keys.len()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    println!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Key {
+            action: KeyAction::New,
+        } => match sira::auth::new_key() {
+            Ok(key) => {
+                println!("{key}");
+                println!("{}", sira::auth::hash_key(&key));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sira: no randomness available: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Key {
+            action: KeyAction::Hash,
+        } => {
+            let mut secret = String::new();
+            if let Err(e) = std::io::stdin().read_to_string(&mut secret) {
+                eprintln!("sira: cannot read stdin: {e}");
+                return ExitCode::FAILURE;
+            }
+            let secret = secret.trim_end_matches(['\n', '\r']);
+            if secret.is_empty() {
+                eprintln!("sira: expected a key on stdin");
+                return ExitCode::FAILURE;
+            }
+            println!("{}", sira::auth::hash_key(secret));
+            ExitCode::SUCCESS
+        }
+        Command::Version => {
+            println!(
+                "sira {} (git {}, features: rustls)",
+                env!("CARGO_PKG_VERSION"),
+                option_env!("SIRA_GIT_REVISION").unwrap_or("unknown")
+            );
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn load(path: Option<&std::path::Path>) -> Result<Snapshot, ConfigError> {
+    match path {
+        Some(path) => config::load(path),
+        None => config::builtin_default(&ProcessSource),
+    }
+}
+
+fn describe(path: Option<&std::path::Path>) -> String {
+    path.map_or_else(
+        || "built-in default".to_owned(),
+        |p| p.display().to_string(),
+    )
+}
+
+/// Logs go to stderr: stdout belongs to the access log by default. `RUST_LOG` overrides
+/// the configured level for debugging.
+fn init_logging(snapshot: &Snapshot) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&snapshot.logging.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match snapshot.logging.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+    if let Err(e) = result {
+        eprintln!("sira: cannot initialise logging: {e}");
+    }
+}

@@ -48,7 +48,8 @@ macro_rules! counter_vec {
     ($registry:expr, $name:expr, $help:expr, $labels:expr) => {
         register(
             $registry,
-            IntCounterVec::new(Opts::new($name, $help), $labels).unwrap_or_else(|e| unreachable_metric(e)),
+            IntCounterVec::new(Opts::new($name, $help), $labels)
+                .unwrap_or_else(|e| unreachable_metric(e)),
         )
     };
 }

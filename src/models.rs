@@ -37,7 +37,9 @@ impl Pricing {
     pub fn cost(&self, usage: &Usage) -> f64 {
         let cached = usage.cached_input.min(usage.input);
         let uncached = usage.input - cached;
-        (uncached as f64 * self.input + cached as f64 * self.cached_input + usage.output as f64 * self.output)
+        (uncached as f64 * self.input
+            + cached as f64 * self.cached_input
+            + usage.output as f64 * self.output)
             / 1_000_000.0
     }
 }
@@ -65,7 +67,9 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// Delay before retry number `retry` (1-based): exponential, capped.
     pub fn delay(&self, retry: u32) -> Duration {
-        let factor = 1u32.checked_shl(retry.saturating_sub(1)).unwrap_or(u32::MAX);
+        let factor = 1u32
+            .checked_shl(retry.saturating_sub(1))
+            .unwrap_or(u32::MAX);
         self.backoff.saturating_mul(factor).min(self.max_backoff)
     }
 }
@@ -119,7 +123,11 @@ impl ModelRoute {
     }
 
     /// The model name to send upstream for `target`.
-    pub fn upstream_model<'a>(target: &'a Target, requested: &'a str, capture: Option<&'a str>) -> &'a str {
+    pub fn upstream_model<'a>(
+        target: &'a Target,
+        requested: &'a str,
+        capture: Option<&'a str>,
+    ) -> &'a str {
         match (&target.model, capture) {
             (Some(model), _) => model,
             (None, Some(captured)) if !captured.is_empty() => captured,
@@ -166,11 +174,17 @@ impl ModelTable {
 
     pub fn resolve<'a>(&'a self, name: &'a str) -> Option<Resolution<'a>> {
         if let Some(route) = self.exact.get(name) {
-            return Some(Resolution { route, capture: None });
+            return Some(Resolution {
+                route,
+                capture: None,
+            });
         }
-        self.wildcards
-            .iter()
-            .find_map(|(glob, route)| glob.capture(name).map(|capture| Resolution { route, capture: Some(capture) }))
+        self.wildcards.iter().find_map(|(glob, route)| {
+            glob.capture(name).map(|capture| Resolution {
+                route,
+                capture: Some(capture),
+            })
+        })
     }
 
     /// Exact model names, in config order (wildcards cannot be enumerated).
@@ -231,7 +245,10 @@ mod tests {
         t.insert(route("openai/*", None, &[1]));
         t.insert(route("openai/gpt-*", None, &[1]));
         t.insert(route("openai/gpt-4o", Some("gpt-4o-2024"), &[1]));
-        assert_eq!(&*t.resolve("openai/gpt-4o").unwrap().route.name, "openai/gpt-4o");
+        assert_eq!(
+            &*t.resolve("openai/gpt-4o").unwrap().route.name,
+            "openai/gpt-4o"
+        );
         let r = t.resolve("openai/gpt-5").unwrap();
         assert_eq!((&*r.route.name, r.capture), ("openai/gpt-*", Some("5")));
         let r = t.resolve("openai/o3").unwrap();
@@ -243,11 +260,20 @@ mod tests {
     #[test]
     fn upstream_model_names() {
         let r = route("openai/*", None, &[1]);
-        assert_eq!(ModelRoute::upstream_model(&r.targets[0], "openai/o3", Some("o3")), "o3");
+        assert_eq!(
+            ModelRoute::upstream_model(&r.targets[0], "openai/o3", Some("o3")),
+            "o3"
+        );
         let r = route("sonnet", Some("claude-sonnet-4-5"), &[1]);
-        assert_eq!(ModelRoute::upstream_model(&r.targets[0], "sonnet", None), "claude-sonnet-4-5");
+        assert_eq!(
+            ModelRoute::upstream_model(&r.targets[0], "sonnet", None),
+            "claude-sonnet-4-5"
+        );
         let r = route("gpt-4o", None, &[1]);
-        assert_eq!(ModelRoute::upstream_model(&r.targets[0], "gpt-4o", None), "gpt-4o");
+        assert_eq!(
+            ModelRoute::upstream_model(&r.targets[0], "gpt-4o", None),
+            "gpt-4o"
+        );
     }
 
     #[test]
@@ -262,15 +288,31 @@ mod tests {
 
     #[test]
     fn pricing_discounts_cached_tokens() {
-        let p = Pricing { input: 2.5, output: 10.0, cached_input: 1.25 };
-        let u = Usage { input: 1_000_000, output: 100_000, cached_input: 400_000, ..Usage::default() };
+        let p = Pricing {
+            input: 2.5,
+            output: 10.0,
+            cached_input: 1.25,
+        };
+        let u = Usage {
+            input: 1_000_000,
+            output: 100_000,
+            cached_input: 400_000,
+            ..Usage::default()
+        };
         let cost = p.cost(&u);
-        assert!((cost - (0.6 * 2.5 + 0.4 * 1.25 + 0.1 * 10.0)).abs() < 1e-9, "{cost}");
+        assert!(
+            (cost - (0.6 * 2.5 + 0.4 * 1.25 + 0.1 * 10.0)).abs() < 1e-9,
+            "{cost}"
+        );
     }
 
     #[test]
     fn backoff_grows_and_caps() {
-        let r = RetryPolicy { attempts: 4, backoff: Duration::from_millis(100), max_backoff: Duration::from_millis(250) };
+        let r = RetryPolicy {
+            attempts: 4,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(250),
+        };
         assert_eq!(r.delay(1), Duration::from_millis(100));
         assert_eq!(r.delay(2), Duration::from_millis(200));
         assert_eq!(r.delay(3), Duration::from_millis(250));

@@ -151,12 +151,20 @@ impl Endpoint {
         if authority.is_empty() || authority.contains('@') || path.contains(['?', '#']) {
             return Err(bad());
         }
-        let (host, port) = split_host_port(authority, if tls { 443 } else { 80 }).ok_or_else(bad)?;
+        let (host, port) =
+            split_host_port(authority, if tls { 443 } else { 80 }).ok_or_else(bad)?;
         let base_path = path.trim_end_matches('/');
         // SDK base URLs conventionally end in /v1; sira appends the full route itself.
-        let base_path = base_path.strip_suffix("/v1").unwrap_or(base_path).to_owned();
+        let base_path = base_path
+            .strip_suffix("/v1")
+            .unwrap_or(base_path)
+            .to_owned();
         let default_port = if tls { 443 } else { 80 };
-        let authority_text = if port == default_port { host.clone() } else { format!("{host}:{port}") };
+        let authority_text = if port == default_port {
+            host.clone()
+        } else {
+            format!("{host}:{port}")
+        };
         let authority = HeaderValue::from_str(&authority_text).map_err(|_| bad())?;
         let resolved = match host.trim_start_matches('[').trim_end_matches(']').parse() {
             Ok(ip) => Some(Arc::new(Resolved {
@@ -169,7 +177,10 @@ impl Endpoint {
         Ok(Endpoint {
             url: url.into(),
             tls,
-            host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
             port,
             base_path,
             authority,
@@ -290,12 +301,21 @@ impl Provider {
     }
 
     /// Path and query of the upstream request for `op` on this provider.
-    pub fn upstream_path(&self, endpoint: &Endpoint, op: Operation, model: &str, stream: bool) -> String {
+    pub fn upstream_path(
+        &self,
+        endpoint: &Endpoint,
+        op: Operation,
+        model: &str,
+        stream: bool,
+    ) -> String {
         let base = &endpoint.base_path;
         match (self.kind, op) {
             (ProviderKind::Azure, _) => {
                 let deployment = self.deployments.get(model).map_or(model, String::as_str);
-                let version = self.api_version.as_deref().unwrap_or(DEFAULT_AZURE_API_VERSION);
+                let version = self
+                    .api_version
+                    .as_deref()
+                    .unwrap_or(DEFAULT_AZURE_API_VERSION);
                 match op {
                     Operation::Responses => format!("{base}/openai/v1/responses?api-version={version}"),
                     Operation::Embeddings => {
@@ -311,10 +331,14 @@ impl Provider {
                 format!("{base}/v1beta/models/{model}:streamGenerateContent?alt=sse")
             }
             (ProviderKind::Gemini, _) => format!("{base}/v1beta/models/{model}:generateContent"),
-            (ProviderKind::Anthropic, Operation::CountTokens) => format!("{base}/v1/messages/count_tokens"),
+            (ProviderKind::Anthropic, Operation::CountTokens) => {
+                format!("{base}/v1/messages/count_tokens")
+            }
             (ProviderKind::Anthropic, _) => format!("{base}/v1/messages"),
             (_, Operation::Embeddings) => format!("{base}/v1/embeddings"),
-            (_, Operation::Responses) if self.kind.format_for(Format::OpenAiResponses) == Format::OpenAiResponses => {
+            (_, Operation::Responses)
+                if self.kind.format_for(Format::OpenAiResponses) == Format::OpenAiResponses =>
+            {
                 format!("{base}/v1/responses")
             }
             (_, _) => format!("{base}/v1/chat/completions"),
@@ -325,12 +349,22 @@ impl Provider {
     pub fn auth_header(&self) -> Option<(HeaderName, HeaderValue)> {
         let key = self.api_key.as_ref()?.expose();
         let (name, value) = match self.kind {
-            ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
-                (http::header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {key}")).ok()?)
-            }
-            ProviderKind::Azure => (HeaderName::from_static("api-key"), HeaderValue::from_str(key).ok()?),
-            ProviderKind::Anthropic => (HeaderName::from_static("x-api-key"), HeaderValue::from_str(key).ok()?),
-            ProviderKind::Gemini => (HeaderName::from_static("x-goog-api-key"), HeaderValue::from_str(key).ok()?),
+            ProviderKind::Openai | ProviderKind::OpenaiCompatible => (
+                http::header::AUTHORIZATION,
+                HeaderValue::from_str(&format!("Bearer {key}")).ok()?,
+            ),
+            ProviderKind::Azure => (
+                HeaderName::from_static("api-key"),
+                HeaderValue::from_str(key).ok()?,
+            ),
+            ProviderKind::Anthropic => (
+                HeaderName::from_static("x-api-key"),
+                HeaderValue::from_str(key).ok()?,
+            ),
+            ProviderKind::Gemini => (
+                HeaderName::from_static("x-goog-api-key"),
+                HeaderValue::from_str(key).ok()?,
+            ),
         };
         let mut value = value;
         value.set_sensitive(true);
@@ -346,7 +380,10 @@ mod tests {
     fn parses_endpoints() {
         let e = Endpoint::parse("https://api.openai.com", 1).unwrap();
         assert!(e.tls);
-        assert_eq!((e.host.as_str(), e.port, e.base_path.as_str()), ("api.openai.com", 443, ""));
+        assert_eq!(
+            (e.host.as_str(), e.port, e.base_path.as_str()),
+            ("api.openai.com", 443, "")
+        );
         assert_eq!(e.authority, "api.openai.com");
 
         let e = Endpoint::parse("http://10.0.0.5:8000/v1/", 2).unwrap();
@@ -359,7 +396,14 @@ mod tests {
         let e = Endpoint::parse("http://[::1]:9000", 1).unwrap();
         assert_eq!((e.host.as_str(), e.port), ("::1", 9000));
 
-        for bad in ["api.openai.com", "ftp://x", "http://", "http://h:port", "http://u@h", "http://h/p?q=1"] {
+        for bad in [
+            "api.openai.com",
+            "ftp://x",
+            "http://",
+            "http://h:port",
+            "http://u@h",
+            "http://h/p?q=1",
+        ] {
             assert!(Endpoint::parse(bad, 1).is_err(), "{bad}");
         }
     }
@@ -371,7 +415,10 @@ mod tests {
     }
 
     fn provider(kind: ProviderKind, urls: &[(&str, u32)]) -> Provider {
-        let endpoints = urls.iter().map(|(u, w)| Endpoint::parse(u, *w).unwrap()).collect();
+        let endpoints = urls
+            .iter()
+            .map(|(u, w)| Endpoint::parse(u, *w).unwrap())
+            .collect();
         Provider::new(
             "p",
             kind,
@@ -395,7 +442,12 @@ mod tests {
         );
         let p = provider(ProviderKind::Gemini, &[("https://g", 1)]);
         assert_eq!(
-            p.upstream_path(&p.endpoints[0], Operation::ChatCompletions, "gemini-2.5-flash", true),
+            p.upstream_path(
+                &p.endpoints[0],
+                Operation::ChatCompletions,
+                "gemini-2.5-flash",
+                true
+            ),
             "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
         );
         let p = provider(ProviderKind::OpenaiCompatible, &[("http://h/prefix/v1", 1)]);
@@ -404,7 +456,10 @@ mod tests {
             "/prefix/v1/chat/completions"
         );
         let p = provider(ProviderKind::Openai, &[("https://api.openai.com", 1)]);
-        assert_eq!(p.upstream_path(&p.endpoints[0], Operation::Responses, "m", true), "/v1/responses");
+        assert_eq!(
+            p.upstream_path(&p.endpoints[0], Operation::Responses, "m", true),
+            "/v1/responses"
+        );
     }
 
     #[test]
@@ -419,7 +474,9 @@ mod tests {
 
     #[test]
     fn auth_headers_are_marked_sensitive() {
-        let (name, value) = provider(ProviderKind::Anthropic, &[("https://a", 1)]).auth_header().unwrap();
+        let (name, value) = provider(ProviderKind::Anthropic, &[("https://a", 1)])
+            .auth_header()
+            .unwrap();
         assert_eq!(name, "x-api-key");
         assert!(value.is_sensitive());
     }

@@ -13,7 +13,9 @@ pub enum Operation {
     Messages,
     CountTokens,
     /// Gemini `generateContent` (`stream: false`) or `streamGenerateContent` (`stream: true`).
-    GenerateContent { stream: bool },
+    GenerateContent {
+        stream: bool,
+    },
     Embeddings,
     ListModels,
 }
@@ -39,7 +41,9 @@ pub enum RouteError {
 /// Maps method and path to a route.
 pub fn classify<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, RouteError> {
     let (op, format, path_model) = match path {
-        "/v1/chat/completions" | "/chat/completions" => (Operation::ChatCompletions, Format::OpenAiChat, None),
+        "/v1/chat/completions" | "/chat/completions" => {
+            (Operation::ChatCompletions, Format::OpenAiChat, None)
+        }
         "/v1/responses" | "/responses" => (Operation::Responses, Format::OpenAiResponses, None),
         "/v1/messages" => (Operation::Messages, Format::Anthropic, None),
         "/v1/messages/count_tokens" => (Operation::CountTokens, Format::Anthropic, None),
@@ -57,13 +61,21 @@ pub fn classify<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, RouteEr
         }
         _ => {
             let (model, stream) = gemini_model(path).ok_or(RouteError::NotFound)?;
-            (Operation::GenerateContent { stream }, Format::Gemini, Some(model))
+            (
+                Operation::GenerateContent { stream },
+                Format::Gemini,
+                Some(model),
+            )
         }
     };
     if method != Method::POST {
         return Err(RouteError::MethodNotAllowed("POST"));
     }
-    Ok(Route { op, format, path_model })
+    Ok(Route {
+        op,
+        format,
+        path_model,
+    })
 }
 
 /// `/v1beta/models/{model}:generateContent` (also `/v1/models/…`, the google-genai default),
@@ -90,22 +102,50 @@ mod tests {
     #[test]
     fn classifies_surfaces() {
         let r = classify(&Method::POST, "/v1/chat/completions").unwrap();
-        assert_eq!((r.op, r.format), (Operation::ChatCompletions, Format::OpenAiChat));
+        assert_eq!(
+            (r.op, r.format),
+            (Operation::ChatCompletions, Format::OpenAiChat)
+        );
         let r = classify(&Method::POST, "/v1/messages").unwrap();
         assert_eq!(r.format, Format::Anthropic);
-        let r = classify(&Method::POST, "/v1beta/models/gemini-2.5-flash:streamGenerateContent").unwrap();
+        let r = classify(
+            &Method::POST,
+            "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+        )
+        .unwrap();
         assert_eq!(r.op, Operation::GenerateContent { stream: true });
         assert_eq!(r.path_model, Some("gemini-2.5-flash"));
         let r = classify(&Method::POST, "/v1/models/gemini-2.0:generateContent").unwrap();
-        assert_eq!((r.op, r.path_model), (Operation::GenerateContent { stream: false }, Some("gemini-2.0")));
-        assert_eq!(classify(&Method::GET, "/v1/models").unwrap().op, Operation::ListModels);
+        assert_eq!(
+            (r.op, r.path_model),
+            (
+                Operation::GenerateContent { stream: false },
+                Some("gemini-2.0")
+            )
+        );
+        assert_eq!(
+            classify(&Method::GET, "/v1/models").unwrap().op,
+            Operation::ListModels
+        );
     }
 
     #[test]
     fn rejects_unknown_paths_and_methods() {
-        assert_eq!(classify(&Method::POST, "/v2/chat"), Err(RouteError::NotFound));
-        assert_eq!(classify(&Method::GET, "/v1/chat/completions"), Err(RouteError::MethodNotAllowed("POST")));
-        assert_eq!(classify(&Method::POST, "/v1/models"), Err(RouteError::MethodNotAllowed("GET")));
-        assert_eq!(classify(&Method::POST, "/v1beta/models/x:embed"), Err(RouteError::NotFound));
+        assert_eq!(
+            classify(&Method::POST, "/v2/chat"),
+            Err(RouteError::NotFound)
+        );
+        assert_eq!(
+            classify(&Method::GET, "/v1/chat/completions"),
+            Err(RouteError::MethodNotAllowed("POST"))
+        );
+        assert_eq!(
+            classify(&Method::POST, "/v1/models"),
+            Err(RouteError::MethodNotAllowed("GET"))
+        );
+        assert_eq!(
+            classify(&Method::POST, "/v1beta/models/x:embed"),
+            Err(RouteError::NotFound)
+        );
     }
 }

@@ -236,7 +236,10 @@ mod tests {
     fn unterminated_tail_is_returned_by_finish() {
         let (frames, tail) = scan_all(&[b"data: a\n\n{\"error\": {\"code\": 500}}\n"]);
         assert_eq!(frames.len(), 1);
-        assert_eq!(tail, Some(Bytes::from_static(b"{\"error\": {\"code\": 500}}\n")));
+        assert_eq!(
+            tail,
+            Some(Bytes::from_static(b"{\"error\": {\"code\": 500}}\n"))
+        );
     }
 
     #[test]

@@ -134,7 +134,10 @@ mod tests {
     }
 
     fn filter(yaml: &str) -> std::sync::Arc<dyn Filter> {
-        serde_yaml::from_str::<FilterSpec>(yaml).unwrap().build().unwrap()
+        serde_yaml::from_str::<FilterSpec>(yaml)
+            .unwrap()
+            .build()
+            .unwrap()
     }
 
     #[test]
@@ -161,9 +164,16 @@ mod tests {
         assert!(matches!(spec.build(), Err(FilterError::ProtectedHeader(_))));
         let spec: FilterSpec =
             serde_yaml::from_str("kind: headers\nrequest: { remove: [\"bad name\"] }").unwrap();
-        assert!(matches!(spec.build(), Err(FilterError::InvalidHeaderName(_))));
+        assert!(matches!(
+            spec.build(),
+            Err(FilterError::InvalidHeaderName(_))
+        ));
         let spec: FilterSpec =
-            serde_yaml::from_str("kind: headers\nresponse: { set: { x-a: \"line\\nbreak\" } }").unwrap();
-        assert!(matches!(spec.build(), Err(FilterError::InvalidHeaderValue(_))));
+            serde_yaml::from_str("kind: headers\nresponse: { set: { x-a: \"line\\nbreak\" } }")
+                .unwrap();
+        assert!(matches!(
+            spec.build(),
+            Err(FilterError::InvalidHeaderValue(_))
+        ));
     }
 }

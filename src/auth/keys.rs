@@ -106,7 +106,10 @@ fn bucket(digest: &[u8; 32]) -> u64 {
 
 /// `sha256:<hex>` of a secret, the form written in the config.
 pub fn hash_key(secret: &str) -> String {
-    format!("{HASH_PREFIX}{}", hex::encode(Sha256::digest(secret.as_bytes())))
+    format!(
+        "{HASH_PREFIX}{}",
+        hex::encode(Sha256::digest(secret.as_bytes()))
+    )
 }
 
 /// Parses the config form back into a digest.

@@ -87,7 +87,12 @@ mod tests {
 
     fn table() -> KeyTable {
         let mut t = KeyTable::default();
-        t.insert(KeyEntry::new("team-a", parse_hash(&hash_key("sk-good")).unwrap(), None, Vec::new()));
+        t.insert(KeyEntry::new(
+            "team-a",
+            parse_hash(&hash_key("sk-good")).unwrap(),
+            None,
+            Vec::new(),
+        ));
         t
     }
 
@@ -117,11 +122,20 @@ mod tests {
     #[test]
     fn rejects_missing_and_bad_keys() {
         let t = table();
-        assert_eq!(authenticate(&t, &HeaderMap::new(), None).unwrap_err(), AuthError::Missing);
+        assert_eq!(
+            authenticate(&t, &HeaderMap::new(), None).unwrap_err(),
+            AuthError::Missing
+        );
         let bad = headers(&[("authorization", "Bearer sk-bad")]);
-        assert_eq!(authenticate(&t, &bad, None).unwrap_err(), AuthError::Invalid);
+        assert_eq!(
+            authenticate(&t, &bad, None).unwrap_err(),
+            AuthError::Invalid
+        );
         let basic = headers(&[("authorization", "Basic Zm9vOmJhcg==")]);
-        assert_eq!(authenticate(&t, &basic, None).unwrap_err(), AuthError::Missing);
+        assert_eq!(
+            authenticate(&t, &basic, None).unwrap_err(),
+            AuthError::Missing
+        );
     }
 
     #[test]

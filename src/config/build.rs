@@ -54,7 +54,11 @@ impl Builder<'_> {
     }
 }
 
-pub(super) fn build(raw: RawFile, meta: ConfigMeta, problems: &mut Vec<ConfigProblem>) -> Option<Snapshot> {
+pub(super) fn build(
+    raw: RawFile,
+    meta: ConfigMeta,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<Snapshot> {
     let mut b = Builder { problems };
     let RawFile {
         server,
@@ -125,7 +129,10 @@ fn server_settings(b: &mut Builder, value: Option<Value>) -> Option<ServerSettin
     };
     if let Some(admin) = admin {
         if addrs.contains(&admin) {
-            b.problem("server.admin", "must differ from every server.listen address");
+            b.problem(
+                "server.admin",
+                "must differ from every server.listen address",
+            );
         }
     }
     let threads = match threads {
@@ -204,7 +211,12 @@ fn build_providers(b: &mut Builder, value: Option<Value>) -> IndexMap<Arc<str>, 
     providers
 }
 
-fn build_provider(b: &mut Builder, name: &str, path: &str, config: ProviderConfig) -> Option<Provider> {
+fn build_provider(
+    b: &mut Builder,
+    name: &str,
+    path: &str,
+    config: ProviderConfig,
+) -> Option<Provider> {
     let ProviderConfig {
         kind,
         endpoints,
@@ -219,7 +231,12 @@ fn build_provider(b: &mut Builder, name: &str, path: &str, config: ProviderConfi
         health,
         circuit,
     } = config;
-    for (key, value) in [("balance", &balance), ("hash_key", &hash_key), ("health", &health), ("circuit", &circuit)] {
+    for (key, value) in [
+        ("balance", &balance),
+        ("hash_key", &hash_key),
+        ("health", &health),
+        ("circuit", &circuit),
+    ] {
         b.unsupported(&format!("{path}.{key}"), value);
     }
     let problems_before = b.problems.len();
@@ -235,7 +252,10 @@ fn build_provider(b: &mut Builder, name: &str, path: &str, config: ProviderConfi
         match kind.default_endpoint() {
             Some(url) => vec![(url.to_owned(), 1)],
             None => {
-                b.problem(format!("{path}.endpoints"), format!("required for kind {}", kind.as_str()));
+                b.problem(
+                    format!("{path}.endpoints"),
+                    format!("required for kind {}", kind.as_str()),
+                );
                 Vec::new()
             }
         }
@@ -244,7 +264,10 @@ fn build_provider(b: &mut Builder, name: &str, path: &str, config: ProviderConfi
     };
     for (i, (url, weight)) in endpoint_list.iter().enumerate() {
         if *weight == 0 {
-            b.problem(format!("{path}.endpoints[{i}].weight"), "must be at least 1");
+            b.problem(
+                format!("{path}.endpoints[{i}].weight"),
+                "must be at least 1",
+            );
         }
         match Endpoint::parse(url, *weight) {
             Ok(endpoint) => parsed.push(endpoint),
@@ -260,7 +283,10 @@ fn build_provider(b: &mut Builder, name: &str, path: &str, config: ProviderConfi
             None
         }
         Some(key) if HeaderValue::from_str(&key).is_err() => {
-            b.problem(format!("{path}.api_key"), "contains characters not allowed in an HTTP header");
+            b.problem(
+                format!("{path}.api_key"),
+                "contains characters not allowed in an HTTP header",
+            );
             None
         }
         other => other.map(Secret::new),
@@ -276,7 +302,10 @@ fn build_provider(b: &mut Builder, name: &str, path: &str, config: ProviderConfi
     let mut extra_headers = Vec::new();
     for (header, value) in headers {
         let header_path = format!("{path}.headers.{header}");
-        match (HeaderName::from_bytes(header.as_bytes()), HeaderValue::from_str(&value)) {
+        match (
+            HeaderName::from_bytes(header.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
             (Ok(n), Ok(v)) => extra_headers.push((n, v)),
             (Err(_), _) => b.problem(header_path, "invalid header name"),
             (_, Err(_)) => b.problem(header_path, "invalid header value"),
@@ -289,7 +318,11 @@ fn build_provider(b: &mut Builder, name: &str, path: &str, config: ProviderConfi
         idle: timeouts.idle.map_or(defaults.idle, |d| d.0),
         total: timeouts.total.map(|d| d.0).or(defaults.total),
     };
-    let anthropic_version = match HeaderValue::from_str(anthropic_version.as_deref().unwrap_or(DEFAULT_ANTHROPIC_VERSION)) {
+    let anthropic_version = match HeaderValue::from_str(
+        anthropic_version
+            .as_deref()
+            .unwrap_or(DEFAULT_ANTHROPIC_VERSION),
+    ) {
         Ok(v) => v,
         Err(_) => {
             b.problem(format!("{path}.anthropic_version"), "invalid header value");
@@ -358,7 +391,10 @@ fn build_model(
     for (i, target) in targets.into_iter().enumerate() {
         let target_path = format!("{path}.targets[{i}]");
         let Some(provider) = providers.get(target.provider.as_str()) else {
-            b.problem(format!("{target_path}.provider"), format!("unknown provider {:?}", target.provider));
+            b.problem(
+                format!("{target_path}.provider"),
+                format!("unknown provider {:?}", target.provider),
+            );
             continue;
         };
         if target.weight == Some(0) {
@@ -379,25 +415,42 @@ fn build_model(
         }
     });
     if let Some(p) = &pricing {
-        if [p.input, p.output, p.cached_input].iter().any(|v| !v.is_finite() || *v < 0.0) {
-            b.problem(format!("{path}.pricing"), "prices must be non-negative numbers");
+        if [p.input, p.output, p.cached_input]
+            .iter()
+            .any(|v| !v.is_finite() || *v < 0.0)
+        {
+            b.problem(
+                format!("{path}.pricing"),
+                "prices must be non-negative numbers",
+            );
         }
     }
     for (i, fallback) in fallbacks.iter().enumerate() {
         if fallback == name {
-            b.problem(format!("{path}.fallbacks[{i}]"), "a model cannot fall back to itself");
+            b.problem(
+                format!("{path}.fallbacks[{i}]"),
+                "a model cannot fall back to itself",
+            );
         } else if !model_names.iter().any(|m| m == fallback) {
-            b.problem(format!("{path}.fallbacks[{i}]"), format!("unknown model {fallback:?}"));
+            b.problem(
+                format!("{path}.fallbacks[{i}]"),
+                format!("unknown model {fallback:?}"),
+            );
         }
     }
     let mut retry_policy = RetryPolicy::default();
     if let Some(retry) = retry {
         if retry.attempts == Some(0) {
-            b.problem(format!("{path}.retry.attempts"), "must be at least 1 (1 = no retry)");
+            b.problem(
+                format!("{path}.retry.attempts"),
+                "must be at least 1 (1 = no retry)",
+            );
         }
         retry_policy.attempts = retry.attempts.unwrap_or(retry_policy.attempts);
         retry_policy.backoff = retry.backoff.map_or(retry_policy.backoff, |d| d.0);
-        retry_policy.max_backoff = retry.max_backoff.map_or(retry_policy.max_backoff.max(retry_policy.backoff), |d| d.0);
+        retry_policy.max_backoff = retry
+            .max_backoff
+            .map_or(retry_policy.max_backoff.max(retry_policy.backoff), |d| d.0);
     }
     let attached = resolve_filters(b, &format!("{path}.filters"), &filter_names, filters);
     if default_max_tokens == Some(0) {
@@ -442,7 +495,10 @@ fn build_keys(
         return table;
     };
     b.unsupported("auth.jwt", &auth.jwt);
-    let Some(keys) = auth.keys.and_then(|v| section::<Vec<Value>>(v, "auth.keys", b.problems)) else {
+    let Some(keys) = auth
+        .keys
+        .and_then(|v| section::<Vec<Value>>(v, "auth.keys", b.problems))
+    else {
         return table;
     };
     let mut names = AHashMap::new();
@@ -465,7 +521,10 @@ fn build_keys(
             b.problem(format!("{path}.name"), "must not be empty");
         }
         if let Some(previous) = names.insert(name.clone(), i) {
-            b.problem(format!("{path}.name"), format!("duplicate key name {name:?} (also auth.keys[{previous}])"));
+            b.problem(
+                format!("{path}.name"),
+                format!("duplicate key name {name:?} (also auth.keys[{previous}])"),
+            );
         }
         let digest = match parse_hash(&hash) {
             Ok(digest) => digest,
@@ -475,14 +534,20 @@ fn build_keys(
             }
         };
         if table.contains_digest(&digest) {
-            b.problem(format!("{path}.hash"), "the same key hash is configured twice");
+            b.problem(
+                format!("{path}.hash"),
+                "the same key hash is configured twice",
+            );
             continue;
         }
         let globs = allowed.map(|patterns| {
             for (j, pattern) in patterns.iter().enumerate() {
                 let matches_something = Glob::is_wildcard(pattern) || models.contains(pattern);
                 if !matches_something {
-                    b.problem(format!("{path}.models[{j}]"), format!("unknown model {pattern:?}"));
+                    b.problem(
+                        format!("{path}.models[{j}]"),
+                        format!("unknown model {pattern:?}"),
+                    );
                 }
             }
             patterns.iter().map(|p| Glob::new(p)).collect()
@@ -498,11 +563,23 @@ fn logging_settings(b: &mut Builder, value: Option<Value>) -> Option<LoggingSett
         Some(v) => section(v, "logging", b.problems)?,
         None => LoggingConfig::default(),
     };
-    let LoggingConfig { level, access_log, format } = config;
+    let LoggingConfig {
+        level,
+        access_log,
+        format,
+    } = config;
     let level = level.unwrap_or_else(|| "info".to_owned());
-    let plain_level = matches!(level.as_str(), "error" | "warn" | "info" | "debug" | "trace" | "off");
-    if !plain_level && (!level.contains('=') || tracing_subscriber::EnvFilter::try_new(&level).is_err()) {
-        b.problem("logging.level", format!("invalid level {level:?}: use error, warn, info, debug or trace"));
+    let plain_level = matches!(
+        level.as_str(),
+        "error" | "warn" | "info" | "debug" | "trace" | "off"
+    );
+    if !plain_level
+        && (!level.contains('=') || tracing_subscriber::EnvFilter::try_new(&level).is_err())
+    {
+        b.problem(
+            "logging.level",
+            format!("invalid level {level:?}: use error, warn, info, debug or trace"),
+        );
     }
     let access_log = match access_log.as_deref() {
         None | Some("stdout") => AccessLogTarget::Stdout,

@@ -22,11 +22,16 @@ fn default_yaml(source: &dyn Source) -> String {
     let mut models = String::new();
     for (name, variable) in PROVIDERS {
         if source.env(variable).is_some_and(|v| !v.is_empty()) {
-            providers.push_str(&format!("  {name}:\n    kind: {name}\n    api_key: ${{{variable}}}\n"));
-            models.push_str(&format!("  \"{name}/*\":\n    targets: [{{ provider: {name} }}]\n"));
+            providers.push_str(&format!(
+                "  {name}:\n    kind: {name}\n    api_key: ${{{variable}}}\n"
+            ));
+            models.push_str(&format!(
+                "  \"{name}/*\":\n    targets: [{{ provider: {name} }}]\n"
+            ));
         }
     }
-    let mut yaml = String::from("server:\n  listen: [\"127.0.0.1:8080\"]\n  admin: \"127.0.0.1:9901\"\n");
+    let mut yaml =
+        String::from("server:\n  listen: [\"127.0.0.1:8080\"]\n  admin: \"127.0.0.1:9901\"\n");
     if !providers.is_empty() {
         yaml.push_str("providers:\n");
         yaml.push_str(&providers);
@@ -44,10 +49,15 @@ mod tests {
     #[test]
     fn one_provider_per_key_in_the_environment() {
         let mut source = FakeSource::default();
-        source.env.insert("ANTHROPIC_API_KEY".into(), "sk-ant".into());
+        source
+            .env
+            .insert("ANTHROPIC_API_KEY".into(), "sk-ant".into());
         source.env.insert("GEMINI_API_KEY".into(), String::new());
         let snap = builtin_default(&source).unwrap();
-        assert_eq!(snap.providers.keys().map(|k| &**k).collect::<Vec<_>>(), ["anthropic"]);
+        assert_eq!(
+            snap.providers.keys().map(|k| &**k).collect::<Vec<_>>(),
+            ["anthropic"]
+        );
         let r = snap.models.resolve("anthropic/claude-sonnet-4-5").unwrap();
         assert_eq!(r.capture, Some("claude-sonnet-4-5"));
         assert!(snap.keys.is_empty());

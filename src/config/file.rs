@@ -63,7 +63,6 @@ pub struct ServerConfig {
     pub grace_period: Option<HumanDuration>,
 }
 
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {

@@ -32,7 +32,12 @@ pub fn interpolate_tree(value: &mut Value, source: &dyn Source, problems: &mut V
     walk(value, &mut String::new(), source, problems);
 }
 
-fn walk(value: &mut Value, path: &mut String, source: &dyn Source, problems: &mut Vec<ConfigProblem>) {
+fn walk(
+    value: &mut Value,
+    path: &mut String,
+    source: &dyn Source,
+    problems: &mut Vec<ConfigProblem>,
+) {
     match value {
         Value::String(text) => {
             if text.contains('$') {
@@ -108,19 +113,21 @@ fn resolve(reference: &str, source: &dyn Source) -> Result<String, String> {
         Some((name, default)) => (name, Some(default)),
         None => (reference, None),
     };
-    let valid_name = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let valid_name =
+        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid_name {
-        return Err(format!("invalid reference ${{{name}}}: use ${{NAME}}, ${{NAME:-default}} or ${{file:/path}}"));
+        return Err(format!(
+            "invalid reference ${{{name}}}: use ${{NAME}}, ${{NAME:-default}} or ${{file:/path}}"
+        ));
     }
     // As in POSIX shells, `:-` also replaces a set-but-empty variable.
     match (source.env(name), default) {
         (Some(value), None) => Ok(value),
         (Some(value), Some(_)) if !value.is_empty() => Ok(value),
         (_, Some(default)) => Ok(default.to_owned()),
-        (None, None) => Err(format!("environment variable {name} is not set (write ${{{name}:-default}} to give a default)")),
+        (None, None) => Err(format!(
+            "environment variable {name} is not set (write ${{{name}:-default}} to give a default)"
+        )),
     }
 }
 
@@ -166,27 +173,46 @@ pub(crate) mod tests {
     fn expands_env_defaults_and_files() {
         let s = source();
         assert_eq!(interpolate("${KEY}", &s), Ok("sk-123".into()));
-        assert_eq!(interpolate("Bearer ${KEY}!", &s), Ok("Bearer sk-123!".into()));
+        assert_eq!(
+            interpolate("Bearer ${KEY}!", &s),
+            Ok("Bearer sk-123!".into())
+        );
         assert_eq!(interpolate("${MISSING:-dflt}", &s), Ok("dflt".into()));
         assert_eq!(interpolate("${EMPTY:-dflt}", &s), Ok("dflt".into()));
         assert_eq!(interpolate("${EMPTY}", &s), Ok(String::new()));
-        assert_eq!(interpolate("${file:/run/secret}", &s), Ok("from-file".into()));
-        assert_eq!(interpolate("cost $5 and $${KEY}", &s), Ok("cost $5 and ${KEY}".into()));
+        assert_eq!(
+            interpolate("${file:/run/secret}", &s),
+            Ok("from-file".into())
+        );
+        assert_eq!(
+            interpolate("cost $5 and $${KEY}", &s),
+            Ok("cost $5 and ${KEY}".into())
+        );
     }
 
     #[test]
     fn reports_problems() {
         let s = source();
-        assert!(interpolate("${MISSING}", &s).unwrap_err().contains("MISSING is not set"));
-        assert!(interpolate("${file:/nope}", &s).unwrap_err().contains("/nope"));
-        assert!(interpolate("${KEY", &s).unwrap_err().contains("unterminated"));
-        assert!(interpolate("${bad name}", &s).unwrap_err().contains("invalid reference"));
+        assert!(interpolate("${MISSING}", &s)
+            .unwrap_err()
+            .contains("MISSING is not set"));
+        assert!(interpolate("${file:/nope}", &s)
+            .unwrap_err()
+            .contains("/nope"));
+        assert!(interpolate("${KEY", &s)
+            .unwrap_err()
+            .contains("unterminated"));
+        assert!(interpolate("${bad name}", &s)
+            .unwrap_err()
+            .contains("invalid reference"));
     }
 
     #[test]
     fn tree_errors_carry_paths() {
-        let mut v: Value =
-            serde_yaml::from_str("providers:\n  a:\n    api_key: ${NOPE}\n    endpoints: [\"${ALSO_NOPE}\"]\n").unwrap();
+        let mut v: Value = serde_yaml::from_str(
+            "providers:\n  a:\n    api_key: ${NOPE}\n    endpoints: [\"${ALSO_NOPE}\"]\n",
+        )
+        .unwrap();
         let mut problems = Vec::new();
         interpolate_tree(&mut v, &source(), &mut problems);
         let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();

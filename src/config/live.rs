@@ -53,7 +53,10 @@ impl Live {
     /// Re-reads the config file and swaps it in if valid; counts the outcome either way.
     pub fn reload(&self) -> Result<Reloaded, ConfigError> {
         // A poisoned lock only means an earlier reload panicked; the guarded data is `()`.
-        let _guard = self.reloading.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _guard = self
+            .reloading
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let result = match &self.path {
             Some(path) => load(path),
             // The built-in default is rebuilt from the environment as at startup.

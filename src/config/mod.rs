@@ -150,7 +150,11 @@ pub fn load(path: &Path) -> Result<Snapshot, ConfigError> {
 }
 
 /// Compiles config text; `path` is recorded in the snapshot's metadata.
-pub fn parse(text: &str, path: Option<&Path>, source: &dyn Source) -> Result<Snapshot, ConfigError> {
+pub fn parse(
+    text: &str,
+    path: Option<&Path>,
+    source: &dyn Source,
+) -> Result<Snapshot, ConfigError> {
     let meta = ConfigMeta {
         path: path.map(Path::to_owned),
         sha256: hex::encode(Sha256::digest(text.as_bytes())),
@@ -160,7 +164,12 @@ pub fn parse(text: &str, path: Option<&Path>, source: &dyn Source) -> Result<Sna
     let mut document: Value = match serde_yaml::from_str(text) {
         Ok(Value::Null) => Value::Mapping(Default::default()),
         Ok(value) => value,
-        Err(e) => return Err(ConfigError::Invalid(vec![ConfigProblem::new("", yaml_syntax_message(&e))])),
+        Err(e) => {
+            return Err(ConfigError::Invalid(vec![ConfigProblem::new(
+                "",
+                yaml_syntax_message(&e),
+            )]))
+        }
     };
     interpolate::interpolate_tree(&mut document, source, &mut problems);
     let raw: file::RawFile = match section(document, "", &mut problems) {
@@ -175,7 +184,11 @@ pub fn parse(text: &str, path: Option<&Path>, source: &dyn Source) -> Result<Sna
 }
 
 /// Deserialises one value, recording a problem with its full path on failure.
-pub(crate) fn section<T: DeserializeOwned>(value: Value, path: &str, problems: &mut Vec<ConfigProblem>) -> Option<T> {
+pub(crate) fn section<T: DeserializeOwned>(
+    value: Value,
+    path: &str,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<T> {
     match serde_path_to_error::deserialize::<_, T>(value) {
         Ok(parsed) => Some(parsed),
         Err(e) => {
@@ -186,7 +199,10 @@ pub(crate) fn section<T: DeserializeOwned>(value: Value, path: &str, problems: &
                 (false, inner) if inner.starts_with('[') => format!("{path}{inner}"),
                 (false, inner) => format!("{path}.{inner}"),
             };
-            problems.push(ConfigProblem::new(full, redact_values(&e.into_inner().to_string())));
+            problems.push(ConfigProblem::new(
+                full,
+                redact_values(&e.into_inner().to_string()),
+            ));
             None
         }
     }

@@ -3,8 +3,10 @@ use super::*;
 
 fn source() -> FakeSource {
     let mut s = FakeSource::default();
-    s.env.insert("OPENAI_API_KEY".into(), "sk-openai-secret".into());
-    s.env.insert("ANTHROPIC_API_KEY".into(), "sk-ant-secret".into());
+    s.env
+        .insert("OPENAI_API_KEY".into(), "sk-openai-secret".into());
+    s.env
+        .insert("ANTHROPIC_API_KEY".into(), "sk-ant-secret".into());
     s
 }
 
@@ -70,8 +72,14 @@ fn good_config_compiles() {
     assert_eq!(snap.server.grace_period, Duration::from_secs(5));
     assert_eq!(snap.providers.len(), 2);
     assert_eq!(snap.providers["openai"].endpoints[0].host, "api.openai.com");
-    assert_eq!(snap.providers["claude"].timeouts.total, Some(Duration::from_secs(300)));
-    assert_eq!(snap.providers["openai"].api_key.as_ref().unwrap().expose(), "sk-openai-secret");
+    assert_eq!(
+        snap.providers["claude"].timeouts.total,
+        Some(Duration::from_secs(300))
+    );
+    assert_eq!(
+        snap.providers["openai"].api_key.as_ref().unwrap().expose(),
+        "sk-openai-secret"
+    );
     let sonnet = snap.models.resolve("sonnet").unwrap().route;
     assert_eq!(sonnet.retry.attempts, 2);
     assert_eq!(sonnet.filters.len(), 1);
@@ -92,7 +100,10 @@ fn unknown_keys_are_rejected_with_paths() {
     assert_eq!(problems("sever: {}"), ["sever: unknown field `sever`, expected one of `server`, `providers`, `models`, `auth`, `filters`, `logging`, `tenants`, `limits`, `cache`"]);
     let p = problems("providers:\n  openai:\n    kind: openai\n    api_kye: x\n");
     assert_eq!(p.len(), 1);
-    assert!(p[0].starts_with("providers.openai.api_kye: unknown field `api_kye`"), "{p:?}");
+    assert!(
+        p[0].starts_with("providers.openai.api_kye: unknown field `api_kye`"),
+        "{p:?}"
+    );
 }
 
 #[test]
@@ -144,8 +155,16 @@ fn missing_environment_variables_are_reported() {
 fn empty_api_key_is_a_problem() {
     let mut s = source();
     s.env.insert("EMPTY".into(), String::new());
-    let err = parse("providers:\n  o:\n    kind: openai\n    api_key: ${EMPTY}\n", None, &s).unwrap_err();
-    assert!(err.to_string().contains("providers.o.api_key: is empty"), "{err}");
+    let err = parse(
+        "providers:\n  o:\n    kind: openai\n    api_key: ${EMPTY}\n",
+        None,
+        &s,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("providers.o.api_key: is empty"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -197,7 +216,10 @@ logging: { level: "loud!!", access_log: "" }
 "#,
     );
     assert_eq!(p.len(), 5, "{p:?}");
-    assert!(p[0].starts_with("server.max_request_body: invalid size"), "{p:?}");
+    assert!(
+        p[0].starts_with("server.max_request_body: invalid size"),
+        "{p:?}"
+    );
     let p = problems(
         r#"
 server: { listen: ["nowhere"], threads: 0 }

@@ -11,7 +11,9 @@ pub struct HumanDuration(pub Duration);
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        parse_duration(&text).map(HumanDuration).map_err(de::Error::custom)
+        parse_duration(&text)
+            .map(HumanDuration)
+            .map_err(de::Error::custom)
     }
 }
 
@@ -47,7 +49,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .unwrap_or(trimmed.len());
     let (digits, unit) = trimmed.split_at(split);
     let unit = unit.trim();
-    let bad = || format!("invalid size {text:?}; write a number and a unit, e.g. 512KiB, 8MiB, 1GiB");
+    let bad =
+        || format!("invalid size {text:?}; write a number and a unit, e.g. 512KiB, 8MiB, 1GiB");
     let number: u64 = digits.parse().map_err(|_| bad())?;
     let multiplier: u64 = match unit {
         "" | "B" => 1,

@@ -1,0 +1,293 @@
+//! The client's request body: read once (bounded), peeked once, and changed only where it
+//! must be, by splicing the original bytes rather than re-serialising the whole document.
+
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
+use pingora_core::protocols::http::ServerSession;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::error::GatewayError;
+
+/// Reads the whole request body, refusing more than `limit` bytes. A declared
+/// `Content-Length` over the limit is refused before anything is read.
+pub async fn read_bounded(session: &mut ServerSession, limit: u64) -> Result<Bytes, GatewayError> {
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(GatewayError::BodyTooLarge { limit });
+    }
+    let expects_continue = session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        session
+            .write_continue_response()
+            .await
+            .map_err(|e| GatewayError::invalid(format!("cannot read request body: {e}")))?;
+    }
+    // Most bodies arrive in one piece: keep that `Bytes` as is and only copy when the body
+    // comes in several reads.
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    let mut total: u64 = 0;
+    loop {
+        let chunk = session
+            .read_request_body()
+            .await
+            .map_err(|e| GatewayError::invalid(format!("cannot read request body: {e}")))?;
+        let Some(chunk) = chunk else { break };
+        total += chunk.len() as u64;
+        if total > limit {
+            return Err(GatewayError::BodyTooLarge { limit });
+        }
+        match (&mut joined, first.take()) {
+            (Some(buf), _) => buf.extend_from_slice(&chunk),
+            (None, None) => first = Some(chunk),
+            (None, Some(previous)) => {
+                let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).max(total) as usize);
+                buf.extend_from_slice(&previous);
+                buf.extend_from_slice(&chunk);
+                joined = Some(buf);
+            }
+        }
+    }
+    Ok(match joined {
+        Some(buf) => buf.freeze(),
+        None => first.unwrap_or_default(),
+    })
+}
+
+/// The few top-level fields the gateway itself needs, with their byte spans in the body.
+#[derive(Debug, Default)]
+pub struct Peek {
+    pub model: Option<String>,
+    model_span: Option<Range<usize>>,
+    pub stream: bool,
+    /// `stream_options.include_usage` as the client sent it.
+    pub include_usage: bool,
+    stream_options_span: Option<Range<usize>>,
+    stream_options_null: bool,
+}
+
+#[derive(Deserialize)]
+struct PeekWire<'a> {
+    #[serde(default, borrow)]
+    model: Option<&'a RawValue>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default, borrow)]
+    stream_options: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+/// Parses the body just enough to route it. Everything else is skipped by serde (validated
+/// as JSON, not allocated).
+pub fn peek(body: &[u8]) -> Result<Peek, GatewayError> {
+    if body.is_empty() {
+        return Err(GatewayError::invalid(
+            "request body is empty; expected a JSON object",
+        ));
+    }
+    let wire: PeekWire = serde_json::from_slice(body).map_err(|e| {
+        GatewayError::invalid(format!("request body is not a valid JSON object: {e}"))
+    })?;
+    let mut peek = Peek {
+        stream: wire.stream.unwrap_or(false),
+        ..Peek::default()
+    };
+    if let Some(raw) = wire.model {
+        let model: String = serde_json::from_str(raw.get())
+            .map_err(|_| GatewayError::invalid_param("model", "`model` must be a string"))?;
+        peek.model = Some(model);
+        peek.model_span = Some(span_of(body, raw.get()));
+    }
+    if let Some(raw) = wire.stream_options {
+        peek.stream_options_span = Some(span_of(body, raw.get()));
+        if raw.get() == "null" {
+            peek.stream_options_null = true;
+        } else {
+            let options: StreamOptions = serde_json::from_str(raw.get()).map_err(|_| {
+                GatewayError::invalid_param("stream_options", "`stream_options` must be an object")
+            })?;
+            peek.include_usage = options.include_usage.unwrap_or(false);
+        }
+    }
+    Ok(peek)
+}
+
+/// Where `part`, a slice borrowed from `whole`, sits in it.
+fn span_of(whole: &[u8], part: &str) -> Range<usize> {
+    let start = part.as_ptr() as usize - whole.as_ptr() as usize;
+    start..start + part.len()
+}
+
+/// Changes a passthrough body may need before it goes upstream.
+#[derive(Debug, Default)]
+pub struct Rewrite<'a> {
+    /// Replace `model` with this upstream name.
+    pub model: Option<&'a str>,
+    /// Ask an OpenAI-format provider to report usage on a stream.
+    pub include_usage: bool,
+}
+
+/// Applies `rewrite` to `body`, returning the original `Bytes` untouched when nothing
+/// changes (the common case: same name, client already asks for usage, or not streaming).
+pub fn rewrite(body: &Bytes, peek: &Peek, rewrite: &Rewrite) -> Bytes {
+    let mut edits: Vec<(Range<usize>, Vec<u8>)> = Vec::new();
+    if let (Some(model), Some(span)) = (rewrite.model, &peek.model_span) {
+        if peek.model.as_deref() != Some(model) {
+            edits.push((span.clone(), json_string(model)));
+        }
+    }
+    if rewrite.include_usage && !peek.include_usage {
+        match &peek.stream_options_span {
+            Some(span) if peek.stream_options_null => {
+                edits.push((span.clone(), br#"{"include_usage":true}"#.to_vec()));
+            }
+            Some(span) => {
+                // Keep the client's other options, set include_usage.
+                let original = &body[span.clone()];
+                let mut options: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_slice(original).unwrap_or_default();
+                options.insert("include_usage".into(), serde_json::Value::Bool(true));
+                edits.push((
+                    span.clone(),
+                    serde_json::to_vec(&options).unwrap_or_default(),
+                ));
+            }
+            None => {
+                let open = body.iter().position(|b| *b == b'{').map_or(0, |i| i + 1);
+                edits.push((
+                    open..open,
+                    br#""stream_options":{"include_usage":true},"#.to_vec(),
+                ));
+            }
+        }
+    }
+    if edits.is_empty() {
+        return body.clone();
+    }
+    edits.sort_by_key(|(span, _)| span.start);
+    let grow: usize = edits.iter().map(|(_, text)| text.len()).sum();
+    let mut out = BytesMut::with_capacity(body.len() + grow);
+    let mut cursor = 0;
+    for (span, text) in &edits {
+        out.extend_from_slice(&body[cursor..span.start]);
+        out.extend_from_slice(text);
+        cursor = span.end;
+    }
+    out.extend_from_slice(&body[cursor..]);
+    out.freeze()
+}
+
+fn json_string(text: &str) -> Vec<u8> {
+    // Serialising a &str cannot fail.
+    serde_json::to_vec(text).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    fn apply(body: &str, model: Option<&str>, include_usage: bool) -> Value {
+        let bytes = Bytes::copy_from_slice(body.as_bytes());
+        let p = peek(&bytes).unwrap();
+        let out = rewrite(
+            &bytes,
+            &p,
+            &Rewrite {
+                model,
+                include_usage,
+            },
+        );
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn peeks_model_and_stream() {
+        let p = peek(br#"{"messages":[{"role":"user","content":"hi \"model\""}],"model":"gpt-4o","stream":true}"#).unwrap();
+        assert_eq!(p.model.as_deref(), Some("gpt-4o"));
+        assert!(p.stream && !p.include_usage);
+        let p = peek(br#"{"model":"m","stream_options":{"include_usage":true}}"#).unwrap();
+        assert!(p.include_usage);
+    }
+
+    #[test]
+    fn rejects_bad_bodies() {
+        assert!(peek(b"").is_err());
+        assert!(peek(b"[1,2]").is_err());
+        assert!(peek(b"{\"model\": 5}").is_err());
+        assert!(
+            peek(b"{\"model\":\"a\",\"model\":\"b\"}").is_err(),
+            "duplicate keys must not smuggle a second model"
+        );
+        assert!(peek(b"{\"model\":\"a\"").is_err());
+    }
+
+    #[test]
+    fn untouched_body_is_the_same_bytes() {
+        let body = Bytes::from_static(br#"{"model":"gpt-4o","stream":false}"#);
+        let p = peek(&body).unwrap();
+        let out = rewrite(
+            &body,
+            &p,
+            &Rewrite {
+                model: Some("gpt-4o"),
+                include_usage: false,
+            },
+        );
+        assert_eq!(out.as_ptr(), body.as_ptr());
+    }
+
+    #[test]
+    fn renames_model_and_injects_usage() {
+        let v = apply(
+            r#"{"messages":[],"model":"sonnet","stream":true}"#,
+            Some("claude \"x\""),
+            true,
+        );
+        assert_eq!(
+            v,
+            json!({"stream_options":{"include_usage":true},"messages":[],"model":"claude \"x\"","stream":true})
+        );
+        let v = apply(
+            r#"{"model":"m","stream":true,"stream_options":{"include_obfuscation":false}}"#,
+            None,
+            true,
+        );
+        assert_eq!(
+            v["stream_options"],
+            json!({"include_obfuscation":false,"include_usage":true})
+        );
+        let v = apply(
+            r#"{"model":"m","stream":true,"stream_options":null}"#,
+            None,
+            true,
+        );
+        assert_eq!(v["stream_options"], json!({"include_usage":true}));
+        let v = apply(
+            r#"  {"model":"m","stream":true,"stream_options":{"include_usage":true}}"#,
+            Some("n"),
+            true,
+        );
+        assert_eq!(
+            v,
+            json!({"model":"n","stream":true,"stream_options":{"include_usage":true}})
+        );
+    }
+}

@@ -1,0 +1,404 @@
+//! Choosing a target and getting a response header from it, with retries and fallbacks.
+//!
+//! The request body is held by sira (not by Pingora's 64 KiB retry buffer), so every try,
+//! on any target of any fallback model, can send the full body — rewritten for that
+//! target — whatever its size. A try that fails before the response header (connect error,
+//! timeout, 5xx, 429) moves on to the next candidate; the last candidate's answer, good or
+//! bad, is what the client gets.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{header, HeaderName, HeaderValue, Method};
+use pingora_core::protocols::http::client::HttpSession as ClientSession;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_http::RequestHeader;
+
+use super::body::{self, Peek, Rewrite};
+use super::ctx::{Attempt, RequestCtx};
+use super::Gateway;
+use crate::error::GatewayError;
+use crate::format::Format;
+use crate::models::{ModelRoute, Target};
+use crate::provider::{Endpoint, Provider, ProviderKind};
+use crate::routes::Operation;
+use lua_free_filters::HeaderEdit;
+
+/// A response header received from a provider, with the connection to read the rest from.
+pub struct Upstream {
+    pub client: ClientSession,
+    pub peer: HttpPeer,
+    pub provider: Arc<Provider>,
+    /// The format the provider answers in.
+    pub format: Format,
+    /// Whether sira added `stream_options.include_usage` for its own accounting, so the
+    /// usage-only chunk must not reach the client.
+    pub injected_usage: bool,
+}
+
+/// What is being asked, independent of which target serves it.
+pub struct Request<'a> {
+    pub op: Operation,
+    pub client_headers: &'a http::HeaderMap,
+    pub body: &'a Bytes,
+    pub peek: &'a Peek,
+    /// The model name the client asked for.
+    pub model: &'a str,
+}
+
+/// Tries candidates in order until one answers with a response header that is not a
+/// retryable failure, or none is left.
+pub async fn connect(
+    gw: &Gateway,
+    session: &mut ServerSession,
+    ctx: &mut RequestCtx,
+    primary: Arc<ModelRoute>,
+    capture: Option<String>,
+    request: &Request<'_>,
+) -> Result<Upstream, GatewayError> {
+    let mut routes: Vec<(Arc<ModelRoute>, Option<String>, String)> =
+        vec![(primary.clone(), capture, request.model.to_owned())];
+    for name in &primary.fallbacks {
+        if let Some(found) = ctx.snap.models.resolve(name) {
+            routes.push((
+                found.route.clone(),
+                found.capture.map(str::to_owned),
+                name.to_string(),
+            ));
+        }
+    }
+    let total_tries: u32 = routes.iter().map(|(r, _, _)| r.retry.attempts.max(1)).sum();
+    let mut tries_left = total_tries;
+    let mut last_error: Option<GatewayError> = None;
+    let mut unsupported: Option<GatewayError> = None;
+    for (route, capture, requested) in routes {
+        let order: Vec<usize> = route.target_order().collect();
+        let mut skip_endpoint: Option<(usize, usize)> = None;
+        for try_number in 0..route.retry.attempts.max(1) {
+            let target_index = order[try_number as usize % order.len()];
+            let target = &route.targets[target_index];
+            tries_left -= 1;
+            let upstream_model =
+                ModelRoute::upstream_model(target, &requested, capture.as_deref()).to_owned();
+            let provider_format = target.provider.kind.format_for(ctx.format);
+            if let Err(e) = check_supported(request.op, ctx.format, provider_format, target) {
+                unsupported.get_or_insert(e);
+                continue;
+            }
+            if try_number > 0 {
+                tokio::time::sleep(route.retry.delay(try_number)).await;
+            }
+            ctx.route = Some(route.clone());
+            ctx.provider = Some(target.provider.clone());
+            ctx.upstream_model = Some(upstream_model.clone());
+            let skip = skip_endpoint
+                .filter(|(t, _)| *t == target_index)
+                .map(|(_, e)| e);
+            let (endpoint_index, endpoint) = target.provider.pick_endpoint(skip);
+            let started = Instant::now();
+            let outcome = tokio::select! {
+                outcome = attempt(gw, ctx, target, endpoint, provider_format, &upstream_model, request) => outcome,
+                _ = session.read_body_or_idle(true) => {
+                    ctx.client_gone = true;
+                    Err(AttemptError::ClientGone)
+                }
+            };
+            ctx.upstream_wait += started.elapsed();
+            let provider_name = target.provider.name.clone();
+            let label = |outcome: &str| {
+                crate::metrics::metrics()
+                    .upstream_attempts
+                    .with_label_values(&[&provider_name, &endpoint.url, outcome])
+                    .inc();
+            };
+            match outcome {
+                Ok(upstream) => {
+                    let status = upstream
+                        .client
+                        .response_header()
+                        .map_or(0, |h| h.status.as_u16());
+                    if retryable_status(status) && tries_left > 0 {
+                        label("retried");
+                        ctx.attempts.push(Attempt {
+                            provider: provider_name,
+                            outcome: format!("status_{status}"),
+                        });
+                        skip_endpoint = Some((target_index, endpoint_index));
+                        continue;
+                    }
+                    label(if status < 500 { "ok" } else { "error" });
+                    ctx.attempts.push(Attempt {
+                        provider: provider_name,
+                        outcome: "ok".into(),
+                    });
+                    return Ok(upstream);
+                }
+                Err(AttemptError::ClientGone) => {
+                    return Err(GatewayError::Internal(
+                        "client closed the connection".into(),
+                    ));
+                }
+                Err(AttemptError::Failed { error, kind }) => {
+                    label(if tries_left > 0 { "retried" } else { kind });
+                    ctx.attempts.push(Attempt {
+                        provider: provider_name,
+                        outcome: kind.to_owned(),
+                    });
+                    skip_endpoint = Some((target_index, endpoint_index));
+                    last_error = Some(error);
+                }
+            }
+        }
+    }
+    Err(last_error
+        .or(unsupported)
+        .unwrap_or_else(|| GatewayError::Internal("no upstream candidate".into())))
+}
+
+/// 5xx and 429 mean "this target cannot serve it now": another one may.
+fn retryable_status(status: u16) -> bool {
+    status >= 500 || status == 429 || status == 408
+}
+
+/// Whether `target` can serve `op` for a client speaking `client` at all.
+fn check_supported(
+    op: Operation,
+    client: Format,
+    provider: Format,
+    target: &Target,
+) -> Result<(), GatewayError> {
+    if op == Operation::Embeddings && !target.provider.kind.has_embeddings() {
+        return Err(GatewayError::Unsupported(
+            format!(
+                "provider {:?} ({}) has no embeddings endpoint",
+                target.provider.name,
+                target.provider.kind.as_str()
+            )
+            .into(),
+        ));
+    }
+    if client != provider {
+        return Err(GatewayError::Unsupported(
+            format!(
+                "this model is served by provider {:?}, which speaks the {} format, and this build of sira cannot translate {} requests to it yet",
+                target.provider.name,
+                provider,
+                client
+            )
+            .into(),
+        ));
+    }
+    Ok(())
+}
+
+enum AttemptError {
+    ClientGone,
+    Failed {
+        error: GatewayError,
+        /// Metric outcome: `error` or `timeout`.
+        kind: &'static str,
+    },
+}
+
+/// One try: connect, send header and body, wait for the response header.
+async fn attempt(
+    gw: &Gateway,
+    ctx: &RequestCtx,
+    target: &Target,
+    endpoint: &Endpoint,
+    format: Format,
+    upstream_model: &str,
+    request: &Request<'_>,
+) -> Result<Upstream, AttemptError> {
+    let provider = &target.provider;
+    let unreachable = |reason: String| AttemptError::Failed {
+        error: GatewayError::UpstreamUnreachable {
+            provider: provider.name.to_string(),
+            reason,
+        },
+        kind: "error",
+    };
+    let timeouts = provider.timeouts;
+    let addr = endpoint
+        .addr()
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let mut peer = HttpPeer::new(addr, endpoint.tls, endpoint.host.clone());
+    peer.options.connection_timeout = Some(timeouts.connect);
+    peer.options.total_connection_timeout = Some(timeouts.connect);
+    peer.options.read_timeout = Some(timeouts.first_byte);
+    peer.options.write_timeout = Some(timeouts.idle);
+    peer.options.idle_timeout = Some(POOL_IDLE);
+
+    let stream =
+        matches!(request.op, Operation::GenerateContent { stream: true }) || request.peek.stream;
+    // Usage on OpenAI streams only comes when asked for (TRANSLATION.md §2.1).
+    let injected_usage = stream && format == Format::OpenAiChat && !request.peek.include_usage;
+    let model_in_body = format != Format::Gemini && provider.kind != ProviderKind::Azure;
+    let body = body::rewrite(
+        request.body,
+        request.peek,
+        &Rewrite {
+            model: model_in_body.then_some(upstream_model),
+            include_usage: injected_usage,
+        },
+    );
+    let path = provider.upstream_path(endpoint, request.op, upstream_model, stream);
+    let header = upstream_request(
+        ctx,
+        provider,
+        endpoint,
+        &path,
+        request.client_headers,
+        body.len(),
+    )
+    .map_err(|e| unreachable(format!("cannot build request: {e}")))?;
+
+    let (mut client, _reused) = gw
+        .connector
+        .get_http_session(&peer)
+        .await
+        .map_err(|e| classify(provider, e, timeouts.connect))?;
+    let exchange = async {
+        client.write_request_header(Box::new(header)).await?;
+        client.write_request_body(body, true).await?;
+        client.finish_request_body().await?;
+        client.read_response_header().await
+    };
+    match tokio::time::timeout(timeouts.first_byte, exchange).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(classify(provider, e, timeouts.first_byte)),
+        Err(_) => {
+            return Err(AttemptError::Failed {
+                error: GatewayError::UpstreamTimeout {
+                    provider: provider.name.to_string(),
+                    after: timeouts.first_byte,
+                },
+                kind: "timeout",
+            })
+        }
+    }
+    client.set_read_timeout(Some(timeouts.idle));
+    Ok(Upstream {
+        client,
+        peer,
+        provider: provider.clone(),
+        format,
+        injected_usage,
+    })
+}
+
+/// How long an idle upstream connection stays in the pool.
+const POOL_IDLE: Duration = Duration::from_secs(60);
+
+fn classify(provider: &Provider, e: Box<pingora_error::Error>, after: Duration) -> AttemptError {
+    use pingora_error::ErrorType;
+    let timed_out = matches!(
+        e.etype(),
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+    );
+    if timed_out {
+        AttemptError::Failed {
+            error: GatewayError::UpstreamTimeout {
+                provider: provider.name.to_string(),
+                after,
+            },
+            kind: "timeout",
+        }
+    } else {
+        AttemptError::Failed {
+            error: GatewayError::UpstreamUnreachable {
+                provider: provider.name.to_string(),
+                reason: e.to_string(),
+            },
+            kind: "error",
+        }
+    }
+}
+
+/// Client headers never forwarded: hop-by-hop fields, framing sira recomputes, and the
+/// client's credentials (the provider gets the provider key from the config, never the
+/// client's).
+const SKIP_REQUEST_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "expect",
+    "accept-encoding",
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "x-goog-api-key",
+    "cookie",
+];
+
+/// Builds the upstream request header for one try.
+fn upstream_request(
+    ctx: &RequestCtx,
+    provider: &Provider,
+    endpoint: &Endpoint,
+    path: &str,
+    client_headers: &http::HeaderMap,
+    body_len: usize,
+) -> pingora_error::Result<RequestHeader> {
+    let mut req = RequestHeader::build_no_case(
+        Method::POST,
+        path.as_bytes(),
+        Some(client_headers.len() + 6),
+    )?;
+    for (name, value) in client_headers {
+        if !SKIP_REQUEST_HEADERS.contains(&name.as_str()) {
+            req.append_header(name.clone(), value.clone())?;
+        }
+    }
+    req.insert_header(header::HOST, endpoint.authority.clone())?;
+    req.insert_header(header::CONTENT_LENGTH, body_len)?;
+    req.insert_header(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    )?;
+    // Accounting must read the response: ask for it uncompressed.
+    req.insert_header(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    )?;
+    if provider.kind == ProviderKind::Anthropic && !client_headers.contains_key("anthropic-version")
+    {
+        req.insert_header("anthropic-version", provider.anthropic_version.clone())?;
+    }
+    for (name, value) in &provider.headers {
+        req.insert_header(name.clone(), value.clone())?;
+    }
+    let mut edit = RequestEdit(&mut req);
+    for filter in super::attached_filters(ctx) {
+        filter.on_upstream_request(&mut edit);
+    }
+    // Last, so that neither client headers nor filters can replace the credentials.
+    if let Some((name, value)) = provider.auth_header() {
+        req.insert_header(name, value)?;
+    }
+    Ok(req)
+}
+
+/// Lets filters edit a Pingora request header.
+pub struct RequestEdit<'a>(pub &'a mut RequestHeader);
+
+impl HeaderEdit for RequestEdit<'_> {
+    fn set(&mut self, name: &HeaderName, value: &HeaderValue) {
+        // Names and values were validated when the filter was built.
+        let _ = self.0.insert_header(name.clone(), value.clone());
+    }
+
+    fn remove(&mut self, name: &HeaderName) {
+        self.0.remove_header(name);
+    }
+}

@@ -1,0 +1,90 @@
+//! Assembles the Pingora server: main listeners, admin listener, SIGHUP reloader.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::Server;
+use pingora_core::services::background::background_service;
+use pingora_core::services::listening::Service;
+
+use crate::access_log::AccessLog;
+use crate::admin::Admin;
+use crate::config::{Live, Snapshot};
+use crate::proxy::Gateway;
+use crate::reload::{Reloader, SighupService};
+
+/// How `sira run` was asked to start.
+pub struct RunOptions {
+    /// `None` = the built-in default.
+    pub config_path: Option<PathBuf>,
+    /// Take the listening sockets over from a running instance.
+    pub upgrade: bool,
+}
+
+/// Where the upgrade hand-over socket lives; overridable so that several instances (tests,
+/// staging) on one host do not collide.
+fn upgrade_socket() -> String {
+    std::env::var("SIRA_UPGRADE_SOCK").unwrap_or_else(|_| "/tmp/sira_upgrade.sock".to_owned())
+}
+
+/// Builds every service and runs until shutdown. Never returns on success (Pingora exits
+/// the process after a graceful shutdown).
+pub fn run(snapshot: Snapshot, options: RunOptions) -> std::io::Result<()> {
+    let access_log = Arc::new(AccessLog::start(snapshot.logging.access_log.clone())?);
+    let settings = snapshot.server.clone();
+    let live = Arc::new(Live::new(snapshot, options.config_path));
+
+    let conf = ServerConf {
+        threads: settings.threads,
+        grace_period_seconds: Some(settings.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(settings.grace_period.as_secs().clamp(1, 10)),
+        upgrade_sock: upgrade_socket(),
+        ..ServerConf::default()
+    };
+    let opt = Opt {
+        upgrade: options.upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let mut gateway = Service::new(
+        "sira".to_owned(),
+        Gateway::new(live.clone(), access_log.clone()),
+    );
+    for addr in &settings.listen {
+        gateway.add_tcp(&addr.to_string());
+    }
+    gateway.threads = Some(settings.threads);
+
+    let reloader = Arc::new(Reloader {
+        live: live.clone(),
+        access_log,
+    });
+    server.add_service(gateway);
+    if let Some(admin_addr) = settings.admin {
+        let mut admin = Service::new(
+            "sira-admin".to_owned(),
+            Admin {
+                reloader: reloader.clone(),
+            },
+        );
+        admin.add_tcp(&admin_addr.to_string());
+        admin.threads = Some(1);
+        server.add_service(admin);
+    }
+    server.add_service(background_service("sira-sighup", SighupService(reloader)));
+
+    let listen: Vec<String> = settings.listen.iter().map(ToString::to_string).collect();
+    tracing::info!(
+        listen = %listen.join(","),
+        admin = %settings.admin.map_or("off".to_owned(), |a| a.to_string()),
+        config = %live.path().map_or("built-in default".to_owned(), |p| p.display().to_string()),
+        "sira starting"
+    );
+    if live.load_full().keys.is_empty() && settings.listen.iter().any(|a| !a.ip().is_loopback()) {
+        tracing::warn!("no auth.keys configured and listening beyond loopback: anyone who can reach sira can spend your provider credit");
+    }
+    server.run_forever()
+}

@@ -79,12 +79,18 @@ pub struct Peek {
 
 #[derive(Deserialize)]
 struct PeekWire<'a> {
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     model: Option<&'a RawValue>,
     #[serde(default)]
     stream: Option<bool>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     stream_options: Option<&'a RawValue>,
+}
+
+/// `Some` whenever the key is present, `null` included: a plain `Option` would read `null`
+/// as absent, and sira would then add a second `stream_options` key.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]

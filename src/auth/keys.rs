@@ -56,25 +56,27 @@ impl KeyEntry {
 #[derive(Debug, Default)]
 pub struct KeyTable {
     buckets: AHashMap<u64, Vec<Arc<KeyEntry>>>,
-    len: usize,
+    /// Every entry in config order, for listings.
+    ordered: Vec<Arc<KeyEntry>>,
 }
 
 impl KeyTable {
     pub fn insert(&mut self, entry: KeyEntry) {
-        self.len += 1;
+        let entry = Arc::new(entry);
+        self.ordered.push(entry.clone());
         self.buckets
             .entry(bucket(&entry.digest))
             .or_default()
-            .push(Arc::new(entry));
+            .push(entry);
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.ordered.len()
     }
 
     /// No keys configured: the gateway does not authenticate clients.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.ordered.is_empty()
     }
 
     pub fn contains_digest(&self, digest: &[u8; 32]) -> bool {
@@ -92,9 +94,9 @@ impl KeyTable {
             .find(|entry| bool::from(entry.digest.ct_eq(&digest)))
     }
 
-    /// Every entry, for listing what a caller may use.
+    /// Every entry, in config order.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<KeyEntry>> {
-        self.buckets.values().flatten()
+        self.ordered.iter()
     }
 }
 

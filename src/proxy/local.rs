@@ -19,14 +19,37 @@ pub async fn fail(session: &mut ServerSession, ctx: &mut RequestCtx, error: Gate
     if ctx.client_gone || session.response_written().is_some() {
         return;
     }
-    if matches!(ctx.error, Some(GatewayError::BodyTooLarge { .. })) {
-        // The unread body is still on the wire: close rather than drain megabytes.
+    let too_large = matches!(ctx.error, Some(GatewayError::BodyTooLarge { .. }));
+    if too_large {
+        // The rest of the body is still on the wire: the connection cannot be reused.
         session.set_keepalive(None);
     }
     ctx.status = status;
     if write_json(session, ctx, status, body).await.is_err() {
         ctx.client_gone = true;
+        return;
     }
+    if too_large {
+        linger(session).await;
+    }
+}
+
+/// Keeps reading (and discarding) a refused upload for a moment after answering, as nginx's
+/// lingering close does: closing at once would make the client's next write fail with a
+/// reset before it reads the 413, so it would report a broken pipe instead of the error.
+async fn linger(session: &mut ServerSession) {
+    const MAX_BYTES: usize = 16 << 20;
+    const MAX_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+    let drain = async {
+        let mut drained = 0;
+        while let Ok(Some(chunk)) = session.read_request_body().await {
+            drained += chunk.len();
+            if drained > MAX_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(MAX_TIME, drain).await;
 }
 
 async fn write_json(

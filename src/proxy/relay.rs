@@ -51,7 +51,7 @@ pub async fn relay(
     ctx: &mut RequestCtx,
     mut upstream: Upstream,
 ) -> Result<(), GatewayError> {
-    let Some(upstream_header) = upstream.client.response_header() else {
+    let Some(upstream_header) = upstream.client.as_ref().and_then(|c| c.response_header()) else {
         return Err(GatewayError::Internal(
             "upstream response header missing".into(),
         ));
@@ -65,13 +65,13 @@ pub async fn relay(
     let mut out = client_header(ctx, upstream_header)?;
     ctx.status = status;
 
-    let complete = if status >= 400 {
-        relay_error(session, ctx, &mut upstream, out).await?
+    if status >= 400 {
+        relay_error(gw, session, ctx, &mut upstream, out).await
     } else if is_sse {
         out.insert_header(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"))
             .map_err(header_error)?;
         set_streaming_framing(session, &mut out)?;
-        relay_stream(session, ctx, &mut upstream, out).await?
+        relay_stream(gw, session, ctx, &mut upstream, out).await
     } else {
         match content_length {
             Some(length) => out
@@ -79,18 +79,8 @@ pub async fn relay(
                 .map_err(header_error)?,
             None => set_streaming_framing(session, &mut out)?,
         }
-        relay_json(session, ctx, &mut upstream, out).await?
-    };
-    if complete && upstream.client.response_done() {
-        gw.connector
-            .release_http_session(
-                upstream.client,
-                &upstream.peer,
-                upstream.peer.options.idle_timeout,
-            )
-            .await;
+        relay_json(gw, session, ctx, &mut upstream, out).await
     }
-    Ok(())
 }
 
 fn header_error(e: Box<pingora_error::Error>) -> GatewayError {
@@ -187,14 +177,22 @@ enum Read {
 }
 
 /// Reads the next upstream body chunk while watching for the client going away.
+///
+/// As soon as the provider's response is complete the connection goes back to the pool,
+/// before the last bytes are written to the client: a client that sends its next request
+/// the moment it has this response then finds the connection ready for reuse.
 async fn next_chunk(
+    gw: &Gateway,
     session: &mut ServerSession,
     ctx: &mut RequestCtx,
     upstream: &mut Upstream,
 ) -> Read {
+    let Some(client) = upstream.client.as_mut() else {
+        return Read::End;
+    };
     let started = Instant::now();
     let read = tokio::select! {
-        chunk = upstream.client.read_response_body() => match chunk {
+        chunk = client.read_response_body() => match chunk {
             Ok(Some(bytes)) => Read::Chunk(bytes),
             Ok(None) => Read::End,
             Err(e) => Read::Failed(e.to_string()),
@@ -202,8 +200,17 @@ async fn next_chunk(
         _ = session.read_body_or_idle(true) => Read::ClientGone,
     };
     ctx.upstream_wait += started.elapsed();
-    if matches!(read, Read::ClientGone) {
-        ctx.client_gone = true;
+    match read {
+        Read::ClientGone => ctx.client_gone = true,
+        Read::Chunk(_) | Read::End if client.response_done() => {
+            if let Some(done) = upstream.client.take() {
+                let idle = upstream.peer.options.idle_timeout;
+                gw.connector
+                    .release_http_session(done, &upstream.peer, idle)
+                    .await;
+            }
+        }
+        Read::Chunk(_) | Read::End | Read::Failed(_) => {}
     }
     read
 }
@@ -221,44 +228,44 @@ async fn write(session: &mut ServerSession, ctx: &mut RequestCtx, data: Bytes, e
     }
 }
 
-/// Returns whether the upstream response was read to its end.
 async fn relay_json(
+    gw: &Gateway,
     session: &mut ServerSession,
     ctx: &mut RequestCtx,
     upstream: &mut Upstream,
     out: ResponseHeader,
-) -> Result<bool, GatewayError> {
+) -> Result<(), GatewayError> {
     if session.write_response_header(Box::new(out)).await.is_err() {
         ctx.client_gone = true;
-        return Ok(false);
+        return Ok(());
     }
     let mut kept: Vec<Bytes> = Vec::new();
     let mut kept_len = 0usize;
     loop {
-        match next_chunk(session, ctx, upstream).await {
+        match next_chunk(gw, session, ctx, upstream).await {
             Read::Chunk(bytes) => {
                 kept_len += bytes.len();
                 if kept_len <= MAX_ACCOUNTED_BODY {
                     kept.push(bytes.clone());
                 }
                 if !write(session, ctx, bytes, false).await {
-                    return Ok(false);
+                    return Ok(());
                 }
             }
             Read::End => break,
-            Read::ClientGone => return Ok(false),
+            Read::ClientGone => return Ok(()),
             Read::Failed(reason) => {
                 // Headers are out: all that can be done is cut the response short.
                 ctx.error = Some(GatewayError::UpstreamBroken {
                     provider: upstream.provider.name.to_string(),
                     reason,
                 });
-                return Ok(false);
+                return Ok(());
             }
         }
     }
     if !write(session, ctx, Bytes::new(), true).await {
-        return Ok(false);
+        return Ok(());
     }
     if kept_len <= MAX_ACCOUNTED_BODY {
         let usage = match kept.as_slice() {
@@ -270,32 +277,33 @@ async fn relay_json(
             ctx.usage_seen = true;
         }
     }
-    Ok(true)
+    Ok(())
 }
 
 async fn relay_stream(
+    gw: &Gateway,
     session: &mut ServerSession,
     ctx: &mut RequestCtx,
     upstream: &mut Upstream,
     out: ResponseHeader,
-) -> Result<bool, GatewayError> {
+) -> Result<(), GatewayError> {
     let _guard = StreamGuard::open();
     ctx.stream = true;
     if session.write_response_header(Box::new(out)).await.is_err() {
         ctx.client_gone = true;
-        return Ok(false);
+        return Ok(());
     }
     let mut scanner = SseScanner::new();
     let mut tap = StreamUsage::new(upstream.format);
     let mut frames: Vec<Bytes> = Vec::new();
-    let finished = loop {
-        match next_chunk(session, ctx, upstream).await {
+    loop {
+        match next_chunk(gw, session, ctx, upstream).await {
             Read::Chunk(chunk) => {
                 frames.clear();
                 scanner.feed(chunk.clone(), &mut frames);
                 let data = forwardable(&chunk, &frames, &mut tap, upstream.injected_usage);
                 if !data.is_empty() && !write(session, ctx, data, false).await {
-                    break false;
+                    break;
                 }
             }
             Read::End => {
@@ -303,12 +311,13 @@ async fn relay_stream(
                     let tail_frames = [tail.clone()];
                     let data = forwardable(&tail, &tail_frames, &mut tap, upstream.injected_usage);
                     if !data.is_empty() && !write(session, ctx, data, false).await {
-                        break false;
+                        break;
                     }
                 }
-                break write(session, ctx, Bytes::new(), true).await;
+                write(session, ctx, Bytes::new(), true).await;
+                break;
             }
-            Read::ClientGone => break false,
+            Read::ClientGone => break,
             Read::Failed(reason) => {
                 // The status line is sent; end the stream with the surface's error event.
                 let event = stream_error_event(ctx.format, &reason);
@@ -319,13 +328,13 @@ async fn relay_stream(
                 if write(session, ctx, event, false).await {
                     write(session, ctx, Bytes::new(), true).await;
                 }
-                break false;
+                break;
             }
         }
-    };
+    }
     ctx.usage = tap.usage();
     ctx.usage_seen = tap.seen();
-    Ok(finished)
+    Ok(())
 }
 
 /// The part of `chunk` to send on: its complete frames, minus the usage-only chunk sira
@@ -391,17 +400,17 @@ pub fn stream_error_event(format: Format, message: &str) -> Bytes {
     event.freeze()
 }
 
-/// Relays an upstream error response with its status. Returns whether it was read whole.
+/// Relays an upstream error response with its status.
 async fn relay_error(
+    gw: &Gateway,
     session: &mut ServerSession,
     ctx: &mut RequestCtx,
     upstream: &mut Upstream,
     mut out: ResponseHeader,
-) -> Result<bool, GatewayError> {
+) -> Result<(), GatewayError> {
     let mut body = BytesMut::new();
-    let mut complete = false;
     loop {
-        match next_chunk(session, ctx, upstream).await {
+        match next_chunk(gw, session, ctx, upstream).await {
             Read::Chunk(bytes) => {
                 let room = MAX_ERROR_BODY.saturating_sub(body.len());
                 body.extend_from_slice(&bytes[..bytes.len().min(room)]);
@@ -409,12 +418,8 @@ async fn relay_error(
                     break;
                 }
             }
-            Read::End => {
-                complete = true;
-                break;
-            }
-            Read::ClientGone => return Ok(false),
-            Read::Failed(_) => break,
+            Read::End | Read::Failed(_) => break,
+            Read::ClientGone => return Ok(()),
         }
     }
     let body = body.freeze();
@@ -424,9 +429,9 @@ async fn relay_error(
         || !write(session, ctx, body, true).await
     {
         ctx.client_gone = true;
-        return Ok(false);
+        return Ok(());
     }
-    Ok(complete)
+    Ok(())
 }
 
 /// Lets filters edit a Pingora response header.

@@ -28,7 +28,8 @@ use lua_free_filters::HeaderEdit;
 
 /// A response header received from a provider, with the connection to read the rest from.
 pub struct Upstream {
-    pub client: ClientSession,
+    /// `None` once the response was read whole and the connection went back to the pool.
+    pub client: Option<ClientSession>,
     pub peer: HttpPeer,
     pub provider: Arc<Provider>,
     /// The format the provider answers in.
@@ -117,7 +118,8 @@ pub async fn connect(
                 Ok(upstream) => {
                     let status = upstream
                         .client
-                        .response_header()
+                        .as_ref()
+                        .and_then(|c| c.response_header())
                         .map_or(0, |h| h.status.as_u16());
                     if retryable_status(status) && tries_left > 0 {
                         label("retried");
@@ -282,7 +284,7 @@ async fn attempt(
     }
     client.set_read_timeout(Some(timeouts.idle));
     Ok(Upstream {
-        client,
+        client: Some(client),
         peer,
         provider: provider.clone(),
         format,

@@ -1,1 +1,15 @@
+//! Integration tests: the real `sira` binary on ephemeral loopback ports, in front of the
+//! in-repo mock provider (`sira-mock`), which speaks the recorded wire formats.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
+mod accounting;
+mod auth;
+mod bodies;
+mod cli;
+mod errors;
+mod observability;
+mod reload;
+mod serving;
+mod streaming;

@@ -1,0 +1,177 @@
+//! Token accounting from every JSON response and every stream.
+
+use serde_json::{json, Value};
+use sira_mock::MockProvider;
+
+use crate::streaming::data_events;
+use crate::support::{client, standard_config, Sira, KEY_A};
+
+fn start() -> (MockProvider, Sira) {
+    let mock = MockProvider::start();
+    let sira = Sira::start(&standard_config(), &mock.url());
+    (mock, sira)
+}
+
+fn tokens(model: &str, provider: &str, kind: &str) -> String {
+    format!("sira_tokens_total{{key=\"team-a\",kind=\"{kind}\",model=\"{model}\",provider=\"{provider}\"}}")
+}
+
+#[tokio::test]
+async fn openai_streams_get_usage_injected_and_the_usage_chunk_removed() {
+    let (mock, sira) = start();
+    let body = client()
+        .post(sira.url("/v1/chat/completions"))
+        .bearer_auth(KEY_A)
+        .header("x-mock-events", "5")
+        .header("x-mock-input-tokens", "42")
+        .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // sira asked the provider for usage...
+    assert_eq!(
+        mock.requests()[0].json()["stream_options"],
+        json!({"include_usage": true})
+    );
+    // ...and the client, who did not, never sees the usage-only chunk.
+    let events = data_events(&body);
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    for event in &events[..events.len() - 1] {
+        let v: Value = serde_json::from_str(event).unwrap();
+        assert!(
+            !v["choices"].as_array().unwrap().is_empty(),
+            "usage-only chunk leaked: {event}"
+        );
+    }
+    let log = sira.wait_access_log(1);
+    assert_eq!(
+        (
+            log[0]["input_tokens"].as_u64(),
+            log[0]["output_tokens"].as_u64()
+        ),
+        (Some(42), Some(5))
+    );
+    assert_eq!(sira.metric(&tokens("gpt-4o", "oai", "input")).await, 42.0);
+    assert_eq!(sira.metric(&tokens("gpt-4o", "oai", "output")).await, 5.0);
+    let cost = sira
+        .metric("sira_cost_usd_total{key=\"team-a\",model=\"gpt-4o\"}")
+        .await;
+    assert!(
+        (cost - (42.0 * 2.5 + 5.0 * 10.0) / 1e6).abs() < 1e-12,
+        "{cost}"
+    );
+}
+
+#[tokio::test]
+async fn openai_streams_keep_the_usage_chunk_when_the_client_asked_for_it() {
+    let (_mock, sira) = start();
+    let body = client()
+        .post(sira.url("/v1/chat/completions"))
+        .bearer_auth(KEY_A)
+        .header("x-mock-events", "2")
+        .header("x-mock-input-tokens", "9")
+        .json(&json!({"model": "gpt-4o", "stream": true, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events = data_events(&body);
+    let usage_chunk: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(usage_chunk["choices"], json!([]));
+    assert_eq!(usage_chunk["usage"]["prompt_tokens"], 9);
+    let log = sira.wait_access_log(1);
+    assert_eq!(log[0]["input_tokens"], 9);
+}
+
+#[tokio::test]
+async fn anthropic_streams_count_message_start_and_message_delta() {
+    let (_mock, sira) = start();
+    let body = client()
+        .post(sira.url("/v1/messages"))
+        .header("x-api-key", KEY_A)
+        .header("x-mock-events", "4")
+        .header("x-mock-input-tokens", "100")
+        .header("x-mock-cached-tokens", "60")
+        .json(&json!({"model": "claude", "max_tokens": 64, "stream": true, "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("message_delta"));
+    let log = sira.wait_access_log(1);
+    assert_eq!(
+        log[0]["input_tokens"], 100,
+        "input includes cache reads: {}",
+        log[0]
+    );
+    assert_eq!(log[0]["cached_input_tokens"], 60);
+    assert_eq!(log[0]["output_tokens"], 4);
+    assert_eq!(
+        sira.metric(&tokens("claude", "ant", "cached_input")).await,
+        60.0
+    );
+}
+
+#[tokio::test]
+async fn json_responses_are_counted() {
+    let (_mock, sira) = start();
+    for (path, body) in [
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]}),
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "claude", "max_tokens": 64, "messages": [{"role": "user", "content": "Hi"}]}),
+        ),
+    ] {
+        let resp = client()
+            .post(sira.url(path))
+            .bearer_auth(KEY_A)
+            .header("x-mock-events", "3")
+            .header("x-mock-input-tokens", "11")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.bytes().await.unwrap();
+    }
+    let log = sira.wait_access_log(2);
+    for line in &log {
+        assert_eq!(
+            (
+                line["input_tokens"].as_u64(),
+                line["output_tokens"].as_u64()
+            ),
+            (Some(11), Some(3)),
+            "{line}"
+        );
+    }
+    assert_eq!(sira.metric(&tokens("gpt-4o", "oai", "input")).await, 11.0);
+    assert_eq!(sira.metric(&tokens("claude", "ant", "output")).await, 3.0);
+}
+
+#[tokio::test]
+async fn embeddings_are_counted() {
+    let (_mock, sira) = start();
+    let resp = client()
+        .post(sira.url("/v1/embeddings"))
+        .bearer_auth(KEY_A)
+        .header("x-mock-input-tokens", "17")
+        .json(&json!({"model": "openai/text-embedding-3-small", "input": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.bytes().await.unwrap();
+    let log = sira.wait_access_log(1);
+    assert_eq!(log[0]["input_tokens"], 17, "{}", log[0]);
+}

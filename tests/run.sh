@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test suite, runnable on a fresh machine: installs what the tests need, then runs every
+# unit and integration test of the workspace (integration tests start the real sira binary
+# and the in-repo mock provider on ephemeral loopback ports).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash packaging/deps.sh
+cargo test --workspace --all-targets "$@"

@@ -6,9 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash packaging/deps.sh
-cargo build --release --bin sira --bin sira-mock
+# The debug profile builds in a fraction of the release time and is plenty for a demo;
+# benchmarks use the release profile (bench/run.sh).
+cargo build -p sira -p sira-mock
 
-./target/release/sira-mock --listen 127.0.0.1:9000 --events 8 --delay-ms 50 &
+./target/debug/sira-mock --listen 127.0.0.1:9000 --events 8 --delay-ms 50 &
 mock=$!
 trap 'kill $mock 2>/dev/null || true' EXIT INT TERM
 
@@ -26,4 +28,4 @@ cat <<'TRY'
     curl http://127.0.0.1:9901/metrics | grep sira_tokens_total
 
 TRY
-./target/release/sira run -c conf/demo.yaml
+./target/debug/sira run -c conf/demo.yaml

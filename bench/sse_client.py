@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """SSE clients for bench/bench.py (python3 stdlib only).
 
-probe  N streams one after another on ONE keep-alive connection, timing each: time to the
-       first body byte (the first event) and to the last byte. Sequential streams on a reused
+probe  N streams (or JSON answers) one after another on ONE keep-alive connection, timing
+       each: time to the first body byte (the first event) and to the last byte. Sequential streams on a reused
        connection are where a missing TCP_NODELAY shows: Nagle holds the small last write
        until the client's delayed ACK, ~40 ms per stream.
 hold   N streams open at once (slow events), to measure the gateway's memory per open
@@ -83,6 +83,23 @@ class Chunked:
             self.need = None
 
 
+class Sized:
+    """The same interface as Chunked for a Content-Length body."""
+
+    def __init__(self, length):
+        self.buf = b""
+        self.body = bytearray()
+        self.left = length
+        self.done = length == 0
+
+    def feed(self, data):
+        take = data[: self.left]
+        self.body += take
+        self.left -= len(take)
+        self.buf = data[len(take):]
+        self.done = self.left == 0
+
+
 def percentile(values, p):
     if not values:
         return None
@@ -125,9 +142,13 @@ def probe(args, req):
             head, _, rest = buf.partition(b"\r\n\r\n")
             status, headers = parse_head(head)
             t_first = time.perf_counter() if rest else None
-            if "chunked" not in headers.get("transfer-encoding", ""):
-                raise ValueError(f"status {status}, not a chunked stream: {headers}")
-            dec = Chunked()
+            if "chunked" in headers.get("transfer-encoding", ""):
+                dec = Chunked()
+            elif "content-length" in headers:
+                # A JSON answer (the profiler drives scenario (a) through here too).
+                dec = Sized(int(headers["content-length"]))
+            else:
+                raise ValueError(f"status {status}, neither chunked nor sized: {headers}")
             dec.feed(rest)
             while not dec.done:
                 data = sock.recv(65536)
@@ -170,30 +191,37 @@ async def one_stream(args, req, connect_gate, opened, state):
         writer.write(req)
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), args.timeout)
         status, headers = parse_head(head[:-4])
-        dec = Chunked()
+        # Ten thousand streams share one Python thread with the mock's core: keep the
+        # per-read work to an append, and decode the chunked body once at the end.
+        raw = bytearray()
         first = True
-        while not dec.done:
+        while not raw.endswith(b"\r\n0\r\n\r\n"):
             data = await asyncio.wait_for(reader.read(65536), args.timeout)
             if not data:
                 raise ConnectionError("closed mid-stream")
-            dec.feed(data)
-            if first and dec.body:
+            raw += data
+            if first:
                 first = False
                 state["ttfb"].append((time.perf_counter() - t0) * 1e6)
                 opened()
         writer.close()
-        if status != 200:
-            raise ValueError(f"status {status}")
+        dec = Chunked()
+        dec.feed(bytes(raw))
+        if status != 200 or not dec.done:
+            raise ValueError(f"status {status}, complete={dec.done}")
         if args.expect and args.expect.encode() not in dec.body[-400:]:
             raise ValueError(f"stream did not end with {args.expect!r}")
         state["ok"] += 1
     except Exception as e:
         state["errors"].append(f"{type(e).__name__}: {e}")
-        opened()  # a failed stream will never open: do not wait for it
+    finally:
+        state["ended"] += 1
+    if first:
+            opened()  # a failed stream will never open: do not wait for it
 
 
 async def hold(args, req):
-    state = {"ok": 0, "errors": [], "ttfb": []}
+    state = {"ok": 0, "errors": [], "ttfb": [], "ended": 0}
     # Bounded parallel connects: a burst of 10,000 SYNs would overflow the listen backlog
     # and measure the kernel's SYN retry timer instead of the gateway.
     gate = asyncio.Semaphore(args.connect_parallel)
@@ -210,13 +238,16 @@ async def hold(args, req):
              for _ in range(args.n)]
     await all_open.wait()
     open_s = time.perf_counter() - started
-    print("ALL_OPEN", flush=True)
+    # How many are open right now: streams that ended already (a slow ramp) do not count.
+    still_open = args.n - state["ended"]
+    print(f"ALL_OPEN {still_open}", flush=True)
     # The harness samples RSS now; give it a moment while every stream is still open.
     await asyncio.sleep(args.settle)
     await asyncio.gather(*tasks)
     return {"streams": args.n, "ok": state["ok"], "errors": len(state["errors"]),
             "error_samples": state["errors"][:5], "open_seconds": round(open_s, 3),
             "total_seconds": round(time.perf_counter() - started, 3),
+            "open_at_sample": still_open,
             "ttfb_us": summary(state["ttfb"])}
 
 

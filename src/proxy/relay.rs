@@ -114,9 +114,14 @@ fn client_header(
     Ok(out)
 }
 
-/// `x-request-id`, `x-sira-provider`, `x-sira-model`, `x-sira-attempts`.
+/// `x-request-id`, `x-sira-provider`, `x-sira-model`, `x-sira-attempts`,
+/// `x-sira-dropped-params` and `x-sira-overhead-us` (time spent in sira until the response
+/// header, provider waits excluded).
 pub fn sira_headers(ctx: &RequestCtx, out: &mut ResponseHeader) -> Result<(), GatewayError> {
     out.insert_header("x-request-id", ctx.id.clone())
+        .map_err(header_error)?;
+    let overhead = ctx.started.elapsed().saturating_sub(ctx.upstream_wait);
+    out.insert_header("x-sira-overhead-us", overhead.as_micros() as u64)
         .map_err(header_error)?;
     if let Some(provider) = &ctx.provider {
         if let Ok(v) = HeaderValue::from_str(&provider.name) {

@@ -116,6 +116,12 @@ async fn metrics_and_access_log_describe_each_request() {
         .await
         .unwrap();
     assert_eq!(resp.headers()["x-request-id"], "client-chosen-id-1");
+    let overhead_us: u64 = resp.headers()["x-sira-overhead-us"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(overhead_us < 5_000_000, "{overhead_us}");
     resp.text().await.unwrap();
     let generated = client()
         .post(sira.url("/v1/messages"))

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Instruction profile of sira per request (scenario a) or per 100-event stream (scenario c),
+# with valgrind's callgrind: instruction counts are repeatable on a noisy shared machine,
+# where timings are not.
+#
+#   bash bench/profile.sh a [N]     N small JSON requests (default 2000)
+#   bash bench/profile.sh c [N]     N 100-event SSE streams (default 200)
+#
+# Runs the release binary (profile.release keeps line tables), warms up, zeroes the
+# counters, sends N requests one after another on one keep-alive connection, dumps, and
+# prints instructions per request plus the top inclusive and self costs. The raw profile is
+# kept for `callgrind_annotate` / kcachegrind; its path is printed last.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scenario=${1:-a}
+case "$scenario" in
+    a) n=${2:-2000}; events=7; stream=false ;;
+    c) n=${2:-200}; events=96; stream=true ;;
+    *) echo "usage: bash bench/profile.sh a|c [N]" >&2; exit 2 ;;
+esac
+command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
+bin=${SIRA_BIN_DIR:-target/release}
+[ -x "$bin/sira" ] || cargo build --release --quiet -p sira -p sira-mock
+
+out=$(mktemp -d /tmp/sira-profile-XXXXXX)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# The mock, then sira under callgrind.
+coproc MOCK { exec "$bin/sira-mock" --listen 127.0.0.1:0 --threads 1; }
+pids+=("$MOCK_PID")
+read -r line <&"${MOCK[0]}"
+upstream=${line##* }
+port=$(free_port)
+admin=$(free_port)
+BENCH_LISTEN=127.0.0.1:$port BENCH_ADMIN=127.0.0.1:$admin BENCH_UPSTREAM=$upstream \
+BENCH_TMP=$out SIRA_UPGRADE_SOCK=$out/upgrade.sock \
+    valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out" \
+    "$bin/sira" run -c bench/sira.yaml 2>"$out/valgrind.log" &
+vg=$!
+pids+=("$vg")
+for _ in $(seq 300); do
+    (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break
+    sleep 0.1
+done
+
+if [ "$stream" = true ]; then
+    body='{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Hello! What is the capital of France?"}],"max_tokens":256}'
+    expect='[DONE]'
+else
+    body='{"model":"gpt-4o","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Hello! What is the capital of France?"}],"max_tokens":256}'
+    expect=''
+fi
+printf '%s' "$body" >"$out/body.json"
+drive() {
+    python3 bench/sse_client.py probe --url "http://127.0.0.1:$port/v1/chat/completions" \
+        --body "$out/body.json" --header "Authorization: Bearer sk-sira-bench" \
+        --header "x-mock-events: $events" --expect "$expect" --warmup 0 -n "$1" --timeout 120
+}
+drive 50 >/dev/null                      # warm-up: pools, lazies, allocator
+callgrind_control --zero "$vg" >/dev/null
+drive "$n" >"$out/drive.json"
+callgrind_control --dump="measured" "$vg" >/dev/null
+sleep 1
+kill -INT "$vg"; wait "$vg" 2>/dev/null || true
+
+dump=$(ls -t "$out"/callgrind.out.* 2>/dev/null | grep -v '\.out$' | head -1 || true)
+[ -n "$dump" ] || dump="$out/callgrind.out"
+total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1; exit}')
+errors=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["errors"])' "$out/drive.json")
+echo "scenario ($scenario): $n sequential requests, $errors errors"
+echo "instructions per request: $(( total / n ))  (total $total)"
+echo
+# Written to files first: `head` closing a pipe would trip pipefail.
+callgrind_annotate --inclusive=yes "$dump" >"$out/inclusive.txt" 2>/dev/null || true
+callgrind_annotate "$dump" >"$out/self.txt" 2>/dev/null || true
+echo "== top inclusive =="
+sed -n '/^Ir/,$p' "$out/inclusive.txt" | sed -n '4,48p' | cut -c1-220
+echo
+echo "== top self =="
+sed -n '/^Ir/,$p' "$out/self.txt" | sed -n '4,48p' | cut -c1-220
+echo
+echo "profile: $dump"

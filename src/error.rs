@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::auth::AuthError;
 use crate::format::Format;
+use crate::translate::TranslateError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -37,6 +38,9 @@ pub enum GatewayError {
     UnknownModel { model: String, surface: Format },
     #[error("{0}")]
     Unsupported(Cow<'static, str>),
+    /// The request cannot be expressed in the provider's format without changing its meaning.
+    #[error(transparent)]
+    Translate(#[from] TranslateError),
     #[error("upstream {provider} could not be reached: {reason}")]
     UpstreamUnreachable { provider: String, reason: String },
     #[error("upstream {provider} did not answer within {}ms", after.as_millis())]
@@ -88,6 +92,8 @@ impl GatewayError {
             GatewayError::InvalidRequest { .. } | GatewayError::Unsupported(_) => {
                 Category::InvalidRequest
             }
+            GatewayError::Translate(TranslateError::UpstreamFailed(_)) => Category::Upstream,
+            GatewayError::Translate(_) => Category::InvalidRequest,
             GatewayError::UnknownModel { .. } => Category::NotFound,
             GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamBroken { .. } => {
                 Category::Upstream
@@ -143,14 +149,16 @@ impl GatewayError {
             GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamBroken { .. } => {
                 Some("upstream_error")
             }
+            GatewayError::Translate(e) => e.code(),
             _ => None,
         }
     }
 
-    fn param(&self) -> Option<&'static str> {
+    fn param(&self) -> Option<&str> {
         match self {
             GatewayError::InvalidRequest { param, .. } => *param,
             GatewayError::UnknownModel { .. } | GatewayError::ModelNotAllowed(_) => Some("model"),
+            GatewayError::Translate(e) => e.param(),
             _ => None,
         }
     }

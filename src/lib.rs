@@ -16,4 +16,5 @@ pub mod reload;
 pub mod routes;
 pub mod server;
 pub mod sse;
+pub mod translate;
 pub mod usage;

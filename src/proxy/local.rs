@@ -135,3 +135,23 @@ pub async fn list_models(
     }
     Ok(())
 }
+
+/// `POST /v1/messages/count_tokens` for a model whose provider cannot count: an estimate
+/// from the request's text (see `translate::estimate_input_tokens`).
+pub async fn count_tokens(
+    session: &mut ServerSession,
+    ctx: &mut RequestCtx,
+    body: &[u8],
+) -> Result<(), GatewayError> {
+    let tokens = crate::translate::estimate_input_tokens(ctx.format, body)?;
+    let body = serde_json::to_vec(&serde_json::json!({ "input_tokens": tokens }))
+        .map_err(|e| GatewayError::Internal(format!("cannot encode token count: {e}").into()))?;
+    ctx.status = 200;
+    if write_json(session, ctx, 200, Bytes::from(body))
+        .await
+        .is_err()
+    {
+        ctx.client_gone = true;
+    }
+    Ok(())
+}

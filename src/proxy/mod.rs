@@ -12,7 +12,8 @@
 //! | route, request id, authenticate | [`crate::routes`], [`crate::auth`] |
 //! | read body (bounded), peek model | [`body`] |
 //! | pick target, retries, fallbacks, upstream request | [`upstream`] |
-//! | relay response/stream, usage tap | [`relay`], [`crate::accounting`] |
+//! | translate request (per target) | [`crate::translate`] |
+//! | relay response, error, stream; usage tap or translation | [`relay`], [`stream`], [`crate::accounting`] |
 //! | metrics, access log | [`log`] |
 //!
 //! Every step takes the request's [`RequestCtx`], which pins the config snapshot the
@@ -23,6 +24,7 @@ mod ctx;
 mod local;
 mod log;
 mod relay;
+mod stream;
 mod upstream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -160,6 +162,9 @@ impl Gateway {
             return Err(GatewayError::ModelNotAllowed(model));
         }
         ctx.route = Some(resolution.route.clone());
+        if op == Operation::CountTokens && !counts_upstream(resolution.route) {
+            return local::count_tokens(session, ctx, &body).await;
+        }
         // The session stays borrowed by the exchange (to notice a client leaving), so the
         // few headers forwarded upstream are taken from a copy.
         let client_headers = session.req_header().headers.clone();
@@ -182,6 +187,16 @@ impl Gateway {
         .await?;
         relay::relay(self, session, ctx, upstream).await
     }
+}
+
+/// Anthropic counts tokens itself; for a model served elsewhere sira answers
+/// `count_tokens` with a local estimate (CONTRACT.md: "answered locally when the provider
+/// has none").
+fn counts_upstream(route: &crate::models::ModelRoute) -> bool {
+    route
+        .targets
+        .first()
+        .is_some_and(|t| t.provider.kind == crate::provider::ProviderKind::Anthropic)
 }
 
 /// Filters attached to the caller's key, then to the model entry.

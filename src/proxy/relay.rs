@@ -1,10 +1,7 @@
-//! Relaying a provider's response to the client: JSON bodies and SSE streams pass through
-//! as the provider's own `Bytes`, with accounting reading alongside.
-//!
-//! Streams are forwarded frame by frame as they arrive (each write is flushed: chunked
-//! encoding flushes every chunk), never buffered whole. If the client goes away, the loop
-//! stops at once and dropping the upstream session closes the provider connection, so the
-//! provider stops generating (and billing) promptly.
+//! Relaying a provider's response to the client: the response header, JSON bodies (passed
+//! through as the provider's own `Bytes` with accounting reading alongside, or translated
+//! whole) and error responses (relayed with their status, translated into the client's error
+//! shape when formats differ). Streams are in [`super::stream`].
 
 use std::time::Instant;
 
@@ -14,13 +11,12 @@ use pingora_core::protocols::http::ServerSession;
 use pingora_http::ResponseHeader;
 
 use super::ctx::RequestCtx;
+use super::stream::{relay_stream, response_options};
 use super::upstream::Upstream;
 use super::Gateway;
-use crate::accounting::{usage_from_json, FrameVerdict, StreamUsage};
-use crate::error::{render_error, Category, GatewayError};
-use crate::format::Format;
-use crate::metrics::StreamGuard;
-use crate::sse::SseScanner;
+use crate::accounting::usage_from_json;
+use crate::error::GatewayError;
+use crate::translate::{translate_error, translate_response_with, ResponseContext};
 use lua_free_filters::HeaderEdit;
 
 /// Error bodies are read whole (to relay them with their status); beyond this they are cut.
@@ -64,23 +60,34 @@ pub async fn relay(
     let content_length = upstream_header.headers.get(header::CONTENT_LENGTH).cloned();
     let mut out = client_header(ctx, upstream_header)?;
     ctx.status = status;
+    let translation = upstream.translation.take();
 
     if status >= 400 {
-        relay_error(gw, session, ctx, &mut upstream, out).await
-    } else if is_sse {
+        return relay_error(gw, session, ctx, &mut upstream, out, translation.is_some()).await;
+    }
+    if is_sse {
         out.insert_header(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"))
             .map_err(header_error)?;
-        set_streaming_framing(session, &mut out)?;
-        relay_stream(gw, session, ctx, &mut upstream, out).await
-    } else {
-        match content_length {
-            Some(length) => out
-                .insert_header(header::CONTENT_LENGTH, length)
-                .map_err(header_error)?,
-            None => set_streaming_framing(session, &mut out)?,
+        if translation.is_some() {
+            out.insert_header(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream; charset=utf-8"),
+            )
+            .map_err(header_error)?;
         }
-        relay_json(gw, session, ctx, &mut upstream, out).await
+        set_streaming_framing(session, &mut out)?;
+        return relay_stream(gw, session, ctx, &mut upstream, out, translation).await;
     }
+    if let Some(context) = translation {
+        return relay_translated_json(gw, session, ctx, &mut upstream, out, &context).await;
+    }
+    match content_length {
+        Some(length) => out
+            .insert_header(header::CONTENT_LENGTH, length)
+            .map_err(header_error)?,
+        None => set_streaming_framing(session, &mut out)?,
+    }
+    relay_json(gw, session, ctx, &mut upstream, out).await
 }
 
 fn header_error(e: Box<pingora_error::Error>) -> GatewayError {
@@ -174,7 +181,7 @@ fn set_streaming_framing(
 }
 
 /// Why reading the provider's body stopped.
-enum Read {
+pub(super) enum Read {
     Chunk(Bytes),
     End,
     ClientGone,
@@ -186,7 +193,7 @@ enum Read {
 /// As soon as the provider's response is complete the connection goes back to the pool,
 /// before the last bytes are written to the client: a client that sends its next request
 /// the moment it has this response then finds the connection ready for reuse.
-async fn next_chunk(
+pub(super) async fn next_chunk(
     gw: &Gateway,
     session: &mut ServerSession,
     ctx: &mut RequestCtx,
@@ -220,7 +227,13 @@ async fn next_chunk(
     read
 }
 
-async fn write(session: &mut ServerSession, ctx: &mut RequestCtx, data: Bytes, end: bool) -> bool {
+/// Writes to the client; `false` (and `ctx.client_gone`) when the client is gone.
+pub(super) async fn write(
+    session: &mut ServerSession,
+    ctx: &mut RequestCtx,
+    data: Bytes,
+    end: bool,
+) -> bool {
     if !data.is_empty() && ctx.first_byte.is_none() {
         ctx.first_byte = Some(Instant::now());
     }
@@ -285,157 +298,124 @@ async fn relay_json(
     Ok(())
 }
 
-async fn relay_stream(
+/// Reads a whole provider body, up to `limit` bytes; `None` if the client left or the
+/// provider failed or sent more than the limit.
+async fn read_whole(
     gw: &Gateway,
     session: &mut ServerSession,
     ctx: &mut RequestCtx,
     upstream: &mut Upstream,
-    out: ResponseHeader,
-) -> Result<(), GatewayError> {
-    let _guard = StreamGuard::open();
-    ctx.stream = true;
-    if session.write_response_header(Box::new(out)).await.is_err() {
-        ctx.client_gone = true;
-        return Ok(());
-    }
-    let mut scanner = SseScanner::new();
-    let mut tap = StreamUsage::new(upstream.format);
-    let mut frames: Vec<Bytes> = Vec::new();
+    limit: usize,
+) -> Option<Bytes> {
+    let mut first: Option<Bytes> = None;
+    let mut joined = BytesMut::new();
     loop {
         match next_chunk(gw, session, ctx, upstream).await {
-            Read::Chunk(chunk) => {
-                frames.clear();
-                scanner.feed(chunk.clone(), &mut frames);
-                let data = forwardable(&chunk, &frames, &mut tap, upstream.injected_usage);
-                if !data.is_empty() && !write(session, ctx, data, false).await {
-                    break;
+            Read::Chunk(bytes) => {
+                if joined.len() + first.as_ref().map_or(0, Bytes::len) + bytes.len() > limit {
+                    return None;
                 }
-            }
-            Read::End => {
-                if let Some(tail) = scanner.finish() {
-                    let tail_frames = [tail.clone()];
-                    let data = forwardable(&tail, &tail_frames, &mut tap, upstream.injected_usage);
-                    if !data.is_empty() && !write(session, ctx, data, false).await {
-                        break;
+                match first.take() {
+                    None if joined.is_empty() => first = Some(bytes),
+                    previous => {
+                        if let Some(previous) = previous {
+                            joined.extend_from_slice(&previous);
+                        }
+                        joined.extend_from_slice(&bytes);
                     }
                 }
-                write(session, ctx, Bytes::new(), true).await;
-                break;
             }
-            Read::ClientGone => break,
-            Read::Failed(reason) => {
-                // The status line is sent; end the stream with the surface's error event.
-                let event = stream_error_event(ctx.format, &reason);
-                ctx.error = Some(GatewayError::UpstreamBroken {
-                    provider: upstream.provider.name.to_string(),
-                    reason,
-                });
-                if write(session, ctx, event, false).await {
-                    write(session, ctx, Bytes::new(), true).await;
-                }
-                break;
-            }
-        }
-    }
-    ctx.usage = tap.usage();
-    ctx.usage_seen = tap.seen();
-    Ok(())
-}
-
-/// The part of `chunk` to send on: its complete frames, minus the usage-only chunk sira
-/// asked for on the client's behalf. Frames that lie contiguously in `chunk` go out as one
-/// zero-copy slice of it; only frames completed from an earlier read's tail are new bytes.
-fn forwardable(
-    chunk: &Bytes,
-    frames: &[Bytes],
-    tap: &mut StreamUsage,
-    drop_usage_only: bool,
-) -> Bytes {
-    let mut keep: Vec<&Bytes> = Vec::with_capacity(frames.len());
-    for frame in frames {
-        let verdict = tap.observe(frame);
-        if !(drop_usage_only && verdict == FrameVerdict::UsageOnly) {
-            keep.push(frame);
-        }
-    }
-    match keep.as_slice() {
-        [] => Bytes::new(),
-        [one] => (*one).clone(),
-        [first, .., last] => {
-            let base = chunk.as_ptr() as usize;
-            let start = first.as_ptr() as usize;
-            let end = last.as_ptr() as usize + last.len();
-            let inside = start >= base && end <= base + chunk.len();
-            let contiguous = keep
-                .windows(2)
-                .all(|w| w[0].as_ptr() as usize + w[0].len() == w[1].as_ptr() as usize);
-            if inside && contiguous {
-                chunk.slice(start - base..end - base)
-            } else {
-                let mut joined = BytesMut::with_capacity(keep.iter().map(|f| f.len()).sum());
-                for frame in keep {
-                    joined.extend_from_slice(frame);
-                }
-                joined.freeze()
-            }
+            Read::End => return Some(first.unwrap_or_else(|| joined.freeze())),
+            Read::ClientGone | Read::Failed(_) => return None,
         }
     }
 }
 
-/// The in-stream error event of each surface (CONTRACT.md, errors after streaming began).
-pub fn stream_error_event(format: Format, message: &str) -> Bytes {
-    let message = format!("upstream stream failed: {message}");
-    let payload = render_error(
-        format,
-        502,
-        Category::Upstream,
-        &message,
-        None,
-        Some("upstream_error"),
-    );
-    let mut event = BytesMut::with_capacity(payload.len() + 32);
-    match format {
-        Format::Anthropic | Format::OpenAiResponses => {
-            event.extend_from_slice(b"event: error\ndata: ")
-        }
-        Format::OpenAiChat | Format::Gemini => event.extend_from_slice(b"data: "),
-    }
-    event.extend_from_slice(&payload);
-    event.extend_from_slice(b"\n\n");
-    event.freeze()
-}
-
-/// Relays an upstream error response with its status.
+/// Relays an upstream error response with its status, translated into the client's error
+/// shape (and the status its SDK expects) when the provider speaks another format.
 async fn relay_error(
     gw: &Gateway,
     session: &mut ServerSession,
     ctx: &mut RequestCtx,
     upstream: &mut Upstream,
     mut out: ResponseHeader,
+    translate: bool,
 ) -> Result<(), GatewayError> {
-    let mut body = BytesMut::new();
-    loop {
-        match next_chunk(gw, session, ctx, upstream).await {
-            Read::Chunk(bytes) => {
-                let room = MAX_ERROR_BODY.saturating_sub(body.len());
-                body.extend_from_slice(&bytes[..bytes.len().min(room)]);
-                if room < bytes.len() {
-                    break;
-                }
-            }
-            Read::End | Read::Failed(_) => break,
-            Read::ClientGone => return Ok(()),
-        }
+    let body = read_whole(gw, session, ctx, upstream, MAX_ERROR_BODY)
+        .await
+        .unwrap_or_default();
+    if ctx.client_gone {
+        return Ok(());
     }
-    let body = body.freeze();
+    let body = if translate {
+        let translated = translate_error(upstream.format, ctx.format, ctx.status, &body);
+        ctx.status = translated.status;
+        out.set_status(translated.status).map_err(header_error)?;
+        out.insert_header(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )
+        .map_err(header_error)?;
+        Bytes::from(translated.body)
+    } else {
+        body
+    };
     out.insert_header(header::CONTENT_LENGTH, body.len())
         .map_err(header_error)?;
-    if session.write_response_header(Box::new(out)).await.is_err()
-        || !write(session, ctx, body, true).await
-    {
+    if session.write_response_header(Box::new(out)).await.is_err() {
         ctx.client_gone = true;
         return Ok(());
     }
+    write(session, ctx, body, true).await;
+    Ok(())
+}
+
+/// A JSON answer from a provider of another format: read whole, translated, then sent with
+/// its length. Nothing is sent before the translation succeeded, so a provider body sira
+/// cannot read still becomes a proper 502 in the client's shape.
+async fn relay_translated_json(
+    gw: &Gateway,
+    session: &mut ServerSession,
+    ctx: &mut RequestCtx,
+    upstream: &mut Upstream,
+    mut out: ResponseHeader,
+    context: &ResponseContext,
+) -> Result<(), GatewayError> {
+    let provider = upstream.provider.clone();
+    let broken = |reason: String| GatewayError::UpstreamBroken {
+        provider: provider.name.to_string(),
+        reason,
+    };
+    let Some(body) = read_whole(gw, session, ctx, upstream, MAX_ACCOUNTED_BODY).await else {
+        if ctx.client_gone {
+            return Ok(());
+        }
+        return Err(broken(
+            "the response body was cut short or too large".into(),
+        ));
+    };
+    let translated = translate_response_with(
+        upstream.format,
+        ctx.format,
+        &body,
+        &response_options(ctx),
+        context,
+    )
+    .map_err(|e| broken(format!("cannot translate the provider's response: {e}")))?;
+    ctx.usage = translated.usage;
+    ctx.usage_seen = !translated.usage.is_zero();
+    out.insert_header(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    )
+    .map_err(header_error)?;
+    out.insert_header(header::CONTENT_LENGTH, translated.body.len())
+        .map_err(header_error)?;
+    if session.write_response_header(Box::new(out)).await.is_err() {
+        ctx.client_gone = true;
+        return Ok(());
+    }
+    write(session, ctx, Bytes::from(translated.body), true).await;
     Ok(())
 }
 
@@ -450,54 +430,5 @@ impl HeaderEdit for ResponseEdit<'_> {
 
     fn remove(&mut self, name: &HeaderName) {
         self.0.remove_header(name);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn forwards_whole_chunks_without_copying() {
-        let chunk = Bytes::from_static(b"data: {\"a\":1}\n\ndata: {\"b\":2}\n\n");
-        let mut scanner = SseScanner::new();
-        let mut frames = Vec::new();
-        scanner.feed(chunk.clone(), &mut frames);
-        let mut tap = StreamUsage::new(Format::OpenAiChat);
-        let out = forwardable(&chunk, &frames, &mut tap, true);
-        assert_eq!(out, chunk);
-        assert_eq!(out.as_ptr(), chunk.as_ptr());
-    }
-
-    #[test]
-    fn drops_the_injected_usage_chunk_only() {
-        let usage =
-            b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\n";
-        let mut input = b"data: {\"choices\":[{\"delta\":{}}],\"usage\":null}\n\n".to_vec();
-        input.extend_from_slice(usage);
-        input.extend_from_slice(b"data: [DONE]\n\n");
-        let chunk = Bytes::from(input);
-        let mut scanner = SseScanner::new();
-        let mut frames = Vec::new();
-        scanner.feed(chunk.clone(), &mut frames);
-        let mut tap = StreamUsage::new(Format::OpenAiChat);
-        let out = forwardable(&chunk, &frames, &mut tap, true);
-        assert_eq!(
-            &out[..],
-            &b"data: {\"choices\":[{\"delta\":{}}],\"usage\":null}\n\ndata: [DONE]\n\n"[..]
-        );
-        assert_eq!((tap.usage().input, tap.usage().output), (3, 4));
-        // When the client asked for usage itself, the chunk stays.
-        let mut tap = StreamUsage::new(Format::OpenAiChat);
-        assert_eq!(forwardable(&chunk, &frames, &mut tap, false), chunk);
-    }
-
-    #[test]
-    fn error_events_per_surface() {
-        let anthropic = stream_error_event(Format::Anthropic, "reset");
-        assert!(anthropic.starts_with(b"event: error\ndata: {\"type\":\"error\""));
-        let openai = stream_error_event(Format::OpenAiChat, "reset");
-        assert!(openai.starts_with(b"data: {\"error\":"));
-        assert!(openai.ends_with(b"\n\n"));
     }
 }

@@ -24,6 +24,7 @@ use crate::format::Format;
 use crate::models::{ModelRoute, Target};
 use crate::provider::{Endpoint, Provider, ProviderKind};
 use crate::routes::Operation;
+use crate::translate::{translate_request, RequestOptions, ResponseContext};
 use lua_free_filters::HeaderEdit;
 
 /// A response header received from a provider, with the connection to read the rest from.
@@ -37,6 +38,11 @@ pub struct Upstream {
     /// Whether sira added `stream_options.include_usage` for its own accounting, so the
     /// usage-only chunk must not reach the client.
     pub injected_usage: bool,
+    /// Set when the provider speaks another format than the client: the response must be
+    /// translated back.
+    pub translation: Option<ResponseContext>,
+    /// Hint-only parameters the request translation dropped.
+    pub dropped: Vec<&'static str>,
 }
 
 /// What is being asked, independent of which target serves it.
@@ -84,7 +90,7 @@ pub async fn connect(
             let upstream_model =
                 ModelRoute::upstream_model(target, &requested, capture.as_deref()).to_owned();
             let provider_format = target.provider.kind.format_for(ctx.format);
-            if let Err(e) = check_supported(request.op, ctx.format, provider_format, target) {
+            if let Err(e) = check_supported(request.op, target) {
                 unsupported.get_or_insert(e);
                 continue;
             }
@@ -99,8 +105,15 @@ pub async fn connect(
                 .map(|(_, e)| e);
             let (endpoint_index, endpoint) = target.provider.pick_endpoint(skip);
             let started = Instant::now();
+            let call = Call {
+                target,
+                endpoint,
+                format: provider_format,
+                model: &upstream_model,
+                default_max_tokens: route.default_max_tokens,
+            };
             let outcome = tokio::select! {
-                outcome = attempt(gw, ctx, target, endpoint, provider_format, &upstream_model, request) => outcome,
+                outcome = attempt(gw, ctx, &call, request) => outcome,
                 _ = session.read_body_or_idle(true) => {
                     ctx.client_gone = true;
                     Err(AttemptError::ClientGone)
@@ -115,7 +128,7 @@ pub async fn connect(
                     .inc();
             };
             match outcome {
-                Ok(upstream) => {
+                Ok(mut upstream) => {
                     let status = upstream
                         .client
                         .as_ref()
@@ -135,7 +148,13 @@ pub async fn connect(
                         provider: provider_name,
                         outcome: "ok".into(),
                     });
+                    ctx.dropped_params = std::mem::take(&mut upstream.dropped);
                     return Ok(upstream);
+                }
+                Err(AttemptError::Refused(error)) => {
+                    // Nothing was sent: this target cannot take the request as written (a
+                    // field its format cannot express); another target may.
+                    unsupported.get_or_insert(error);
                 }
                 Err(AttemptError::ClientGone) => {
                     return Err(GatewayError::Internal(
@@ -165,12 +184,7 @@ fn retryable_status(status: u16) -> bool {
 }
 
 /// Whether `target` can serve `op` for a client speaking `client` at all.
-fn check_supported(
-    op: Operation,
-    client: Format,
-    provider: Format,
-    target: &Target,
-) -> Result<(), GatewayError> {
+fn check_supported(op: Operation, target: &Target) -> Result<(), GatewayError> {
     if op == Operation::Embeddings && !target.provider.kind.has_embeddings() {
         return Err(GatewayError::Unsupported(
             format!(
@@ -181,22 +195,13 @@ fn check_supported(
             .into(),
         ));
     }
-    if client != provider {
-        return Err(GatewayError::Unsupported(
-            format!(
-                "this model is served by provider {:?}, which speaks the {} format, and this build of sira cannot translate {} requests to it yet",
-                target.provider.name,
-                provider,
-                client
-            )
-            .into(),
-        ));
-    }
     Ok(())
 }
 
 enum AttemptError {
     ClientGone,
+    /// Refused before anything was sent.
+    Refused(GatewayError),
     Failed {
         error: GatewayError,
         /// Metric outcome: `error` or `timeout`.
@@ -204,17 +209,82 @@ enum AttemptError {
     },
 }
 
+/// Where one try goes.
+struct Call<'a> {
+    target: &'a Target,
+    endpoint: &'a Endpoint,
+    /// The format the provider is spoken to in.
+    format: Format,
+    /// The upstream model name.
+    model: &'a str,
+    default_max_tokens: u32,
+}
+
+/// The body for one try: the client's bytes (model renamed, usage requested) when formats
+/// match, else the request translated into the provider's format.
+struct Outgoing {
+    body: Bytes,
+    injected_usage: bool,
+    translation: Option<ResponseContext>,
+    dropped: Vec<&'static str>,
+}
+
+fn outgoing(
+    ctx: &RequestCtx,
+    call: &Call,
+    request: &Request<'_>,
+    stream: bool,
+) -> Result<Outgoing, GatewayError> {
+    if call.format != ctx.format {
+        let translated = translate_request(
+            ctx.format,
+            call.format,
+            request.body,
+            &RequestOptions {
+                model: call.model,
+                stream,
+                default_max_tokens: call.default_max_tokens,
+            },
+        )?;
+        return Ok(Outgoing {
+            body: Bytes::from(translated.body),
+            injected_usage: false,
+            translation: Some(translated.context),
+            dropped: translated.dropped,
+        });
+    }
+    // Usage on OpenAI streams only comes when asked for (TRANSLATION.md §2.1).
+    let injected_usage = stream && call.format == Format::OpenAiChat && !request.peek.include_usage;
+    let model_in_body =
+        call.format != Format::Gemini && call.target.provider.kind != ProviderKind::Azure;
+    let body = body::rewrite(
+        request.body,
+        request.peek,
+        &Rewrite {
+            model: model_in_body.then_some(call.model),
+            include_usage: injected_usage,
+        },
+    );
+    Ok(Outgoing {
+        body,
+        injected_usage,
+        translation: None,
+        dropped: Vec::new(),
+    })
+}
+
 /// One try: connect, send header and body, wait for the response header.
 async fn attempt(
     gw: &Gateway,
     ctx: &RequestCtx,
-    target: &Target,
-    endpoint: &Endpoint,
-    format: Format,
-    upstream_model: &str,
+    call: &Call<'_>,
     request: &Request<'_>,
 ) -> Result<Upstream, AttemptError> {
-    let provider = &target.provider;
+    let provider = &call.target.provider;
+    let endpoint = call.endpoint;
+    let stream =
+        matches!(request.op, Operation::GenerateContent { stream: true }) || request.peek.stream;
+    let outgoing = outgoing(ctx, call, request, stream).map_err(AttemptError::Refused)?;
     let unreachable = |reason: String| AttemptError::Failed {
         error: GatewayError::UpstreamUnreachable {
             provider: provider.name.to_string(),
@@ -234,27 +304,19 @@ async fn attempt(
     peer.options.write_timeout = Some(timeouts.idle);
     peer.options.idle_timeout = Some(POOL_IDLE);
 
-    let stream =
-        matches!(request.op, Operation::GenerateContent { stream: true }) || request.peek.stream;
-    // Usage on OpenAI streams only comes when asked for (TRANSLATION.md §2.1).
-    let injected_usage = stream && format == Format::OpenAiChat && !request.peek.include_usage;
-    let model_in_body = format != Format::Gemini && provider.kind != ProviderKind::Azure;
-    let body = body::rewrite(
-        request.body,
-        request.peek,
-        &Rewrite {
-            model: model_in_body.then_some(upstream_model),
-            include_usage: injected_usage,
-        },
-    );
-    let path = provider.upstream_path(endpoint, request.op, upstream_model, stream);
+    let op = if outgoing.translation.is_some() {
+        translated_op(call.format, stream)
+    } else {
+        request.op
+    };
+    let path = provider.upstream_path(endpoint, op, call.model, stream);
     let header = upstream_request(
         ctx,
         provider,
         endpoint,
         &path,
         request.client_headers,
-        body.len(),
+        outgoing.body.len(),
     )
     .map_err(|e| unreachable(format!("cannot build request: {e}")))?;
 
@@ -263,6 +325,7 @@ async fn attempt(
         .get_http_session(&peer)
         .await
         .map_err(|e| classify(provider, e, timeouts.connect))?;
+    let body = outgoing.body;
     let exchange = async {
         client.write_request_header(Box::new(header)).await?;
         client.write_request_body(body, true).await?;
@@ -287,9 +350,21 @@ async fn attempt(
         client: Some(client),
         peer,
         provider: provider.clone(),
-        format,
-        injected_usage,
+        format: call.format,
+        injected_usage: outgoing.injected_usage,
+        translation: outgoing.translation,
+        dropped: outgoing.dropped,
     })
+}
+
+/// The provider operation a translated request becomes.
+fn translated_op(provider: Format, stream: bool) -> Operation {
+    match provider {
+        Format::OpenAiChat => Operation::ChatCompletions,
+        Format::OpenAiResponses => Operation::Responses,
+        Format::Anthropic => Operation::Messages,
+        Format::Gemini => Operation::GenerateContent { stream },
+    }
 }
 
 /// How long an idle upstream connection stays in the pool.

@@ -13,3 +13,4 @@ mod observability;
 mod reload;
 mod serving;
 mod streaming;
+mod translation;

@@ -200,26 +200,6 @@ async fn models_lists_what_the_key_may_use() {
 }
 
 #[tokio::test]
-async fn cross_format_pairs_get_a_clear_400_until_translation() {
-    let (mock, sira) = start();
-    let resp = client()
-        .post(sira.url("/v1/chat/completions"))
-        .bearer_auth(KEY_A)
-        .json(&json!({"model": "claude", "messages": [{"role": "user", "content": "x"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 400);
-    let body: Value = resp.json().await.unwrap();
-    let message = body["error"]["message"].as_str().unwrap();
-    assert!(
-        message.contains("anthropic") && message.contains("translate"),
-        "{message}"
-    );
-    assert!(mock.requests().is_empty());
-}
-
-#[tokio::test]
 async fn h2c_clients_are_served() {
     let (_mock, sira) = start();
     let h2 = reqwest::Client::builder()

@@ -17,7 +17,9 @@ fn start() -> (MockProvider, Sira) {
 
 /// The `data:` payloads of an SSE body, in order.
 pub fn data_events(body: &str) -> Vec<String> {
-    body.split("\n\n")
+    // Gemini frames events with CRLF, as Google does.
+    body.replace("\r\n", "\n")
+        .split("\n\n")
         .filter_map(|frame| {
             frame
                 .lines()

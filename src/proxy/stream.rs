@@ -1,0 +1,302 @@
+//! Relaying SSE streams: passthrough (the provider's frames, zero-copy, with a usage tap)
+//! or translated (a per-stream state machine emitting the client's events).
+//!
+//! Events are written as soon as they are complete, each write flushed (chunked encoding
+//! flushes every chunk); a stream is never buffered whole. If the client goes away the loop
+//! stops at once, and dropping the upstream session closes the provider connection, so the
+//! provider stops generating (and billing) promptly.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use pingora_core::protocols::http::ServerSession;
+use pingora_http::ResponseHeader;
+
+use super::ctx::RequestCtx;
+use super::relay::{next_chunk, write, Read};
+use super::upstream::Upstream;
+use super::Gateway;
+use crate::accounting::{FrameVerdict, StreamUsage};
+use crate::error::{render_error, Category, GatewayError};
+use crate::format::Format;
+use crate::metrics::StreamGuard;
+use crate::sse::SseScanner;
+use crate::translate::{ResponseContext, ResponseOptions, StreamTranslator};
+use crate::usage::Usage;
+
+/// Turns provider bytes into client bytes for one stream.
+enum Pipe {
+    Passthrough {
+        scanner: SseScanner,
+        tap: StreamUsage,
+        frames: Vec<Bytes>,
+        drop_usage_only: bool,
+    },
+    Translate {
+        translator: Box<StreamTranslator>,
+        out: BytesMut,
+    },
+}
+
+impl Pipe {
+    fn new(ctx: &RequestCtx, upstream: &Upstream, translation: Option<ResponseContext>) -> Pipe {
+        match translation {
+            None => Pipe::Passthrough {
+                scanner: SseScanner::new(),
+                tap: StreamUsage::new(upstream.format),
+                frames: Vec::new(),
+                drop_usage_only: upstream.injected_usage,
+            },
+            Some(context) => Pipe::Translate {
+                translator: Box::new(StreamTranslator::with_context(
+                    upstream.format,
+                    ctx.format,
+                    response_options(ctx),
+                    context,
+                )),
+                out: BytesMut::new(),
+            },
+        }
+    }
+
+    /// The client bytes for one provider chunk (possibly empty: an unfinished event).
+    fn push(&mut self, chunk: Bytes) -> Result<Bytes, String> {
+        match self {
+            Pipe::Passthrough {
+                scanner,
+                tap,
+                frames,
+                drop_usage_only,
+            } => {
+                frames.clear();
+                scanner.feed(chunk.clone(), frames);
+                Ok(forwardable(&chunk, frames, tap, *drop_usage_only))
+            }
+            Pipe::Translate { translator, out } => {
+                translator
+                    .feed(chunk, out)
+                    .map_err(|e| format!("cannot translate the provider's stream: {e}"))?;
+                Ok(out.split().freeze())
+            }
+        }
+    }
+
+    /// The client bytes that close the stream once the provider ended it.
+    fn end(&mut self) -> Bytes {
+        match self {
+            Pipe::Passthrough {
+                scanner,
+                tap,
+                drop_usage_only,
+                ..
+            } => match scanner.finish() {
+                Some(tail) => {
+                    let tail_frames = [tail.clone()];
+                    forwardable(&tail, &tail_frames, tap, *drop_usage_only)
+                }
+                None => Bytes::new(),
+            },
+            Pipe::Translate { translator, out } => {
+                translator.finish(out);
+                out.split().freeze()
+            }
+        }
+    }
+
+    /// The client's error event, when the provider stream broke.
+    fn fail(&mut self, client: Format, reason: &str) -> Bytes {
+        match self {
+            Pipe::Passthrough { .. } => stream_error_event(client, reason),
+            Pipe::Translate { translator, out } => {
+                translator.error_event(&format!("upstream stream failed: {reason}"), out);
+                out.split().freeze()
+            }
+        }
+    }
+
+    /// Usage so far, and whether the provider reported any.
+    fn usage(&self) -> (Usage, bool) {
+        match self {
+            Pipe::Passthrough { tap, .. } => (tap.usage(), tap.seen()),
+            Pipe::Translate { translator, .. } => {
+                let usage = translator.usage();
+                (usage, !usage.is_zero())
+            }
+        }
+    }
+}
+
+/// What response translators need to fill in fields the provider may not send.
+pub fn response_options(ctx: &RequestCtx) -> ResponseOptions {
+    ResponseOptions {
+        model: ctx.upstream_model.clone().unwrap_or_default(),
+        request_id: ctx.id.to_str().unwrap_or("req").to_owned(),
+        created: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    }
+}
+
+/// Relays a stream to its end, the client's departure or the provider's failure.
+pub async fn relay_stream(
+    gw: &Gateway,
+    session: &mut ServerSession,
+    ctx: &mut RequestCtx,
+    upstream: &mut Upstream,
+    out: ResponseHeader,
+    translation: Option<ResponseContext>,
+) -> Result<(), GatewayError> {
+    let _guard = StreamGuard::open();
+    ctx.stream = true;
+    if session.write_response_header(Box::new(out)).await.is_err() {
+        ctx.client_gone = true;
+        return Ok(());
+    }
+    let mut pipe = Pipe::new(ctx, upstream, translation);
+    loop {
+        let failure = match next_chunk(gw, session, ctx, upstream).await {
+            Read::Chunk(chunk) => match pipe.push(chunk) {
+                Ok(data) => {
+                    if !data.is_empty() && !write(session, ctx, data, false).await {
+                        break;
+                    }
+                    continue;
+                }
+                Err(reason) => reason,
+            },
+            Read::End => {
+                let data = pipe.end();
+                if data.is_empty() || write(session, ctx, data, false).await {
+                    write(session, ctx, Bytes::new(), true).await;
+                }
+                break;
+            }
+            Read::ClientGone => break,
+            Read::Failed(reason) => reason,
+        };
+        // The status line is sent: end the stream with the surface's error event.
+        let event = pipe.fail(ctx.format, &failure);
+        ctx.error = Some(GatewayError::UpstreamBroken {
+            provider: upstream.provider.name.to_string(),
+            reason: failure,
+        });
+        if write(session, ctx, event, false).await {
+            write(session, ctx, Bytes::new(), true).await;
+        }
+        break;
+    }
+    (ctx.usage, ctx.usage_seen) = pipe.usage();
+    Ok(())
+}
+
+/// The part of `chunk` to send on: its complete frames, minus the usage-only chunk sira
+/// asked for on the client's behalf. Frames that lie contiguously in `chunk` go out as one
+/// zero-copy slice of it; only frames completed from an earlier read's tail are new bytes.
+fn forwardable(
+    chunk: &Bytes,
+    frames: &[Bytes],
+    tap: &mut StreamUsage,
+    drop_usage_only: bool,
+) -> Bytes {
+    let mut keep: Vec<&Bytes> = Vec::with_capacity(frames.len());
+    for frame in frames {
+        let verdict = tap.observe(frame);
+        if !(drop_usage_only && verdict == FrameVerdict::UsageOnly) {
+            keep.push(frame);
+        }
+    }
+    match keep.as_slice() {
+        [] => Bytes::new(),
+        [one] => (*one).clone(),
+        [first, .., last] => {
+            let base = chunk.as_ptr() as usize;
+            let start = first.as_ptr() as usize;
+            let end = last.as_ptr() as usize + last.len();
+            let inside = start >= base && end <= base + chunk.len();
+            let contiguous = keep
+                .windows(2)
+                .all(|w| w[0].as_ptr() as usize + w[0].len() == w[1].as_ptr() as usize);
+            if inside && contiguous {
+                chunk.slice(start - base..end - base)
+            } else {
+                let mut joined = BytesMut::with_capacity(keep.iter().map(|f| f.len()).sum());
+                for frame in keep {
+                    joined.extend_from_slice(frame);
+                }
+                joined.freeze()
+            }
+        }
+    }
+}
+
+/// The in-stream error event of each surface (CONTRACT.md, errors after streaming began).
+pub fn stream_error_event(format: Format, message: &str) -> Bytes {
+    let message = format!("upstream stream failed: {message}");
+    let payload = render_error(
+        format,
+        502,
+        Category::Upstream,
+        &message,
+        None,
+        Some("upstream_error"),
+    );
+    let mut event = BytesMut::with_capacity(payload.len() + 32);
+    match format {
+        Format::Anthropic | Format::OpenAiResponses => {
+            event.extend_from_slice(b"event: error\ndata: ")
+        }
+        Format::OpenAiChat | Format::Gemini => event.extend_from_slice(b"data: "),
+    }
+    event.extend_from_slice(&payload);
+    event.extend_from_slice(b"\n\n");
+    event.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwards_whole_chunks_without_copying() {
+        let chunk = Bytes::from_static(b"data: {\"a\":1}\n\ndata: {\"b\":2}\n\n");
+        let mut scanner = SseScanner::new();
+        let mut frames = Vec::new();
+        scanner.feed(chunk.clone(), &mut frames);
+        let mut tap = StreamUsage::new(Format::OpenAiChat);
+        let out = forwardable(&chunk, &frames, &mut tap, true);
+        assert_eq!(out, chunk);
+        assert_eq!(out.as_ptr(), chunk.as_ptr());
+    }
+
+    #[test]
+    fn drops_the_injected_usage_chunk_only() {
+        let usage =
+            b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\n";
+        let mut input = b"data: {\"choices\":[{\"delta\":{}}],\"usage\":null}\n\n".to_vec();
+        input.extend_from_slice(usage);
+        input.extend_from_slice(b"data: [DONE]\n\n");
+        let chunk = Bytes::from(input);
+        let mut scanner = SseScanner::new();
+        let mut frames = Vec::new();
+        scanner.feed(chunk.clone(), &mut frames);
+        let mut tap = StreamUsage::new(Format::OpenAiChat);
+        let out = forwardable(&chunk, &frames, &mut tap, true);
+        assert_eq!(
+            &out[..],
+            &b"data: {\"choices\":[{\"delta\":{}}],\"usage\":null}\n\ndata: [DONE]\n\n"[..]
+        );
+        assert_eq!((tap.usage().input, tap.usage().output), (3, 4));
+        // When the client asked for usage itself, the chunk stays.
+        let mut tap = StreamUsage::new(Format::OpenAiChat);
+        assert_eq!(forwardable(&chunk, &frames, &mut tap, false), chunk);
+    }
+
+    #[test]
+    fn error_events_per_surface() {
+        let anthropic = stream_error_event(Format::Anthropic, "reset");
+        assert!(anthropic.starts_with(b"event: error\ndata: {\"type\":\"error\""));
+        let openai = stream_error_event(Format::OpenAiChat, "reset");
+        assert!(openai.starts_with(b"data: {\"error\":"));
+        assert!(openai.ends_with(b"\n\n"));
+    }
+}

@@ -1,0 +1,275 @@
+//! Format translation between OpenAI Chat, OpenAI Responses, Anthropic Messages and Gemini
+//! (TRANSLATION.md is the specification; sections are cited as §n).
+//!
+//! Everything goes through one canonical form ([`ir`]): a request is parsed from the client
+//! format and written in the provider format; a response or stream is parsed from the
+//! provider format and written in the client format. Streams are translated incrementally by
+//! [`StreamTranslator`], which keeps only per-stream state, never the whole stream.
+
+mod anthropic;
+mod error;
+mod errors;
+mod estimate;
+mod gemini;
+mod history;
+mod ir;
+mod openai_chat;
+mod responses;
+mod schema;
+mod stream;
+mod util;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests;
+
+pub use error::TranslateError;
+pub use errors::translate_error;
+pub use estimate::estimate_input_tokens;
+pub use stream::StreamTranslator;
+
+use crate::format::Format;
+use crate::usage::Usage;
+
+/// What the engine knows about the upstream request being built.
+pub struct RequestOptions<'a> {
+    /// Upstream model name to write into the body. Ignored when `to == Format::Gemini` (model
+    /// is in the URL).
+    pub model: &'a str,
+    /// Whether the client asked for a stream. For Gemini clients this comes from the URL
+    /// method (`:streamGenerateContent`), so the engine passes it; for others it equals the
+    /// body's `stream`.
+    pub stream: bool,
+    /// Anthropic requires `max_tokens`; used when the client sent none.
+    pub default_max_tokens: u32,
+}
+
+/// A request body in the provider's format.
+pub struct TranslatedRequest {
+    pub body: Vec<u8>,
+    /// Hint-only parameters dropped because the target has no place for them (the engine
+    /// lists them in an `x-sira-dropped-params` response header).
+    pub dropped: Vec<&'static str>,
+    /// What the response translation needs to know about this request (custom tool kinds,
+    /// reasoning options). Pass it to [`translate_response_with`] /
+    /// [`StreamTranslator::with_context`]; the default is right when it is not passed.
+    pub context: ResponseContext,
+}
+
+/// Request facts that shape the translated response but are not in the provider's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResponseContext {
+    /// Responses clients: tools declared as `custom` (freeform); calls to them are re-emitted
+    /// as `custom_tool_call` items with the raw `input` text (§11.4).
+    pub custom_tools: Vec<String>,
+    /// Responses clients: `local_shell` was declared; calls to it become `local_shell_call`.
+    pub local_shell: bool,
+    /// Responses clients: emit reasoning summaries (`reasoning.summary` was requested).
+    pub reasoning_summary: bool,
+    /// Responses clients: put sira carriers into `encrypted_content` so Anthropic thinking
+    /// signatures survive stateless replay (§11.5).
+    pub reasoning_carrier: bool,
+    /// OpenAI Chat clients: send the final `choices:[]` usage chunk.
+    pub include_usage: bool,
+}
+
+impl Default for ResponseContext {
+    /// Without request knowledge: emit everything a client may need (usage chunk, summaries,
+    /// carriers); no custom tools.
+    fn default() -> Self {
+        ResponseContext {
+            custom_tools: Vec::new(),
+            local_shell: false,
+            reasoning_summary: true,
+            reasoning_carrier: true,
+            include_usage: true,
+        }
+    }
+}
+
+impl ResponseContext {
+    pub(crate) fn tool_kind(&self, name: &str) -> ir::ToolKind {
+        if self.custom_tools.iter().any(|t| t == name) {
+            ir::ToolKind::Custom
+        } else if self.local_shell && name == "local_shell" {
+            ir::ToolKind::LocalShell
+        } else {
+            ir::ToolKind::Function
+        }
+    }
+}
+
+/// Translates a client request body into the provider's format.
+///
+/// A request the target cannot honour without changing its meaning (`n > 1` to Anthropic,
+/// `previous_response_id` to a non-Responses upstream, …) is an error naming the field.
+pub fn translate_request(
+    from: Format,
+    to: Format,
+    body: &[u8],
+    opts: &RequestOptions,
+) -> Result<TranslatedRequest, TranslateError> {
+    if from == to {
+        return identity_request(to, body, opts);
+    }
+    let (mut req, context) = match from {
+        Format::OpenAiChat => openai_chat::request::parse(body)?,
+        Format::Anthropic => (anthropic::request::parse(body)?, ResponseContext::default()),
+        Format::Gemini => (gemini::request::parse(body)?, ResponseContext::default()),
+        Format::OpenAiResponses => responses::request::parse(body)?,
+    };
+    let mut dropped = std::mem::take(&mut req.dropped);
+    let body = match to {
+        Format::OpenAiChat => openai_chat::request::write(&req, opts, &mut dropped)?,
+        Format::Anthropic => anthropic::request::write(&req, opts, &mut dropped)?,
+        Format::Gemini => gemini::request::write(&req, opts, &mut dropped)?,
+        Format::OpenAiResponses => responses::request_out::write(&req, opts, &mut dropped)?,
+    };
+    // Each name once, in first-seen order.
+    let mut seen = Vec::with_capacity(dropped.len());
+    dropped.retain(|name| {
+        let new = !seen.contains(name);
+        seen.push(*name);
+        new
+    });
+    Ok(TranslatedRequest {
+        body,
+        dropped,
+        context,
+    })
+}
+
+/// OpenAI sends the usage chunk only with `stream_options.include_usage` (§5.2).
+fn chat_wants_usage(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        stream_options: Option<StreamOptions>,
+    }
+    #[derive(serde::Deserialize)]
+    struct StreamOptions {
+        include_usage: Option<bool>,
+    }
+    serde_json::from_slice::<Probe>(body)
+        .ok()
+        .and_then(|p| p.stream_options)
+        .and_then(|o| o.include_usage)
+        .unwrap_or(false)
+}
+
+/// Same format: the body is kept as is, only the model is rewritten (and Chat streams get
+/// `include_usage` so usage can be accounted).
+fn identity_request(
+    to: Format,
+    body: &[u8],
+    opts: &RequestOptions,
+) -> Result<TranslatedRequest, TranslateError> {
+    let mut map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)?;
+    if to != Format::Gemini {
+        map.insert("model".into(), opts.model.into());
+    }
+    let context = ResponseContext {
+        include_usage: chat_wants_usage(body),
+        ..ResponseContext::default()
+    };
+    if to == Format::OpenAiResponses {
+        strip_carriers(&mut map);
+    }
+    if to == Format::OpenAiChat && opts.stream {
+        map.insert(
+            "stream_options".into(),
+            serde_json::json!({ "include_usage": true }),
+        );
+    }
+    Ok(TranslatedRequest {
+        body: serde_json::to_vec(&map)?,
+        dropped: Vec::new(),
+        context,
+    })
+}
+
+/// Removes the reasoning items that carry sira's own `encrypted_content`: OpenAI cannot
+/// decrypt them and rejects the request (§11.5 "pass-through").
+fn strip_carriers(map: &mut serde_json::Map<String, serde_json::Value>) {
+    if let Some(serde_json::Value::Array(items)) = map.get_mut("input") {
+        items.retain(|item| {
+            let carrier = item
+                .get("encrypted_content")
+                .and_then(|e| e.as_str())
+                .is_some_and(|e| e.starts_with(util::CARRIER_PREFIX));
+            !(carrier && item.get("type").and_then(|t| t.as_str()) == Some("reasoning"))
+        });
+    }
+}
+
+/// What the response translators need from the engine.
+#[derive(Clone, Debug)]
+pub struct ResponseOptions {
+    /// The model name to report to the client when the provider's body has none (Gemini
+    /// reports `modelVersion`).
+    pub model: String,
+    /// A request id usable to build response ids when the provider's has none (e.g. Gemini
+    /// `responseId` missing).
+    pub request_id: String,
+    /// Unix seconds, for OpenAI's `created`.
+    pub created: u64,
+}
+
+/// A response body in the client's format, and the usage it reported.
+pub struct TranslatedResponse {
+    pub body: Vec<u8>,
+    pub usage: Usage,
+}
+
+/// Translates a complete (non-streaming) provider response into the client's format.
+pub fn translate_response(
+    from: Format,
+    to: Format,
+    body: &[u8],
+    opts: &ResponseOptions,
+) -> Result<TranslatedResponse, TranslateError> {
+    translate_response_with(from, to, body, opts, &ResponseContext::default())
+}
+
+/// [`translate_response`] with the request context from [`TranslatedRequest::context`].
+pub fn translate_response_with(
+    from: Format,
+    to: Format,
+    body: &[u8],
+    opts: &ResponseOptions,
+    ctx: &ResponseContext,
+) -> Result<TranslatedResponse, TranslateError> {
+    let resp = match from {
+        Format::OpenAiChat => openai_chat::response::parse(body, opts)?,
+        Format::Anthropic => anthropic::response::parse(body)?,
+        Format::Gemini => gemini::response::parse(body, opts)?,
+        Format::OpenAiResponses => responses::response::parse(body)?,
+    };
+    let usage = resp.usage;
+    if from == to {
+        return Ok(TranslatedResponse {
+            body: body.to_vec(),
+            usage,
+        });
+    }
+    let body = match to {
+        Format::OpenAiChat => openai_chat::response::write(&resp, opts),
+        Format::Anthropic => anthropic::response::write(&resp, opts),
+        Format::Gemini => gemini::response::write(&resp, opts),
+        Format::OpenAiResponses => responses::response::write(&resp, opts, ctx),
+    };
+    Ok(TranslatedResponse { body, usage })
+}
+
+/// An upstream error turned into the client's error shape and status.
+pub struct TranslatedError {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl TranslateError {
+    /// This request error as a 400 in the client's error shape (a convenience for the
+    /// engine; Display is the message and [`TranslateError::param`] the field).
+    pub fn to_client_error(&self, client: Format) -> TranslatedError {
+        errors::request_error(client, self)
+    }
+}

@@ -1,0 +1,227 @@
+//! The per-stream state machine: SSE framing in, provider adapter → canonical [`Ev`]s →
+//! client emitter, SSE frames out (§6, §11.10–11.12).
+
+use bytes::{Bytes, BytesMut};
+
+use super::error::TranslateError;
+use super::ir::Ev;
+use super::{anthropic, gemini, openai_chat, responses, ResponseContext, ResponseOptions};
+use crate::format::Format;
+use crate::sse::{Event, SseScanner};
+use crate::usage::Usage;
+
+/// Receives canonical stream events and writes the client's frames.
+pub(crate) trait Sink {
+    fn event(&mut self, ev: Ev<'_>, out: &mut BytesMut);
+}
+
+/// The provider side: turns upstream frames into canonical events.
+#[derive(Clone, Debug)]
+enum Parser {
+    Chat(openai_chat::stream::Parser),
+    Anthropic(anthropic::stream::Parser),
+    Gemini(gemini::stream::Parser),
+    Responses(responses::stream::Parser),
+}
+
+/// The client side: turns canonical events into the client's frames.
+#[derive(Clone, Debug)]
+enum Emitter {
+    Chat(openai_chat::stream::Emitter),
+    Anthropic(anthropic::stream::Emitter),
+    Gemini(gemini::stream::Emitter),
+    Responses(Box<responses::emitter::Emitter>),
+}
+
+impl Sink for Emitter {
+    fn event(&mut self, ev: Ev<'_>, out: &mut BytesMut) {
+        match self {
+            Emitter::Chat(e) => e.event(ev, out),
+            Emitter::Anthropic(e) => e.event(ev, out),
+            Emitter::Gemini(e) => e.event(ev, out),
+            Emitter::Responses(e) => e.event(ev, out),
+        }
+    }
+}
+
+/// Wraps the emitter to keep the usage total current. With the same format on both sides
+/// (`passthrough`) frames are forwarded verbatim and events only feed the usage.
+struct Tracking<'e> {
+    emitter: &'e mut Emitter,
+    usage: &'e mut Usage,
+    passthrough: bool,
+}
+
+impl Sink for Tracking<'_> {
+    fn event(&mut self, ev: Ev<'_>, out: &mut BytesMut) {
+        if let Ev::Usage(u) = &ev {
+            *self.usage = *u;
+        }
+        if !self.passthrough {
+            self.emitter.event(ev, out);
+        }
+    }
+}
+
+/// One per streamed response. `from` = provider format, `to` = client format.
+pub struct StreamTranslator {
+    scanner: SseScanner,
+    /// Reused between `feed` calls so framing does not allocate per chunk.
+    frames: Vec<Bytes>,
+    parser: Parser,
+    emitter: Emitter,
+    passthrough: bool,
+    usage: Usage,
+    finished: bool,
+}
+
+impl StreamTranslator {
+    pub fn new(from: Format, to: Format, opts: ResponseOptions) -> Self {
+        Self::with_context(from, to, opts, ResponseContext::default())
+    }
+
+    /// Like [`StreamTranslator::new`], with the request context from
+    /// [`super::TranslatedRequest::context`] (custom tools, usage chunk, reasoning options).
+    pub fn with_context(
+        from: Format,
+        to: Format,
+        opts: ResponseOptions,
+        ctx: ResponseContext,
+    ) -> Self {
+        let parser = match from {
+            Format::OpenAiChat => Parser::Chat(openai_chat::stream::Parser::new(&opts)),
+            Format::Anthropic => Parser::Anthropic(anthropic::stream::Parser::default()),
+            Format::Gemini => Parser::Gemini(gemini::stream::Parser::new(&opts)),
+            Format::OpenAiResponses => Parser::Responses(responses::stream::Parser::default()),
+        };
+        let emitter = match to {
+            Format::OpenAiChat => Emitter::Chat(openai_chat::stream::Emitter::new(opts, &ctx)),
+            Format::Anthropic => Emitter::Anthropic(anthropic::stream::Emitter::new(opts)),
+            Format::Gemini => Emitter::Gemini(gemini::stream::Emitter::new(opts)),
+            Format::OpenAiResponses => {
+                Emitter::Responses(Box::new(responses::emitter::Emitter::new(opts, ctx)))
+            }
+        };
+        StreamTranslator {
+            scanner: SseScanner::new(),
+            frames: Vec::new(),
+            parser,
+            emitter,
+            passthrough: from == to,
+            usage: Usage::default(),
+            finished: false,
+        }
+    }
+
+    /// Feeds whatever bytes arrived; appends every translated event that became complete.
+    /// A frame that cannot be parsed is reported after the rest of the chunk was processed.
+    pub fn feed(&mut self, input: Bytes, out: &mut BytesMut) -> Result<(), TranslateError> {
+        if self.finished {
+            return Ok(());
+        }
+        self.scanner.feed(input, &mut self.frames);
+        let mut first_error = None;
+        let mut frames = std::mem::take(&mut self.frames);
+        for frame in frames.drain(..) {
+            if let Err(e) = self.frame(&frame, out) {
+                first_error.get_or_insert(e);
+            }
+        }
+        self.frames = frames;
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn frame(&mut self, frame: &Bytes, out: &mut BytesMut) -> Result<(), TranslateError> {
+        if self.passthrough {
+            out.extend_from_slice(frame);
+        }
+        let event = Event::parse(frame);
+        let mut sink = Tracking {
+            emitter: &mut self.emitter,
+            usage: &mut self.usage,
+            passthrough: self.passthrough,
+        };
+        match &mut self.parser {
+            Parser::Chat(p) => p.frame(&event, &mut sink, out),
+            Parser::Anthropic(p) => p.frame(&event, &mut sink, out),
+            Parser::Gemini(p) => p.frame(frame, &event, &mut sink, out),
+            Parser::Responses(p) => p.frame(&event, &mut sink, out),
+        }
+    }
+
+    /// Upstream ended (cleanly or not): closes the client's stream properly if that has not
+    /// happened yet — the terminal event after a clean end, an error event after a truncated
+    /// one (§6.9: never a fake `finish_reason:"stop"`). Idempotent.
+    pub fn finish(&mut self, out: &mut BytesMut) {
+        if self.finished {
+            return;
+        }
+        if let Some(tail) = self.scanner.finish() {
+            // A last frame without its blank line, e.g. Gemini's bare JSON error (§6.1).
+            // Parse errors in it are moot now: the stream is being closed either way.
+            let _ = self.frame(&tail, out);
+        }
+        self.finished = true;
+        let mut sink = Tracking {
+            emitter: &mut self.emitter,
+            usage: &mut self.usage,
+            passthrough: self.passthrough,
+        };
+        match &mut self.parser {
+            Parser::Chat(p) => p.end(&mut sink, out),
+            Parser::Anthropic(p) => p.end(&mut sink, out),
+            Parser::Gemini(p) => p.end(&mut sink, out),
+            Parser::Responses(p) => p.end(&mut sink, out),
+        }
+    }
+
+    /// Usage seen so far (final totals once the stream has ended).
+    pub fn usage(&self) -> Usage {
+        self.usage
+    }
+
+    /// Appends the client format's in-stream error event, used when the upstream dies
+    /// mid-stream. Nothing more is emitted afterwards.
+    pub fn error_event(&mut self, message: &str, out: &mut BytesMut) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let ev = Ev::Error(super::ir::ErrorInfo {
+            kind: super::ir::ErrorKind::Server,
+            message: message.into(),
+            code: None,
+            param: None,
+        });
+        self.emitter.event(ev, out);
+    }
+}
+
+#[cfg(test)]
+impl StreamTranslator {
+    /// A copy taken at a frame boundary (nothing carried), for the split tests.
+    pub(crate) fn fork(&self) -> Self {
+        assert_eq!(self.scanner.pending(), 0, "fork only between frames");
+        StreamTranslator {
+            scanner: SseScanner::new(),
+            frames: Vec::new(),
+            parser: self.parser.clone(),
+            emitter: self.emitter.clone(),
+            passthrough: self.passthrough,
+            usage: self.usage,
+            finished: self.finished,
+        }
+    }
+
+    /// Everything that decides future output.
+    pub(crate) fn state(&self) -> String {
+        format!(
+            "{:?} {:?} {:?} {} {}",
+            self.parser,
+            self.emitter,
+            self.usage,
+            self.finished,
+            self.scanner.pending()
+        )
+    }
+}

@@ -11,158 +11,14 @@ use serde::Deserialize;
 
 use crate::format::Format;
 use crate::sse::Event;
+use crate::translate::anthropic::{self, wire::UsageIn};
+use crate::translate::gemini::{self, wire::UsageMetadata};
+use crate::translate::openai_chat::{self, wire_response::ChatUsage};
+use crate::translate::responses::{self, wire::UsageIo};
 use crate::usage::Usage;
 
-// === wire types (only what accounting reads) ===
-
-#[derive(Debug, Default, Deserialize)]
-pub struct OpenAiUsage {
-    #[serde(default)]
-    pub prompt_tokens: u64,
-    #[serde(default)]
-    pub completion_tokens: u64,
-    #[serde(default)]
-    pub prompt_tokens_details: Option<OpenAiPromptDetails>,
-    #[serde(default)]
-    pub completion_tokens_details: Option<OpenAiCompletionDetails>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct OpenAiPromptDetails {
-    #[serde(default)]
-    pub cached_tokens: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct OpenAiCompletionDetails {
-    #[serde(default)]
-    pub reasoning_tokens: Option<u64>,
-}
-
-impl From<&OpenAiUsage> for Usage {
-    fn from(u: &OpenAiUsage) -> Usage {
-        Usage {
-            input: u.prompt_tokens,
-            output: u.completion_tokens,
-            cached_input: u
-                .prompt_tokens_details
-                .as_ref()
-                .and_then(|d| d.cached_tokens)
-                .unwrap_or(0),
-            cache_creation_input: 0,
-            reasoning: u
-                .completion_tokens_details
-                .as_ref()
-                .and_then(|d| d.reasoning_tokens)
-                .unwrap_or(0),
-        }
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct ResponsesUsage {
-    #[serde(default)]
-    pub input_tokens: u64,
-    #[serde(default)]
-    pub output_tokens: u64,
-    #[serde(default)]
-    pub input_tokens_details: Option<OpenAiPromptDetails>,
-    #[serde(default)]
-    pub output_tokens_details: Option<OpenAiCompletionDetails>,
-}
-
-impl From<&ResponsesUsage> for Usage {
-    fn from(u: &ResponsesUsage) -> Usage {
-        Usage {
-            input: u.input_tokens,
-            output: u.output_tokens,
-            cached_input: u
-                .input_tokens_details
-                .as_ref()
-                .and_then(|d| d.cached_tokens)
-                .unwrap_or(0),
-            cache_creation_input: 0,
-            reasoning: u
-                .output_tokens_details
-                .as_ref()
-                .and_then(|d| d.reasoning_tokens)
-                .unwrap_or(0),
-        }
-    }
-}
-
-/// Anthropic's usage object; every field optional because `message_delta` events carry
-/// only the counters that changed.
-#[derive(Debug, Default, Deserialize)]
-pub struct AnthropicUsage {
-    #[serde(default)]
-    pub input_tokens: Option<u64>,
-    #[serde(default)]
-    pub output_tokens: Option<u64>,
-    #[serde(default)]
-    pub cache_read_input_tokens: Option<u64>,
-    #[serde(default)]
-    pub cache_creation_input_tokens: Option<u64>,
-}
-
-/// Accumulates Anthropic counters in Anthropic's own terms, since a later event may
-/// update one counter without repeating the others.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AnthropicCounters {
-    pub input: u64,
-    pub output: u64,
-    pub cache_read: u64,
-    pub cache_creation: u64,
-}
-
-impl AnthropicCounters {
-    /// Applies the counters present in `u` (Anthropic's stream values are cumulative).
-    pub fn update(&mut self, u: &AnthropicUsage) {
-        self.input = u.input_tokens.unwrap_or(self.input);
-        self.output = u.output_tokens.unwrap_or(self.output);
-        self.cache_read = u.cache_read_input_tokens.unwrap_or(self.cache_read);
-        self.cache_creation = u.cache_creation_input_tokens.unwrap_or(self.cache_creation);
-    }
-
-    pub fn usage(&self) -> Usage {
-        Usage {
-            input: self.input + self.cache_read + self.cache_creation,
-            output: self.output,
-            cached_input: self.cache_read,
-            cache_creation_input: self.cache_creation,
-            reasoning: 0,
-        }
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct GeminiUsage {
-    #[serde(default)]
-    pub prompt_token_count: u64,
-    #[serde(default)]
-    pub candidates_token_count: u64,
-    #[serde(default)]
-    pub thoughts_token_count: u64,
-    #[serde(default)]
-    pub cached_content_token_count: u64,
-    #[serde(default)]
-    pub tool_use_prompt_token_count: u64,
-}
-
-impl From<&GeminiUsage> for Usage {
-    fn from(u: &GeminiUsage) -> Usage {
-        Usage {
-            // Tool-use prompt tokens are billed as input (TRANSLATION.md §5.2).
-            input: u.prompt_token_count + u.tool_use_prompt_token_count,
-            // Thoughts are billed as output, but reported apart from candidates.
-            output: u.candidates_token_count + u.thoughts_token_count,
-            cached_input: u.cached_content_token_count,
-            cache_creation_input: 0,
-            reasoning: u.thoughts_token_count,
-        }
-    }
-}
+// The provider usage objects and their conversions to [`Usage`] are the translation
+// layer's (one definition per format); accounting only reads them from passthrough bodies.
 
 #[derive(Deserialize)]
 struct WithUsage<U> {
@@ -174,7 +30,7 @@ struct WithUsage<U> {
 #[serde(rename_all = "camelCase")]
 struct WithUsageMetadata {
     #[serde(default)]
-    usage_metadata: Option<GeminiUsage>,
+    usage_metadata: Option<UsageMetadata>,
 }
 
 // === JSON responses ===
@@ -183,26 +39,22 @@ struct WithUsageMetadata {
 /// which carry OpenAI's `usage.prompt_tokens`).
 pub fn usage_from_json(format: Format, body: &[u8]) -> Option<Usage> {
     match format {
-        Format::OpenAiChat => serde_json::from_slice::<WithUsage<OpenAiUsage>>(body)
+        Format::OpenAiChat => serde_json::from_slice::<WithUsage<ChatUsage>>(body)
             .ok()?
             .usage
-            .map(|u| Usage::from(&u)),
-        Format::OpenAiResponses => serde_json::from_slice::<WithUsage<ResponsesUsage>>(body)
+            .map(|u| openai_chat::usage_from(&u)),
+        Format::OpenAiResponses => serde_json::from_slice::<WithUsage<UsageIo>>(body)
             .ok()?
             .usage
-            .map(|u| Usage::from(&u)),
-        Format::Anthropic => {
-            let usage = serde_json::from_slice::<WithUsage<AnthropicUsage>>(body)
-                .ok()?
-                .usage?;
-            let mut counters = AnthropicCounters::default();
-            counters.update(&usage);
-            Some(counters.usage())
-        }
+            .map(|u| responses::usage_from(&u)),
+        Format::Anthropic => serde_json::from_slice::<WithUsage<UsageIn>>(body)
+            .ok()?
+            .usage
+            .map(|u| anthropic::usage_from(&u)),
         Format::Gemini => serde_json::from_slice::<WithUsageMetadata>(body)
             .ok()?
             .usage_metadata
-            .map(|u| Usage::from(&u)),
+            .map(|u| gemini::usage_from(&u)),
     }
 }
 
@@ -222,7 +74,8 @@ pub enum FrameVerdict {
 pub struct StreamUsage {
     format: Format,
     usage: Usage,
-    anthropic: AnthropicCounters,
+    /// Anthropic's counters as last reported, merged event by event.
+    anthropic: UsageIn,
     seen: bool,
 }
 
@@ -231,18 +84,18 @@ struct OpenAiChunk {
     #[serde(default)]
     choices: Option<Vec<serde::de::IgnoredAny>>,
     #[serde(default)]
-    usage: Option<OpenAiUsage>,
+    usage: Option<ChatUsage>,
 }
 
 #[derive(Deserialize)]
 #[serde(tag = "type")]
 enum AnthropicEvent {
     #[serde(rename = "message_start")]
-    MessageStart { message: WithUsage<AnthropicUsage> },
+    MessageStart { message: WithUsage<UsageIn> },
     #[serde(rename = "message_delta")]
     MessageDelta {
         #[serde(default)]
-        usage: Option<AnthropicUsage>,
+        usage: Option<UsageIn>,
     },
     #[serde(other)]
     Other,
@@ -251,7 +104,7 @@ enum AnthropicEvent {
 #[derive(Deserialize)]
 struct ResponsesEvent {
     #[serde(default)]
-    response: Option<WithUsage<ResponsesUsage>>,
+    response: Option<WithUsage<UsageIo>>,
 }
 
 static USAGE_KEY: std::sync::LazyLock<memmem::Finder<'static>> =
@@ -262,7 +115,7 @@ impl StreamUsage {
         StreamUsage {
             format,
             usage: Usage::default(),
-            anthropic: AnthropicCounters::default(),
+            anthropic: UsageIn::default(),
             seen: false,
         }
     }
@@ -293,23 +146,19 @@ impl StreamUsage {
                 let Some(usage) = chunk.usage else {
                     return FrameVerdict::Forward;
                 };
-                self.usage = Usage::from(&usage);
+                self.usage = openai_chat::usage_from(&usage);
                 self.seen = true;
                 if chunk.choices.is_some_and(|c| c.is_empty()) {
                     return FrameVerdict::UsageOnly;
                 }
             }
             Format::Anthropic => match serde_json::from_slice::<AnthropicEvent>(data) {
-                Ok(AnthropicEvent::MessageStart { message }) => {
-                    if let Some(u) = message.usage {
-                        self.anthropic.update(&u);
-                        self.usage = self.anthropic.usage();
-                        self.seen = true;
-                    }
-                }
-                Ok(AnthropicEvent::MessageDelta { usage: Some(u) }) => {
-                    self.anthropic.update(&u);
-                    self.usage = self.anthropic.usage();
+                Ok(AnthropicEvent::MessageStart {
+                    message: WithUsage { usage: Some(u) },
+                })
+                | Ok(AnthropicEvent::MessageDelta { usage: Some(u) }) => {
+                    self.anthropic.merge(&u);
+                    self.usage = anthropic::usage_from(&self.anthropic);
                     self.seen = true;
                 }
                 Ok(_) | Err(_) => {}
@@ -319,7 +168,7 @@ impl StreamUsage {
                     response: Some(WithUsage { usage: Some(u) }),
                 }) = serde_json::from_slice::<ResponsesEvent>(data)
                 {
-                    self.usage = Usage::from(&u);
+                    self.usage = responses::usage_from(&u);
                     self.seen = true;
                 }
             }
@@ -329,7 +178,7 @@ impl StreamUsage {
                     usage_metadata: Some(u),
                 }) = serde_json::from_slice::<WithUsageMetadata>(data)
                 {
-                    self.usage = Usage::from(&u);
+                    self.usage = gemini::usage_from(&u);
                     self.seen = true;
                 }
             }

@@ -6,15 +6,15 @@
 //! provider format and written in the client format. Streams are translated incrementally by
 //! [`StreamTranslator`], which keeps only per-stream state, never the whole stream.
 
-mod anthropic;
+pub(crate) mod anthropic;
 mod error;
 mod errors;
 mod estimate;
-mod gemini;
+pub(crate) mod gemini;
 mod history;
 mod ir;
-mod openai_chat;
-mod responses;
+pub(crate) mod openai_chat;
+pub(crate) mod responses;
 mod schema;
 mod stream;
 mod util;

@@ -139,25 +139,7 @@ impl Parser {
             "content_block_stop" => sink.event(Ev::BlockEnd, out),
             "message_delta" => {
                 let d: MessageDelta<'_> = serde_json::from_slice(data)?;
-                let u = d.usage;
-                let merge = |old: &mut Option<u64>, new: Option<u64>| {
-                    if new.is_some() {
-                        *old = new;
-                    }
-                };
-                merge(&mut self.usage.input_tokens, u.input_tokens);
-                merge(&mut self.usage.output_tokens, u.output_tokens);
-                merge(
-                    &mut self.usage.cache_read_input_tokens,
-                    u.cache_read_input_tokens,
-                );
-                merge(
-                    &mut self.usage.cache_creation_input_tokens,
-                    u.cache_creation_input_tokens,
-                );
-                if u.output_tokens_details.is_some() {
-                    self.usage.output_tokens_details = u.output_tokens_details;
-                }
+                self.usage.merge(&d.usage);
                 sink.event(Ev::Usage(usage_from(&self.usage)), out);
                 if let Some(reason) = d.delta.stop_reason {
                     self.stop =

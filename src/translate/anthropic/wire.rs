@@ -351,6 +351,31 @@ pub(crate) struct UsageIn {
     pub output_tokens_details: Option<OutputDetails>,
 }
 
+impl UsageIn {
+    /// Takes the counters `newer` reports: `message_delta` repeats only the ones that
+    /// changed, cumulatively (TRANSLATION.md §6.3).
+    pub(crate) fn merge(&mut self, newer: &UsageIn) {
+        let take = |old: &mut Option<u64>, new: Option<u64>| {
+            if new.is_some() {
+                *old = new;
+            }
+        };
+        take(&mut self.input_tokens, newer.input_tokens);
+        take(&mut self.output_tokens, newer.output_tokens);
+        take(
+            &mut self.cache_read_input_tokens,
+            newer.cache_read_input_tokens,
+        );
+        take(
+            &mut self.cache_creation_input_tokens,
+            newer.cache_creation_input_tokens,
+        );
+        if newer.output_tokens_details.is_some() {
+            self.output_tokens_details = newer.output_tokens_details;
+        }
+    }
+}
+
 #[derive(Deserialize, Default, Clone, Copy, Debug)]
 pub(crate) struct OutputDetails {
     pub thinking_tokens: Option<u64>,

@@ -110,6 +110,24 @@ struct ResponsesEvent {
 static USAGE_KEY: std::sync::LazyLock<memmem::Finder<'static>> =
     std::sync::LazyLock::new(|| memmem::Finder::new(b"\"usage"));
 
+/// Whether `frame` has a `"usage"` or `"usageMetadata"` key whose value is an object: a
+/// byte scan, so that only the one or two events of a stream that carry usage are parsed.
+fn carries_usage(frame: &[u8]) -> bool {
+    USAGE_KEY.find_iter(frame).any(|at| {
+        let rest = &frame[at + b"\"usage".len()..];
+        let Some(rest) = rest
+            .strip_prefix(b"\"")
+            .or_else(|| rest.strip_prefix(b"Metadata\""))
+        else {
+            return false;
+        };
+        let Some(value) = rest.trim_ascii_start().strip_prefix(b":") else {
+            return false;
+        };
+        value.trim_ascii_start().first() == Some(&b'{')
+    })
+}
+
 impl StreamUsage {
     pub fn new(format: Format) -> StreamUsage {
         StreamUsage {
@@ -132,8 +150,9 @@ impl StreamUsage {
 
     /// Looks at one complete SSE frame.
     pub fn observe(&mut self, frame: &[u8]) -> FrameVerdict {
-        // Most events carry no usage object: skip them without parsing.
-        if USAGE_KEY.find(frame).is_none() {
+        // Most events carry no usage object, or `"usage":null` (every OpenAI chunk once
+        // usage is requested): skip them without parsing.
+        if !carries_usage(frame) {
             return FrameVerdict::Forward;
         }
         let event = Event::parse(frame);
@@ -272,6 +291,22 @@ mod tests {
         assert!(u.cached_input > 0, "{u:?}");
         let (u, _) = stream_usage(Format::OpenAiResponses, "openai_responses/stream_text.sse");
         assert!(u.input > 0 && u.output > 0, "{u:?}");
+    }
+
+    #[test]
+    fn only_usage_objects_are_parsed() {
+        assert!(carries_usage(
+            b"data: {\"usage\": {\"prompt_tokens\":1}}\n\n"
+        ));
+        assert!(carries_usage(
+            b"data: {\"usageMetadata\":{\"promptTokenCount\":1}}\r\n\r\n"
+        ));
+        assert!(carries_usage(
+            b"data: {\"a\":\"usage\",\"usage\" :\n {}}\n\n"
+        ));
+        assert!(!carries_usage(b"data: {\"choices\":[],\"usage\":null}\n\n"));
+        assert!(!carries_usage(b"data: {\"text\":\"usage: {\"}\n\n"));
+        assert!(!carries_usage(b"data: {\"usages\":{}}\n\n"));
     }
 
     #[test]

@@ -47,7 +47,7 @@ KEEP_MARKER = "<!-- everything below this line is kept when the harness rewrites
 FULL = dict(warm_s=1, load_s=6, conns=16, stream_conns=8, rate=200, rate_s=5, probe_n=200,
             hold_n=10000, hold_events=1, hold_delay_ms=6000, reload_s=10, big_s=6,
             big_conns=4)
-SMOKE = dict(warm_s=1, load_s=1, conns=8, stream_conns=4, rate=200, rate_s=1, probe_n=20,
+SMOKE = dict(warm_s=0, load_s=1, conns=8, stream_conns=4, rate=200, rate_s=1, probe_n=20,
              hold_n=200, hold_events=1, hold_delay_ms=500, reload_s=3, big_s=1, big_conns=2)
 
 # The issue's targets, checked in full runs (a smoke run is too short to judge them).
@@ -102,8 +102,10 @@ class Processes:
                 os.killpg(p.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        if p in self.live:
+        try:
             self.live.remove(p)
+        except ValueError:  # already stopped (a watchdog and the main thread may race)
+            pass
 
     def stop_all(self):
         for p in list(reversed(self.live)):
@@ -228,6 +230,12 @@ class Env:
         self.oha = shutil.which("oha")
         self.oha_json = None
         self.seq = 0
+        # The source the binaries were built from: read now, other people commit meanwhile.
+        self.git = (
+            subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                           capture_output=True, text=True).stdout.strip() or "?",
+            subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"],
+                           capture_output=True, text=True).stdout.strip())
 
     def path(self, name):
         self.seq += 1
@@ -260,7 +268,7 @@ class Env:
         conf = (conf.replace("@USER@", user).replace("@TMP@", str(self.tmp))
                 .replace("@LISTEN@", f"127.0.0.1:{port}").replace("@UPSTREAM@", self.mock_addr)
                 .replace("@NOFILE@", str(self.nofile))
-                .replace("@CONNECTIONS@", str(max(1024, self.nofile - 64))))
+                .replace("@CONNECTIONS@", str(max(1024, self.nofile - 32))))
         path = self.tmp / "nginx.conf"
         path.write_text(conf)
         cmd = [self.args.nginx, "-p", str(self.tmp), "-c", str(path),
@@ -353,7 +361,10 @@ class Env:
             o = json.loads(r.stdout)
             codes = o.get("statusCodeDistribution", {})
             ok = sum(v for k, v in codes.items() if str(k).startswith("2"))
-            bad = sum(codes.values()) - ok + sum(o.get("errorDistribution", {}).values())
+            # Requests still in flight when -z runs out are "aborted due to deadline": the end
+            # of the run, not failures.
+            bad = sum(codes.values()) - ok + sum(
+                v for k, v in o.get("errorDistribution", {}).items() if "deadline" not in k)
             lat = o["latencyPercentiles"]
             return {"tool": "oha", "rps": o["summary"]["requestsPerSec"],
                     "p50_ms": lat["p50"] * 1e3, "p99_ms": lat["p99"] * 1e3, "errors": bad}
@@ -368,8 +379,10 @@ class Env:
 class Req:
     """One request shape: body file, path, headers (the key is only sent to sira)."""
 
-    def __init__(self, env, name, path, body, headers=(), key=None, expect=""):
+    def __init__(self, env, name, path, body, headers=(), key=None, expect="", shape=""):
         self.path = path
+        # Text the answer must contain: proves it is in the client's format (translated).
+        self.shape = shape
         self.body_file = env.path(name + ".json")
         with open(self.body_file, "wb") as f:
             f.write(body if isinstance(body, bytes) else json.dumps(body).encode())
@@ -394,7 +407,8 @@ def chat_req(env, tname, model="gpt-4o", stream=False, headers=(), content=None,
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
     return Req(env, name, "/v1/chat/completions", body, headers,
-               key=KEY if tname == "sira" else None, expect="[DONE]" if stream else "")
+               key=KEY if tname == "sira" else None, expect="[DONE]" if stream else "",
+               shape="chat.completion.chunk" if stream else '"chat.completion"')
 
 
 def anthropic_req(env, stream=False, headers=()):
@@ -404,7 +418,8 @@ def anthropic_req(env, stream=False, headers=()):
         body["stream"] = True
     return Req(env, "anthropic", "/v1/messages", body,
                ["anthropic-version: 2023-06-01", *headers],
-               expect="message_stop" if stream else "")
+               expect="message_stop" if stream else "",
+               shape="content_block_delta" if stream else '"type":"message"')
 
 
 def translated_req(env, tname, stream, headers=()):
@@ -430,7 +445,11 @@ def check_one(t, req):
     if status != 200:
         raise BenchError(f"{t.name} {req.path}: status {status}: {body[:300]!r}")
     if req.expect and req.expect.encode() not in body[-400:]:
-        raise BenchError(f"{t.name} {req.path}: response does not end with {req.expect!r}")
+        raise BenchError(f"{t.name} {req.path}: response does not end with {req.expect!r}: "
+                         f"{body[-200:]!r}")
+    if req.shape and req.shape.encode() not in body:
+        raise BenchError(f"{t.name} {req.path}: answer is not in the client's format (no "
+                         f"{req.shape!r}): {body[:200]!r}")
     return body
 
 
@@ -457,7 +476,8 @@ def measured(env, t, fn):
 
 
 def warm(env, t, req, conns):
-    env.wrk(t.base + req.path, req, conns, env.args.s["warm_s"])
+    if env.args.s["warm_s"]:
+        env.wrk(t.base + req.path, req, conns, env.args.s["warm_s"])
 
 
 def run_load(env, t, req, conns, seconds, label):
@@ -521,13 +541,20 @@ def scenario_d(env, t):
     return stream_scenario(env, t, req, "(d)")
 
 
-def run_client(env, mode, t, req, extra, on_line=None):
+def run_client(env, mode, t, req, extra, on_line=None, deadline=300):
     cmd = env.taskset([sys.executable, str(BENCH / "sse_client.py"), mode,
                        "--url", t.base + req.path, "--body", req.body_file,
                        "--expect", req.expect, *extra])
     for h in req.headers + ([f"Authorization: Bearer {req.key}"] if req.key else []):
         cmd += ["--header", h]
-    p = PROCS.spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # stderr to a file: ten thousand streams failing at once can write more than a pipe
+    # holds, and a client blocked on a full pipe would wait forever.
+    errfile = env.path(f"client-{mode}.err")
+    p = PROCS.spawn(cmd, stdout=subprocess.PIPE, stderr=open(errfile, "w"), text=True)
+    # A wedged target must not wedge the whole run.
+    watchdog = threading.Timer(deadline, lambda: PROCS.stop(p, sig=signal.SIGKILL))
+    watchdog.daemon = True  # must not keep an interrupted harness alive
+    watchdog.start()
     last = ""
     for line in p.stdout:
         line = line.strip()
@@ -535,8 +562,9 @@ def run_client(env, mode, t, req, extra, on_line=None):
             on_line(line)
         elif line:
             last = line
-    err = p.stderr.read()
     p.wait()
+    err = Path(errfile).read_text()
+    watchdog.cancel()
     PROCS.stop(p)
     if p.returncode != 0 or not last.startswith("{"):
         raise BenchError(f"sse_client {mode} failed: {err.strip()[-500:]}")
@@ -559,14 +587,18 @@ def scenario_e(env, t):
         sample["open"] = int(line.split()[1])
         if t.root:
             sample["rss_kb"] = mem_kb(t.root, "VmRSS")
+            sample["fds"] = sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in proc_tree(t.root))
         if t.name == "sira":
             _, body, _ = http("GET", t.admin + "/metrics")
             m = re.search(r"^sira_active_streams (\d+)", body.decode(), re.M)
             sample["active"] = int(m.group(1)) if m else None
 
     before = cpu_ticks(t.root) if t.root else 0
+    # Per-operation timeout above the gap between events; the whole run is bounded too.
+    gap_s = s["hold_delay_ms"] / 1000
     out = run_client(env, "hold", t, req,
-                     ["-n", str(n), "--timeout", "120", "--settle", "1"], at_all_open)
+                     ["-n", str(n), "--timeout", str(gap_s + 20), "--settle", "1"], at_all_open,
+                     deadline=60 + 6 * gap_s * (s["hold_events"] + 4))
     r.update(requests=out["ok"], errors=out["errors"], hold=out,
              p50_ms=out["ttfb_us"]["p50"] / 1e3 if out["ttfb_us"]["n"] else None,
              p99_ms=out["ttfb_us"]["p99"] / 1e3 if out["ttfb_us"]["n"] else None,
@@ -579,6 +611,7 @@ def scenario_e(env, t):
             r["per_stream_kb"] = ((sample["rss_kb"] - r["idle_rss_mb"] * 1024)
                                   / max(1, sample["open"]))
     r["open_at_sample"] = sample.get("open")
+    r["fds_at_sample"] = sample.get("fds")
     if "active" in sample:
         r["active_streams"] = sample["active"]
     return r
@@ -637,7 +670,7 @@ def scenario_g(env, t):
 
 SCENARIOS = [
     ("a", "small chat JSON, key auth + accounting", scenario_a, TARGETS),
-    ("b", "(a) translated OpenAI→Anthropic", scenario_b, TARGETS),
+    ("b", "small chat JSON, translated OpenAI→Anthropic", scenario_b, TARGETS),
     ("c", "100-event SSE stream", scenario_c, TARGETS),
     ("d", "100-event SSE stream, translated", scenario_d, TARGETS),
     ("e", "10,000 open slow streams", scenario_e, TARGETS),
@@ -668,7 +701,7 @@ def callgrind(env, smoke):
                 hit = re.match(r"\s*([\d,]+) \(\s*[\d.]+%\)\s+(\S.*)$", line)
                 if not hit:
                     continue
-                fn = re.sub(r"( \(\d+x\))? ?(\[[^\]]*\])?$", "", hit.group(2))
+                fn = re.sub(r"( \([\d,]+x\))? ?(\[[^\]]*\])?$", "", hit.group(2))
                 fn = fn.split(".rs:", 1)[-1]
                 if not fn.startswith("sira::") or "process_new" in fn:
                     continue
@@ -773,6 +806,9 @@ def details_table(results):
                     vals = [get(results, key, t, "probe", what, p) for t in TARGETS]
                     row(f"({key}) {name} {p} ms, sequential streams on one keep-alive conn",
                         [None if v is None else v / 1e3 for v in vals])
+            v = get(results, key, "sira", "probe", "sira_overhead_us", "p50")
+            if v is not None:
+                row(f"({key}) sira's own x-sira-overhead-us header, p50 ms", [None, None, v / 1e3])
     if "e" in results:
         row("(e) idle RSS MB", [get(results, "e", t, "idle_rss_mb") for t in TARGETS], 1)
         row("(e) RSS with all streams open MB",
@@ -874,10 +910,7 @@ def machine_info(env):
         os_name = re.search(r'PRETTY_NAME="([^"]+)"', open("/etc/os-release").read()).group(1)
     except (OSError, AttributeError):
         pass
-    git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                         capture_output=True, text=True).stdout.strip() or "?"
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"],
-                           capture_output=True, text=True).stdout.strip()
+    git, dirty = env.git
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{model}, {os.cpu_count()} cores, {mem / 1048576:.0f} GiB, "
@@ -919,11 +952,12 @@ def render(results, info, env, vs, elapsed, cg=None):
     s = env.args.s
     mode = "smoke run (seconds per scenario: figures are not meaningful)" if env.args.smoke \
         else "full run"
-    names = [(k, t) for k, t, _, _ in SCENARIOS if k in results]
+    names = [(k, t.replace("10,000", f"{env.args.hold_n:,}")) for k, t, _, _ in SCENARIOS
+             if k in results]
     notes = [
         f"- Closed loop: wrk, 1 thread, {s['conns']} connections ({s['stream_conns']} for streams,"
         f" {s['big_conns']} for 1 MB bodies), {s['load_s']} s per run after {s['warm_s']} s of"
-        " warm-up. p50/p99/p99.9 there are latencies at saturation (mostly queueing on the load"
+        " warm-up (a checked request first). p50/p99/p99.9 there are latencies at saturation (mostly queueing on the load"
         " core), requests/s is bounded by the load core; CPU µs/req is the ranking figure.",
         "- CPU µs/req = (utime+stime of the gateway process tree, reaped children included) ÷"
         " requests completed; peak RSS = VmHWM (nginx: master + worker). Each scenario starts"
@@ -945,8 +979,16 @@ def render(results, info, env, vs, elapsed, cg=None):
         " sides, proxy_buffering off, access log to a file).",
     ]
     if env.args.hold_n < 10000 and not env.args.smoke:
-        notes.append(f"- (e) ran {env.args.hold_n} streams, not 10,000: the open-files limit "
-                     f"({env.nofile}) cannot hold two sockets per stream for more.")
+        notes.append(f"- (e) ran {env.args.hold_n:,} streams, not 10,000: the open-files limit"
+                     f" here is {env.nofile:,} (hard limit, not raisable in this container), a"
+                     " gateway needs two sockets per stream, and nginx closes new connections"
+                     " once 15/16 of its worker_connections are in use. Raise `ulimit -Hn`"
+                     " to 24k+ for the full 10,000.")
+    if any(k in results and "unavailable" not in results[k] for k in ("b", "d")):
+        notes.append("- (b)/(d): sira gets the OpenAI request for `claude-bench`, an Anthropic"
+                     " model, and translates request, response and stream; direct and nginx"
+                     " cannot translate, so they pass the equivalent Anthropic request through"
+                     " (the same upstream work, 100 events in (d)).")
     for key in ("b", "d"):
         if "unavailable" in results.get(key, {}):
             notes.append(f"- ({key}) needs an Anthropic model routable from the OpenAI surface: "
@@ -993,14 +1035,18 @@ def parse_args():
     ap.add_argument("--out", default=None, help="report file (default: bench/RESULTS.md for a "
                                                 "full run of every scenario, else a temp file)")
     ap.add_argument("--json", default=None, help="also write the raw results here")
+    ap.add_argument("--hold-n", type=int, default=None, help="(e): streams to hold open")
     ap.add_argument("--no-profile", action="store_true",
                     help="skip the callgrind instruction counts (needs valgrind)")
     ap.add_argument("--keep-tmp", action="store_true",
                     help="keep the temporary directory (logs, configs, access logs)")
     args = ap.parse_args()
     args.s = dict(SMOKE if args.smoke else FULL)
-    # Two sockets per proxied stream, plus headroom for everything else.
-    args.hold_n = min(args.s["hold_n"], (int(args.nofile) - 100) // 2)
+    # Two sockets per proxied stream in the gateway. nginx starts closing connections that
+    # have not sent their request yet once more than 15/16 of worker_connections (the
+    # open-files limit) are in use, so stay under that line, with a little headroom.
+    fit = int((int(args.nofile) - 32) * 15 / 16) // 2 - 50
+    args.hold_n = min(args.hold_n or args.s["hold_n"], fit)
     return args
 
 

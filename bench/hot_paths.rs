@@ -123,7 +123,10 @@ fn usage_per_body(c: &mut Criterion) {
     ];
     let mut group = c.benchmark_group("usage_from_json");
     for (name, format, body) in bodies {
-        assert!(usage_from_json(format, body).is_some(), "{name}: no usage found");
+        assert!(
+            usage_from_json(format, body).is_some(),
+            "{name}: no usage found"
+        );
         group.throughput(Throughput::Bytes(body.len() as u64));
         group.bench_function(name, |b| {
             b.iter(|| black_box(usage_from_json(format, black_box(body))))
@@ -165,14 +168,20 @@ fn key_lookup(c: &mut Criterion) {
             b.iter(|| black_box(t.find(black_box(b"sk-sira-not-a-key")).is_some()))
         });
         // Header parsing + SHA-256 + lookup + model allow-list, as the request path does it.
-        group.bench_with_input(BenchmarkId::new("authenticate_and_allow", n), &table, |b, t| {
-            b.iter(|| {
-                let p = authenticate(t, black_box(&headers), None);
-                black_box(p.map(|p| p.allows("gpt-4o")))
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::new("authenticate_and_allow", n),
+            &table,
+            |b, t| {
+                b.iter(|| {
+                    let p = authenticate(t, black_box(&headers), None);
+                    black_box(p.map(|p| p.allows("gpt-4o")))
+                })
+            },
+        );
     }
-    group.bench_function("hash_key", |b| b.iter(|| black_box(hash_key(black_box("sk-sira-bench")))));
+    group.bench_function("hash_key", |b| {
+        b.iter(|| black_box(hash_key(black_box("sk-sira-bench"))))
+    });
     group.finish();
 }
 
@@ -181,7 +190,9 @@ fn provider() -> Arc<Provider> {
         "openai",
         ProviderKind::Openai,
         // A Result iterates over its Ok value: one endpoint (the URL is valid).
-        Endpoint::parse("http://127.0.0.1:9000", 1).into_iter().collect(),
+        Endpoint::parse("http://127.0.0.1:9000", 1)
+            .into_iter()
+            .collect(),
         None,
         None,
         Default::default(),
@@ -205,7 +216,13 @@ fn model_table(exact: usize) -> ModelTable {
             vec![target(Some("gpt-4o-2024-08-06")), target(None)],
         ));
     }
-    for pattern in ["openai/*", "anthropic/*", "gemini/*", "openai/gpt-*", "*-mini"] {
+    for pattern in [
+        "openai/*",
+        "anthropic/*",
+        "gemini/*",
+        "openai/gpt-*",
+        "*-mini",
+    ] {
         table.insert(ModelRoute::new(pattern, vec![target(None)]));
     }
     table
@@ -236,5 +253,11 @@ fn model_routing(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, usage_per_event, usage_per_body, key_lookup, model_routing);
+criterion_group!(
+    benches,
+    usage_per_event,
+    usage_per_body,
+    key_lookup,
+    model_routing
+);
 criterion_main!(benches);

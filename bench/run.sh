@@ -7,23 +7,34 @@
 #                                if any scenario fails
 #
 # Other options (passed to bench/bench.py): --only ac (scenario letters), --targets
-# nginx,sira, --out FILE, --json FILE, --keep-tmp; and for this script: --no-build (use the
-# binaries in --bin-dir as they are), --install-oha (cargo install oha for fixed-rate
-# latency; without oha, wrk paced by a Lua delay() stands in).
+# nginx,sira, --out FILE, --json FILE, --keep-tmp, --no-profile (skip callgrind), --bin-dir
+# DIR (default target/release; target/debug builds the debug profile instead); and for this
+# script: --no-build (use the binaries as they are), --install-oha (cargo install oha, several
+# minutes on 2 cores, for fixed-rate latency; without oha, wrk paced by a Lua delay() stands
+# in and the table says so).
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
+script=$(readlink -f "$0")
+cd "$(dirname "$script")/.."
 
 build=1
 install_oha=0
+profile=release
 args=()
+prev=
 for arg in "$@"; do
     case "$arg" in
         --no-build) build=0 ;;
         --install-oha) install_oha=1 ;;
-        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,/^set -e/p' "$script" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) args+=("$arg") ;;
     esac
+    # --bin-dir target/debug: build (and measure) the debug binaries, e.g. for a CI smoke run
+    # that already has them.
+    if [ "$prev" = --bin-dir ]; then
+        case "$arg" in */debug | */debug/) profile=dev ;; esac
+    fi
+    prev=$arg
 done
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -68,8 +79,8 @@ export PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
 
 # --- binaries ------------------------------------------------------------------------------
 if [ "$build" = 1 ]; then
-    log "cargo build --release -p sira -p sira-mock"
-    cargo build --release --quiet -p sira -p sira-mock
+    log "cargo build --profile $profile -p sira -p sira-mock"
+    cargo build --profile "$profile" --quiet -p sira -p sira-mock
 fi
 
 # --- limits --------------------------------------------------------------------------------

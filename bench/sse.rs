@@ -26,7 +26,9 @@ pub fn openai_stream(n: usize) -> Vec<u8> {
         s.push_str("\n\n");
     }
     s.push_str(head);
-    s.push_str(r#"{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null,"obfuscation":"t9"}"#);
+    s.push_str(
+        r#"{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null,"obfuscation":"t9"}"#,
+    );
     s.push_str("\n\n");
     s.push_str(head);
     s.push_str(r#"],"usage":{"prompt_tokens":12,"completion_tokens":100,"total_tokens":112,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"obfuscation":"t9"}"#);
@@ -124,7 +126,9 @@ fn event_parse(c: &mut Criterion) {
     let mut group = c.benchmark_group("sse_event_parse");
     for (name, frame) in [("anthropic_delta", delta), ("openai_chunk", content)] {
         group.throughput(Throughput::Bytes(frame.len() as u64));
-        group.bench_function(name, |b| b.iter(|| black_box(Event::parse(black_box(&frame)))));
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(Event::parse(black_box(&frame))))
+        });
     }
     group.finish();
 }

@@ -122,7 +122,7 @@ def summary(values_us):
 # --- probe -------------------------------------------------------------------------------
 
 def probe(args, req):
-    ttfb, ttlb, errors = [], [], []
+    ttfb, ttlb, errors, overhead = [], [], [], []
     sock = None
     leftover = b""
     for i in range(args.n):
@@ -166,6 +166,10 @@ def probe(args, req):
             if i >= args.warmup:
                 ttfb.append((t_first - t0) * 1e6)
                 ttlb.append((t_end - t0) * 1e6)
+                # sira's own account of its time (provider waits excluded), to set beside
+                # what the client measured.
+                if headers.get("x-sira-overhead-us", "").isdigit():
+                    overhead.append(float(headers["x-sira-overhead-us"]))
             if headers.get("connection", "").lower() == "close":
                 sock.close()
                 sock = None
@@ -177,12 +181,14 @@ def probe(args, req):
     if sock is not None:
         sock.close()
     return {"streams": len(ttfb), "errors": len(errors), "error_samples": errors[:5],
-            "ttfb_us": summary(ttfb), "ttlb_us": summary(ttlb)}
+            "ttfb_us": summary(ttfb), "ttlb_us": summary(ttlb),
+            "sira_overhead_us": summary(overhead)}
 
 
 # --- hold --------------------------------------------------------------------------------
 
 async def one_stream(args, req, connect_gate, opened, state):
+    first = True
     try:
         async with connect_gate:
             reader, writer = await asyncio.wait_for(
@@ -194,7 +200,6 @@ async def one_stream(args, req, connect_gate, opened, state):
         # Ten thousand streams share one Python thread with the mock's core: keep the
         # per-read work to an append, and decode the chunked body once at the end.
         raw = bytearray()
-        first = True
         while not raw.endswith(b"\r\n0\r\n\r\n"):
             data = await asyncio.wait_for(reader.read(65536), args.timeout)
             if not data:
@@ -236,6 +241,15 @@ async def hold(args, req):
 
     tasks = [asyncio.create_task(one_stream(args, req, gate, opened, state))
              for _ in range(args.n)]
+
+    async def progress():
+        # For the log: where a slow or stuck run is.
+        while True:
+            await asyncio.sleep(5)
+            print(f"hold: {args.n - remaining[0]} opened, {state['ended']} ended, "
+                  f"{len(state['errors'])} errors", file=sys.stderr, flush=True)
+
+    reporter = asyncio.create_task(progress())
     await all_open.wait()
     open_s = time.perf_counter() - started
     # How many are open right now: streams that ended already (a slow ramp) do not count.
@@ -244,6 +258,7 @@ async def hold(args, req):
     # The harness samples RSS now; give it a moment while every stream is still open.
     await asyncio.sleep(args.settle)
     await asyncio.gather(*tasks)
+    reporter.cancel()
     return {"streams": args.n, "ok": state["ok"], "errors": len(state["errors"]),
             "error_samples": state["errors"][:5], "open_seconds": round(open_s, 3),
             "total_seconds": round(time.perf_counter() - started, 3),

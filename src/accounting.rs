@@ -37,7 +37,30 @@ struct WithUsageMetadata {
 
 /// Usage from a complete JSON response body of `format` (embeddings responses included,
 /// which carry OpenAI's `usage.prompt_tokens`).
+///
+/// The usage object sits near the end of every provider's answer, so it is first read from
+/// where its key is, without walking the rest of the document; the whole body is parsed
+/// only when that finds nothing usable.
 pub fn usage_from_json(format: Format, body: &[u8]) -> Option<Usage> {
+    if let Some(object) = usage_object(body) {
+        let quick = match format {
+            Format::OpenAiChat => {
+                first_value::<ChatUsage>(object).map(|u| openai_chat::usage_from(&u))
+            }
+            Format::OpenAiResponses => {
+                first_value::<UsageIo>(object).map(|u| responses::usage_from(&u))
+            }
+            Format::Anthropic => first_value::<UsageIn>(object).map(|u| anthropic::usage_from(&u)),
+            Format::Gemini => first_value::<UsageMetadata>(object).map(|u| gemini::usage_from(&u)),
+        };
+        if let Some(usage) = quick.filter(|u| !u.is_zero()) {
+            return Some(usage);
+        }
+    }
+    usage_from_whole_json(format, body)
+}
+
+fn usage_from_whole_json(format: Format, body: &[u8]) -> Option<Usage> {
     match format {
         Format::OpenAiChat => serde_json::from_slice::<WithUsage<ChatUsage>>(body)
             .ok()?
@@ -56,6 +79,27 @@ pub fn usage_from_json(format: Format, body: &[u8]) -> Option<Usage> {
             .usage_metadata
             .map(|u| gemini::usage_from(&u)),
     }
+}
+
+/// The bytes from the `{` of the last `"usage"`/`"usageMetadata"` key whose value is an
+/// object. A key inside a string value would be escaped (`\"usage\"`) and is not matched.
+fn usage_object(body: &[u8]) -> Option<&[u8]> {
+    memmem::rfind_iter(body, b"\"usage").find_map(|at| {
+        let rest = &body[at + b"\"usage".len()..];
+        let rest = rest
+            .strip_prefix(b"\"")
+            .or_else(|| rest.strip_prefix(b"Metadata\""))?;
+        let value = rest
+            .trim_ascii_start()
+            .strip_prefix(b":")?
+            .trim_ascii_start();
+        (value.first() == Some(&b'{')).then_some(value)
+    })
+}
+
+/// Deserialises the first JSON value of `bytes`, ignoring what follows it.
+fn first_value<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Option<T> {
+    T::deserialize(&mut serde_json::Deserializer::from_slice(bytes)).ok()
 }
 
 // === streams ===
@@ -113,19 +157,8 @@ static USAGE_KEY: std::sync::LazyLock<memmem::Finder<'static>> =
 /// Whether `frame` has a `"usage"` or `"usageMetadata"` key whose value is an object: a
 /// byte scan, so that only the one or two events of a stream that carry usage are parsed.
 fn carries_usage(frame: &[u8]) -> bool {
-    USAGE_KEY.find_iter(frame).any(|at| {
-        let rest = &frame[at + b"\"usage".len()..];
-        let Some(rest) = rest
-            .strip_prefix(b"\"")
-            .or_else(|| rest.strip_prefix(b"Metadata\""))
-        else {
-            return false;
-        };
-        let Some(value) = rest.trim_ascii_start().strip_prefix(b":") else {
-            return false;
-        };
-        value.trim_ascii_start().first() == Some(&b'{')
-    })
+    // Cheap rejection first: most frames have no usage key at all.
+    USAGE_KEY.find(frame).is_some() && usage_object(frame).is_some()
 }
 
 impl StreamUsage {
@@ -307,6 +340,35 @@ mod tests {
         assert!(!carries_usage(b"data: {\"choices\":[],\"usage\":null}\n\n"));
         assert!(!carries_usage(b"data: {\"text\":\"usage: {\"}\n\n"));
         assert!(!carries_usage(b"data: {\"usages\":{}}\n\n"));
+    }
+
+    #[test]
+    fn reading_usage_from_its_key_agrees_with_parsing_everything() {
+        let dirs = [
+            ("openai", Format::OpenAiChat),
+            ("azure", Format::OpenAiChat),
+            ("openai_compat", Format::OpenAiChat),
+            ("anthropic", Format::Anthropic),
+            ("gemini", Format::Gemini),
+            ("openai_responses", Format::OpenAiResponses),
+        ];
+        let mut checked = 0;
+        for (dir, format) in dirs {
+            let path = format!("{}/tests/fixtures/{dir}", env!("CARGO_MANIFEST_DIR"));
+            for entry in std::fs::read_dir(path).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_none_or(|e| e != "json") {
+                    continue;
+                }
+                let body = std::fs::read(&path).unwrap();
+                let whole = usage_from_whole_json(format, &body);
+                if whole.is_some_and(|u| !u.is_zero()) {
+                    assert_eq!(usage_from_json(format, &body), whole, "{}", path.display());
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 20, "{checked}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderName, HeaderValue};
-use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::http::{HttpTask, ServerSession};
 use pingora_http::ResponseHeader;
 
 use super::ctx::RequestCtx;
@@ -225,6 +225,68 @@ pub(super) async fn next_chunk(
         Read::Chunk(_) | Read::End | Read::Failed(_) => {}
     }
     read
+}
+
+/// The next upstream chunk if it has already arrived, without waiting: lets a burst of
+/// events that TCP delivered together go out in one write. `None` = nothing ready yet.
+pub(super) async fn ready_chunk(gw: &Gateway, upstream: &mut Upstream) -> Option<Read> {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let Some(client) = upstream.client.as_mut() else {
+        return Some(Read::End);
+    };
+    let polled = {
+        let mut read = std::pin::pin!(client.read_response_body());
+        // A no-op waker is enough: on `Pending` the caller goes back to `next_chunk`, whose
+        // poll registers the task's real waker again.
+        match read.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(result) => result,
+            Poll::Pending => return None,
+        }
+    };
+    let read = match polled {
+        Ok(Some(bytes)) => Read::Chunk(bytes),
+        Ok(None) => Read::End,
+        Err(e) => Read::Failed(e.to_string()),
+    };
+    if !matches!(read, Read::Failed(_)) && client.response_done() {
+        if let Some(done) = upstream.client.take() {
+            let idle = upstream.peer.options.idle_timeout;
+            gw.connector
+                .release_http_session(done, &upstream.peer, idle)
+                .await;
+        }
+    }
+    Some(read)
+}
+
+/// Writes several pieces in one go (one buffer, one flush). Pingora copies them into its
+/// write buffer, which costs far less than one write system call per event.
+pub(super) async fn write_all(
+    session: &mut ServerSession,
+    ctx: &mut RequestCtx,
+    pieces: &mut Vec<Bytes>,
+) -> bool {
+    if pieces.len() <= 1 {
+        return match pieces.pop() {
+            Some(data) => write(session, ctx, data, false).await,
+            None => true,
+        };
+    }
+    if ctx.first_byte.is_none() {
+        ctx.first_byte = Some(Instant::now());
+    }
+    let tasks = pieces
+        .drain(..)
+        .map(|data| HttpTask::Body(Some(data), false))
+        .collect();
+    match session.response_duplex_vec(tasks).await {
+        Ok(_) => true,
+        Err(_) => {
+            ctx.client_gone = true;
+            false
+        }
+    }
 }
 
 /// Writes to the client; `false` (and `ctx.client_gone`) when the client is gone.

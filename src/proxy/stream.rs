@@ -13,7 +13,7 @@ use pingora_core::protocols::http::ServerSession;
 use pingora_http::ResponseHeader;
 
 use super::ctx::RequestCtx;
-use super::relay::{next_chunk, write, Read};
+use super::relay::{next_chunk, ready_chunk, write, write_all, Read};
 use super::upstream::Upstream;
 use super::Gateway;
 use crate::accounting::{FrameVerdict, StreamUsage};
@@ -23,6 +23,9 @@ use crate::metrics::StreamGuard;
 use crate::sse::SseScanner;
 use crate::translate::{ResponseContext, ResponseOptions, StreamTranslator};
 use crate::usage::Usage;
+
+/// Upper bound of provider bytes gathered into one client write.
+const MAX_BATCH: usize = 64 << 10;
 
 /// Turns provider bytes into client bytes for one stream.
 enum Pipe {
@@ -153,17 +156,50 @@ pub async fn relay_stream(
         return Ok(());
     }
     let mut pipe = Pipe::new(ctx, upstream, translation);
+    let mut pieces: Vec<Bytes> = Vec::new();
+    let mut pending: Option<Read> = None;
     loop {
-        let failure = match next_chunk(gw, session, ctx, upstream).await {
-            Read::Chunk(chunk) => match pipe.push(chunk) {
-                Ok(data) => {
-                    if !data.is_empty() && !write(session, ctx, data, false).await {
+        let read = match pending.take() {
+            Some(read) => read,
+            None => next_chunk(gw, session, ctx, upstream).await,
+        };
+        let failure = match read {
+            Read::Chunk(chunk) => {
+                let mut failure = None;
+                let mut batched = 0;
+                let mut next = Some(Read::Chunk(chunk));
+                // Everything that has already arrived goes out in this write; what has not
+                // arrived is never waited for.
+                loop {
+                    let chunk = match next.take() {
+                        Some(Read::Chunk(chunk)) => chunk,
+                        other => {
+                            pending = other;
+                            break;
+                        }
+                    };
+                    batched += chunk.len();
+                    match pipe.push(chunk) {
+                        Ok(data) if data.is_empty() => {}
+                        Ok(data) => pieces.push(data),
+                        Err(reason) => {
+                            failure = Some(reason);
+                            break;
+                        }
+                    }
+                    if batched >= MAX_BATCH {
                         break;
                     }
-                    continue;
+                    next = ready_chunk(gw, upstream).await;
                 }
-                Err(reason) => reason,
-            },
+                if !write_all(session, ctx, &mut pieces).await {
+                    break;
+                }
+                match failure {
+                    Some(reason) => reason,
+                    None => continue,
+                }
+            }
             Read::End => {
                 let data = pipe.end();
                 if data.is_empty() || write(session, ctx, data, false).await {

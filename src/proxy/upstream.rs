@@ -6,6 +6,7 @@
 //! timeout, 5xx, 429) moves on to the next candidate; the last candidate's answer, good or
 //! bad, is what the client gets.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -104,7 +105,7 @@ pub async fn connect(
                 .filter(|(t, _)| *t == target_index)
                 .map(|(_, e)| e);
             let (endpoint_index, endpoint) = target.provider.pick_endpoint(skip);
-            let started = Instant::now();
+            let waited = AtomicU64::new(0);
             let call = Call {
                 target,
                 endpoint,
@@ -113,13 +114,13 @@ pub async fn connect(
                 default_max_tokens: route.default_max_tokens,
             };
             let outcome = tokio::select! {
-                outcome = attempt(gw, ctx, &call, request) => outcome,
+                outcome = attempt(gw, ctx, &call, request, &waited) => outcome,
                 _ = session.read_body_or_idle(true) => {
                     ctx.client_gone = true;
                     Err(AttemptError::ClientGone)
                 }
             };
-            ctx.upstream_wait += started.elapsed();
+            ctx.upstream_wait += Duration::from_nanos(waited.load(Ordering::Relaxed));
             let provider_name = target.provider.name.clone();
             let label = |outcome: &str| {
                 crate::metrics::metrics()
@@ -274,17 +275,25 @@ fn outgoing(
 }
 
 /// One try: connect, send header and body, wait for the response header.
+/// `waited` receives the time spent on the network (resolving, connecting, sending, waiting
+/// for the response header), which `sira_overhead_seconds` excludes.
 async fn attempt(
     gw: &Gateway,
     ctx: &RequestCtx,
     call: &Call<'_>,
     request: &Request<'_>,
+    waited: &AtomicU64,
 ) -> Result<Upstream, AttemptError> {
     let provider = &call.target.provider;
     let endpoint = call.endpoint;
     let stream =
         matches!(request.op, Operation::GenerateContent { stream: true }) || request.peek.stream;
-    let outgoing = outgoing(ctx, call, request, stream).map_err(AttemptError::Refused)?;
+    let Outgoing {
+        body,
+        injected_usage,
+        translation,
+        dropped,
+    } = outgoing(ctx, call, request, stream).map_err(AttemptError::Refused)?;
     let unreachable = |reason: String| AttemptError::Failed {
         error: GatewayError::UpstreamUnreachable {
             provider: provider.name.to_string(),
@@ -293,18 +302,7 @@ async fn attempt(
         kind: "error",
     };
     let timeouts = provider.timeouts;
-    let addr = endpoint
-        .addr()
-        .await
-        .map_err(|e| unreachable(e.to_string()))?;
-    let mut peer = HttpPeer::new(addr, endpoint.tls, endpoint.host.clone());
-    peer.options.connection_timeout = Some(timeouts.connect);
-    peer.options.total_connection_timeout = Some(timeouts.connect);
-    peer.options.read_timeout = Some(timeouts.first_byte);
-    peer.options.write_timeout = Some(timeouts.idle);
-    peer.options.idle_timeout = Some(POOL_IDLE);
-
-    let op = if outgoing.translation.is_some() {
+    let op = if translation.is_some() {
         translated_op(call.format, stream)
     } else {
         request.op
@@ -316,44 +314,58 @@ async fn attempt(
         endpoint,
         &path,
         request.client_headers,
-        outgoing.body.len(),
+        body.len(),
     )
     .map_err(|e| unreachable(format!("cannot build request: {e}")))?;
 
-    let (mut client, _reused) = gw
-        .connector
-        .get_http_session(&peer)
-        .await
-        .map_err(|e| classify(provider, e, timeouts.connect))?;
-    let body = outgoing.body;
-    let exchange = async {
-        client.write_request_header(Box::new(header)).await?;
-        client.write_request_body(body, true).await?;
-        client.finish_request_body().await?;
-        client.read_response_header().await
-    };
-    match tokio::time::timeout(timeouts.first_byte, exchange).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(classify(provider, e, timeouts.first_byte)),
-        Err(_) => {
-            return Err(AttemptError::Failed {
+    // From here on sira mostly waits on the network.
+    let network = Instant::now();
+    let timed = async {
+        let addr = endpoint
+            .addr()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let mut peer = HttpPeer::new(addr, endpoint.tls, endpoint.host.clone());
+        peer.options.connection_timeout = Some(timeouts.connect);
+        peer.options.total_connection_timeout = Some(timeouts.connect);
+        peer.options.read_timeout = Some(timeouts.first_byte);
+        peer.options.write_timeout = Some(timeouts.idle);
+        peer.options.idle_timeout = Some(POOL_IDLE);
+        let (mut client, _reused) = gw
+            .connector
+            .get_http_session(&peer)
+            .await
+            .map_err(|e| classify(provider, e, timeouts.connect))?;
+        let exchange = async {
+            client.write_request_header(Box::new(header)).await?;
+            client.write_request_body(body, true).await?;
+            client.finish_request_body().await?;
+            client.read_response_header().await
+        };
+        match tokio::time::timeout(timeouts.first_byte, exchange).await {
+            Ok(Ok(())) => Ok((client, peer)),
+            Ok(Err(e)) => Err(classify(provider, e, timeouts.first_byte)),
+            Err(_) => Err(AttemptError::Failed {
                 error: GatewayError::UpstreamTimeout {
                     provider: provider.name.to_string(),
                     after: timeouts.first_byte,
                 },
                 kind: "timeout",
-            })
+            }),
         }
-    }
+    };
+    let result = timed.await;
+    waited.store(network.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    let (mut client, peer) = result?;
     client.set_read_timeout(Some(timeouts.idle));
     Ok(Upstream {
         client: Some(client),
         peer,
         provider: provider.clone(),
         format: call.format,
-        injected_usage: outgoing.injected_usage,
-        translation: outgoing.translation,
-        dropped: outgoing.dropped,
+        injected_usage,
+        translation,
+        dropped,
     })
 }
 

@@ -84,7 +84,7 @@ fn usage_from_whole_json(format: Format, body: &[u8]) -> Option<Usage> {
 /// The bytes from the `{` of the last `"usage"`/`"usageMetadata"` key whose value is an
 /// object. A key inside a string value would be escaped (`\"usage\"`) and is not matched.
 fn usage_object(body: &[u8]) -> Option<&[u8]> {
-    memmem::rfind_iter(body, b"\"usage").find_map(|at| {
+    USAGE_KEY_REV.rfind_iter(body).find_map(|at| {
         let rest = &body[at + b"\"usage".len()..];
         let rest = rest
             .strip_prefix(b"\"")
@@ -151,8 +151,11 @@ struct ResponsesEvent {
     response: Option<WithUsage<UsageIo>>,
 }
 
+// Searchers are built once: building one per call costs more than the search itself.
 static USAGE_KEY: std::sync::LazyLock<memmem::Finder<'static>> =
     std::sync::LazyLock::new(|| memmem::Finder::new(b"\"usage"));
+static USAGE_KEY_REV: std::sync::LazyLock<memmem::FinderRev<'static>> =
+    std::sync::LazyLock::new(|| memmem::FinderRev::new(b"\"usage"));
 
 /// Whether `frame` has a `"usage"` or `"usageMetadata"` key whose value is an object: a
 /// byte scan, so that only the one or two events of a stream that carry usage are parsed.

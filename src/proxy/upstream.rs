@@ -245,6 +245,7 @@ fn outgoing(
                 model: call.model,
                 stream,
                 default_max_tokens: call.default_max_tokens,
+                legacy_max_tokens: call.target.provider.kind == ProviderKind::OpenaiCompatible,
             },
         )?;
         return Ok(Outgoing {

@@ -42,6 +42,11 @@ pub struct RequestOptions<'a> {
     pub stream: bool,
     /// Anthropic requires `max_tokens`; used when the client sent none.
     pub default_max_tokens: u32,
+    /// Chat upstreams: write the output limit as the legacy `max_tokens` rather than
+    /// `max_completion_tokens`. OpenAI's reasoning models reject `max_tokens`
+    /// (fx openai/error_400_unsupported_parameter), but many OpenAI-compatible servers only
+    /// know `max_tokens` (TRANSLATION.md §9).
+    pub legacy_max_tokens: bool,
 }
 
 /// A request body in the provider's format.

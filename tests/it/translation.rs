@@ -433,3 +433,25 @@ async fn count_tokens_is_answered_locally_for_other_providers() {
         "/v1/messages/count_tokens"
     );
 }
+
+#[tokio::test]
+async fn openai_compatible_servers_get_the_legacy_max_tokens_field() {
+    let mock = MockProvider::start();
+    let sira = Sira::start(&standard_config(), &mock.url());
+    for model in ["local", "gpt-4o"] {
+        let (path, body) = request(Surface::Anthropic, model, false, json!({}));
+        let resp = client()
+            .post(sira.url(&path))
+            .header("x-api-key", KEY_A)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let sent: Vec<Value> = mock.requests().iter().map(|r| r.json()).collect();
+    assert_eq!(sent[0]["max_tokens"], 256, "compat: {}", sent[0]);
+    assert!(sent[0].get("max_completion_tokens").is_none());
+    assert_eq!(sent[1]["max_completion_tokens"], 256, "openai: {}", sent[1]);
+    assert!(sent[1].get("max_tokens").is_none());
+}

@@ -339,7 +339,8 @@ pub(crate) fn write(
     let out = ChatRequestOut {
         model: opts.model,
         messages,
-        max_completion_tokens: req.max_tokens,
+        max_completion_tokens: req.max_tokens.filter(|_| !opts.legacy_max_tokens),
+        max_tokens: req.max_tokens.filter(|_| opts.legacy_max_tokens),
         temperature: req.temperature,
         top_p: req.top_p,
         n: req.n,

@@ -24,6 +24,7 @@ fn requests() {
                 model: "upstream-model",
                 stream,
                 default_max_tokens: 4096,
+                legacy_max_tokens: false,
             };
             for to in FORMATS.into_iter().filter(|t| *t != from) {
                 let actual = match translate_request(from, to, &body, &opts) {

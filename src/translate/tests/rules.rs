@@ -14,6 +14,7 @@ fn req_opts(stream: bool) -> RequestOptions<'static> {
         model: "m",
         stream,
         default_max_tokens: 4096,
+        legacy_max_tokens: false,
     }
 }
 

@@ -8,6 +8,13 @@ use sira::cli::{default_config_path, Cli, Command, KeyAction};
 use sira::config::{self, ConfigError, LogFormat, ProcessSource, Snapshot};
 use sira::server::{self, RunOptions};
 
+// glibc's malloc spent ~19 % of sira's instructions per request (bench/RESULTS.md, callgrind),
+// much of it in `malloc_consolidate` and arena bookkeeping for the many short-lived
+// allocations of one request; mimalloc's thread-local free lists make those a few
+// instructions each.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[allow(clippy::print_stdout)]
 fn main() -> ExitCode {
     let cli = Cli::parse();

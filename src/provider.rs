@@ -245,6 +245,10 @@ pub struct Provider {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub timeouts: Timeouts,
     pub anthropic_version: HeaderValue,
+    /// Built once per config: the credential header and the `x-sira-provider` value are
+    /// the same on every request.
+    auth: Option<(HeaderName, HeaderValue)>,
+    pub name_header: Option<HeaderValue>,
 }
 
 /// Anthropic API version sent when neither the client nor the config names one.
@@ -265,6 +269,9 @@ impl Provider {
         timeouts: Timeouts,
         anthropic_version: HeaderValue,
     ) -> Provider {
+        let auth = api_key
+            .as_ref()
+            .and_then(|key| auth_header(kind, key.expose()));
         Provider {
             name: name.into(),
             kind,
@@ -276,6 +283,8 @@ impl Provider {
             headers,
             timeouts,
             anthropic_version,
+            auth,
+            name_header: HeaderValue::from_str(name).ok(),
         }
     }
 
@@ -347,29 +356,31 @@ impl Provider {
 
     /// The credential header this provider expects, if it has a key.
     pub fn auth_header(&self) -> Option<(HeaderName, HeaderValue)> {
-        let key = self.api_key.as_ref()?.expose();
-        let (name, value) = match self.kind {
-            ProviderKind::Openai | ProviderKind::OpenaiCompatible => (
-                http::header::AUTHORIZATION,
-                HeaderValue::from_str(&format!("Bearer {key}")).ok()?,
-            ),
-            ProviderKind::Azure => (
-                HeaderName::from_static("api-key"),
-                HeaderValue::from_str(key).ok()?,
-            ),
-            ProviderKind::Anthropic => (
-                HeaderName::from_static("x-api-key"),
-                HeaderValue::from_str(key).ok()?,
-            ),
-            ProviderKind::Gemini => (
-                HeaderName::from_static("x-goog-api-key"),
-                HeaderValue::from_str(key).ok()?,
-            ),
-        };
-        let mut value = value;
-        value.set_sensitive(true);
-        Some((name, value))
+        self.auth.clone()
     }
+}
+
+fn auth_header(kind: ProviderKind, key: &str) -> Option<(HeaderName, HeaderValue)> {
+    let (name, mut value) = match kind {
+        ProviderKind::Openai | ProviderKind::OpenaiCompatible => (
+            http::header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {key}")).ok()?,
+        ),
+        ProviderKind::Azure => (
+            HeaderName::from_static("api-key"),
+            HeaderValue::from_str(key).ok()?,
+        ),
+        ProviderKind::Anthropic => (
+            HeaderName::from_static("x-api-key"),
+            HeaderValue::from_str(key).ok()?,
+        ),
+        ProviderKind::Gemini => (
+            HeaderName::from_static("x-goog-api-key"),
+            HeaderValue::from_str(key).ok()?,
+        ),
+    };
+    value.set_sensitive(true);
+    Some((name, value))
 }
 
 #[cfg(test)]

@@ -211,7 +211,7 @@ pub(crate) fn attached_filters(ctx: &RequestCtx) -> impl Iterator<Item = &Arc<dy
 
 /// The client's `x-request-id` when it is a sane token, else a new one.
 fn request_id(session: &ServerSession) -> HeaderValue {
-    if let Some(given) = session.req_header().headers.get("x-request-id") {
+    if let Some(given) = session.req_header().headers.get(relay::X_REQUEST_ID) {
         let sane = (1..=128).contains(&given.len())
             && given.as_bytes().iter().all(|b| b.is_ascii_graphic());
         if sane {

@@ -25,6 +25,15 @@ const MAX_ERROR_BODY: usize = 1 << 20;
 /// size usage is not read and the request is logged without tokens.
 const MAX_ACCOUNTED_BODY: usize = 64 << 20;
 
+// Names as constants: a `&str` name is parsed into a `HeaderName` on every insert.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-request-id");
+const X_SIRA_OVERHEAD_US: HeaderName = HeaderName::from_static("x-sira-overhead-us");
+const X_SIRA_PROVIDER: HeaderName = HeaderName::from_static("x-sira-provider");
+const X_SIRA_MODEL: HeaderName = HeaderName::from_static("x-sira-model");
+const X_SIRA_ATTEMPTS: HeaderName = HeaderName::from_static("x-sira-attempts");
+const X_SIRA_DROPPED_PARAMS: HeaderName = HeaderName::from_static("x-sira-dropped-params");
+
 /// Response headers never relayed: hop-by-hop fields, framing sira sets itself, and
 /// provider cookies (a provider's session cookie is not the client's business).
 const SKIP_RESPONSE_HEADERS: &[&str] = &[
@@ -104,9 +113,9 @@ fn client_header(
         .map_err(header_error)?;
     for (name, value) in &upstream.headers {
         let name_str = name.as_str();
-        if name_str == "x-request-id" {
+        if name == X_REQUEST_ID {
             // The client's request id is sira's; keep the provider's under another name.
-            out.append_header("x-upstream-request-id", value.clone())
+            out.append_header(X_UPSTREAM_REQUEST_ID, value.clone())
                 .map_err(header_error)?;
         } else if !SKIP_RESPONSE_HEADERS.contains(&name_str) {
             out.append_header(name.clone(), value.clone())
@@ -125,20 +134,18 @@ fn client_header(
 /// `x-sira-dropped-params` and `x-sira-overhead-us` (time spent in sira until the response
 /// header, provider waits excluded).
 pub fn sira_headers(ctx: &RequestCtx, out: &mut ResponseHeader) -> Result<(), GatewayError> {
-    out.insert_header("x-request-id", ctx.id.clone())
+    out.insert_header(X_REQUEST_ID, ctx.id.clone())
         .map_err(header_error)?;
     let overhead = ctx.started.elapsed().saturating_sub(ctx.upstream_wait);
-    out.insert_header("x-sira-overhead-us", overhead.as_micros() as u64)
+    out.insert_header(X_SIRA_OVERHEAD_US, overhead.as_micros() as u64)
         .map_err(header_error)?;
-    if let Some(provider) = &ctx.provider {
-        if let Ok(v) = HeaderValue::from_str(&provider.name) {
-            out.insert_header("x-sira-provider", v)
-                .map_err(header_error)?;
-        }
+    if let Some(value) = ctx.provider.as_ref().and_then(|p| p.name_header.clone()) {
+        out.insert_header(X_SIRA_PROVIDER, value)
+            .map_err(header_error)?;
     }
     if let Some(model) = &ctx.upstream_model {
         if let Ok(v) = HeaderValue::from_str(model) {
-            out.insert_header("x-sira-model", v).map_err(header_error)?;
+            out.insert_header(X_SIRA_MODEL, v).map_err(header_error)?;
         }
     }
     if !ctx.attempts.is_empty() {
@@ -151,13 +158,13 @@ pub fn sira_headers(ctx: &RequestCtx, out: &mut ResponseHeader) -> Result<(), Ga
         }
         text.push(')');
         if let Ok(v) = HeaderValue::from_str(&text) {
-            out.insert_header("x-sira-attempts", v)
+            out.insert_header(X_SIRA_ATTEMPTS, v)
                 .map_err(header_error)?;
         }
     }
     if !ctx.dropped_params.is_empty() {
         if let Ok(v) = HeaderValue::from_str(&ctx.dropped_params.join(", ")) {
-            out.insert_header("x-sira-dropped-params", v)
+            out.insert_header(X_SIRA_DROPPED_PARAMS, v)
                 .map_err(header_error)?;
         }
     }

@@ -431,6 +431,8 @@ const SKIP_REQUEST_HEADERS: &[&str] = &[
     "cookie",
 ];
 
+const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+
 /// Builds the upstream request header for one try.
 fn upstream_request(
     ctx: &RequestCtx,
@@ -461,9 +463,9 @@ fn upstream_request(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
     )?;
-    if provider.kind == ProviderKind::Anthropic && !client_headers.contains_key("anthropic-version")
+    if provider.kind == ProviderKind::Anthropic && !client_headers.contains_key(&ANTHROPIC_VERSION)
     {
-        req.insert_header("anthropic-version", provider.anthropic_version.clone())?;
+        req.insert_header(ANTHROPIC_VERSION, provider.anthropic_version.clone())?;
     }
     for (name, value) in &provider.headers {
         req.insert_header(name.clone(), value.clone())?;

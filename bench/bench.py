@@ -40,6 +40,11 @@ BENCH = ROOT / "bench"
 KEY = "sk-sira-bench"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TARGETS = ["direct", "nginx", "sira"]
+# The bare Pingora proxy (bench/pingora-floor): measured in the passthrough scenarios to show
+# which part of sira's cost is Pingora's own request cycle and which is sira's work.
+FLOOR = "pingora"
+ALL_TARGETS = ["direct", "nginx", FLOOR, "sira"]
+PASSTHROUGH = ["direct", "nginx", FLOOR, "sira"]
 KEEP_MARKER = "<!-- everything below this line is kept when the harness rewrites this file -->"
 
 # Durations and sizes. The full run stays well under the 10 minutes the whole command may
@@ -259,7 +264,17 @@ class Env:
             return Target("direct", f"http://{self.mock_addr}")
         if name == "nginx":
             return self.start_nginx(tag)
+        if name == FLOOR:
+            return self.start_floor(tag)
         return self.start_sira(tag)
+
+    def start_floor(self, tag):
+        port = free_port()
+        p = PROCS.spawn([str(self.bin / "pingora-floor"), f"127.0.0.1:{port}", self.mock_addr],
+                        cpus=self.gw_cpus, stdout=subprocess.DEVNULL,
+                        stderr=open(self.tmp / f"pingora-{tag}.log", "w"))
+        wait_port(port, p)
+        return Target(FLOOR, f"http://127.0.0.1:{port}", p)
 
     def start_nginx(self, tag):
         port = free_port()
@@ -669,13 +684,13 @@ def scenario_g(env, t):
 
 
 SCENARIOS = [
-    ("a", "small chat JSON, key auth + accounting", scenario_a, TARGETS),
+    ("a", "small chat JSON, key auth + accounting", scenario_a, PASSTHROUGH),
     ("b", "small chat JSON, translated OpenAI→Anthropic", scenario_b, TARGETS),
-    ("c", "100-event SSE stream", scenario_c, TARGETS),
+    ("c", "100-event SSE stream", scenario_c, PASSTHROUGH),
     ("d", "100-event SSE stream, translated", scenario_d, TARGETS),
     ("e", "10,000 open slow streams", scenario_e, TARGETS),
     ("f", "config reload every second under load", scenario_f, ["nginx", "sira"]),
-    ("g", "1 MB request bodies", scenario_g, TARGETS),
+    ("g", "1 MB request bodies", scenario_g, PASSTHROUGH),
 ]
 
 
@@ -751,7 +766,7 @@ def main_table(results, scenario_names):
                          + f" | {res['unavailable']} |")
             continue
         first = True
-        for tname in TARGETS:
+        for tname in ALL_TARGETS:
             r = res.get(tname)
             if r is None:
                 continue
@@ -763,7 +778,7 @@ def main_table(results, scenario_names):
             lines.append(f"| {label if first else ''} | {tname} | " + " | ".join(cells) + " |")
             first = False
         sira = res.get("sira", {})
-        for other in ("direct", "nginx"):
+        for other in ("direct", "nginx", FLOOR):
             o = res.get(other)
             if o is None or "error" in o or "error" in sira or not sira:
                 continue
@@ -977,6 +992,10 @@ def render(results, info, env, vs, elapsed, cg=None):
         "- sira: bench/sira.yaml (1 worker thread, key auth, token accounting with prices,"
         " JSON access log to a file). nginx: bench/nginx.conf (1 worker, keep-alive both"
         " sides, proxy_buffering off, access log to a file).",
+        "- pingora (in the passthrough scenarios a, c, g): bench/pingora-floor, Pingora's own"
+        " `ProxyHttp` with nothing added (no auth, accounting, log or header edits), same"
+        " allocator and one worker thread like sira: the floor of any Pingora-based gateway,"
+        " so that *sira ÷ pingora* is the cost of sira's own work.",
     ]
     if env.args.hold_n < 10000 and not env.args.smoke:
         notes.append(f"- (e) ran {env.args.hold_n:,} streams, not 10,000: the open-files limit"
@@ -1028,7 +1047,7 @@ def parse_args():
     ap = argparse.ArgumentParser(description="sira benchmark harness (see bench/run.sh)")
     ap.add_argument("--smoke", action="store_true", help="seconds per scenario, for CI")
     ap.add_argument("--only", default="abcdefg", help="scenario letters to run, e.g. ac")
-    ap.add_argument("--targets", default=",".join(TARGETS))
+    ap.add_argument("--targets", default=",".join(ALL_TARGETS))
     ap.add_argument("--bin-dir", default=str(ROOT / "target" / "release"))
     ap.add_argument("--nginx", default=shutil.which("nginx") or "/usr/sbin/nginx")
     ap.add_argument("--nofile", default=str(os.sysconf("SC_OPEN_MAX")))
@@ -1122,7 +1141,7 @@ def main():
     report = render(results, info, env, vs, elapsed, cg)
     if args.out:
         out = Path(args.out)
-    elif not args.smoke and args.only == "abcdefg" and args.targets == ",".join(TARGETS):
+    elif not args.smoke and args.only == "abcdefg" and args.targets == ",".join(ALL_TARGETS):
         out = BENCH / "RESULTS.md"
     else:
         out = tmp / "RESULTS.md"

@@ -79,8 +79,8 @@ export PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
 
 # --- binaries ------------------------------------------------------------------------------
 if [ "$build" = 1 ]; then
-    log "cargo build --profile $profile -p sira -p sira-mock"
-    cargo build --profile "$profile" --quiet -p sira -p sira-mock
+    log "cargo build --profile $profile -p sira -p sira-mock -p pingora-floor"
+    cargo build --profile "$profile" --quiet -p sira -p sira-mock -p pingora-floor
 fi
 
 # --- limits --------------------------------------------------------------------------------

@@ -222,12 +222,7 @@ pub(super) async fn next_chunk(
     match read {
         Read::ClientGone => ctx.client_gone = true,
         Read::Chunk(_) | Read::End if client.response_done() => {
-            if let Some(done) = upstream.client.take() {
-                let idle = upstream.peer.options.idle_timeout;
-                gw.connector
-                    .release_http_session(done, &upstream.peer, idle)
-                    .await;
-            }
+            upstream.release(gw).await;
         }
         Read::Chunk(_) | Read::End | Read::Failed(_) => {}
     }
@@ -257,12 +252,7 @@ pub(super) async fn ready_chunk(gw: &Gateway, upstream: &mut Upstream) -> Option
         Err(e) => Read::Failed(e.to_string()),
     };
     if !matches!(read, Read::Failed(_)) && client.response_done() {
-        if let Some(done) = upstream.client.take() {
-            let idle = upstream.peer.options.idle_timeout;
-            gw.connector
-                .release_http_session(done, &upstream.peer, idle)
-                .await;
-        }
+        upstream.release(gw).await;
     }
     Some(read)
 }

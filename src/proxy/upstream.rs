@@ -46,6 +46,22 @@ pub struct Upstream {
     pub dropped: Vec<&'static str>,
 }
 
+impl Upstream {
+    /// Hands the connection back to the pool once the response was read whole.
+    ///
+    /// Pingora's release future is ~3 KB. Boxed here, the per-event read futures that call
+    /// this stay ~600 bytes instead of ~3.5 KB, and a future is moved (copied) every time
+    /// one is created: on a stream, once per event.
+    pub async fn release(&mut self, gw: &Gateway) {
+        // Only HTTP/1 sessions are ever opened (`connect_upstream`); anything else is
+        // dropped, which closes it.
+        if let Some(ClientSession::H1(done)) = self.client.take() {
+            let idle = self.peer.options.idle_timeout;
+            Box::pin(gw.connector.release_http_session(done, &self.peer, idle)).await;
+        }
+    }
+}
+
 /// What is being asked, independent of which target serves it.
 pub struct Request<'a> {
     pub op: Operation,
@@ -332,9 +348,7 @@ async fn attempt(
         peer.options.read_timeout = Some(timeouts.first_byte);
         peer.options.write_timeout = Some(timeouts.idle);
         peer.options.idle_timeout = Some(POOL_IDLE);
-        let (mut client, _reused) = gw
-            .connector
-            .get_http_session(&peer)
+        let mut client = connect_upstream(gw, &peer)
             .await
             .map_err(|e| classify(provider, e, timeouts.connect))?;
         let exchange = async {
@@ -430,6 +444,20 @@ const SKIP_REQUEST_HEADERS: &[&str] = &[
     "x-goog-api-key",
     "cookie",
 ];
+
+/// A pooled connection to `peer`, or a new one. Providers are spoken to in HTTP/1.1 (the
+/// peer sets no ALPN), so the HTTP/1 connector is used directly: its pool lookup is a
+/// ~200-byte future, while the connect-or-reuse future is ~8.4 KB. That one is boxed and
+/// only built when the pool is empty: a future is copied whenever it is created and again
+/// into every future that awaits it, so unboxed it cost ~9k instructions of memcpy on every
+/// request (callgrind).
+async fn connect_upstream(gw: &Gateway, peer: &HttpPeer) -> pingora_error::Result<ClientSession> {
+    if let Some(pooled) = gw.connector.reused_http_session(peer).await {
+        return Ok(ClientSession::H1(pooled));
+    }
+    let (fresh, _) = Box::pin(gw.connector.get_http_session(peer)).await?;
+    Ok(ClientSession::H1(fresh))
+}
 
 const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
 

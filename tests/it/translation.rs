@@ -402,31 +402,30 @@ async fn requests_the_target_cannot_honour_get_400_naming_the_field() {
     );
 }
 
+/// A JSON POST authenticated the way Anthropic clients do (`x-api-key`).
+async fn post_with_anthropic_key(sira: &Sira, path: &str, body: &Value) -> reqwest::Response {
+    client()
+        .post(sira.url(path))
+        .header("x-api-key", KEY_A)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn count_tokens_is_answered_locally_for_other_providers() {
     let mock = MockProvider::start();
     let sira = Sira::start(&standard_config(), &mock.url());
     let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "Hello there, how are you today?"}]});
-    let resp = client()
-        .post(sira.url("/v1/messages/count_tokens"))
-        .header("x-api-key", KEY_A)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_with_anthropic_key(&sira, "/v1/messages/count_tokens", &body).await;
     assert_eq!(resp.status(), 200);
     let v: Value = resp.json().await.unwrap();
     assert!(v["input_tokens"].as_u64().unwrap() > 0, "{v}");
     assert!(mock.requests().is_empty());
     // Anthropic counts its own.
     let body = json!({"model": "claude", "messages": [{"role": "user", "content": "Hello"}]});
-    let resp = client()
-        .post(sira.url("/v1/messages/count_tokens"))
-        .header("x-api-key", KEY_A)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_with_anthropic_key(&sira, "/v1/messages/count_tokens", &body).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         mock.requests()[0].path_and_query,
@@ -440,13 +439,7 @@ async fn openai_compatible_servers_get_the_legacy_max_tokens_field() {
     let sira = Sira::start(&standard_config(), &mock.url());
     for model in ["local", "gpt-4o"] {
         let (path, body) = request(Surface::Anthropic, model, false, json!({}));
-        let resp = client()
-            .post(sira.url(&path))
-            .header("x-api-key", KEY_A)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let resp = post_with_anthropic_key(&sira, &path, &body).await;
         assert_eq!(resp.status(), 200);
     }
     let sent: Vec<Value> = mock.requests().iter().map(|r| r.json()).collect();

@@ -35,7 +35,8 @@ const X_SIRA_ATTEMPTS: HeaderName = HeaderName::from_static("x-sira-attempts");
 const X_SIRA_DROPPED_PARAMS: HeaderName = HeaderName::from_static("x-sira-dropped-params");
 
 /// Response headers never relayed: hop-by-hop fields, framing sira sets itself, and
-/// provider cookies (a provider's session cookie is not the client's business).
+/// provider cookies (a provider's session cookie is not the client's business). The
+/// provider's `x-request-id` is renamed, not dropped (`client_header`).
 const SKIP_RESPONSE_HEADERS: &[&str] = &[
     "connection",
     "keep-alive",
@@ -47,7 +48,6 @@ const SKIP_RESPONSE_HEADERS: &[&str] = &[
     "content-length",
     "set-cookie",
     "alt-svc",
-    "x-request-id",
 ];
 
 pub async fn relay(
@@ -112,12 +112,11 @@ fn client_header(
     let mut out = ResponseHeader::build_no_case(upstream.status, Some(upstream.headers.len() + 6))
         .map_err(header_error)?;
     for (name, value) in &upstream.headers {
-        let name_str = name.as_str();
         if name == X_REQUEST_ID {
             // The client's request id is sira's; keep the provider's under another name.
             out.append_header(X_UPSTREAM_REQUEST_ID, value.clone())
                 .map_err(header_error)?;
-        } else if !SKIP_RESPONSE_HEADERS.contains(&name_str) {
+        } else if !SKIP_RESPONSE_HEADERS.contains(&name.as_str()) {
             out.append_header(name.clone(), value.clone())
                 .map_err(header_error)?;
         }

@@ -6,6 +6,10 @@
 #   bash bench/run.sh --smoke    same code paths, seconds per scenario (CI); exits non-zero
 #                                if any scenario fails
 #
+# --floor also builds and measures bench/pingora-floor (Pingora's own ProxyHttp with nothing
+# added) in scenarios a, c and g: the share of sira's cost that is Pingora's. It adds ~3
+# minutes of build on 2 cores, so the default run leaves it out.
+#
 # Other options (passed to bench/bench.py): --only ac (scenario letters), --targets
 # nginx,sira, --out FILE, --json FILE, --keep-tmp, --no-profile (skip callgrind), --bin-dir
 # DIR (default target/release; target/debug builds the debug profile instead); and for this
@@ -18,6 +22,7 @@ script=$(readlink -f "$0")
 cd "$(dirname "$script")/.."
 
 build=1
+floor=0
 install_oha=0
 profile=release
 args=()
@@ -26,6 +31,7 @@ for arg in "$@"; do
     case "$arg" in
         --no-build) build=0 ;;
         --install-oha) install_oha=1 ;;
+        --floor) floor=1 ;;
         -h|--help) sed -n '2,/^set -e/p' "$script" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) args+=("$arg") ;;
     esac
@@ -78,9 +84,15 @@ fi
 export PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
 
 # --- binaries ------------------------------------------------------------------------------
+packages=(-p sira -p sira-mock)
+if [ "$floor" = 1 ]; then
+    packages+=(-p pingora-floor)
+    args+=(--targets direct,nginx,pingora,sira)
+fi
 if [ "$build" = 1 ]; then
-    log "cargo build --profile $profile -p sira -p sira-mock -p pingora-floor"
-    cargo build --profile "$profile" --quiet -p sira -p sira-mock -p pingora-floor
+    bash packaging/deps.sh
+    log "cargo build --profile $profile ${packages[*]}"
+    cargo build --profile "$profile" --quiet "${packages[@]}"
 fi
 
 # --- limits --------------------------------------------------------------------------------

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Installs what building and testing sira needs on a fresh Debian/Ubuntu machine, and
-# nothing when it is already there. Pingora's zlib-ng build needs cmake; the rest of the
+# nothing when it is already there. Pingora's zlib-ng build needs cmake; zstd is linked from
+# the system (.cargo/config.toml), which needs pkg-config and libzstd-dev; the rest of the
 # toolchain (cargo, a C compiler) is assumed present.
 set -euo pipefail
 
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+# dpkg-query rather than pkg-config: pkg-config itself may be the missing piece.
+dpkg-query -W -f='${Status}' libzstd-dev 2>/dev/null | grep -q "ok installed" || need+=(libzstd-dev)
 for extra in "$@"; do
   command -v "${extra%%:*}" >/dev/null 2>&1 || need+=("${extra#*:}")
 done

@@ -1,7 +1,7 @@
 //! The gateway's request path, as a Pingora HTTP application.
 //!
-//! sira implements Pingora's `HttpServerApp` and drives upstream connections through
-//! Pingora's `Connector` rather than `ProxyHttp`: an LLM gateway must read the whole body
+//! sira implements Pingora's `HttpServerApp` and drives upstream connections itself (made by
+//! Pingora's `TransportConnector`, pooled by [`pool`]) rather than through `ProxyHttp`: an LLM gateway must read the whole body
 //! before it can pick an upstream (the model is in the body), and `ProxyHttp` can only
 //! replay a body it read itself through its 64 KiB retry buffer, which agentic clients'
 //! requests routinely exceed. Owning the exchange keeps the body as one `Bytes`, sent (and
@@ -23,6 +23,7 @@ mod body;
 mod ctx;
 mod local;
 mod log;
+mod pool;
 mod relay;
 mod stream;
 mod upstream;
@@ -36,7 +37,6 @@ use lua_free_filters::Filter;
 use pingora_core::apps::{
     HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream,
 };
-use pingora_core::connectors::http::v1::Connector;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::ShutdownWatch;
 
@@ -54,7 +54,7 @@ const KEEPALIVE_SECS: u64 = 60;
 /// The main listeners' application.
 pub struct Gateway {
     pub live: Arc<Live>,
-    pub connector: Connector,
+    pub pool: Arc<pool::UpstreamPool>,
     pub access_log: Arc<AccessLog>,
     options: HttpServerOptions,
 }
@@ -66,7 +66,7 @@ impl Gateway {
         options.h2c = true;
         Gateway {
             live,
-            connector: Connector::new(None),
+            pool: pool::UpstreamPool::new(),
             access_log,
             options,
         }

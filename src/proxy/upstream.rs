@@ -10,18 +10,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{header, HeaderName, HeaderValue, Method};
 use pingora_core::protocols::http::client::HttpSession as ClientSession;
 use pingora_core::protocols::http::v1::client::{
     http_req_header_to_wire, HttpSession as Http1Session,
 };
 use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::Stream;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::RequestHeader;
 
 use super::body::{self, Peek, Rewrite};
 use super::ctx::{Attempt, RequestCtx};
+use super::pool::{is_stale_connection_error, PoolKey};
 use super::Gateway;
 use crate::error::GatewayError;
 use crate::format::Format;
@@ -35,7 +37,8 @@ use lua_free_filters::HeaderEdit;
 pub struct Upstream {
     /// `None` once the response was read whole and the connection went back to the pool.
     pub client: Option<ClientSession>,
-    pub peer: HttpPeer,
+    /// Where the connection goes back to.
+    pub pool_key: PoolKey,
     pub provider: Arc<Provider>,
     /// The format the provider answers in.
     pub format: Format,
@@ -50,17 +53,20 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Hands the connection back to the pool once the response was read whole.
+    /// Hands the connection back to the pool once the response was read whole (or closes it
+    /// when the provider asked to, or sent more than the response).
     ///
-    /// Pingora's release future is ~3 KB. Boxed here, the per-event read futures that call
-    /// this stay ~600 bytes instead of ~3.5 KB, and a future is moved (copied) every time
-    /// one is created: on a stream, once per event.
+    /// Pingora's `reuse` future holds the whole H1 session (~1 KB). Boxed here, the
+    /// per-event read futures that call this stay small, and a future is moved (copied)
+    /// every time one is created: on a stream, once per event.
     pub async fn release(&mut self, gw: &Gateway) {
-        // Only HTTP/1 sessions are ever opened (`connect_upstream`); anything else is
-        // dropped, which closes it.
-        if let Some(ClientSession::H1(done)) = self.client.take() {
-            let idle = self.peer.options.idle_timeout;
-            Box::pin(gw.connector.release_http_session(done, &self.peer, idle)).await;
+        // Only HTTP/1 sessions are ever opened (`open_session`); anything else is dropped,
+        // which closes it.
+        if let Some(ClientSession::H1(mut done)) = self.client.take() {
+            done.respect_keepalive();
+            if let Some(stream) = Box::pin(done.reuse()).await {
+                gw.pool.put(self.pool_key.clone(), stream);
+            }
         }
     }
 }
@@ -338,53 +344,75 @@ async fn attempt(
     )
     .map_err(|e| unreachable(format!("cannot build request: {e}")))?;
 
+    let wire = RequestWire::new(&header, &body)
+        .map_err(|e| unreachable(format!("cannot build request: {e}")))?;
+    drop(header);
+
     // From here on sira mostly waits on the network.
     let network = Instant::now();
+    let timed_out = || AttemptError::Failed {
+        error: GatewayError::UpstreamTimeout {
+            provider: provider.name.to_string(),
+            after: timeouts.first_byte,
+        },
+        kind: "timeout",
+    };
     let timed = async {
         let addr = endpoint
             .addr()
             .await
             .map_err(|e| unreachable(e.to_string()))?;
+        let key = PoolKey {
+            addr,
+            tls: endpoint.tls,
+            endpoint: endpoint.url.clone(),
+        };
+        // One deadline for the try, whether or not a stale pooled connection costs a resend.
+        let deadline = tokio::time::Instant::now() + timeouts.first_byte;
+        if let Some(pooled) = gw.pool.take(&key) {
+            match tokio::time::timeout_at(deadline, exchange(pooled, &wire)).await {
+                Ok(Ok(client)) => return Ok((client, key)),
+                // Closed under the request by the provider's idle timeout: the request did
+                // not reach it, so it goes again on a new connection.
+                Ok(Err(e)) if is_stale_connection_error(&e) => {}
+                Ok(Err(e)) => return Err(classify(provider, e, timeouts.first_byte)),
+                Err(_) => return Err(timed_out()),
+            }
+        }
         let mut peer = HttpPeer::new(addr, endpoint.tls, endpoint.host.clone());
         peer.options.connection_timeout = Some(timeouts.connect);
         peer.options.total_connection_timeout = Some(timeouts.connect);
-        peer.options.read_timeout = Some(timeouts.first_byte);
-        peer.options.write_timeout = Some(timeouts.idle);
-        peer.options.idle_timeout = Some(POOL_IDLE);
-        let connection = connect_upstream(gw, &peer)
+        let fresh = gw
+            .pool
+            .connect(&peer)
             .await
             .map_err(|e| classify(provider, e, timeouts.connect))?;
-        let exchange = async {
-            let mut client =
-                ClientSession::H1(send_request(connection, &peer, header, &body).await?);
-            client.read_response_header().await?;
-            Ok(client)
-        };
-        match tokio::time::timeout(timeouts.first_byte, exchange).await {
-            Ok(Ok(client)) => Ok((client, peer)),
+        match tokio::time::timeout_at(deadline, exchange(fresh, &wire)).await {
+            Ok(Ok(client)) => Ok((client, key)),
             Ok(Err(e)) => Err(classify(provider, e, timeouts.first_byte)),
-            Err(_) => Err(AttemptError::Failed {
-                error: GatewayError::UpstreamTimeout {
-                    provider: provider.name.to_string(),
-                    after: timeouts.first_byte,
-                },
-                kind: "timeout",
-            }),
+            Err(_) => Err(timed_out()),
         }
     };
     let result = timed.await;
     waited.store(network.elapsed().as_nanos() as u64, Ordering::Relaxed);
-    let (mut client, peer) = result?;
+    let (mut client, pool_key) = result?;
     client.set_read_timeout(Some(timeouts.idle));
     Ok(Upstream {
         client: Some(client),
-        peer,
+        pool_key,
         provider: provider.clone(),
         format: call.format,
         injected_usage,
         translation,
         dropped,
     })
+}
+
+/// Sends the request on `stream` and reads the response header.
+async fn exchange(stream: Stream, wire: &RequestWire<'_>) -> pingora_error::Result<ClientSession> {
+    let mut client = ClientSession::H1(wire.send(stream).await?);
+    client.read_response_header().await?;
+    Ok(client)
 }
 
 /// The provider operation a translated request becomes.
@@ -396,9 +424,6 @@ fn translated_op(provider: Format, stream: bool) -> Operation {
         Format::Gemini => Operation::GenerateContent { stream },
     }
 }
-
-/// How long an idle upstream connection stays in the pool.
-const POOL_IDLE: Duration = Duration::from_secs(60);
 
 fn classify(provider: &Provider, e: Box<pingora_error::Error>, after: Duration) -> AttemptError {
     use pingora_error::ErrorType;
@@ -448,60 +473,62 @@ const SKIP_REQUEST_HEADERS: &[&str] = &[
     "cookie",
 ];
 
-/// A pooled connection to `peer`, or a new one. Providers are spoken to in HTTP/1.1 (the
-/// peer sets no ALPN), so the HTTP/1 connector is used directly: its pool lookup is a
-/// ~200-byte future, while the connect-or-reuse future is ~8.4 KB. That one is boxed and
-/// only built when the pool is empty: a future is copied whenever it is created and again
-/// into every future that awaits it, so unboxed it cost ~9k instructions of memcpy on every
-/// request (callgrind).
-async fn connect_upstream(gw: &Gateway, peer: &HttpPeer) -> pingora_error::Result<Http1Session> {
-    if let Some(pooled) = gw.connector.reused_http_session(peer).await {
-        return Ok(pooled);
-    }
-    let (fresh, _) = Box::pin(gw.connector.get_http_session(peer)).await?;
-    Ok(fresh)
-}
-
 /// Bodies up to this size go out in the same write as the request header.
 const ONE_WRITE_BODY_MAX: usize = 16 * 1024;
 
-/// Sends the request. Pingora's H1 client flushes the header on its own, then the body:
-/// two system calls and two TCP segments, and the provider wakes up twice. For the usual
-/// chat request (a few KB) sira writes header and body in one buffer instead — a copy of a
-/// few KB costs far less than a system call and a wake-up — and hands the stream back to a
-/// fresh session to read the response (the session only needs the request to tell HEAD
-/// and upgrade requests apart, which sira never sends). Large bodies keep Pingora's path.
-async fn send_request(
-    mut h1: Http1Session,
-    peer: &HttpPeer,
-    header: RequestHeader,
-    body: &[u8],
-) -> pingora_error::Result<Http1Session> {
-    use pingora_error::{Error, ErrorType, OrErr};
-    use tokio::io::AsyncWriteExt;
-    if body.len() > ONE_WRITE_BODY_MAX {
-        h1.write_request_header(Box::new(header)).await?;
-        h1.write_body(body).await?;
-        h1.finish_body().await?;
-        return Ok(h1);
+/// The request as it goes on the wire, built once per try: a try whose pooled connection
+/// turns out closed sends the same bytes again.
+///
+/// Pingora's H1 client flushes the header on its own, then the body: two system calls and
+/// two TCP segments, and the provider wakes up twice. For the usual chat request (a few KB)
+/// sira writes header and body in one buffer instead — a copy of a few KB costs far less
+/// than a system call and a wake-up — and hands the stream to a fresh session to read the
+/// response (the session only needs the request to tell HEAD and upgrade requests apart,
+/// which sira never sends). Large bodies are written after the header, without a copy.
+struct RequestWire<'a> {
+    /// The header, and the body when it is small.
+    head: BytesMut,
+    /// The body when it is large.
+    tail: &'a [u8],
+}
+
+impl<'a> RequestWire<'a> {
+    fn new(header: &RequestHeader, body: &'a [u8]) -> pingora_error::Result<RequestWire<'a>> {
+        use pingora_error::{Error, ErrorType};
+        let Some(mut head) = http_req_header_to_wire(header) else {
+            return Error::e_explain(
+                ErrorType::InvalidHTTPHeader,
+                "request header cannot be written",
+            );
+        };
+        let tail = if body.len() <= ONE_WRITE_BODY_MAX {
+            head.extend_from_slice(body);
+            &[][..]
+        } else {
+            body
+        };
+        Ok(RequestWire { head, tail })
     }
-    let Some(mut wire) = http_req_header_to_wire(&header) else {
-        return Error::e_explain(
-            ErrorType::InvalidHTTPHeader,
-            "request header cannot be written",
-        );
-    };
-    wire.extend_from_slice(body);
-    let mut stream = h1.into_inner();
-    stream
-        .write_all(&wire)
-        .await
-        .or_err(ErrorType::WriteError, "while writing the request")?;
-    stream
-        .flush()
-        .await
-        .or_err(ErrorType::WriteError, "while flushing the request")?;
-    Ok(Http1Session::new_with_options(stream, peer))
+
+    async fn send(&self, mut stream: Stream) -> pingora_error::Result<Http1Session> {
+        use pingora_error::{ErrorType, OrErr};
+        use tokio::io::AsyncWriteExt;
+        stream
+            .write_all(&self.head)
+            .await
+            .or_err(ErrorType::WriteError, "while writing the request")?;
+        if !self.tail.is_empty() {
+            stream
+                .write_all(self.tail)
+                .await
+                .or_err(ErrorType::WriteError, "while writing the request body")?;
+        }
+        stream
+            .flush()
+            .await
+            .or_err(ErrorType::WriteError, "while flushing the request")?;
+        Ok(Http1Session::new(stream))
+    }
 }
 
 const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");

@@ -10,6 +10,7 @@ mod bodies;
 mod cli;
 mod errors;
 mod observability;
+mod pooling;
 mod reload;
 mod serving;
 mod streaming;

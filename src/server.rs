@@ -42,6 +42,13 @@ pub fn run(snapshot: Snapshot, options: RunOptions) -> std::io::Result<()> {
         grace_period_seconds: Some(settings.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(settings.grace_period.as_secs().clamp(1, 10)),
         upgrade_sock: upgrade_socket(),
+        // Pingora's own timers for second-long timeouts (its "fast timeouts") need a clock
+        // thread that wakes every 10 ms for the life of the process: 100 wake-ups a second
+        // on the gateway's core, interrupting requests. With a threshold of 0, every timeout
+        // of a second or more (all of them, unless a provider's connect timeout is set
+        // shorter) is a tokio timer, driven by the worker's own event loop, and the clock
+        // thread does not start.
+        fast_timeout_to_tokio_threshold_seconds: Some(0),
         ..ServerConf::default()
     };
     let opt = Opt {

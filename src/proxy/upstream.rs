@@ -56,12 +56,12 @@ impl Upstream {
     /// Hands the connection back to the pool once the response was read whole (or closes it
     /// when the provider asked to, or sent more than the response).
     ///
-    /// Pingora's `reuse` future holds the whole H1 session (~1 KB). Boxed here, the
-    /// per-event read futures that call this stay small, and a future is moved (copied)
-    /// every time one is created: on a stream, once per event.
+    /// Pingora's `reuse` future holds the whole H1 session. Boxed here, the per-event read
+    /// futures that call this stay small, and a future is moved (copied) every time one is
+    /// created: on a stream, once per event.
     pub async fn release(&mut self, gw: &Gateway) {
-        // Only HTTP/1 sessions are ever opened (`open_session`); anything else is dropped,
-        // which closes it.
+        // Only HTTP/1 sessions are ever opened (`exchange`); anything else is dropped, which
+        // closes it.
         if let Some(ClientSession::H1(mut done)) = self.client.take() {
             done.respect_keepalive();
             if let Some(stream) = Box::pin(done.reuse()).await {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::{client, keys_section, Sira, KEY_A};
+use crate::support::{keys_section, post_chat, Sira};
 
 /// What the provider does with the n-th request (counting from 0) on one connection.
 #[derive(Clone, Copy)]
@@ -134,13 +134,7 @@ fn start_sira(provider: &ScriptedProvider) -> Sira {
 }
 
 async fn chat(sira: &Sira) -> (u16, Value) {
-    let resp = client()
-        .post(sira.url("/v1/chat/completions"))
-        .bearer_auth(KEY_A)
-        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chat(sira, "gpt-4o").await;
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
 }

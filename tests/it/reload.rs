@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sira_mock::MockProvider;
 
-use crate::support::{client, keys_section, Sira, KEY_A};
+use crate::support::{client, keys_section, post_chat, Sira, KEY_A};
 
 fn config(models: &str) -> String {
     format!(
@@ -25,15 +25,7 @@ async fn wait_reloads(sira: &Sira, result: &str, n: f64) {
 }
 
 async fn chat(sira: &Sira, model: &str) -> u16 {
-    client()
-        .post(sira.url("/v1/chat/completions"))
-        .bearer_auth(KEY_A)
-        .json(&json!({"model": model, "messages": [{"role": "user", "content": "x"}]}))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    post_chat(sira, model).await.status().as_u16()
 }
 
 #[tokio::test]

@@ -296,6 +296,17 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::builder().build().unwrap()
 }
 
+/// A one-message chat completion for `model`, sent with the `team-a` key.
+pub async fn post_chat(sira: &Sira, model: &str) -> reqwest::Response {
+    client()
+        .post(sira.url("/v1/chat/completions"))
+        .bearer_auth(KEY_A)
+        .json(&serde_json::json!({"model": model, "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// The providers and models most tests use, all pointing at the mock (`{mock}`).
 pub fn standard_config() -> String {
     format!(

@@ -1,11 +1,12 @@
 //! The gateway's request path, as a Pingora HTTP application.
 //!
 //! sira implements Pingora's `HttpServerApp` and drives upstream connections itself (made by
-//! Pingora's `TransportConnector`, pooled by [`pool`]) rather than through `ProxyHttp`: an LLM gateway must read the whole body
-//! before it can pick an upstream (the model is in the body), and `ProxyHttp` can only
-//! replay a body it read itself through its 64 KiB retry buffer, which agentic clients'
-//! requests routinely exceed. Owning the exchange keeps the body as one `Bytes`, sent (and
-//! re-sent on retry) to any target whatever its size. The phases mirror Pingora's:
+//! Pingora's `TransportConnector`, pooled by [`pool`]) rather than through `ProxyHttp`: an
+//! LLM gateway must read the whole body before it can pick an upstream (the model is in the
+//! body), and `ProxyHttp` can only replay a body it read itself through its 64 KiB retry
+//! buffer, which agentic clients' requests routinely exceed. Owning the exchange keeps the
+//! body as one `Bytes`, sent (and re-sent on retry) to any target whatever its size. The
+//! phases mirror Pingora's:
 //!
 //! | phase | module |
 //! |---|---|

@@ -54,6 +54,13 @@ struct Idle {
     since: Instant,
 }
 
+impl Idle {
+    /// Young enough, and still open (checked only for the young: it may cost a system call).
+    fn reusable(&mut self, now: Instant) -> bool {
+        now.saturating_duration_since(self.since) < IDLE_TIMEOUT && still_open(&mut self.stream)
+    }
+}
+
 /// The upstream connection pool and the connector that fills it.
 pub struct UpstreamPool {
     idle: Mutex<AHashMap<PoolKey, Vec<Idle>>>,
@@ -79,21 +86,13 @@ impl UpstreamPool {
         let found = {
             let mut idle = self.lock();
             let list = idle.get_mut(key)?;
-            let mut found = None;
-            while let Some(mut entry) = list.pop() {
-                if now.saturating_duration_since(entry.since) >= IDLE_TIMEOUT {
-                    // The rest are older still.
-                    dead.push(entry.stream);
-                    dead.extend(list.drain(..).map(|e| e.stream));
-                    break;
-                }
-                if still_open(&mut entry.stream) {
-                    found = Some(entry.stream);
-                    break;
+            loop {
+                let mut entry = list.pop()?;
+                if entry.reusable(now) {
+                    break Some(entry.stream);
                 }
                 dead.push(entry.stream);
             }
-            found
         };
         // Closing sockets is a system call each: not under the lock.
         drop(dead);
@@ -125,8 +124,8 @@ impl UpstreamPool {
         Box::pin(self.connector.new_stream(peer)).await
     }
 
-    /// Idle connections, for tests and the sweep.
-    pub fn idle_count(&self) -> usize {
+    #[cfg(test)]
+    fn idle_count(&self) -> usize {
         self.lock().values().map(Vec::len).sum()
     }
 
@@ -159,9 +158,7 @@ impl UpstreamPool {
             idle.retain(|_, list| {
                 let mut kept = Vec::with_capacity(list.len());
                 for mut entry in list.drain(..) {
-                    if now.saturating_duration_since(entry.since) < IDLE_TIMEOUT
-                        && still_open(&mut entry.stream)
-                    {
+                    if entry.reusable(now) {
                         kept.push(entry);
                     } else {
                         dead.push(entry.stream);

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Instruction profile of sira per request (scenario a) or per 100-event stream (scenario c),
+# Instruction profile of sira per request (scenario a) or per 100-event stream (c, d),
 # with valgrind's callgrind: instruction counts are repeatable on a noisy shared machine,
 # where timings are not.
 #
 #   bash bench/profile.sh a [N]     N small JSON requests (default 2000)
 #   bash bench/profile.sh c [N]     N 100-event SSE streams (default 200)
+#   bash bench/profile.sh d [N]     N 100-event streams translated Anthropic→OpenAI (default 200)
 #
 # Runs the release binary (profile.release keeps line tables), warms up, zeroes the
 # counters, sends N requests one after another on one keep-alive connection, dumps, and
@@ -15,9 +16,11 @@ cd "$(dirname "$0")/.."
 
 scenario=${1:-a}
 case "$scenario" in
-    a) n=${2:-2000}; events=7; stream=false ;;
-    c) n=${2:-200}; events=96; stream=true ;;
-    *) echo "usage: bash bench/profile.sh a|c [N]" >&2; exit 2 ;;
+    a) n=${2:-2000}; events=7; stream=false; model=gpt-4o ;;
+    c) n=${2:-200}; events=96; stream=true; model=gpt-4o ;;
+    # The Anthropic stream's 94 deltas plus its 6 framing events make 100, as in the bench.
+    d) n=${2:-200}; events=94; stream=true; model=claude-bench ;;
+    *) echo "usage: bash bench/profile.sh a|c|d [N]" >&2; exit 2 ;;
 esac
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
 bin=${SIRA_BIN_DIR:-target/release}
@@ -52,10 +55,10 @@ for _ in $(seq 300); do
 done
 
 if [ "$stream" = true ]; then
-    body='{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Hello! What is the capital of France?"}],"max_tokens":256}'
+    body='{"model":"'$model'","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Hello! What is the capital of France?"}],"max_tokens":256}'
     expect='[DONE]'
 else
-    body='{"model":"gpt-4o","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Hello! What is the capital of France?"}],"max_tokens":256}'
+    body='{"model":"'$model'","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Hello! What is the capital of France?"}],"max_tokens":256}'
     expect=''
 fi
 printf '%s' "$body" >"$out/body.json"

@@ -130,7 +130,17 @@ impl<'a> Event<'a> {
         let mut event = None;
         let mut data: Option<Cow<'a, [u8]>> = None;
         let mut bare = None;
-        for line in frame.split(|b| *b == b'\n') {
+        // Lines found with memchr: a byte-at-a-time split was most of this function's cost.
+        let mut rest = frame;
+        while !rest.is_empty() {
+            let line = match memchr::memchr(b'\n', rest) {
+                Some(end) => {
+                    let line = &rest[..end];
+                    rest = &rest[end + 1..];
+                    line
+                }
+                None => std::mem::take(&mut rest),
+            };
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.is_empty() || line[0] == b':' {
                 continue;

@@ -62,8 +62,10 @@ impl Pipe {
         }
     }
 
-    /// The client bytes for one provider chunk (possibly empty: an unfinished event).
-    fn push(&mut self, chunk: Bytes) -> Result<Bytes, String> {
+    /// Turns one provider chunk into client bytes. Passthrough frames go to `pieces` at once
+    /// (zero-copy slices of the chunk); translated events accumulate in one buffer until
+    /// [`Pipe::seal`], so a batch of chunks becomes one allocation, not one per event.
+    fn push(&mut self, chunk: Bytes, pieces: &mut Vec<Bytes>) -> Result<(), String> {
         match self {
             Pipe::Passthrough {
                 scanner,
@@ -73,13 +75,30 @@ impl Pipe {
             } => {
                 frames.clear();
                 scanner.feed(chunk.clone(), frames);
-                Ok(forwardable(&chunk, frames, tap, *drop_usage_only))
+                let data = forwardable(&chunk, frames, tap, *drop_usage_only);
+                if !data.is_empty() {
+                    pieces.push(data);
+                }
+                Ok(())
             }
             Pipe::Translate { translator, out } => {
+                // Client events are about twice the size of the provider's (ids and model
+                // names repeated in every OpenAI chunk); reserving up front saves the
+                // doubling reallocations of a buffer grown event by event. Once the previous
+                // batch has been written its buffer is ours alone again and is reused.
+                out.reserve(2 * chunk.len() + 256);
                 translator
                     .feed(chunk, out)
-                    .map_err(|e| format!("cannot translate the provider's stream: {e}"))?;
-                Ok(out.split().freeze())
+                    .map_err(|e| format!("cannot translate the provider's stream: {e}"))
+            }
+        }
+    }
+
+    /// Moves what [`Pipe::push`] translated so far into `pieces`.
+    fn seal(&mut self, pieces: &mut Vec<Bytes>) {
+        if let Pipe::Translate { out, .. } = self {
+            if !out.is_empty() {
+                pieces.push(out.split().freeze());
             }
         }
     }
@@ -179,19 +198,16 @@ pub async fn relay_stream(
                         }
                     };
                     batched += chunk.len();
-                    match pipe.push(chunk) {
-                        Ok(data) if data.is_empty() => {}
-                        Ok(data) => pieces.push(data),
-                        Err(reason) => {
-                            failure = Some(reason);
-                            break;
-                        }
+                    if let Err(reason) = pipe.push(chunk, &mut pieces) {
+                        failure = Some(reason);
+                        break;
                     }
                     if batched >= MAX_BATCH {
                         break;
                     }
                     next = ready_chunk(gw, upstream).await;
                 }
+                pipe.seal(&mut pieces);
                 if !write_all(session, ctx, &mut pieces).await {
                     break;
                 }

@@ -1,5 +1,6 @@
 //! Anthropic Messages.
 
+mod delta;
 pub(crate) mod request;
 pub(crate) mod response;
 pub(crate) mod stream;

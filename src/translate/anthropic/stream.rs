@@ -44,17 +44,17 @@ impl Parser {
         }
         // The event name equals `data.type` (§6.1); dispatching on it lets each payload be
         // parsed straight into its own borrowed struct.
-        let name: Cow<'_, str> = match ev.event {
-            Some(name) => String::from_utf8_lossy(name),
+        let name: Cow<'_, [u8]> = match ev.event {
+            Some(name) => Cow::Borrowed(name),
             None => {
                 let raw: &serde_json::value::RawValue = serde_json::from_slice(data)?;
                 tag_of(raw, "type")?
-                    .map(|t| Cow::Owned(t.into_owned()))
+                    .map(|t| Cow::Owned(t.into_owned().into_bytes()))
                     .unwrap_or_default()
             }
         };
         match &*name {
-            "message_start" => {
+            b"message_start" => {
                 let m: MessageStart<'_> = serde_json::from_slice(data)?;
                 self.usage = m.message.usage;
                 sink.event(Ev::Usage(usage_from(&self.usage)), out);
@@ -66,7 +66,7 @@ impl Parser {
                     out,
                 );
             }
-            "content_block_start" => {
+            b"content_block_start" => {
                 let b: ContentBlockStart<'_> = serde_json::from_slice(data)?;
                 match b.content_block {
                     Block::Text(t) if !t.text.is_empty() => sink.event(Ev::Text(t.text), out),
@@ -102,8 +102,8 @@ impl Parser {
                     _ => {}
                 }
             }
-            "content_block_delta" => {
-                let d: ContentBlockDelta<'_> = serde_json::from_slice(data)?;
+            b"content_block_delta" => {
+                let d = super::delta::parse(data)?;
                 let delta = d.delta;
                 match &*delta.kind {
                     "text_delta" => {
@@ -136,8 +136,8 @@ impl Parser {
                     _ => {}
                 }
             }
-            "content_block_stop" => sink.event(Ev::BlockEnd, out),
-            "message_delta" => {
+            b"content_block_stop" => sink.event(Ev::BlockEnd, out),
+            b"message_delta" => {
                 let d: MessageDelta<'_> = serde_json::from_slice(data)?;
                 self.usage.merge(&d.usage);
                 sink.event(Ev::Usage(usage_from(&self.usage)), out);
@@ -146,8 +146,8 @@ impl Parser {
                         Some(Stop::from_anthropic(&reason, d.delta.stop_sequence).into_owned());
                 }
             }
-            "message_stop" => self.close(sink, out),
-            "error" => {
+            b"message_stop" => self.close(sink, out),
+            b"error" => {
                 // Mid-stream error after the 200 (§6.9), e.g. overloaded_error.
                 let e: ErrorEnvelope<'_> = serde_json::from_slice(data)?;
                 self.done = true;

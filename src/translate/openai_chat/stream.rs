@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 
 use super::usage_from;
 use super::wire::*;
@@ -273,11 +273,23 @@ pub(crate) struct Emitter {
     tools: Vec<(u32, u32)>,
     stop: Stop<'static>,
     usage: Usage,
+    /// A text chunk around its content, split where the content goes; rendered on the
+    /// first text event after `start` (empty until then). Text deltas are nearly every
+    /// event of a stream, and serializing the whole chunk for each was most of the cost of
+    /// a translated stream.
+    text_frame: TextFrame,
+}
+
+#[derive(Clone, Debug, Default)]
+struct TextFrame {
+    head: Vec<u8>,
+    tail: Vec<u8>,
 }
 
 impl Emitter {
     pub fn new(opts: ResponseOptions, ctx: &ResponseContext) -> Self {
         Emitter {
+            text_frame: TextFrame::default(),
             id: prefixed("chatcmpl-", &opts.request_id),
             model: opts.model.clone(),
             opts,
@@ -308,8 +320,50 @@ impl Emitter {
         write_sse(out, Framing::Lf, None, &chunk);
     }
 
+    /// The same bytes as `chunk` with a `content` delta, from the pre-rendered frame.
+    fn text_chunk(&mut self, out: &mut BytesMut, text: &str) {
+        if self.text_frame.head.is_empty() {
+            let mut frame = BytesMut::new();
+            self.chunk(
+                &mut frame,
+                DeltaOut {
+                    content: Some(""),
+                    ..DeltaOut::default()
+                },
+                None,
+            );
+            // The empty content is the last `""` before the delta closes: ids and model
+            // names come earlier, and a quote inside them would be escaped anyway.
+            const EMPTY: &[u8] = b"{\"content\":\"\"}";
+            let Some(at) = memchr::memmem::rfind(&frame, EMPTY) else {
+                // Unreachable with the struct above; the slow path stays correct.
+                return self.chunk(
+                    out,
+                    DeltaOut {
+                        content: Some(text),
+                        ..DeltaOut::default()
+                    },
+                    None,
+                );
+            };
+            // `head` ends before the value's opening quote, `tail` starts after its closing one.
+            let value = at + b"{\"content\":".len();
+            self.text_frame = TextFrame {
+                head: frame[..value].to_vec(),
+                tail: frame[value + 2..].to_vec(),
+            };
+        }
+        let frame = &self.text_frame;
+        out.reserve(frame.head.len() + text.len() + 2 + frame.tail.len());
+        out.extend_from_slice(&frame.head);
+        // Writing a string into memory cannot fail.
+        let _ = serde_json::to_writer((&mut *out).writer(), text);
+        out.extend_from_slice(&frame.tail);
+    }
+
     fn start(&mut self, id: Option<&str>, model: Option<&str>, out: &mut BytesMut) {
         self.started = true;
+        self.text_frame = TextFrame::default();
         if let Some(id) = id {
             self.id = prefixed("chatcmpl-", id);
         }
@@ -341,14 +395,7 @@ impl Sink for Emitter {
         }
         match ev {
             Ev::Start { .. } | Ev::BlockEnd => {}
-            Ev::Text(t) => self.chunk(
-                out,
-                DeltaOut {
-                    content: Some(&t),
-                    ..DeltaOut::default()
-                },
-                None,
-            ),
+            Ev::Text(t) => self.text_chunk(out, &t),
             Ev::Refusal(r) => self.chunk(
                 out,
                 DeltaOut {
@@ -478,5 +525,69 @@ impl Sink for Emitter {
                 write_sse(out, Framing::Lf, None, &body);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn emitter() -> Emitter {
+        let opts = ResponseOptions {
+            model: "fallback".into(),
+            request_id: "req_1".into(),
+            created: 1_700_000_000,
+        };
+        Emitter::new(opts, &ResponseContext::default())
+    }
+
+    /// The pre-rendered text frame must give exactly the bytes of the general path, also
+    /// when ids and model names hold characters JSON escapes or the marker it splits at.
+    #[test]
+    fn text_chunks_match_the_serialized_chunk() {
+        let ids = ["msg_01", r#"msg_"{\"content\":\"\"}"#];
+        let models = ["claude-sonnet-4-5", "mödel \"q\" {\"content\":\"\"}"];
+        let texts = [
+            "",
+            "Hello",
+            "a \"quoted\" \\ line\nnext\ttab \u{1} é 日本 🦀",
+        ];
+        for id in ids {
+            for model in models {
+                let mut fast = emitter();
+                let mut slow = emitter();
+                let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
+                fast.start(Some(id), Some(model), &mut a);
+                slow.start(Some(id), Some(model), &mut b);
+                for text in texts {
+                    fast.text_chunk(&mut a, text);
+                    slow.chunk(
+                        &mut b,
+                        DeltaOut {
+                            content: Some(text),
+                            ..DeltaOut::default()
+                        },
+                        None,
+                    );
+                }
+                assert_eq!(
+                    std::str::from_utf8(&a).unwrap(),
+                    std::str::from_utf8(&b).unwrap()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_new_start_renders_the_text_frame_again() {
+        let mut e = emitter();
+        let mut out = BytesMut::new();
+        e.event(Ev::Text("one".into()), &mut out);
+        e.start(Some("second"), Some("other-model"), &mut out);
+        out.clear();
+        e.event(Ev::Text("two".into()), &mut out);
+        let text = std::str::from_utf8(&out).unwrap();
+        assert!(text.contains(r#""id":"chatcmpl-second""#), "{text}");
+        assert!(text.contains(r#""model":"other-model""#), "{text}");
     }
 }

@@ -64,7 +64,8 @@ impl Pipe {
 
     /// Turns one provider chunk into client bytes. Passthrough frames go to `pieces` at once
     /// (zero-copy slices of the chunk); translated events accumulate in one buffer until
-    /// [`Pipe::seal`], so a batch of chunks becomes one allocation, not one per event.
+    /// [`Pipe::seal`], so a batch goes to Pingora as one piece (each piece costs a task in
+    /// its write path: one buffer per chunk measured 6 % more instructions per stream).
     fn push(&mut self, chunk: Bytes, pieces: &mut Vec<Bytes>) -> Result<(), String> {
         match self {
             Pipe::Passthrough {
@@ -83,9 +84,9 @@ impl Pipe {
             }
             Pipe::Translate { translator, out } => {
                 // Client events are about twice the size of the provider's (ids and model
-                // names repeated in every OpenAI chunk); reserving up front saves the
-                // doubling reallocations of a buffer grown event by event. Once the previous
-                // batch has been written its buffer is ours alone again and is reused.
+                // names repeated in every OpenAI chunk): one reservation per chunk rather than
+                // growth event by event. Once the previous batch has been written its buffer
+                // is ours alone again and is reused.
                 out.reserve(2 * chunk.len() + 256);
                 translator
                     .feed(chunk, out)

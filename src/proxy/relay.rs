@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderName, HeaderValue};
-use pingora_core::protocols::http::{HttpTask, ServerSession};
+use pingora_core::protocols::http::ServerSession;
 use pingora_http::ResponseHeader;
 
 use super::ctx::RequestCtx;
@@ -256,33 +256,29 @@ pub(super) async fn ready_chunk(gw: &Gateway, upstream: &mut Upstream) -> Option
     Some(read)
 }
 
-/// Writes several pieces in one go (one buffer, one flush). Pingora copies them into its
-/// write buffer, which costs far less than one write system call per event.
+/// Writes several pieces in one go: one buffer, one HTTP chunk, one flush, instead of one
+/// write system call per event.
 pub(super) async fn write_all(
     session: &mut ServerSession,
     ctx: &mut RequestCtx,
     pieces: &mut Vec<Bytes>,
 ) -> bool {
-    if pieces.len() <= 1 {
-        return match pieces.pop() {
-            Some(data) => write(session, ctx, data, false).await,
-            None => true,
-        };
-    }
-    if ctx.first_byte.is_none() {
-        ctx.first_byte = Some(Instant::now());
-    }
-    let tasks = pieces
-        .drain(..)
-        .map(|data| HttpTask::Body(Some(data), false))
-        .collect();
-    match session.response_duplex_vec(tasks).await {
-        Ok(_) => true,
-        Err(_) => {
-            ctx.client_gone = true;
-            false
+    let data = match pieces.len() {
+        0 => return true,
+        1 => pieces.pop().unwrap_or_default(),
+        _ => {
+            // Joined here into a buffer of the exact size. Pingora's own path for several
+            // pieces (`response_duplex_vec`) appends them to a buffer that starts empty on
+            // every call and grows by doubling, copying at each step: ~10 % of a 100-event
+            // passthrough stream's instructions (callgrind, bench/profile.sh c).
+            let mut joined = BytesMut::with_capacity(pieces.iter().map(Bytes::len).sum());
+            for piece in pieces.drain(..) {
+                joined.extend_from_slice(&piece);
+            }
+            joined.freeze()
         }
-    }
+    };
+    write(session, ctx, data, false).await
 }
 
 /// Writes to the client; `false` (and `ctx.client_gone`) when the client is gone.

@@ -251,29 +251,49 @@ fn forwardable(
     tap: &mut StreamUsage,
     drop_usage_only: bool,
 ) -> Bytes {
-    let mut keep: Vec<&Bytes> = Vec::with_capacity(frames.len());
-    for frame in frames {
+    // Dropping is rare (one chunk per stream at most), so nothing is collected unless a
+    // frame is dropped: from then on the kept frames are copied into a new buffer.
+    let mut rebuilt: Option<BytesMut> = None;
+    for (i, frame) in frames.iter().enumerate() {
         let verdict = tap.observe(frame);
-        if !(drop_usage_only && verdict == FrameVerdict::UsageOnly) {
-            keep.push(frame);
+        let dropped = drop_usage_only && verdict == FrameVerdict::UsageOnly;
+        match (&mut rebuilt, dropped) {
+            (None, false) | (Some(_), true) => {}
+            (None, true) => {
+                let mut kept = BytesMut::with_capacity(chunk.len());
+                for earlier in &frames[..i] {
+                    kept.extend_from_slice(earlier);
+                }
+                rebuilt = Some(kept);
+            }
+            (Some(kept), false) => kept.extend_from_slice(frame),
         }
     }
-    match keep.as_slice() {
+    match rebuilt {
+        Some(kept) => kept.freeze(),
+        None => joined(chunk, frames),
+    }
+}
+
+/// `frames` as one buffer: a zero-copy slice of `chunk` when they lie contiguously in it;
+/// only frames completed from an earlier read's tail make new bytes.
+fn joined(chunk: &Bytes, frames: &[Bytes]) -> Bytes {
+    match frames {
         [] => Bytes::new(),
-        [one] => (*one).clone(),
+        [one] => one.clone(),
         [first, .., last] => {
             let base = chunk.as_ptr() as usize;
             let start = first.as_ptr() as usize;
             let end = last.as_ptr() as usize + last.len();
             let inside = start >= base && end <= base + chunk.len();
-            let contiguous = keep
+            let contiguous = frames
                 .windows(2)
                 .all(|w| w[0].as_ptr() as usize + w[0].len() == w[1].as_ptr() as usize);
             if inside && contiguous {
                 chunk.slice(start - base..end - base)
             } else {
-                let mut joined = BytesMut::with_capacity(keep.iter().map(|f| f.len()).sum());
-                for frame in keep {
+                let mut joined = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
+                for frame in frames {
                     joined.extend_from_slice(frame);
                 }
                 joined.freeze()

@@ -705,12 +705,14 @@ SCENARIOS = [
 
 
 def callgrind(env, smoke):
-    """Instructions per request (a) and per 100-event stream (c) under callgrind: the one
-    figure that does not drift with the neighbours' load, for before/after comparisons."""
+    """Instructions per request (a) and per 100-event stream (c passthrough, d translated)
+    under callgrind: the one figure that does not drift with the neighbours' load, for
+    before/after comparisons."""
     out = {}
     # Valgrind's start and the annotation take most of the time; the counts per request are
     # the same from a few hundred requests on (±0.3 %).
-    for key, n in (("a", 50 if smoke else 300), ("c", 5 if smoke else 30)):
+    for key, n in (("a", 50 if smoke else 300), ("c", 5 if smoke else 30),
+                   ("d", 5 if smoke else 30)):
         r = subprocess.run(["bash", str(BENCH / "profile.sh"), key, str(n)], capture_output=True,
                            text=True, timeout=600, cwd=ROOT,
                            env=dict(os.environ, SIRA_BIN_DIR=str(env.bin)))
@@ -961,15 +963,16 @@ def callgrind_section(cg):
              "User-space instructions of the sira process (kernel time excluded) per request,"
              " counted by valgrind: repeatable to a fraction of a percent on a busy machine,"
              " so this is the figure to compare before and after a change"
-             " (`bash bench/profile.sh a|c` for the full profile).", "",
+             " (`bash bench/profile.sh a|c|d` for the full profile).", "",
              "| scenario | requests | instructions per request |", "|---|---:|---:|"]
-    for key, label in (("a", "(a) small chat JSON"), ("c", "(c) 100-event SSE stream")):
+    for key, label in (("a", "(a) small chat JSON"), ("c", "(c) 100-event SSE stream"),
+                       ("d", "(d) 100-event SSE stream, translated")):
         if key in cg:
             lines.append(f"| {label} | {cg[key]['n']} | {cg[key]['instr']:,} |")
-    for key, label in (("a", "(a)"), ("c", "(c)")):
+    for key, label in (("a", "(a)"), ("c", "(c)"), ("d", "(d)")):
         if key in cg and cg[key]["top"]:
             lines += ["", f"Heaviest sira frames in {label}, inclusive instructions per"
-                      f" {'stream' if key == 'c' else 'request'}:", "",
+                      f" {'request' if key == 'a' else 'stream'}:", "",
                       "| function | instructions |", "|---|---:|"]
             lines += [f"| `{fn}` | {per:,} |" for fn, per in cg[key]["top"]]
     return lines + [""]
@@ -1140,7 +1143,7 @@ def main():
         cg = None
         if not args.no_profile:
             if shutil.which("valgrind"):
-                log("callgrind: instructions per request for (a) and (c)")
+                log("callgrind: instructions per request for (a), (c) and (d)")
                 try:
                     cg = callgrind(env, args.smoke)
                     log("   " + "  ".join(f"({k}) {v['instr']:,}" for k, v in cg.items()))

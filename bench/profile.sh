@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Instruction profile of sira per request (scenario a) or per 100-event stream (c, d),
+# Instruction profile of sira per request (scenarios a, b) or per 100-event stream (c, d),
 # with valgrind's callgrind: instruction counts are repeatable on a noisy shared machine,
 # where timings are not.
 #
 #   bash bench/profile.sh a [N]     N small JSON requests (default 2000)
+#   bash bench/profile.sh b [N]     the same, translated OpenAI→Anthropic (default 2000)
 #   bash bench/profile.sh c [N]     N 100-event SSE streams (default 200)
 #   bash bench/profile.sh d [N]     N 100-event streams translated Anthropic→OpenAI (default 200)
 #
@@ -17,10 +18,11 @@ cd "$(dirname "$0")/.."
 scenario=${1:-a}
 case "$scenario" in
     a) n=${2:-2000}; events=7; stream=false; model=gpt-4o ;;
+    b) n=${2:-2000}; events=7; stream=false; model=claude-bench ;;
     c) n=${2:-200}; events=96; stream=true; model=gpt-4o ;;
     # The Anthropic stream's 94 deltas plus its 6 framing events make 100, as in the bench.
     d) n=${2:-200}; events=94; stream=true; model=claude-bench ;;
-    *) echo "usage: bash bench/profile.sh a|c|d [N]" >&2; exit 2 ;;
+    *) echo "usage: bash bench/profile.sh a|b|c|d [N]" >&2; exit 2 ;;
 esac
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
 bin=${SIRA_BIN_DIR:-target/release}

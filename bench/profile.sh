@@ -7,6 +7,8 @@
 #   bash bench/profile.sh b [N]     the same, translated OpenAI→Anthropic (default 2000)
 #   bash bench/profile.sh c [N]     N 100-event SSE streams (default 200)
 #   bash bench/profile.sh d [N]     N 100-event streams translated Anthropic→OpenAI (default 200)
+#   bash bench/profile.sh r [N]     the reverse: an Anthropic client, an OpenAI provider's
+#                                   100-event stream (default 200)
 #
 # Runs the release binary (profile.release keeps line tables), warms up, zeroes the
 # counters, sends N requests one after another on one keep-alive connection, dumps, and
@@ -22,7 +24,8 @@ case "$scenario" in
     c) n=${2:-200}; events=96; stream=true; model=gpt-4o ;;
     # The Anthropic stream's 94 deltas plus its 6 framing events make 100, as in the bench.
     d) n=${2:-200}; events=94; stream=true; model=claude-bench ;;
-    *) echo "usage: bash bench/profile.sh a|b|c|d [N]" >&2; exit 2 ;;
+    r) n=${2:-200}; events=96; stream=true; model=gpt-4o ;;
+    *) echo "usage: bash bench/profile.sh a|b|c|d|r [N]" >&2; exit 2 ;;
 esac
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
 bin=${SIRA_BIN_DIR:-target/release}
@@ -56,7 +59,12 @@ for _ in $(seq 300); do
     sleep 0.1
 done
 
-if [ "$stream" = true ]; then
+path=/v1/chat/completions
+if [ "$scenario" = r ]; then
+    path=/v1/messages
+    body='{"model":"'$model'","stream":true,"system":"You are a helpful assistant.","messages":[{"role":"user","content":"Hello! What is the capital of France?"}],"max_tokens":256}'
+    expect='message_stop'
+elif [ "$stream" = true ]; then
     body='{"model":"'$model'","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Hello! What is the capital of France?"}],"max_tokens":256}'
     expect='[DONE]'
 else
@@ -65,7 +73,7 @@ else
 fi
 printf '%s' "$body" >"$out/body.json"
 drive() {
-    python3 bench/sse_client.py probe --url "http://127.0.0.1:$port/v1/chat/completions" \
+    python3 bench/sse_client.py probe --url "http://127.0.0.1:$port$path" \
         --body "$out/body.json" --header "Authorization: Bearer sk-sira-bench" \
         --header "x-mock-events: $events" --expect "$expect" --warmup 0 -n "$1" --timeout 120
 }

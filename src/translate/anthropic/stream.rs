@@ -290,7 +290,7 @@ impl Emitter {
     }
 
     fn delta(out: &mut BytesMut, index: u32, delta: DeltaOut<'_>) {
-        Self::emit(out, &EventOut::ContentBlockDelta { index, delta });
+        super::delta::write(out, index, &delta);
     }
 }
 

@@ -9,7 +9,6 @@
 //! give the same result for every input.
 
 use std::borrow::Cow;
-use std::io::Write;
 
 use bytes::{BufMut, BytesMut};
 use serde::Deserialize;
@@ -82,14 +81,19 @@ pub(crate) fn write(out: &mut BytesMut, index: u32, delta: &DeltaOut<'_>) {
         DeltaOut::Signature { signature } => ("signature_delta", "signature", signature),
     };
     out.reserve(96 + value.len());
-    let mut w = out.writer();
-    // Writing into memory cannot fail.
-    let _ = write!(
-        w,
-        "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":{index},\"delta\":{{\"type\":\"{kind}\",\"{field}\":"
+    out.extend_from_slice(
+        b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":",
     );
-    let _ = serde_json::to_writer(&mut w, value);
-    let _ = w.write_all(b"}}\n\n");
+    // `itoa` rather than `write!`: the formatting machinery was a third of this function.
+    out.extend_from_slice(itoa::Buffer::new().format(index).as_bytes());
+    out.extend_from_slice(b",\"delta\":{\"type\":\"");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\",\"");
+    out.extend_from_slice(field.as_bytes());
+    out.extend_from_slice(b"\":");
+    // Writing a string into memory cannot fail.
+    let _ = serde_json::to_writer((&mut *out).writer(), value);
+    out.extend_from_slice(b"}}\n\n");
 }
 
 #[cfg(test)]

@@ -233,17 +233,24 @@ pub(super) async fn next_chunk(
 pub(super) async fn ready_chunk(gw: &Gateway, upstream: &mut Upstream) -> Option<Read> {
     use std::future::Future;
     use std::task::{Context, Poll, Waker};
+    let idle_timeout = upstream.provider.timeouts.idle;
     let Some(client) = upstream.client.as_mut() else {
         return Some(Read::End);
     };
+    // One poll, no waiting: a read timeout here would only cost a boxed timer, registered
+    // and cancelled on every `Pending`, i.e. once per event of a slow stream. `next_chunk`
+    // reads with the provider's idle timeout, set back right after.
+    client.set_read_timeout(None);
     let polled = {
         let mut read = std::pin::pin!(client.read_response_body());
         // A no-op waker is enough: on `Pending` the caller goes back to `next_chunk`, whose
         // poll registers the task's real waker again.
-        match read.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(result) => result,
-            Poll::Pending => return None,
-        }
+        read.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+    };
+    client.set_read_timeout(Some(idle_timeout));
+    let polled = match polled {
+        Poll::Ready(result) => result,
+        Poll::Pending => return None,
     };
     let read = match polled {
         Ok(Some(bytes)) => Read::Chunk(bytes),

@@ -224,6 +224,62 @@ async fn an_upstream_that_dies_mid_stream_ends_with_the_surface_error_event() {
 }
 
 #[tokio::test]
+async fn a_provider_silent_past_its_idle_timeout_ends_the_stream_with_an_error() {
+    let mock = MockProvider::start();
+    let config = standard_config().replace(
+        "oai: { kind: openai, endpoints: [\"{mock}\"], api_key: sk-upstream-openai }",
+        "oai: { kind: openai, endpoints: [\"{mock}\"], api_key: sk-upstream-openai, timeouts: { idle: 400ms } }",
+    );
+    assert!(
+        config.contains("idle: 400ms"),
+        "the provider line changed: {config}"
+    );
+    let sira = Sira::start(&config, &mock.url());
+    // Events 1.5 s apart: the first arrives, then the provider is silent for longer than its
+    // idle timeout. Every read between events goes through the same paths as a burst (the
+    // read that finds nothing ready yet, then the waiting read), so this also checks that the
+    // timeout survives the non-waiting poll.
+    let started = Instant::now();
+    let body = client()
+        .post(sira.url("/v1/chat/completions"))
+        .bearer_auth(KEY_A)
+        .header("x-mock-events", "4")
+        .header("x-mock-delay-ms", "1500")
+        .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    let events = data_events(&body);
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert!(
+        last["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("upstream"),
+        "{body}"
+    );
+    assert!(
+        body.contains("\"role\":\"assistant\""),
+        "the events before the silence were relayed: {body}"
+    );
+    assert!(
+        took < Duration::from_millis(1400),
+        "ended after {took:?}: the idle timeout did not cut the silence short"
+    );
+    let log = sira.wait_access_log(1);
+    assert_eq!(log[0]["stream"], true);
+    assert!(
+        log[0]["error"].as_str().unwrap().contains("upstream"),
+        "{:?}",
+        log[0]
+    );
+}
+
+#[tokio::test]
 async fn provider_error_events_mid_stream_are_relayed() {
     let (_mock, sira) = start();
     let body = client()

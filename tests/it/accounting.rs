@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 use sira_mock::MockProvider;
 
 use crate::streaming::data_events;
-use crate::support::{client, standard_config, Sira, KEY_A};
+use crate::support::{chat_stream_body, client, standard_config, Sira, KEY_A};
 
 fn start() -> (MockProvider, Sira) {
     let mock = MockProvider::start();
@@ -19,18 +19,11 @@ fn tokens(model: &str, provider: &str, kind: &str) -> String {
 #[tokio::test]
 async fn openai_streams_get_usage_injected_and_the_usage_chunk_removed() {
     let (mock, sira) = start();
-    let body = client()
-        .post(sira.url("/v1/chat/completions"))
-        .bearer_auth(KEY_A)
-        .header("x-mock-events", "5")
-        .header("x-mock-input-tokens", "42")
-        .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "Hi"}]}))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = chat_stream_body(
+        &sira,
+        &[("x-mock-events", "5"), ("x-mock-input-tokens", "42")],
+    )
+    .await;
     // sira asked the provider for usage...
     assert_eq!(
         mock.requests()[0].json()["stream_options"],

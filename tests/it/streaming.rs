@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use sira_mock::{MockProvider, StreamOutcome};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{client, standard_config, Sira, KEY_A};
+use crate::support::{chat_stream_body, client, standard_config, Sira, KEY_A};
 
 fn start() -> (MockProvider, Sira) {
     let mock = MockProvider::start();
@@ -183,17 +183,7 @@ async fn a_client_that_disconnects_mid_stream_closes_the_upstream_promptly() {
 #[tokio::test]
 async fn an_upstream_that_dies_mid_stream_ends_with_the_surface_error_event() {
     let (_mock, sira) = start();
-    let openai = client()
-        .post(sira.url("/v1/chat/completions"))
-        .bearer_auth(KEY_A)
-        .header("x-mock-fail-after", "3")
-        .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "Hi"}]}))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let openai = chat_stream_body(&sira, &[("x-mock-fail-after", "3")]).await;
     let events = data_events(&openai);
     let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
     assert!(
@@ -240,18 +230,11 @@ async fn a_provider_silent_past_its_idle_timeout_ends_the_stream_with_an_error()
     // read that finds nothing ready yet, then the waiting read), so this also checks that the
     // timeout survives the non-waiting poll.
     let started = Instant::now();
-    let body = client()
-        .post(sira.url("/v1/chat/completions"))
-        .bearer_auth(KEY_A)
-        .header("x-mock-events", "4")
-        .header("x-mock-delay-ms", "1500")
-        .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "Hi"}]}))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = chat_stream_body(
+        &sira,
+        &[("x-mock-events", "4"), ("x-mock-delay-ms", "1500")],
+    )
+    .await;
     let took = started.elapsed();
     let events = data_events(&body);
     let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();

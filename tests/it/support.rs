@@ -307,6 +307,25 @@ pub async fn post_chat(sira: &Sira, model: &str) -> reqwest::Response {
         .unwrap()
 }
 
+/// The whole body of a `gpt-4o` chat stream sent with the `team-a` key, the mock steered by
+/// `knobs` (`x-mock-…` headers).
+pub async fn chat_stream_body(sira: &Sira, knobs: &[(&str, &str)]) -> String {
+    let mut request = client()
+        .post(sira.url("/v1/chat/completions"))
+        .bearer_auth(KEY_A);
+    for (name, value) in knobs {
+        request = request.header(*name, *value);
+    }
+    request
+        .json(&serde_json::json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// The providers and models most tests use, all pointing at the mock (`{mock}`).
 pub fn standard_config() -> String {
     format!(

@@ -29,6 +29,20 @@ pub fn data_events(body: &str) -> Vec<String> {
         .collect()
 }
 
+/// The `data:` payloads of an OpenAI stream, checked to end with sira's upstream error event.
+fn ending_in_upstream_error(body: &str) -> Vec<String> {
+    let events = data_events(body);
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert!(
+        last["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("upstream"),
+        "{body}"
+    );
+    events
+}
+
 #[tokio::test]
 async fn events_reach_the_client_before_the_provider_sends_the_last() {
     let (mock, sira) = start();
@@ -184,15 +198,7 @@ async fn a_client_that_disconnects_mid_stream_closes_the_upstream_promptly() {
 async fn an_upstream_that_dies_mid_stream_ends_with_the_surface_error_event() {
     let (_mock, sira) = start();
     let openai = chat_stream_body(&sira, &[("x-mock-fail-after", "3")]).await;
-    let events = data_events(&openai);
-    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
-    assert!(
-        last["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("upstream"),
-        "{openai}"
-    );
+    let events = ending_in_upstream_error(&openai);
     assert_eq!(events.len(), 4, "{openai}");
 
     let anthropic = client()
@@ -236,15 +242,7 @@ async fn a_provider_silent_past_its_idle_timeout_ends_the_stream_with_an_error()
     )
     .await;
     let took = started.elapsed();
-    let events = data_events(&body);
-    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
-    assert!(
-        last["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("upstream"),
-        "{body}"
-    );
+    ending_in_upstream_error(&body);
     assert!(
         body.contains("\"role\":\"assistant\""),
         "the events before the silence were relayed: {body}"

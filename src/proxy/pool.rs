@@ -17,7 +17,6 @@
 //!
 //! The newest connection is reused first: its TCP state and the provider's are the warmest.
 
-use std::collections::hash_map::Entry;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
@@ -104,10 +103,7 @@ impl UpstreamPool {
         self.start_sweeper();
         let evicted = {
             let mut idle = self.lock();
-            let list = match idle.entry(key) {
-                Entry::Occupied(list) => list.into_mut(),
-                Entry::Vacant(slot) => slot.insert(Vec::new()),
-            };
+            let list = idle.entry(key).or_default();
             list.push(Idle {
                 stream,
                 since: Instant::now(),

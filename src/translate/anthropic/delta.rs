@@ -23,6 +23,14 @@ pub(crate) fn parse(data: &[u8]) -> Result<ContentBlockDelta<'_>, serde_json::Er
     }
 }
 
+/// The delta kinds sira translates, each with the field that carries its string.
+const KINDS: [(&str, &str); 4] = [
+    ("text_delta", "text"),
+    ("input_json_delta", "partial_json"),
+    ("thinking_delta", "thinking"),
+    ("signature_delta", "signature"),
+];
+
 /// A JSON string literal, borrowed from the payload when it has no escapes.
 #[derive(Deserialize)]
 struct Literal<'a>(#[serde(borrow)] Cow<'a, str>);
@@ -36,17 +44,11 @@ fn compact(data: &[u8]) -> Option<ContentBlockDelta<'_>> {
     }
     let index = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
     let rest = rest[digits..].strip_prefix(br#","delta":{"type":""#)?;
-    let (kind, field): (&'static str, &[u8]) = match rest {
-        _ if rest.starts_with(b"text_delta\"") => ("text_delta", b"text"),
-        _ if rest.starts_with(b"input_json_delta\"") => ("input_json_delta", b"partial_json"),
-        _ if rest.starts_with(b"thinking_delta\"") => ("thinking_delta", b"thinking"),
-        _ if rest.starts_with(b"signature_delta\"") => ("signature_delta", b"signature"),
-        _ => return None,
-    };
-    let rest = rest[kind.len() + 1..]
-        .strip_prefix(b",\"")?
-        .strip_prefix(field)?
-        .strip_prefix(b"\":")?;
+    let (kind, field, rest) = KINDS.iter().find_map(|&(kind, field)| {
+        let rest = rest.strip_prefix(kind.as_bytes())?.strip_prefix(b"\",\"")?;
+        Some((kind, field, rest.strip_prefix(field.as_bytes())?))
+    })?;
+    let rest = rest.strip_prefix(b"\":")?;
     let literal = rest.strip_suffix(b"}}")?;
     if literal.first() != Some(&b'"') {
         return None;
@@ -61,9 +63,9 @@ fn compact(data: &[u8]) -> Option<ContentBlockDelta<'_>> {
         signature: None,
     };
     let slot = match field {
-        b"text" => &mut delta.text,
-        b"partial_json" => &mut delta.partial_json,
-        b"thinking" => &mut delta.thinking,
+        "text" => &mut delta.text,
+        "partial_json" => &mut delta.partial_json,
+        "thinking" => &mut delta.thinking,
         _ => &mut delta.signature,
     };
     *slot = Some(value);

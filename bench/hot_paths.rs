@@ -2,6 +2,8 @@
 //! usage extraction per stream event and per JSON body, key lookup, model routing.
 //!
 //! Run: `cargo bench --bench hot_paths` (criterion; HTML report in target/criterion/).
+// The scanner here has no size limit, so `feed` cannot fail.
+#![allow(clippy::expect_used)]
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -98,7 +100,9 @@ fn usage_per_event(c: &mut Criterion) {
             let mut scanner = SseScanner::new();
             let mut tap = StreamUsage::new(Format::OpenAiChat);
             frames.clear();
-            scanner.feed(stream.clone(), &mut frames);
+            scanner
+                .feed(stream.clone(), &mut frames)
+                .expect("unbounded scanner");
             for f in &frames {
                 black_box(tap.observe(f));
             }

@@ -2,6 +2,8 @@
 //! delivers them (one read, MSS-sized reads, tiny reads), and `Event::parse` per frame.
 //!
 //! Run: `cargo bench --bench sse` (criterion; HTML report in target/criterion/).
+// The scanners here have no size limit, so `feed` cannot fail.
+#![allow(clippy::expect_used)]
 
 use std::hint::black_box;
 
@@ -102,7 +104,9 @@ fn framing(c: &mut Criterion) {
                     let mut n = 0;
                     for part in parts {
                         frames.clear();
-                        scanner.feed(part.clone(), &mut frames);
+                        scanner
+                            .feed(part.clone(), &mut frames)
+                            .expect("unbounded scanner");
                         n += frames.len();
                     }
                     black_box(scanner.finish());
@@ -117,11 +121,15 @@ fn framing(c: &mut Criterion) {
 fn event_parse(c: &mut Criterion) {
     let stream = Bytes::from(anthropic_stream(1));
     let mut frames = Vec::new();
-    SseScanner::new().feed(stream, &mut frames);
+    SseScanner::new()
+        .feed(stream, &mut frames)
+        .expect("unbounded scanner");
     let delta = frames[3].clone();
     let openai = Bytes::from(openai_stream(1));
     let mut oframes = Vec::new();
-    SseScanner::new().feed(openai, &mut oframes);
+    SseScanner::new()
+        .feed(openai, &mut oframes)
+        .expect("unbounded scanner");
     let content = oframes[1].clone();
     let mut group = c.benchmark_group("sse_event_parse");
     for (name, frame) in [("anthropic_delta", delta), ("openai_chunk", content)] {

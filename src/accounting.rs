@@ -271,7 +271,9 @@ mod tests {
     fn stream_usage(format: Format, path: &str) -> (Usage, Vec<FrameVerdict>) {
         let mut scanner = SseScanner::new();
         let mut frames = Vec::new();
-        scanner.feed(Bytes::from(fixture(path)), &mut frames);
+        scanner
+            .feed(Bytes::from(fixture(path)), &mut frames)
+            .unwrap();
         frames.extend(scanner.finish());
         let mut tap = StreamUsage::new(format);
         let verdicts = frames.iter().map(|f| tap.observe(f)).collect();

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::auth::AuthError;
 use crate::format::Format;
+use crate::provider::InvalidModelName;
 use crate::translate::TranslateError;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,15 @@ pub enum GatewayError {
     ModelNotAllowed(String),
     #[error("request body is larger than the gateway's limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
+    /// The request header is larger, or has more fields, than the gateway accepts.
+    #[error("request header too large: {0}")]
+    HeaderTooLarge(String),
+    /// The client did not send a part of its request in time.
+    #[error("the client did not send {0} in time")]
+    RequestTimeout(&'static str),
+    /// The request's framing is ambiguous or invalid (conflicting lengths, bad chunking).
+    #[error("bad request: {0}")]
+    BadFraming(String),
     #[error("{message}")]
     InvalidRequest {
         message: Cow<'static, str>,
@@ -59,9 +69,17 @@ pub enum Category {
     Permission,
     NotFound,
     TooLarge,
+    HeaderTooLarge,
+    RequestTimeout,
     Upstream,
     Timeout,
     Internal,
+}
+
+impl From<InvalidModelName> for GatewayError {
+    fn from(e: InvalidModelName) -> GatewayError {
+        GatewayError::invalid_param("model", e.to_string())
+    }
 }
 
 impl GatewayError {
@@ -89,10 +107,15 @@ impl GatewayError {
             GatewayError::Auth(_) => Category::Authentication,
             GatewayError::ModelNotAllowed(_) => Category::Permission,
             GatewayError::BodyTooLarge { .. } => Category::TooLarge,
+            GatewayError::HeaderTooLarge(_) => Category::HeaderTooLarge,
+            GatewayError::RequestTimeout(_) => Category::RequestTimeout,
+            GatewayError::BadFraming(_) => Category::InvalidRequest,
             GatewayError::InvalidRequest { .. } | GatewayError::Unsupported(_) => {
                 Category::InvalidRequest
             }
-            GatewayError::Translate(TranslateError::UpstreamFailed(_)) => Category::Upstream,
+            GatewayError::Translate(
+                TranslateError::UpstreamFailed(_) | TranslateError::TooLarge { .. },
+            ) => Category::Upstream,
             GatewayError::Translate(_) => Category::InvalidRequest,
             GatewayError::UnknownModel { .. } => Category::NotFound,
             GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamBroken { .. } => {
@@ -117,6 +140,8 @@ impl GatewayError {
                 Category::Permission => 403,
                 Category::NotFound => 404,
                 Category::TooLarge => 413,
+                Category::HeaderTooLarge => 431,
+                Category::RequestTimeout => 408,
                 Category::Upstream => 502,
                 Category::Timeout => 504,
                 Category::Internal => 500,
@@ -132,6 +157,8 @@ impl GatewayError {
             Category::Permission => "permission",
             Category::NotFound => "not_found",
             Category::TooLarge => "too_large",
+            Category::HeaderTooLarge => "header_too_large",
+            Category::RequestTimeout => "client_timeout",
             Category::Upstream => "upstream",
             Category::Timeout => "timeout",
             Category::Internal => "internal",
@@ -144,6 +171,8 @@ impl GatewayError {
             GatewayError::Auth(AuthError::Missing) => Some("missing_api_key"),
             GatewayError::UnknownModel { .. } => Some("model_not_found"),
             GatewayError::BodyTooLarge { .. } => Some("request_too_large"),
+            GatewayError::HeaderTooLarge(_) => Some("request_header_too_large"),
+            GatewayError::RequestTimeout(_) => Some("request_timeout"),
             GatewayError::ModelNotAllowed(_) => Some("model_not_allowed"),
             GatewayError::UpstreamTimeout { .. } => Some("upstream_timeout"),
             GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamBroken { .. } => {
@@ -250,9 +279,11 @@ pub fn render_error(
 
 fn openai_type(category: Category) -> &'static str {
     match category {
-        Category::InvalidRequest | Category::NotFound | Category::TooLarge => {
-            "invalid_request_error"
-        }
+        Category::InvalidRequest
+        | Category::NotFound
+        | Category::TooLarge
+        | Category::HeaderTooLarge
+        | Category::RequestTimeout => "invalid_request_error",
         Category::Authentication => "authentication_error",
         Category::Permission => "permission_error",
         Category::Upstream | Category::Timeout | Category::Internal => "server_error",
@@ -267,14 +298,18 @@ fn anthropic_type(category: Category, status: u16) -> &'static str {
         Category::NotFound if status == 404 => "not_found_error",
         Category::NotFound => "invalid_request_error",
         Category::TooLarge => "request_too_large",
-        Category::Timeout => "timeout_error",
+        Category::HeaderTooLarge => "invalid_request_error",
+        Category::Timeout | Category::RequestTimeout => "timeout_error",
         Category::Upstream | Category::Internal => "api_error",
     }
 }
 
 fn gemini_status(category: Category, status: u16) -> &'static str {
     match category {
-        Category::InvalidRequest | Category::TooLarge => "INVALID_ARGUMENT",
+        Category::InvalidRequest | Category::TooLarge | Category::HeaderTooLarge => {
+            "INVALID_ARGUMENT"
+        }
+        Category::RequestTimeout => "DEADLINE_EXCEEDED",
         Category::Authentication => "UNAUTHENTICATED",
         Category::Permission => "PERMISSION_DENIED",
         Category::NotFound if status == 404 => "NOT_FOUND",

@@ -25,6 +25,32 @@ pub struct Metrics {
     pub config_info: GaugeVec,
     pub overhead: HistogramVec,
     pub access_log_dropped: IntCounter,
+    pub buffer_limits: IntCounterVec,
+}
+
+/// A bounded buffer, for `sira_buffer_limit_exceeded_total{buffer}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Buffer {
+    /// One event of a provider's stream (`server.max_sse_event`).
+    SseEvent,
+    /// A response body read whole (`server.max_response_body`).
+    ResponseBody,
+    /// Tool call arguments held back while translating a stream
+    /// (`server.max_tool_arguments`).
+    ToolArguments,
+    /// A client's request header (`server.max_header_size`, `server.max_headers`).
+    RequestHeader,
+}
+
+impl Buffer {
+    pub const fn label(self) -> &'static str {
+        match self {
+            Buffer::SseEvent => "sse_event",
+            Buffer::ResponseBody => "response_body",
+            Buffer::ToolArguments => "tool_arguments",
+            Buffer::RequestHeader => "request_header",
+        }
+    }
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -111,6 +137,7 @@ impl Metrics {
                 IntCounter::new("sira_access_log_dropped_total", "Access-log lines dropped because the writer fell behind.")
                     .unwrap_or_else(|e| unreachable_metric(e)),
             ),
+            buffer_limits: counter_vec!(r, "sira_buffer_limit_exceeded_total", "Requests ended because a bounded buffer would have grown past its limit (sse_event, response_body, tool_arguments, request_header).", &["buffer"]),
             // Last: the fields above borrow the registry to register themselves.
             registry,
         }
@@ -123,6 +150,13 @@ impl Metrics {
             tracing::error!("metrics encoding failed: {e}");
         }
         out
+    }
+
+    /// Counts a request ended by the bound of `buffer`.
+    pub fn buffer_limit(&self, buffer: Buffer) {
+        self.buffer_limits
+            .with_label_values(&[buffer.label()])
+            .inc();
     }
 
     /// Marks `sha256` as the config in use.

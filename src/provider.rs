@@ -288,9 +288,13 @@ impl Provider {
         }
     }
 
-    /// The endpoint for the next attempt: weighted round robin over the pool, skipping
-    /// `skip` (the endpoint that just failed) when there is another.
-    pub fn pick_endpoint(&self, skip: Option<usize>) -> (usize, &Endpoint) {
+    /// The endpoint index for the next attempt: weighted round robin over the pool, away
+    /// from endpoints that already failed this request while another remains.
+    pub fn pick_endpoint(&self, failed: impl Iterator<Item = usize> + Clone) -> usize {
+        let count = self.endpoints.len();
+        if count <= 1 {
+            return 0;
+        }
         let weights = || self.endpoints.iter().map(|e| u64::from(e.weight.max(1)));
         let total = weights().sum::<u64>().max(1);
         let tick = self.next.fetch_add(1, Ordering::Relaxed) as u64 % total;
@@ -303,22 +307,38 @@ impl Provider {
                 break;
             }
         }
-        if Some(pick) == skip && self.endpoints.len() > 1 {
-            pick = (pick + 1) % self.endpoints.len();
+        for step in 0..count {
+            let candidate = (pick + step) % count;
+            if !failed.clone().any(|f| f == candidate) {
+                return candidate;
+            }
         }
-        (pick, &self.endpoints[pick])
+        pick
     }
 
-    /// Path and query of the upstream request for `op` on this provider.
+    /// Path and query of the upstream request for `op` on this provider, built from
+    /// known parts: the endpoint's base path (from the config), fixed route text, and — for
+    /// Gemini and Azure, whose model or deployment is a path segment — a model name that
+    /// must be one plain segment ([`check_path_segment`]). Nothing from the client is ever
+    /// spliced in unchecked: `..`, `/`, `%2F`, `?` or `#` in a model name cannot change the
+    /// upstream path or query.
     pub fn upstream_path(
         &self,
         endpoint: &Endpoint,
         op: Operation,
         model: &str,
         stream: bool,
-    ) -> String {
+    ) -> Result<String, InvalidModelName> {
         let base = &endpoint.base_path;
-        match (self.kind, op) {
+        let segment = |value: &str| -> Result<(), InvalidModelName> {
+            check_path_segment(value).map_err(|reason| InvalidModelName {
+                provider: self.name.clone(),
+                kind: self.kind,
+                name: value.to_owned(),
+                reason,
+            })
+        };
+        Ok(match (self.kind, op) {
             (ProviderKind::Azure, _) => {
                 let deployment = self.deployments.get(model).map_or(model, String::as_str);
                 let version = self
@@ -326,20 +346,29 @@ impl Provider {
                     .as_deref()
                     .unwrap_or(DEFAULT_AZURE_API_VERSION);
                 match op {
-                    Operation::Responses => format!("{base}/openai/v1/responses?api-version={version}"),
+                    Operation::Responses => {
+                        format!("{base}/openai/v1/responses?api-version={version}")
+                    }
                     Operation::Embeddings => {
+                        segment(deployment)?;
                         format!("{base}/openai/deployments/{deployment}/embeddings?api-version={version}")
                     }
-                    _ => format!("{base}/openai/deployments/{deployment}/chat/completions?api-version={version}"),
+                    _ => {
+                        segment(deployment)?;
+                        format!("{base}/openai/deployments/{deployment}/chat/completions?api-version={version}")
+                    }
                 }
             }
-            (ProviderKind::Gemini, Operation::CountTokens) => {
-                format!("{base}/v1beta/models/{model}:countTokens")
+            (ProviderKind::Gemini, op) => {
+                segment(model)?;
+                match op {
+                    Operation::CountTokens => format!("{base}/v1beta/models/{model}:countTokens"),
+                    _ if stream => {
+                        format!("{base}/v1beta/models/{model}:streamGenerateContent?alt=sse")
+                    }
+                    _ => format!("{base}/v1beta/models/{model}:generateContent"),
+                }
             }
-            (ProviderKind::Gemini, _) if stream => {
-                format!("{base}/v1beta/models/{model}:streamGenerateContent?alt=sse")
-            }
-            (ProviderKind::Gemini, _) => format!("{base}/v1beta/models/{model}:generateContent"),
             (ProviderKind::Anthropic, Operation::CountTokens) => {
                 format!("{base}/v1/messages/count_tokens")
             }
@@ -351,13 +380,52 @@ impl Provider {
                 format!("{base}/v1/responses")
             }
             (_, _) => format!("{base}/v1/chat/completions"),
-        }
+        })
+    }
+
+    /// Whether this provider puts the model name in the URL path (and so only accepts
+    /// names that are one plain path segment).
+    pub fn model_in_path(&self) -> bool {
+        matches!(self.kind, ProviderKind::Gemini | ProviderKind::Azure)
     }
 
     /// The credential header this provider expects, if it has a key.
     pub fn auth_header(&self) -> Option<(HeaderName, HeaderValue)> {
         self.auth.clone()
     }
+}
+
+/// A model (or Azure deployment) name that cannot be one segment of the provider's URL.
+#[derive(Debug, thiserror::Error)]
+#[error("model `{name}` cannot be sent to provider {provider:?} ({}): {reason}", kind.as_str())]
+pub struct InvalidModelName {
+    pub provider: Arc<str>,
+    pub kind: ProviderKind,
+    pub name: String,
+    pub reason: &'static str,
+}
+
+/// The grammar of a model or deployment name that goes into a URL path: Gemini's
+/// (`gemini-2.5-flash`, `gemini-2.0-flash-exp`) and Azure's deployment names are letters,
+/// digits, `.`, `_` and `-`. Anything else — `/`, `%`, `?`, `#`, `:` (Gemini's method
+/// separator), a leading `.` (`..`) — could change the path or query and is refused.
+pub fn check_path_segment(value: &str) -> Result<(), &'static str> {
+    if value.is_empty() {
+        return Err("it is empty");
+    }
+    if value.len() > 256 {
+        return Err("it is longer than 256 characters");
+    }
+    if value.starts_with('.') {
+        return Err("it starts with `.`");
+    }
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err("only letters, digits, `.`, `_` and `-` can go into the provider's URL");
+    }
+    Ok(())
 }
 
 fn auth_header(kind: ProviderKind, key: &str) -> Option<(HeaderName, HeaderValue)> {
@@ -448,7 +516,8 @@ mod tests {
         let p = provider(ProviderKind::Azure, &[("https://r.openai.azure.com", 1)]);
         let e = &p.endpoints[0];
         assert_eq!(
-            p.upstream_path(e, Operation::ChatCompletions, "gpt-4o", false),
+            p.upstream_path(e, Operation::ChatCompletions, "gpt-4o", false)
+                .unwrap(),
             "/openai/deployments/my-dep/chat/completions?api-version=2024-10-21"
         );
         let p = provider(ProviderKind::Gemini, &[("https://g", 1)]);
@@ -458,29 +527,73 @@ mod tests {
                 Operation::ChatCompletions,
                 "gemini-2.5-flash",
                 true
-            ),
+            )
+            .unwrap(),
             "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
         );
         let p = provider(ProviderKind::OpenaiCompatible, &[("http://h/prefix/v1", 1)]);
         assert_eq!(
-            p.upstream_path(&p.endpoints[0], Operation::Responses, "m", false),
+            p.upstream_path(&p.endpoints[0], Operation::Responses, "m", false)
+                .unwrap(),
             "/prefix/v1/chat/completions"
         );
         let p = provider(ProviderKind::Openai, &[("https://api.openai.com", 1)]);
         assert_eq!(
-            p.upstream_path(&p.endpoints[0], Operation::Responses, "m", true),
+            p.upstream_path(&p.endpoints[0], Operation::Responses, "m", true)
+                .unwrap(),
             "/v1/responses"
         );
     }
 
     #[test]
+    fn client_model_names_cannot_change_the_upstream_path() {
+        let gemini = provider(ProviderKind::Gemini, &[("https://g", 1)]);
+        let azure = provider(ProviderKind::Azure, &[("https://r.openai.azure.com", 1)]);
+        for hostile in [
+            "../../v1beta/cachedContents?x=",
+            "gemini/../x",
+            "gemini%2F..%2Fx",
+            "a?key=1",
+            "a#frag",
+            "..",
+            ".hidden",
+            "gemini-pro:countTokens",
+            "a b",
+            "",
+        ] {
+            for p in [&gemini, &azure] {
+                let e = p
+                    .upstream_path(&p.endpoints[0], Operation::ChatCompletions, hostile, false)
+                    .unwrap_err();
+                assert_eq!(e.name, hostile);
+            }
+        }
+        // Names in the body need no such care: any string is JSON-escaped.
+        let openai = provider(ProviderKind::Openai, &[("https://api.openai.com", 1)]);
+        let path = openai
+            .upstream_path(
+                &openai.endpoints[0],
+                Operation::ChatCompletions,
+                "../x?y",
+                false,
+            )
+            .unwrap();
+        assert_eq!(path, "/v1/chat/completions");
+    }
+
+    #[test]
     fn weighted_round_robin_and_skip() {
         let p = provider(ProviderKind::Openai, &[("http://a", 2), ("http://b", 1)]);
-        let picks: Vec<usize> = (0..6).map(|_| p.pick_endpoint(None).0).collect();
+        let picks: Vec<usize> = (0..6)
+            .map(|_| p.pick_endpoint(std::iter::empty()))
+            .collect();
         assert_eq!(picks.iter().filter(|i| **i == 0).count(), 4);
         for _ in 0..6 {
-            assert_eq!(p.pick_endpoint(Some(0)).0, 1);
+            assert_eq!(p.pick_endpoint([0].into_iter()), 1);
         }
+        // Every endpoint failed: the round robin's pick stands.
+        let pick = p.pick_endpoint([0, 1].into_iter());
+        assert!(pick < 2);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use pingora_core::services::listening::Service;
 use crate::access_log::AccessLog;
 use crate::admin::Admin;
 use crate::config::{Live, Snapshot};
+use crate::proxy::edge::Edge;
 use crate::proxy::Gateway;
 use crate::reload::{Reloader, SighupService};
 
@@ -60,7 +61,9 @@ pub fn run(snapshot: Snapshot, options: RunOptions) -> std::io::Result<()> {
 
     let mut gateway = Service::new(
         "sira".to_owned(),
-        Gateway::new(live.clone(), access_log.clone()),
+        Edge {
+            gateway: Arc::new(Gateway::new(live.clone(), access_log.clone())),
+        },
     );
     for addr in &settings.listen {
         // Pingora gives every accepted connection a 64 KiB read buffer by default; its HTTP

@@ -5,25 +5,52 @@
 //! hands out each complete frame as soon as its terminating blank line arrives. A frame that
 //! lies inside one received chunk is a zero-copy slice of it; only the unfinished tail of a
 //! chunk is copied into the carry buffer, so memory per stream stays bounded by the largest
-//! single event. An unfinished frame is not an error, just "not yet" (mini-redis style).
+//! single event, and that is capped ([`SseScanner::with_limit`]): a provider that never ends
+//! an event cannot make the gateway buffer without bound. An unfinished frame is not an
+//! error, just "not yet" (mini-redis style).
 
 use std::borrow::Cow;
 
 use bytes::{Bytes, BytesMut};
 
 /// Splits a byte stream into SSE frames.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SseScanner {
     /// Bytes of a frame whose end has not arrived yet.
     carry: BytesMut,
     /// Start of the last unfinished line in `carry`: everything before it is known to hold
     /// no frame end, so a frame trickling in byte by byte is not rescanned from its start.
     scanned: usize,
+    /// The largest frame accepted, in bytes.
+    limit: usize,
+}
+
+/// A frame grew past the scanner's limit without ending.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("an event of the provider's stream is larger than the gateway's limit of {limit} bytes (server.max_sse_event)")]
+pub struct EventTooLarge {
+    pub limit: usize,
+}
+
+impl Default for SseScanner {
+    fn default() -> Self {
+        SseScanner::with_limit(usize::MAX)
+    }
 }
 
 impl SseScanner {
+    /// A scanner without a size limit (for input that is already bounded).
     pub fn new() -> Self {
         SseScanner::default()
+    }
+
+    /// A scanner that refuses a frame longer than `limit` bytes.
+    pub fn with_limit(limit: usize) -> Self {
+        SseScanner {
+            carry: BytesMut::new(),
+            scanned: 0,
+            limit,
+        }
     }
 
     /// Bytes held back waiting for the end of their frame.
@@ -33,14 +60,22 @@ impl SseScanner {
 
     /// Feeds one received chunk and pushes every frame it completes onto `frames`, each
     /// including its terminating blank line, so that concatenating them reproduces the input.
-    pub fn feed(&mut self, chunk: Bytes, frames: &mut Vec<Bytes>) {
+    ///
+    /// Fails, without keeping the chunk, when a frame grows past the limit; the frames it
+    /// completed before are pushed all the same.
+    pub fn feed(&mut self, chunk: Bytes, frames: &mut Vec<Bytes>) -> Result<(), EventTooLarge> {
         let mut rest = chunk;
         if !self.carry.is_empty() {
             let resume = self.scanned;
+            // Chunks are bounded by the reader's buffer, so this copy is too; the carry is
+            // checked right after.
             self.carry.extend_from_slice(&rest);
             match frame_end(&self.carry[resume..]) {
                 Ok(end) => {
                     let end = resume + end;
+                    if end > self.limit {
+                        return Err(self.too_large());
+                    }
                     let carried_len = self.carry.len() - rest.len();
                     frames.push(self.carry.split_to(end).freeze());
                     // What followed the frame end is still a zero-copy part of `rest`.
@@ -49,8 +84,11 @@ impl SseScanner {
                     self.scanned = 0;
                 }
                 Err(last_line) => {
+                    if self.carry.len() > self.limit {
+                        return Err(self.too_large());
+                    }
                     self.scanned = resume + last_line;
-                    return;
+                    return Ok(());
                 }
             }
         }
@@ -58,18 +96,30 @@ impl SseScanner {
         loop {
             match frame_end(&rest[start..]) {
                 Ok(end) => {
+                    if end > self.limit {
+                        return Err(self.too_large());
+                    }
                     frames.push(rest.slice(start..start + end));
                     start += end;
                 }
                 Err(last_line) => {
                     if start < rest.len() {
+                        if rest.len() - start > self.limit {
+                            return Err(self.too_large());
+                        }
                         self.carry.extend_from_slice(&rest[start..]);
                         self.scanned = last_line;
                     }
-                    return;
+                    return Ok(());
                 }
             }
         }
+    }
+
+    fn too_large(&mut self) -> EventTooLarge {
+        self.carry = BytesMut::new();
+        self.scanned = 0;
+        EventTooLarge { limit: self.limit }
     }
 
     /// Ends the stream: returns a final frame that had no terminating blank line, if any.
@@ -189,7 +239,9 @@ mod tests {
         let mut scanner = SseScanner::new();
         let mut frames = Vec::new();
         for chunk in chunks {
-            scanner.feed(Bytes::copy_from_slice(chunk), &mut frames);
+            scanner
+                .feed(Bytes::copy_from_slice(chunk), &mut frames)
+                .unwrap();
         }
         let tail = scanner.finish();
         (frames, tail)
@@ -253,11 +305,42 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_past_the_limit_is_refused_wherever_it_is_cut() {
+        let input: &[u8] = b"data: short\n\ndata: 0123456789012345678901234567890123456789\n\n";
+        for cut in 0..=input.len() {
+            let mut scanner = SseScanner::with_limit(20);
+            let mut frames = Vec::new();
+            let first = scanner.feed(Bytes::copy_from_slice(&input[..cut]), &mut frames);
+            let result = first
+                .and_then(|()| scanner.feed(Bytes::copy_from_slice(&input[cut..]), &mut frames));
+            assert_eq!(result, Err(EventTooLarge { limit: 20 }), "cut at {cut}");
+            assert!(frames.len() <= 1, "cut at {cut}");
+            assert!(scanner.pending() <= 20 + input.len() - cut, "cut at {cut}");
+        }
+        // Byte by byte, the carry never holds more than the limit and one byte.
+        let mut scanner = SseScanner::with_limit(20);
+        let mut frames = Vec::new();
+        let mut refused = false;
+        for byte in input {
+            if scanner
+                .feed(Bytes::copy_from_slice(&[*byte]), &mut frames)
+                .is_err()
+            {
+                refused = true;
+                break;
+            }
+            assert!(scanner.pending() <= 20);
+        }
+        assert!(refused);
+        assert_eq!(frames, [Bytes::from_static(b"data: short\n\n")]);
+    }
+
+    #[test]
     fn frames_inside_one_chunk_are_not_copied() {
         let chunk = Bytes::from_static(b"data: a\n\ndata: b\n\n");
         let mut scanner = SseScanner::new();
         let mut frames = Vec::new();
-        scanner.feed(chunk.clone(), &mut frames);
+        scanner.feed(chunk.clone(), &mut frames).unwrap();
         assert_eq!(frames[0].as_ptr(), chunk.as_ptr());
     }
 

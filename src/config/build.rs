@@ -28,6 +28,25 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
 const DEFAULT_MAX_REQUEST_BODY: u64 = 8 << 20;
 const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
+/// nginx's `client_header_timeout` is 60 s; a header is a few KB, so 10 s is generous.
+const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// nginx's `send_timeout`.
+const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(60);
+/// nginx accepts 4 × 8 KiB of header lines; agents' headers are a few KB.
+const DEFAULT_MAX_HEADER_SIZE: u64 = 64 << 10;
+const DEFAULT_MAX_HEADERS: usize = 100;
+/// Responses API streams end with `response.completed`, which repeats the whole answer,
+/// and Gemini sends images inline: one event can be megabytes.
+const DEFAULT_MAX_SSE_EVENT: u64 = 16 << 20;
+const DEFAULT_MAX_RESPONSE_BODY: u64 = 64 << 20;
+/// A coding agent's tool call can carry a whole file (Codex `apply_patch`).
+const DEFAULT_MAX_TOOL_ARGUMENTS: u64 = 16 << 20;
+/// Pingora's HTTP/1 parser reads at most 256 header fields.
+const MAX_HEADERS_PARSED: usize = 256;
+/// Pingora's HTTP/1 parser refuses headers over 1 MiB.
+const MAX_HEADER_SIZE_PARSED: u64 = 1 << 20;
 
 /// Collects problems while building; a section that fails yields `None` and the build
 /// carries on so later sections are checked too.
@@ -104,6 +123,12 @@ fn server_settings(b: &mut Builder, value: Option<Value>) -> Option<ServerSettin
         threads,
         max_request_body,
         grace_period,
+        timeouts,
+        max_header_size,
+        max_headers,
+        max_sse_event,
+        max_response_body,
+        max_tool_arguments,
     } = config;
     b.unsupported("server.tls", &tls);
     let mut addrs = Vec::new();
@@ -159,6 +184,84 @@ fn server_settings(b: &mut Builder, value: Option<Value>) -> Option<ServerSettin
         Some(token) => Some(Secret::new(token)),
         None => None,
     };
+    let super::file::ClientTimeoutsConfig {
+        header,
+        body,
+        write,
+        keepalive,
+    } = timeouts;
+    let mut duration = |key: &str, value: Option<super::units::HumanDuration>, default| {
+        let value = value.map_or(default, |d| d.0);
+        if value.is_zero() {
+            b.problem(
+                format!("server.timeouts.{key}"),
+                "must be greater than zero",
+            );
+        }
+        value
+    };
+    let header_timeout = duration("header", header, DEFAULT_HEADER_TIMEOUT);
+    let body_timeout = duration("body", body, DEFAULT_BODY_TIMEOUT);
+    let write_timeout = duration("write", write, DEFAULT_WRITE_TIMEOUT);
+    let keepalive = duration("keepalive", keepalive, DEFAULT_KEEPALIVE);
+    if keepalive.subsec_nanos() != 0 {
+        // Pingora takes the keep-alive timeout in whole seconds.
+        b.problem(
+            "server.timeouts.keepalive",
+            "must be a whole number of seconds",
+        );
+    }
+    let mut size = |key: &str, value: Option<super::units::ByteSize>, default: u64, max: u64| {
+        let value = value.map_or(default, |s| s.0);
+        if value == 0 {
+            b.problem(format!("server.{key}"), "must be greater than zero");
+        } else if value > max {
+            b.problem(
+                format!("server.{key}"),
+                format!("must be at most {max} bytes"),
+            );
+        }
+        usize::try_from(value.min(max)).unwrap_or(usize::MAX)
+    };
+    let max_header_size = size(
+        "max_header_size",
+        max_header_size,
+        DEFAULT_MAX_HEADER_SIZE,
+        MAX_HEADER_SIZE_PARSED,
+    );
+    let max_sse_event = size(
+        "max_sse_event",
+        max_sse_event,
+        DEFAULT_MAX_SSE_EVENT,
+        1 << 30,
+    );
+    let max_response_body = size(
+        "max_response_body",
+        max_response_body,
+        DEFAULT_MAX_RESPONSE_BODY,
+        1 << 32,
+    );
+    let max_tool_arguments = size(
+        "max_tool_arguments",
+        max_tool_arguments,
+        DEFAULT_MAX_TOOL_ARGUMENTS,
+        1 << 30,
+    );
+    let max_headers = match max_headers {
+        Some(0) => {
+            b.problem("server.max_headers", "must be at least 1");
+            1
+        }
+        Some(n) if n > MAX_HEADERS_PARSED => {
+            b.problem(
+                "server.max_headers",
+                format!("must be at most {MAX_HEADERS_PARSED}"),
+            );
+            MAX_HEADERS_PARSED
+        }
+        Some(n) => n,
+        None => DEFAULT_MAX_HEADERS,
+    };
     Some(ServerSettings {
         listen: addrs,
         admin,
@@ -166,6 +269,15 @@ fn server_settings(b: &mut Builder, value: Option<Value>) -> Option<ServerSettin
         threads,
         max_request_body,
         grace_period: grace_period.map_or(DEFAULT_GRACE_PERIOD, |d| d.0),
+        header_timeout,
+        body_timeout,
+        write_timeout,
+        keepalive,
+        max_header_size,
+        max_headers,
+        max_sse_event,
+        max_response_body,
+        max_tool_arguments,
     })
 }
 

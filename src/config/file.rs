@@ -61,6 +61,41 @@ pub struct ServerConfig {
     pub max_request_body: Option<ByteSize>,
     #[serde(default)]
     pub grace_period: Option<HumanDuration>,
+    /// Time limits on clients.
+    #[serde(default)]
+    pub timeouts: ClientTimeoutsConfig,
+    /// A request header larger than this is answered with 431.
+    #[serde(default)]
+    pub max_header_size: Option<ByteSize>,
+    /// A request header with more fields than this is answered with 431.
+    #[serde(default, deserialize_with = "opt_number_or_string")]
+    pub max_headers: Option<usize>,
+    /// Bounds on what a provider's response may make the gateway hold.
+    #[serde(default)]
+    pub max_sse_event: Option<ByteSize>,
+    #[serde(default)]
+    pub max_response_body: Option<ByteSize>,
+    #[serde(default)]
+    pub max_tool_arguments: Option<ByteSize>,
+}
+
+/// `server.timeouts`: how long a client may take.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTimeoutsConfig {
+    /// To send a request header, from its first byte (from the connection's start for the
+    /// first request).
+    #[serde(default)]
+    pub header: Option<HumanDuration>,
+    /// To send the whole request body.
+    #[serde(default)]
+    pub body: Option<HumanDuration>,
+    /// To accept each write of the response (a client that stops reading).
+    #[serde(default)]
+    pub write: Option<HumanDuration>,
+    /// An idle keep-alive connection waits this long for its next request.
+    #[serde(default)]
+    pub keepalive: Option<HumanDuration>,
 }
 
 #[derive(Debug, Deserialize)]

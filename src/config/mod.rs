@@ -115,6 +115,22 @@ pub struct ServerSettings {
     pub threads: usize,
     pub max_request_body: u64,
     pub grace_period: Duration,
+    /// A client must send its request header within this, from its first byte.
+    pub header_timeout: Duration,
+    /// ... and its whole request body within this.
+    pub body_timeout: Duration,
+    /// A response write the client does not accept within this ends the response.
+    pub write_timeout: Duration,
+    /// How long an idle keep-alive connection waits for its next request.
+    pub keepalive: Duration,
+    pub max_header_size: usize,
+    pub max_headers: usize,
+    /// One event of a provider's stream.
+    pub max_sse_event: usize,
+    /// A provider's response body read whole (translated JSON).
+    pub max_response_body: usize,
+    /// A tool call's arguments held back while a stream is translated.
+    pub max_tool_arguments: usize,
 }
 
 /// Facts about where a snapshot came from, shown by `/admin/config`.

@@ -1,69 +1,14 @@
-//! The client's request body: read once (bounded), peeked once, and changed only where it
-//! must be, by splicing the original bytes rather than re-serialising the whole document.
+//! The client's request body: peeked once for the fields the gateway routes on, and
+//! changed only where it must be, by splicing the original bytes rather than
+//! re-serialising the whole document.
 
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
-use pingora_core::protocols::http::ServerSession;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::error::GatewayError;
-
-/// Reads the whole request body, refusing more than `limit` bytes. A declared
-/// `Content-Length` over the limit is refused before anything is read.
-pub async fn read_bounded(session: &mut ServerSession, limit: u64) -> Result<Bytes, GatewayError> {
-    let declared = session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(GatewayError::BodyTooLarge { limit });
-    }
-    let expects_continue = session
-        .req_header()
-        .headers
-        .get(http::header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if expects_continue {
-        session
-            .write_continue_response()
-            .await
-            .map_err(|e| GatewayError::invalid(format!("cannot read request body: {e}")))?;
-    }
-    // Most bodies arrive in one piece: keep that `Bytes` as is and only copy when the body
-    // comes in several reads.
-    let mut first: Option<Bytes> = None;
-    let mut joined: Option<BytesMut> = None;
-    let mut total: u64 = 0;
-    loop {
-        let chunk = session
-            .read_request_body()
-            .await
-            .map_err(|e| GatewayError::invalid(format!("cannot read request body: {e}")))?;
-        let Some(chunk) = chunk else { break };
-        total += chunk.len() as u64;
-        if total > limit {
-            return Err(GatewayError::BodyTooLarge { limit });
-        }
-        match (&mut joined, first.take()) {
-            (Some(buf), _) => buf.extend_from_slice(&chunk),
-            (None, None) => first = Some(chunk),
-            (None, Some(previous)) => {
-                let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).max(total) as usize);
-                buf.extend_from_slice(&previous);
-                buf.extend_from_slice(&chunk);
-                joined = Some(buf);
-            }
-        }
-    }
-    Ok(match joined {
-        Some(buf) => buf.freeze(),
-        None => first.unwrap_or_default(),
-    })
-}
 
 /// The few top-level fields the gateway itself needs, with their byte spans in the body.
 #[derive(Debug, Default)]

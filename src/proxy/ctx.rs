@@ -1,10 +1,17 @@
-//! State of one request, shared by every step of the exchange and read by the access log.
+//! State of one request, shared by every phase and read by the access log.
+//!
+//! Fields are grouped by the module that writes them ([`UpstreamState`] by the retry policy,
+//! [`ResponseState`] by the driver, [`TranslationState`] by translation, and so on); other
+//! modules only read them. `RequestCtx::new` allocates nothing: every buffer starts empty.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
 use http::HeaderValue;
 
+use super::phases::BodyHooks;
+use crate::accounting::StreamUsage;
 use crate::auth::Principal;
 use crate::config::Snapshot;
 use crate::error::GatewayError;
@@ -12,6 +19,8 @@ use crate::format::Format;
 use crate::models::ModelRoute;
 use crate::provider::Provider;
 use crate::routes::Operation;
+use crate::sse::SseScanner;
+use crate::translate::{ResponseContext, StreamTranslator};
 use crate::usage::Usage;
 
 /// One upstream try, for `x-sira-attempts` and the access log.
@@ -31,32 +40,118 @@ pub struct RequestCtx {
     pub id: HeaderValue,
     /// The client's surface; OpenAI's until the route is known (for 404 bodies).
     pub format: Format,
+    /// `None` until routed.
     pub op: Option<Operation>,
+    /// The model named in a Gemini URL.
+    pub path_model: Option<String>,
     /// `None` until authenticated (or when authentication failed).
     pub principal: Option<Principal>,
     /// The model name the client asked for.
     pub model: Option<String>,
-    /// The `models:` entry that served the request (the last one tried).
+    /// The `models:` entry that serves the request (the one tried last).
     pub route: Option<Arc<ModelRoute>>,
-    pub provider: Option<Arc<Provider>>,
-    pub upstream_model: Option<String>,
+    /// What a wildcard entry's `*` matched in `model`.
+    pub capture: Option<String>,
+    /// Whether the client asked for a stream.
     pub stream: bool,
-    /// Status sent to the client (0 = nothing sent).
-    pub status: u16,
+    pub upstream: UpstreamState,
+    pub response: ResponseState,
+    pub translation: TranslationState,
+    pub accounting: AccountingState,
+    /// Tokens spent, from the provider's report.
     pub usage: Usage,
     /// Whether the provider reported usage at all.
     pub usage_seen: bool,
-    pub first_byte: Option<Instant>,
-    /// Time spent waiting on providers (connect, header, body reads), excluded from
-    /// `sira_overhead_seconds`.
-    pub upstream_wait: Duration,
-    pub attempts: Vec<Attempt>,
+    /// USD, priced from the model entry's table once the request is over.
+    pub cost: f64,
     /// Why the request failed, for the access log and metric labels.
     pub error: Option<GatewayError>,
-    /// Hint-only parameters dropped in translation.
-    pub dropped_params: Vec<&'static str>,
+}
+
+/// Written by the retry policy.
+#[derive(Default)]
+pub struct UpstreamState {
+    pub provider: Option<Arc<Provider>>,
+    /// The model name sent upstream.
+    pub model: Option<String>,
+    pub attempts: Vec<Attempt>,
+    /// `(provider, endpoint index)` of the tries that failed, for endpoint selection.
+    pub failed: Vec<(Arc<str>, usize)>,
+    /// Time spent waiting on providers (connect, header, body reads), excluded from
+    /// `sira_overhead_seconds`.
+    pub wait: Duration,
+    /// When the current (last) try started: `timeouts.total` counts from here.
+    pub try_started: Option<Instant>,
+}
+
+/// Written by the driver while it answers.
+#[derive(Default)]
+pub struct ResponseState {
+    /// Status sent to the client (0 = nothing sent).
+    pub status: u16,
+    pub first_byte: Option<Instant>,
     /// The client went away before the response was complete.
     pub client_gone: bool,
+    /// sira answered itself (a local answer or an error), not a provider.
+    pub local: bool,
+    /// The provider's response is an SSE stream.
+    pub sse: bool,
+    /// A module must see the whole body before the header is sent (a translated JSON
+    /// answer, an error body): the driver buffers it, bounded by
+    /// `server.max_response_body`, and sets its length.
+    pub whole: bool,
+    /// A module changes the length of a body it lets stream through: the provider's
+    /// `Content-Length` must not be relayed.
+    pub rewrites_body: bool,
+    /// The response was ended as broken (connection closed or stream reset): the
+    /// connection is not reused.
+    pub aborted: bool,
+    /// The format the provider answers in (the client's when there is no upstream).
+    pub upstream_format: Option<Format>,
+    /// Hint-only parameters dropped in translation.
+    pub dropped_params: Vec<&'static str>,
+    /// The modules that asked for this response's body.
+    pub body_hooks: BodyHooks,
+}
+
+/// Written by translation.
+#[derive(Default)]
+pub struct TranslationState {
+    /// Set when the provider speaks another format than the client: the response must be
+    /// translated back.
+    pub context: Option<ResponseContext>,
+    /// Whether the passthrough body asks for `stream_options.include_usage` on the client's
+    /// behalf, so the usage-only chunk must not reach the client.
+    pub injected_usage: bool,
+    /// The per-stream state machine of a translated stream.
+    pub stream: Option<Box<StreamTranslator>>,
+    /// Translated client bytes of the current batch.
+    pub out: BytesMut,
+}
+
+/// Written by accounting.
+#[derive(Default)]
+pub struct AccountingState {
+    /// Usage read from the frames of a passthrough stream.
+    pub tap: Option<StreamTap>,
+    /// The response is passthrough JSON: its body is kept to read usage at the end.
+    pub json: bool,
+    /// A passthrough JSON body, kept (shared, not copied) to read its usage at the end.
+    pub kept: Vec<Bytes>,
+    pub kept_len: usize,
+    /// The last bytes of a passthrough JSON body too large to keep whole: usage sits at the
+    /// end of every provider's answer.
+    pub tail: BytesMut,
+}
+
+/// Frames of a passthrough stream, for the usage tap.
+pub struct StreamTap {
+    pub scanner: SseScanner,
+    pub usage: StreamUsage,
+    /// Drop the usage-only chunk sira asked for on the client's behalf.
+    pub drop_usage_only: bool,
+    /// Reused between batches so framing does not allocate per chunk.
+    pub frames: Vec<Bytes>,
 }
 
 impl RequestCtx {
@@ -67,21 +162,20 @@ impl RequestCtx {
             id,
             format: Format::OpenAiChat,
             op: None,
+            path_model: None,
             principal: None,
             model: None,
             route: None,
-            provider: None,
-            upstream_model: None,
+            capture: None,
             stream: false,
-            status: 0,
+            upstream: UpstreamState::default(),
+            response: ResponseState::default(),
+            translation: TranslationState::default(),
+            accounting: AccountingState::default(),
             usage: Usage::default(),
             usage_seen: false,
-            first_byte: None,
-            upstream_wait: Duration::ZERO,
-            attempts: Vec::new(),
+            cost: 0.0,
             error: None,
-            dropped_params: Vec::new(),
-            client_gone: false,
         }
     }
 
@@ -95,6 +189,11 @@ impl RequestCtx {
     }
 
     pub fn provider_label(&self) -> &str {
-        self.provider.as_ref().map_or("", |p| &p.name)
+        self.upstream.provider.as_ref().map_or("", |p| &p.name)
+    }
+
+    /// The format the response body arrives in.
+    pub fn upstream_format(&self) -> Format {
+        self.response.upstream_format.unwrap_or(self.format)
     }
 }

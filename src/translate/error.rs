@@ -32,6 +32,16 @@ pub enum TranslateError {
     /// `status:"failed"`).
     #[error("upstream response failed: {0}")]
     UpstreamFailed(String),
+
+    /// A provider's stream made the translator hold more than its bound: one event, or a
+    /// tool call's arguments held back until the call is complete.
+    #[error("{what} larger than the gateway's limit of {limit} bytes ({setting})")]
+    TooLarge {
+        what: &'static str,
+        /// The config key that sets the bound.
+        setting: &'static str,
+        limit: usize,
+    },
 }
 
 /// OpenAI's own not-found wording for `previous_response_id`, so clients that handle it
@@ -52,7 +62,9 @@ impl TranslateError {
             TranslateError::Unsupported { param, .. }
             | TranslateError::Invalid { param, .. }
             | TranslateError::StoredState { param, .. } => Some(param),
-            TranslateError::Json(_) | TranslateError::UpstreamFailed(_) => None,
+            TranslateError::Json(_)
+            | TranslateError::UpstreamFailed(_)
+            | TranslateError::TooLarge { .. } => None,
         }
     }
 
@@ -65,7 +77,9 @@ impl TranslateError {
                 Some("previous_response_not_found")
             }
             TranslateError::StoredState { .. } => Some("unsupported_parameter"),
-            TranslateError::Json(_) | TranslateError::UpstreamFailed(_) => None,
+            TranslateError::Json(_)
+            | TranslateError::UpstreamFailed(_)
+            | TranslateError::TooLarge { .. } => None,
         }
     }
 

@@ -26,7 +26,7 @@ mod tests;
 pub use error::TranslateError;
 pub use errors::translate_error;
 pub use estimate::estimate_input_tokens;
-pub use stream::StreamTranslator;
+pub use stream::{StreamLimits, StreamTranslator};
 
 use crate::format::Format;
 use crate::usage::Usage;

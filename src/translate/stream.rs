@@ -44,23 +44,39 @@ impl Sink for Emitter {
     }
 }
 
-/// Wraps the emitter to keep the usage total current. With the same format on both sides
-/// (`passthrough`) frames are forwarded verbatim and events only feed the usage.
+/// Wraps the emitter to keep the usage total current and to count the tool arguments it is
+/// given (emitters for clients that need a call's arguments whole hold them until the call
+/// ends). With the same format on both sides (`passthrough`) frames are forwarded verbatim
+/// and events only feed the usage.
 struct Tracking<'e> {
     emitter: &'e mut Emitter,
     usage: &'e mut Usage,
+    tool_arguments: &'e mut usize,
     passthrough: bool,
 }
 
 impl Sink for Tracking<'_> {
     fn event(&mut self, ev: Ev<'_>, out: &mut BytesMut) {
-        if let Ev::Usage(u) = &ev {
-            *self.usage = *u;
+        match &ev {
+            Ev::Usage(u) => *self.usage = *u,
+            Ev::ToolArgs { delta, .. } => *self.tool_arguments += delta.len(),
+            Ev::BlockEnd => *self.tool_arguments = 0,
+            _ => {}
         }
         if !self.passthrough {
             self.emitter.event(ev, out);
         }
     }
+}
+
+/// Bounds on what one stream's translation may hold (`server.max_sse_event`,
+/// `server.max_tool_arguments`).
+#[derive(Clone, Copy, Debug)]
+pub struct StreamLimits {
+    /// One provider event, while its end has not arrived.
+    pub event: usize,
+    /// The arguments of a tool call, while the call has not ended.
+    pub tool_arguments: usize,
 }
 
 /// One per streamed response. `from` = provider format, `to` = client format.
@@ -72,6 +88,9 @@ pub struct StreamTranslator {
     emitter: Emitter,
     passthrough: bool,
     usage: Usage,
+    /// Argument bytes of the open tool call(s), and their bound.
+    tool_arguments: usize,
+    tool_arguments_limit: usize,
     finished: bool,
 }
 
@@ -109,7 +128,19 @@ impl StreamTranslator {
             emitter,
             passthrough: from == to,
             usage: Usage::default(),
+            tool_arguments: 0,
+            tool_arguments_limit: usize::MAX,
             finished: false,
+        }
+    }
+
+    /// Bounds what this stream may make the translator hold; beyond them `feed` fails.
+    /// Set before the first `feed`.
+    pub fn set_limits(&mut self, limits: StreamLimits) {
+        self.scanner = SseScanner::with_limit(limits.event);
+        self.tool_arguments_limit = limits.tool_arguments;
+        if let Parser::Chat(p) = &mut self.parser {
+            p.held_limit = limits.tool_arguments;
         }
     }
 
@@ -119,15 +150,32 @@ impl StreamTranslator {
         if self.finished {
             return Ok(());
         }
-        self.scanner.feed(input, &mut self.frames);
+        let framing = self.scanner.feed(input, &mut self.frames);
         let mut first_error = None;
         let mut frames = std::mem::take(&mut self.frames);
         for frame in frames.drain(..) {
             if let Err(e) = self.frame(&frame, out) {
                 first_error.get_or_insert(e);
             }
+            if self.tool_arguments > self.tool_arguments_limit {
+                first_error.get_or_insert(TranslateError::TooLarge {
+                    what: "a tool call's arguments",
+                    setting: "server.max_tool_arguments",
+                    limit: self.tool_arguments_limit,
+                });
+                self.finished = true;
+                break;
+            }
         }
         self.frames = frames;
+        if let Err(e) = framing {
+            first_error.get_or_insert(TranslateError::TooLarge {
+                what: "an event of the provider's stream",
+                setting: "server.max_sse_event",
+                limit: e.limit,
+            });
+            self.finished = true;
+        }
         first_error.map_or(Ok(()), Err)
     }
 
@@ -139,6 +187,7 @@ impl StreamTranslator {
         let mut sink = Tracking {
             emitter: &mut self.emitter,
             usage: &mut self.usage,
+            tool_arguments: &mut self.tool_arguments,
             passthrough: self.passthrough,
         };
         match &mut self.parser {
@@ -165,6 +214,7 @@ impl StreamTranslator {
         let mut sink = Tracking {
             emitter: &mut self.emitter,
             usage: &mut self.usage,
+            tool_arguments: &mut self.tool_arguments,
             passthrough: self.passthrough,
         };
         match &mut self.parser {
@@ -209,6 +259,8 @@ impl StreamTranslator {
             emitter: self.emitter.clone(),
             passthrough: self.passthrough,
             usage: self.usage,
+            tool_arguments: self.tool_arguments,
+            tool_arguments_limit: self.tool_arguments_limit,
             finished: self.finished,
         }
     }

@@ -19,11 +19,13 @@ fn tokens(model: &str, provider: &str, kind: &str) -> String {
 #[tokio::test]
 async fn openai_streams_get_usage_injected_and_the_usage_chunk_removed() {
     let (mock, sira) = start();
-    let body = chat_stream_body(
+    let received = chat_stream_body(
         &sira,
         &[("x-mock-events", "5"), ("x-mock-input-tokens", "42")],
     )
     .await;
+    assert!(received.complete);
+    let body = received.text;
     // sira asked the provider for usage...
     assert_eq!(
         mock.requests()[0].json()["stream_options"],

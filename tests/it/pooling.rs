@@ -22,8 +22,11 @@ enum Step {
     Answer,
     /// Answer, then close the connection (an idle timeout of ~0).
     AnswerThenClose,
-    /// Read the request and close without answering: the idle timeout fired as it arrived.
+    /// Read the request and close without answering: the provider may have acted on it.
     CloseUnanswered,
+    /// Read the head only and close with the body unread (the kernel resets the connection):
+    /// the request never arrived whole.
+    ResetUnread,
 }
 
 struct ScriptedProvider {
@@ -76,12 +79,15 @@ fn serve(
         let Some(body_len) = read_request_head(&mut reader) else {
             return;
         };
+        let step = script(connection, index);
+        if matches!(step, Step::ResetUnread) {
+            return;
+        }
         let mut body = vec![0u8; body_len];
         if reader.read_exact(&mut body).is_err() {
             return;
         }
         requests.fetch_add(1, Ordering::SeqCst);
-        let step = script(connection, index);
         if matches!(step, Step::CloseUnanswered) {
             return;
         }
@@ -155,9 +161,10 @@ async fn a_connection_the_provider_closed_while_idle_is_not_reused() {
 }
 
 #[tokio::test]
-async fn a_request_that_meets_a_connection_closing_under_it_goes_again_on_a_new_one() {
-    // The first connection answers once, then drops the next request unanswered, as a
-    // provider does when its idle timeout fires just as the request arrives.
+async fn a_request_the_provider_read_then_dropped_is_not_sent_again() {
+    // The first connection answers once, then reads the next request whole and closes
+    // without answering. The provider may have started the generation: even with retries
+    // configured, sira must not send it again, here or anywhere.
     let provider = ScriptedProvider::start(|connection, request| {
         if connection == 0 && request == 1 {
             Step::CloseUnanswered
@@ -165,24 +172,65 @@ async fn a_request_that_meets_a_connection_closing_under_it_goes_again_on_a_new_
             Step::Answer
         }
     });
-    let sira = start_sira(&provider);
+    let config = format!(
+        "providers:\n  oai: {{ kind: openai, endpoints: [\"{{mock}}\"], api_key: sk-upstream }}\nmodels:\n  gpt-4o:\n    targets: [{{ provider: oai }}]\n    retry: {{ attempts: 3, backoff: 10ms }}\n{}",
+        keys_section()
+    );
+    let sira = Sira::start(&config, &provider.url);
     let (status, _) = chat(&sira).await;
     assert_eq!(status, 200);
     let (status, body) = chat(&sira).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["code"], "upstream_error");
+    assert_eq!(provider.requests(), 2, "the dropped request was sent again");
+    // The next request opens a new connection.
+    let (status, _) = chat(&sira).await;
+    assert_eq!(status, 200);
+    assert_eq!(provider.connections(), 2);
+    let log = sira.wait_access_log(3);
+    assert_eq!(log[1]["attempts"], 1, "{}", log[1]);
+}
+
+#[tokio::test]
+async fn a_request_that_could_not_be_written_on_a_stale_connection_goes_again_on_a_new_one() {
+    // The first connection answers once, then takes the head of the next request and resets
+    // with its body unread, as a provider whose idle timeout fires as the request arrives:
+    // writing the body fails, so the provider never had the request whole, and sira sends it
+    // again on a new connection. The body is larger than every socket buffer on the way, so
+    // the write is still going on when the reset arrives.
+    let provider = ScriptedProvider::start(|connection, request| {
+        if connection == 0 && request == 1 {
+            Step::ResetUnread
+        } else {
+            Step::Answer
+        }
+    });
+    let config = format!(
+        "providers:\n  oai: {{ kind: openai, endpoints: [\"{{mock}}\"], api_key: sk-upstream }}\nmodels:\n  gpt-4o:\n    targets: [{{ provider: oai }}]\n{}",
+        keys_section()
+    );
+    let sira = Sira::start_with_server(&config, &provider.url, "  max_request_body: 64MiB\n");
+    let (status, _) = chat(&sira).await;
+    assert_eq!(status, 200);
+    let big = "x".repeat(40 << 20);
+    let resp = crate::support::client()
+        .post(sira.url("/v1/chat/completions"))
+        .bearer_auth(crate::support::KEY_A)
+        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": big}]}))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
     assert_eq!(
         status, 200,
         "the stale connection cost the client its request: {body}"
     );
     assert_eq!(body["usage"]["total_tokens"], 4);
     assert_eq!(provider.connections(), 2);
-    // The dropped request, then the same request on the new connection.
-    assert_eq!(provider.requests(), 3);
-    // Later requests reuse the new connection.
-    let (status, _) = chat(&sira).await;
-    assert_eq!(status, 200);
-    assert_eq!(provider.connections(), 2);
-    let log = sira.wait_access_log(3);
-    assert_eq!(log[1]["input_tokens"], 3, "accounted once: {}", log[1]);
+    // Only whole requests count: the first, then the big one on the new connection.
+    assert_eq!(provider.requests(), 2);
+    let log = sira.wait_access_log(2);
     assert_eq!(
         log[1]["attempts"], 1,
         "a resend is not another attempt: {}",

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use sira_mock::{MockProvider, StreamOutcome};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{chat_stream_body, client, standard_config, Sira, KEY_A};
+use crate::support::{chat_stream_body, client, receive, standard_config, Received, Sira, KEY_A};
 
 fn start() -> (MockProvider, Sira) {
     let mock = MockProvider::start();
@@ -29,8 +29,11 @@ pub fn data_events(body: &str) -> Vec<String> {
         .collect()
 }
 
-/// The `data:` payloads of an OpenAI stream, checked to end with sira's upstream error event.
-fn ending_in_upstream_error(body: &str) -> Vec<String> {
+/// The `data:` payloads of an OpenAI stream, checked to end with sira's upstream error event
+/// and then to break off: never a clean end the client could take for a complete answer.
+fn ending_in_upstream_error(received: &Received) -> Vec<String> {
+    let body = &received.text;
+    assert!(!received.complete, "the stream ended cleanly: {body}");
     let events = data_events(body);
     let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
     assert!(
@@ -199,19 +202,21 @@ async fn an_upstream_that_dies_mid_stream_ends_with_the_surface_error_event() {
     let (_mock, sira) = start();
     let openai = chat_stream_body(&sira, &[("x-mock-fail-after", "3")]).await;
     let events = ending_in_upstream_error(&openai);
-    assert_eq!(events.len(), 4, "{openai}");
+    assert_eq!(events.len(), 4, "{}", openai.text);
 
-    let anthropic = client()
-        .post(sira.url("/v1/messages"))
-        .header("x-api-key", KEY_A)
-        .header("x-mock-fail-after", "2")
-        .json(&json!({"model": "claude", "max_tokens": 64, "stream": true, "messages": [{"role": "user", "content": "Hi"}]}))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let anthropic = receive(
+        client()
+            .post(sira.url("/v1/messages"))
+            .header("x-api-key", KEY_A)
+            .header("x-mock-fail-after", "2")
+            .json(&json!({"model": "claude", "max_tokens": 64, "stream": true, "messages": [{"role": "user", "content": "Hi"}]}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(!anthropic.complete);
+    let anthropic = anthropic.text;
     assert!(
         anthropic
             .contains("event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\""),
@@ -244,8 +249,9 @@ async fn a_provider_silent_past_its_idle_timeout_ends_the_stream_with_an_error()
     let took = started.elapsed();
     ending_in_upstream_error(&body);
     assert!(
-        body.contains("\"role\":\"assistant\""),
-        "the events before the silence were relayed: {body}"
+        body.text.contains("\"role\":\"assistant\""),
+        "the events before the silence were relayed: {}",
+        body.text
     );
     assert!(
         took < Duration::from_millis(1400),

@@ -307,23 +307,45 @@ pub async fn post_chat(sira: &Sira, model: &str) -> reqwest::Response {
         .unwrap()
 }
 
-/// The whole body of a `gpt-4o` chat stream sent with the `team-a` key, the mock steered by
+/// A response body as the client received it, and how it ended.
+pub struct Received {
+    pub text: String,
+    /// Ended by its framing (the last chunk, or `Content-Length` reached); `false` when the
+    /// connection was closed or the stream reset before that.
+    pub complete: bool,
+}
+
+/// Reads a response body to its end, or to the point where it broke.
+pub async fn receive(mut resp: reqwest::Response) -> Received {
+    let mut bytes = Vec::new();
+    let complete = loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+            Ok(None) => break true,
+            Err(_) => break false,
+        }
+    };
+    Received {
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+        complete,
+    }
+}
+
+/// The body of a `gpt-4o` chat stream sent with the `team-a` key, the mock steered by
 /// `knobs` (`x-mock-…` headers).
-pub async fn chat_stream_body(sira: &Sira, knobs: &[(&str, &str)]) -> String {
+pub async fn chat_stream_body(sira: &Sira, knobs: &[(&str, &str)]) -> Received {
     let mut request = client()
         .post(sira.url("/v1/chat/completions"))
         .bearer_auth(KEY_A);
     for (name, value) in knobs {
         request = request.header(*name, *value);
     }
-    request
+    let resp = request
         .json(&serde_json::json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "Hi"}]}))
         .send()
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+        .unwrap();
+    receive(resp).await
 }
 
 /// The providers and models most tests use, all pointing at the mock (`{mock}`).

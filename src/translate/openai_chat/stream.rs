@@ -42,6 +42,10 @@ pub(crate) struct Parser {
     /// (Anthropic blocks, Responses items) need them sequential (§6.6, §11.11).
     live: Option<u32>,
     held: Vec<Held>,
+    /// Bytes of arguments in `held`, bounded by `held_limit`: a provider that streams
+    /// arguments without end cannot make the translator hold them without bound.
+    held_bytes: usize,
+    pub(crate) held_limit: usize,
 }
 
 impl Parser {
@@ -55,6 +59,8 @@ impl Parser {
             saw_refusal: false,
             live: None,
             held: Vec::new(),
+            held_bytes: 0,
+            held_limit: usize::MAX,
         }
     }
 
@@ -110,6 +116,13 @@ impl Parser {
         if let Some(choice) = chunk.choice {
             if let Some(delta) = choice.delta {
                 self.delta(delta, sink, out);
+                if self.held_bytes > self.held_limit {
+                    return Err(TranslateError::TooLarge {
+                        what: "held-back tool call arguments",
+                        setting: "server.max_tool_arguments",
+                        limit: self.held_limit,
+                    });
+                }
             }
             if let Some(reason) = choice.finish_reason.filter(|r| !r.is_empty()) {
                 self.flush_held(sink, out);
@@ -160,6 +173,10 @@ impl Parser {
                     );
                 }
             } else if let Some(held) = self.held.iter_mut().find(|h| h.index == index) {
+                self.held_bytes += args.len();
+                if self.held_bytes > self.held_limit {
+                    return;
+                }
                 held.args.push_str(&args);
                 if let Some(name) = name.filter(|n| !n.is_empty()) {
                     held.name = name.into_owned();
@@ -187,6 +204,10 @@ impl Parser {
                 }
             } else {
                 self.saw_tool = true;
+                self.held_bytes += args.len();
+                if self.held_bytes > self.held_limit {
+                    return;
+                }
                 let id = self.call_id(tc.id, index);
                 self.held.push(Held {
                     index,
@@ -208,6 +229,7 @@ impl Parser {
 
     fn flush_held(&mut self, sink: &mut dyn Sink, out: &mut BytesMut) {
         self.held.sort_by_key(|h| h.index);
+        self.held_bytes = 0;
         for h in self.held.drain(..) {
             sink.event(
                 Ev::ToolStart {

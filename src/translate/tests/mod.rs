@@ -174,7 +174,9 @@ impl Golden {
 pub(super) fn sse_frames(body: &[u8]) -> Vec<(Option<String>, Value)> {
     let mut scanner = crate::sse::SseScanner::new();
     let mut frames = Vec::new();
-    scanner.feed(Bytes::copy_from_slice(body), &mut frames);
+    scanner
+        .feed(Bytes::copy_from_slice(body), &mut frames)
+        .unwrap();
     frames.extend(scanner.finish());
     frames
         .iter()

@@ -46,7 +46,9 @@ fn feed(t: &mut StreamTranslator, bytes: &[u8], out: &mut BytesMut) {
 fn frame_ranges(body: &[u8]) -> Vec<(usize, usize)> {
     let mut scanner = SseScanner::new();
     let mut frames = Vec::new();
-    scanner.feed(Bytes::copy_from_slice(body), &mut frames);
+    scanner
+        .feed(Bytes::copy_from_slice(body), &mut frames)
+        .unwrap();
     frames.extend(scanner.finish());
     let mut start = 0;
     frames

@@ -12,8 +12,8 @@
 //! - a sweep every few seconds closes connections the provider closed while they sat idle,
 //!   so they do not linger in CLOSE_WAIT;
 //! - a request that still meets a connection closed under it (the provider's idle timeout
-//!   firing as the request arrives) is sent again once on a new connection
-//!   ([`is_stale_connection_error`]).
+//!   firing as the request is written) is sent again once on a new connection, by the
+//!   exchange (`super`), when it could not be written whole.
 //!
 //! The newest connection is reused first: its TCP state and the provider's are the warmest.
 
@@ -187,21 +187,6 @@ fn still_open(stream: &mut Stream) -> bool {
     // A no-op waker: nothing waits on this read. The next real read registers its own.
     let mut cx = Context::from_waker(Waker::noop());
     matches!(Pin::new(stream).poll_read(&mut cx, &mut buf), Poll::Pending)
-}
-
-/// Whether a try on a reused connection failed the way a connection that the provider closed
-/// while it was idle fails: closed or reset before any response came back. Such a request
-/// never reached the provider's application, so sending it again on a new connection is
-/// safe (the race is the provider's idle timeout firing as the request is written).
-pub fn is_stale_connection_error(e: &pingora_error::Error) -> bool {
-    use pingora_error::{ErrorType, RetryType};
-    match e.etype() {
-        ErrorType::ConnectionClosed | ErrorType::WriteError => true,
-        // Pingora marks a read error "retry on a reused connection" when it came from the
-        // socket (a reset), not from TLS.
-        ErrorType::ReadError => matches!(e.retry, RetryType::ReusedOnly),
-        _ => false,
-    }
 }
 
 #[cfg(test)]

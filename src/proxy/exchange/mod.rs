@@ -1,0 +1,312 @@
+//! The HTTP client side of one try: connect (or take a pooled connection), write the
+//! request, read the response header and then the body, give the connection back.
+//!
+//! Pingora's `TransportConnector` makes the connections (TCP options, TLS) and its HTTP/1
+//! client session parses the responses; sira keeps the pool ([`pool`]) and the loop. Owning
+//! the loop means keeping by hand the rules Pingora's `ProxyHttp` keeps:
+//!
+//! - informational (1xx) responses are skipped, never taken for the answer;
+//! - a body that ends before its framing says it is complete (a short `Content-Length`, a
+//!   chunked body without its last chunk, a reset, the idle timeout) is an error, never an
+//!   end, and its connection is never pooled again;
+//! - a request is sent again, once, on a new connection only when sending it on a pooled
+//!   connection failed. A request that could not be written whole cannot have been acted on
+//!   (an HTTP server starts on a request once its body is complete), so sending it again
+//!   cannot repeat a generation; any failure after the request was written whole goes to the
+//!   retry policy as "may have run" ([`ExchangeError::may_have_run`]).
+//!
+//! What to try next, and whether, is the policy's business (`super::policy`).
+
+pub mod pool;
+mod wire;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use pingora_core::protocols::http::v1::client::HttpSession;
+use pingora_core::protocols::Stream;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_http::ResponseHeader;
+
+pub use wire::RequestWire;
+
+use pool::{PoolKey, UpstreamPool};
+
+use crate::provider::{Endpoint, Timeouts};
+
+/// More informational responses than this before the final one is a broken upstream.
+const MAX_INFORMATIONAL: usize = 16;
+
+/// Why a try got no usable response header.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("no connection within {}ms", .0.as_millis())]
+    ConnectTimeout(Duration),
+    /// The request could not be written whole on a new connection.
+    #[error("cannot send the request: {0}")]
+    Unsent(String),
+    #[error("no response within {}ms", .0.as_millis())]
+    FirstByteTimeout(Duration),
+    /// The request was written, then the connection failed before a response header.
+    #[error("the connection failed before a response: {0}")]
+    NoResponse(String),
+    /// The response header could not be read as HTTP.
+    #[error("invalid response: {0}")]
+    BadResponse(String),
+}
+
+impl ExchangeError {
+    /// Whether the provider may have received the whole request and acted on it: then
+    /// sending it again, anywhere, may run (and bill) the generation twice.
+    pub fn may_have_run(&self) -> bool {
+        match self {
+            ExchangeError::Connect(_)
+            | ExchangeError::ConnectTimeout(_)
+            | ExchangeError::Unsent(_) => false,
+            ExchangeError::FirstByteTimeout(_)
+            | ExchangeError::NoResponse(_)
+            | ExchangeError::BadResponse(_) => true,
+        }
+    }
+
+    pub fn timed_out(&self) -> bool {
+        matches!(
+            self,
+            ExchangeError::ConnectTimeout(_) | ExchangeError::FirstByteTimeout(_)
+        )
+    }
+}
+
+/// Why a response body could not be read to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("nothing received for {}ms", .0.as_millis())]
+    Idle(Duration),
+    /// Cut short, reset, or not valid HTTP framing.
+    #[error("the response body was cut short: {0}")]
+    Broken(String),
+}
+
+/// Where one try goes.
+pub struct Destination<'a> {
+    pub addr: SocketAddr,
+    pub endpoint: &'a Endpoint,
+    pub timeouts: Timeouts,
+}
+
+/// The upstream HTTP client: connections and their pool.
+pub struct Exchange {
+    pool: Arc<UpstreamPool>,
+}
+
+impl Exchange {
+    pub fn new() -> Exchange {
+        Exchange {
+            pool: UpstreamPool::new(),
+        }
+    }
+
+    /// Sends `wire` to `dest` and waits for the final response header. One deadline
+    /// (`first_byte`) covers the whole try, whether or not a stale pooled connection costs a
+    /// second send.
+    pub async fn send(
+        &self,
+        dest: &Destination<'_>,
+        wire: &RequestWire<'_>,
+    ) -> Result<UpstreamResponse, ExchangeError> {
+        let endpoint = dest.endpoint;
+        let timeouts = dest.timeouts;
+        let key = PoolKey {
+            addr: dest.addr,
+            tls: endpoint.tls,
+            endpoint: endpoint.url.clone(),
+        };
+        let deadline = tokio::time::Instant::now() + timeouts.first_byte;
+        let timed_out = || ExchangeError::FirstByteTimeout(timeouts.first_byte);
+        if let Some(pooled) = self.pool.take(&key) {
+            match tokio::time::timeout_at(deadline, exchange(pooled, wire)).await {
+                Ok(Ok(session)) => return Ok(self.response(session, key, timeouts)),
+                // Closed under the request (the provider's idle timeout firing as it was
+                // written): it never arrived whole, so it goes again on a new connection.
+                Ok(Err(Failure::Unsent(_))) => {}
+                Ok(Err(failure)) => return Err(failure.into()),
+                Err(_) => return Err(timed_out()),
+            }
+        }
+        let mut peer = HttpPeer::new(dest.addr, endpoint.tls, endpoint.host.clone());
+        peer.options.connection_timeout = Some(timeouts.connect);
+        peer.options.total_connection_timeout = Some(timeouts.connect);
+        let fresh = self.pool.connect(&peer).await.map_err(|e| {
+            use pingora_error::ErrorType;
+            match e.etype() {
+                ErrorType::ConnectTimedout => ExchangeError::ConnectTimeout(timeouts.connect),
+                _ => ExchangeError::Connect(e.to_string()),
+            }
+        })?;
+        match tokio::time::timeout_at(deadline, exchange(fresh, wire)).await {
+            Ok(Ok(session)) => Ok(self.response(session, key, timeouts)),
+            Ok(Err(failure)) => Err(failure.into()),
+            Err(_) => Err(timed_out()),
+        }
+    }
+
+    fn response(&self, mut session: HttpSession, key: PoolKey, t: Timeouts) -> UpstreamResponse {
+        session.read_timeout = Some(t.idle);
+        UpstreamResponse {
+            session: Some(session),
+            key,
+            pool: self.pool.clone(),
+            idle: t.idle,
+        }
+    }
+}
+
+impl Default for Exchange {
+    fn default() -> Self {
+        Exchange::new()
+    }
+}
+
+enum Failure {
+    /// The request could not be written whole.
+    Unsent(std::io::Error),
+    NoResponse(Box<pingora_error::Error>),
+    BadResponse(String),
+}
+
+impl From<Failure> for ExchangeError {
+    fn from(failure: Failure) -> ExchangeError {
+        match failure {
+            Failure::Unsent(e) => ExchangeError::Unsent(e.to_string()),
+            Failure::NoResponse(e) => {
+                if *e.etype() == pingora_error::ErrorType::InvalidHTTPHeader {
+                    ExchangeError::BadResponse(e.to_string())
+                } else {
+                    ExchangeError::NoResponse(e.to_string())
+                }
+            }
+            Failure::BadResponse(reason) => ExchangeError::BadResponse(reason),
+        }
+    }
+}
+
+/// Writes the request on `stream` and reads the final response header, skipping
+/// informational ones (`103 Early Hints`, a stray `100 Continue`).
+async fn exchange(stream: Stream, wire: &RequestWire<'_>) -> Result<HttpSession, Failure> {
+    let mut session = wire.send(stream).await.map_err(Failure::Unsent)?;
+    for _ in 0..=MAX_INFORMATIONAL {
+        session.read_response().await.map_err(Failure::NoResponse)?;
+        let status = session.get_status().map_or(0, |s| s.as_u16());
+        match status {
+            // sira never asks for an upgrade: a 101 is not an answer it can relay.
+            101 => {
+                return Err(Failure::BadResponse(
+                    "unexpected 101 Switching Protocols".into(),
+                ))
+            }
+            100..=199 => continue,
+            _ => return Ok(session),
+        }
+    }
+    Err(Failure::BadResponse(format!(
+        "more than {MAX_INFORMATIONAL} informational responses"
+    )))
+}
+
+/// A response header from a provider, with the connection its body is read from.
+pub struct UpstreamResponse {
+    /// `None` once the body was read whole and the connection went back to the pool, or
+    /// after a failure closed it.
+    session: Option<HttpSession>,
+    key: PoolKey,
+    pool: Arc<UpstreamPool>,
+    idle: Duration,
+}
+
+impl UpstreamResponse {
+    /// The final response header (1xx skipped).
+    pub fn header(&self) -> Option<&ResponseHeader> {
+        self.session.as_ref().and_then(|s| s.resp_header())
+    }
+
+    /// The next piece of the body, waiting at most the idle timeout. `Ok(None)`: the body
+    /// is complete. As soon as it is, the connection goes back to the pool, before the last
+    /// bytes are written to the client: a client that sends its next request the moment it
+    /// has this response finds the connection ready.
+    pub async fn read(&mut self) -> Result<Option<Bytes>, BodyError> {
+        let Some(session) = self.session.as_mut() else {
+            return Ok(None);
+        };
+        let read = session.read_body_bytes().await;
+        self.after_read(read).await
+    }
+
+    /// The next piece of the body if it has already arrived, without waiting: lets a burst
+    /// of events that TCP delivered together go out in one write. `None`: nothing ready yet.
+    pub async fn ready(&mut self) -> Option<Result<Option<Bytes>, BodyError>> {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+        let session = self.session.as_mut()?;
+        // One poll, no waiting: a read timeout here would only cost a boxed timer, registered
+        // and cancelled on every `Pending`, i.e. once per event of a slow stream. `read`
+        // waits with the idle timeout, set back right after.
+        session.read_timeout = None;
+        let polled = {
+            let mut read = std::pin::pin!(session.read_body_bytes());
+            // A no-op waker is enough: on `Pending` the caller goes back to `read`, whose
+            // poll registers the task's real waker again.
+            read.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+        };
+        session.read_timeout = Some(self.idle);
+        match polled {
+            Poll::Ready(read) => Some(self.after_read(read).await),
+            Poll::Pending => None,
+        }
+    }
+
+    async fn after_read(
+        &mut self,
+        read: pingora_error::Result<Option<Bytes>>,
+    ) -> Result<Option<Bytes>, BodyError> {
+        match read {
+            Ok(Some(bytes)) => {
+                if self.session.as_mut().is_some_and(|s| s.is_body_done()) {
+                    self.release().await;
+                }
+                Ok(Some(bytes))
+            }
+            Ok(None) => {
+                self.release().await;
+                Ok(None)
+            }
+            Err(e) => {
+                // Dropping the session closes the connection: it is never reused.
+                self.session = None;
+                if *e.etype() == pingora_error::ErrorType::ReadTimedout {
+                    Err(BodyError::Idle(self.idle))
+                } else {
+                    Err(BodyError::Broken(e.to_string()))
+                }
+            }
+        }
+    }
+
+    /// Hands the connection back to the pool once the response was read whole (or closes it
+    /// when the provider asked to, or sent more than the response).
+    ///
+    /// Pingora's `reuse` future holds the whole H1 session. Boxed here, the per-event read
+    /// futures that call this stay small, and a future is moved (copied) every time one is
+    /// created: on a stream, once per event.
+    async fn release(&mut self) {
+        if let Some(mut done) = self.session.take() {
+            done.respect_keepalive();
+            if let Some(stream) = Box::pin(done.reuse()).await {
+                self.pool.put(self.key.clone(), stream);
+            }
+        }
+    }
+}

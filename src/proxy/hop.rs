@@ -1,0 +1,155 @@
+//! Which headers cross the proxy (RFC 9110 §7.6.1): hop-by-hop fields, those named in
+//! `Connection`, and framing stay on their side; client credentials never go upstream and
+//! provider cookies never reach the client.
+
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method};
+use pingora_http::{RequestHeader, ResponseHeader};
+
+use super::modules::X_REQUEST_ID;
+use crate::error::GatewayError;
+
+/// Client headers never forwarded: hop-by-hop fields, framing sira recomputes, and the
+/// client's credentials (the provider gets the provider key from the config, never the
+/// client's).
+static SKIP_REQUEST_HEADERS: [HeaderName; 17] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::EXPECT,
+    header::ACCEPT_ENCODING,
+    header::AUTHORIZATION,
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("api-key"),
+    HeaderName::from_static("x-goog-api-key"),
+    header::COOKIE,
+];
+
+/// Response headers never relayed: hop-by-hop fields, framing sira sets itself, and
+/// provider cookies (a provider's session cookie is not the client's business). The
+/// provider's `x-request-id` is renamed, not dropped.
+static SKIP_RESPONSE_HEADERS: [HeaderName; 10] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::CONTENT_LENGTH,
+    header::SET_COOKIE,
+    header::ALT_SVC,
+];
+
+const X_UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-request-id");
+
+/// The start of an upstream request: `POST`, a placeholder path (the provider module sets
+/// the real one), and the client's end-to-end headers.
+pub fn upstream_request(client: &HeaderMap) -> Result<RequestHeader, GatewayError> {
+    let build_error = |e: Box<pingora_error::Error>| {
+        GatewayError::Internal(format!("cannot build upstream request header: {e}").into())
+    };
+    let mut req = RequestHeader::build_no_case(Method::POST, b"/", Some(client.len() + 6))
+        .map_err(build_error)?;
+    let named = connection_tokens(client);
+    for (name, value) in client {
+        if !SKIP_REQUEST_HEADERS.contains(name) && !named.iter().any(|n| n == name) {
+            req.append_header(name.clone(), value.clone())
+                .map_err(build_error)?;
+        }
+    }
+    Ok(req)
+}
+
+/// The client's response header from the provider's: its end-to-end headers, with the
+/// provider's request id kept under another name (the client's `x-request-id` is sira's).
+pub fn client_response(upstream: &ResponseHeader) -> Result<ResponseHeader, GatewayError> {
+    let build_error = |e: Box<pingora_error::Error>| {
+        GatewayError::Internal(format!("cannot build response header: {e}").into())
+    };
+    let mut out = ResponseHeader::build_no_case(upstream.status, Some(upstream.headers.len() + 6))
+        .map_err(build_error)?;
+    let named = connection_tokens(&upstream.headers);
+    for (name, value) in &upstream.headers {
+        if *name == X_REQUEST_ID {
+            out.append_header(X_UPSTREAM_REQUEST_ID, value.clone())
+                .map_err(build_error)?;
+        } else if !SKIP_RESPONSE_HEADERS.contains(name) && !named.iter().any(|n| n == name) {
+            out.append_header(name.clone(), value.clone())
+                .map_err(build_error)?;
+        }
+    }
+    Ok(out)
+}
+
+/// Header names listed in `Connection`, which are hop-by-hop too. Usually none (clients
+/// send `keep-alive` or `close`, themselves hop-by-hop), and then nothing is allocated.
+fn connection_tokens(headers: &HeaderMap) -> Vec<HeaderName> {
+    let mut named = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        for token in value.as_bytes().split(|b| *b == b',') {
+            let token = token.trim_ascii();
+            if token.is_empty()
+                || token.eq_ignore_ascii_case(b"close")
+                || token.eq_ignore_ascii_case(b"keep-alive")
+            {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token) {
+                named.push(name);
+            }
+        }
+    }
+    named
+}
+
+/// Whether a response header says the body is an SSE stream.
+pub fn is_event_stream(value: Option<&HeaderValue>) -> bool {
+    value.is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_credentials_stay_behind() {
+        let mut client = HeaderMap::new();
+        for (name, value) in [
+            ("authorization", "Bearer sk-client"),
+            ("x-api-key", "sk-client"),
+            ("connection", "keep-alive, x-secret-hop"),
+            ("x-secret-hop", "1"),
+            ("transfer-encoding", "chunked"),
+            ("anthropic-beta", "tools"),
+            ("user-agent", "sdk"),
+        ] {
+            client.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        let req = upstream_request(&client).unwrap();
+        let names: Vec<_> = req.headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["anthropic-beta", "user-agent"]);
+    }
+
+    #[test]
+    fn the_providers_request_id_is_renamed() {
+        let mut up = ResponseHeader::build(200, None).unwrap();
+        up.append_header("x-request-id", "req_provider").unwrap();
+        up.append_header("set-cookie", "session=1").unwrap();
+        up.append_header("openai-processing-ms", "12").unwrap();
+        let out = client_response(&up).unwrap();
+        assert_eq!(out.headers["x-upstream-request-id"], "req_provider");
+        assert!(out.headers.get("x-request-id").is_none());
+        assert!(out.headers.get("set-cookie").is_none());
+        assert_eq!(out.headers["openai-processing-ms"], "12");
+    }
+}

@@ -1,0 +1,285 @@
+//! Token accounting (`crate::accounting`): usage read from the provider's own bytes as they
+//! pass — every JSON answer, every stream, aborted ones included — then priced and counted
+//! when the request is over.
+//!
+//! It sits on the provider's side of translation: a passthrough response is read in the
+//! provider's format before anything rewrites it, and a translated one reports its usage
+//! through the translator, which parses the provider's events anyway.
+
+use bytes::{Bytes, BytesMut};
+use pingora_http::{RequestHeader, ResponseHeader};
+
+use crate::accounting::{usage_from_json, FrameVerdict, StreamUsage};
+use crate::error::GatewayError;
+use crate::metrics::metrics;
+use crate::proxy::ctx::{RequestCtx, StreamTap};
+use crate::proxy::phases::Phase;
+use crate::sse::SseScanner;
+
+/// A passthrough JSON body is kept whole (shared with what is written, not copied) up to
+/// this size; past it only its last [`JSON_TAIL`] bytes are, where every provider puts usage.
+const JSON_KEPT: usize = 1 << 20;
+const JSON_TAIL: usize = 64 << 10;
+
+pub struct Accounting;
+
+impl Phase for Accounting {
+    fn name(&self) -> &'static str {
+        "accounting"
+    }
+
+    /// Reads: the response kind, `ctx.translation` (a translated response reports usage
+    /// itself). Writes: `ctx.accounting` (the stream tap, or the JSON body keeper).
+    fn response_filter(
+        &self,
+        _resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), GatewayError> {
+        let passthrough =
+            !ctx.response.local && ctx.response.status < 400 && ctx.translation.context.is_none();
+        if !passthrough {
+            return Ok(());
+        }
+        if ctx.response.sse {
+            ctx.accounting.tap = Some(StreamTap {
+                scanner: SseScanner::with_limit(ctx.snap.server.max_sse_event),
+                usage: StreamUsage::new(ctx.upstream_format()),
+                drop_usage_only: ctx.translation.injected_usage,
+                frames: Vec::new(),
+            });
+        } else {
+            ctx.accounting.json = true;
+        }
+        Ok(())
+    }
+
+    fn wants_response_body(&self, ctx: &RequestCtx) -> bool {
+        ctx.accounting.tap.is_some() || ctx.accounting.json
+    }
+
+    /// A stream: every frame goes past the usage tap; frames pass on as zero-copy slices of
+    /// what the provider sent, minus the usage-only chunk sira asked for on the client's
+    /// behalf. A JSON body: kept to read its usage once complete.
+    fn response_body_filter(
+        &self,
+        body: &mut Vec<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), GatewayError> {
+        let format = ctx.upstream_format();
+        let state = &mut ctx.accounting;
+        if let Some(tap) = state.tap.as_mut() {
+            let mut failure = None;
+            // Most batches are one chunk, passed on as one slice of itself: only a chunk with
+            // something dropped is rebuilt.
+            for piece in body.iter_mut() {
+                tap.frames.clear();
+                if let Err(e) = tap.scanner.feed(piece.clone(), &mut tap.frames) {
+                    failure = Some(e);
+                    *piece = Bytes::new();
+                    break;
+                }
+                *piece = forwardable(piece, &tap.frames, &mut tap.usage, tap.drop_usage_only);
+            }
+            if end_of_stream && failure.is_none() {
+                if let Some(tail) = tap.scanner.finish() {
+                    let frames = [tail.clone()];
+                    let last = forwardable(&tail, &frames, &mut tap.usage, tap.drop_usage_only);
+                    body.push(last);
+                }
+            }
+            body.retain(|piece| !piece.is_empty());
+            ctx.usage = tap.usage.usage();
+            ctx.usage_seen = tap.usage.seen();
+            if let Some(e) = failure {
+                metrics().buffer_limit(crate::metrics::Buffer::SseEvent);
+                return Err(GatewayError::UpstreamBroken {
+                    provider: ctx.provider_label().to_owned(),
+                    reason: e.to_string(),
+                });
+            }
+            return Ok(());
+        }
+        if state.json {
+            for piece in body.iter() {
+                keep(state, piece);
+            }
+            if end_of_stream {
+                let usage = match (state.kept.as_slice(), state.tail.is_empty()) {
+                    ([one], true) => usage_from_json(format, one),
+                    (many, true) => usage_from_json(format, &many.concat()),
+                    (_, false) => usage_from_json(format, &state.tail),
+                };
+                if let Some(usage) = usage {
+                    ctx.usage = usage;
+                    ctx.usage_seen = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Prices the usage (`ctx.cost`) and counts tokens and spend.
+    fn logging(&self, _req: &RequestHeader, ctx: &mut RequestCtx) {
+        if !ctx.usage_seen {
+            return;
+        }
+        let m = metrics();
+        let (model, provider, key) = (ctx.model_label(), ctx.provider_label(), ctx.key_name());
+        let usage = ctx.usage;
+        for (kind, value) in [
+            ("input", usage.input),
+            ("output", usage.output),
+            ("cached_input", usage.cached_input),
+        ] {
+            m.tokens
+                .with_label_values(&[model, provider, key, kind])
+                .inc_by(value);
+        }
+        if let Some(pricing) = ctx.route.as_ref().and_then(|r| r.pricing) {
+            let cost = pricing.cost(&usage);
+            m.cost_usd.with_label_values(&[model, key]).inc_by(cost);
+            ctx.cost = cost;
+        }
+    }
+}
+
+/// Keeps a passthrough JSON body for its usage: whole while small, else its tail.
+fn keep(state: &mut crate::proxy::ctx::AccountingState, piece: &Bytes) {
+    state.kept_len += piece.len();
+    if state.kept_len <= JSON_KEPT {
+        state.kept.push(piece.clone());
+        return;
+    }
+    if state.tail.is_empty() {
+        for earlier in state.kept.drain(..) {
+            state.tail.extend_from_slice(&earlier);
+        }
+    }
+    state.tail.extend_from_slice(piece);
+    if state.tail.len() > 2 * JSON_TAIL {
+        let excess = state.tail.len() - JSON_TAIL;
+        let _ = state.tail.split_to(excess);
+    }
+}
+
+/// The part of `chunk` to send on: its complete frames, minus the usage-only chunk sira
+/// asked for on the client's behalf. Frames that lie contiguously in `chunk` go out as one
+/// zero-copy slice of it; only frames completed from an earlier read's tail are new bytes.
+fn forwardable(
+    chunk: &Bytes,
+    frames: &[Bytes],
+    tap: &mut StreamUsage,
+    drop_usage_only: bool,
+) -> Bytes {
+    // Dropping is rare (one chunk per stream at most), so nothing is collected unless a
+    // frame is dropped: from then on the kept frames are copied into a new buffer.
+    let mut rebuilt: Option<BytesMut> = None;
+    for (i, frame) in frames.iter().enumerate() {
+        let verdict = tap.observe(frame);
+        let dropped = drop_usage_only && verdict == FrameVerdict::UsageOnly;
+        match (&mut rebuilt, dropped) {
+            (None, false) | (Some(_), true) => {}
+            (None, true) => {
+                let mut kept = BytesMut::with_capacity(chunk.len());
+                for earlier in &frames[..i] {
+                    kept.extend_from_slice(earlier);
+                }
+                rebuilt = Some(kept);
+            }
+            (Some(kept), false) => kept.extend_from_slice(frame),
+        }
+    }
+    match rebuilt {
+        Some(kept) => kept.freeze(),
+        None => joined(chunk, frames),
+    }
+}
+
+/// `frames` as one buffer: a zero-copy slice of `chunk` when they lie contiguously in it;
+/// only frames completed from an earlier read's tail make new bytes.
+fn joined(chunk: &Bytes, frames: &[Bytes]) -> Bytes {
+    match frames {
+        [] => Bytes::new(),
+        [one] => one.clone(),
+        [first, .., last] => {
+            let base = chunk.as_ptr() as usize;
+            let start = first.as_ptr() as usize;
+            let end = last.as_ptr() as usize + last.len();
+            let inside = start >= base && end <= base + chunk.len();
+            let contiguous = frames
+                .windows(2)
+                .all(|w| w[0].as_ptr() as usize + w[0].len() == w[1].as_ptr() as usize);
+            if inside && contiguous {
+                chunk.slice(start - base..end - base)
+            } else {
+                let mut joined = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
+                for frame in frames {
+                    joined.extend_from_slice(frame);
+                }
+                joined.freeze()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::Format;
+
+    fn frames_of(chunk: &Bytes) -> Vec<Bytes> {
+        let mut scanner = SseScanner::new();
+        let mut frames = Vec::new();
+        scanner.feed(chunk.clone(), &mut frames).unwrap();
+        frames
+    }
+
+    #[test]
+    fn forwards_whole_chunks_without_copying() {
+        let chunk = Bytes::from_static(b"data: {\"a\":1}\n\ndata: {\"b\":2}\n\n");
+        let frames = frames_of(&chunk);
+        let mut tap = StreamUsage::new(Format::OpenAiChat);
+        let out = forwardable(&chunk, &frames, &mut tap, true);
+        assert_eq!(out, chunk);
+        assert_eq!(out.as_ptr(), chunk.as_ptr());
+    }
+
+    #[test]
+    fn drops_the_injected_usage_chunk_only() {
+        let usage =
+            b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\n";
+        let mut input = b"data: {\"choices\":[{\"delta\":{}}],\"usage\":null}\n\n".to_vec();
+        input.extend_from_slice(usage);
+        input.extend_from_slice(b"data: [DONE]\n\n");
+        let chunk = Bytes::from(input);
+        let frames = frames_of(&chunk);
+        let mut tap = StreamUsage::new(Format::OpenAiChat);
+        let out = forwardable(&chunk, &frames, &mut tap, true);
+        assert_eq!(
+            &out[..],
+            &b"data: {\"choices\":[{\"delta\":{}}],\"usage\":null}\n\ndata: [DONE]\n\n"[..]
+        );
+        assert_eq!((tap.usage().input, tap.usage().output), (3, 4));
+        // When the client asked for usage itself, the chunk stays.
+        let mut tap = StreamUsage::new(Format::OpenAiChat);
+        assert_eq!(forwardable(&chunk, &frames, &mut tap, false), chunk);
+    }
+
+    #[test]
+    fn a_large_json_body_keeps_only_its_tail() {
+        let mut state = crate::proxy::ctx::AccountingState::default();
+        let filler = Bytes::from(vec![b' '; 256 << 10]);
+        for _ in 0..8 {
+            keep(&mut state, &filler);
+        }
+        keep(
+            &mut state,
+            &Bytes::from_static(br#"{"usage":{"prompt_tokens":5,"completion_tokens":6}}"#),
+        );
+        assert!(state.kept.is_empty());
+        assert!(state.tail.len() <= 2 * JSON_TAIL, "{}", state.tail.len());
+        let usage = usage_from_json(Format::OpenAiChat, &state.tail).unwrap();
+        assert_eq!((usage.input, usage.output), (5, 6));
+    }
+}

@@ -1,0 +1,165 @@
+//! Headers sira owns: its own response headers (`x-request-id`, `x-sira-*`), the provider's
+//! request line and headers, and — last of all — the provider's credential.
+
+use http::{header, HeaderName, HeaderValue};
+use pingora_http::ResponseHeader;
+
+use crate::error::GatewayError;
+use crate::provider::ProviderKind;
+use crate::proxy::ctx::RequestCtx;
+use crate::proxy::phases::{Phase, UpstreamRequest};
+
+// Names as constants: a `&str` name is parsed into a `HeaderName` on every insert.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_SIRA_OVERHEAD_US: HeaderName = HeaderName::from_static("x-sira-overhead-us");
+const X_SIRA_PROVIDER: HeaderName = HeaderName::from_static("x-sira-provider");
+const X_SIRA_MODEL: HeaderName = HeaderName::from_static("x-sira-model");
+const X_SIRA_ATTEMPTS: HeaderName = HeaderName::from_static("x-sira-attempts");
+const X_SIRA_DROPPED_PARAMS: HeaderName = HeaderName::from_static("x-sira-dropped-params");
+const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+
+/// `x-request-id`, `x-sira-provider`, `x-sira-model`, `x-sira-attempts`,
+/// `x-sira-dropped-params` and `x-sira-overhead-us` on every response, sira's own included.
+pub struct SiraHeaders;
+
+impl Phase for SiraHeaders {
+    fn name(&self) -> &'static str {
+        "sira-headers"
+    }
+
+    /// Reads: `ctx.id`, `ctx.upstream`, `ctx.response.dropped_params`, the clock (the
+    /// overhead is the time in sira until the header, provider waits excluded).
+    fn response_filter(
+        &self,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), GatewayError> {
+        resp.insert_header(X_REQUEST_ID, ctx.id.clone())
+            .map_err(header_error)?;
+        let overhead = ctx.started.elapsed().saturating_sub(ctx.upstream.wait);
+        resp.insert_header(X_SIRA_OVERHEAD_US, overhead.as_micros() as u64)
+            .map_err(header_error)?;
+        let upstream = &ctx.upstream;
+        if let Some(value) = upstream
+            .provider
+            .as_ref()
+            .and_then(|p| p.name_header.clone())
+        {
+            resp.insert_header(X_SIRA_PROVIDER, value)
+                .map_err(header_error)?;
+        }
+        if let Some(model) = &upstream.model {
+            if let Ok(v) = HeaderValue::from_str(model) {
+                resp.insert_header(X_SIRA_MODEL, v).map_err(header_error)?;
+            }
+        }
+        if !upstream.attempts.is_empty() {
+            let mut text = upstream.attempts.len().to_string();
+            for (i, attempt) in upstream.attempts.iter().enumerate() {
+                text.push_str(if i == 0 { " (" } else { ", " });
+                text.push_str(&attempt.provider);
+                text.push_str(": ");
+                text.push_str(&attempt.outcome);
+            }
+            text.push(')');
+            if let Ok(v) = HeaderValue::from_str(&text) {
+                resp.insert_header(X_SIRA_ATTEMPTS, v)
+                    .map_err(header_error)?;
+            }
+        }
+        let dropped = &ctx.response.dropped_params;
+        if !dropped.is_empty() {
+            if let Ok(v) = HeaderValue::from_str(&dropped.join(", ")) {
+                resp.insert_header(X_SIRA_DROPPED_PARAMS, v)
+                    .map_err(header_error)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The request line and the provider's headers: path and query built for the provider's
+/// kind (never spliced from the client's path), `Host`, the body's type, and the headers
+/// the provider needs.
+pub struct ProviderRequest;
+
+impl Phase for ProviderRequest {
+    fn name(&self) -> &'static str {
+        "provider-request"
+    }
+
+    /// Reads: the target, endpoint, model and operation of the try (translation has set
+    /// the operation). Writes: the upstream request's path and headers.
+    fn upstream_request_filter(
+        &self,
+        upstream: &mut UpstreamRequest<'_>,
+        _ctx: &mut RequestCtx,
+    ) -> Result<(), GatewayError> {
+        let provider = &upstream.target.provider;
+        let path = provider.upstream_path(
+            upstream.endpoint,
+            upstream.op,
+            upstream.model,
+            upstream.stream,
+        )?;
+        let req = &mut upstream.header;
+        req.set_raw_path(path.as_bytes()).map_err(|e| {
+            GatewayError::Internal(format!("cannot build upstream path: {e}").into())
+        })?;
+        let set = |req: &mut pingora_http::RequestHeader, name: HeaderName, value: HeaderValue| {
+            req.insert_header(name, value).map_err(request_header_error)
+        };
+        set(req, header::HOST, upstream.endpoint.authority.clone())?;
+        set(
+            req,
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )?;
+        // Accounting must read the response: ask for it uncompressed.
+        set(
+            req,
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        )?;
+        if provider.kind == ProviderKind::Anthropic && !req.headers.contains_key(&ANTHROPIC_VERSION)
+        {
+            set(req, ANTHROPIC_VERSION, provider.anthropic_version.clone())?;
+        }
+        for (name, value) in &provider.headers {
+            set(req, name.clone(), value.clone())?;
+        }
+        Ok(())
+    }
+}
+
+/// The provider's credential, set last on the way in so that neither client headers nor
+/// filters can replace it (the client's own credentials were never copied).
+pub struct Credentials;
+
+impl Phase for Credentials {
+    fn name(&self) -> &'static str {
+        "credentials"
+    }
+
+    fn upstream_request_filter(
+        &self,
+        upstream: &mut UpstreamRequest<'_>,
+        _ctx: &mut RequestCtx,
+    ) -> Result<(), GatewayError> {
+        if let Some((name, value)) = upstream.target.provider.auth_header() {
+            upstream
+                .header
+                .insert_header(name, value)
+                .map_err(request_header_error)?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn header_error(e: Box<pingora_error::Error>) -> GatewayError {
+    GatewayError::Internal(format!("cannot build response header: {e}").into())
+}
+
+fn request_header_error(e: Box<pingora_error::Error>) -> GatewayError {
+    GatewayError::Internal(format!("cannot build upstream request header: {e}").into())
+}

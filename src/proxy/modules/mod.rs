@@ -1,0 +1,25 @@
+//! The modules of the request path, one concern each, listed in order in
+//! [`super::phases::Chain::standard`]. Each implements the phases it acts on and delegates
+//! the decisions to the crate module that owns them (`crate::auth`, `crate::translate`,
+//! `crate::accounting`, …), so the logic stays testable without a session.
+
+mod accounting;
+mod auth;
+mod filters;
+mod headers;
+mod local;
+mod observe;
+mod routing;
+mod selection;
+mod translation;
+
+pub use accounting::Accounting;
+pub use auth::Authenticate;
+pub use filters::OperatorFilters;
+pub(crate) use headers::header_error;
+pub use headers::{Credentials, ProviderRequest, SiraHeaders, X_REQUEST_ID};
+pub use local::LocalAnswers;
+pub use observe::Observe;
+pub use routing::Routing;
+pub use selection::Selection;
+pub use translation::{stream_error_event, Translation};

@@ -1,0 +1,72 @@
+//! Which route the request is on (and so the client's surface), then, once the body is read,
+//! which `models:` entry serves the model it names, and whether the caller may use it.
+
+use pingora_http::RequestHeader;
+
+use crate::error::GatewayError;
+use crate::proxy::ctx::RequestCtx;
+use crate::proxy::phases::{Flow, Phase, RequestBody};
+use crate::routes::{classify, Operation, RouteError};
+
+pub struct Routing;
+
+impl Phase for Routing {
+    fn name(&self) -> &'static str {
+        "routing"
+    }
+
+    /// Reads: the method and path. Writes: `ctx.format`, `ctx.op`, `ctx.path_model`.
+    fn request_filter(
+        &self,
+        req: &RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<Flow, GatewayError> {
+        let route = classify(&req.method, req.uri.path()).map_err(|e| match e {
+            RouteError::NotFound => {
+                GatewayError::NotFound(format!("{} {}", req.method, req.uri.path()))
+            }
+            RouteError::MethodNotAllowed(allowed) => GatewayError::MethodNotAllowed(allowed),
+        })?;
+        ctx.format = route.format;
+        ctx.op = Some(route.op);
+        ctx.path_model = route.path_model.map(str::to_owned);
+        Ok(Flow::Continue)
+    }
+
+    /// Reads: the peeked body, `ctx.principal` (set by authentication). Writes: `ctx.model`,
+    /// `ctx.stream`, `ctx.route`, `ctx.capture`.
+    fn request_body_filter(
+        &self,
+        body: &mut RequestBody,
+        ctx: &mut RequestCtx,
+    ) -> Result<Flow, GatewayError> {
+        let model = match (ctx.path_model.take(), &body.peek.model) {
+            (Some(model), _) => model,
+            (None, Some(model)) => model.clone(),
+            (None, None) => {
+                return Err(GatewayError::invalid_param(
+                    "model",
+                    "you must provide a model parameter",
+                ))
+            }
+        };
+        ctx.stream =
+            body.peek.stream || matches!(ctx.op, Some(Operation::GenerateContent { stream: true }));
+        // Set before the checks, so that a refused request's log line names the model.
+        ctx.model = Some(model.clone());
+        let snap = ctx.snap.clone();
+        let resolution = snap
+            .models
+            .resolve(&model)
+            .ok_or_else(|| GatewayError::UnknownModel {
+                model: model.clone(),
+                surface: ctx.format,
+            })?;
+        if !ctx.principal.as_ref().is_some_and(|p| p.allows(&model)) {
+            return Err(GatewayError::ModelNotAllowed(model));
+        }
+        ctx.route = Some(resolution.route.clone());
+        ctx.capture = resolution.capture.map(str::to_owned);
+        Ok(Flow::Continue)
+    }
+}

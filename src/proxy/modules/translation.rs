@@ -1,0 +1,299 @@
+//! Client format ⇄ provider format (`crate::translate`): the request of each try, then the
+//! response, stream and errors on the way back. When both sides speak the same format the
+//! client's bytes pass through, edited only where they must be (the model name, the usage
+//! request of OpenAI streams).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use http::{header, HeaderValue};
+use pingora_http::ResponseHeader;
+
+use super::headers::header_error;
+use crate::error::{render_error, Category, GatewayError};
+use crate::format::Format;
+use crate::provider::ProviderKind;
+use crate::proxy::body::{self, Rewrite};
+use crate::proxy::ctx::RequestCtx;
+use crate::proxy::phases::{Phase, UpstreamRequest};
+use crate::routes::Operation;
+use crate::translate::{
+    translate_error, translate_request, translate_response_with, RequestOptions, ResponseOptions,
+    StreamTranslator,
+};
+
+pub struct Translation;
+
+impl Phase for Translation {
+    fn name(&self) -> &'static str {
+        "translation"
+    }
+
+    /// Reads: the client's body and format, the try's target and model. Writes: the
+    /// upstream body and operation, `ctx.translation`, `ctx.response.dropped_params`.
+    /// `Err` when this target cannot take the request (a field its format cannot express, an
+    /// operation it does not serve): the next target may.
+    fn upstream_request_filter(
+        &self,
+        upstream: &mut UpstreamRequest<'_>,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), GatewayError> {
+        let provider = &upstream.target.provider;
+        if upstream.op == Operation::Embeddings && !provider.kind.has_embeddings() {
+            return Err(GatewayError::Unsupported(
+                format!(
+                    "provider {:?} ({}) has no embeddings endpoint",
+                    provider.name,
+                    provider.kind.as_str()
+                )
+                .into(),
+            ));
+        }
+        let state = &mut ctx.translation;
+        if upstream.format != ctx.format {
+            let translated = translate_request(
+                ctx.format,
+                upstream.format,
+                &upstream.client.bytes,
+                &RequestOptions {
+                    model: upstream.model,
+                    stream: upstream.stream,
+                    default_max_tokens: ctx
+                        .route
+                        .as_ref()
+                        .map_or(crate::models::DEFAULT_MAX_TOKENS, |r| r.default_max_tokens),
+                    legacy_max_tokens: provider.kind == ProviderKind::OpenaiCompatible,
+                },
+            )?;
+            upstream.body = Bytes::from(translated.body);
+            upstream.op = translated_op(upstream.format, upstream.stream);
+            state.context = Some(translated.context);
+            state.injected_usage = false;
+            ctx.response.dropped_params = translated.dropped;
+            return Ok(());
+        }
+        // Usage on OpenAI streams only comes when asked for (TRANSLATION.md §2.1).
+        let peek = &upstream.client.peek;
+        let injected_usage =
+            upstream.stream && upstream.format == Format::OpenAiChat && !peek.include_usage;
+        let model_in_body =
+            upstream.format != Format::Gemini && provider.kind != ProviderKind::Azure;
+        upstream.body = body::rewrite(
+            &upstream.client.bytes,
+            peek,
+            &Rewrite {
+                model: model_in_body.then_some(upstream.model),
+                include_usage: injected_usage,
+            },
+        );
+        state.context = None;
+        state.injected_usage = injected_usage;
+        ctx.response.dropped_params.clear();
+        Ok(())
+    }
+
+    /// Reads: `ctx.translation.context`, the response status and kind. Writes: the content
+    /// type; `ctx.response.whole` for JSON and error bodies (translated whole, before the
+    /// header), `ctx.translation.stream` for streams.
+    fn response_filter(
+        &self,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), GatewayError> {
+        if ctx.response.local {
+            return Ok(());
+        }
+        let Some(context) = ctx.translation.context.take() else {
+            return Ok(());
+        };
+        if ctx.response.sse {
+            resp.insert_header(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream; charset=utf-8"),
+            )
+            .map_err(header_error)?;
+            ctx.translation.stream = Some(Box::new(StreamTranslator::with_context(
+                ctx.upstream_format(),
+                ctx.format,
+                response_options(ctx),
+                context,
+            )));
+        } else {
+            resp.insert_header(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )
+            .map_err(header_error)?;
+            ctx.response.whole = true;
+            ctx.translation.context = Some(context);
+        }
+        Ok(())
+    }
+
+    fn wants_response_body(&self, ctx: &RequestCtx) -> bool {
+        ctx.translation.stream.is_some() || ctx.translation.context.is_some()
+    }
+
+    /// A stream: provider events in, the client's events out (one buffer per batch). A
+    /// whole JSON body: translated at once, its usage taken from the provider's answer. An
+    /// error body: into the client's error shape and the status its SDK expects.
+    fn response_body_filter(
+        &self,
+        body: &mut Vec<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), GatewayError> {
+        let provider = ctx.provider_label().to_owned();
+        let broken = move |reason: String| GatewayError::UpstreamBroken { provider, reason };
+        if let Some(translator) = ctx.translation.stream.as_mut() {
+            let out = &mut ctx.translation.out;
+            let mut failure = None;
+            for piece in body.drain(..) {
+                // Client events are about twice the size of the provider's (ids and model
+                // names repeated in every OpenAI chunk): one reservation per chunk rather than
+                // growth event by event. Once the previous batch was written its buffer is
+                // ours alone again and is reused.
+                out.reserve(2 * piece.len() + 256);
+                if let Err(e) = translator.feed(piece, out) {
+                    failure.get_or_insert(e);
+                }
+            }
+            if end_of_stream {
+                translator.finish(out);
+            }
+            if !out.is_empty() {
+                body.push(out.split().freeze());
+            }
+            let usage = translator.usage();
+            ctx.usage = usage;
+            ctx.usage_seen = !usage.is_zero();
+            return match failure {
+                Some(e) => Err(broken(format!(
+                    "cannot translate the provider's stream: {e}"
+                ))),
+                None => Ok(()),
+            };
+        }
+        let Some(context) = ctx.translation.context.take() else {
+            return Ok(());
+        };
+        let whole = join(body);
+        let upstream_format = ctx.upstream_format();
+        if ctx.response.status >= 400 {
+            let translated =
+                translate_error(upstream_format, ctx.format, ctx.response.status, &whole);
+            ctx.response.status = translated.status;
+            body.push(Bytes::from(translated.body));
+            return Ok(());
+        }
+        let translated = translate_response_with(
+            upstream_format,
+            ctx.format,
+            &whole,
+            &response_options(ctx),
+            &context,
+        )
+        .map_err(|e| broken(format!("cannot translate the provider's response: {e}")))?;
+        ctx.usage = translated.usage;
+        ctx.usage_seen = !translated.usage.is_zero();
+        body.push(Bytes::from(translated.body));
+        Ok(())
+    }
+
+    /// A translated stream ends with the client format's own error event.
+    fn response_error_filter(
+        &self,
+        error: &GatewayError,
+        event: &mut Option<Bytes>,
+        ctx: &mut RequestCtx,
+    ) {
+        if let Some(translator) = ctx.translation.stream.as_mut() {
+            let out = &mut ctx.translation.out;
+            out.clear();
+            translator.error_event(&error.to_string(), out);
+            ctx.usage = translator.usage();
+            ctx.usage_seen = !ctx.usage.is_zero();
+            if !out.is_empty() {
+                *event = Some(out.split().freeze());
+            }
+        }
+    }
+}
+
+/// The pieces of a body as one buffer, without a copy when there is one piece.
+fn join(body: &mut Vec<Bytes>) -> Bytes {
+    match body.len() {
+        0 => Bytes::new(),
+        1 => body.pop().unwrap_or_default(),
+        _ => {
+            let mut joined = BytesMut::with_capacity(body.iter().map(Bytes::len).sum());
+            for piece in body.drain(..) {
+                joined.extend_from_slice(&piece);
+            }
+            joined.freeze()
+        }
+    }
+}
+
+/// What response translators need to fill in fields the provider may not send.
+fn response_options(ctx: &RequestCtx) -> ResponseOptions {
+    ResponseOptions {
+        model: ctx.upstream.model.clone().unwrap_or_default(),
+        request_id: ctx.id.to_str().unwrap_or("req").to_owned(),
+        created: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    }
+}
+
+/// The provider operation a translated request becomes.
+fn translated_op(provider: Format, stream: bool) -> Operation {
+    match provider {
+        Format::OpenAiChat => Operation::ChatCompletions,
+        Format::OpenAiResponses => Operation::Responses,
+        Format::Anthropic => Operation::Messages,
+        Format::Gemini => Operation::GenerateContent { stream },
+    }
+}
+
+/// The in-stream error event of each surface (CONTRACT.md, errors after streaming began),
+/// for streams that pass through untranslated.
+pub fn stream_error_event(format: Format, error: &GatewayError) -> Bytes {
+    let message = error.to_string();
+    let payload = render_error(
+        format,
+        502,
+        Category::Upstream,
+        &message,
+        None,
+        Some("upstream_error"),
+    );
+    let mut event = BytesMut::with_capacity(payload.len() + 32);
+    match format {
+        Format::Anthropic | Format::OpenAiResponses => {
+            event.extend_from_slice(b"event: error\ndata: ")
+        }
+        Format::OpenAiChat | Format::Gemini => event.extend_from_slice(b"data: "),
+    }
+    event.extend_from_slice(&payload);
+    event.extend_from_slice(b"\n\n");
+    event.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_events_per_surface() {
+        let error = GatewayError::UpstreamBroken {
+            provider: "p".into(),
+            reason: "reset".into(),
+        };
+        let anthropic = stream_error_event(Format::Anthropic, &error);
+        assert!(anthropic.starts_with(b"event: error\ndata: {\"type\":\"error\""));
+        let openai = stream_error_event(Format::OpenAiChat, &error);
+        assert!(openai.starts_with(b"data: {\"error\":"));
+        assert!(openai.ends_with(b"\n\n"));
+    }
+}

@@ -106,7 +106,8 @@ impl Edge {
         let mut persistent: Option<HttpPersistentSettings> = None;
         let mut first = true;
         loop {
-            let server = self.gateway.live.load_full().server.clone();
+            let snap = self.gateway.live.load_full();
+            let server = &snap.server;
             let mut session = ServerSession::new_http1(stream);
             match persistent.take() {
                 Some(settings) => settings.apply_to_session(&mut session),
@@ -116,18 +117,11 @@ impl Edge {
             }
             watch.begin();
             let started = if first { Some(accepted) } else { None };
-            let read = read_header(
-                &mut session,
-                &watch,
-                started,
-                server.header_timeout,
-                shutdown,
-            );
-            let outcome = read.await;
+            let outcome = read_header(&mut session, &watch, started, server.header_timeout).await;
             watch.end();
             first = false;
             let refused = match outcome {
-                Header::Read => check_header(&mut session, &server),
+                Header::Read => check_header(&mut session, server),
                 Header::Closed => return,
                 Header::Refused(error) => {
                     refuse(session, error).await;
@@ -147,8 +141,8 @@ impl Edge {
 /// How reading a request header ended.
 enum Header {
     Read,
-    /// The client closed the connection, or it idled past the keep-alive timeout, or the
-    /// server is shutting down before a request began: nothing to answer.
+    /// The client closed the connection, or it idled past the keep-alive timeout: nothing
+    /// to answer.
     Closed,
     /// Answered with this error, then the connection is closed.
     Refused(GatewayError),
@@ -161,21 +155,12 @@ async fn read_header(
     watch: &Watch,
     started: Option<Instant>,
     timeout: Duration,
-    shutdown: &ShutdownWatch,
 ) -> Header {
-    let mut shutdown = shutdown.clone();
     let deadline = HeaderDeadline {
         watch,
         started,
         timeout,
         timer: None,
-    };
-    // Shutting down: a keep-alive connection that has not begun another request closes now
-    // (one that has is served; its header deadline bounds the wait).
-    let closing = async {
-        if shutdown.changed().await.is_err() || watch.started() {
-            std::future::pending::<()>().await;
-        }
     };
     let result = tokio::select! {
         biased;
@@ -183,7 +168,6 @@ async fn read_header(
         () = deadline => {
             return Header::Refused(GatewayError::RequestTimeout("the request header"));
         }
-        () = closing => return Header::Closed,
     };
     match result {
         Ok(true) => Header::Read,
@@ -365,10 +349,6 @@ impl Watch {
 
     fn end(&self) {
         self.reading.store(false, Ordering::Relaxed);
-    }
-
-    fn started(&self) -> bool {
-        self.first_byte.load(Ordering::Relaxed) != 0
     }
 
     fn first_byte(&self) -> Option<Instant> {

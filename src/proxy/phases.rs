@@ -281,8 +281,14 @@ impl Chain {
         ctx: &mut RequestCtx,
     ) -> Result<Option<LocalResponse>, GatewayError> {
         for module in &self.modules {
-            if let Some(answer) = settle(module.request_filter(req, ctx)?).await? {
-                return Ok(Some(answer));
+            match module.request_filter(req, ctx)? {
+                Flow::Continue => {}
+                Flow::Respond(answer) => return Ok(Some(answer)),
+                Flow::Wait(pending) => {
+                    if let Some(answer) = settle(pending).await? {
+                        return Ok(Some(answer));
+                    }
+                }
             }
         }
         Ok(None)
@@ -295,8 +301,14 @@ impl Chain {
         ctx: &mut RequestCtx,
     ) -> Result<Option<LocalResponse>, GatewayError> {
         for module in &self.modules {
-            if let Some(answer) = settle(module.request_body_filter(body, ctx)?).await? {
-                return Ok(Some(answer));
+            match module.request_body_filter(body, ctx)? {
+                Flow::Continue => {}
+                Flow::Respond(answer) => return Ok(Some(answer)),
+                Flow::Wait(pending) => {
+                    if let Some(answer) = settle(pending).await? {
+                        return Ok(Some(answer));
+                    }
+                }
             }
         }
         Ok(None)
@@ -379,13 +391,14 @@ impl Chain {
     }
 }
 
-/// Follows a module's [`Flow::Wait`]s to its decision; `Some` when it answered.
-async fn settle(mut flow: Flow) -> Result<Option<LocalResponse>, GatewayError> {
+/// Follows a module's [`Flow::Wait`] to its decision; `Some` when it answered. Only reached
+/// when a module waits: the usual `Continue` costs no future.
+async fn settle(mut pending: Pending) -> Result<Option<LocalResponse>, GatewayError> {
     loop {
-        match flow {
+        match pending.await? {
             Flow::Continue => return Ok(None),
             Flow::Respond(answer) => return Ok(Some(answer)),
-            Flow::Wait(pending) => flow = pending.await?,
+            Flow::Wait(next) => pending = next,
         }
     }
 }

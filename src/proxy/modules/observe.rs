@@ -5,13 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pingora_http::RequestHeader;
-use serde::Serialize;
-
-use crate::access_log::AccessLog;
+use crate::access_log::{AccessLog, JsonLine};
 use crate::metrics::metrics;
 use crate::proxy::ctx::RequestCtx;
 use crate::proxy::phases::Phase;
+use pingora_http::RequestHeader;
 
 pub struct Observe {
     access_log: Arc<AccessLog>,
@@ -21,35 +19,6 @@ impl Observe {
     pub fn new(access_log: Arc<AccessLog>) -> Observe {
         Observe { access_log }
     }
-}
-
-#[derive(Serialize)]
-struct Line<'a> {
-    ts: f64,
-    request_id: &'a str,
-    key: &'a str,
-    surface: &'a str,
-    method: &'a str,
-    path: &'a str,
-    model: Option<&'a str>,
-    route: &'a str,
-    provider: &'a str,
-    upstream_model: Option<&'a str>,
-    status: u16,
-    stream: bool,
-    input_tokens: u64,
-    output_tokens: u64,
-    cached_input_tokens: u64,
-    cost_usd: f64,
-    duration_ms: f64,
-    ttfb_ms: Option<f64>,
-    overhead_us: u64,
-    attempts: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error_class: Option<&'static str>,
-    client_gone: bool,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -93,37 +62,36 @@ impl Phase for Observe {
             .with_label_values(&[surface])
             .observe(overhead.as_secs_f64());
         let usage = ctx.usage;
-        let line = Line {
-            ts: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64()),
-            request_id: ctx.id.to_str().unwrap_or("-"),
-            key: ctx.key_name(),
-            surface,
-            method: req.method.as_str(),
-            path: req.uri.path(),
-            model: ctx.model.as_deref(),
-            route: model,
-            provider,
-            upstream_model: ctx.upstream.model.as_deref(),
-            status,
-            stream: ctx.stream,
-            input_tokens: usage.input,
-            output_tokens: usage.output,
-            cached_input_tokens: usage.cached_input,
-            cost_usd: ctx.cost,
-            duration_ms: ms(elapsed),
-            ttfb_ms: ttfb.map(ms),
-            overhead_us: overhead.as_micros() as u64,
-            attempts: ctx.upstream.attempts.len(),
-            error: ctx.error.as_ref().map(ToString::to_string),
-            error_class: ctx.error.as_ref().map(|e| e.class()),
-            client_gone: ctx.response.client_gone,
-        };
-        match serde_json::to_vec(&line) {
-            Ok(bytes) => self.access_log.write(bytes),
-            Err(e) => tracing::warn!("cannot encode access log line: {e}"),
+        let ts = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let mut line = JsonLine::with_capacity(512);
+        line.f64("ts", ts)
+            .str("request_id", ctx.id.to_str().unwrap_or("-"))
+            .str("key", ctx.key_name())
+            .str("surface", surface)
+            .str("method", req.method.as_str())
+            .str("path", req.uri.path())
+            .opt_str("model", ctx.model.as_deref())
+            .str("route", model)
+            .str("provider", provider)
+            .opt_str("upstream_model", ctx.upstream.model.as_deref())
+            .u64("status", u64::from(status))
+            .bool("stream", ctx.stream)
+            .u64("input_tokens", usage.input)
+            .u64("output_tokens", usage.output)
+            .u64("cached_input_tokens", usage.cached_input)
+            .f64("cost_usd", ctx.cost)
+            .f64("duration_ms", ms(elapsed))
+            .opt_f64("ttfb_ms", ttfb.map(ms))
+            .u64("overhead_us", overhead.as_micros() as u64)
+            .u64("attempts", ctx.upstream.attempts.len() as u64);
+        if let Some(error) = &ctx.error {
+            line.str("error", &error.to_string())
+                .str("error_class", error.class());
         }
+        line.bool("client_gone", ctx.response.client_gone);
+        self.access_log.write(line.finish());
     }
 }
 

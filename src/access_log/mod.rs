@@ -14,6 +14,10 @@ use std::time::Duration;
 use crate::config::AccessLogTarget;
 use crate::metrics::metrics;
 
+mod line;
+
+pub use line::JsonLine;
+
 const QUEUE: usize = 16 * 1024;
 
 enum Message {

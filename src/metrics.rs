@@ -43,6 +43,16 @@ pub enum Buffer {
 }
 
 impl Buffer {
+    /// The config key that bounds this buffer.
+    pub const fn setting(self) -> &'static str {
+        match self {
+            Buffer::SseEvent => "server.max_sse_event",
+            Buffer::ResponseBody => "server.max_response_body",
+            Buffer::ToolArguments => "server.max_tool_arguments",
+            Buffer::RequestHeader => "server.max_header_size",
+        }
+    }
+
     pub const fn label(self) -> &'static str {
         match self {
             Buffer::SseEvent => "sse_event",

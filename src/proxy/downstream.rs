@@ -151,11 +151,22 @@ pub async fn write_pieces(
     write(session, ctx, data, end).await
 }
 
+/// How long a broken HTTP/2 stream waits for its last frames to leave before the reset.
+const H2_FLUSH_PAUSE: Duration = Duration::from_millis(20);
+
 /// Ends a response that broke after its header was sent, so that the client cannot take
 /// it for complete: HTTP/1.1 closes the connection without the last chunk (a body with a
 /// `Content-Length` stays short of it), HTTP/2 resets the stream.
 pub async fn abort(session: &mut ServerSession, ctx: &mut RequestCtx) {
     ctx.response.aborted = true;
+    if session.is_http2() {
+        // A reset drops the stream's frames still queued in the connection (h2 clears the
+        // queue), and the error event written just before may be among them. h2 does not
+        // tell when a stream's queue is empty; the connection task writes it out as soon as
+        // it runs, so a short pause, on this failure path only, lets it go first. A client
+        // whose window is exhausted would not have read it anyway.
+        tokio::time::sleep(H2_FLUSH_PAUSE).await;
+    }
     session.shutdown().await;
 }
 

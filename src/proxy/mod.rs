@@ -243,8 +243,10 @@ impl Gateway {
         }
         // Refused before its body was read: the connection closes after this answer (Pingora
         // will not reuse it) rather than drain an upload of any size; a short, bounded linger
-        // lets the client read the answer instead of a reset.
-        if !session.is_http2() && !session.is_body_done() {
+        // lets the client read the answer instead of a reset — unless the client was refused
+        // for being too slow to send.
+        let slow = matches!(ctx.error, Some(GatewayError::RequestTimeout(_)));
+        if !session.is_http2() && !slow && !session.is_body_done() {
             downstream::linger(session).await;
         }
     }

@@ -193,7 +193,8 @@ pub trait Phase: Send + Sync {
     /// `end_of_stream` set, before the header is sent.
     ///
     /// `Err` ends the response: before the header, as an error response; after it, as a
-    /// broken response ([`Phase::response_error_filter`]).
+    /// broken response ([`Phase::response_error_filter`]). What the module leaves in `body`
+    /// still goes on (through the modules after it) before the end.
     fn response_body_filter(
         &self,
         _body: &mut Vec<Bytes>,
@@ -354,6 +355,11 @@ impl Chain {
     }
 
     /// Runs [`Phase::response_body_filter`] on the modules that asked for the body.
+    ///
+    /// A module that fails leaves in `body` what it could still pass on (the events before
+    /// the one it could not take); the modules after it see that, without `end_of_stream`,
+    /// and the first failure is returned: the driver writes what is left, then ends the
+    /// response as broken.
     pub fn response_body_filter(
         &self,
         body: &mut Vec<Bytes>,
@@ -361,12 +367,16 @@ impl Chain {
         ctx: &mut RequestCtx,
     ) -> Result<(), GatewayError> {
         let hooks = ctx.response.body_hooks;
+        let mut failure = None;
         for index in hooks.iter() {
             if let Some(module) = self.modules.get(index) {
-                module.response_body_filter(body, end_of_stream, ctx)?;
+                let end = end_of_stream && failure.is_none();
+                if let Err(e) = module.response_body_filter(body, end, ctx) {
+                    failure.get_or_insert(e);
+                }
             }
         }
-        Ok(())
+        failure.map_or(Ok(()), Err)
     }
 
     /// Runs [`Phase::response_error_filter`]; the client's error event, if a module rendered

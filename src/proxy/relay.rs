@@ -186,11 +186,13 @@ async fn relay_stream(
                 }
             }
             Next::ClientGone => return Ok(()),
-            Next::Failed(e) => e,
+            Next::Failed(e) => {
+                pieces.clear();
+                e
+            }
         };
-        // The status line is sent: the stream ends with the surface's error event, then as
-        // a broken response.
-        pieces.clear();
+        // The status line is sent: what the body phases let through, then the surface's
+        // error event, then the end of a broken response.
         let event = gw
             .chain
             .response_error_filter(&failure, ctx)

@@ -35,11 +35,11 @@ pub enum TranslateError {
 
     /// A provider's stream made the translator hold more than its bound: one event, or a
     /// tool call's arguments held back until the call is complete.
-    #[error("{what} larger than the gateway's limit of {limit} bytes ({setting})")]
+    #[error("{what} larger than the gateway's limit of {limit} bytes ({})", buffer.setting())]
     TooLarge {
         what: &'static str,
-        /// The config key that sets the bound.
-        setting: &'static str,
+        /// Which bound.
+        buffer: crate::metrics::Buffer,
         limit: usize,
     },
 }

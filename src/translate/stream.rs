@@ -160,7 +160,7 @@ impl StreamTranslator {
             if self.tool_arguments > self.tool_arguments_limit {
                 first_error.get_or_insert(TranslateError::TooLarge {
                     what: "a tool call's arguments",
-                    setting: "server.max_tool_arguments",
+                    buffer: crate::metrics::Buffer::ToolArguments,
                     limit: self.tool_arguments_limit,
                 });
                 self.finished = true;
@@ -171,7 +171,7 @@ impl StreamTranslator {
         if let Err(e) = framing {
             first_error.get_or_insert(TranslateError::TooLarge {
                 what: "an event of the provider's stream",
-                setting: "server.max_sse_event",
+                buffer: crate::metrics::Buffer::SseEvent,
                 limit: e.limit,
             });
             self.finished = true;

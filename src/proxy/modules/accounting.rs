@@ -72,15 +72,19 @@ impl Phase for Accounting {
             let mut failure = None;
             // Most batches are one chunk, passed on as one slice of itself: only a chunk with
             // something dropped is rebuilt.
-            for piece in body.iter_mut() {
+            let mut kept = body.len();
+            for (i, piece) in body.iter_mut().enumerate() {
                 tap.frames.clear();
-                if let Err(e) = tap.scanner.feed(piece.clone(), &mut tap.frames) {
+                let fed = tap.scanner.feed(piece.clone(), &mut tap.frames);
+                // The frames completed before a failure still go on.
+                *piece = forwardable(piece, &tap.frames, &mut tap.usage, tap.drop_usage_only);
+                if let Err(e) = fed {
                     failure = Some(e);
-                    *piece = Bytes::new();
+                    kept = i + 1;
                     break;
                 }
-                *piece = forwardable(piece, &tap.frames, &mut tap.usage, tap.drop_usage_only);
             }
+            body.truncate(kept);
             if end_of_stream && failure.is_none() {
                 if let Some(tail) = tap.scanner.finish() {
                     let frames = [tail.clone()];

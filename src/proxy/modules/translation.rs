@@ -12,6 +12,7 @@ use pingora_http::ResponseHeader;
 use super::headers::header_error;
 use crate::error::{render_error, Category, GatewayError};
 use crate::format::Format;
+use crate::metrics::metrics;
 use crate::provider::ProviderKind;
 use crate::proxy::body::{self, Rewrite};
 use crate::proxy::ctx::RequestCtx;
@@ -19,7 +20,7 @@ use crate::proxy::phases::{Phase, UpstreamRequest};
 use crate::routes::Operation;
 use crate::translate::{
     translate_error, translate_request, translate_response_with, RequestOptions, ResponseOptions,
-    StreamTranslator,
+    StreamLimits, StreamTranslator, TranslateError,
 };
 
 pub struct Translation;
@@ -112,12 +113,18 @@ impl Phase for Translation {
                 HeaderValue::from_static("text/event-stream; charset=utf-8"),
             )
             .map_err(header_error)?;
-            ctx.translation.stream = Some(Box::new(StreamTranslator::with_context(
+            let mut translator = Box::new(StreamTranslator::with_context(
                 ctx.upstream_format(),
                 ctx.format,
                 response_options(ctx),
                 context,
-            )));
+            ));
+            let server = &ctx.snap.server;
+            translator.set_limits(StreamLimits {
+                event: server.max_sse_event,
+                tool_arguments: server.max_tool_arguments,
+            });
+            ctx.translation.stream = Some(translator);
         } else {
             resp.insert_header(
                 header::CONTENT_TYPE,
@@ -168,9 +175,14 @@ impl Phase for Translation {
             ctx.usage = usage;
             ctx.usage_seen = !usage.is_zero();
             return match failure {
-                Some(e) => Err(broken(format!(
-                    "cannot translate the provider's stream: {e}"
-                ))),
+                Some(e) => {
+                    if let TranslateError::TooLarge { buffer, .. } = &e {
+                        metrics().buffer_limit(*buffer);
+                    }
+                    Err(broken(format!(
+                        "cannot translate the provider's stream: {e}"
+                    )))
+                }
                 None => Ok(()),
             };
         }

@@ -119,7 +119,7 @@ impl Parser {
                 if self.held_bytes > self.held_limit {
                     return Err(TranslateError::TooLarge {
                         what: "held-back tool call arguments",
-                        setting: "server.max_tool_arguments",
+                        buffer: crate::metrics::Buffer::ToolArguments,
                         limit: self.held_limit,
                     });
                 }

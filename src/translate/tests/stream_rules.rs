@@ -86,6 +86,46 @@ fn anthropic_block_indexes_map_to_openai_tool_indexes() {
 }
 
 #[test]
+fn held_back_arguments_of_a_parallel_call_are_bounded() {
+    // The second call is held back while the first streams; its arguments grow without
+    // end. The translator refuses once they pass the bound instead of holding them all.
+    let chunk = |delta: Value| json!({"id":"c1","model":"m","choices":[{"index":0,"delta":delta,"finish_reason":null}]});
+    let call = |i: u32, id: &str| json!({"tool_calls":[{"index":i,"id":id,"type":"function","function":{"name":"f","arguments":""}}]});
+    let args = |i: u32, a: &str| json!({"tool_calls":[{"index":i,"function":{"arguments":a}}]});
+    let piece = "x".repeat(100);
+    let mut events = vec![
+        ("", chunk(json!({"role":"assistant","content":null}))),
+        ("", chunk(call(0, "call_a"))),
+        ("", chunk(call(1, "call_b"))),
+    ];
+    for _ in 0..20 {
+        events.push(("", chunk(args(1, &piece))));
+    }
+    let input = sse(&events);
+    let mut t = StreamTranslator::new(Format::OpenAiChat, Format::Anthropic, opts());
+    t.set_limits(crate::translate::StreamLimits {
+        event: usize::MAX,
+        tool_arguments: 1000,
+    });
+    let mut out = BytesMut::new();
+    let refused = t.feed(Bytes::from(input.clone()), &mut out);
+    assert!(
+        matches!(
+            refused,
+            Err(crate::translate::TranslateError::TooLarge {
+                buffer: crate::metrics::Buffer::ToolArguments,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    // Without a bound the same stream is accepted.
+    let mut t = StreamTranslator::new(Format::OpenAiChat, Format::Anthropic, opts());
+    let mut out = BytesMut::new();
+    assert!(t.feed(Bytes::from(input), &mut out).is_ok());
+}
+
+#[test]
 fn interleaved_parallel_calls_become_sequential_anthropic_blocks() {
     let chunk = |delta: Value, finish: Value| json!({"id":"c1","model":"m","choices":[{"index":0,"delta":delta,"finish_reason":finish}]});
     let call = |i: u32, id: &str, name: &str| json!({"tool_calls":[{"index":i,"id":id,"type":"function","function":{"name":name,"arguments":""}}]});

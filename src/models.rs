@@ -83,7 +83,8 @@ pub struct ModelRoute {
     /// The name or pattern as written in the config.
     pub name: Arc<str>,
     pub targets: Vec<Target>,
-    next: AtomicUsize,
+    /// Round-robin cursor over the weighted targets, kept across reloads.
+    next: Arc<AtomicUsize>,
     pub pricing: Option<Pricing>,
     pub fallbacks: Vec<Arc<str>>,
     pub retry: RetryPolicy,
@@ -96,7 +97,7 @@ impl ModelRoute {
         ModelRoute {
             name: name.into(),
             targets,
-            next: AtomicUsize::new(0),
+            next: crate::runtime::registry().cursor(&format!("model:{name}")),
             pricing: None,
             fallbacks: Vec::new(),
             retry: RetryPolicy::default(),

@@ -8,16 +8,16 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ahash::AHashMap;
-use arc_swap::ArcSwapOption;
 use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
 use crate::config::Secret;
 use crate::format::Format;
 use crate::routes::Operation;
+use crate::runtime::HostState;
 
 /// The API family a provider belongs to.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash)]
@@ -101,9 +101,6 @@ impl Default for Timeouts {
     }
 }
 
-/// How long a DNS answer is reused before the endpoint is resolved again.
-const DNS_TTL: Duration = Duration::from_secs(60);
-
 /// One base URL of a provider.
 #[derive(Debug)]
 pub struct Endpoint {
@@ -117,13 +114,9 @@ pub struct Endpoint {
     /// Value of the upstream `Host` header.
     pub authority: HeaderValue,
     pub weight: u32,
-    resolved: ArcSwapOption<Resolved>,
-}
-
-#[derive(Debug)]
-struct Resolved {
-    addr: SocketAddr,
-    at: Instant,
+    /// The host's addresses, kept by the runtime registry across reloads and refreshed in
+    /// the background (`crate::dns`).
+    pub resolution: Arc<HostState>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -166,14 +159,7 @@ impl Endpoint {
             format!("{host}:{port}")
         };
         let authority = HeaderValue::from_str(&authority_text).map_err(|_| bad())?;
-        let resolved = match host.trim_start_matches('[').trim_end_matches(']').parse() {
-            Ok(ip) => Some(Arc::new(Resolved {
-                addr: SocketAddr::new(ip, port),
-                // An IP literal never goes stale.
-                at: Instant::now() + Duration::from_secs(u32::MAX as u64),
-            })),
-            Err(_) => None,
-        };
+        let resolution = crate::runtime::registry().host(&host, port);
         Ok(Endpoint {
             url: url.into(),
             tls,
@@ -185,32 +171,24 @@ impl Endpoint {
             base_path,
             authority,
             weight,
-            resolved: ArcSwapOption::new(resolved),
+            resolution,
         })
     }
 
-    /// The socket address to connect to, resolving the host name when the cached answer is
-    /// older than a minute. Resolution happens on the request path only when stale, and is
-    /// asynchronous (tokio's resolver runs on the blocking pool).
-    pub async fn addr(&self) -> Result<SocketAddr, EndpointError> {
-        if let Some(cached) = self.resolved.load().as_ref() {
-            if cached.at.elapsed() < DNS_TTL || cached.at > Instant::now() {
-                return Ok(cached.addr);
-            }
-        }
-        let fail = |reason: String| EndpointError::Resolve {
-            host: self.host.clone(),
-            reason,
-        };
-        let mut addrs = tokio::net::lookup_host((self.host.as_str(), self.port))
+    /// The socket address to connect to: the last answer for the host, read without a
+    /// lookup. Only a name never resolved yet (just after start, or just added by a
+    /// reload) waits, at most `wait`, for the DNS service's first answer.
+    pub async fn addr(&self, wait: Duration) -> Result<SocketAddr, EndpointError> {
+        self.resolution
+            .addr(wait)
             .await
-            .map_err(|e| fail(e.to_string()))?;
-        let addr = addrs.next().ok_or_else(|| fail("no addresses".into()))?;
-        self.resolved.store(Some(Arc::new(Resolved {
-            addr,
-            at: Instant::now(),
-        })));
-        Ok(addr)
+            .ok_or_else(|| EndpointError::Resolve {
+                host: self.host.clone(),
+                reason: self
+                    .resolution
+                    .last_error()
+                    .map_or_else(|| "no answer yet".to_owned(), |e| e.to_string()),
+            })
     }
 }
 
@@ -235,8 +213,8 @@ pub struct Provider {
     pub name: Arc<str>,
     pub kind: ProviderKind,
     pub endpoints: Vec<Endpoint>,
-    /// Round-robin cursor over `endpoints`.
-    next: AtomicUsize,
+    /// Round-robin cursor over `endpoints`, kept across reloads (`crate::runtime`).
+    next: Arc<AtomicUsize>,
     pub api_key: Option<Secret>,
     pub api_version: Option<String>,
     /// Azure: model name → deployment name.
@@ -276,7 +254,7 @@ impl Provider {
             name: name.into(),
             kind,
             endpoints,
-            next: AtomicUsize::new(0),
+            next: crate::runtime::registry().cursor(&format!("provider:{name}")),
             api_key,
             api_version,
             deployments,
@@ -490,7 +468,10 @@ mod tests {
     #[tokio::test]
     async fn ip_literals_need_no_dns() {
         let e = Endpoint::parse("http://127.0.0.1:9", 1).unwrap();
-        assert_eq!(e.addr().await.unwrap(), "127.0.0.1:9".parse().unwrap());
+        assert_eq!(
+            e.addr(Duration::ZERO).await.unwrap(),
+            "127.0.0.1:9".parse().unwrap()
+        );
     }
 
     fn provider(kind: ProviderKind, urls: &[(&str, u32)]) -> Provider {

@@ -92,6 +92,10 @@ pub fn run(snapshot: Snapshot, options: RunOptions) -> std::io::Result<()> {
         server.add_service(admin);
     }
     server.add_service(background_service("sira-sighup", SighupService(reloader)));
+    server.add_service(background_service(
+        "sira-dns",
+        crate::dns::DnsService::new(&settings.resolver),
+    ));
 
     let listen: Vec<String> = settings.listen.iter().map(ToString::to_string).collect();
     tracing::info!(

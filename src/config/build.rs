@@ -129,6 +129,7 @@ fn server_settings(b: &mut Builder, value: Option<Value>) -> Option<ServerSettin
         max_sse_event,
         max_response_body,
         max_tool_arguments,
+        resolver,
     } = config;
     b.unsupported("server.tls", &tls);
     let mut addrs = Vec::new();
@@ -262,6 +263,20 @@ fn server_settings(b: &mut Builder, value: Option<Value>) -> Option<ServerSettin
         Some(n) => n,
         None => DEFAULT_MAX_HEADERS,
     };
+    let mut resolver_addrs = Vec::new();
+    for (i, text) in resolver.unwrap_or_default().iter().enumerate() {
+        let parsed = text.parse::<SocketAddr>().or_else(|_| {
+            text.parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 53))
+        });
+        match parsed {
+            Ok(addr) => resolver_addrs.push(addr),
+            Err(_) => b.problem(
+                format!("server.resolver[{i}]"),
+                format!("invalid address {text:?}: expected an IP address, with an optional :port"),
+            ),
+        }
+    }
     Some(ServerSettings {
         listen: addrs,
         admin,
@@ -278,6 +293,7 @@ fn server_settings(b: &mut Builder, value: Option<Value>) -> Option<ServerSettin
         max_sse_event,
         max_response_body,
         max_tool_arguments,
+        resolver: resolver_addrs,
     })
 }
 

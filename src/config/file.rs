@@ -77,6 +77,9 @@ pub struct ServerConfig {
     pub max_response_body: Option<ByteSize>,
     #[serde(default)]
     pub max_tool_arguments: Option<ByteSize>,
+    /// DNS servers for provider host names (`ip` or `ip:port`); default: the system's.
+    #[serde(default)]
+    pub resolver: Option<Vec<String>>,
 }
 
 /// `server.timeouts`: how long a client may take.

@@ -97,6 +97,9 @@ fn restart_only_changes(old: &Snapshot, new: &Snapshot) -> Vec<&'static str> {
     if a.grace_period != b.grace_period {
         changed.push("server.grace_period");
     }
+    if a.resolver != b.resolver {
+        changed.push("server.resolver");
+    }
     if old.logging.level != new.logging.level || old.logging.format != new.logging.format {
         changed.push("logging.level/format");
     }

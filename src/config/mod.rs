@@ -131,6 +131,8 @@ pub struct ServerSettings {
     pub max_response_body: usize,
     /// A tool call's arguments held back while a stream is translated.
     pub max_tool_arguments: usize,
+    /// DNS servers for provider host names; empty = the system's configuration.
+    pub resolver: Vec<SocketAddr>,
 }
 
 /// Facts about where a snapshot came from, shown by `/admin/config`.

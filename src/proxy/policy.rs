@@ -255,7 +255,7 @@ async fn try_once(
     let network = Instant::now();
     let exchange = async {
         let addr = endpoint
-            .addr()
+            .addr(provider.timeouts.connect)
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         let mut timeouts = provider.timeouts;

@@ -9,6 +9,7 @@ mod auth;
 mod bodies;
 mod bounds;
 mod cli;
+mod dns;
 mod errors;
 mod observability;
 mod pooling;

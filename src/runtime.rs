@@ -1,0 +1,241 @@
+//! State that outlives a config snapshot: what a reload must not reset.
+//!
+//! A snapshot is rebuilt whole on every reload, but some of what the gateway learns while
+//! running belongs to the endpoint or the name, not to the config text: the addresses a
+//! host name resolved to, the round-robin position of a provider or a model entry (and,
+//! with upstream pools, health, circuit and latency state). The snapshot holds `Arc`s to
+//! these entries; the registry hands out the same entry for the same key as long as some
+//! snapshot still holds it, so a reload that keeps an endpoint keeps its state, and one that
+//! drops it lets it go.
+//!
+//! Host names are resolved by the DNS service ([`crate::dns`]) in the background, honouring
+//! each answer's TTL: a request only ever reads the last answer, except for an endpoint that
+//! has never been resolved (the first seconds after start, or after a reload added it),
+//! which waits for its first answer.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use ahash::AHashMap;
+use arc_swap::ArcSwapOption;
+use tokio::sync::Notify;
+
+/// The process's registry: every snapshot built in this process draws from it.
+pub fn registry() -> &'static Registry {
+    static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::default);
+    &REGISTRY
+}
+
+#[derive(Default)]
+pub struct Registry {
+    hosts: Mutex<AHashMap<(String, u16), Weak<HostState>>>,
+    cursors: Mutex<AHashMap<String, Weak<AtomicUsize>>>,
+    /// Woken when a host that needs resolving is registered.
+    pub(crate) added: Notify,
+}
+
+impl Registry {
+    /// The state of `host:port`, shared with every snapshot that names it. An IP literal is
+    /// resolved for good at once.
+    pub fn host(&self, host: &str, port: u16) -> Arc<HostState> {
+        let mut hosts = lock(&self.hosts);
+        hosts.retain(|_, state| state.strong_count() > 0);
+        let key = (host.to_owned(), port);
+        if let Some(state) = hosts.get(&key).and_then(Weak::upgrade) {
+            return state;
+        }
+        let state = Arc::new(HostState::new(host, port));
+        hosts.insert(key, Arc::downgrade(&state));
+        drop(hosts);
+        if !state.is_literal() {
+            self.added.notify_one();
+        }
+        state
+    }
+
+    /// A round-robin cursor kept across reloads, by name (`provider:openai`, `model:gpt-4o`).
+    pub fn cursor(&self, name: &str) -> Arc<AtomicUsize> {
+        let mut cursors = lock(&self.cursors);
+        cursors.retain(|_, cursor| cursor.strong_count() > 0);
+        if let Some(cursor) = cursors.get(name).and_then(Weak::upgrade) {
+            return cursor;
+        }
+        let cursor = Arc::new(AtomicUsize::new(0));
+        cursors.insert(name.to_owned(), Arc::downgrade(&cursor));
+        cursor
+    }
+
+    /// Host names some snapshot still uses (IP literals need no resolving).
+    pub fn names(&self) -> Vec<Arc<HostState>> {
+        let mut hosts = lock(&self.hosts);
+        hosts.retain(|_, state| state.strong_count() > 0);
+        hosts
+            .values()
+            .filter_map(Weak::upgrade)
+            .filter(|s| !s.is_literal())
+            .collect()
+    }
+}
+
+/// A poisoned lock only means a panic elsewhere while holding a map of weak references,
+/// which stays consistent: keep using it.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// What one name resolved to, and until when that answer holds.
+#[derive(Debug)]
+pub struct Resolution {
+    pub addrs: Vec<SocketAddr>,
+    /// When to ask again (the answer's TTL); `None` for an IP literal.
+    pub expires: Option<Instant>,
+}
+
+/// The resolution state of one `host:port`.
+#[derive(Debug)]
+pub struct HostState {
+    pub host: String,
+    pub port: u16,
+    current: ArcSwapOption<Resolution>,
+    /// Why the last attempt failed, for the error a request gets while none succeeded.
+    last_error: ArcSwapOption<String>,
+    /// Woken when an answer arrives.
+    resolved: Notify,
+}
+
+impl HostState {
+    fn new(host: &str, port: u16) -> HostState {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let literal = bare.parse::<IpAddr>().ok().map(|ip| {
+            Arc::new(Resolution {
+                addrs: vec![SocketAddr::new(ip, port)],
+                expires: None,
+            })
+        });
+        HostState {
+            host: bare.to_owned(),
+            port,
+            current: ArcSwapOption::new(literal),
+            last_error: ArcSwapOption::empty(),
+            resolved: Notify::new(),
+        }
+    }
+
+    pub fn is_literal(&self) -> bool {
+        self.current
+            .load()
+            .as_ref()
+            .is_some_and(|r| r.expires.is_none())
+    }
+
+    /// The last answer, even past its TTL while the refresh is under way.
+    pub fn current(&self) -> Option<Arc<Resolution>> {
+        self.current.load_full()
+    }
+
+    /// When this name should be resolved again: `None` when it never was (now, then), else
+    /// when its answer expires.
+    pub fn due(&self) -> Option<Instant> {
+        self.current.load().as_ref().and_then(|r| r.expires)
+    }
+
+    /// Stores a fresh answer and wakes the requests waiting for a first one.
+    pub fn set(&self, addrs: Vec<SocketAddr>, ttl: Duration) {
+        self.current.store(Some(Arc::new(Resolution {
+            addrs,
+            expires: Some(Instant::now() + ttl),
+        })));
+        self.last_error.store(None);
+        self.resolved.notify_waiters();
+    }
+
+    /// Records a failed attempt; the previous answer, if any, stays in use.
+    pub fn fail(&self, reason: String) {
+        self.last_error.store(Some(Arc::new(reason)));
+    }
+
+    pub fn last_error(&self) -> Option<Arc<String>> {
+        self.last_error.load_full()
+    }
+
+    /// An address to connect to: the current answer's first, or — for a name never resolved
+    /// yet — the first answer, waiting at most `wait` for it.
+    pub async fn addr(&self, wait: Duration) -> Option<SocketAddr> {
+        let first = |r: &Resolution| r.addrs.first().copied();
+        if let Some(current) = self.current.load().as_ref() {
+            return first(current);
+        }
+        let resolved = self.resolved.notified();
+        // Checked again after registering, so an answer stored in between is not missed.
+        if let Some(current) = self.current.load().as_ref() {
+            return first(current);
+        }
+        let _ = tokio::time::timeout(wait, resolved).await;
+        self.current.load().as_ref().and_then(|r| first(r))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_name_gets_the_same_state_while_a_snapshot_holds_it() {
+        let registry = Registry::default();
+        let a = registry.host("api.example.com", 443);
+        a.set(
+            vec!["10.0.0.1:443".parse().unwrap()],
+            Duration::from_secs(60),
+        );
+        let b = registry.host("api.example.com", 443);
+        assert!(Arc::ptr_eq(&a, &b), "a reload keeps the resolved state");
+        assert_eq!(registry.names().len(), 1);
+        drop((a, b));
+        assert!(
+            registry.names().is_empty(),
+            "dropped with the last snapshot"
+        );
+        let fresh = registry.host("api.example.com", 443);
+        assert!(fresh.current().is_none());
+    }
+
+    #[test]
+    fn cursors_survive_while_held() {
+        let registry = Registry::default();
+        let a = registry.cursor("provider:p");
+        a.fetch_add(3, std::sync::atomic::Ordering::Relaxed);
+        let b = registry.cursor("provider:p");
+        assert_eq!(b.load(std::sync::atomic::Ordering::Relaxed), 3);
+    }
+
+    #[tokio::test]
+    async fn literals_need_no_resolver_and_names_wait_for_their_first_answer() {
+        let registry = Registry::default();
+        let literal = registry.host("127.0.0.1", 9);
+        assert!(literal.is_literal());
+        assert_eq!(
+            literal.addr(Duration::ZERO).await,
+            Some("127.0.0.1:9".parse().unwrap())
+        );
+        assert!(registry.names().is_empty());
+        let name = registry.host("provider.internal", 8000);
+        assert_eq!(name.addr(Duration::from_millis(10)).await, None);
+        let waiting = {
+            let name = name.clone();
+            tokio::spawn(async move { name.addr(Duration::from_secs(5)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        name.set(
+            vec!["10.1.2.3:8000".parse().unwrap()],
+            Duration::from_secs(1),
+        );
+        assert_eq!(
+            waiting.await.unwrap(),
+            Some("10.1.2.3:8000".parse().unwrap())
+        );
+    }
+}

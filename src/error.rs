@@ -57,6 +57,9 @@ pub enum GatewayError {
     UpstreamTimeout { provider: String, after: Duration },
     #[error("upstream {provider} failed: {reason}")]
     UpstreamBroken { provider: String, reason: String },
+    /// The grace period of a shutdown ended while the request was still running.
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
     #[error("internal error: {0}")]
     Internal(Cow<'static, str>),
 }
@@ -71,6 +74,7 @@ pub enum Category {
     TooLarge,
     HeaderTooLarge,
     RequestTimeout,
+    Unavailable,
     Upstream,
     Timeout,
     Internal,
@@ -122,6 +126,7 @@ impl GatewayError {
                 Category::Upstream
             }
             GatewayError::UpstreamTimeout { .. } => Category::Timeout,
+            GatewayError::ShuttingDown => Category::Unavailable,
             GatewayError::Internal(_) => Category::Internal,
         }
     }
@@ -142,6 +147,7 @@ impl GatewayError {
                 Category::TooLarge => 413,
                 Category::HeaderTooLarge => 431,
                 Category::RequestTimeout => 408,
+                Category::Unavailable => 503,
                 Category::Upstream => 502,
                 Category::Timeout => 504,
                 Category::Internal => 500,
@@ -159,6 +165,7 @@ impl GatewayError {
             Category::TooLarge => "too_large",
             Category::HeaderTooLarge => "header_too_large",
             Category::RequestTimeout => "client_timeout",
+            Category::Unavailable => "shutting_down",
             Category::Upstream => "upstream",
             Category::Timeout => "timeout",
             Category::Internal => "internal",
@@ -286,7 +293,9 @@ fn openai_type(category: Category) -> &'static str {
         | Category::RequestTimeout => "invalid_request_error",
         Category::Authentication => "authentication_error",
         Category::Permission => "permission_error",
-        Category::Upstream | Category::Timeout | Category::Internal => "server_error",
+        Category::Upstream | Category::Timeout | Category::Unavailable | Category::Internal => {
+            "server_error"
+        }
     }
 }
 
@@ -300,6 +309,7 @@ fn anthropic_type(category: Category, status: u16) -> &'static str {
         Category::TooLarge => "request_too_large",
         Category::HeaderTooLarge => "invalid_request_error",
         Category::Timeout | Category::RequestTimeout => "timeout_error",
+        Category::Unavailable => "overloaded_error",
         Category::Upstream | Category::Internal => "api_error",
     }
 }
@@ -315,7 +325,7 @@ fn gemini_status(category: Category, status: u16) -> &'static str {
         Category::NotFound if status == 404 => "NOT_FOUND",
         Category::NotFound => "INVALID_ARGUMENT",
         Category::Timeout => "DEADLINE_EXCEEDED",
-        Category::Upstream => "UNAVAILABLE",
+        Category::Upstream | Category::Unavailable => "UNAVAILABLE",
         Category::Internal => "INTERNAL",
     }
 }

@@ -17,6 +17,7 @@ pub mod reload;
 pub mod routes;
 pub mod runtime;
 pub mod server;
+pub mod shutdown;
 pub mod sse;
 pub mod translate;
 pub mod usage;

@@ -16,6 +16,10 @@ use crate::config::{Live, Snapshot};
 use crate::proxy::edge::Edge;
 use crate::proxy::Gateway;
 use crate::reload::{Reloader, SighupService};
+use crate::shutdown::Drain;
+
+/// Seconds Pingora's grace period outlasts sira's (see `crate::shutdown`).
+const PINGORA_GRACE_MARGIN: u64 = 5;
 
 /// How `sira run` was asked to start.
 pub struct RunOptions {
@@ -34,13 +38,31 @@ fn upgrade_socket() -> String {
 /// Builds every service and runs until shutdown. Never returns on success (Pingora exits
 /// the process after a graceful shutdown).
 pub fn run(snapshot: Snapshot, options: RunOptions) -> std::io::Result<()> {
-    let access_log = Arc::new(AccessLog::start(snapshot.logging.access_log.clone())?);
     let settings = snapshot.server.clone();
+    // Pingora binds listeners on its service threads and, when an address is taken, retries
+    // for half a minute and then panics on that thread while the process lives on, serving
+    // nothing. Each address is tried here first so that startup fails at once, saying
+    // which. An upgrade inherits its sockets from the running instance instead.
+    if !options.upgrade {
+        let addresses = settings.listen.iter().chain(settings.admin.iter());
+        for addr in addresses {
+            if let Err(e) = std::net::TcpListener::bind(addr) {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {addr}: {e}"),
+                ));
+            }
+        }
+    }
+    let access_log = Arc::new(AccessLog::start(snapshot.logging.access_log.clone())?);
     let live = Arc::new(Live::new(snapshot, options.config_path));
+    let drain = Arc::new(Drain::default());
 
     let conf = ServerConf {
         threads: settings.threads,
-        grace_period_seconds: Some(settings.grace_period.as_secs()),
+        // sira's own drain ends the process (crate::shutdown); Pingora's period is only the
+        // backstop behind it.
+        grace_period_seconds: Some(settings.grace_period.as_secs() + PINGORA_GRACE_MARGIN),
         graceful_shutdown_timeout_seconds: Some(settings.grace_period.as_secs().clamp(1, 10)),
         upgrade_sock: upgrade_socket(),
         // Pingora's own timers for second-long timeouts (its "fast timeouts") need a clock
@@ -62,7 +84,11 @@ pub fn run(snapshot: Snapshot, options: RunOptions) -> std::io::Result<()> {
     let mut gateway = Service::new(
         "sira".to_owned(),
         Edge {
-            gateway: Arc::new(Gateway::new(live.clone(), access_log.clone())),
+            gateway: Arc::new(Gateway::new(
+                live.clone(),
+                access_log.clone(),
+                drain.clone(),
+            )),
         },
     );
     for addr in &settings.listen {
@@ -75,6 +101,12 @@ pub fn run(snapshot: Snapshot, options: RunOptions) -> std::io::Result<()> {
     }
     gateway.threads = Some(settings.threads);
 
+    crate::shutdown::watch(
+        server.watch_execution_phase(),
+        drain,
+        settings.grace_period,
+        access_log.clone(),
+    )?;
     let reloader = Arc::new(Reloader {
         live: live.clone(),
         access_log,

@@ -24,6 +24,8 @@ enum Message {
     Line(Vec<u8>),
     /// Reopen the file (after rotation) and switch to this target.
     Retarget(AccessLogTarget),
+    /// Write out everything queued before this, then answer.
+    Flush(SyncSender<()>),
 }
 
 /// Handle to the writer thread; cheap to share.
@@ -48,6 +50,15 @@ impl AccessLog {
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 metrics().access_log_dropped.inc()
             }
+        }
+    }
+
+    /// Waits, at most `within`, until every line queued so far is written out: before the
+    /// process exits.
+    pub fn flush(&self, within: Duration) {
+        let (done, wait) = sync_channel(1);
+        if self.tx.send(Message::Flush(done)).is_ok() {
+            let _ = wait.recv_timeout(within);
         }
     }
 
@@ -136,6 +147,12 @@ fn handle(sink: &mut Sink, message: Message) {
             if let Err(e) = sink.write_line(&line) {
                 tracing::warn!("access log write failed: {e}");
             }
+        }
+        Message::Flush(done) => {
+            if let Err(e) = sink.flush() {
+                tracing::warn!("access log flush failed: {e}");
+            }
+            let _ = done.send(());
         }
         Message::Retarget(target) => {
             let _ = sink.flush();

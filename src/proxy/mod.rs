@@ -67,6 +67,7 @@ pub use ctx::RequestCtx;
 use crate::access_log::AccessLog;
 use crate::config::Live;
 use crate::error::GatewayError;
+use crate::shutdown::Drain;
 use phases::{Chain, LocalResponse, RequestBody};
 
 /// The main listeners' application.
@@ -74,11 +75,13 @@ pub struct Gateway {
     pub live: Arc<Live>,
     pub chain: Chain,
     pub exchange: exchange::Exchange,
+    /// Requests in flight, for a shutdown that exits as soon as they are done.
+    pub drain: Arc<Drain>,
     options: HttpServerOptions,
 }
 
 impl Gateway {
-    pub fn new(live: Arc<Live>, access_log: Arc<AccessLog>) -> Gateway {
+    pub fn new(live: Arc<Live>, access_log: Arc<AccessLog>, drain: Arc<Drain>) -> Gateway {
         let mut options = HttpServerOptions::default();
         // h2c on the plain listeners, as CONTRACT.md promises.
         options.h2c = true;
@@ -86,6 +89,7 @@ impl Gateway {
             live,
             chain: Chain::standard(access_log),
             exchange: exchange::Exchange::new(),
+            drain,
             options,
         }
     }
@@ -138,6 +142,7 @@ impl Gateway {
         shutdown: &ShutdownWatch,
         refused: Option<GatewayError>,
     ) -> Option<ReusedHttpStream> {
+        let _in_flight = self.drain.enter();
         let snap = self.live.load_full();
         session.set_keepalive(if *shutdown.borrow() || refused.is_some() {
             None

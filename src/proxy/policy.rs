@@ -276,6 +276,11 @@ async fn try_once(
     let outcome = tokio::select! {
         outcome = exchange => outcome,
         _ = session.read_body_or_idle(true) => Err(TryError::ClientGone),
+        () = gw.drain.expiry() => Err(TryError::Failed {
+            error: GatewayError::ShuttingDown,
+            kind: "error",
+            may_have_run: true,
+        }),
     };
     ctx.upstream.wait += network.elapsed();
     outcome

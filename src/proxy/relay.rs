@@ -83,9 +83,10 @@ pub async fn relay(
     relay_body(gw, session, ctx, &mut upstream, out).await
 }
 
-/// Reads the next piece of the provider's body while watching for the client going away
-/// and for `timeouts.total`.
+/// Reads the next piece of the provider's body while watching for the client going away,
+/// for `timeouts.total` and for the end of a shutdown's grace period.
 async fn next(
+    gw: &Gateway,
     session: &mut ServerSession,
     ctx: &mut RequestCtx,
     upstream: &mut UpstreamResponse,
@@ -115,6 +116,7 @@ async fn next(
             }),
         },
         _ = session.read_body_or_idle(true) => Next::ClientGone,
+        () = gw.drain.expiry() => Next::Failed(GatewayError::ShuttingDown),
     };
     ctx.upstream.wait += started.elapsed();
     if matches!(next, Next::ClientGone) {
@@ -141,7 +143,7 @@ async fn relay_stream(
     loop {
         let read = match pending.take() {
             Some(read) => read,
-            None => next(session, ctx, upstream).await,
+            None => next(gw, session, ctx, upstream).await,
         };
         let failure = match read {
             Next::Chunk(chunk) => {
@@ -219,7 +221,7 @@ async fn relay_body(
     }
     let mut pieces: Vec<Bytes> = Vec::new();
     loop {
-        let (end, failure) = match next(session, ctx, upstream).await {
+        let (end, failure) = match next(gw, session, ctx, upstream).await {
             Next::Chunk(chunk) => {
                 pieces.push(chunk);
                 (false, None)
@@ -268,7 +270,7 @@ async fn relay_whole(
     let mut pieces: Vec<Bytes> = Vec::new();
     let mut total = 0usize;
     loop {
-        match next(session, ctx, upstream).await {
+        match next(gw, session, ctx, upstream).await {
             Next::Chunk(chunk) => {
                 total += chunk.len();
                 if total > limit {

@@ -118,11 +118,33 @@ impl Sira {
     }
 
     pub fn sighup(&self) {
+        self.signal("-HUP");
+    }
+
+    pub fn sigterm(&self) {
+        self.signal("-TERM");
+    }
+
+    fn signal(&self, which: &str) {
         let status = Command::new("kill")
-            .args(["-HUP", &self.pid().to_string()])
+            .args([which, &self.pid().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// The process's exit status once it exited, waiting at most `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Every access-log line so far, parsed.
@@ -193,8 +215,14 @@ fn render_config(
     dir: &Path,
     server_extra: &str,
 ) -> String {
+    // A short grace period unless the test sets its own.
+    let grace = if server_extra.contains("grace_period:") {
+        ""
+    } else {
+        "  grace_period: 1s\n"
+    };
     format!(
-        "server:\n  listen: [\"{addr}\"]\n  admin: \"{admin}\"\n  threads: 2\n  grace_period: 1s\n{server_extra}logging:\n  level: info\n  access_log: {}\n{}",
+        "server:\n  listen: [\"{addr}\"]\n  admin: \"{admin}\"\n  threads: 2\n{grace}{server_extra}logging:\n  level: info\n  access_log: {}\n{}",
         dir.join("access.log").display(),
         body.replace("{mock}", mock_url)
     )

@@ -1,0 +1,168 @@
+//! Starting and stopping: a taken address fails startup at once; SIGTERM exits as soon as
+//! nothing is in flight, lets what is in flight finish within the grace period, and ends
+//! what is left after it with the surface's error event.
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sira_mock::MockProvider;
+
+use crate::support::{client, receive, standard_config, Sira, KEY_A, SIRA};
+
+#[test]
+fn an_address_in_use_fails_startup_at_once_naming_it() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sira.yaml");
+    std::fs::write(
+        &config,
+        format!("server:\n  listen: [\"{addr}\"]\n  admin: off\nlogging: {{ access_log: off }}\n"),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = Command::new(SIRA)
+        .args(["run", "-c"])
+        .arg(&config)
+        .env("SIRA_UPGRADE_SOCK", dir.path().join("upgrade.sock"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(stderr.contains(&addr.to_string()), "{stderr}");
+    assert!(stderr.to_lowercase().contains("in use"), "{stderr}");
+    drop(taken);
+}
+
+#[tokio::test]
+async fn sigterm_on_an_idle_gateway_exits_at_once() {
+    let mock = MockProvider::start();
+    let mut sira =
+        Sira::start_with_server(&standard_config(), &mock.url(), "  grace_period: 30s\n");
+    // A kept-alive client connection that is idle does not hold the exit up.
+    let c = client();
+    let resp = c
+        .post(sira.url("/v1/chat/completions"))
+        .bearer_auth(KEY_A)
+        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let _ = resp.bytes().await.unwrap();
+    let started = Instant::now();
+    sira.sigterm();
+    let status = sira
+        .wait_exit(Duration::from_secs(10))
+        .expect("still running");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "an idle gateway took {:?} to exit",
+        started.elapsed()
+    );
+    // Its access log was written out before it left.
+    assert_eq!(sira.access_log().len(), 1);
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_running_stream_finish_then_exits() {
+    let mock = MockProvider::start();
+    let mut sira =
+        Sira::start_with_server(&standard_config(), &mock.url(), "  grace_period: 30s\n");
+    let stream = client()
+        .post(sira.url("/v1/chat/completions"))
+        .bearer_auth(KEY_A)
+        .header("x-mock-events", "8")
+        .header("x-mock-delay-ms", "250")
+        .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    sira.sigterm();
+    // New connections are no longer accepted.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        std::net::TcpStream::connect(sira.addr).is_err(),
+        "still accepting after SIGTERM"
+    );
+    let received = receive(stream).await;
+    assert!(received.complete, "{}", received.text);
+    assert!(
+        received.text.ends_with("data: [DONE]\n\n"),
+        "{}",
+        received.text
+    );
+    let status = sira
+        .wait_exit(Duration::from_secs(10))
+        .expect("still running");
+    assert!(status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "exited {:?} after SIGTERM for a 2 s stream",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn what_outlasts_the_grace_period_ends_with_the_surface_error_event() {
+    let mock = MockProvider::start();
+    let mut sira = Sira::start_with_server(&standard_config(), &mock.url(), "  grace_period: 1s\n");
+    let stream = client()
+        .post(sira.url("/v1/messages"))
+        .header("x-api-key", KEY_A)
+        .header("x-mock-events", "30")
+        .header("x-mock-delay-ms", "300")
+        .json(&json!({"model": "claude", "max_tokens": 64, "stream": true, "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    let waiting = tokio::spawn({
+        let url = sira.url("/v1/chat/completions");
+        async move {
+            client()
+                .post(url)
+                .bearer_auth(KEY_A)
+                .header("x-mock-hang-ms", "10000")
+                .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}))
+                .send()
+                .await
+                .unwrap()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let started = Instant::now();
+    sira.sigterm();
+    let received = receive(stream).await;
+    assert!(!received.complete);
+    assert!(
+        received
+            .text
+            .contains("event: error\ndata: {\"type\":\"error\""),
+        "{}",
+        received.text
+    );
+    assert!(received.text.contains("shutting down"), "{}", received.text);
+    let answer = waiting.await.unwrap();
+    assert_eq!(answer.status(), 503);
+    let status = sira
+        .wait_exit(Duration::from_secs(10))
+        .expect("still running");
+    assert!(status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}

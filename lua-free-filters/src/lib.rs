@@ -2,21 +2,31 @@
 //! from YAML.
 //!
 //! A filter is declared once under `filters:` in sira's config, with a `kind` that selects its
-//! implementation, and attached by name to models or API keys. The proxy calls every attached
-//! filter at fixed points of a request: on the headers it sends upstream and on the headers it
-//! returns to the client. Specs are typed: an unknown `kind` or a misspelt option is a config
-//! error with a path, never something discovered at request time.
+//! implementation, and attached by name to models or API keys. The proxy runs every attached
+//! filter as part of its chain of phases, at fixed points of a request: the headers it sends
+//! upstream, the request body, the headers it returns to the client, a response body, each
+//! event of a streamed response. A filter implements the hooks it needs ([`Filter`]); specs
+//! are typed, so an unknown `kind` or a misspelt option is a config error with a path, never
+//! something discovered at request time.
+//!
+//! Body hooks see JSON in one format: the client's (before a request is translated, after a
+//! response is: [`Side::Client`], the default) or the provider's (`at: provider`).
 //!
 //! # Layout
 //! - [`headers`]: set and remove request/response headers.
+//! - [`fields`]: set, remove and clamp fields of JSON bodies (`set-field`, `remove-field`,
+//!   `clamp`), with [`path`] for the field paths.
 
 use std::fmt;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
+pub mod fields;
 pub mod headers;
+pub mod path;
 
 /// Mutable access to a header map, implemented by the proxy for its request and response
 /// header types (which keep header-name case alongside the map and must stay in sync).
@@ -27,7 +37,7 @@ pub trait HeaderEdit {
     fn remove(&mut self, name: &HeaderName);
 }
 
-/// Why a filter rejected or could not process a request.
+/// Why a filter rejected a config, or a request or response at run time.
 #[derive(Debug, thiserror::Error)]
 pub enum FilterError {
     #[error("invalid header name {0:?}")]
@@ -36,17 +46,81 @@ pub enum FilterError {
     InvalidHeaderValue(String),
     #[error("header {0:?} is managed by sira and cannot be changed by a filter")]
     ProtectedHeader(String),
+    /// A field path in the config is not valid where it is used.
+    #[error("invalid field path {path:?}: {reason}")]
+    InvalidPath { path: String, reason: &'static str },
+    /// An option is out of range or contradicts another.
+    #[error("{0}")]
+    InvalidOption(String),
+    /// A body the filter must edit is not what it can edit (not a JSON object).
+    #[error("the body cannot be filtered: {0}")]
+    Body(String),
+}
+
+/// Which format a filter's body hooks see.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// The client's: requests before translation, responses after.
+    #[default]
+    Client,
+    /// The provider's: requests after translation.
+    Provider,
 }
 
 /// A compiled filter. Every method has a no-op default so a filter implements only the
-/// phases it acts on.
+/// hooks it acts on; the `edits_*` answers let the proxy skip body work (a parse, a buffer)
+/// for filters that would not use it.
 pub trait Filter: Send + Sync + fmt::Debug {
+    /// The format the body hooks see.
+    fn side(&self) -> Side {
+        Side::Client
+    }
+
     /// Runs on the request headers about to be sent upstream, after sira has set the
     /// provider's own headers (so a filter can override them, but not the credentials).
     fn on_upstream_request(&self, _headers: &mut dyn HeaderEdit) {}
 
     /// Runs on the response headers about to be sent to the client.
     fn on_client_response(&self, _headers: &mut dyn HeaderEdit) {}
+
+    /// Whether [`Filter::on_request_body`] does anything.
+    fn edits_request_body(&self) -> bool {
+        false
+    }
+
+    /// Runs on the request body (JSON, in the format of [`Filter::side`]); `Some` replaces
+    /// it. An error refuses the request with a 400 naming the filter's reason.
+    fn on_request_body(&self, _body: &[u8]) -> Result<Option<Vec<u8>>, FilterError> {
+        Ok(None)
+    }
+
+    /// Whether [`Filter::on_response_body`] and [`Filter::on_stream`] do anything.
+    fn edits_response_body(&self) -> bool {
+        false
+    }
+
+    /// Runs on a whole JSON response in the client's format, before it is sent; `Some`
+    /// replaces it.
+    fn on_response_body(&self, _body: &[u8]) -> Result<Option<Vec<u8>>, FilterError> {
+        Ok(None)
+    }
+
+    /// A state for one streamed response, which then sees each of its events in the
+    /// client's format. `None`: the filter leaves streams alone.
+    fn on_stream(&self) -> Option<Box<dyn StreamFilter>> {
+        None
+    }
+}
+
+/// A filter's state for one streamed response.
+pub trait StreamFilter: Send {
+    /// One SSE frame (its blank line included): push what goes on instead — the frame
+    /// itself, another, several, or nothing to drop it.
+    fn on_event(&mut self, frame: Bytes, out: &mut Vec<Bytes>) -> Result<(), FilterError>;
+
+    /// The stream ended cleanly: push anything held back.
+    fn on_end(&mut self, _out: &mut Vec<Bytes>) {}
 }
 
 /// One entry of the `filters:` section.
@@ -55,6 +129,12 @@ pub trait Filter: Send + Sync + fmt::Debug {
 pub enum FilterSpec {
     /// Set or remove headers on the upstream request and the client response.
     Headers(headers::HeadersSpec),
+    /// Set fields of the request body.
+    SetField(fields::SetFieldSpec),
+    /// Remove fields of the request body, the response, or each stream event.
+    RemoveField(fields::RemoveFieldSpec),
+    /// Keep numeric fields of the request body within bounds.
+    Clamp(fields::ClampSpec),
 }
 
 impl FilterSpec {
@@ -62,6 +142,9 @@ impl FilterSpec {
     pub fn build(&self) -> Result<Arc<dyn Filter>, FilterError> {
         match self {
             FilterSpec::Headers(spec) => Ok(Arc::new(spec.build()?)),
+            FilterSpec::SetField(spec) => Ok(Arc::new(spec.build()?)),
+            FilterSpec::RemoveField(spec) => Ok(Arc::new(spec.build()?)),
+            FilterSpec::Clamp(spec) => Ok(Arc::new(spec.build()?)),
         }
     }
 }

@@ -246,3 +246,60 @@ fn yaml_syntax_errors_are_reported() {
     let p = problems("server: [unclosed");
     assert!(p[0].starts_with("invalid YAML"), "{p:?}");
 }
+
+#[test]
+fn client_limits_and_timeouts_default_and_validate() {
+    let snap = ok("");
+    let server = &snap.server;
+    assert_eq!(server.header_timeout, std::time::Duration::from_secs(10));
+    assert_eq!(server.max_header_size, 64 << 10);
+    assert_eq!(server.max_headers, 100);
+    assert_eq!(server.max_sse_event, 16 << 20);
+    assert!(server.resolver.is_empty());
+    let snap = ok("server:\n  timeouts: { header: 500ms, keepalive: 5s }\n  max_header_size: 8KiB\n  resolver: [\"10.0.0.2\", \"127.0.0.1:5353\"]\n");
+    assert_eq!(
+        snap.server.header_timeout,
+        std::time::Duration::from_millis(500)
+    );
+    assert_eq!(snap.server.max_header_size, 8 << 10);
+    assert_eq!(
+        snap.server.resolver,
+        [
+            "10.0.0.2:53".parse().unwrap(),
+            "127.0.0.1:5353".parse().unwrap()
+        ]
+    );
+    let found = problems(
+        "server:\n  timeouts: { body: 0s, keepalive: 1500ms }\n  max_headers: 300\n  max_header_size: 2MiB\n  max_sse_event: 0\n  resolver: [\"dns.example\"]\n",
+    );
+    for expected in [
+        "server.timeouts.body: must be greater than zero",
+        "server.timeouts.keepalive: must be a whole number of seconds",
+        "server.max_headers: must be at most 256",
+        "server.max_header_size: must be at most 1048576 bytes",
+        "server.max_sse_event: must be greater than zero",
+        "server.resolver[0]: invalid address",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(expected)),
+            "{expected:?} not in {found:#?}"
+        );
+    }
+}
+
+#[test]
+fn body_filters_are_checked_with_their_path() {
+    let found = problems(
+        "filters:\n  bad-path: { kind: set-field, fields: { \"a..b\": 1 } }\n  bad-clamp: { kind: clamp, field: max_tokens }\n  bad-side: { kind: remove-field, fields: [x], on: [response], at: provider }\n",
+    );
+    for expected in [
+        "filters.bad-path:",
+        "filters.bad-clamp:",
+        "filters.bad-side:",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(expected)),
+            "{expected:?} not in {found:#?}"
+        );
+    }
+}

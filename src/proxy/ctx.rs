@@ -58,6 +58,7 @@ pub struct RequestCtx {
     pub response: ResponseState,
     pub translation: TranslationState,
     pub accounting: AccountingState,
+    pub filters: FilterState,
     /// Tokens spent, from the provider's report.
     pub usage: Usage,
     /// Whether the provider reported usage at all.
@@ -144,6 +145,17 @@ pub struct AccountingState {
     pub tail: BytesMut,
 }
 
+/// Written by the operator filters.
+#[derive(Default)]
+pub struct FilterState {
+    /// The attached filters' states for a streamed response, in order.
+    pub streams: Vec<Box<dyn lua_free_filters::StreamFilter>>,
+    /// Splits the client's stream into events for them.
+    pub scanner: Option<SseScanner>,
+    /// A filter edits the whole JSON response.
+    pub json: bool,
+}
+
 /// Frames of a passthrough stream, for the usage tap.
 pub struct StreamTap {
     pub scanner: SseScanner,
@@ -172,6 +184,7 @@ impl RequestCtx {
             response: ResponseState::default(),
             translation: TranslationState::default(),
             accounting: AccountingState::default(),
+            filters: FilterState::default(),
             usage: Usage::default(),
             usage_seen: false,
             cost: 0.0,

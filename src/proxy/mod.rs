@@ -34,7 +34,7 @@
 //! Every phase takes the request's [`RequestCtx`], which pins the config snapshot the
 //! request started with.
 
-mod body;
+pub(crate) mod body;
 mod ctx;
 pub mod downstream;
 pub mod edge;

@@ -11,6 +11,7 @@ mod bounds;
 mod cli;
 mod dns;
 mod errors;
+mod filters;
 mod lifecycle;
 mod observability;
 mod pooling;

@@ -2,39 +2,40 @@
 //! caller's key and to the model entry, run in the chain like any other module.
 //!
 //! They sit twice in the chain: on the client's side of translation (request bodies in the
-//! client's format, response headers, bodies and stream events as the client receives them)
-//! and on the provider's side (the upstream request's headers, bodies in the provider's
-//! format), so that each hook sees the format it is documented to see.
+//! client's format, response headers, whole answers and stream events as the client gets
+//! them) and on the provider's side (the upstream request's headers, and request bodies in
+//! the provider's format for filters set `at: provider`), so that each hook sees the format
+//! it is documented to see. Filters run after routing: they edit a request, they do not
+//! choose where it goes.
 
 use std::sync::Arc;
 
+use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue};
-use lua_free_filters::{Filter, HeaderEdit};
+use lua_free_filters::{Filter, FilterError, HeaderEdit, Side as FilterSide};
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use crate::auth::Principal;
 use crate::error::GatewayError;
+use crate::proxy::body;
 use crate::proxy::ctx::RequestCtx;
-use crate::proxy::phases::{Phase, UpstreamRequest};
+use crate::proxy::phases::{Flow, Phase, RequestBody, UpstreamRequest};
+use crate::sse::SseScanner;
 
 pub struct OperatorFilters {
-    side: Side,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Side {
-    Client,
-    Provider,
+    side: FilterSide,
 }
 
 impl OperatorFilters {
     pub fn client_side() -> OperatorFilters {
-        OperatorFilters { side: Side::Client }
+        OperatorFilters {
+            side: FilterSide::Client,
+        }
     }
 
     pub fn provider_side() -> OperatorFilters {
         OperatorFilters {
-            side: Side::Provider,
+            side: FilterSide::Provider,
         }
     }
 }
@@ -42,39 +43,169 @@ impl OperatorFilters {
 impl Phase for OperatorFilters {
     fn name(&self) -> &'static str {
         match self.side {
-            Side::Client => "filters-client",
-            Side::Provider => "filters-provider",
+            FilterSide::Client => "filters-client",
+            FilterSide::Provider => "filters-provider",
         }
     }
 
-    /// Provider side: the upstream request's headers, after the provider's own were set.
+    /// Client side: the request body in the client's format. Reads: `ctx.principal`,
+    /// `ctx.route` (set by routing). An edited body is peeked again.
+    fn request_body_filter(
+        &self,
+        body: &mut RequestBody,
+        ctx: &mut RequestCtx,
+    ) -> Result<Flow, GatewayError> {
+        if self.side != FilterSide::Client {
+            return Ok(Flow::Continue);
+        }
+        if let Some(edited) = edit_request(attached(ctx), self.side, &body.bytes)? {
+            body.peek = body::peek(&edited)?;
+            body.bytes = edited;
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Provider side: the upstream request's headers after the provider's own were set, and
+    /// its body in the provider's format.
     fn upstream_request_filter(
         &self,
         upstream: &mut UpstreamRequest<'_>,
         ctx: &mut RequestCtx,
     ) -> Result<(), GatewayError> {
-        if self.side == Side::Provider {
-            let mut edit = RequestEdit(&mut upstream.header);
-            for filter in attached(ctx) {
-                filter.on_upstream_request(&mut edit);
-            }
+        if self.side != FilterSide::Provider {
+            return Ok(());
+        }
+        let mut edit = RequestEdit(&mut upstream.header);
+        for filter in attached(ctx) {
+            filter.on_upstream_request(&mut edit);
+        }
+        if let Some(edited) = edit_request(attached(ctx), self.side, &upstream.body)? {
+            upstream.body = edited;
         }
         Ok(())
     }
 
-    /// Client side: the response header as the client will receive it.
+    /// Client side: the response header as the client will receive it; and, for filters
+    /// that edit responses, their per-stream states (`ctx.filters.streams`) or the request
+    /// for the whole answer (`ctx.response.whole`).
     fn response_filter(
         &self,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<(), GatewayError> {
-        if self.side == Side::Client {
-            let mut edit = ResponseEdit(resp);
-            for filter in attached(ctx) {
-                filter.on_client_response(&mut edit);
+        if self.side != FilterSide::Client {
+            return Ok(());
+        }
+        let mut edit = ResponseEdit(resp);
+        for filter in attached(ctx) {
+            filter.on_client_response(&mut edit);
+        }
+        let editing = !ctx.response.local
+            && ctx.response.status < 400
+            && attached(ctx).any(|f| f.edits_response_body());
+        if !editing {
+            return Ok(());
+        }
+        if ctx.response.sse {
+            let streams: Vec<_> = attached(ctx).filter_map(|f| f.on_stream()).collect();
+            if !streams.is_empty() {
+                ctx.filters.scanner = Some(SseScanner::with_limit(ctx.snap.server.max_sse_event));
+                ctx.filters.streams = streams;
             }
+        } else {
+            ctx.filters.json = true;
+            ctx.response.whole = true;
         }
         Ok(())
+    }
+
+    fn wants_response_body(&self, ctx: &RequestCtx) -> bool {
+        self.side == FilterSide::Client && (ctx.filters.json || !ctx.filters.streams.is_empty())
+    }
+
+    /// A whole answer through each filter's `on_response_body`; a stream, event by event,
+    /// through each filter's stream state in turn.
+    fn response_body_filter(
+        &self,
+        body: &mut Vec<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), GatewayError> {
+        if ctx.filters.json {
+            if !end_of_stream {
+                return Ok(());
+            }
+            let mut whole = join(body);
+            for filter in attached(ctx).filter(|f| f.edits_response_body()) {
+                if let Some(edited) = filter.on_response_body(&whole).map_err(response_error)? {
+                    whole = Bytes::from(edited);
+                }
+            }
+            body.push(whole);
+            return Ok(());
+        }
+        let state = &mut ctx.filters;
+        let Some(scanner) = state.scanner.as_mut() else {
+            return Ok(());
+        };
+        let mut events = Vec::new();
+        for piece in body.drain(..) {
+            scanner
+                .feed(piece, &mut events)
+                .map_err(|e| response_error(FilterError::Body(e.to_string())))?;
+        }
+        if end_of_stream {
+            events.extend(scanner.finish());
+        }
+        for stream in state.streams.iter_mut() {
+            let mut out = Vec::with_capacity(events.len());
+            for event in events.drain(..) {
+                stream.on_event(event, &mut out).map_err(response_error)?;
+            }
+            if end_of_stream {
+                stream.on_end(&mut out);
+            }
+            events = out;
+        }
+        *body = events;
+        Ok(())
+    }
+}
+
+/// Runs the request-body hooks of the filters on `side`; the new body if one changed it.
+fn edit_request<'a>(
+    filters: impl Iterator<Item = &'a Arc<dyn Filter>>,
+    side: FilterSide,
+    original: &Bytes,
+) -> Result<Option<Bytes>, GatewayError> {
+    let mut edited: Option<Bytes> = None;
+    for filter in filters.filter(|f| f.side() == side && f.edits_request_body()) {
+        let current = edited.as_ref().unwrap_or(original);
+        let changed = filter
+            .on_request_body(current)
+            .map_err(|e| GatewayError::invalid(format!("refused by a filter: {e}")))?;
+        if let Some(new) = changed {
+            edited = Some(Bytes::from(new));
+        }
+    }
+    Ok(edited)
+}
+
+fn response_error(e: FilterError) -> GatewayError {
+    GatewayError::Internal(format!("a response filter failed: {e}").into())
+}
+
+fn join(body: &mut Vec<Bytes>) -> Bytes {
+    match body.len() {
+        0 => Bytes::new(),
+        1 => body.pop().unwrap_or_default(),
+        _ => {
+            let mut joined = BytesMut::with_capacity(body.iter().map(Bytes::len).sum());
+            for piece in body.drain(..) {
+                joined.extend_from_slice(&piece);
+            }
+            joined.freeze()
+        }
     }
 }
 

@@ -1,0 +1,142 @@
+//! Operator filters on bodies, run in the request path's chain: request bodies in the
+//! client's format (before translation) or the provider's (after), whole answers and stream
+//! events as the client gets them.
+
+use serde_json::{json, Value};
+use sira_mock::MockProvider;
+
+use crate::streaming::data_events;
+use crate::support::{client, keys_section, receive, Sira, KEY_A};
+
+fn config(filters: &str, attached: &str) -> String {
+    format!(
+        "providers:\n  oai: {{ kind: openai, endpoints: [\"{{mock}}\"], api_key: sk-upstream }}\n  ant: {{ kind: anthropic, endpoints: [\"{{mock}}\"], api_key: sk-upstream }}\nfilters:\n{filters}models:\n  gpt-4o:\n    targets: [{{ provider: oai }}]\n    filters: [{attached}]\n  claude:\n    targets: [{{ provider: ant, model: claude-sonnet-4-5 }}]\n    filters: [{attached}]\n{}",
+        keys_section()
+    )
+}
+
+#[tokio::test]
+async fn request_body_filters_edit_before_or_after_translation() {
+    let mock = MockProvider::start();
+    let filters = "  pin: { kind: set-field, fields: { temperature: 0.2, \"metadata.team\": platform } }\n  anonymous: { kind: remove-field, fields: [user] }\n  cap: { kind: clamp, field: max_tokens, max: 64, at: provider }\n";
+    let sira = Sira::start(&config(filters, "pin, anonymous, cap"), &mock.url());
+    // OpenAI client, OpenAI provider: the client's body, edited, passed on.
+    let resp = client()
+        .post(sira.url("/v1/chat/completions"))
+        .bearer_auth(KEY_A)
+        .json(&json!({"model": "gpt-4o", "temperature": 1.5, "user": "alice", "max_tokens": 5000, "stream": true, "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(receive(resp).await.complete);
+    let sent = mock.requests()[0].json();
+    assert_eq!(sent["temperature"], 0.2);
+    assert_eq!(sent["metadata"]["team"], "platform");
+    assert!(sent.get("user").is_none(), "{sent}");
+    assert_eq!(sent["max_tokens"], 64);
+    // The usage request sira adds still finds its place in the edited body.
+    assert_eq!(sent["stream_options"], json!({"include_usage": true}));
+
+    // OpenAI client, Anthropic provider: `at: client` edits the OpenAI body before it is
+    // translated; `at: provider` clamps Anthropic's `max_tokens` after.
+    let resp = client()
+        .post(sira.url("/v1/chat/completions"))
+        .bearer_auth(KEY_A)
+        .json(&json!({"model": "claude", "temperature": 1.5, "max_tokens": 5000, "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let sent = mock.requests()[1].json();
+    assert_eq!(sent["temperature"], 0.2, "{sent}");
+    assert_eq!(sent["max_tokens"], 64, "{sent}");
+}
+
+#[tokio::test]
+async fn a_body_a_filter_cannot_edit_is_refused_in_the_clients_shape() {
+    let mock = MockProvider::start();
+    let filters = "  pin: { kind: set-field, fields: { \"messages.x\": 1 } }\n";
+    let sira = Sira::start(&config(filters, "pin"), &mock.url());
+    let resp = client()
+        .post(sira.url("/v1/messages"))
+        .header("x-api-key", KEY_A)
+        .json(&json!({"model": "claude", "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["type"], "error");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("messages.x"),
+        "{body}"
+    );
+    assert!(mock.requests().is_empty());
+}
+
+#[tokio::test]
+async fn response_filters_see_whole_answers_and_every_stream_event() {
+    let mock = MockProvider::start();
+    let filters = "  hide: { kind: remove-field, fields: [system_fingerprint, service_tier], on: [response] }\n";
+    let sira = Sira::start(&config(filters, "hide"), &mock.url());
+    // The provider does send them.
+    for stream in [false, true] {
+        let raw = client()
+            .post(format!("{}/v1/chat/completions", mock.url()))
+            .json(&json!({"model": "gpt-4o", "stream": stream, "messages": [{"role": "user", "content": "x"}]}))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            raw.contains("\"system_fingerprint\"") && raw.contains("\"service_tier\""),
+            "{raw}"
+        );
+    }
+    // A whole answer, passed through.
+    let resp = client()
+        .post(sira.url("/v1/chat/completions"))
+        .bearer_auth(KEY_A)
+        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    let length: usize = resp.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let text = resp.text().await.unwrap();
+    assert_eq!(text.len(), length, "the length is the edited body's");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert!(body.get("service_tier").is_none(), "{body}");
+    assert!(body.get("system_fingerprint").is_none(), "{body}");
+    assert_eq!(body["choices"][0]["message"]["role"], "assistant");
+    // A stream: every event, even those TCP splits.
+    let resp = client()
+        .post(sira.url("/v1/chat/completions"))
+        .bearer_auth(KEY_A)
+        .header("x-mock-split", "bytes")
+        .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    let received = receive(resp).await;
+    assert!(received.complete);
+    let events = data_events(&received.text);
+    assert!(events.len() > 5);
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    for event in &events[..events.len() - 1] {
+        let v: Value = serde_json::from_str(event).unwrap();
+        assert!(v.get("service_tier").is_none(), "{event}");
+        assert!(v.get("system_fingerprint").is_none(), "{event}");
+    }
+    // Accounting read the provider's own bytes: usage was counted.
+    let log = sira.wait_access_log(2);
+    assert!(log[1]["output_tokens"].as_u64().unwrap() > 0, "{}", log[1]);
+}

@@ -1006,7 +1006,8 @@ def render(results, info, env, vs, elapsed, cg=None):
         " them: reported, not counted as a harness failure.",
         "- sira: bench/sira.yaml (1 worker thread, key auth, token accounting with prices,"
         " JSON access log to a file). nginx: bench/nginx.conf (1 worker, keep-alive both"
-        " sides, proxy_buffering off, access log to a file).",
+        " sides, proxy_buffering off, access log to a file, buffered: buffer=64k flush=1s, as"
+        " sira's writer batches its lines).",
     ]
     if any(FLOOR in r for r in results.values() if isinstance(r, dict)):
         notes.append(

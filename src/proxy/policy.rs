@@ -273,14 +273,13 @@ async fn try_once(
             .await
             .map_err(|e| failed(provider, e))
     };
+    // The end of a shutdown's grace period is not watched here: a request still waiting for
+    // its answer then is ended with the process (its connection closed). Watching costs a
+    // waiter registration on every request, since every request waits here; streams, which
+    // are what outlasts a grace period, watch it between events (`relay`).
     let outcome = tokio::select! {
         outcome = exchange => outcome,
         _ = session.read_body_or_idle(true) => Err(TryError::ClientGone),
-        () = gw.drain.expiry() => Err(TryError::Failed {
-            error: GatewayError::ShuttingDown,
-            kind: "error",
-            may_have_run: true,
-        }),
     };
     ctx.upstream.wait += network.elapsed();
     outcome

@@ -3,9 +3,10 @@
 //! the usage and its price).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::access_log::{AccessLog, JsonLine};
+use crate::key;
 use crate::metrics::metrics;
 use crate::proxy::ctx::RequestCtx;
 use crate::proxy::phases::Phase;
@@ -19,10 +20,6 @@ impl Observe {
     pub fn new(access_log: Arc<AccessLog>) -> Observe {
         Observe { access_log }
     }
-}
-
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
 }
 
 impl Phase for Observe {
@@ -64,33 +61,36 @@ impl Phase for Observe {
         let usage = ctx.usage;
         let ts = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
+            .map_or(0, |d| d.as_micros() as u64);
         let mut line = JsonLine::with_capacity(512);
-        line.f64("ts", ts)
-            .str("request_id", ctx.id.to_str().unwrap_or("-"))
-            .str("key", ctx.key_name())
-            .str("surface", surface)
-            .str("method", req.method.as_str())
-            .str("path", req.uri.path())
-            .opt_str("model", ctx.model.as_deref())
-            .str("route", model)
-            .str("provider", provider)
-            .opt_str("upstream_model", ctx.upstream.model.as_deref())
-            .u64("status", u64::from(status))
-            .bool("stream", ctx.stream)
-            .u64("input_tokens", usage.input)
-            .u64("output_tokens", usage.output)
-            .u64("cached_input_tokens", usage.cached_input)
-            .f64("cost_usd", ctx.cost)
-            .f64("duration_ms", ms(elapsed))
-            .opt_f64("ttfb_ms", ttfb.map(ms))
-            .u64("overhead_us", overhead.as_micros() as u64)
-            .u64("attempts", ctx.upstream.attempts.len() as u64);
+        line.fixed(key!("ts"), ts, 6)
+            .str(key!("request_id"), ctx.id.to_str().unwrap_or("-"))
+            .str(key!("key"), ctx.key_name())
+            .str(key!("surface"), surface)
+            .str(key!("method"), req.method.as_str())
+            .str(key!("path"), req.uri.path())
+            .opt_str(key!("model"), ctx.model.as_deref())
+            .str(key!("route"), model)
+            .str(key!("provider"), provider)
+            .opt_str(key!("upstream_model"), ctx.upstream.model.as_deref())
+            .u64(key!("status"), u64::from(status))
+            .bool(key!("stream"), ctx.stream)
+            .u64(key!("input_tokens"), usage.input)
+            .u64(key!("output_tokens"), usage.output)
+            .u64(key!("cached_input_tokens"), usage.cached_input)
+            .f64(key!("cost_usd"), ctx.cost)
+            .fixed(key!("duration_ms"), elapsed.as_micros() as u64, 3);
+        match ttfb {
+            Some(ttfb) => line.fixed(key!("ttfb_ms"), ttfb.as_micros() as u64, 3),
+            None => line.opt_str(key!("ttfb_ms"), None),
+        };
+        line.u64(key!("overhead_us"), overhead.as_micros() as u64)
+            .u64(key!("attempts"), ctx.upstream.attempts.len() as u64);
         if let Some(error) = &ctx.error {
-            line.str("error", &error.to_string())
-                .str("error_class", error.class());
+            line.str(key!("error"), &error.to_string())
+                .str(key!("error_class"), error.class());
         }
-        line.bool("client_gone", ctx.response.client_gone);
+        line.bool(key!("client_gone"), ctx.response.client_gone);
         self.access_log.write(line.finish());
     }
 }

@@ -115,7 +115,6 @@ fn write_str(buf: &mut Vec<u8>, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key;
 
     #[test]
     fn matches_serde_json() {

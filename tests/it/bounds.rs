@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use sira_mock::MockProvider;
 
 use crate::raw::{send, RawUpstream};
-use crate::support::{client, keys_section, receive, Sira, KEY_A};
+use crate::support::{client, keys_section, receive, request, Sira, KEY_A};
 
 /// An OpenAI provider at `{mock}`, reached by `gpt-4o` (passthrough from OpenAI clients,
 /// translated for the others).
@@ -61,9 +61,7 @@ async fn an_endless_stream_event_ends_the_stream_at_the_event_limit() {
     let sira = Sira::start_with_server(&config(), &upstream.url, SMALL_BUFFERS);
     // Passed through to an OpenAI client.
     let received = receive(
-        client()
-            .post(sira.url("/v1/chat/completions"))
-            .bearer_auth(KEY_A)
+        request(&sira, "/v1/chat/completions")
             .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
             .send()
             .await
@@ -83,9 +81,7 @@ async fn an_endless_stream_event_ends_the_stream_at_the_event_limit() {
     );
     // Translated for an Anthropic client.
     let received = receive(
-        client()
-            .post(sira.url("/v1/messages"))
-            .header("x-api-key", KEY_A)
+        request(&sira, "/v1/messages")
             .json(&json!({"model": "gpt-4o", "max_tokens": 16, "stream": true, "messages": [{"role": "user", "content": "x"}]}))
             .send()
             .await
@@ -114,9 +110,7 @@ async fn a_translated_answer_past_the_response_limit_is_a_502_in_the_clients_sha
         send(stream, reply.as_bytes())
     });
     let sira = Sira::start_with_server(&config(), &upstream.url, SMALL_BUFFERS);
-    let resp = client()
-        .post(sira.url("/v1/messages"))
-        .header("x-api-key", KEY_A)
+    let resp = request(&sira, "/v1/messages")
         .json(&json!({"model": "gpt-4o", "max_tokens": 16, "messages": [{"role": "user", "content": "x"}]}))
         .send()
         .await
@@ -133,9 +127,7 @@ async fn a_translated_answer_past_the_response_limit_is_a_502_in_the_clients_sha
     );
     assert_eq!(buffer_metric(&sira, "response_body").await, 1.0);
     // Passthrough JSON is not buffered: the same answer reaches an OpenAI client whole.
-    let resp = client()
-        .post(sira.url("/v1/chat/completions"))
-        .bearer_auth(KEY_A)
+    let resp = request(&sira, "/v1/chat/completions")
         .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}))
         .send()
         .await
@@ -165,9 +157,7 @@ async fn tool_arguments_past_their_limit_end_a_translated_stream() {
     // A Responses client on a Chat provider: the client's `function_call` item must carry
     // the whole arguments when it is done, so the translator holds them until then.
     let received = receive(
-        client()
-            .post(sira.url("/v1/responses"))
-            .bearer_auth(KEY_A)
+        request(&sira, "/v1/responses")
             .header("x-mock-tool-call", "echo")
             .header("x-mock-tool-args", &args)
             .header("x-mock-events", "40")
@@ -187,9 +177,7 @@ async fn tool_arguments_past_their_limit_end_a_translated_stream() {
     // Within the limit, the same call goes through.
     let small = json!({"text": "short"}).to_string();
     let received = receive(
-        client()
-            .post(sira.url("/v1/responses"))
-            .bearer_auth(KEY_A)
+        request(&sira, "/v1/responses")
             .header("x-mock-tool-call", "echo")
             .header("x-mock-tool-args", &small)
             .json(&json!({"model": "gpt-4o", "stream": true, "input": "x", "tools": tools}))
@@ -217,9 +205,7 @@ async fn client_model_names_cannot_change_the_upstream_url() {
         "azure/../../x",
         "azure/dep?api-version=1",
     ] {
-        let resp = client()
-            .post(sira.url("/v1/chat/completions"))
-            .bearer_auth(KEY_A)
+        let resp = request(&sira, "/v1/chat/completions")
             .json(&json!({"model": model, "messages": [{"role": "user", "content": "x"}]}))
             .send()
             .await
@@ -251,9 +237,7 @@ async fn client_model_names_cannot_change_the_upstream_url() {
             .collect::<Vec<_>>()
     );
     // A plain name still goes through.
-    let resp = client()
-        .post(sira.url("/v1/chat/completions"))
-        .bearer_auth(KEY_A)
+    let resp = request(&sira, "/v1/chat/completions")
         .json(&json!({"model": "gemini/gemini-2.5-flash", "messages": [{"role": "user", "content": "x"}]}))
         .send()
         .await

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use sira_mock::MockProvider;
 
 use crate::streaming::data_events;
-use crate::support::{client, keys_section, receive, Sira, KEY_A};
+use crate::support::{client, keys_section, receive, request, Sira};
 
 fn config(filters: &str, attached: &str) -> String {
     format!(
@@ -21,9 +21,7 @@ async fn request_body_filters_edit_before_or_after_translation() {
     let filters = "  pin: { kind: set-field, fields: { temperature: 0.2, \"metadata.team\": platform } }\n  anonymous: { kind: remove-field, fields: [user] }\n  cap: { kind: clamp, field: max_tokens, max: 64, at: provider }\n";
     let sira = Sira::start(&config(filters, "pin, anonymous, cap"), &mock.url());
     // OpenAI client, OpenAI provider: the client's body, edited, passed on.
-    let resp = client()
-        .post(sira.url("/v1/chat/completions"))
-        .bearer_auth(KEY_A)
+    let resp = request(&sira, "/v1/chat/completions")
         .json(&json!({"model": "gpt-4o", "temperature": 1.5, "user": "alice", "max_tokens": 5000, "stream": true, "messages": [{"role": "user", "content": "x"}]}))
         .send()
         .await
@@ -39,9 +37,7 @@ async fn request_body_filters_edit_before_or_after_translation() {
 
     // OpenAI client, Anthropic provider: `at: client` edits the OpenAI body before it is
     // translated; `at: provider` clamps Anthropic's `max_tokens` after.
-    let resp = client()
-        .post(sira.url("/v1/chat/completions"))
-        .bearer_auth(KEY_A)
+    let resp = request(&sira, "/v1/chat/completions")
         .json(&json!({"model": "claude", "temperature": 1.5, "max_tokens": 5000, "messages": [{"role": "user", "content": "x"}]}))
         .send()
         .await
@@ -57,9 +53,7 @@ async fn a_body_a_filter_cannot_edit_is_refused_in_the_clients_shape() {
     let mock = MockProvider::start();
     let filters = "  pin: { kind: set-field, fields: { \"messages.x\": 1 } }\n";
     let sira = Sira::start(&config(filters, "pin"), &mock.url());
-    let resp = client()
-        .post(sira.url("/v1/messages"))
-        .header("x-api-key", KEY_A)
+    let resp = request(&sira, "/v1/messages")
         .json(&json!({"model": "claude", "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]}))
         .send()
         .await
@@ -99,9 +93,7 @@ async fn response_filters_see_whole_answers_and_every_stream_event() {
         );
     }
     // A whole answer, passed through.
-    let resp = client()
-        .post(sira.url("/v1/chat/completions"))
-        .bearer_auth(KEY_A)
+    let resp = request(&sira, "/v1/chat/completions")
         .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}))
         .send()
         .await
@@ -118,9 +110,7 @@ async fn response_filters_see_whole_answers_and_every_stream_event() {
     assert!(body.get("system_fingerprint").is_none(), "{body}");
     assert_eq!(body["choices"][0]["message"]["role"], "assistant");
     // A stream: every event, even those TCP splits.
-    let resp = client()
-        .post(sira.url("/v1/chat/completions"))
-        .bearer_auth(KEY_A)
+    let resp = request(&sira, "/v1/chat/completions")
         .header("x-mock-split", "bytes")
         .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
         .send()

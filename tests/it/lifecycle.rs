@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sira_mock::MockProvider;
 
-use crate::support::{client, receive, standard_config, Sira, KEY_A, SIRA};
+use crate::support::{client, receive, request, standard_config, Sira, KEY_A, SIRA};
 
 #[test]
 fn an_address_in_use_fails_startup_at_once_naming_it() {
@@ -79,9 +79,7 @@ async fn sigterm_lets_a_running_stream_finish_then_exits() {
     let mock = MockProvider::start();
     let mut sira =
         Sira::start_with_server(&standard_config(), &mock.url(), "  grace_period: 30s\n");
-    let stream = client()
-        .post(sira.url("/v1/chat/completions"))
-        .bearer_auth(KEY_A)
+    let stream = request(&sira, "/v1/chat/completions")
         .header("x-mock-events", "8")
         .header("x-mock-delay-ms", "250")
         .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "Hi"}]}))
@@ -119,9 +117,7 @@ async fn sigterm_lets_a_running_stream_finish_then_exits() {
 async fn what_outlasts_the_grace_period_ends_with_the_surface_error_event() {
     let mock = MockProvider::start();
     let mut sira = Sira::start_with_server(&standard_config(), &mock.url(), "  grace_period: 1s\n");
-    let stream = client()
-        .post(sira.url("/v1/messages"))
-        .header("x-api-key", KEY_A)
+    let stream = request(&sira, "/v1/messages")
         .header("x-mock-events", "30")
         .header("x-mock-delay-ms", "300")
         .json(&json!({"model": "claude", "max_tokens": 64, "stream": true, "messages": [{"role": "user", "content": "Hi"}]}))

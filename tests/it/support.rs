@@ -324,6 +324,19 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::builder().build().unwrap()
 }
 
+/// A POST to `path` with the `team-a` key where the surface's SDKs put it (`x-api-key` for
+/// Anthropic's routes, `x-goog-api-key` for Gemini's, a bearer token otherwise).
+pub fn request(sira: &Sira, path: &str) -> reqwest::RequestBuilder {
+    let builder = client().post(sira.url(path));
+    if path.starts_with("/v1/messages") {
+        builder.header("x-api-key", KEY_A)
+    } else if path.contains(":generateContent") || path.contains(":streamGenerateContent") {
+        builder.header("x-goog-api-key", KEY_A)
+    } else {
+        builder.bearer_auth(KEY_A)
+    }
+}
+
 /// A one-message chat completion for `model`, sent with the `team-a` key.
 pub async fn post_chat(sira: &Sira, model: &str) -> reqwest::Response {
     client()

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::raw::{chat_body, chat_head, chat_json, exchange, send, RawUpstream};
-use crate::support::{client, keys_section, receive, Sira, KEY_A};
+use crate::support::{keys_section, receive, request, Sira, KEY_A};
 
 const NOW: Duration = Duration::ZERO;
 
@@ -19,9 +19,7 @@ fn config() -> String {
 }
 
 async fn chat(sira: &Sira) -> reqwest::Response {
-    client()
-        .post(sira.url("/v1/chat/completions"))
-        .bearer_auth(KEY_A)
+    request(sira, "/v1/chat/completions")
         .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}))
         .send()
         .await
@@ -117,9 +115,7 @@ async fn a_reset_mid_body_never_reaches_the_client_as_complete() {
     });
     let sira = Sira::start(&config(), &upstream.url);
     let received = receive(
-        client()
-            .post(sira.url("/v1/chat/completions"))
-            .bearer_auth(KEY_A)
+        request(&sira, "/v1/chat/completions")
             .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
             .send()
             .await
@@ -206,9 +202,7 @@ async fn timeouts_total_bounds_a_stream_and_the_wait_for_an_answer() {
     let sira = Sira::start(&config, &mock.url());
     let started = Instant::now();
     let received = receive(
-        client()
-            .post(sira.url("/v1/chat/completions"))
-            .bearer_auth(KEY_A)
+        request(&sira, "/v1/chat/completions")
             .header("x-mock-events", "20")
             .header("x-mock-delay-ms", "200")
             .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
@@ -225,9 +219,7 @@ async fn timeouts_total_bounds_a_stream_and_the_wait_for_an_answer() {
         "{took:?}"
     );
     let started = Instant::now();
-    let resp = client()
-        .post(sira.url("/v1/chat/completions"))
-        .bearer_auth(KEY_A)
+    let resp = request(&sira, "/v1/chat/completions")
         .header("x-mock-hang-ms", "5000")
         .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}))
         .send()

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use lua_free_filters::{Filter, FilterError, HeaderEdit, Side as FilterSide};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -19,6 +19,7 @@ use crate::auth::Principal;
 use crate::error::GatewayError;
 use crate::proxy::body;
 use crate::proxy::ctx::RequestCtx;
+use crate::proxy::downstream::join;
 use crate::proxy::phases::{Flow, Phase, RequestBody, UpstreamRequest};
 use crate::sse::SseScanner;
 
@@ -193,20 +194,6 @@ fn edit_request<'a>(
 
 fn response_error(e: FilterError) -> GatewayError {
     GatewayError::Internal(format!("a response filter failed: {e}").into())
-}
-
-fn join(body: &mut Vec<Bytes>) -> Bytes {
-    match body.len() {
-        0 => Bytes::new(),
-        1 => body.pop().unwrap_or_default(),
-        _ => {
-            let mut joined = BytesMut::with_capacity(body.iter().map(Bytes::len).sum());
-            for piece in body.drain(..) {
-                joined.extend_from_slice(&piece);
-            }
-            joined.freeze()
-        }
-    }
 }
 
 /// Filters attached to the caller's key, then to the model entry.

@@ -16,6 +16,7 @@ use crate::metrics::metrics;
 use crate::provider::ProviderKind;
 use crate::proxy::body::{self, Rewrite};
 use crate::proxy::ctx::RequestCtx;
+use crate::proxy::downstream::join;
 use crate::proxy::phases::{Phase, UpstreamRequest};
 use crate::routes::Operation;
 use crate::translate::{
@@ -228,21 +229,6 @@ impl Phase for Translation {
             if !out.is_empty() {
                 *event = Some(out.split().freeze());
             }
-        }
-    }
-}
-
-/// The pieces of a body as one buffer, without a copy when there is one piece.
-fn join(body: &mut Vec<Bytes>) -> Bytes {
-    match body.len() {
-        0 => Bytes::new(),
-        1 => body.pop().unwrap_or_default(),
-        _ => {
-            let mut joined = BytesMut::with_capacity(body.iter().map(Bytes::len).sum());
-            for piece in body.drain(..) {
-                joined.extend_from_slice(&piece);
-            }
-            joined.freeze()
         }
     }
 }

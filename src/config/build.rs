@@ -1,9 +1,8 @@
-//! File types → runtime [`Snapshot`]: every check lives here, none at request time.
+//! File types → runtime [`Snapshot`]: every check lives here (and, for `server:`, in
+//! `super::server`), none at request time.
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use ahash::AHashMap;
 use http::{HeaderName, HeaderValue};
@@ -13,54 +12,29 @@ use serde_yaml::Value;
 
 use super::file::{
     AuthConfig, EndpointConfig, Entries, KeyConfig, LoggingConfig, ModelConfig, ProviderConfig,
-    RawFile, ServerConfig,
+    RawFile,
 };
 use super::{
-    section, AccessLogTarget, ConfigMeta, ConfigProblem, LoggingSettings, Secret, ServerSettings,
-    Snapshot,
+    section, AccessLogTarget, ConfigMeta, ConfigProblem, LoggingSettings, Secret, Snapshot,
 };
 use crate::auth::{parse_hash, KeyEntry, KeyTable};
 use crate::glob::Glob;
 use crate::models::{ModelRoute, ModelTable, Pricing, RetryPolicy, Target, DEFAULT_MAX_TOKENS};
 use crate::provider::{Endpoint, Provider, ProviderKind, Timeouts, DEFAULT_ANTHROPIC_VERSION};
 
-const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
-const DEFAULT_MAX_REQUEST_BODY: u64 = 8 << 20;
-const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
-/// nginx's `client_header_timeout` is 60 s; a header is a few KB, so 10 s is generous.
-const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
-/// nginx's `send_timeout`.
-const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
-const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(60);
-/// nginx accepts 4 × 8 KiB of header lines; agents' headers are a few KB.
-const DEFAULT_MAX_HEADER_SIZE: u64 = 64 << 10;
-const DEFAULT_MAX_HEADERS: usize = 100;
-/// Responses API streams end with `response.completed`, which repeats the whole answer,
-/// and Gemini sends images inline: one event can be megabytes.
-const DEFAULT_MAX_SSE_EVENT: u64 = 16 << 20;
-const DEFAULT_MAX_RESPONSE_BODY: u64 = 64 << 20;
-/// A coding agent's tool call can carry a whole file (Codex `apply_patch`).
-const DEFAULT_MAX_TOOL_ARGUMENTS: u64 = 16 << 20;
-/// Pingora's HTTP/1 parser reads at most 256 header fields.
-const MAX_HEADERS_PARSED: usize = 256;
-/// Pingora's HTTP/1 parser refuses headers over 1 MiB.
-const MAX_HEADER_SIZE_PARSED: u64 = 1 << 20;
-
 /// Collects problems while building; a section that fails yields `None` and the build
 /// carries on so later sections are checked too.
-struct Builder<'p> {
-    problems: &'p mut Vec<ConfigProblem>,
+pub(super) struct Builder<'p> {
+    pub(super) problems: &'p mut Vec<ConfigProblem>,
 }
 
 impl Builder<'_> {
-    fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.problems.push(ConfigProblem::new(path, message));
     }
 
     /// Rejects a section this build does not implement, naming it plainly.
-    fn unsupported(&mut self, path: &str, value: &Option<Value>) {
+    pub(super) fn unsupported(&mut self, path: &str, value: &Option<Value>) {
         if value.is_some() {
             self.problem(path, "not supported by this version of sira yet; remove it");
         }
@@ -94,7 +68,7 @@ pub(super) fn build(
     b.unsupported("limits", &limits);
     b.unsupported("cache", &cache);
 
-    let server = server_settings(&mut b, server);
+    let server = super::server::server_settings(&mut b, server);
     let filters = build_filters(&mut b, filters);
     let providers = build_providers(&mut b, providers);
     let models = build_models(&mut b, models, &providers, &filters);
@@ -108,204 +82,6 @@ pub(super) fn build(
         logging: logging?,
         meta,
     })
-}
-
-fn server_settings(b: &mut Builder, value: Option<Value>) -> Option<ServerSettings> {
-    let config: ServerConfig = match value {
-        Some(v) => section(v, "server", b.problems)?,
-        None => ServerConfig::default(),
-    };
-    let ServerConfig {
-        listen,
-        tls,
-        admin,
-        admin_token,
-        threads,
-        max_request_body,
-        grace_period,
-        timeouts,
-        max_header_size,
-        max_headers,
-        max_sse_event,
-        max_response_body,
-        max_tool_arguments,
-        resolver,
-    } = config;
-    b.unsupported("server.tls", &tls);
-    let mut addrs = Vec::new();
-    let listen = listen.unwrap_or_else(|| vec![DEFAULT_LISTEN.to_owned()]);
-    if listen.is_empty() {
-        b.problem("server.listen", "at least one listen address is needed");
-    }
-    for (i, text) in listen.iter().enumerate() {
-        match socket_addr(text) {
-            Ok(addr) => addrs.push(addr),
-            Err(e) => b.problem(format!("server.listen[{i}]"), e),
-        }
-    }
-    let admin = match admin.as_deref().unwrap_or(DEFAULT_ADMIN) {
-        "off" | "" => None,
-        text => match socket_addr(text) {
-            Ok(addr) => Some(addr),
-            Err(e) => {
-                b.problem("server.admin", e);
-                None
-            }
-        },
-    };
-    if let Some(admin) = admin {
-        if addrs.contains(&admin) {
-            b.problem(
-                "server.admin",
-                "must differ from every server.listen address",
-            );
-        }
-    }
-    let threads = match threads {
-        Some(0) => {
-            b.problem("server.threads", "must be at least 1");
-            1
-        }
-        Some(n) => n,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
-    let max_request_body = match max_request_body {
-        Some(size) if size.0 == 0 => {
-            b.problem("server.max_request_body", "must be greater than zero");
-            0
-        }
-        Some(size) => size.0,
-        None => DEFAULT_MAX_REQUEST_BODY,
-    };
-    let admin_token = match admin_token {
-        Some(token) if token.is_empty() => {
-            b.problem("server.admin_token", "is empty (the referenced variable may be unset); omit the key to disable admin auth");
-            None
-        }
-        Some(token) => Some(Secret::new(token)),
-        None => None,
-    };
-    let super::file::ClientTimeoutsConfig {
-        header,
-        body,
-        write,
-        keepalive,
-    } = timeouts;
-    let mut duration = |key: &str, value: Option<super::units::HumanDuration>, default| {
-        let value = value.map_or(default, |d| d.0);
-        if value.is_zero() {
-            b.problem(
-                format!("server.timeouts.{key}"),
-                "must be greater than zero",
-            );
-        }
-        value
-    };
-    let header_timeout = duration("header", header, DEFAULT_HEADER_TIMEOUT);
-    let body_timeout = duration("body", body, DEFAULT_BODY_TIMEOUT);
-    let write_timeout = duration("write", write, DEFAULT_WRITE_TIMEOUT);
-    let keepalive = duration("keepalive", keepalive, DEFAULT_KEEPALIVE);
-    if keepalive.subsec_nanos() != 0 {
-        // Pingora takes the keep-alive timeout in whole seconds.
-        b.problem(
-            "server.timeouts.keepalive",
-            "must be a whole number of seconds",
-        );
-    }
-    let mut size = |key: &str, value: Option<super::units::ByteSize>, default: u64, max: u64| {
-        let value = value.map_or(default, |s| s.0);
-        if value == 0 {
-            b.problem(format!("server.{key}"), "must be greater than zero");
-        } else if value > max {
-            b.problem(
-                format!("server.{key}"),
-                format!("must be at most {max} bytes"),
-            );
-        }
-        usize::try_from(value.min(max)).unwrap_or(usize::MAX)
-    };
-    let max_header_size = size(
-        "max_header_size",
-        max_header_size,
-        DEFAULT_MAX_HEADER_SIZE,
-        MAX_HEADER_SIZE_PARSED,
-    );
-    let max_sse_event = size(
-        "max_sse_event",
-        max_sse_event,
-        DEFAULT_MAX_SSE_EVENT,
-        1 << 30,
-    );
-    let max_response_body = size(
-        "max_response_body",
-        max_response_body,
-        DEFAULT_MAX_RESPONSE_BODY,
-        1 << 32,
-    );
-    let max_tool_arguments = size(
-        "max_tool_arguments",
-        max_tool_arguments,
-        DEFAULT_MAX_TOOL_ARGUMENTS,
-        1 << 30,
-    );
-    let max_headers = match max_headers {
-        Some(0) => {
-            b.problem("server.max_headers", "must be at least 1");
-            1
-        }
-        Some(n) if n > MAX_HEADERS_PARSED => {
-            b.problem(
-                "server.max_headers",
-                format!("must be at most {MAX_HEADERS_PARSED}"),
-            );
-            MAX_HEADERS_PARSED
-        }
-        Some(n) => n,
-        None => DEFAULT_MAX_HEADERS,
-    };
-    let mut resolver_addrs = Vec::new();
-    for (i, text) in resolver.unwrap_or_default().iter().enumerate() {
-        let parsed = text.parse::<SocketAddr>().or_else(|_| {
-            text.parse::<std::net::IpAddr>()
-                .map(|ip| SocketAddr::new(ip, 53))
-        });
-        match parsed {
-            Ok(addr) => resolver_addrs.push(addr),
-            Err(_) => b.problem(
-                format!("server.resolver[{i}]"),
-                format!("invalid address {text:?}: expected an IP address, with an optional :port"),
-            ),
-        }
-    }
-    Some(ServerSettings {
-        listen: addrs,
-        admin,
-        admin_token,
-        threads,
-        max_request_body,
-        grace_period: grace_period.map_or(DEFAULT_GRACE_PERIOD, |d| d.0),
-        header_timeout,
-        body_timeout,
-        write_timeout,
-        keepalive,
-        max_header_size,
-        max_headers,
-        max_sse_event,
-        max_response_body,
-        max_tool_arguments,
-        resolver: resolver_addrs,
-    })
-}
-
-fn socket_addr(text: &str) -> Result<SocketAddr, String> {
-    if let Ok(addr) = text.parse() {
-        return Ok(addr);
-    }
-    // Allow "localhost:8080"; resolution of a literal host name needs no network.
-    text.to_socket_addrs()
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| format!("invalid address {text:?}: expected host:port, e.g. 0.0.0.0:8080"))
 }
 
 fn build_filters(b: &mut Builder, value: Option<Value>) -> AHashMap<String, Arc<dyn Filter>> {

@@ -12,6 +12,7 @@ pub mod file;
 mod interpolate;
 pub mod live;
 mod secret;
+mod server;
 pub mod units;
 
 use std::fmt;

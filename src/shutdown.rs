@@ -3,11 +3,13 @@
 //! Pingora's graceful terminate (SIGTERM, and the old process after a `--upgrade`
 //! hand-over) stops the listeners, then sleeps the whole grace period before it stops the
 //! runtimes, so an idle gateway would take `grace_period` to exit. sira counts its requests
-//! in flight ([`Drain`]) and, once Pingora has stopped accepting, exits the moment the
-//! count is zero; at the end of `server.grace_period` it ends what is still running (a
-//! stream gets its surface's error event, a request waiting for its answer a 503), waits a
-//! moment for those endings to be written, and exits. Pingora's own grace period is set
-//! longer, so this decides.
+//! in flight ([`Drain`]) — from the connection's start for a first request, from the first
+//! byte of its header for a later one on a kept-alive connection — and, once Pingora has
+//! stopped accepting, exits the moment the count is zero. At the end of
+//! `server.grace_period` it ends what is still streaming (with the surface's error event),
+//! waits a moment for those endings to be written, and exits; a request still waiting for
+//! its answer then is closed with the process. Pingora's own grace period is set longer, so
+//! this decides.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -38,14 +40,24 @@ pub struct InFlight<'a>(&'a Drain);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.end();
     }
 }
 
 impl Drain {
     pub fn enter(&self) -> InFlight<'_> {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.begin();
         InFlight(self)
+    }
+
+    /// Counts one more in flight, for a holder that cannot keep an [`InFlight`] (the
+    /// client connection's watch); every `begin` needs its [`Drain::end`].
+    pub fn begin(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn end(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 
     pub fn in_flight(&self) -> usize {
@@ -59,7 +71,7 @@ impl Drain {
     }
 
     /// Resolves when the grace period is over. Costs nothing until polled, and is only
-    /// polled while a request waits on the network.
+    /// polled while a stream waits for its next event.
     pub fn expiry(&self) -> impl Future<Output = ()> + '_ {
         // Created before the flag is read: an `expire` in between still wakes it.
         let notified = self.notify.notified();

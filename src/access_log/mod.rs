@@ -57,7 +57,8 @@ impl AccessLog {
     /// process exits.
     pub fn flush(&self, within: Duration) {
         let (done, wait) = sync_channel(1);
-        if self.tx.send(Message::Flush(done)).is_ok() {
+        // Never blocks: with the queue full (a stalled stdout) the lines are lost anyway.
+        if self.tx.try_send(Message::Flush(done)).is_ok() {
             let _ = wait.recv_timeout(within);
         }
     }

@@ -44,6 +44,7 @@ use super::Gateway;
 use crate::error::GatewayError;
 use crate::format::Format;
 use crate::metrics::{metrics, Buffer};
+use crate::shutdown::Drain;
 
 /// The main listeners' application: sorts connections by protocol and runs the HTTP/1
 /// keep-alive loop.
@@ -64,7 +65,12 @@ impl ServerApp for Edge {
         let accepted = Instant::now();
         let snap = self.gateway.live.load_full();
         let server = &snap.server;
-        let watch = Arc::new(Watch::new(server.max_header_size));
+        let watch = Arc::new(Watch::new(
+            server.max_header_size,
+            self.gateway.drain.clone(),
+        ));
+        // A connection accepted before a shutdown gets its first request served.
+        watch.count();
         let mut stream = Box::new(ClientStream {
             inner: stream,
             ahead: Bytes::new(),
@@ -83,6 +89,8 @@ impl ServerApp for Edge {
             }
         };
         if h2 {
+            // Its streams are counted one by one (`Gateway::serve`).
+            watch.uncount();
             let gateway: &Arc<Gateway> = &self.gateway;
             let stream: Stream = stream;
             return ServerApp::process_new(gateway, stream, shutdown).await;
@@ -111,9 +119,15 @@ impl Edge {
             let mut session = ServerSession::new_http1(stream);
             match persistent.take() {
                 Some(settings) => settings.apply_to_session(&mut session),
-                // The first request is bounded by the header deadline from the connection's
-                // start, not by a keep-alive wait.
-                None => session.set_keepalive(None),
+                None => {
+                    // The first request is bounded by the header deadline from the
+                    // connection's start, not by a keep-alive wait.
+                    session.set_keepalive(None);
+                    // Bytes that arrive after a request's body (the next request, a stray
+                    // CRLF) are kept for the next request (RFC 9112 §9.3.2), rather than
+                    // taken for a client that went away; the setting carries over.
+                    session.set_pipelining_enabled(true);
+                }
             }
             watch.begin();
             let started = if first { Some(accepted) } else { None };
@@ -128,7 +142,12 @@ impl Edge {
                     return;
                 }
             };
-            let Some(reused) = self.gateway.serve_checked(session, shutdown, refused).await else {
+            // Counted until here since its first byte (or the connection's start); `serve`
+            // counts it from now on.
+            let served = self.gateway.serve_checked(session, shutdown, refused);
+            let reused = served.await;
+            watch.uncount();
+            let Some(reused) = reused else {
                 return;
             };
             let (next, settings) = reused.consume();
@@ -317,7 +336,8 @@ impl std::future::Future for HeaderDeadline<'_> {
     }
 }
 
-/// What the connection's reads tell the header deadline and the size limit.
+/// What the connection's reads tell the header deadline, the size limit and the shutdown
+/// drain.
 struct Watch {
     /// A request header is being read.
     reading: AtomicBool,
@@ -326,18 +346,38 @@ struct Watch {
     /// Bytes read for the current header (and possibly the start of its body).
     read: AtomicUsize,
     max_header: usize,
+    /// A request is under way on the connection: counted in the drain, so that a shutdown
+    /// does not exit under a request whose header is still arriving.
+    counted: AtomicBool,
+    drain: Arc<Drain>,
 }
 
 /// A process-wide origin for the `Instant`s stored as integers in [`Watch`].
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
 impl Watch {
-    fn new(max_header: usize) -> Watch {
+    fn new(max_header: usize, drain: Arc<Drain>) -> Watch {
         Watch {
             reading: AtomicBool::new(false),
             first_byte: AtomicU64::new(0),
             read: AtomicUsize::new(0),
             max_header,
+            counted: AtomicBool::new(false),
+            drain,
+        }
+    }
+
+    /// Counts the connection's request in flight (once).
+    fn count(&self) {
+        if !self.counted.swap(true, Ordering::AcqRel) {
+            self.drain.begin();
+        }
+    }
+
+    /// The request is over: the idle wait for the next one holds no shutdown up.
+    fn uncount(&self) {
+        if self.counted.swap(false, Ordering::AcqRel) {
+            self.drain.end();
         }
     }
 
@@ -366,12 +406,19 @@ impl Watch {
         if self.first_byte.load(Ordering::Relaxed) == 0 {
             let nanos = EPOCH.elapsed().as_nanos().max(1) as u64;
             self.first_byte.store(nanos, Ordering::Relaxed);
+            self.count();
         }
         // Reading goes on only while the header is incomplete: past the limit, the header
         // itself is too large (one read may also carry the start of the body, which is
         // why the parsed header's size is checked again once it is complete).
         let before = self.read.fetch_add(n, Ordering::Relaxed);
         before <= self.max_header
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.uncount();
     }
 }
 
@@ -564,7 +611,8 @@ mod tests {
 
     #[test]
     fn the_watch_stops_a_header_past_its_limit() {
-        let watch = Watch::new(100);
+        let drain = Arc::new(Drain::default());
+        let watch = Watch::new(100, drain.clone());
         // Between requests, reads are not counted.
         assert!(watch.saw(1000));
         assert!(watch.first_byte().is_none());
@@ -581,5 +629,14 @@ mod tests {
         );
         watch.end();
         assert!(watch.saw(1));
+        // The request was counted in flight from its first byte until it is over.
+        assert_eq!(drain.in_flight(), 1);
+        watch.uncount();
+        assert_eq!(drain.in_flight(), 0);
+        watch.begin();
+        watch.saw(1);
+        assert_eq!(drain.in_flight(), 1);
+        drop(watch);
+        assert_eq!(drain.in_flight(), 0, "a connection that ends uncounts");
     }
 }

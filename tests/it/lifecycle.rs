@@ -164,3 +164,38 @@ async fn what_outlasts_the_grace_period_ends_with_the_surface_error_event() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_request_whose_header_is_arriving_at_sigterm_is_served() {
+    let mock = MockProvider::start();
+    let mut sira =
+        Sira::start_with_server(&standard_config(), &mock.url(), "  grace_period: 10s\n");
+    let body = crate::raw::chat_body("gpt-4o");
+    let head = crate::raw::chat_head("", body.len());
+    let (first, rest) = head.as_bytes().split_at(20);
+    let addr = sira.addr;
+    let client = std::thread::spawn({
+        let (first, rest, body) = (first.to_vec(), rest.to_vec(), body.clone());
+        move || {
+            crate::raw::exchange(
+                addr,
+                &[
+                    (&first, Duration::ZERO),
+                    (&rest, Duration::from_millis(600)),
+                    (body.as_bytes(), Duration::ZERO),
+                ],
+                Duration::from_secs(5),
+            )
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sira.sigterm();
+    let reply = tokio::task::spawn_blocking(move || client.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200, "{}", reply.text);
+    let status = sira
+        .wait_exit(Duration::from_secs(10))
+        .expect("still running");
+    assert!(status.success());
+}

@@ -231,6 +231,38 @@ async fn timeouts_total_bounds_a_stream_and_the_wait_for_an_answer() {
 
 // === the client's side ===
 
+#[tokio::test]
+async fn bytes_after_a_body_wait_for_their_turn_instead_of_ending_the_request() {
+    let mock = sira_mock::MockProvider::start();
+    let sira = Sira::start(&config(), &mock.url());
+    let body = chat_body("gpt-4o");
+    let slow = chat_head("x-mock-hang-ms: 400\r\n", body.len());
+    let next = chat_head("", body.len());
+    // The first request is still waiting for its answer when a stray CRLF and the next
+    // request arrive on the same connection.
+    let reply = exchange(
+        sira.addr,
+        &[
+            (slow.as_bytes(), NOW),
+            (body.as_bytes(), NOW),
+            (b"\r\n", Duration::from_millis(100)),
+            (next.as_bytes(), Duration::from_millis(50)),
+            (body.as_bytes(), NOW),
+        ],
+        Duration::from_secs(3),
+    );
+    assert_eq!(
+        reply.text.matches("HTTP/1.1 200 OK").count(),
+        2,
+        "{}",
+        reply.text
+    );
+    let log = sira.wait_access_log(2);
+    assert_eq!(log[0]["client_gone"], false, "{}", log[0]);
+    assert_eq!(log[0]["status"], 200);
+    assert_eq!(mock.requests().len(), 2);
+}
+
 fn edge_config() -> &'static str {
     "  timeouts: { header: 1s, body: 1s, write: 1s }\n"
 }

@@ -137,9 +137,8 @@ pub struct AccountingState {
     pub tap: Option<StreamTap>,
     /// The response is passthrough JSON: its body is kept to read usage at the end.
     pub json: bool,
-    /// A passthrough JSON body, kept (shared, not copied) to read its usage at the end.
-    pub kept: Vec<Bytes>,
-    pub kept_len: usize,
+    /// A passthrough JSON body, kept to read its usage at the end.
+    pub kept: super::downstream::Gather,
     /// The last bytes of a passthrough JSON body too large to keep whole: usage sits at the
     /// end of every provider's answer.
     pub tail: BytesMut,

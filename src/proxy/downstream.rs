@@ -144,6 +144,53 @@ pub async fn write_pieces(
 /// How long a broken HTTP/2 stream waits for its last frames to leave before the reset.
 const H2_FLUSH_PAUSE: Duration = Duration::from_millis(20);
 
+/// A body gathered whole from the pieces it arrives in: the first piece kept as it is (no
+/// copy for the usual one-piece body), the others copied into one buffer, so that what is
+/// held is the body's size however small the pieces (a `Bytes` per piece costs tens of
+/// bytes of its own: a provider sending one byte at a time would multiply it).
+#[derive(Default)]
+pub struct Gather {
+    first: Option<Bytes>,
+    rest: BytesMut,
+}
+
+impl Gather {
+    pub fn push(&mut self, piece: Bytes) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(piece);
+            return;
+        }
+        if let Some(first) = self.first.take() {
+            self.rest.reserve(first.len() + piece.len());
+            self.rest.extend_from_slice(&first);
+        }
+        self.rest.extend_from_slice(&piece);
+    }
+
+    pub fn len(&self) -> usize {
+        self.first.as_ref().map_or(0, Bytes::len) + self.rest.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The body so far, without taking it.
+    pub fn bytes(&self) -> &[u8] {
+        match &self.first {
+            Some(first) => first,
+            None => &self.rest,
+        }
+    }
+
+    pub fn finish(self) -> Bytes {
+        match self.first {
+            Some(first) => first,
+            None => self.rest.freeze(),
+        }
+    }
+}
+
 /// `pieces` as one buffer (emptying the list): the one piece itself when there is one,
 /// else one copy into a buffer of the exact size.
 pub fn join(pieces: &mut Vec<Bytes>) -> Bytes {
@@ -209,4 +256,26 @@ pub async fn linger(session: &mut ServerSession) {
         }
     };
     let _ = tokio::time::timeout(MAX_TIME, drain).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gathered_body_is_one_buffer_whatever_its_pieces() {
+        let one = Bytes::from_static(b"{\"whole\":true}");
+        let mut gather = Gather::default();
+        gather.push(one.clone());
+        let body = gather.finish();
+        assert_eq!(body.as_ptr(), one.as_ptr(), "one piece is kept, not copied");
+
+        let mut gather = Gather::default();
+        for byte in b"0123456789".repeat(100) {
+            gather.push(Bytes::copy_from_slice(&[byte]));
+        }
+        assert_eq!(gather.len(), 1000);
+        assert_eq!(gather.bytes(), &b"0123456789".repeat(100)[..]);
+        assert_eq!(gather.finish().len(), 1000);
+    }
 }

@@ -15,7 +15,7 @@ use pingora_core::protocols::http::ServerSession;
 use pingora_http::ResponseHeader;
 
 use super::ctx::RequestCtx;
-use super::downstream::{abort, set_streaming_framing, write_header, write_pieces};
+use super::downstream::{abort, set_streaming_framing, write_header, write_pieces, Gather};
 use super::exchange::{BodyError, UpstreamResponse};
 use super::modules::{header_error, stream_error_event};
 use super::{hop, policy, Gateway};
@@ -267,16 +267,14 @@ async fn relay_whole(
     } else {
         ctx.snap.server.max_response_body
     };
-    let mut pieces: Vec<Bytes> = Vec::new();
-    let mut total = 0usize;
+    let mut whole = Gather::default();
     loop {
         match next(gw, session, ctx, upstream).await {
             Next::Chunk(chunk) => {
-                total += chunk.len();
-                if total > limit {
+                if whole.len() + chunk.len() > limit {
                     if error_status {
                         // The status says what happened; an error body this large is noise.
-                        pieces.clear();
+                        whole = Gather::default();
                         break;
                     }
                     metrics().buffer_limit(Buffer::ResponseBody);
@@ -287,17 +285,18 @@ async fn relay_whole(
                         ),
                     });
                 }
-                pieces.push(chunk);
+                whole.push(chunk);
             }
             Next::End => break,
             Next::ClientGone => return Ok(()),
             Next::Failed(_) if error_status => {
-                pieces.clear();
+                whole = Gather::default();
                 break;
             }
             Next::Failed(e) => return Err(e),
         }
     }
+    let mut pieces = vec![whole.finish()];
     gw.chain.response_body_filter(&mut pieces, true, ctx)?;
     let length: usize = pieces.iter().map(Bytes::len).sum();
     out.set_status(ctx.response.status).map_err(header_error)?;

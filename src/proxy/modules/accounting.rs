@@ -16,8 +16,9 @@ use crate::proxy::ctx::{RequestCtx, StreamTap};
 use crate::proxy::phases::Phase;
 use crate::sse::SseScanner;
 
-/// A passthrough JSON body is kept whole (shared with what is written, not copied) up to
-/// this size; past it only its last [`JSON_TAIL`] bytes are, where every provider puts usage.
+/// A passthrough JSON body is kept whole (in the usual one piece, shared with what is
+/// written, not copied) up to this size; past it only its last [`JSON_TAIL`] bytes are,
+/// where every provider puts usage.
 const JSON_KEPT: usize = 1 << 20;
 const JSON_TAIL: usize = 64 << 10;
 
@@ -109,10 +110,10 @@ impl Phase for Accounting {
                 keep(state, piece);
             }
             if end_of_stream {
-                let usage = match (state.kept.as_slice(), state.tail.is_empty()) {
-                    ([one], true) => usage_from_json(format, one),
-                    (many, true) => usage_from_json(format, &many.concat()),
-                    (_, false) => usage_from_json(format, &state.tail),
+                let usage = if state.tail.is_empty() {
+                    usage_from_json(format, state.kept.bytes())
+                } else {
+                    usage_from_json(format, &state.tail)
                 };
                 if let Some(usage) = usage {
                     ctx.usage = usage;
@@ -150,17 +151,20 @@ impl Phase for Accounting {
 
 /// Keeps a passthrough JSON body for its usage: whole while small, else its tail.
 fn keep(state: &mut crate::proxy::ctx::AccountingState, piece: &Bytes) {
-    state.kept_len += piece.len();
-    if state.kept_len <= JSON_KEPT {
+    if state.tail.is_empty() && state.kept.len() + piece.len() <= JSON_KEPT {
         state.kept.push(piece.clone());
         return;
     }
     if state.tail.is_empty() {
-        for earlier in state.kept.drain(..) {
-            state.tail.extend_from_slice(&earlier);
-        }
+        let kept = std::mem::take(&mut state.kept);
+        state.tail.extend_from_slice(kept.bytes());
     }
-    state.tail.extend_from_slice(piece);
+    // A piece longer than the window replaces it: only its end is copied.
+    let from = piece.len().saturating_sub(JSON_TAIL);
+    if from > 0 {
+        state.tail.clear();
+    }
+    state.tail.extend_from_slice(&piece[from..]);
     if state.tail.len() > 2 * JSON_TAIL {
         let excess = state.tail.len() - JSON_TAIL;
         let _ = state.tail.split_to(excess);
@@ -282,6 +286,7 @@ mod tests {
             &Bytes::from_static(br#"{"usage":{"prompt_tokens":5,"completion_tokens":6}}"#),
         );
         assert!(state.kept.is_empty());
+        assert!(!state.tail.is_empty());
         assert!(state.tail.len() <= 2 * JSON_TAIL, "{}", state.tail.len());
         let usage = usage_from_json(Format::OpenAiChat, &state.tail).unwrap();
         assert_eq!((usage.input, usage.output), (5, 6));

@@ -221,7 +221,13 @@ fn classify(e: &pingora_error::Error) -> Option<GatewayError> {
                     "more fields than server.max_headers".into(),
                 ));
             }
-            Some(GatewayError::BadFraming(e.to_string()))
+            // Pingora's message quotes the whole header (the client's key included): only
+            // what kind of fault it is goes back, and to the log.
+            let reason = match cause.downcast_ref::<httparse::Error>() {
+                Some(parse) => format!("malformed request header ({parse})"),
+                None => "ambiguous or invalid framing (Content-Length, Transfer-Encoding)".into(),
+            };
+            Some(GatewayError::BadFraming(reason))
         }
         ErrorType::ReadTimedout => Some(GatewayError::RequestTimeout("the request header")),
         _ => None,

@@ -131,6 +131,33 @@ async fn a_reset_mid_body_never_reaches_the_client_as_complete() {
 }
 
 #[tokio::test]
+async fn an_invalid_response_header_is_a_502_that_quotes_none_of_it() {
+    // A broken provider that echoes the request (the provider key with it) into a header
+    // that is not valid HTTP.
+    let upstream = RawUpstream::start(|stream, _| {
+        send(
+            stream,
+            b"HTTP/1.1 200 OK\r\nset-cookie: session=internal-cookie\r\nx-echo: Bearer sk-upstream\r\nbad header line\r\n\r\n",
+        );
+        false
+    });
+    let sira = Sira::start(&config(), &upstream.url);
+    let resp = chat(&sira).await;
+    assert_eq!(resp.status(), 502);
+    let text = resp.text().await.unwrap();
+    for secret in ["internal-cookie", "sk-upstream", "bad header"] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    let log = sira.wait_access_log(1);
+    let line = log[0].to_string();
+    assert!(
+        !line.contains("sk-upstream") && !line.contains("internal-cookie"),
+        "{line}"
+    );
+    assert!(!sira.stderr().contains("sk-upstream"));
+}
+
+#[tokio::test]
 async fn a_provider_silent_mid_body_is_cut_and_its_connection_never_reused() {
     // The first answer stops halfway and the provider keeps the connection open: after the
     // idle timeout the client's response is broken off, and the half-read connection is
@@ -397,6 +424,8 @@ async fn ambiguous_framing_gets_400_and_the_connection_closed() {
         );
         assert_eq!(reply.status(), 400, "{request:?} -> {}", reply.text);
         assert!(reply.closed, "{request:?}");
+        // The answer says what is wrong without quoting the request (and its key) back.
+        assert!(!reply.body().contains(KEY_A), "{}", reply.body());
     }
     assert_eq!(upstream.requests(), 0);
 }

@@ -91,6 +91,18 @@ pub enum BodyError {
     Broken(String),
 }
 
+/// A Pingora error as sira tells it (to clients, in the access log): its type and, for an
+/// I/O failure, the system's reason. Never its context text, which can hold raw bytes of
+/// the exchange (Pingora puts a bad header's whole buffer there, and a provider that echoes
+/// requests would echo its own credential into it).
+pub fn describe(e: &pingora_error::Error) -> String {
+    let kind = e.etype().as_str();
+    match e.root_cause().downcast_ref::<std::io::Error>() {
+        Some(io) => format!("{kind}: {io}"),
+        None => kind.to_owned(),
+    }
+}
+
 /// Where one try goes.
 pub struct Destination<'a> {
     pub addr: SocketAddr,
@@ -144,7 +156,7 @@ impl Exchange {
             use pingora_error::ErrorType;
             match e.etype() {
                 ErrorType::ConnectTimedout => ExchangeError::ConnectTimeout(timeouts.connect),
-                _ => ExchangeError::Connect(e.to_string()),
+                _ => ExchangeError::Connect(describe(&e)),
             }
         })?;
         match tokio::time::timeout_at(deadline, exchange(fresh, wire)).await {
@@ -184,9 +196,9 @@ impl From<Failure> for ExchangeError {
             Failure::Unsent(e) => ExchangeError::Unsent(e.to_string()),
             Failure::NoResponse(e) => {
                 if *e.etype() == pingora_error::ErrorType::InvalidHTTPHeader {
-                    ExchangeError::BadResponse(e.to_string())
+                    ExchangeError::BadResponse("the response header is not valid HTTP".into())
                 } else {
-                    ExchangeError::NoResponse(e.to_string())
+                    ExchangeError::NoResponse(describe(&e))
                 }
             }
             Failure::BadResponse(reason) => ExchangeError::BadResponse(reason),
@@ -289,7 +301,7 @@ impl UpstreamResponse {
                 if *e.etype() == pingora_error::ErrorType::ReadTimedout {
                     Err(BodyError::Idle(self.idle))
                 } else {
-                    Err(BodyError::Broken(e.to_string()))
+                    Err(BodyError::Broken(describe(&e)))
                 }
             }
         }

@@ -68,7 +68,7 @@ impl Phase for Observe {
             .str(key!("key"), ctx.key_name())
             .str(key!("surface"), surface)
             .str(key!("method"), req.method.as_str())
-            .str(key!("path"), req.uri.path())
+            .str(key!("path"), super::routing::clip(req.uri.path(), 1024))
             .opt_str(key!("model"), ctx.model.as_deref())
             .str(key!("route"), model)
             .str(key!("provider"), provider)

@@ -10,6 +10,21 @@ use crate::routes::{classify, Operation, RouteError};
 
 pub struct Routing;
 
+/// Model names are echoed in errors and logs: a longer one is refused, not repeated.
+const MAX_MODEL_NAME: usize = 256;
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+pub(crate) fn clip(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 impl Phase for Routing {
     fn name(&self) -> &'static str {
         "routing"
@@ -23,7 +38,7 @@ impl Phase for Routing {
     ) -> Result<Flow, GatewayError> {
         let route = classify(&req.method, req.uri.path()).map_err(|e| match e {
             RouteError::NotFound => {
-                GatewayError::NotFound(format!("{} {}", req.method, req.uri.path()))
+                GatewayError::NotFound(format!("{} {}", req.method, clip(req.uri.path(), 200)))
             }
             RouteError::MethodNotAllowed(allowed) => GatewayError::MethodNotAllowed(allowed),
         })?;
@@ -52,6 +67,12 @@ impl Phase for Routing {
         };
         ctx.stream =
             body.peek.stream || matches!(ctx.op, Some(Operation::GenerateContent { stream: true }));
+        if model.len() > MAX_MODEL_NAME {
+            return Err(GatewayError::invalid_param(
+                "model",
+                format!("the model name is longer than {MAX_MODEL_NAME} bytes"),
+            ));
+        }
         // Set before the checks, so that a refused request's log line names the model.
         ctx.model = Some(model.clone());
         let snap = ctx.snap.clone();

@@ -29,6 +29,8 @@ const MAX_TTL: Duration = Duration::from_secs(300);
 const FALLBACK_TTL: Duration = Duration::from_secs(30);
 /// Wait after a failed lookup before the next.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// The longest one lookup may take (the resolver's own retries included).
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How names are resolved.
 pub struct Resolver {
@@ -130,23 +132,36 @@ impl DnsService {
         }
     }
 
-    /// Resolves every name that is due; when the next one will be.
-    async fn refresh(resolver: &Resolver) -> Instant {
+    /// Resolves every name that is due, all at once (a name whose server does not answer
+    /// must not hold the others up), each within [`LOOKUP_TIMEOUT`]; when the next one is
+    /// due.
+    async fn refresh(resolver: &Arc<Resolver>) -> Instant {
         let now = Instant::now();
         let mut next = now + MAX_TTL;
+        let mut lookups = tokio::task::JoinSet::new();
         for state in registry().names() {
             let due = state.due().unwrap_or(now);
             if due <= now {
-                next = next.min(Self::refresh_one(resolver, &state).await);
+                let resolver = resolver.clone();
+                lookups.spawn(async move { Self::refresh_one(&resolver, &state).await });
             } else {
                 next = next.min(due);
+            }
+        }
+        while let Some(done) = lookups.join_next().await {
+            if let Ok(at) = done {
+                next = next.min(at);
             }
         }
         next
     }
 
     async fn refresh_one(resolver: &Resolver, state: &Arc<HostState>) -> Instant {
-        match resolver.resolve(&state.host, state.port).await {
+        let lookup = resolver.resolve(&state.host, state.port);
+        let answer = tokio::time::timeout(LOOKUP_TIMEOUT, lookup)
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {}s", LOOKUP_TIMEOUT.as_secs())));
+        match answer {
             Ok((addrs, ttl)) => {
                 tracing::debug!(host = %state.host, ?addrs, ttl_s = ttl.as_secs_f64(), "resolved");
                 state.set(addrs, ttl);
@@ -165,7 +180,7 @@ impl DnsService {
 impl BackgroundService for DnsService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         // Built here, on the service's runtime: the resolver's connections belong to it.
-        let resolver = Resolver::new(&self.servers);
+        let resolver = Arc::new(Resolver::new(&self.servers));
         loop {
             let added = registry().added.notified();
             let next = Self::refresh(&resolver).await;

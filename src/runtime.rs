@@ -153,9 +153,11 @@ impl HostState {
         self.resolved.notify_waiters();
     }
 
-    /// Records a failed attempt; the previous answer, if any, stays in use.
+    /// Records a failed attempt; the previous answer, if any, stays in use. Requests
+    /// waiting for a first answer are woken to fail now rather than at their timeout.
     pub fn fail(&self, reason: String) {
         self.last_error.store(Some(Arc::new(reason)));
+        self.resolved.notify_waiters();
     }
 
     pub fn last_error(&self) -> Option<Arc<String>> {
@@ -163,11 +165,16 @@ impl HostState {
     }
 
     /// An address to connect to: the current answer's first, or — for a name never resolved
-    /// yet — the first answer, waiting at most `wait` for it.
+    /// yet — the first answer, waiting at most `wait` for it (a failed first lookup ends the
+    /// wait at once).
     pub async fn addr(&self, wait: Duration) -> Option<SocketAddr> {
         let first = |r: &Resolution| r.addrs.first().copied();
         if let Some(current) = self.current.load().as_ref() {
             return first(current);
+        }
+        if self.last_error.load().is_some() {
+            // The last lookup failed: no use waiting for the next.
+            return None;
         }
         let resolved = self.resolved.notified();
         // Checked again after registering, so an answer stored in between is not missed.

@@ -84,6 +84,10 @@ fn answer(
     }
     let qtype = u16::from_be_bytes([*query.get(at)?, *query.get(at + 1)?]);
     let question_end = at + 4;
+    // Names under `silent.` get no answer at all, like a server that is down.
+    if labels.first().is_some_and(|l| l.starts_with("silent")) {
+        return None;
+    }
     let matches = labels.join(".") == name;
     let is_a = qtype == 1;
     if matches && is_a {
@@ -249,7 +253,7 @@ async fn host_names_follow_their_dns_answers_in_the_background() {
 async fn a_name_that_does_not_resolve_is_a_502_naming_it() {
     let dns = DnsServer::start("api.sira.test", Ipv4Addr::new(127, 0, 0, 1), 1);
     let config = format!(
-        "providers:\n  oai: {{ kind: openai, endpoints: [\"http://nowhere.sira.test:9\"], api_key: sk-upstream, timeouts: {{ connect: 500ms }} }}\nmodels:\n  gpt-4o:\n    targets: [{{ provider: oai }}]\n{}",
+        "providers:\n  oai: {{ kind: openai, endpoints: [\"http://nowhere.sira.test:9\"], api_key: sk-upstream }}\nmodels:\n  gpt-4o:\n    targets: [{{ provider: oai }}]\n{}",
         keys_section()
     );
     let sira = Sira::start_with_server(
@@ -257,9 +261,38 @@ async fn a_name_that_does_not_resolve_is_a_502_naming_it() {
         "",
         &format!("  resolver: [\"127.0.0.1:{}\"]\n", dns.port),
     );
+    // The failed lookup answers the request; it does not wait out the connect timeout (5 s).
+    let started = Instant::now();
     let resp = post_chat(&sira, "gpt-4o").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(resp.status(), 502);
     let body: Value = resp.json().await.unwrap();
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("nowhere.sira.test"), "{message}");
+}
+
+#[tokio::test]
+async fn a_name_whose_server_is_silent_holds_up_no_other() {
+    let port = twin_upstreams();
+    let dns = DnsServer::start("api.sira.test", Ipv4Addr::new(127, 0, 0, 1), 60);
+    let config = format!(
+        "providers:\n  oai: {{ kind: openai, endpoints: [\"http://api.sira.test:{port}\"], api_key: sk-upstream }}\n  s1: {{ kind: openai, endpoints: [\"http://silent1.sira.test:9\"], api_key: sk-upstream }}\n  s2: {{ kind: openai, endpoints: [\"http://silent2.sira.test:9\"], api_key: sk-upstream }}\n  s3: {{ kind: openai, endpoints: [\"http://silent3.sira.test:9\"], api_key: sk-upstream }}\nmodels:\n  gpt-4o:\n    targets: [{{ provider: oai }}]\n  other:\n    targets: [{{ provider: s1 }}, {{ provider: s2 }}, {{ provider: s3 }}]\n{}",
+        keys_section()
+    );
+    let sira = Sira::start_with_server(
+        &config,
+        "",
+        &format!("  resolver: [\"127.0.0.1:{}\"]\n", dns.port),
+    );
+    let started = Instant::now();
+    assert_eq!(who_answers(&sira).await, "one");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "waited {:?} behind the silent names",
+        started.elapsed()
+    );
 }

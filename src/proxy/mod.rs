@@ -85,6 +85,9 @@ impl Gateway {
         let mut options = HttpServerOptions::default();
         // h2c on the plain listeners, as CONTRACT.md promises.
         options.h2c = true;
+        // An HTTP/2 connection with no stream in flight is closed like an idle HTTP/1 one
+        // (from the start: a client that sends the preface and nothing else included).
+        options.h2_idle_timeout = Some(live.load_full().server.keepalive);
         Gateway {
             live,
             chain: Chain::standard(access_log),
@@ -98,6 +101,7 @@ impl Gateway {
 #[async_trait]
 impl HttpServerApp for Gateway {
     /// HTTP/2 streams arrive here (HTTP/1 connections are served by [`edge::Edge`]).
+    /// `timeouts.keepalive` closes an idle HTTP/2 connection; it is read at startup.
     async fn process_new_http(
         self: &Arc<Self>,
         mut session: ServerSession,
@@ -105,10 +109,20 @@ impl HttpServerApp for Gateway {
     ) -> Option<ReusedHttpStream> {
         match session.read_request().await {
             Ok(true) => {}
-            // The client closed an idle keep-alive connection, or sent garbage: nothing to answer.
+            // The stream was reset, or its header was refused by the HTTP/2 layer.
             Ok(false) | Err(_) => return None,
         }
-        self.serve(session, shutdown).await
+        // HTTP/2 bounds the header list's size (`h2_options`); its field count is checked
+        // here, as the edge does for HTTP/1.
+        let max_headers = self.live.load_full().server.max_headers;
+        let fields = session.req_header().headers.len();
+        let refused = (fields > max_headers).then(|| {
+            crate::metrics::metrics().buffer_limit(crate::metrics::Buffer::RequestHeader);
+            GatewayError::HeaderTooLarge(format!(
+                "{fields} fields, more than server.max_headers ({max_headers})"
+            ))
+        });
+        self.serve_checked(session, shutdown, refused).await
     }
 
     fn server_options(&self) -> Option<&HttpServerOptions> {

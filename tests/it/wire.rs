@@ -332,6 +332,47 @@ async fn a_silent_connection_is_closed_after_the_header_timeout() {
 }
 
 #[tokio::test]
+async fn an_idle_http2_connection_is_closed_like_an_http1_one() {
+    let upstream = RawUpstream::start(|_, _| false);
+    let sira = Sira::start_with_server(
+        &config(),
+        &upstream.url,
+        "  timeouts: { header: 1s, keepalive: 1s }\n",
+    );
+    // The HTTP/2 preface and an empty SETTINGS frame, then nothing.
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    let reply = exchange(sira.addr, &[(&hello, NOW)], Duration::from_secs(6));
+    assert!(reply.closed, "still open after {:?}", reply.elapsed);
+    assert!(
+        reply.elapsed < Duration::from_secs(4),
+        "{:?}",
+        reply.elapsed
+    );
+}
+
+#[tokio::test]
+async fn http2_requests_with_too_many_fields_get_431() {
+    let mock = sira_mock::MockProvider::start();
+    let sira = Sira::start(&config(), &mock.url());
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let mut request = h2.post(sira.url("/v1/chat/completions")).bearer_auth(KEY_A);
+    for i in 0..150 {
+        request = request.header(format!("x-h{i}"), "v");
+    }
+    let resp = request
+        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 431);
+    assert!(mock.requests().is_empty());
+}
+
+#[tokio::test]
 async fn a_body_that_does_not_arrive_in_time_gets_408() {
     let upstream = RawUpstream::start(|_, _| false);
     let sira = Sira::start_with_server(&config(), &upstream.url, edge_config());

@@ -48,7 +48,11 @@ pub struct RequestCtx {
     pub principal: Option<Principal>,
     /// The model name the client asked for.
     pub model: Option<String>,
-    /// The `models:` entry that serves the request (the one tried last).
+    /// The `models:` entry the client's model resolved to: its filters apply, whichever
+    /// entry serves the request.
+    pub entry: Option<Arc<ModelRoute>>,
+    /// The `models:` entry that serves the request (the one tried last: a fallback's when
+    /// it came to that).
     pub route: Option<Arc<ModelRoute>>,
     /// What a wildcard entry's `*` matched in `model`.
     pub capture: Option<String>,
@@ -176,6 +180,7 @@ impl RequestCtx {
             path_model: None,
             principal: None,
             model: None,
+            entry: None,
             route: None,
             capture: None,
             stream: false,

@@ -130,3 +130,28 @@ async fn response_filters_see_whole_answers_and_every_stream_event() {
     let log = sira.wait_access_log(2);
     assert!(log[1]["output_tokens"].as_u64().unwrap() > 0, "{}", log[1]);
 }
+
+#[tokio::test]
+async fn a_fallback_keeps_the_filters_of_the_model_asked_for() {
+    let broken = MockProvider::start_with(sira_mock::MockConfig {
+        status: Some(503),
+        ..sira_mock::MockConfig::default()
+    });
+    let healthy = MockProvider::start();
+    let config = format!(
+        "providers:\n  a: {{ kind: openai, endpoints: [\"{}\"], api_key: sk-a }}\n  b: {{ kind: openai, endpoints: [\"{}\"], api_key: sk-b }}\nfilters:\n  hide: {{ kind: remove-field, fields: [system_fingerprint], on: [request, response] }}\nmodels:\n  m:\n    targets: [{{ provider: a }}]\n    fallbacks: [backup]\n    filters: [hide]\n  backup:\n    targets: [{{ provider: b }}]\n{}",
+        broken.url(),
+        healthy.url(),
+        keys_section()
+    );
+    let sira = Sira::start(&config, "");
+    let resp = request(&sira, "/v1/chat/completions")
+        .json(&json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-sira-provider"], "b");
+    let body: Value = resp.json().await.unwrap();
+    assert!(body.get("system_fingerprint").is_none(), "{body}");
+}

@@ -21,6 +21,7 @@ use crate::proxy::body;
 use crate::proxy::ctx::RequestCtx;
 use crate::proxy::downstream::join;
 use crate::proxy::phases::{Flow, Phase, RequestBody, UpstreamRequest};
+use crate::routes::Operation;
 use crate::sse::SseScanner;
 
 pub struct OperatorFilters {
@@ -50,7 +51,8 @@ impl Phase for OperatorFilters {
     }
 
     /// Client side: the request body in the client's format. Reads: `ctx.principal`,
-    /// `ctx.route` (set by routing). An edited body is peeked again.
+    /// `ctx.entry` (set by routing). An edited body is peeked again, and `ctx.stream`
+    /// follows it.
     fn request_body_filter(
         &self,
         body: &mut RequestBody,
@@ -62,6 +64,8 @@ impl Phase for OperatorFilters {
         if let Some(edited) = edit_request(attached(ctx), self.side, &body.bytes)? {
             body.peek = body::peek(&edited)?;
             body.bytes = edited;
+            ctx.stream = body.peek.stream
+                || matches!(ctx.op, Some(Operation::GenerateContent { stream: true }));
         }
         Ok(Flow::Continue)
     }
@@ -196,13 +200,14 @@ fn response_error(e: FilterError) -> GatewayError {
     GatewayError::Internal(format!("a response filter failed: {e}").into())
 }
 
-/// Filters attached to the caller's key, then to the model entry.
+/// Filters attached to the caller's key, then to the model entry the client asked for (a
+/// fallback that serves the request does not change them).
 fn attached(ctx: &RequestCtx) -> impl Iterator<Item = &Arc<dyn Filter>> {
     let key_filters = match &ctx.principal {
         Some(Principal::Key(entry)) => entry.filters.as_slice(),
         _ => &[],
     };
-    let model_filters = ctx.route.as_ref().map_or(&[][..], |r| r.filters.as_slice());
+    let model_filters = ctx.entry.as_ref().map_or(&[][..], |r| r.filters.as_slice());
     key_filters.iter().chain(model_filters)
 }
 

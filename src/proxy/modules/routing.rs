@@ -49,7 +49,8 @@ impl Phase for Routing {
     }
 
     /// Reads: the peeked body, `ctx.principal` (set by authentication). Writes: `ctx.model`,
-    /// `ctx.stream`, `ctx.route`, `ctx.capture`.
+    /// `ctx.stream`, `ctx.entry` and `ctx.route` (the same entry until a fallback serves),
+    /// `ctx.capture`.
     fn request_body_filter(
         &self,
         body: &mut RequestBody,
@@ -86,6 +87,7 @@ impl Phase for Routing {
         if !ctx.principal.as_ref().is_some_and(|p| p.allows(&model)) {
             return Err(GatewayError::ModelNotAllowed(model));
         }
+        ctx.entry = Some(resolution.route.clone());
         ctx.route = Some(resolution.route.clone());
         ctx.capture = resolution.capture.map(str::to_owned);
         Ok(Flow::Continue)

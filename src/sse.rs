@@ -19,8 +19,12 @@ pub struct SseScanner {
     /// Bytes of a frame whose end has not arrived yet.
     carry: BytesMut,
     /// Start of the last unfinished line in `carry`: everything before it is known to hold
-    /// no frame end, so a frame trickling in byte by byte is not rescanned from its start.
+    /// no frame end.
     scanned: usize,
+    /// How far `carry` has been searched for a line end (at or past `scanned`), so that a
+    /// long line trickling in is not searched again from its start at every chunk: that
+    /// would make one event sent a byte at a time cost time quadratic in its length.
+    searched: usize,
     /// The largest frame accepted, in bytes.
     limit: usize,
 }
@@ -49,6 +53,7 @@ impl SseScanner {
         SseScanner {
             carry: BytesMut::new(),
             scanned: 0,
+            searched: 0,
             limit,
         }
     }
@@ -66,13 +71,11 @@ impl SseScanner {
     pub fn feed(&mut self, chunk: Bytes, frames: &mut Vec<Bytes>) -> Result<(), EventTooLarge> {
         let mut rest = chunk;
         if !self.carry.is_empty() {
-            let resume = self.scanned;
             // Chunks are bounded by the reader's buffer, so this copy is too; the carry is
             // checked right after.
             self.carry.extend_from_slice(&rest);
-            match frame_end(&self.carry[resume..]) {
+            match frame_end(&self.carry, self.scanned, self.searched) {
                 Ok(end) => {
-                    let end = resume + end;
                     if end > self.limit {
                         return Err(self.too_large());
                     }
@@ -82,19 +85,21 @@ impl SseScanner {
                     rest = rest.slice(end - carried_len..);
                     self.carry.clear();
                     self.scanned = 0;
+                    self.searched = 0;
                 }
-                Err(last_line) => {
+                Err((line_start, searched)) => {
                     if self.carry.len() > self.limit {
                         return Err(self.too_large());
                     }
-                    self.scanned = resume + last_line;
+                    self.scanned = line_start;
+                    self.searched = searched;
                     return Ok(());
                 }
             }
         }
         let mut start = 0;
         loop {
-            match frame_end(&rest[start..]) {
+            match frame_end(&rest[start..], 0, 0) {
                 Ok(end) => {
                     if end > self.limit {
                         return Err(self.too_large());
@@ -102,13 +107,14 @@ impl SseScanner {
                     frames.push(rest.slice(start..start + end));
                     start += end;
                 }
-                Err(last_line) => {
+                Err((line_start, searched)) => {
                     if start < rest.len() {
                         if rest.len() - start > self.limit {
                             return Err(self.too_large());
                         }
                         self.carry.extend_from_slice(&rest[start..]);
-                        self.scanned = last_line;
+                        self.scanned = line_start;
+                        self.searched = searched;
                     }
                     return Ok(());
                 }
@@ -119,12 +125,14 @@ impl SseScanner {
     fn too_large(&mut self) -> EventTooLarge {
         self.carry = BytesMut::new();
         self.scanned = 0;
+        self.searched = 0;
         EventTooLarge { limit: self.limit }
     }
 
     /// Ends the stream: returns a final frame that had no terminating blank line, if any.
     pub fn finish(&mut self) -> Option<Bytes> {
         self.scanned = 0;
+        self.searched = 0;
         if self.carry.iter().all(|b| b.is_ascii_whitespace()) {
             self.carry.clear();
             return None;
@@ -133,22 +141,25 @@ impl SseScanner {
     }
 }
 
-/// Returns the offset just past the blank line that ends the first frame in `buf`, or, when
-/// the frame is unfinished, the offset where its last (incomplete) line starts.
+/// Returns the offset just past the blank line that ends the first frame in `buf`, or,
+/// when the frame is unfinished, where its last (incomplete) line starts and how far `buf`
+/// has been searched.
 ///
-/// `buf` must start at a line start. Leading blank lines before any content count as a
-/// frame of their own (an empty event), which keeps the byte-for-byte concatenation property.
-fn frame_end(buf: &[u8]) -> Result<usize, usize> {
-    let mut pos = 0;
-    let mut line_start = 0;
+/// `line_start` is where the current line starts and `from` where the search resumes:
+/// nothing in `line_start..from` is a line end. A fresh search passes `0, 0` (`buf` must
+/// then start at a line start). Leading blank lines before any content count as a frame of
+/// their own (an empty event), which keeps the byte-for-byte concatenation property.
+fn frame_end(buf: &[u8], mut line_start: usize, from: usize) -> Result<usize, (usize, usize)> {
+    let mut pos = from;
     while let Some(off) = memchr::memchr2(b'\n', b'\r', &buf[pos..]) {
         let i = pos + off;
         let next = if buf[i] == b'\r' {
             match buf.get(i + 1) {
                 Some(b'\n') => i + 2,
                 Some(_) => i + 1,
-                // A lone CR at the end may be the first half of CRLF: wait for more bytes.
-                None => return Err(line_start),
+                // A lone CR at the end may be the first half of CRLF: look at it again
+                // when more bytes come.
+                None => return Err((line_start, i)),
             }
         } else {
             i + 1
@@ -159,7 +170,7 @@ fn frame_end(buf: &[u8]) -> Result<usize, usize> {
         line_start = next;
         pos = next;
     }
-    Err(line_start)
+    Err((line_start, buf.len()))
 }
 
 /// The fields of one SSE frame that sira cares about.
@@ -333,6 +344,31 @@ mod tests {
         }
         assert!(refused);
         assert_eq!(frames, [Bytes::from_static(b"data: short\n\n")]);
+    }
+
+    #[test]
+    fn a_long_line_trickling_in_is_searched_once() {
+        let mut scanner = SseScanner::new();
+        let mut frames = Vec::new();
+        scanner
+            .feed(Bytes::from_static(b"data: "), &mut frames)
+            .unwrap();
+        for _ in 0..1000 {
+            scanner.feed(Bytes::from_static(b"x"), &mut frames).unwrap();
+            // Everything received has been searched: the next byte resumes at the end.
+            assert_eq!(scanner.searched, scanner.pending());
+        }
+        // A CR at the end is looked at again once its LF arrives.
+        scanner
+            .feed(Bytes::from_static(b"\r"), &mut frames)
+            .unwrap();
+        assert_eq!(scanner.searched, scanner.pending() - 1);
+        scanner
+            .feed(Bytes::from_static(b"\n\r\n"), &mut frames)
+            .unwrap();
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].len(), 6 + 1000 + 4);
+        assert_eq!(scanner.pending(), 0);
     }
 
     #[test]

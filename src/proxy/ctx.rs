@@ -111,6 +111,9 @@ pub struct ResponseState {
     /// The response was ended as broken (connection closed or stream reset): the
     /// connection is not reused.
     pub aborted: bool,
+    /// The provider's body has neither a length nor chunked framing: it ends when the
+    /// connection does, so a cut is only seen in the body itself.
+    pub close_delimited: bool,
     /// The format the provider answers in (the client's when there is no upstream).
     pub upstream_format: Option<Format>,
     /// Hint-only parameters dropped in translation.
@@ -165,6 +168,9 @@ pub struct StreamTap {
     pub usage: StreamUsage,
     /// Drop the usage-only chunk sira asked for on the client's behalf.
     pub drop_usage_only: bool,
+    /// The last frame seen, kept when the body is close-delimited: the stream is complete
+    /// only if it is the format's last event.
+    pub last: Option<Bytes>,
     /// Reused between batches so framing does not allocate per chunk.
     pub frames: Vec<Bytes>,
 }

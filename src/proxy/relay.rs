@@ -51,6 +51,9 @@ pub async fn relay(
         let status = up.status.as_u16();
         ctx.response.sse =
             status < 400 && hop::is_event_stream(up.headers.get(header::CONTENT_TYPE));
+        ctx.response.close_delimited = !matches!(status, 204 | 304)
+            && !up.headers.contains_key(header::CONTENT_LENGTH)
+            && !up.headers.contains_key(header::TRANSFER_ENCODING);
         (
             hop::client_response(up)?,
             status,

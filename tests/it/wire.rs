@@ -101,6 +101,42 @@ async fn a_chunked_body_without_its_last_chunk_never_reaches_the_client_as_compl
 }
 
 #[tokio::test]
+async fn a_body_that_ends_with_its_connection_is_complete_only_if_it_is_whole() {
+    // No length, no chunks: the body ends when the provider closes the connection. Only the
+    // body itself tells a cut from an end: whole JSON, or the stream's last event.
+    let upstream = RawUpstream::start(|stream, index| {
+        let head = |kind: &str| {
+            format!("HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\nconnection: close\r\n\r\n")
+        };
+        let chunk = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n";
+        let reply = match index {
+            0 => head("application/json") + &chat_json()[..40],
+            1 => head("application/json") + &chat_json(),
+            2 => head("text/event-stream") + chunk,
+            _ => head("text/event-stream") + chunk + "data: [DONE]\n\n",
+        };
+        send(stream, reply.as_bytes());
+        false
+    });
+    let sira = Sira::start(&config(), &upstream.url);
+    let cut = receive(chat(&sira).await).await;
+    assert!(!cut.complete, "{}", cut.text);
+    let whole = receive(chat(&sira).await).await;
+    assert!(whole.complete, "{}", whole.text);
+    let stream = |sira: &Sira| {
+        request(sira, "/v1/chat/completions")
+            .json(&json!({"model": "gpt-4o", "stream": true, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "x"}]}))
+            .send()
+    };
+    let cut = receive(stream(&sira).await.unwrap()).await;
+    assert!(!cut.complete, "{}", cut.text);
+    assert!(cut.text.contains("before its last event"), "{}", cut.text);
+    let whole = receive(stream(&sira).await.unwrap()).await;
+    assert!(whole.complete, "{}", whole.text);
+    assert!(whole.text.ends_with("data: [DONE]\n\n"));
+}
+
+#[tokio::test]
 async fn a_reset_mid_body_never_reaches_the_client_as_complete() {
     // The provider does not read the request body, answers in part and closes: the unread
     // body makes the kernel reset the connection.

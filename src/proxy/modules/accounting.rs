@@ -11,6 +11,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 
 use crate::accounting::{usage_from_json, FrameVerdict, StreamUsage};
 use crate::error::GatewayError;
+use crate::format::Format;
 use crate::metrics::metrics;
 use crate::proxy::ctx::{RequestCtx, StreamTap};
 use crate::proxy::phases::Phase;
@@ -47,6 +48,7 @@ impl Phase for Accounting {
                 usage: StreamUsage::new(ctx.upstream_format()),
                 drop_usage_only: ctx.translation.injected_usage,
                 frames: Vec::new(),
+                last: None,
             });
         } else {
             ctx.accounting.json = true;
@@ -74,9 +76,15 @@ impl Phase for Accounting {
             // Most batches are one chunk, passed on as one slice of itself: only a chunk with
             // something dropped is rebuilt.
             let mut kept = body.len();
+            let close_delimited = ctx.response.close_delimited;
             for (i, piece) in body.iter_mut().enumerate() {
                 tap.frames.clear();
                 let fed = tap.scanner.feed(piece.clone(), &mut tap.frames);
+                if close_delimited {
+                    if let Some(frame) = tap.frames.iter().rev().find(|f| !is_blank(f)) {
+                        tap.last = Some(frame.clone());
+                    }
+                }
                 // The frames completed before a failure still go on.
                 *piece = forwardable(piece, &tap.frames, &mut tap.usage, tap.drop_usage_only);
                 if let Err(e) = fed {
@@ -89,10 +97,21 @@ impl Phase for Accounting {
             if end_of_stream && failure.is_none() {
                 if let Some(tail) = tap.scanner.finish() {
                     let frames = [tail.clone()];
+                    if close_delimited && !is_blank(&tail) {
+                        tap.last = Some(tail.clone());
+                    }
                     let last = forwardable(&tail, &frames, &mut tap.usage, tap.drop_usage_only);
                     body.push(last);
                 }
             }
+            // With nothing but the connection's end to go by, only the format's last event
+            // says the stream is complete.
+            let cut = end_of_stream
+                && close_delimited
+                && !tap
+                    .last
+                    .as_ref()
+                    .is_some_and(|frame| is_last_event(format, frame));
             body.retain(|piece| !piece.is_empty());
             ctx.usage = tap.usage.usage();
             ctx.usage_seen = tap.usage.seen();
@@ -101,6 +120,12 @@ impl Phase for Accounting {
                 return Err(GatewayError::UpstreamBroken {
                     provider: ctx.provider_label().to_owned(),
                     reason: e.to_string(),
+                });
+            }
+            if cut {
+                return Err(GatewayError::UpstreamBroken {
+                    provider: ctx.provider_label().to_owned(),
+                    reason: "the stream ended before its last event".into(),
                 });
             }
             return Ok(());
@@ -118,6 +143,18 @@ impl Phase for Accounting {
                 if let Some(usage) = usage {
                     ctx.usage = usage;
                     ctx.usage_seen = true;
+                }
+                // A close-delimited body ends with the connection: it is whole only if it
+                // parses (checked when it was kept whole, as every usual answer is).
+                let whole = state.tail.is_empty();
+                if ctx.response.close_delimited
+                    && whole
+                    && serde_json::from_slice::<serde::de::IgnoredAny>(state.kept.bytes()).is_err()
+                {
+                    return Err(GatewayError::UpstreamBroken {
+                        provider: ctx.provider_label().to_owned(),
+                        reason: "the response ended before its JSON did".into(),
+                    });
                 }
             }
         }
@@ -146,6 +183,27 @@ impl Phase for Accounting {
             m.cost_usd.with_label_values(&[model, key]).inc_by(cost);
             ctx.cost = cost;
         }
+    }
+}
+
+fn is_blank(frame: &[u8]) -> bool {
+    frame.iter().all(u8::is_ascii_whitespace)
+}
+
+/// Whether `frame` is the last event of a stream of `format` (or its error event, which
+/// ends it as well).
+fn is_last_event(format: Format, frame: &[u8]) -> bool {
+    let has = |needle: &[u8]| memchr::memmem::find(frame, needle).is_some();
+    match format {
+        Format::OpenAiChat => has(b"[DONE]") || has(b"\"error\""),
+        Format::OpenAiResponses => {
+            has(b"response.completed")
+                || has(b"response.failed")
+                || has(b"response.incomplete")
+                || has(b"event: error")
+        }
+        Format::Anthropic => has(b"message_stop") || has(b"event: error"),
+        Format::Gemini => has(b"\"finishReason\"") || has(b"\"error\""),
     }
 }
 

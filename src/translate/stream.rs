@@ -52,16 +52,32 @@ struct Tracking<'e> {
     emitter: &'e mut Emitter,
     usage: &'e mut Usage,
     tool_arguments: &'e mut usize,
+    /// Content bytes the emitter keeps for the answer's closing event (Responses clients
+    /// get the whole answer again in `response.completed`).
+    answer: &'e mut usize,
     passthrough: bool,
 }
 
 impl Sink for Tracking<'_> {
     fn event(&mut self, ev: Ev<'_>, out: &mut BytesMut) {
-        match &ev {
-            Ev::Usage(u) => *self.usage = *u,
-            Ev::ToolArgs { delta, .. } => *self.tool_arguments += delta.len(),
-            Ev::BlockEnd => *self.tool_arguments = 0,
-            _ => {}
+        let content = match &ev {
+            Ev::Usage(u) => {
+                *self.usage = *u;
+                0
+            }
+            Ev::ToolArgs { delta, .. } => {
+                *self.tool_arguments += delta.len();
+                delta.len()
+            }
+            Ev::BlockEnd => {
+                *self.tool_arguments = 0;
+                0
+            }
+            Ev::Text(t) | Ev::Refusal(t) | Ev::Reasoning(t) | Ev::ReasoningSignature(t) => t.len(),
+            _ => 0,
+        };
+        if !self.passthrough && matches!(self.emitter, Emitter::Responses(_)) {
+            *self.answer += content;
         }
         if !self.passthrough {
             self.emitter.event(ev, out);
@@ -77,6 +93,8 @@ pub struct StreamLimits {
     pub event: usize,
     /// The arguments of a tool call, while the call has not ended.
     pub tool_arguments: usize,
+    /// The whole answer, for clients whose stream repeats it at the end (Responses).
+    pub answer: usize,
 }
 
 /// One per streamed response. `from` = provider format, `to` = client format.
@@ -91,6 +109,9 @@ pub struct StreamTranslator {
     /// Argument bytes of the open tool call(s), and their bound.
     tool_arguments: usize,
     tool_arguments_limit: usize,
+    /// Content bytes the emitter holds for the answer's end, and their bound.
+    answer: usize,
+    answer_limit: usize,
     finished: bool,
 }
 
@@ -130,6 +151,8 @@ impl StreamTranslator {
             usage: Usage::default(),
             tool_arguments: 0,
             tool_arguments_limit: usize::MAX,
+            answer: 0,
+            answer_limit: usize::MAX,
             finished: false,
         }
     }
@@ -139,6 +162,7 @@ impl StreamTranslator {
     pub fn set_limits(&mut self, limits: StreamLimits) {
         self.scanner = SseScanner::with_limit(limits.event);
         self.tool_arguments_limit = limits.tool_arguments;
+        self.answer_limit = limits.answer;
         if let Parser::Chat(p) = &mut self.parser {
             p.held_limit = limits.tool_arguments;
         }
@@ -166,6 +190,15 @@ impl StreamTranslator {
                 self.finished = true;
                 break;
             }
+            if self.answer > self.answer_limit {
+                first_error.get_or_insert(TranslateError::TooLarge {
+                    what: "the answer held for the stream's last event",
+                    buffer: crate::metrics::Buffer::ResponseBody,
+                    limit: self.answer_limit,
+                });
+                self.finished = true;
+                break;
+            }
         }
         self.frames = frames;
         if let Err(e) = framing {
@@ -188,6 +221,7 @@ impl StreamTranslator {
             emitter: &mut self.emitter,
             usage: &mut self.usage,
             tool_arguments: &mut self.tool_arguments,
+            answer: &mut self.answer,
             passthrough: self.passthrough,
         };
         match &mut self.parser {
@@ -215,6 +249,7 @@ impl StreamTranslator {
             emitter: &mut self.emitter,
             usage: &mut self.usage,
             tool_arguments: &mut self.tool_arguments,
+            answer: &mut self.answer,
             passthrough: self.passthrough,
         };
         match &mut self.parser {
@@ -261,6 +296,8 @@ impl StreamTranslator {
             usage: self.usage,
             tool_arguments: self.tool_arguments,
             tool_arguments_limit: self.tool_arguments_limit,
+            answer: self.answer,
+            answer_limit: self.answer_limit,
             finished: self.finished,
         }
     }

@@ -191,6 +191,47 @@ async fn tool_arguments_past_their_limit_end_a_translated_stream() {
 }
 
 #[tokio::test]
+async fn a_responses_stream_ends_when_the_answer_it_repeats_passes_the_response_limit() {
+    let mock = MockProvider::start();
+    let config = config().replace(
+        "kind: openai, endpoints: [\"{mock}\"]",
+        "kind: openai-compatible, endpoints: [\"{mock}/v1\"]",
+    );
+    let sira = Sira::start_with_server(&config, &mock.url(), SMALL_BUFFERS);
+    // `response.completed` repeats the whole answer, so the translator keeps it: 20,000
+    // words (~100 KB) pass the 64 KiB bound and end the stream with an error event.
+    let received = receive(
+        request(&sira, "/v1/responses")
+            .header("x-mock-events", "20000")
+            .json(&json!({"model": "gpt-4o", "stream": true, "input": "x"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(!received.complete);
+    assert!(
+        received.text.contains("server.max_response_body"),
+        "{}",
+        &received.text[received.text.len().saturating_sub(600)..]
+    );
+    assert!(!received.text.contains("response.completed"));
+    assert_eq!(buffer_metric(&sira, "response_body").await, 1.0);
+    // A Chat client on the same stream holds nothing and gets it whole.
+    let received = receive(
+        request(&sira, "/v1/chat/completions")
+            .header("x-mock-events", "20000")
+            .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(received.complete);
+    assert!(received.text.len() > 64 << 10);
+}
+
+#[tokio::test]
 async fn client_model_names_cannot_change_the_upstream_url() {
     let mock = MockProvider::start();
     let config = format!(

@@ -124,6 +124,7 @@ impl Phase for Translation {
             translator.set_limits(StreamLimits {
                 event: server.max_sse_event,
                 tool_arguments: server.max_tool_arguments,
+                answer: server.max_response_body,
             });
             ctx.translation.stream = Some(translator);
         } else {

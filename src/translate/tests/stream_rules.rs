@@ -106,6 +106,7 @@ fn held_back_arguments_of_a_parallel_call_are_bounded() {
     t.set_limits(crate::translate::StreamLimits {
         event: usize::MAX,
         tool_arguments: 1000,
+        answer: usize::MAX,
     });
     let mut out = BytesMut::new();
     let refused = t.feed(Bytes::from(input.clone()), &mut out);

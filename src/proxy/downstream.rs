@@ -34,10 +34,15 @@ pub async fn read_body(
         .get(header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     if expects_continue {
+        // Pingora turns keep-alive off for any response written before the body is read,
+        // the interim 100 included; the final answer comes after the body, so the
+        // connection's keep-alive is what it was.
+        let keepalive = session.get_keepalive();
         session
             .write_continue_response()
             .await
             .map_err(|e| GatewayError::invalid(format!("cannot read request body: {e}")))?;
+        session.set_keepalive(keepalive);
     }
     // Only a body that does not arrive at once costs a timer (see `Lazy`).
     match super::lazy_timeout(within, read_all(session, limit, declared)).await {

@@ -326,6 +326,42 @@ async fn bytes_after_a_body_wait_for_their_turn_instead_of_ending_the_request() 
     assert_eq!(mock.requests().len(), 2);
 }
 
+#[tokio::test]
+async fn a_client_that_expects_100_continue_keeps_its_connection() {
+    let mock = sira_mock::MockProvider::start();
+    let sira = Sira::start(&config(), &mock.url());
+    let body = chat_body("gpt-4o");
+    let waiting = chat_head("expect: 100-continue\r\n", body.len());
+    let next = chat_head("", body.len());
+    // The body follows the interim answer, then a second request on the same connection.
+    let reply = exchange(
+        sira.addr,
+        &[
+            (waiting.as_bytes(), NOW),
+            (body.as_bytes(), Duration::from_millis(200)),
+            (next.as_bytes(), Duration::from_millis(300)),
+            (body.as_bytes(), NOW),
+        ],
+        Duration::from_secs(2),
+    );
+    assert!(
+        reply.text.starts_with("HTTP/1.1 100 Continue\r\n"),
+        "{}",
+        reply.text
+    );
+    assert_eq!(
+        reply.text.matches("HTTP/1.1 200 OK").count(),
+        2,
+        "{}",
+        reply.text
+    );
+    assert!(!reply
+        .text
+        .to_ascii_lowercase()
+        .contains("connection: close"));
+    assert_eq!(mock.requests().len(), 2);
+}
+
 fn edge_config() -> &'static str {
     "  timeouts: { header: 1s, body: 1s, write: 1s }\n"
 }

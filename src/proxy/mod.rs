@@ -158,11 +158,16 @@ impl Gateway {
     ) -> Option<ReusedHttpStream> {
         let _in_flight = self.drain.enter();
         let snap = self.live.load_full();
-        session.set_keepalive(if *shutdown.borrow() || refused.is_some() {
-            None
-        } else {
-            Some(snap.server.keepalive.as_secs())
-        });
+        // Pingora has read the client's wish from the request (`Connection: close`,
+        // HTTP/1.0 without keep-alive): the gateway's timeout only applies when it is to stay.
+        let client_keeps = session.get_keepalive().is_some();
+        session.set_keepalive(
+            if *shutdown.borrow() || refused.is_some() || !client_keeps {
+                None
+            } else {
+                Some(snap.server.keepalive.as_secs())
+            },
+        );
         session.set_write_timeout(Some(snap.server.write_timeout));
         let mut ctx = RequestCtx::new(snap, request_id(&session));
         let result = match refused {

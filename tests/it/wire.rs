@@ -362,6 +362,29 @@ async fn a_client_that_expects_100_continue_keeps_its_connection() {
     assert_eq!(mock.requests().len(), 2);
 }
 
+#[tokio::test]
+async fn a_client_that_asks_to_close_gets_its_connection_closed() {
+    let mock = sira_mock::MockProvider::start();
+    let sira = Sira::start(&config(), &mock.url());
+    let body = chat_body("gpt-4o");
+    let closing = chat_head("connection: close\r\n", body.len());
+    let old = chat_head("", body.len()).replace("HTTP/1.1", "HTTP/1.0");
+    for head in [closing, old] {
+        let reply = exchange(
+            sira.addr,
+            &[(head.as_bytes(), NOW), (body.as_bytes(), NOW)],
+            Duration::from_secs(3),
+        );
+        assert_eq!(reply.status(), 200, "{}", reply.text);
+        assert!(reply.closed, "{}", reply.text);
+        assert!(
+            reply.elapsed < Duration::from_secs(2),
+            "{:?}",
+            reply.elapsed
+        );
+    }
+}
+
 fn edge_config() -> &'static str {
     "  timeouts: { header: 1s, body: 1s, write: 1s }\n"
 }

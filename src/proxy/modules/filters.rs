@@ -17,6 +17,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 
 use crate::auth::Principal;
 use crate::error::GatewayError;
+use crate::metrics::metrics;
 use crate::proxy::body;
 use crate::proxy::ctx::RequestCtx;
 use crate::proxy::downstream::join;
@@ -114,7 +115,11 @@ impl Phase for OperatorFilters {
         if ctx.response.sse {
             let streams: Vec<_> = attached(ctx).filter_map(|f| f.on_stream()).collect();
             if !streams.is_empty() {
-                ctx.filters.scanner = Some(SseScanner::with_limit(ctx.snap.server.max_sse_event));
+                // The events are the client's: a translated Responses stream ends with one
+                // that repeats the whole answer, bounded by max_response_body instead.
+                let server = &ctx.snap.server;
+                let limit = server.max_sse_event.max(server.max_response_body);
+                ctx.filters.scanner = Some(SseScanner::with_limit(limit));
                 ctx.filters.streams = streams;
             }
         } else {
@@ -153,27 +158,42 @@ impl Phase for OperatorFilters {
         let Some(scanner) = state.scanner.as_mut() else {
             return Ok(());
         };
+        // A failure ends the stream, but what was scanned and filtered before it still
+        // reaches the client, ahead of the error event.
+        let mut too_large = None;
+        let mut failure = None;
         let mut events = Vec::new();
         for piece in body.drain(..) {
-            scanner
-                .feed(piece, &mut events)
-                .map_err(|e| response_error(FilterError::Body(e.to_string())))?;
+            if let Err(e) = scanner.feed(piece, &mut events) {
+                too_large = Some(e);
+                break;
+            }
         }
-        if end_of_stream {
+        if end_of_stream && too_large.is_none() {
             events.extend(scanner.finish());
         }
         for stream in state.streams.iter_mut() {
             let mut out = Vec::with_capacity(events.len());
             for event in events.drain(..) {
-                stream.on_event(event, &mut out).map_err(response_error)?;
+                if let Err(e) = stream.on_event(event, &mut out) {
+                    failure = Some(response_error(e));
+                    break;
+                }
             }
-            if end_of_stream {
+            if end_of_stream && too_large.is_none() && failure.is_none() {
                 stream.on_end(&mut out);
             }
             events = out;
         }
         *body = events;
-        Ok(())
+        if let Some(e) = too_large {
+            metrics().buffer_limit(crate::metrics::Buffer::SseEvent);
+            return Err(GatewayError::UpstreamBroken {
+                provider: ctx.provider_label().to_owned(),
+                reason: e.to_string(),
+            });
+        }
+        failure.map_or(Ok(()), Err)
     }
 }
 

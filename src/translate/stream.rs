@@ -168,6 +168,30 @@ impl StreamTranslator {
         }
     }
 
+    /// The first bounded state the stream has made grow past its limit.
+    fn outgrown(&self) -> Option<TranslateError> {
+        let (what, buffer, limit) = if self.tool_arguments > self.tool_arguments_limit {
+            (
+                "a tool call's arguments",
+                crate::metrics::Buffer::ToolArguments,
+                self.tool_arguments_limit,
+            )
+        } else if self.answer > self.answer_limit {
+            (
+                "the answer held for the stream's last event",
+                crate::metrics::Buffer::ResponseBody,
+                self.answer_limit,
+            )
+        } else {
+            return None;
+        };
+        Some(TranslateError::TooLarge {
+            what,
+            buffer,
+            limit,
+        })
+    }
+
     /// Feeds whatever bytes arrived; appends every translated event that became complete.
     /// A frame that cannot be parsed is reported after the rest of the chunk was processed.
     pub fn feed(&mut self, input: Bytes, out: &mut BytesMut) -> Result<(), TranslateError> {
@@ -181,21 +205,8 @@ impl StreamTranslator {
             if let Err(e) = self.frame(&frame, out) {
                 first_error.get_or_insert(e);
             }
-            if self.tool_arguments > self.tool_arguments_limit {
-                first_error.get_or_insert(TranslateError::TooLarge {
-                    what: "a tool call's arguments",
-                    buffer: crate::metrics::Buffer::ToolArguments,
-                    limit: self.tool_arguments_limit,
-                });
-                self.finished = true;
-                break;
-            }
-            if self.answer > self.answer_limit {
-                first_error.get_or_insert(TranslateError::TooLarge {
-                    what: "the answer held for the stream's last event",
-                    buffer: crate::metrics::Buffer::ResponseBody,
-                    limit: self.answer_limit,
-                });
+            if let Some(e) = self.outgrown() {
+                first_error.get_or_insert(e);
                 self.finished = true;
                 break;
             }

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use sira_mock::MockProvider;
 
 use crate::raw::{send, RawUpstream};
-use crate::support::{client, keys_section, receive, request, Sira, KEY_A};
+use crate::support::{client, keys_section, request, send_receive, Sira, KEY_A};
 
 /// An OpenAI provider at `{mock}`, reached by `gpt-4o` (passthrough from OpenAI clients,
 /// translated for the others).
@@ -60,32 +60,17 @@ async fn an_endless_stream_event_ends_the_stream_at_the_event_limit() {
     let upstream = endless_event();
     let sira = Sira::start_with_server(&config(), &upstream.url, SMALL_BUFFERS);
     // Passed through to an OpenAI client.
-    let received = receive(
-        request(&sira, "/v1/chat/completions")
-            .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
-            .send()
-            .await
-            .unwrap(),
-    )
+    let received = send_receive(request(&sira, "/v1/chat/completions").json(
+        &json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "x"}]}),
+    ))
     .await;
     assert!(!received.complete);
-    assert!(
-        received.text.contains("\"role\":\"assistant\""),
-        "{}",
-        received.text
-    );
-    assert!(
-        received.text.contains("server.max_sse_event"),
-        "{}",
-        received.text
-    );
+    received.expect("\"role\":\"assistant\"");
+    received.expect("server.max_sse_event");
     // Translated for an Anthropic client.
-    let received = receive(
+    let received = send_receive(
         request(&sira, "/v1/messages")
-            .json(&json!({"model": "gpt-4o", "max_tokens": 16, "stream": true, "messages": [{"role": "user", "content": "x"}]}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({"model": "gpt-4o", "max_tokens": 16, "stream": true, "messages": [{"role": "user", "content": "x"}]})),
     )
     .await;
     assert!(!received.complete);
@@ -156,34 +141,24 @@ async fn tool_arguments_past_their_limit_end_a_translated_stream() {
     let tools = json!([{"type": "function", "name": "echo", "description": "Echo", "parameters": {"type": "object", "properties": {"text": {"type": "string"}}}}]);
     // A Responses client on a Chat provider: the client's `function_call` item must carry
     // the whole arguments when it is done, so the translator holds them until then.
-    let received = receive(
+    let received = send_receive(
         request(&sira, "/v1/responses")
             .header("x-mock-tool-call", "echo")
             .header("x-mock-tool-args", &args)
             .header("x-mock-events", "40")
-            .json(&json!({"model": "gpt-4o", "stream": true, "input": "x", "tools": tools}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({"model": "gpt-4o", "stream": true, "input": "x", "tools": tools})),
     )
     .await;
     assert!(!received.complete);
-    assert!(
-        received.text.contains("server.max_tool_arguments"),
-        "{}",
-        received.text
-    );
+    received.expect("server.max_tool_arguments");
     assert_eq!(buffer_metric(&sira, "tool_arguments").await, 1.0);
     // Within the limit, the same call goes through.
     let small = json!({"text": "short"}).to_string();
-    let received = receive(
+    let received = send_receive(
         request(&sira, "/v1/responses")
             .header("x-mock-tool-call", "echo")
             .header("x-mock-tool-args", &small)
-            .json(&json!({"model": "gpt-4o", "stream": true, "input": "x", "tools": tools}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({"model": "gpt-4o", "stream": true, "input": "x", "tools": tools})),
     )
     .await;
     assert!(received.complete, "{}", received.text);
@@ -200,13 +175,10 @@ async fn a_responses_stream_ends_when_the_answer_it_repeats_passes_the_response_
     let sira = Sira::start_with_server(&config, &mock.url(), SMALL_BUFFERS);
     // `response.completed` repeats the whole answer, so the translator keeps it: 20,000
     // words (~100 KB) pass the 64 KiB bound and end the stream with an error event.
-    let received = receive(
+    let received = send_receive(
         request(&sira, "/v1/responses")
             .header("x-mock-events", "20000")
-            .json(&json!({"model": "gpt-4o", "stream": true, "input": "x"}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({"model": "gpt-4o", "stream": true, "input": "x"})),
     )
     .await;
     assert!(!received.complete);
@@ -218,13 +190,10 @@ async fn a_responses_stream_ends_when_the_answer_it_repeats_passes_the_response_
     assert!(!received.text.contains("response.completed"));
     assert_eq!(buffer_metric(&sira, "response_body").await, 1.0);
     // A Chat client on the same stream holds nothing and gets it whole.
-    let received = receive(
+    let received = send_receive(
         request(&sira, "/v1/chat/completions")
             .header("x-mock-events", "20000")
-            .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "x"}]})),
     )
     .await;
     assert!(received.complete);

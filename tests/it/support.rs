@@ -356,6 +356,23 @@ pub struct Received {
     pub complete: bool,
 }
 
+impl Received {
+    /// Fails the test, showing the whole body, unless the body contains `needle`.
+    #[track_caller]
+    pub fn expect(&self, needle: &str) {
+        assert!(
+            self.text.contains(needle),
+            "{needle:?} not in: {}",
+            self.text
+        );
+    }
+}
+
+/// Sends `req` and reads its response body as [`receive`] does.
+pub async fn send_receive(req: reqwest::RequestBuilder) -> Received {
+    receive(req.send().await.unwrap()).await
+}
+
 /// Reads a response body to its end, or to the point where it broke.
 pub async fn receive(mut resp: reqwest::Response) -> Received {
     let mut bytes = Vec::new();

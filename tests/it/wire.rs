@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::raw::{chat_body, chat_head, chat_json, exchange, send, RawUpstream};
-use crate::support::{keys_section, receive, request, Sira, KEY_A};
+use crate::support::{keys_section, receive, request, send_receive, Sira, KEY_A};
 
 const NOW: Duration = Duration::ZERO;
 
@@ -150,13 +150,9 @@ async fn a_reset_mid_body_never_reaches_the_client_as_complete() {
         false
     });
     let sira = Sira::start(&config(), &upstream.url);
-    let received = receive(
-        request(&sira, "/v1/chat/completions")
-            .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
-            .send()
-            .await
-            .unwrap(),
-    )
+    let received = send_receive(request(&sira, "/v1/chat/completions").json(
+        &json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "x"}]}),
+    ))
     .await;
     assert!(!received.complete, "{}", received.text);
     assert!(
@@ -264,14 +260,11 @@ async fn timeouts_total_bounds_a_stream_and_the_wait_for_an_answer() {
     let config = config().replace("timeouts: { idle: 1s }", "timeouts: { total: 1s }");
     let sira = Sira::start(&config, &mock.url());
     let started = Instant::now();
-    let received = receive(
+    let received = send_receive(
         request(&sira, "/v1/chat/completions")
             .header("x-mock-events", "20")
             .header("x-mock-delay-ms", "200")
-            .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "x"}]})),
     )
     .await;
     let took = started.elapsed();

@@ -1,4 +1,5 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/admin/config`, `/admin/reload`.
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/admin/config`, `/admin/reload`,
+//! `/admin/upstreams`.
 //!
 //! Kept on its own listener (loopback by default) so that metrics and reload never share a
 //! port with client traffic. `/admin/*` requires `server.admin_token` as a bearer token
@@ -90,14 +91,20 @@ impl Admin {
             return Reply::json(401, json!({"error": "missing or invalid admin token"}));
         }
         match (method, path.as_str()) {
-            (Method::GET, "/metrics") => Reply {
-                status: 200,
-                content_type: "text/plain; version=0.0.4",
-                body: Bytes::from(metrics().render()),
-            },
+            (Method::GET, "/metrics") => {
+                crate::pool::admin::publish_gauges(&snap);
+                Reply {
+                    status: 200,
+                    content_type: "text/plain; version=0.0.4",
+                    body: Bytes::from(metrics().render()),
+                }
+            }
             (Method::GET, "/healthz") => Reply::text(200, "ok\n"),
             (Method::GET, "/readyz") => readiness(&snap),
             (Method::GET, "/admin/config") => Reply::json(200, describe(&snap)),
+            (Method::GET, "/admin/upstreams") => {
+                Reply::json(200, crate::pool::admin::describe(&snap))
+            }
             (Method::POST, "/admin/reload") => {
                 let _ = session.drain_request_body().await;
                 let reloader = self.reloader.clone();
@@ -119,9 +126,11 @@ impl Admin {
                     ),
                 }
             }
-            (_, "/metrics" | "/healthz" | "/readyz" | "/admin/config" | "/admin/reload") => {
-                Reply::json(405, json!({"error": "method not allowed"}))
-            }
+            (
+                _,
+                "/metrics" | "/healthz" | "/readyz" | "/admin/config" | "/admin/reload"
+                | "/admin/upstreams",
+            ) => Reply::json(405, json!({"error": "method not allowed"})),
             _ => Reply::json(404, json!({"error": "not found"})),
         }
     }
@@ -141,10 +150,22 @@ fn authorized(snap: &Snapshot, session: &ServerSession) -> bool {
     bool::from(presented.ct_eq(token.expose().as_bytes()))
 }
 
-/// Ready when a config is loaded and at least one model has a target to send to.
+/// Ready when a config is loaded and every model has a target with an endpoint that can
+/// take a request (healthy, circuit not open).
 fn readiness(snap: &Snapshot) -> Reply {
     if snap.models.is_empty() {
         return Reply::text(503, "no models configured\n");
+    }
+    let stranded = crate::pool::admin::stranded_models(snap);
+    if !stranded.is_empty() {
+        return Reply {
+            status: 503,
+            content_type: "text/plain",
+            body: Bytes::from(format!(
+                "no healthy endpoint for: {}\n",
+                stranded.join(", ")
+            )),
+        };
     }
     Reply::text(200, "ready\n")
 }

@@ -57,6 +57,9 @@ pub enum GatewayError {
     UpstreamTimeout { provider: String, after: Duration },
     #[error("upstream {provider} failed: {reason}")]
     UpstreamBroken { provider: String, reason: String },
+    /// Every endpoint of the provider is unhealthy or has its circuit open.
+    #[error("upstream {provider} has no healthy endpoint: {reason}")]
+    NoHealthyEndpoint { provider: String, reason: String },
     /// The grace period of a shutdown ended while the request was still running.
     #[error("the gateway is shutting down")]
     ShuttingDown,
@@ -104,6 +107,13 @@ impl GatewayError {
         }
     }
 
+    pub fn no_endpoint(provider: &str, e: &crate::pool::NoEndpoint) -> GatewayError {
+        GatewayError::NoHealthyEndpoint {
+            provider: provider.to_owned(),
+            reason: e.to_string(),
+        }
+    }
+
     pub fn category(&self) -> Category {
         match self {
             GatewayError::NotFound(_) => Category::NotFound,
@@ -122,9 +132,9 @@ impl GatewayError {
             ) => Category::Upstream,
             GatewayError::Translate(_) => Category::InvalidRequest,
             GatewayError::UnknownModel { .. } => Category::NotFound,
-            GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamBroken { .. } => {
-                Category::Upstream
-            }
+            GatewayError::UpstreamUnreachable { .. }
+            | GatewayError::UpstreamBroken { .. }
+            | GatewayError::NoHealthyEndpoint { .. } => Category::Upstream,
             GatewayError::UpstreamTimeout { .. } => Category::Timeout,
             GatewayError::ShuttingDown => Category::Unavailable,
             GatewayError::Internal(_) => Category::Internal,
@@ -182,6 +192,7 @@ impl GatewayError {
             GatewayError::RequestTimeout(_) => Some("request_timeout"),
             GatewayError::ModelNotAllowed(_) => Some("model_not_allowed"),
             GatewayError::UpstreamTimeout { .. } => Some("upstream_timeout"),
+            GatewayError::NoHealthyEndpoint { .. } => Some("no_healthy_upstream"),
             GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamBroken { .. } => {
                 Some("upstream_error")
             }

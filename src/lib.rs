@@ -11,6 +11,7 @@ pub mod format;
 pub mod glob;
 pub mod metrics;
 pub mod models;
+pub mod pool;
 pub mod provider;
 pub mod proxy;
 pub mod reload;

@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 
 use prometheus::{
     exponential_buckets, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, Opts, Registry, TextEncoder,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -26,6 +26,10 @@ pub struct Metrics {
     pub overhead: HistogramVec,
     pub access_log_dropped: IntCounter,
     pub buffer_limits: IntCounterVec,
+    pub upstream_selections: IntCounterVec,
+    pub upstream_healthy: IntGaugeVec,
+    pub upstream_inflight: IntGaugeVec,
+    pub circuit_state: IntGaugeVec,
 }
 
 /// A bounded buffer, for `sira_buffer_limit_exceeded_total{buffer}`.
@@ -90,6 +94,16 @@ macro_rules! counter_vec {
     };
 }
 
+macro_rules! gauge_vec {
+    ($registry:expr, $name:expr, $help:expr, $labels:expr) => {
+        register(
+            $registry,
+            IntGaugeVec::new(Opts::new($name, $help), $labels)
+                .unwrap_or_else(|e| unreachable_metric(e)),
+        )
+    };
+}
+
 macro_rules! histogram_vec {
     ($registry:expr, $name:expr, $help:expr, $labels:expr, $buckets:expr) => {
         register(
@@ -148,6 +162,10 @@ impl Metrics {
                     .unwrap_or_else(|e| unreachable_metric(e)),
             ),
             buffer_limits: counter_vec!(r, "sira_buffer_limit_exceeded_total", "Requests ended because a bounded buffer would have grown past its limit (sse_event, response_body, tool_arguments, request_header).", &["buffer"]),
+            upstream_selections: counter_vec!(r, "sira_upstream_selections_total", "Endpoint choices by reason (balance, hash, fallback_from_overload, retry, hedge).", &["provider", "endpoint", "reason"]),
+            upstream_healthy: gauge_vec!(r, "sira_upstream_healthy", "1 when the endpoint passes its health checks (always 1 without active checks).", &["provider", "endpoint"]),
+            upstream_inflight: gauge_vec!(r, "sira_upstream_inflight", "Requests in flight on the endpoint, streams until their end.", &["provider", "endpoint"]),
+            circuit_state: gauge_vec!(r, "sira_circuit_state", "1 for the endpoint's circuit state (closed, open, half_open).", &["provider", "endpoint", "state"]),
             // Last: the fields above borrow the registry to register themselves.
             registry,
         }

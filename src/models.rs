@@ -65,12 +65,16 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Delay before retry number `retry` (1-based): exponential, capped.
+    /// Delay before retry number `retry` (1-based): exponential, capped, with "equal
+    /// jitter" (half fixed, half random) so that clients failed by one outage do not come
+    /// back in lockstep.
     pub fn delay(&self, retry: u32) -> Duration {
         let factor = 1u32
             .checked_shl(retry.saturating_sub(1))
             .unwrap_or(u32::MAX);
-        self.backoff.saturating_mul(factor).min(self.max_backoff)
+        let full = self.backoff.saturating_mul(factor).min(self.max_backoff);
+        let random = f64::from(getrandom::u32().unwrap_or(u32::MAX / 2)) / f64::from(u32::MAX);
+        full / 2 + full.mul_f64(random / 2.0)
     }
 }
 
@@ -191,6 +195,13 @@ impl ModelTable {
     /// Exact model names, in config order (wildcards cannot be enumerated).
     pub fn listed(&self) -> impl Iterator<Item = &Arc<ModelRoute>> {
         self.listed.iter()
+    }
+
+    /// Every entry, exact ones in config order, then the wildcards.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<ModelRoute>> {
+        self.listed
+            .iter()
+            .chain(self.wildcards.iter().map(|(_, route)| route))
     }
 
     pub fn wildcard_patterns(&self) -> impl Iterator<Item = &str> {
@@ -314,9 +325,22 @@ mod tests {
             backoff: Duration::from_millis(100),
             max_backoff: Duration::from_millis(250),
         };
-        assert_eq!(r.delay(1), Duration::from_millis(100));
-        assert_eq!(r.delay(2), Duration::from_millis(200));
-        assert_eq!(r.delay(3), Duration::from_millis(250));
-        assert_eq!(r.delay(40), Duration::from_millis(250));
+        let within = |retry: u32, full_ms: u64| {
+            let full = Duration::from_millis(full_ms);
+            for _ in 0..50 {
+                let d = r.delay(retry);
+                assert!(
+                    d >= full / 2 && d <= full,
+                    "retry {retry}: {d:?} outside [{:?}, {full:?}]",
+                    full / 2
+                );
+            }
+        };
+        within(1, 100);
+        within(2, 200);
+        within(3, 250);
+        within(40, 250);
+        let spread: std::collections::HashSet<Duration> = (0..20).map(|_| r.delay(2)).collect();
+        assert!(spread.len() > 1, "jittered");
     }
 }

@@ -6,7 +6,6 @@
 //! `anthropic-version`, Gemini puts the model and method in the path with `x-goog-api-key`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,8 +15,11 @@ use serde::Deserialize;
 
 use crate::config::Secret;
 use crate::format::Format;
+use crate::pool::health::HealthPolicy;
+use crate::pool::{Pool, PoolSpec};
 use crate::routes::Operation;
 use crate::runtime::HostState;
+use pingora_http::RequestHeader;
 
 /// The API family a provider belongs to.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash)]
@@ -212,9 +214,9 @@ fn split_host_port(authority: &str, default_port: u16) -> Option<(String, u16)> 
 pub struct Provider {
     pub name: Arc<str>,
     pub kind: ProviderKind,
-    pub endpoints: Vec<Endpoint>,
-    /// Round-robin cursor over `endpoints`, kept across reloads (`crate::runtime`).
-    next: Arc<AtomicUsize>,
+    pub endpoints: Vec<Arc<Endpoint>>,
+    /// How a try picks one of `endpoints`, and what is known of their health.
+    pub pool: Pool,
     pub api_key: Option<Secret>,
     pub api_version: Option<String>,
     /// Azure: model name → deployment name.
@@ -250,11 +252,15 @@ impl Provider {
         let auth = api_key
             .as_ref()
             .and_then(|key| auth_header(kind, key.expose()));
+        let name: Arc<str> = name.into();
+        let endpoints: Vec<Arc<Endpoint>> = endpoints.into_iter().map(Arc::new).collect();
+        let pool = Pool::new(&name, &endpoints, PoolSpec::default(), |_, _| None);
         Provider {
-            name: name.into(),
+            name_header: HeaderValue::from_str(&name).ok(),
+            name,
             kind,
             endpoints,
-            next: crate::runtime::registry().cursor(&format!("provider:{name}")),
+            pool,
             api_key,
             api_version,
             deployments,
@@ -262,36 +268,55 @@ impl Provider {
             timeouts,
             anthropic_version,
             auth,
-            name_header: HeaderValue::from_str(name).ok(),
         }
     }
 
-    /// The endpoint index for the next attempt: weighted round robin over the pool, away
-    /// from endpoints that already failed this request while another remains.
-    pub fn pick_endpoint(&self, failed: impl Iterator<Item = usize> + Clone) -> usize {
-        let count = self.endpoints.len();
-        if count <= 1 {
-            return 0;
+    /// Replaces the default pool (round robin, passive only) with the configured one.
+    pub fn with_pool(mut self, spec: PoolSpec) -> Provider {
+        self.pool = Pool::new(&self.name, &self.endpoints, spec, |endpoint, policy| {
+            self.health_request(endpoint, policy)
+        });
+        self
+    }
+
+    /// The active health check's request: the configured path, or the kind's model list,
+    /// which every provider serves for free. Never a completion.
+    fn health_request(&self, endpoint: &Endpoint, policy: &HealthPolicy) -> Option<RequestHeader> {
+        let base = &endpoint.base_path;
+        let path = match &policy.path {
+            Some(path) => path.clone(),
+            None => match self.kind {
+                ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::Anthropic => {
+                    format!("{base}/v1/models")
+                }
+                ProviderKind::Gemini => format!("{base}/v1beta/models"),
+                ProviderKind::Azure => format!(
+                    "{base}/openai/models?api-version={}",
+                    self.api_version
+                        .as_deref()
+                        .unwrap_or(DEFAULT_AZURE_API_VERSION)
+                ),
+            },
+        };
+        let mut request = RequestHeader::build("GET", path.as_bytes(), None).ok()?;
+        request
+            .insert_header(http::header::HOST, endpoint.authority.clone())
+            .ok()?;
+        request
+            .insert_header(http::header::USER_AGENT, "sira-health-check")
+            .ok()?;
+        for (name, value) in &self.headers {
+            request.insert_header(name.clone(), value.clone()).ok()?;
         }
-        let weights = || self.endpoints.iter().map(|e| u64::from(e.weight.max(1)));
-        let total = weights().sum::<u64>().max(1);
-        let tick = self.next.fetch_add(1, Ordering::Relaxed) as u64 % total;
-        let mut acc = 0u64;
-        let mut pick = 0;
-        for (i, weight) in weights().enumerate() {
-            acc += weight;
-            if tick < acc {
-                pick = i;
-                break;
-            }
+        if self.kind == ProviderKind::Anthropic {
+            request
+                .insert_header("anthropic-version", self.anthropic_version.clone())
+                .ok()?;
         }
-        for step in 0..count {
-            let candidate = (pick + step) % count;
-            if !failed.clone().any(|f| f == candidate) {
-                return candidate;
-            }
+        if let Some((name, value)) = &self.auth {
+            request.insert_header(name.clone(), value.clone()).ok()?;
         }
-        pick
+        Some(request)
     }
 
     /// Path and query of the upstream request for `op` on this provider, built from
@@ -564,17 +589,22 @@ mod tests {
 
     #[test]
     fn weighted_round_robin_and_skip() {
-        let p = provider(ProviderKind::Openai, &[("http://a", 2), ("http://b", 1)]);
-        let picks: Vec<usize> = (0..6)
-            .map(|_| p.pick_endpoint(std::iter::empty()))
+        let p = provider(ProviderKind::Openai, &[("http://a", 2), ("http://b", 1)]).with_pool(
+            crate::pool::PoolSpec {
+                balance: crate::pool::Balance::Weighted,
+                ..Default::default()
+            },
+        );
+        let picks: Vec<usize> = (0..300)
+            .map(|_| p.pool.select(None, &[]).unwrap().index)
             .collect();
-        assert_eq!(picks.iter().filter(|i| **i == 0).count(), 4);
+        let first = picks.iter().filter(|i| **i == 0).count();
+        assert!((180..=220).contains(&first), "weight 2 of 3: {first}/300");
         for _ in 0..6 {
-            assert_eq!(p.pick_endpoint([0].into_iter()), 1);
+            assert_eq!(p.pool.select(None, &[0]).unwrap().index, 1);
         }
-        // Every endpoint failed: the round robin's pick stands.
-        let pick = p.pick_endpoint([0, 1].into_iter());
-        assert!(pick < 2);
+        // Every endpoint failed: one is chosen again rather than none.
+        assert!(p.pool.select(None, &[0, 1]).unwrap().index < 2);
     }
 
     #[test]

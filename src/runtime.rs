@@ -2,8 +2,8 @@
 //!
 //! A snapshot is rebuilt whole on every reload, but some of what the gateway learns while
 //! running belongs to the endpoint or the name, not to the config text: the addresses a
-//! host name resolved to, the round-robin position of a provider or a model entry (and,
-//! with upstream pools, health, circuit and latency state). The snapshot holds `Arc`s to
+//! host name resolved to, the round-robin position of a model entry, and each endpoint's
+//! health, circuit, in-flight count and latency. The snapshot holds `Arc`s to
 //! these entries; the registry hands out the same entry for the same key as long as some
 //! snapshot still holds it, so a reload that keeps an endpoint keeps its state, and one that
 //! drops it lets it go.
@@ -22,6 +22,9 @@ use ahash::AHashMap;
 use arc_swap::ArcSwapOption;
 use tokio::sync::Notify;
 
+use crate::pool::health::HealthGroup;
+use crate::pool::state::EndpointState;
+
 /// The process's registry: every snapshot built in this process draws from it.
 pub fn registry() -> &'static Registry {
     static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::default);
@@ -31,9 +34,42 @@ pub fn registry() -> &'static Registry {
 #[derive(Default)]
 pub struct Registry {
     hosts: Mutex<AHashMap<(String, u16), Weak<HostState>>>,
-    cursors: Mutex<AHashMap<String, Weak<AtomicUsize>>>,
+    cursors: Interned<AtomicUsize>,
+    endpoints: Interned<EndpointState>,
+    health: Interned<HealthGroup>,
     /// Woken when a host that needs resolving is registered.
     pub(crate) added: Notify,
+    /// Woken when a health-check group is created (a start or a reload).
+    pub(crate) health_added: Notify,
+}
+
+/// Values shared by name while some snapshot holds them, dropped with the last one.
+struct Interned<T>(Mutex<AHashMap<String, Weak<T>>>);
+
+impl<T> Default for Interned<T> {
+    fn default() -> Self {
+        Interned(Mutex::default())
+    }
+}
+
+impl<T> Interned<T> {
+    /// The value named `key`, made by `make` (and reported by `created`) if none is alive.
+    fn get_or(&self, key: &str, make: impl FnOnce() -> T) -> (Arc<T>, bool) {
+        let mut map = lock(&self.0);
+        map.retain(|_, value| value.strong_count() > 0);
+        if let Some(value) = map.get(key).and_then(Weak::upgrade) {
+            return (value, false);
+        }
+        let value = Arc::new(make());
+        map.insert(key.to_owned(), Arc::downgrade(&value));
+        (value, true)
+    }
+
+    fn alive(&self) -> Vec<Arc<T>> {
+        let mut map = lock(&self.0);
+        map.retain(|_, value| value.strong_count() > 0);
+        map.values().filter_map(Weak::upgrade).collect()
+    }
 }
 
 impl Registry {
@@ -57,14 +93,28 @@ impl Registry {
 
     /// A round-robin cursor kept across reloads, by name (`provider:openai`, `model:gpt-4o`).
     pub fn cursor(&self, name: &str) -> Arc<AtomicUsize> {
-        let mut cursors = lock(&self.cursors);
-        cursors.retain(|_, cursor| cursor.strong_count() > 0);
-        if let Some(cursor) = cursors.get(name).and_then(Weak::upgrade) {
-            return cursor;
+        self.cursors.get_or(name, || AtomicUsize::new(0)).0
+    }
+
+    /// The in-flight count, latency and circuit of one endpoint of one provider, kept
+    /// across reloads that keep the endpoint.
+    pub fn endpoint(&self, provider: &str, url: &str) -> Arc<EndpointState> {
+        let key = format!("{provider}\0{url}");
+        self.endpoints.get_or(&key, EndpointState::default).0
+    }
+
+    /// A provider's health-check group (see [`crate::pool::health`]).
+    pub fn health_group(&self, key: &str, make: impl FnOnce() -> HealthGroup) -> Arc<HealthGroup> {
+        let (group, created) = self.health.get_or(key, make);
+        if created {
+            self.health_added.notify_one();
         }
-        let cursor = Arc::new(AtomicUsize::new(0));
-        cursors.insert(name.to_owned(), Arc::downgrade(&cursor));
-        cursor
+        group
+    }
+
+    /// The health-check groups some snapshot still uses.
+    pub fn health_groups(&self) -> Vec<Arc<HealthGroup>> {
+        self.health.alive()
     }
 
     /// Host names some snapshot still uses (IP literals need no resolving).

@@ -125,6 +125,10 @@ pub fn run(snapshot: Snapshot, options: RunOptions) -> std::io::Result<()> {
     }
     server.add_service(background_service("sira-sighup", SighupService(reloader)));
     server.add_service(background_service(
+        "sira-health",
+        crate::pool::health::HealthSupervisor,
+    ));
+    server.add_service(background_service(
         "sira-dns",
         crate::dns::DnsService::new(&settings.resolver),
     ));

@@ -132,17 +132,10 @@ fn build_provider(
         anthropic_version,
         balance,
         hash_key,
+        balance_load_factor,
         health,
         circuit,
     } = config;
-    for (key, value) in [
-        ("balance", &balance),
-        ("hash_key", &hash_key),
-        ("health", &health),
-        ("circuit", &circuit),
-    ] {
-        b.unsupported(&format!("{path}.{key}"), value);
-    }
     let problems_before = b.problems.len();
     let mut parsed = Vec::new();
     let configured: Vec<(String, u32)> = endpoints
@@ -233,10 +226,22 @@ fn build_provider(
             HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION)
         }
     };
+    let pool = super::pool::pool_spec(
+        b,
+        path,
+        parsed.len(),
+        super::pool::PoolConfig {
+            balance,
+            hash_key,
+            balance_load_factor,
+            health,
+            circuit,
+        },
+    );
     if b.problems.len() > problems_before {
         return None;
     }
-    Some(Provider::new(
+    let provider = Provider::new(
         name,
         kind,
         parsed,
@@ -246,7 +251,8 @@ fn build_provider(
         extra_headers,
         timeouts,
         anthropic_version,
-    ))
+    );
+    Some(provider.with_pool(pool))
 }
 
 fn build_models(

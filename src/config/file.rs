@@ -124,15 +124,51 @@ pub struct ProviderConfig {
     /// Anthropic's `anthropic-version` header when the client sends none.
     #[serde(default)]
     pub anthropic_version: Option<String>,
-    // Pools, health checks and circuit breaking come with the upstream-pool work.
+    /// How a try picks an endpoint: `round-robin` (default), `weighted`, `least-latency`,
+    /// `consistent-hash`.
     #[serde(default)]
-    pub balance: Option<Value>,
+    pub balance: Option<crate::pool::Balance>,
+    /// What `consistent-hash` hashes: `header:NAME`, `client-key`, `user`,
+    /// `prompt-prefix:BYTES`.
     #[serde(default)]
-    pub hash_key: Option<Value>,
+    pub hash_key: Option<String>,
+    /// Bounded loads: no endpoint takes more than this times the mean in-flight load.
+    #[serde(default, deserialize_with = "opt_number_or_string")]
+    pub balance_load_factor: Option<f64>,
+    /// Active health checks; omitted = passive only.
     #[serde(default)]
-    pub health: Option<Value>,
+    pub health: Option<HealthConfig>,
+    /// Passive ejection per endpoint.
     #[serde(default)]
-    pub circuit: Option<Value>,
+    pub circuit: Option<CircuitConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Absolute path on the endpoint; omitted = the kind's model list.
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub interval: Option<HumanDuration>,
+    #[serde(default)]
+    pub timeout: Option<HumanDuration>,
+    #[serde(default, deserialize_with = "opt_number_or_string")]
+    pub healthy_after: Option<u32>,
+    #[serde(default, deserialize_with = "opt_number_or_string")]
+    pub unhealthy_after: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitConfig {
+    /// Failures within `window` that open the circuit; 0 turns it off.
+    #[serde(default, deserialize_with = "opt_number_or_string")]
+    pub failures: Option<u32>,
+    #[serde(default)]
+    pub window: Option<HumanDuration>,
+    #[serde(default)]
+    pub open_for: Option<HumanDuration>,
 }
 
 /// `"https://host"` or `{ url: "https://host", weight: 2 }`.

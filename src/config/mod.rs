@@ -11,6 +11,7 @@ mod defaults;
 pub mod file;
 mod interpolate;
 pub mod live;
+mod pool;
 mod secret;
 mod server;
 pub mod units;

@@ -303,3 +303,93 @@ fn body_filters_are_checked_with_their_path() {
         );
     }
 }
+
+#[test]
+fn pools_are_built_from_balance_hash_key_health_and_circuit() {
+    let snap = ok(r#"
+providers:
+  vllm:
+    kind: openai-compatible
+    endpoints:
+      - { url: "http://10.9.0.5:8000", weight: 2 }
+      - "http://10.9.0.6:8000"
+    balance: consistent-hash
+    hash_key: prompt-prefix:4KiB
+    balance_load_factor: 1.5
+    health: { path: /health, interval: 2s, timeout: 500ms, healthy_after: 1, unhealthy_after: 2 }
+    circuit: { failures: 3, window: 10s, open_for: 5s }
+  single:
+    kind: openai-compatible
+    endpoints: ["http://10.9.0.7:8000"]
+  off:
+    kind: openai-compatible
+    endpoints: ["http://10.9.0.8:8000", "http://10.9.0.9:8000"]
+    circuit: { failures: 0 }
+models:
+  m: { targets: [{ provider: vllm }] }
+"#);
+    let pool = &snap.providers["vllm"].pool;
+    assert_eq!(pool.balance, crate::pool::Balance::ConsistentHash);
+    assert_eq!(
+        pool.hash_key,
+        Some(crate::pool::affinity::HashKey::PromptPrefix(4096))
+    );
+    let group = pool.health.as_ref().expect("health checks");
+    assert_eq!(group.policy.path.as_deref(), Some("/health"));
+    assert_eq!(group.policy.interval, std::time::Duration::from_secs(2));
+    assert_eq!(pool.circuit.map(|c| c.failures), Some(3));
+    assert!(
+        snap.providers["single"].pool.circuit.is_none(),
+        "a lone endpoint has no circuit unless asked"
+    );
+    assert!(
+        snap.providers["off"].pool.circuit.is_none(),
+        "failures: 0 turns it off"
+    );
+}
+
+#[test]
+fn bad_pool_settings_are_named() {
+    let p = problems(
+        r#"
+providers:
+  a:
+    kind: openai-compatible
+    endpoints: ["http://10.9.1.1:8000", "http://10.9.1.2:8000"]
+    balance: consistent-hash
+  b:
+    kind: openai-compatible
+    endpoints: ["http://10.9.1.3:8000"]
+    hash_key: user
+    balance_load_factor: 0.5
+    health: { path: health, interval: 1s, timeout: 2s, healthy_after: 0 }
+  c:
+    kind: openai-compatible
+    endpoints: ["http://10.9.1.4:8000"]
+    balance: consistent-hash
+    hash_key: cookie
+    circuit: { window: 0s }
+  d:
+    kind: openai-compatible
+    endpoints: ["http://10.9.1.5:8000"]
+    balance: fastest
+"#,
+    );
+    let expected = [
+        "providers.a.hash_key: required for balance: consistent-hash",
+        "providers.b.hash_key: only applies to balance: consistent-hash",
+        "providers.b.balance_load_factor: must be between 1.0",
+        "providers.b.health.path: must be an absolute path",
+        "providers.b.health.timeout: must be longer than 0s and no longer than the interval",
+        "providers.b.health.healthy_after: must be at least 1",
+        "providers.c.hash_key: \"cookie\": expected header:NAME",
+        "providers.c.circuit.window: must be longer than 0s",
+        "providers.d.balance: unknown variant `fastest`",
+    ];
+    for want in expected {
+        assert!(
+            p.iter().any(|got| got.starts_with(want)),
+            "missing {want:?} in {p:#?}"
+        );
+    }
+}

@@ -87,6 +87,8 @@ pub struct UpstreamState {
     pub wait: Duration,
     /// When the current (last) try started: `timeouts.total` counts from here.
     pub try_started: Option<Instant>,
+    /// Counts the current try in its endpoint's in-flight load until the request ends.
+    pub inflight: Option<crate::pool::state::Inflight>,
 }
 
 /// Written by the driver while it answers.

@@ -38,6 +38,7 @@ use super::ctx::RequestCtx;
 use crate::error::GatewayError;
 use crate::format::Format;
 use crate::models::Target;
+use crate::pool::Pick;
 use crate::provider::Endpoint;
 use crate::routes::Operation;
 
@@ -136,10 +137,18 @@ pub trait Phase: Send + Sync {
     /// Which endpoint of `target`'s provider this try goes to.
     ///
     /// Runs once per try, in chain order, after the retry policy chose the target; the first
-    /// module that returns `Some(index into target.provider.endpoints)` decides. Endpoints
-    /// that already failed this request are in `ctx.upstream.failed`. `None` from every
-    /// module means the provider's first endpoint.
-    fn upstream_peer(&self, _target: &Target, _ctx: &RequestCtx) -> Option<usize> {
+    /// module that returns `Some` decides: a [`Pick`] (an index into
+    /// `target.provider.endpoints`, counted in its in-flight load while the pick lives), or
+    /// the error that no endpoint can take the request, which moves the policy to the next
+    /// target. Endpoints that already failed this request are in `ctx.upstream.failed`.
+    /// `None` from every module means the pool's own choice without a key.
+    fn upstream_peer(
+        &self,
+        _target: &Target,
+        _req: &RequestHeader,
+        _body: &RequestBody,
+        _ctx: &RequestCtx,
+    ) -> Option<Result<Pick, GatewayError>> {
         None
     }
 
@@ -316,11 +325,23 @@ impl Chain {
     }
 
     /// Runs [`Phase::upstream_peer`]: the first module's choice.
-    pub fn upstream_peer(&self, target: &Target, ctx: &RequestCtx) -> usize {
+    pub fn upstream_peer(
+        &self,
+        target: &Target,
+        req: &RequestHeader,
+        body: &RequestBody,
+        ctx: &RequestCtx,
+    ) -> Result<Pick, GatewayError> {
         self.modules
             .iter()
-            .find_map(|m| m.upstream_peer(target, ctx))
-            .unwrap_or(0)
+            .find_map(|m| m.upstream_peer(target, req, body, ctx))
+            .unwrap_or_else(|| {
+                let provider = &target.provider;
+                provider
+                    .pool
+                    .select(None, &[])
+                    .map_err(|e| GatewayError::no_endpoint(&provider.name, &e))
+            })
     }
 
     /// Runs [`Phase::upstream_request_filter`].

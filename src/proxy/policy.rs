@@ -24,6 +24,7 @@ use super::Gateway;
 use crate::error::GatewayError;
 use crate::metrics::metrics;
 use crate::models::ModelRoute;
+use crate::pool::Outcome;
 use crate::provider::Provider;
 
 /// A model entry to try: the client's, then its fallbacks.
@@ -51,6 +52,12 @@ enum TryError {
 
 /// Tries candidates in order until one answers with a response header that is not a
 /// retryable failure, or none is left (or a failure may have run the request).
+///
+/// Each model entry gets `retry.attempts` counted tries, spread over its targets. A try
+/// that sent nothing (no endpoint could take it, no connection, the target cannot express
+/// the request) is not counted: the next endpoint or target is tried at once, at most once
+/// per endpoint. A retryable answer (5xx, 429, 408) is held while the next tries run and is
+/// what the client gets if none of them does better.
 pub async fn proxy_upstream(
     gw: &Gateway,
     session: &mut ServerSession,
@@ -58,43 +65,66 @@ pub async fn proxy_upstream(
     body: &RequestBody,
 ) -> Result<UpstreamResponse, GatewayError> {
     let candidates = candidates(ctx)?;
-    let mut tries_left: u32 = candidates
-        .iter()
-        .map(|c| c.route.retry.attempts.max(1))
-        .sum();
     let mut last_error: Option<GatewayError> = None;
     let mut refused: Option<GatewayError> = None;
+    let mut held: Option<UpstreamResponse> = None;
     for candidate in candidates {
         let route = candidate.route.clone();
         let order: Vec<usize> = route.target_order().collect();
-        for try_number in 0..route.retry.attempts.max(1) {
-            let Some(&target_index) = order.get(try_number as usize % order.len().max(1)) else {
+        let attempts = route.retry.attempts.max(1);
+        // Every endpoint of every target once, plus each target once (a refusal).
+        let free_limit: usize = route
+            .targets
+            .iter()
+            .map(|t| t.provider.endpoints.len() + 1)
+            .sum();
+        let (mut counted, mut free, mut turn) = (0u32, 0usize, 0usize);
+        while counted < attempts {
+            let Some(target) = order
+                .get(turn % order.len().max(1))
+                .and_then(|i| route.targets.get(*i))
+            else {
                 break;
             };
-            let Some(target) = route.targets.get(target_index) else {
-                break;
-            };
-            tries_left -= 1;
+            turn += 1;
             let model = ModelRoute::upstream_model(
                 target,
                 &candidate.requested,
                 candidate.capture.as_deref(),
             )
             .to_owned();
-            if try_number > 0 {
-                tokio::time::sleep(route.retry.delay(try_number)).await;
-            }
             ctx.route = Some(route.clone());
             ctx.upstream.provider = Some(target.provider.clone());
             ctx.upstream.model = Some(model.clone());
-            let endpoint_index = gw.chain.upstream_peer(target, ctx);
             let provider = target.provider.clone();
+            let pick = match gw
+                .chain
+                .upstream_peer(target, session.req_header(), body, ctx)
+            {
+                Ok(pick) => pick,
+                Err(error) => {
+                    record(ctx, &provider, "no_healthy_endpoint".into());
+                    last_error = Some(error);
+                    spend_unsent(
+                        untried(ctx, &route),
+                        &route,
+                        &mut counted,
+                        &mut free,
+                        free_limit,
+                    )
+                    .await;
+                    continue;
+                }
+            };
+            let endpoint_index = pick.index;
             let Some(endpoint) = provider.endpoints.get(endpoint_index) else {
                 break;
             };
+            ctx.upstream.inflight = Some(pick.inflight);
             let format = provider.kind.format_for(ctx.format);
             ctx.response.upstream_format = Some(format);
-            ctx.upstream.try_started = Some(Instant::now());
+            let started = Instant::now();
+            ctx.upstream.try_started = Some(started);
             let built = hop::upstream_request(&session.req_header().headers)
                 .and_then(|base| build(gw, ctx, body, base, target, endpoint, &model, format));
             let outcome = match built {
@@ -111,13 +141,27 @@ pub async fn proxy_upstream(
             };
             match outcome {
                 Ok(upstream) => {
-                    let status = upstream.header().map_or(0, |h| h.status.as_u16());
-                    if retryable_status(status) && tries_left > 0 {
+                    let header = upstream.header();
+                    let status = header.map_or(0, |h| h.status.as_u16());
+                    provider.pool.report(
+                        endpoint_index,
+                        Outcome::Answered {
+                            status,
+                            first_byte: started.elapsed(),
+                            retry_after: header.and_then(|h| retry_after(&h.headers)),
+                        },
+                    );
+                    counted += 1;
+                    if retryable_status(status) {
                         label("retried");
                         record(ctx, &provider, format!("status_{status}"));
                         ctx.upstream
                             .failed
                             .push((provider.name.clone(), endpoint_index));
+                        held = Some(upstream);
+                        if counted < attempts {
+                            tokio::time::sleep(route.retry.delay(counted)).await;
+                        }
                         continue;
                     }
                     label(if status < 500 { "ok" } else { "error" });
@@ -125,7 +169,16 @@ pub async fn proxy_upstream(
                     return Ok(upstream);
                 }
                 Err(TryError::Refused(error)) => {
+                    record(ctx, &provider, "refused".into());
                     refused.get_or_insert(error);
+                    spend_unsent(
+                        untried(ctx, &route),
+                        &route,
+                        &mut counted,
+                        &mut free,
+                        free_limit,
+                    )
+                    .await;
                 }
                 Err(TryError::ClientGone) => {
                     ctx.response.client_gone = true;
@@ -138,8 +191,15 @@ pub async fn proxy_upstream(
                     kind,
                     may_have_run,
                 }) => {
-                    let again = tries_left > 0 && !may_have_run;
-                    label(if again { "retried" } else { kind });
+                    let slow = (kind == "timeout").then(|| started.elapsed());
+                    provider.pool.report(
+                        endpoint_index,
+                        Outcome::Failed {
+                            reason: &error.to_string(),
+                            slow,
+                        },
+                    );
+                    label(if may_have_run { kind } else { "retried" });
                     record(ctx, &provider, kind.to_owned());
                     ctx.upstream
                         .failed
@@ -148,13 +208,69 @@ pub async fn proxy_upstream(
                         return Err(error);
                     }
                     last_error = Some(error);
+                    spend_unsent(
+                        untried(ctx, &route),
+                        &route,
+                        &mut counted,
+                        &mut free,
+                        free_limit,
+                    )
+                    .await;
                 }
             }
         }
     }
+    if let Some(answer) = held {
+        return Ok(answer);
+    }
     Err(last_error
         .or(refused)
         .unwrap_or_else(|| GatewayError::Internal("no upstream candidate".into())))
+}
+
+/// After a try that reached no provider: moving on to an endpoint this request has not
+/// tried yet costs nothing (at most `free_limit` times); otherwise it counts as a try, and
+/// the next one waits for the backoff.
+async fn spend_unsent(
+    untried: bool,
+    route: &ModelRoute,
+    counted: &mut u32,
+    free: &mut usize,
+    free_limit: usize,
+) {
+    if untried && *free < free_limit {
+        *free += 1;
+        return;
+    }
+    *counted += 1;
+    if *counted < route.retry.attempts.max(1) {
+        tokio::time::sleep(route.retry.delay(*counted)).await;
+    }
+}
+
+/// Whether some endpoint of the route's targets has not failed this request yet.
+fn untried(ctx: &RequestCtx, route: &ModelRoute) -> bool {
+    let failed = &ctx.upstream.failed;
+    route.targets.iter().any(|t| {
+        (0..t.provider.endpoints.len()).any(|i| {
+            !failed
+                .iter()
+                .any(|(name, j)| *name == t.provider.name && *j == i)
+        })
+    })
+}
+
+/// A `retry-after` in seconds (the HTTP-date form is rare from model APIs and ignored),
+/// capped at 10 minutes.
+fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let seconds: f64 = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    (seconds.is_finite() && seconds > 0.0).then(|| Duration::from_secs_f64(seconds.min(600.0)))
 }
 
 /// The client's model entry, then its fallbacks.

@@ -63,6 +63,8 @@ pub struct HealthGroup {
     pub provider: Arc<str>,
     pub policy: HealthPolicy,
     pub registry: Arc<HealthRegistry>,
+    /// Runs a pass now rather than at the next interval: a reload may have added endpoints.
+    recheck: Arc<tokio::sync::Notify>,
 }
 
 impl HealthGroup {
@@ -85,8 +87,15 @@ impl HealthGroup {
                 provider: provider.clone(),
                 policy: policy.clone(),
                 registry: Arc::new(registry),
+                recheck: Arc::default(),
             }
         })
+    }
+
+    /// Runs a pass now: called once a new snapshot's endpoints are registered, so that they
+    /// are checked at once rather than an interval later.
+    pub fn recheck(&self) {
+        self.recheck.notify_one();
     }
 }
 
@@ -202,15 +211,21 @@ pub struct HealthSupervisor;
 impl HealthSupervisor {
     /// Checks a group's endpoints every `interval` until the group is dropped.
     async fn run_group(group: Weak<HealthGroup>) {
+        let Some(recheck) = group.upgrade().map(|g| g.recheck.clone()) else {
+            return;
+        };
         loop {
             let Some(live) = group.upgrade() else {
                 return;
             };
             live.registry.run_health_check(true).await;
             let interval = live.policy.interval;
-            // Not held while sleeping: the group may be dropped by a reload meanwhile.
+            // Not held while waiting: the group may be dropped by a reload meanwhile.
             drop(live);
-            tokio::time::sleep(interval).await;
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = recheck.notified() => {}
+            }
         }
     }
 }

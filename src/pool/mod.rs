@@ -283,6 +283,9 @@ impl Pool {
             Balance::ConsistentHash => Balancer::Ketama(load(backends())),
             _ => Balancer::Weighted(load(backends())),
         };
+        if let Some(group) = &health {
+            group.recheck();
+        }
         Pool {
             provider: provider.clone(),
             balance: spec.balance,

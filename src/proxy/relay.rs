@@ -122,8 +122,13 @@ async fn next(
         () = gw.drain.expiry() => Next::Failed(GatewayError::ShuttingDown),
     };
     ctx.upstream.wait += started.elapsed();
-    if matches!(next, Next::ClientGone) {
-        ctx.response.client_gone = true;
+    match next {
+        Next::ClientGone => ctx.response.client_gone = true,
+        // The endpoint is done with this request before the client has the last bytes: a
+        // client's next request must not find this one still counted in its load.
+        Next::End | Next::Failed(_) => ctx.upstream.inflight = None,
+        Next::Chunk(_) if upstream.finished() => ctx.upstream.inflight = None,
+        Next::Chunk(_) => {}
     }
     next
 }
@@ -160,8 +165,12 @@ async fn relay_stream(
                         Some(Ok(Some(chunk))) => {
                             batched += chunk.len();
                             pieces.push(chunk);
+                            if upstream.finished() {
+                                ctx.upstream.inflight = None;
+                            }
                         }
                         Some(Ok(None)) => {
+                            ctx.upstream.inflight = None;
                             pending = Some(Next::End);
                             break;
                         }

@@ -6,6 +6,7 @@ mod support;
 
 mod accounting;
 mod auth;
+mod balancing;
 mod bodies;
 mod bounds;
 mod cli;

@@ -245,6 +245,12 @@ impl UpstreamResponse {
         self.session.as_ref().and_then(|s| s.resp_header())
     }
 
+    /// Whether the body has been read whole (or the connection failed): nothing more will
+    /// come from the provider.
+    pub fn finished(&self) -> bool {
+        self.session.is_none()
+    }
+
     /// The next piece of the body, waiting at most the idle timeout. `Ok(None)`: the body
     /// is complete. As soon as it is, the connection goes back to the pool, before the last
     /// bytes are written to the client: a client that sends its next request the moment it

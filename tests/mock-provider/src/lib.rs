@@ -112,7 +112,8 @@ pub fn answer_text(n: usize) -> String {
 pub struct MockProvider {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    shutdown: Option<oneshot::Sender<()>>,
+    /// `true` asks for a graceful stop.
+    shutdown: Option<oneshot::Sender<bool>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -136,26 +137,30 @@ impl MockProvider {
     }
 
     pub fn try_start_with(config: MockConfig) -> std::io::Result<MockProvider> {
+        Self::try_start_on(0, config)
+    }
+
+    /// Starts on `127.0.0.1:port` (0 = any free port): a test brings an endpoint it stopped
+    /// back at the same address.
+    pub fn try_start_on(port: u16, config: MockConfig) -> std::io::Result<MockProvider> {
         // Bound before returning so that `addr()` is valid at once; connections made before
         // the runtime polls the listener wait in the backlog.
-        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(config));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let (tx, rx) = oneshot::channel::<()>();
+        let (tx, rx) = oneshot::channel::<bool>();
         let server_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name(format!("sira-mock-{}", addr.port()))
             .spawn(move || {
                 runtime.block_on(async move {
                     if let Ok(listener) = tokio::net::TcpListener::from_std(listener) {
-                        server::serve(listener, server_shared, async {
-                            let _ = rx.await;
-                        })
-                        .await;
+                        server::serve(listener, server_shared, async { rx.await.unwrap_or(false) })
+                            .await;
                     }
                 });
                 // Cancels every connection task without waiting for hung or slow ones.
@@ -243,10 +248,20 @@ impl MockProvider {
     }
 }
 
+impl MockProvider {
+    /// Stops as a model server draining for a restart does: no new connections, idle ones
+    /// closed, requests in progress answered first.
+    pub fn stop_gracefully(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(true);
+        }
+    }
+}
+
 impl Drop for MockProvider {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+            let _ = tx.send(false);
         }
         if let Some(thread) = self.thread.take() {
             // A panic on the server thread has already been reported by the panic hook.
@@ -262,5 +277,9 @@ pub async fn serve(
     config: MockConfig,
     shutdown: impl Future<Output = ()>,
 ) {
-    server::serve(listener, Arc::new(Shared::new(config)), shutdown).await;
+    server::serve(listener, Arc::new(Shared::new(config)), async {
+        shutdown.await;
+        false
+    })
+    .await;
 }

@@ -209,11 +209,7 @@ fn provider() -> Arc<Provider> {
 fn model_table(exact: usize) -> ModelTable {
     let p = provider();
     let mut table = ModelTable::default();
-    let target = |model: Option<&str>| Target {
-        provider: p.clone(),
-        model: model.map(Into::into),
-        weight: 1,
-    };
+    let target = |model: Option<&str>| Target::new(p.clone(), model.map(Into::into), 1);
     for i in 0..exact {
         table.insert(ModelRoute::new(
             &format!("model-{i}"),
@@ -247,7 +243,12 @@ fn model_routing(c: &mut Criterion) {
                     let found = t.resolve(black_box(name));
                     // What the request path does next: pick a target and its upstream name.
                     black_box(found.map(|r| {
-                        let i = r.route.target_order().next().unwrap_or(0);
+                        let i = r
+                            .route
+                            .target_order(&sira::models::OrderHints::default())
+                            .first()
+                            .copied()
+                            .unwrap_or(0);
                         ModelRoute::upstream_model(&r.route.targets[i], name, r.capture).len()
                     }))
                 })

@@ -28,6 +28,9 @@ pub enum GatewayError {
     Auth(#[from] AuthError),
     #[error("this API key is not allowed to use model `{0}`")]
     ModelNotAllowed(String),
+    /// `x-sira-route` from a key not allowed to choose targets.
+    #[error("this API key may not choose a route with x-sira-route")]
+    RouteNotAllowed,
     #[error("request body is larger than the gateway's limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
     /// The request header is larger, or has more fields, than the gateway accepts.
@@ -119,7 +122,9 @@ impl GatewayError {
             GatewayError::NotFound(_) => Category::NotFound,
             GatewayError::MethodNotAllowed(_) => Category::InvalidRequest,
             GatewayError::Auth(_) => Category::Authentication,
-            GatewayError::ModelNotAllowed(_) => Category::Permission,
+            GatewayError::ModelNotAllowed(_) | GatewayError::RouteNotAllowed => {
+                Category::Permission
+            }
             GatewayError::BodyTooLarge { .. } => Category::TooLarge,
             GatewayError::HeaderTooLarge(_) => Category::HeaderTooLarge,
             GatewayError::RequestTimeout(_) => Category::RequestTimeout,
@@ -191,6 +196,7 @@ impl GatewayError {
             GatewayError::HeaderTooLarge(_) => Some("request_header_too_large"),
             GatewayError::RequestTimeout(_) => Some("request_timeout"),
             GatewayError::ModelNotAllowed(_) => Some("model_not_allowed"),
+            GatewayError::RouteNotAllowed => Some("route_not_allowed"),
             GatewayError::UpstreamTimeout { .. } => Some("upstream_timeout"),
             GatewayError::NoHealthyEndpoint { .. } => Some("no_healthy_upstream"),
             GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamBroken { .. } => {

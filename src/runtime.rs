@@ -23,7 +23,7 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::Notify;
 
 use crate::pool::health::HealthGroup;
-use crate::pool::state::EndpointState;
+use crate::pool::state::{EndpointState, PeakEwma};
 
 /// The process's registry: every snapshot built in this process draws from it.
 pub fn registry() -> &'static Registry {
@@ -37,6 +37,7 @@ pub struct Registry {
     cursors: Interned<AtomicUsize>,
     endpoints: Interned<EndpointState>,
     health: Interned<HealthGroup>,
+    latencies: Interned<PeakEwma>,
     /// Woken when a host that needs resolving is registered.
     pub(crate) added: Notify,
     /// Woken when a health-check group is created (a start or a reload).
@@ -101,6 +102,11 @@ impl Registry {
     pub fn endpoint(&self, provider: &str, url: &str) -> Arc<EndpointState> {
         let key = format!("{provider}\0{url}");
         self.endpoints.get_or(&key, EndpointState::default).0
+    }
+
+    /// A model target's time-to-first-byte estimate, kept across reloads.
+    pub fn target_latency(&self, key: &str) -> Arc<PeakEwma> {
+        self.latencies.get_or(key, PeakEwma::default).0
     }
 
     /// A provider's health-check group (see [`crate::pool::health`]).

@@ -26,6 +26,8 @@ pub struct KeyEntry {
     /// `None` = every model.
     models: Option<Vec<Glob>>,
     pub filters: Vec<Arc<dyn Filter>>,
+    /// May choose a model's target with `x-sira-route`.
+    pub route_header: bool,
 }
 
 impl KeyEntry {
@@ -40,6 +42,7 @@ impl KeyEntry {
             digest,
             models,
             filters,
+            route_header: false,
         }
     }
 

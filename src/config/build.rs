@@ -11,8 +11,8 @@ use lua_free_filters::{Filter, FilterSpec};
 use serde_yaml::Value;
 
 use super::file::{
-    AuthConfig, EndpointConfig, Entries, KeyConfig, LoggingConfig, ModelConfig, ProviderConfig,
-    RawFile,
+    AuthConfig, EndpointConfig, Entries, KeyConfig, LoggingConfig, ModelConfig, PricingConfig,
+    ProviderConfig, RawFile,
 };
 use super::{
     section, AccessLogTarget, ConfigMeta, ConfigProblem, LoggingSettings, Secret, Snapshot,
@@ -73,6 +73,7 @@ pub(super) fn build(
     let providers = build_providers(&mut b, providers);
     let models = build_models(&mut b, models, &providers, &filters);
     let keys = build_keys(&mut b, auth, &models, &filters);
+    check_pins(&mut b, &models, &keys);
     let logging = logging_settings(&mut b, logging);
     Some(Snapshot {
         server: server?,
@@ -292,6 +293,7 @@ fn build_model(
         retry,
         filters: filter_names,
         default_max_tokens,
+        route: strategy,
     } = config;
     let problems_before = b.problems.len();
     if targets.is_empty() {
@@ -310,31 +312,39 @@ fn build_model(
         if target.weight == Some(0) {
             b.problem(format!("{target_path}.weight"), "must be at least 1");
         }
-        built.push(Target {
-            provider: provider.clone(),
-            model: target.model.map(Into::into),
-            weight: target.weight.unwrap_or(1),
-        });
-    }
-    let pricing = pricing.map(|p| {
-        let input = p.input.unwrap_or(0.0);
-        Pricing {
-            input,
-            output: p.output.unwrap_or(0.0),
-            cached_input: p.cached_input.unwrap_or(input),
+        let mut built_target = Target::new(
+            provider.clone(),
+            target.model.map(Into::into),
+            target.weight.unwrap_or(1),
+        );
+        if let Some(target_name) = target.name {
+            if target_name.is_empty() || target_name.len() > 128 {
+                b.problem(format!("{target_path}.name"), "must be 1 to 128 characters");
+            }
+            built_target.name = target_name.into();
         }
-    });
-    if let Some(p) = &pricing {
-        if [p.input, p.output, p.cached_input]
-            .iter()
-            .any(|v| !v.is_finite() || *v < 0.0)
-        {
+        if built.iter().any(|t: &Target| t.name == built_target.name) {
             b.problem(
-                format!("{path}.pricing"),
-                "prices must be non-negative numbers",
+                format!("{target_path}.name"),
+                format!(
+                    "another target of this model is already named {:?}; give each a name",
+                    built_target.name
+                ),
             );
         }
+        built_target.pricing = target
+            .pricing
+            .and_then(|p| pricing_table(b, &format!("{target_path}.pricing"), p));
+        built_target.pinned_keys = target.pinned_keys.into_iter().map(Into::into).collect();
+        built_target.latency = crate::runtime::registry().target_latency(&format!(
+            "{name}\0{}\0{}\0{}",
+            built_target.name,
+            provider.name,
+            built_target.model.as_deref().unwrap_or("")
+        ));
+        built.push(built_target);
     }
+    let pricing = pricing.and_then(|p| pricing_table(b, &format!("{path}.pricing"), p));
     for (i, fallback) in fallbacks.iter().enumerate() {
         if fallback == name {
             b.problem(
@@ -375,7 +385,41 @@ fn build_model(
     route.retry = retry_policy;
     route.filters = attached;
     route.default_max_tokens = default_max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+    route.strategy = strategy.unwrap_or_default();
     Some(route)
+}
+
+fn pricing_table(b: &mut Builder, path: &str, p: PricingConfig) -> Option<Pricing> {
+    let input = p.input.unwrap_or(0.0);
+    let table = Pricing {
+        input,
+        output: p.output.unwrap_or(0.0),
+        cached_input: p.cached_input.unwrap_or(input),
+    };
+    if [table.input, table.output, table.cached_input]
+        .iter()
+        .any(|v| !v.is_finite() || *v < 0.0)
+    {
+        b.problem(path, "prices must be non-negative numbers");
+        return None;
+    }
+    Some(table)
+}
+
+/// A target pinned to a key that does not exist pins nothing: the operator mistyped.
+fn check_pins(b: &mut Builder, models: &ModelTable, keys: &KeyTable) {
+    for route in models.all() {
+        for (i, target) in route.targets.iter().enumerate() {
+            for (j, key) in target.pinned_keys.iter().enumerate() {
+                if !keys.iter().any(|k| k.name == *key) {
+                    b.problem(
+                        format!("models.{}.targets[{i}].pinned_keys[{j}]", route.name),
+                        format!("unknown key {key:?}"),
+                    );
+                }
+            }
+        }
+    }
 }
 
 fn resolve_filters(
@@ -424,6 +468,7 @@ fn build_keys(
             filters: filter_names,
             tenant,
             limits,
+            route_header,
         } = key;
         b.unsupported(&format!("{path}.tenant"), &tenant);
         b.unsupported(&format!("{path}.limits"), &limits);
@@ -463,7 +508,9 @@ fn build_keys(
             patterns.iter().map(|p| Glob::new(p)).collect()
         });
         let attached = resolve_filters(b, &format!("{path}.filters"), &filter_names, filters);
-        table.insert(KeyEntry::new(&name, digest, globs, attached));
+        let mut entry = KeyEntry::new(&name, digest, globs, attached);
+        entry.route_header = route_header;
+        table.insert(entry);
     }
     table
 }

@@ -220,6 +220,10 @@ pub struct ModelConfig {
     /// `max_tokens` sent to Anthropic when the client gave none (Anthropic requires it).
     #[serde(default, deserialize_with = "opt_number_or_string")]
     pub default_max_tokens: Option<u32>,
+    /// How targets are ordered: `weighted` (default), `ordered`, `lowest-cost`,
+    /// `lowest-latency`.
+    #[serde(default)]
+    pub route: Option<crate::models::RouteStrategy>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -232,6 +236,15 @@ pub struct TargetConfig {
     pub model: Option<String>,
     #[serde(default, deserialize_with = "opt_number_or_string")]
     pub weight: Option<u32>,
+    /// The target's name for `x-sira-route` and `pinned_keys`; default: the provider's.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// This target's prices, when they differ from the entry's (`route: lowest-cost`).
+    #[serde(default)]
+    pub pricing: Option<PricingConfig>,
+    /// Keys whose requests try this target first (a canary for one team).
+    #[serde(default)]
+    pub pinned_keys: Vec<String>,
 }
 
 /// USD per million tokens.
@@ -283,6 +296,9 @@ pub struct KeyConfig {
     pub tenant: Option<Value>,
     #[serde(default)]
     pub limits: Option<Value>,
+    /// May choose a model's target with the `x-sira-route` header.
+    #[serde(default)]
+    pub route_header: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

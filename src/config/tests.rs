@@ -393,3 +393,67 @@ providers:
         );
     }
 }
+
+#[test]
+fn target_names_prices_pins_and_route_strategies_are_checked() {
+    let p = problems(
+        r#"
+providers:
+  a: { kind: openai-compatible, endpoints: ["http://10.9.2.1:8000"] }
+models:
+  m:
+    route: cheapest
+    targets: [{ provider: a }]
+  n:
+    targets:
+      - { provider: a }
+      - { provider: a, pricing: { input: -1 }, pinned_keys: [ghost] }
+auth:
+  keys:
+    - { name: team-a, hash: "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", route_header: yes }
+"#,
+    );
+    for want in [
+        "models.m.route: unknown variant `cheapest`",
+        "models.n.targets[1].name: another target of this model is already named \"a\"",
+        "models.n.targets[1].pricing: prices must be non-negative numbers",
+    ] {
+        assert!(
+            p.iter().any(|got| got.starts_with(want)),
+            "missing {want:?} in {p:#?}"
+        );
+    }
+    let snap = ok(r#"
+providers:
+  a: { kind: openai-compatible, endpoints: ["http://10.9.2.1:8000"] }
+models:
+  m:
+    route: lowest-cost
+    targets:
+      - { provider: a, name: main }
+      - { provider: a, name: canary, pricing: { input: 1, output: 2 }, pinned_keys: [team-a] }
+auth:
+  keys:
+    - { name: team-a, hash: "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", route_header: true }
+"#);
+    let m = snap.models.resolve("m").unwrap().route;
+    assert_eq!(m.strategy, crate::models::RouteStrategy::LowestCost);
+    assert_eq!(&*m.targets[1].name, "canary");
+    assert_eq!(
+        m.targets[1].pinned_keys,
+        [std::sync::Arc::<str>::from("team-a")]
+    );
+    assert!(snap.keys.iter().next().unwrap().route_header);
+    let ghost = problems(
+        r#"
+providers:
+  a: { kind: openai-compatible, endpoints: ["http://10.9.2.1:8000"] }
+models:
+  m: { targets: [{ provider: a, pinned_keys: [ghost] }] }
+"#,
+    );
+    assert_eq!(
+        ghost,
+        ["models.m.targets[0].pinned_keys[0]: unknown key \"ghost\""]
+    );
+}

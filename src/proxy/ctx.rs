@@ -56,6 +56,8 @@ pub struct RequestCtx {
     pub route: Option<Arc<ModelRoute>>,
     /// What a wildcard entry's `*` matched in `model`.
     pub capture: Option<String>,
+    /// The target the client chose with `x-sira-route` (checked by routing).
+    pub route_choice: Option<String>,
     /// Whether the client asked for a stream.
     pub stream: bool,
     pub upstream: UpstreamState,
@@ -191,6 +193,7 @@ impl RequestCtx {
             entry: None,
             route: None,
             capture: None,
+            route_choice: None,
             stream: false,
             upstream: UpstreamState::default(),
             response: ResponseState::default(),

@@ -32,6 +32,7 @@ fn skip_request_header(name: &HeaderName) -> bool {
             | "api-key"
             | "x-goog-api-key"
             | "cookie"
+            | "x-sira-route"
     )
 }
 

@@ -21,9 +21,10 @@ use super::exchange::{Destination, ExchangeError, RequestWire, UpstreamResponse}
 use super::hop;
 use super::phases::{RequestBody, UpstreamRequest};
 use super::Gateway;
+use crate::auth::Principal;
 use crate::error::GatewayError;
 use crate::metrics::metrics;
-use crate::models::ModelRoute;
+use crate::models::{estimate_tokens, ModelRoute, OrderHints, RouteStrategy};
 use crate::pool::Outcome;
 use crate::provider::Provider;
 
@@ -68,9 +69,23 @@ pub async fn proxy_upstream(
     let mut last_error: Option<GatewayError> = None;
     let mut refused: Option<GatewayError> = None;
     let mut held: Option<UpstreamResponse> = None;
-    for candidate in candidates {
+    let key = match &ctx.principal {
+        Some(Principal::Key(entry)) => Some(entry.name.clone()),
+        _ => None,
+    };
+    for (n, candidate) in candidates.into_iter().enumerate() {
         let route = candidate.route.clone();
-        let order: Vec<usize> = route.target_order().collect();
+        let hints = OrderHints {
+            key: key.as_deref(),
+            // The client chose among the targets of the model it named, not its fallbacks'.
+            chosen: ctx.route_choice.as_deref().filter(|_| n == 0),
+            tokens: if route.strategy == RouteStrategy::LowestCost {
+                estimate_tokens(&body.bytes, route.default_max_tokens)
+            } else {
+                (0, 0)
+            },
+        };
+        let order = route.target_order(&hints);
         let attempts = route.retry.attempts.max(1);
         // Every endpoint of every target once, plus each target once (a refusal).
         let free_limit: usize = route
@@ -143,6 +158,9 @@ pub async fn proxy_upstream(
                 Ok(upstream) => {
                     let header = upstream.header();
                     let status = header.map_or(0, |h| h.status.as_u16());
+                    if status < 500 && status != 429 {
+                        target.latency.observe(started.elapsed());
+                    }
                     provider.pool.report(
                         endpoint_index,
                         Outcome::Answered {

@@ -20,5 +20,6 @@ mod raw;
 mod reload;
 mod serving;
 mod streaming;
+mod targets;
 mod translation;
 mod wire;

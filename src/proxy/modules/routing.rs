@@ -3,12 +3,18 @@
 
 use pingora_http::RequestHeader;
 
+use http::HeaderName;
+
+use crate::auth::Principal;
 use crate::error::GatewayError;
 use crate::proxy::ctx::RequestCtx;
 use crate::proxy::phases::{Flow, Phase, RequestBody};
 use crate::routes::{classify, Operation, RouteError};
 
 pub struct Routing;
+
+/// A client's choice among a model's targets, for keys with `route_header: true`.
+const X_SIRA_ROUTE: HeaderName = HeaderName::from_static("x-sira-route");
 
 /// Model names are echoed in errors and logs: a longer one is refused, not repeated.
 const MAX_MODEL_NAME: usize = 256;
@@ -45,6 +51,13 @@ impl Phase for Routing {
         ctx.format = route.format;
         ctx.op = Some(route.op);
         ctx.path_model = route.path_model.map(str::to_owned);
+        if let Some(choice) = req.headers.get(X_SIRA_ROUTE) {
+            // Checked against the model entry once the body names it.
+            let choice = choice
+                .to_str()
+                .map_err(|_| GatewayError::invalid("x-sira-route: not a target name"))?;
+            ctx.route_choice = Some(clip(choice, MAX_MODEL_NAME).to_owned());
+        }
         Ok(Flow::Continue)
     }
 
@@ -86,6 +99,21 @@ impl Phase for Routing {
             })?;
         if !ctx.principal.as_ref().is_some_and(|p| p.allows(&model)) {
             return Err(GatewayError::ModelNotAllowed(model));
+        }
+        if let Some(choice) = &ctx.route_choice {
+            let may_choose = match &ctx.principal {
+                Some(Principal::Key(entry)) => entry.route_header,
+                // No keys configured: the operator's own gateway.
+                _ => true,
+            };
+            if !may_choose {
+                return Err(GatewayError::RouteNotAllowed);
+            }
+            if !resolution.route.has_target(choice) {
+                return Err(GatewayError::invalid(format!(
+                    "x-sira-route: model {model:?} has no target named {choice:?}"
+                )));
+            }
         }
         ctx.entry = Some(resolution.route.clone());
         ctx.route = Some(resolution.route.clone());

@@ -12,6 +12,11 @@ use ahash::AHashMap;
 use lua_free_filters::Filter;
 
 use crate::glob::Glob;
+mod order;
+
+pub use order::{estimate_tokens, OrderHints, RouteStrategy};
+
+use crate::pool::state::PeakEwma;
 use crate::provider::Provider;
 use crate::usage::Usage;
 
@@ -22,6 +27,30 @@ pub struct Target {
     /// `None` = the client's name, or what the wildcard's `*` matched.
     pub model: Option<Arc<str>>,
     pub weight: u32,
+    /// How `x-sira-route` and the access log name it: the config's `name`, else the
+    /// provider's.
+    pub name: Arc<str>,
+    /// This target's own prices (for `route: lowest-cost`); `None` = the entry's.
+    pub pricing: Option<Pricing>,
+    /// Keys whose requests try this target first (a canary pinned to a team).
+    pub pinned_keys: Vec<Arc<str>>,
+    /// Peak EWMA of this target's time to first byte (for `route: lowest-latency`), kept
+    /// across reloads.
+    pub latency: Arc<PeakEwma>,
+}
+
+impl Target {
+    pub fn new(provider: Arc<Provider>, model: Option<Arc<str>>, weight: u32) -> Target {
+        Target {
+            name: provider.name.clone(),
+            latency: Arc::new(PeakEwma::default()),
+            provider,
+            model,
+            weight,
+            pricing: None,
+            pinned_keys: Vec::new(),
+        }
+    }
 }
 
 /// USD per million tokens.
@@ -94,6 +123,8 @@ pub struct ModelRoute {
     pub retry: RetryPolicy,
     pub filters: Vec<Arc<dyn Filter>>,
     pub default_max_tokens: u32,
+    /// How the targets are ordered for each request.
+    pub strategy: RouteStrategy,
 }
 
 impl ModelRoute {
@@ -107,12 +138,12 @@ impl ModelRoute {
             retry: RetryPolicy::default(),
             filters: Vec::new(),
             default_max_tokens: DEFAULT_MAX_TOKENS,
+            strategy: RouteStrategy::default(),
         }
     }
 
-    /// Target indexes in the order this request should try them: a weighted pick first,
-    /// then the others in config order.
-    pub fn target_order(&self) -> impl Iterator<Item = usize> + '_ {
+    /// A weighted pick first, then the others in config order.
+    fn weighted_order(&self) -> impl Iterator<Item = usize> + '_ {
         let total: usize = self.targets.iter().map(|t| t.weight.max(1) as usize).sum();
         let tick = self.next.fetch_add(1, Ordering::Relaxed) % total.max(1);
         let mut acc = 0;
@@ -241,11 +272,7 @@ mod tests {
     fn route(name: &str, model: Option<&str>, weights: &[u32]) -> ModelRoute {
         let targets = weights
             .iter()
-            .map(|w| Target {
-                provider: provider(),
-                model: model.map(Into::into),
-                weight: *w,
-            })
+            .map(|w| Target::new(provider(), model.map(Into::into), *w))
             .collect();
         ModelRoute::new(name, targets)
     }
@@ -291,9 +318,9 @@ mod tests {
     #[test]
     fn weighted_target_order_covers_every_target() {
         let r = route("m", None, &[3, 1]);
-        let firsts: Vec<usize> = (0..8).map(|_| r.target_order().next().unwrap()).collect();
+        let firsts: Vec<usize> = (0..8).map(|_| r.weighted_order().next().unwrap()).collect();
         assert_eq!(firsts.iter().filter(|i| **i == 0).count(), 6);
-        let order: Vec<usize> = r.target_order().collect();
+        let order: Vec<usize> = r.weighted_order().collect();
         assert_eq!(order.len(), 2);
         assert_ne!(order[0], order[1]);
     }

@@ -19,7 +19,9 @@ use super::{
 };
 use crate::auth::{parse_hash, KeyEntry, KeyTable};
 use crate::glob::Glob;
-use crate::models::{ModelRoute, ModelTable, Pricing, RetryPolicy, Target, DEFAULT_MAX_TOKENS};
+use crate::models::{
+    HedgePolicy, ModelRoute, ModelTable, Pricing, RetryPolicy, Target, DEFAULT_MAX_TOKENS,
+};
 use crate::provider::{Endpoint, Provider, ProviderKind, Timeouts, DEFAULT_ANTHROPIC_VERSION};
 
 /// Collects problems while building; a section that fails yields `None` and the build
@@ -161,10 +163,16 @@ fn build_provider(
         configured
     };
     for (i, (url, weight)) in endpoint_list.iter().enumerate() {
-        if *weight == 0 {
+        if !(1..=1000).contains(weight) {
             b.problem(
                 format!("{path}.endpoints[{i}].weight"),
-                "must be at least 1",
+                "must be from 1 to 1000",
+            );
+        }
+        if endpoint_list[..i].iter().any(|(earlier, _)| earlier == url) {
+            b.problem(
+                format!("{path}.endpoints[{i}]"),
+                format!("{url} is listed twice"),
             );
         }
         match Endpoint::parse(url, *weight) {
@@ -294,6 +302,7 @@ fn build_model(
         filters: filter_names,
         default_max_tokens,
         route: strategy,
+        hedge,
     } = config;
     let problems_before = b.problems.len();
     if targets.is_empty() {
@@ -376,6 +385,18 @@ fn build_model(
     if default_max_tokens == Some(0) {
         b.problem(format!("{path}.default_max_tokens"), "must be at least 1");
     }
+    let hedge_policy = hedge.map(|h| HedgePolicy {
+        after: h.after.0,
+        max: h.max.unwrap_or(1),
+    });
+    if let Some(h) = &hedge_policy {
+        if h.after < std::time::Duration::from_millis(10) {
+            b.problem(format!("{path}.hedge.after"), "must be at least 10ms");
+        }
+        if !(1..=3).contains(&h.max) {
+            b.problem(format!("{path}.hedge.max"), "must be 1, 2 or 3");
+        }
+    }
     if b.problems.len() > problems_before {
         return None;
     }
@@ -386,6 +407,7 @@ fn build_model(
     route.filters = attached;
     route.default_max_tokens = default_max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
     route.strategy = strategy.unwrap_or_default();
+    route.hedge = hedge_policy;
     Some(route)
 }
 

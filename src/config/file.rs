@@ -224,6 +224,17 @@ pub struct ModelConfig {
     /// `lowest-latency`.
     #[serde(default)]
     pub route: Option<crate::models::RouteStrategy>,
+    /// A second attempt when the first byte is slow (opt-in: it may cost a generation).
+    #[serde(default)]
+    pub hedge: Option<HedgeConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HedgeConfig {
+    pub after: HumanDuration,
+    #[serde(default, deserialize_with = "opt_number_or_string")]
+    pub max: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -125,6 +125,16 @@ pub struct ModelRoute {
     pub default_max_tokens: u32,
     /// How the targets are ordered for each request.
     pub strategy: RouteStrategy,
+    /// Second attempts for a slow first byte (opt-in).
+    pub hedge: Option<HedgePolicy>,
+}
+
+/// `hedge: { after, max }`: when no response header came within `after`, another attempt
+/// starts on another endpoint (or a target in the same format); up to `max` more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HedgePolicy {
+    pub after: Duration,
+    pub max: u32,
 }
 
 impl ModelRoute {
@@ -139,6 +149,7 @@ impl ModelRoute {
             filters: Vec::new(),
             default_max_tokens: DEFAULT_MAX_TOKENS,
             strategy: RouteStrategy::default(),
+            hedge: None,
         }
     }
 

@@ -2,9 +2,10 @@
 //!
 //! Closed, it counts failures (connect errors, 5xx, timeouts) in a sliding window; `failures`
 //! of them within `window` open it. Open, the endpoint gets no requests for `open_for`; then
-//! one request is let through as a probe (half-open): its success closes the circuit, its
-//! failure opens it again. A 429 holds the endpoint off for its `retry-after` without
-//! counting as a failure; a 4xx other than 429 says nothing about the endpoint.
+//! one request is let through as a probe (half-open): its answer closes the circuit, its
+//! failure opens it again. Only the probe closes it: an answer to a request sent before the
+//! circuit opened says nothing about the endpoint now. A 429 holds the endpoint off for its
+//! `retry-after` without counting as a failure.
 //!
 //! The request path reads two atomics; the failure list is locked only when a failure is
 //! recorded.
@@ -96,12 +97,11 @@ impl Circuit {
         Some(self.changed_at.load(Ordering::Relaxed)).filter(|at| *at > 0)
     }
 
-    /// Whether a request could go now, without claiming the probe.
-    pub fn open(&self) -> bool {
-        match self.state.load(Ordering::Acquire) {
-            CLOSED => false,
-            _ => self.until.load(Ordering::Acquire) > mono_millis(),
-        }
+    /// Whether the endpoint takes no requests now: open and not yet due for a probe. A
+    /// half-open circuit is not blocked: its probe may be on the way.
+    pub fn blocked(&self) -> bool {
+        self.state.load(Ordering::Acquire) == OPEN
+            && self.until.load(Ordering::Acquire) > mono_millis()
     }
 
     /// Lets a request through, claiming the half-open probe when one is due.
@@ -130,11 +130,19 @@ impl Circuit {
         Admission::Probe
     }
 
-    /// A request that reached the endpoint and got an answer that says it works.
-    pub fn success(&self) {
+    /// The probe got an answer: the endpoint works again.
+    pub fn probe_succeeded(&self) {
         if self.state.load(Ordering::Acquire) != CLOSED {
             self.locked_failures().clear();
             self.transition(CLOSED);
+        }
+    }
+
+    /// The probe was never sent (the request was refused, or its client left first): the
+    /// next request may probe at once instead of waiting out `open_for`.
+    pub fn release_probe(&self) {
+        if self.state.load(Ordering::Acquire) == HALF_OPEN {
+            self.until.store(mono_millis(), Ordering::Release);
         }
     }
 
@@ -228,9 +236,17 @@ mod tests {
         assert_eq!(c.admit(&p), Admission::No, "one probe at a time");
         assert!(c.failure(&p), "a failed probe opens it again");
         assert_eq!(c.state(), CircuitState::Open);
+        assert!(c.blocked());
         std::thread::sleep(Duration::from_millis(40));
+        assert!(!c.blocked(), "due for a probe");
         assert_eq!(c.admit(&p), Admission::Probe);
-        c.success();
+        c.release_probe();
+        assert_eq!(
+            c.admit(&p),
+            Admission::Probe,
+            "an unsent probe is given back"
+        );
+        c.probe_succeeded();
         assert_eq!(c.state(), CircuitState::Closed);
         assert_eq!(c.admit(&p), Admission::Yes);
         assert!(!c.failure(&p), "closing forgot the old failures");
@@ -268,15 +284,18 @@ mod tests {
     }
 
     #[test]
-    fn rate_limits_hold_off_without_counting() {
+    fn rate_limits_hold_off_for_their_retry_after_without_counting() {
         let c = Circuit::default();
         let p = policy(1000);
+        assert!(!c.failure(&p) && !c.failure(&p), "two of three failures");
         c.hold_off(Duration::from_millis(20));
-        assert!(c.open());
+        assert!(c.blocked());
         assert_eq!(c.admit(&p), Admission::No);
         std::thread::sleep(Duration::from_millis(25));
+        // Counted as the third failure, it would hold for `open_for` (1 s), not 20 ms.
+        assert!(!c.blocked(), "held only for the retry-after");
         assert_eq!(c.admit(&p), Admission::Probe);
-        c.success();
-        assert!(!c.failure(&p) && !c.failure(&p), "429s were not failures");
+        c.probe_succeeded();
+        assert_eq!(c.state(), CircuitState::Closed);
     }
 }

@@ -65,12 +65,21 @@ pub struct HealthGroup {
     pub registry: Arc<HealthRegistry>,
     /// Runs a pass now rather than at the next interval: a reload may have added endpoints.
     recheck: Arc<tokio::sync::Notify>,
+    /// No snapshot has used the group yet (its first pass runs anyway).
+    fresh: std::sync::atomic::AtomicBool,
 }
 
 impl HealthGroup {
-    /// The group for `provider` with `policy`, shared across reloads.
-    pub fn shared(provider: &Arc<str>, policy: &HealthPolicy) -> Arc<HealthGroup> {
-        let key = format!("{provider}\0{policy:?}");
+    /// The group for `provider` with `policy`, shared across reloads that keep both and the
+    /// probe's credential and headers (`probe_fingerprint`): a reload that rotates the key
+    /// gets a new group, so no probe goes out with a revoked key while an old snapshot
+    /// lives on.
+    pub fn shared(
+        provider: &Arc<str>,
+        policy: &HealthPolicy,
+        probe_fingerprint: u64,
+    ) -> Arc<HealthGroup> {
+        let key = format!("{provider}\0{policy:?}\0{probe_fingerprint:016x}");
         registry().health_group(&key, || {
             // Health is keyed by the endpoint's identity (its URL, carried in the address),
             // not its weight: a reweighted endpoint keeps its health.
@@ -88,6 +97,7 @@ impl HealthGroup {
                 policy: policy.clone(),
                 registry: Arc::new(registry),
                 recheck: Arc::default(),
+                fresh: std::sync::atomic::AtomicBool::new(true),
             }
         })
     }
@@ -96,6 +106,12 @@ impl HealthGroup {
     /// are checked at once rather than an interval later.
     pub fn recheck(&self) {
         self.recheck.notify_one();
+    }
+
+    /// Whether this is the first snapshot to use the group (whose first pass is due anyway:
+    /// a recheck would run two passes back to back and halve `unhealthy_after`).
+    pub fn is_new(&self) -> bool {
+        self.fresh.swap(false, std::sync::atomic::Ordering::Relaxed)
     }
 }
 

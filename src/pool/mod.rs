@@ -29,6 +29,7 @@ pub mod circuit;
 pub mod health;
 pub mod state;
 
+use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::{Ipv6Addr, SocketAddrV6};
@@ -142,6 +143,9 @@ pub struct Pick {
     pub reason: Reason,
     /// Counts the try in the endpoint's in-flight load until dropped.
     pub inflight: Inflight,
+    /// This try is the half-open circuit's probe: its outcome must be reported
+    /// ([`Pool::report`]) or the probe given back ([`Pool::release_probe`]).
+    pub probe: bool,
 }
 
 /// No endpoint of the pool can take a request now.
@@ -204,6 +208,10 @@ pub struct Pool {
     balancer: Balancer,
     /// Spreads keyless requests of a consistent-hash pool over the ring.
     keyless: AtomicU64,
+    /// How far a selection walks the ring or the weighted list: enough to meet every
+    /// endpoint, light ones among heavy ones included (a weight-1 endpoint beside a
+    /// weight-100 one comes up about once in 101 steps).
+    steps: usize,
 }
 
 impl std::fmt::Debug for Pool {
@@ -233,10 +241,20 @@ impl Pool {
         spec: PoolSpec,
         probe: impl Fn(&Endpoint, &HealthPolicy) -> Option<pingora_http::RequestHeader>,
     ) -> Pool {
-        let health = spec
-            .health
-            .as_ref()
-            .map(|policy| HealthGroup::shared(provider, policy));
+        let health = spec.health.as_ref().map(|policy| {
+            // The credential and provider headers: the same on every endpoint's probe, so
+            // the first one's stand for all (its `Host` aside), and adding an endpoint
+            // keeps the group.
+            let mut hasher = std::hash::DefaultHasher::new();
+            let first = endpoints.first().and_then(|e| probe(e, policy));
+            for (name, value) in first.iter().flat_map(|r| r.headers.iter()) {
+                if name != http::header::HOST {
+                    std::hash::Hash::hash(name.as_str(), &mut hasher);
+                    std::hash::Hash::hash(value.as_bytes(), &mut hasher);
+                }
+            }
+            HealthGroup::shared(provider, policy, std::hash::Hasher::finish(&hasher))
+        });
         let mut members = Vec::with_capacity(endpoints.len());
         for (index, endpoint) in endpoints.iter().enumerate() {
             let state = crate::runtime::registry().endpoint(provider, &endpoint.url);
@@ -272,6 +290,8 @@ impl Pool {
                 selections,
             });
         }
+        let total_weight: usize = members.iter().map(|m| m.backend.weight).sum();
+        let steps = 64 * members.len().max(1) + 4 * total_weight;
         let set: BTreeSet<Backend> = members.iter().map(|m| m.backend.clone()).collect();
         let backends = || match &health {
             Some(group) => {
@@ -283,7 +303,7 @@ impl Pool {
             Balance::ConsistentHash => Balancer::Ketama(load(backends())),
             _ => Balancer::Weighted(load(backends())),
         };
-        if let Some(group) = &health {
+        if let Some(group) = health.as_ref().filter(|g| !g.is_new()) {
             group.recheck();
         }
         Pool {
@@ -296,6 +316,7 @@ impl Pool {
             members,
             balancer,
             keyless: AtomicU64::new(0),
+            steps,
         }
     }
 
@@ -317,7 +338,7 @@ impl Pool {
     }
 
     fn circuit_open(&self, member: &Member) -> bool {
-        self.circuit.is_some() && member.state.circuit.open()
+        self.circuit.is_some() && member.state.circuit.blocked()
     }
 
     /// Whether some endpoint could take a request now (for `/readyz`).
@@ -345,9 +366,14 @@ impl Pool {
     /// are only chosen again when nothing else can take it.
     pub fn select(&self, key: Option<&[u8]>, avoid: &[usize]) -> Result<Pick, NoEndpoint> {
         let retry = !avoid.is_empty();
-        let picked = self
-            .pick(key, avoid)
-            .or_else(|| if retry { self.pick(key, &[]) } else { None });
+        let probe = Cell::new(false);
+        let picked = self.pick(key, avoid, &probe).or_else(|| {
+            if retry {
+                self.pick(key, &[], &probe)
+            } else {
+                None
+            }
+        });
         let Some((index, mut reason)) = picked else {
             return Err(self.unavailable());
         };
@@ -360,7 +386,30 @@ impl Pool {
             index,
             reason,
             inflight: member.state.start(),
+            probe: probe.get(),
         })
+    }
+
+    /// A second attempt of a hedged request: any endpoint but those in `avoid`, the
+    /// affinity key aside (the key's endpoint is the one being slow).
+    pub fn select_hedge(&self, avoid: &[usize]) -> Option<Pick> {
+        let probe = Cell::new(false);
+        let (index, _) = self.pick(None, avoid, &probe)?;
+        let member = &self.members[index];
+        member.selections[Reason::Hedge as usize].inc();
+        Some(Pick {
+            index,
+            reason: Reason::Hedge,
+            inflight: member.state.start(),
+            probe: probe.get(),
+        })
+    }
+
+    /// Gives back a half-open probe that was never sent.
+    pub fn release_probe(&self, index: usize) {
+        if let Some(member) = self.members.get(index) {
+            member.state.circuit.release_probe();
+        }
     }
 
     fn unavailable(&self) -> NoEndpoint {
@@ -377,10 +426,21 @@ impl Pool {
         }
     }
 
-    /// Lets a request through the endpoint's circuit (claiming a half-open probe).
-    fn admit(&self, member: &Member) -> bool {
+    /// Lets a request through the endpoint's circuit, claiming a half-open probe (noted in
+    /// `probe`) when one is due.
+    fn admit(&self, member: &Member, probe: &Cell<bool>) -> bool {
         match &self.circuit {
-            Some(policy) => member.state.circuit.admit(policy) != Admission::No,
+            Some(policy) => match member.state.circuit.admit(policy) {
+                Admission::Yes => {
+                    probe.set(false);
+                    true
+                }
+                Admission::Probe => {
+                    probe.set(true);
+                    true
+                }
+                Admission::No => false,
+            },
             None => true,
         }
     }
@@ -389,27 +449,31 @@ impl Pool {
         backend.ext.get::<Slot>().map(|s| s.0)
     }
 
-    fn pick(&self, key: Option<&[u8]>, avoid: &[usize]) -> Option<(usize, Reason)> {
+    fn pick(
+        &self,
+        key: Option<&[u8]>,
+        avoid: &[usize],
+        probe: &Cell<bool>,
+    ) -> Option<(usize, Reason)> {
         let usable = |index: usize, ready: bool| {
             ready && !avoid.contains(&index) && self.members.get(index).is_some()
         };
-        // Enough steps to meet every endpoint on the ring or in the weighted list.
-        let steps = 64 * self.members.len().max(1);
+        let steps = self.steps;
         match self.balance {
             Balance::ConsistentHash => {
                 let Some(key) = key else {
                     let tick = self.keyless.fetch_add(1, Ordering::Relaxed).to_le_bytes();
                     return self
-                        .ring(&tick, avoid, steps)
+                        .ring(&tick, avoid, steps, probe)
                         .map(|(i, _)| (i, Reason::Balance));
                 };
-                self.ring(key, avoid, steps)
+                self.ring(key, avoid, steps, probe)
             }
-            Balance::LeastLatency => self.least_latency(avoid),
+            Balance::LeastLatency => self.least_latency(avoid, probe),
             Balance::RoundRobin | Balance::Weighted => {
                 let chosen = self.balancer.select_with(b"", steps, |backend, ready| {
                     Self::slot(backend)
-                        .is_some_and(|i| usable(i, ready) && self.admit(&self.members[i]))
+                        .is_some_and(|i| usable(i, ready) && self.admit(&self.members[i], probe))
                 })?;
                 Self::slot(&chosen).map(|i| (i, Reason::Balance))
             }
@@ -417,7 +481,13 @@ impl Pool {
     }
 
     /// Consistent hashing with bounded loads.
-    fn ring(&self, key: &[u8], avoid: &[usize], steps: usize) -> Option<(usize, Reason)> {
+    fn ring(
+        &self,
+        key: &[u8],
+        avoid: &[usize],
+        steps: usize,
+        probe: &Cell<bool>,
+    ) -> Option<(usize, Reason)> {
         let live = self
             .members
             .iter()
@@ -443,7 +513,7 @@ impl Pool {
                 overloaded.set(true);
                 return false;
             }
-            self.admit(member)
+            self.admit(member, probe)
         });
         if let Some(i) = chosen.as_ref().and_then(Self::slot) {
             let reason = if overloaded.get() {
@@ -455,21 +525,23 @@ impl Pool {
         }
         // Every endpoint is at its bound (it rounds up, so only under a race): the least
         // loaded one takes it.
-        self.least_loaded(avoid)
+        self.least_loaded(avoid, probe)
             .map(|i| (i, Reason::FallbackFromOverload))
     }
 
-    fn least_loaded(&self, avoid: &[usize]) -> Option<usize> {
+    fn least_loaded(&self, avoid: &[usize], probe: &Cell<bool>) -> Option<usize> {
         let mut order: Vec<usize> = (0..self.members.len())
             .filter(|i| !avoid.contains(i) && self.healthy(&self.members[*i]))
             .collect();
         order.sort_by_key(|i| self.members[*i].state.inflight());
-        order.into_iter().find(|i| self.admit(&self.members[*i]))
+        order
+            .into_iter()
+            .find(|i| self.admit(&self.members[*i], probe))
     }
 
     /// The lowest peak-EWMA time to first byte, weighted by in-flight requests. An endpoint
     /// never measured costs nothing, so each is tried early; ties go round robin.
-    fn least_latency(&self, avoid: &[usize]) -> Option<(usize, Reason)> {
+    fn least_latency(&self, avoid: &[usize], probe: &Cell<bool>) -> Option<(usize, Reason)> {
         let n = self.members.len();
         let start = self.keyless.fetch_add(1, Ordering::Relaxed) as usize;
         let mut scored: Vec<(f64, usize)> = (0..n)
@@ -487,7 +559,7 @@ impl Pool {
         scored.sort_by(|a, b| a.0.total_cmp(&b.0));
         scored
             .into_iter()
-            .find(|(_, i)| self.admit(&self.members[*i]))
+            .find(|(_, i)| self.admit(&self.members[*i], probe))
             .map(|(_, i)| (i, Reason::Balance))
     }
 }
@@ -503,8 +575,12 @@ where
     {
         let mut update = std::pin::pin!(lb.update());
         let mut cx = Context::from_waker(Waker::noop());
-        if let Poll::Ready(Err(e)) = update.as_mut().poll(&mut cx) {
-            tracing::error!("upstream pool update failed: {e}");
+        match update.as_mut().poll(&mut cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => tracing::error!("upstream pool update failed: {e}"),
+            // `Static` never waits; if a Pingora change made it, the pool would have no
+            // endpoints: say so rather than fail every request silently.
+            Poll::Pending => tracing::error!("upstream pool update did not complete at once"),
         }
     }
     lb
@@ -536,18 +612,25 @@ pub enum Outcome<'a> {
     },
 }
 
+/// What a failure costs an endpoint's latency estimate: a fast failure (connection refused,
+/// an instant 500) must not make a broken endpoint look like the quickest.
+const FAILURE_PENALTY: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Pool {
-    /// Learns from a try on endpoint `index`: 5xx, connect errors and timeouts count
-    /// against its circuit, a 429 holds it off for its `retry-after`, anything else closes
-    /// a half-open circuit. 4xx other than 429 say nothing about the endpoint.
-    pub fn report(&self, index: usize, outcome: Outcome<'_>) {
+    /// Learns from a try on endpoint `index`. 5xx, connect errors and timeouts count
+    /// against its circuit when `counts` (the request's first failure: a request that keeps
+    /// failing wherever it goes is more likely its own fault than every endpoint's); a 429
+    /// holds it off for its `retry-after`. Only the probe (`probe`) closes an open circuit,
+    /// with any answer but a 5xx or 429.
+    pub fn report(&self, index: usize, probe: bool, counts: bool, outcome: Outcome<'_>) {
         let Some(member) = self.members.get(index) else {
             return;
         };
         let state = &member.state;
         let failure = |reason: &str| {
             state.record_error(reason);
-            if let Some(policy) = &self.circuit {
+            state.latency.observe(FAILURE_PENALTY);
+            if let Some(policy) = self.circuit.as_ref().filter(|_| counts || probe) {
                 if state.circuit.failure(policy) {
                     tracing::warn!(provider = %self.provider, endpoint = %member.url, "circuit opened: {reason}");
                 }
@@ -560,8 +643,12 @@ impl Pool {
                 ..
             } => {
                 state.record_error("answered 429");
-                if let (Some(_), Some(wait)) = (&self.circuit, retry_after) {
-                    state.circuit.hold_off(wait);
+                match (&self.circuit, retry_after) {
+                    (Some(_), Some(wait)) => state.circuit.hold_off(wait),
+                    (Some(policy), None) if probe => {
+                        state.circuit.failure(policy);
+                    }
+                    _ => {}
                 }
             }
             Outcome::Answered { status, .. } if status >= 500 => {
@@ -569,15 +656,16 @@ impl Pool {
             }
             Outcome::Answered { first_byte, .. } => {
                 state.latency.observe(first_byte);
-                if self.circuit.is_some() {
-                    state.circuit.success();
+                if probe {
+                    state.circuit.probe_succeeded();
+                    tracing::info!(provider = %self.provider, endpoint = %member.url, "circuit closed: the probe was answered");
                 }
             }
             Outcome::Failed { reason, slow } => {
+                failure(reason);
                 if let Some(elapsed) = slow {
                     state.latency.observe(elapsed);
                 }
-                failure(reason);
             }
         }
     }

@@ -155,6 +155,8 @@ fn open_circuits_and_failed_endpoints_are_skipped() {
     for _ in 0..2 {
         p.pool.report(
             1,
+            false,
+            true,
             Outcome::Failed {
                 reason: "refused",
                 slow: None,
@@ -171,6 +173,8 @@ fn open_circuits_and_failed_endpoints_are_skipped() {
         for _ in 0..2 {
             p.pool.report(
                 i,
+                false,
+                true,
                 Outcome::Answered {
                     status: 503,
                     first_byte: Duration::ZERO,
@@ -197,6 +201,8 @@ fn least_latency_prefers_the_fast_endpoint() {
     for (i, ms) in [(0, 400), (1, 20), (2, 900)] {
         p.pool.report(
             i,
+            false,
+            true,
             Outcome::Answered {
                 status: 200,
                 first_byte: Duration::from_millis(ms),
@@ -228,6 +234,8 @@ fn a_rate_limited_endpoint_waits_its_retry_after() {
     );
     p.pool.report(
         0,
+        false,
+        true,
         Outcome::Answered {
             status: 429,
             first_byte: Duration::ZERO,
@@ -240,4 +248,103 @@ fn a_rate_limited_endpoint_waits_its_retry_after() {
     std::thread::sleep(Duration::from_millis(60));
     let back = (0..10).any(|_| p.pool.select(None, &[]).unwrap().index == 0);
     assert!(back, "after its retry-after the endpoint is tried again");
+}
+
+#[test]
+fn only_the_probe_closes_an_open_circuit_and_repeat_failures_do_not_count() {
+    let policy = CircuitPolicy {
+        failures: 2,
+        window: Duration::from_secs(10),
+        open_for: Duration::from_millis(30),
+    };
+    let p = pool(
+        "probe",
+        8001..=8002,
+        PoolSpec {
+            circuit: Some(policy),
+            ..Default::default()
+        },
+    );
+    let fail = |counts: bool| {
+        p.pool.report(
+            0,
+            false,
+            counts,
+            Outcome::Failed {
+                reason: "reset",
+                slow: None,
+            },
+        );
+    };
+    // A request that already failed elsewhere does not count against this endpoint.
+    fail(false);
+    fail(false);
+    fail(false);
+    assert!(p.pool.available() && (0..10).any(|_| p.pool.select(None, &[]).unwrap().index == 0));
+    fail(true);
+    fail(true);
+    for _ in 0..10 {
+        assert_eq!(p.pool.select(None, &[]).unwrap().index, 1, "open");
+    }
+    // A straggler's answer (no probe) leaves it open.
+    let ok = Outcome::Answered {
+        status: 200,
+        first_byte: Duration::from_millis(5),
+        retry_after: None,
+    };
+    p.pool.report(0, false, true, ok);
+    assert_eq!(p.pool.select(None, &[]).unwrap().index, 1);
+    std::thread::sleep(Duration::from_millis(40));
+    let probe = loop {
+        let pick = p.pool.select(None, &[]).unwrap();
+        if pick.index == 0 {
+            break pick;
+        }
+    };
+    assert!(probe.probe, "the first request after open_for is the probe");
+    p.pool.report(
+        0,
+        true,
+        true,
+        Outcome::Answered {
+            status: 200,
+            first_byte: Duration::from_millis(5),
+            retry_after: None,
+        },
+    );
+    assert!(
+        (0..10).any(|_| p.pool.select(None, &[]).unwrap().index == 0),
+        "closed by its probe"
+    );
+}
+
+#[test]
+fn a_rotated_key_gets_fresh_health_checks() {
+    let build = |key: &str| {
+        Provider::new(
+            "rotating",
+            ProviderKind::Openai,
+            vec![Endpoint::parse("http://10.0.0.1:8001", 1).unwrap()],
+            Some(crate::config::Secret::new(key.into())),
+            None,
+            AHashMap::new(),
+            Vec::new(),
+            Timeouts::default(),
+            HeaderValue::from_static("2023-06-01"),
+        )
+        .with_pool(PoolSpec {
+            health: Some(health::HealthPolicy::default()),
+            ..Default::default()
+        })
+    };
+    let (old, same, rotated) = (build("sk-old"), build("sk-old"), build("sk-new"));
+    let group = |p: &Provider| p.pool.health.clone().unwrap();
+    assert!(
+        Arc::ptr_eq(&group(&old), &group(&same)),
+        "a reload that keeps the key keeps the group"
+    );
+    assert!(
+        !Arc::ptr_eq(&group(&old), &group(&rotated)),
+        "no probe goes out with the old key from a group the new snapshot shares"
+    );
 }

@@ -225,3 +225,49 @@ impl RequestCtx {
         self.response.upstream_format.unwrap_or(self.format)
     }
 }
+
+/// What one try writes into the request state: the entry, provider and model it went to,
+/// the format and translation of its request, its start and its endpoint load. Kept aside
+/// with an answer held while later tries run, and put back if that answer is the one the
+/// client gets.
+pub struct TryState {
+    route: Option<Arc<ModelRoute>>,
+    provider: Option<Arc<Provider>>,
+    model: Option<String>,
+    try_started: Option<Instant>,
+    inflight: Option<crate::pool::state::Inflight>,
+    upstream_format: Option<Format>,
+    dropped_params: Vec<&'static str>,
+    translation: Option<ResponseContext>,
+    injected_usage: bool,
+}
+
+impl RequestCtx {
+    /// Takes the current try's state out (see [`TryState`]).
+    pub fn take_try(&mut self) -> TryState {
+        TryState {
+            route: self.route.clone(),
+            provider: self.upstream.provider.clone(),
+            model: self.upstream.model.clone(),
+            try_started: self.upstream.try_started,
+            inflight: self.upstream.inflight.take(),
+            upstream_format: self.response.upstream_format,
+            dropped_params: std::mem::take(&mut self.response.dropped_params),
+            translation: self.translation.context.take(),
+            injected_usage: std::mem::take(&mut self.translation.injected_usage),
+        }
+    }
+
+    /// Puts a try's state back.
+    pub fn restore_try(&mut self, state: TryState) {
+        self.route = state.route;
+        self.upstream.provider = state.provider;
+        self.upstream.model = state.model;
+        self.upstream.try_started = state.try_started;
+        self.upstream.inflight = state.inflight;
+        self.response.upstream_format = state.upstream_format;
+        self.response.dropped_params = state.dropped_params;
+        self.translation.context = state.translation;
+        self.translation.injected_usage = state.injected_usage;
+    }
+}

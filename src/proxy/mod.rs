@@ -35,11 +35,13 @@
 //! Every phase takes the request's [`RequestCtx`], which pins the config snapshot the
 //! request started with.
 
+mod attempt;
 pub(crate) mod body;
 mod ctx;
 pub mod downstream;
 pub mod edge;
 pub mod exchange;
+mod hedge;
 mod hop;
 pub mod modules;
 pub mod phases;

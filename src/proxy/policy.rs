@@ -16,8 +16,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use pingora_core::protocols::http::ServerSession;
 
-use super::ctx::{Attempt, RequestCtx};
-use super::exchange::{Destination, ExchangeError, RequestWire, UpstreamResponse};
+use super::attempt::{try_once, TryError};
+use super::ctx::{Attempt, RequestCtx, TryState};
+use super::exchange::UpstreamResponse;
+use super::hedge::{self, Leg, LegEnd, Raced, Spare};
 use super::hop;
 use super::phases::{RequestBody, UpstreamRequest};
 use super::Gateway;
@@ -37,20 +39,6 @@ struct Candidate {
     requested: String,
 }
 
-/// Why one try did not give the client its answer.
-enum TryError {
-    /// Nothing was sent: this target cannot take the request as written.
-    Refused(GatewayError),
-    Failed {
-        error: GatewayError,
-        /// Metric outcome: `error` or `timeout`.
-        kind: &'static str,
-        /// The request may have been acted on: it must not be sent again.
-        may_have_run: bool,
-    },
-    ClientGone,
-}
-
 /// Tries candidates in order until one answers with a response header that is not a
 /// retryable failure, or none is left (or a failure may have run the request).
 ///
@@ -68,7 +56,7 @@ pub async fn proxy_upstream(
     let candidates = candidates(ctx)?;
     let mut last_error: Option<GatewayError> = None;
     let mut refused: Option<GatewayError> = None;
-    let mut held: Option<UpstreamResponse> = None;
+    let mut held: Option<(UpstreamResponse, TryState)> = None;
     let key = match &ctx.principal {
         Some(Principal::Key(entry)) => Some(entry.name.clone()),
         _ => None,
@@ -87,21 +75,21 @@ pub async fn proxy_upstream(
         };
         let order = route.target_order(&hints);
         let attempts = route.retry.attempts.max(1);
-        // Every endpoint of every target once, plus each target once (a refusal).
+        // Every endpoint of every target once.
         let free_limit: usize = route
             .targets
             .iter()
-            .map(|t| t.provider.endpoints.len() + 1)
+            .map(|t| t.provider.endpoints.len())
             .sum();
+        // Targets that cannot take this request at all (no endpoint can, or its request
+        // cannot be built): skipped for the rest of this entry, at no cost.
+        let mut exhausted: Vec<usize> = Vec::new();
         let (mut counted, mut free, mut turn) = (0u32, 0usize, 0usize);
         while counted < attempts {
-            let Some(target) = order
-                .get(turn % order.len().max(1))
-                .and_then(|i| route.targets.get(*i))
-            else {
+            let Some(target_index) = next_target(&order, &exhausted, &mut turn) else {
                 break;
             };
-            turn += 1;
+            let target = &route.targets[target_index];
             let model = ModelRoute::upstream_model(
                 target,
                 &candidate.requested,
@@ -111,72 +99,131 @@ pub async fn proxy_upstream(
             ctx.route = Some(route.clone());
             ctx.upstream.provider = Some(target.provider.clone());
             ctx.upstream.model = Some(model.clone());
-            let provider = target.provider.clone();
             let pick = match gw
                 .chain
                 .upstream_peer(target, session.req_header(), body, ctx)
             {
                 Ok(pick) => pick,
                 Err(error) => {
-                    record(ctx, &provider, "no_healthy_endpoint".into());
+                    record(ctx, &target.provider, "no_healthy_endpoint".into());
                     last_error = Some(error);
-                    spend_unsent(
-                        untried(ctx, &route),
-                        &route,
-                        &mut counted,
-                        &mut free,
-                        free_limit,
-                    )
-                    .await;
+                    exhausted.push(target_index);
                     continue;
                 }
             };
-            let endpoint_index = pick.index;
-            let Some(endpoint) = provider.endpoints.get(endpoint_index) else {
-                break;
-            };
-            ctx.upstream.inflight = Some(pick.inflight);
-            let format = provider.kind.format_for(ctx.format);
+            let format = target.provider.kind.format_for(ctx.format);
             ctx.response.upstream_format = Some(format);
             let started = Instant::now();
             ctx.upstream.try_started = Some(started);
-            let built = hop::upstream_request(&session.req_header().headers)
-                .and_then(|base| build(gw, ctx, body, base, target, endpoint, &model, format));
-            let outcome = match built {
-                Ok((header, bytes)) => {
-                    try_once(gw, session, ctx, &provider, endpoint, &header, &bytes).await
+            let built = target
+                .provider
+                .endpoints
+                .get(pick.index)
+                .ok_or_else(|| GatewayError::Internal("no such endpoint".into()))
+                .and_then(|endpoint| {
+                    hop::upstream_request(&session.req_header().headers).and_then(|base| {
+                        build(gw, ctx, body, base, target, endpoint, &model, format)
+                    })
+                });
+            let request = match built {
+                Ok(request) => request,
+                Err(error) => {
+                    if pick.probe {
+                        target.provider.pool.release_probe(pick.index);
+                    }
+                    record(ctx, &target.provider, "refused".into());
+                    refused.get_or_insert(error);
+                    exhausted.push(target_index);
+                    continue;
                 }
-                Err(e) => Err(TryError::Refused(e)),
             };
+            let primary = Leg {
+                target: target_index,
+                endpoint: pick.index,
+                model,
+                probe: pick.probe,
+                started,
+                inflight: pick.inflight,
+            };
+            let Raced {
+                leg,
+                outcome,
+                others,
+            } = match route.hedge {
+                Some(policy) => {
+                    let spare = Spare {
+                        route: &route,
+                        order: &order,
+                        requested: &candidate.requested,
+                        capture: candidate.capture.as_deref(),
+                    };
+                    hedge::race(gw, session, ctx, body, &spare, policy, primary, request).await
+                }
+                None => {
+                    let provider = target.provider.clone();
+                    let endpoint = provider.endpoints[primary.endpoint].clone();
+                    let (header, bytes) = request;
+                    let outcome = try_once(
+                        &gw.exchange,
+                        session,
+                        ctx,
+                        provider,
+                        endpoint,
+                        header,
+                        bytes,
+                    )
+                    .await;
+                    Raced {
+                        leg: primary,
+                        outcome,
+                        others: Vec::new(),
+                    }
+                }
+            };
+            for (other, end) in others {
+                settle_other(ctx, &route, other, end);
+            }
+            // The attempt whose outcome counts (a hedge may have won).
+            let target = &route.targets[leg.target];
+            let provider = target.provider.clone();
+            let endpoint_index = leg.endpoint;
+            let endpoint_url = provider.endpoints[endpoint_index].url.clone();
+            ctx.upstream.provider = Some(provider.clone());
+            ctx.upstream.model = Some(leg.model);
+            ctx.upstream.try_started = Some(leg.started);
+            ctx.upstream.inflight = Some(leg.inflight);
             let label = |outcome: &str| {
                 metrics()
                     .upstream_attempts
-                    .with_label_values(&[&provider.name, &endpoint.url, outcome])
+                    .with_label_values(&[&provider.name, &endpoint_url, outcome])
                     .inc();
             };
+            let first_failure = ctx.upstream.failed.is_empty();
             match outcome {
                 Ok(upstream) => {
                     let header = upstream.header();
                     let status = header.map_or(0, |h| h.status.as_u16());
                     if status < 500 && status != 429 {
-                        target.latency.observe(started.elapsed());
+                        target.latency.observe(leg.started.elapsed());
                     }
                     provider.pool.report(
                         endpoint_index,
+                        leg.probe,
+                        first_failure,
                         Outcome::Answered {
                             status,
-                            first_byte: started.elapsed(),
+                            first_byte: leg.started.elapsed(),
                             retry_after: header.and_then(|h| retry_after(&h.headers)),
                         },
                     );
                     counted += 1;
                     if retryable_status(status) {
-                        label("retried");
                         record(ctx, &provider, format!("status_{status}"));
                         ctx.upstream
                             .failed
                             .push((provider.name.clone(), endpoint_index));
-                        held = Some(upstream);
+                        label("retried");
+                        held = Some((upstream, ctx.take_try()));
                         if counted < attempts {
                             tokio::time::sleep(route.retry.delay(counted)).await;
                         }
@@ -186,19 +233,10 @@ pub async fn proxy_upstream(
                     record(ctx, &provider, "ok".into());
                     return Ok(upstream);
                 }
-                Err(TryError::Refused(error)) => {
-                    record(ctx, &provider, "refused".into());
-                    refused.get_or_insert(error);
-                    spend_unsent(
-                        untried(ctx, &route),
-                        &route,
-                        &mut counted,
-                        &mut free,
-                        free_limit,
-                    )
-                    .await;
-                }
                 Err(TryError::ClientGone) => {
+                    if leg.probe {
+                        provider.pool.release_probe(endpoint_index);
+                    }
                     ctx.response.client_gone = true;
                     return Err(GatewayError::Internal(
                         "client closed the connection".into(),
@@ -209,41 +247,111 @@ pub async fn proxy_upstream(
                     kind,
                     may_have_run,
                 }) => {
-                    let slow = (kind == "timeout").then(|| started.elapsed());
+                    let slow = (kind == "timeout").then(|| leg.started.elapsed());
                     provider.pool.report(
                         endpoint_index,
+                        leg.probe,
+                        first_failure,
                         Outcome::Failed {
                             reason: &error.to_string(),
                             slow,
                         },
                     );
-                    label(if may_have_run { kind } else { "retried" });
                     record(ctx, &provider, kind.to_owned());
                     ctx.upstream
                         .failed
                         .push((provider.name.clone(), endpoint_index));
                     if may_have_run {
+                        label(kind);
                         return Err(error);
                     }
+                    label("retried");
                     last_error = Some(error);
-                    spend_unsent(
-                        untried(ctx, &route),
-                        &route,
-                        &mut counted,
-                        &mut free,
-                        free_limit,
-                    )
-                    .await;
+                    let untried = untried(ctx, &route, &exhausted);
+                    spend_unsent(untried, &route, &mut counted, &mut free, free_limit).await;
                 }
             }
         }
     }
-    if let Some(answer) = held {
+    if let Some((answer, state)) = held {
+        // The answer the client gets is described as the try that got it.
+        ctx.restore_try(state);
         return Ok(answer);
     }
     Err(last_error
         .or(refused)
         .unwrap_or_else(|| GatewayError::Internal("no upstream candidate".into())))
+}
+
+/// The next target in `order` (round robin from `turn`) that is not exhausted.
+fn next_target(order: &[usize], exhausted: &[usize], turn: &mut usize) -> Option<usize> {
+    for _ in 0..order.len() {
+        let candidate = order[*turn % order.len()];
+        *turn += 1;
+        if !exhausted.contains(&candidate) {
+            return Some(candidate);
+        }
+    }
+    None
+}
+
+/// Books an attempt of a hedged try that did not win.
+fn settle_other(ctx: &mut RequestCtx, route: &ModelRoute, leg: Leg, end: LegEnd) {
+    let Some(target) = route.targets.get(leg.target) else {
+        return;
+    };
+    let provider = &target.provider;
+    let url = provider.endpoints.get(leg.endpoint).map_or("", |e| &*e.url);
+    let counter = |outcome: &str| {
+        metrics()
+            .upstream_attempts
+            .with_label_values(&[&provider.name, url, outcome])
+            .inc();
+    };
+    match end {
+        LegEnd::Cancelled => {
+            if leg.probe {
+                provider.pool.release_probe(leg.endpoint);
+            }
+            counter("hedge_cancelled");
+            record(ctx, provider, "hedge_cancelled".into());
+        }
+        LegEnd::Unused(status) => {
+            provider.pool.report(
+                leg.endpoint,
+                leg.probe,
+                false,
+                Outcome::Answered {
+                    status,
+                    first_byte: leg.started.elapsed(),
+                    retry_after: None,
+                },
+            );
+            counter("hedge_cancelled");
+            record(ctx, provider, format!("hedge_cancelled_status_{status}"));
+        }
+        LegEnd::Failed(TryError::Failed { error, kind, .. }) => {
+            provider.pool.report(
+                leg.endpoint,
+                leg.probe,
+                ctx.upstream.failed.is_empty(),
+                Outcome::Failed {
+                    reason: &error.to_string(),
+                    slow: None,
+                },
+            );
+            counter(kind);
+            record(ctx, provider, kind.to_owned());
+            ctx.upstream
+                .failed
+                .push((provider.name.clone(), leg.endpoint));
+        }
+        LegEnd::Failed(_) => {
+            if leg.probe {
+                provider.pool.release_probe(leg.endpoint);
+            }
+        }
+    }
 }
 
 /// After a try that reached no provider: moving on to an endpoint this request has not
@@ -266,16 +374,21 @@ async fn spend_unsent(
     }
 }
 
-/// Whether some endpoint of the route's targets has not failed this request yet.
-fn untried(ctx: &RequestCtx, route: &ModelRoute) -> bool {
+/// Whether some endpoint of the route's usable targets has not failed this request yet.
+fn untried(ctx: &RequestCtx, route: &ModelRoute, exhausted: &[usize]) -> bool {
     let failed = &ctx.upstream.failed;
-    route.targets.iter().any(|t| {
-        (0..t.provider.endpoints.len()).any(|i| {
-            !failed
-                .iter()
-                .any(|(name, j)| *name == t.provider.name && *j == i)
+    route
+        .targets
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !exhausted.contains(i))
+        .any(|(_, t)| {
+            (0..t.provider.endpoints.len()).any(|i| {
+                !failed
+                    .iter()
+                    .any(|(name, j)| *name == t.provider.name && *j == i)
+            })
         })
-    })
 }
 
 /// A `retry-after` in seconds (the HTTP-date form is rare from model APIs and ignored),
@@ -316,7 +429,7 @@ fn candidates(ctx: &RequestCtx) -> Result<Vec<Candidate>, GatewayError> {
 }
 
 /// 5xx, 429 and 408 mean "this target cannot serve it now": another one may.
-fn retryable_status(status: u16) -> bool {
+pub(super) fn retryable_status(status: u16) -> bool {
     status >= 500 || status == 429 || status == 408
 }
 
@@ -330,7 +443,7 @@ fn record(ctx: &mut RequestCtx, provider: &Provider, outcome: String) {
 /// The request for one try, as the upstream phases build it from `base` (the client's
 /// end-to-end headers).
 #[allow(clippy::too_many_arguments)]
-fn build(
+pub(super) fn build(
     gw: &Gateway,
     ctx: &mut RequestCtx,
     body: &RequestBody,
@@ -362,94 +475,6 @@ fn build(
         .insert_header(http::header::CONTENT_LENGTH, body.len())
         .map_err(|e| GatewayError::Internal(format!("cannot frame the request: {e}").into()))?;
     Ok((header, body))
-}
-
-/// One try: resolve, connect, send, wait for the response header, while watching for the
-/// client going away. The time spent on the network is booked to `ctx.upstream.wait`, which
-/// `sira_overhead_seconds` excludes.
-async fn try_once(
-    gw: &Gateway,
-    session: &mut ServerSession,
-    ctx: &mut RequestCtx,
-    provider: &Provider,
-    endpoint: &crate::provider::Endpoint,
-    header: &pingora_http::RequestHeader,
-    body: &Bytes,
-) -> Result<UpstreamResponse, TryError> {
-    let unreachable = |reason: String| TryError::Failed {
-        error: GatewayError::UpstreamUnreachable {
-            provider: provider.name.to_string(),
-            reason,
-        },
-        kind: "error",
-        may_have_run: false,
-    };
-    let wire = RequestWire::new(header, body)
-        .map_err(|e| unreachable(format!("cannot build request: {e}")))?;
-    let network = Instant::now();
-    let exchange = async {
-        let addr = endpoint
-            .addr(provider.timeouts.connect)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let mut timeouts = provider.timeouts;
-        // `total` bounds the whole exchange, the wait for the header included.
-        if let Some(total) = timeouts.total {
-            timeouts.first_byte = timeouts.first_byte.min(total);
-        }
-        let dest = Destination {
-            addr,
-            endpoint,
-            timeouts,
-        };
-        gw.exchange
-            .send(&dest, &wire)
-            .await
-            .map_err(|e| failed(provider, e))
-    };
-    // The end of a shutdown's grace period is not watched here: a request still waiting for
-    // its answer then is ended with the process (its connection closed). Watching costs a
-    // waiter registration on every request, since every request waits here; streams, which
-    // are what outlasts a grace period, watch it between events (`relay`).
-    let outcome = tokio::select! {
-        outcome = exchange => outcome,
-        _ = session.read_body_or_idle(true) => Err(TryError::ClientGone),
-    };
-    ctx.upstream.wait += network.elapsed();
-    outcome
-}
-
-fn failed(provider: &Provider, e: ExchangeError) -> TryError {
-    let name = provider.name.to_string();
-    let may_have_run = e.may_have_run();
-    let (error, kind) = match e {
-        ExchangeError::ConnectTimeout(after) | ExchangeError::FirstByteTimeout(after) => (
-            GatewayError::UpstreamTimeout {
-                provider: name,
-                after,
-            },
-            "timeout",
-        ),
-        ExchangeError::BadResponse(_) => (
-            GatewayError::UpstreamBroken {
-                provider: name,
-                reason: e.to_string(),
-            },
-            "error",
-        ),
-        ExchangeError::Connect(_) | ExchangeError::Unsent(_) | ExchangeError::NoResponse(_) => (
-            GatewayError::UpstreamUnreachable {
-                provider: name,
-                reason: e.to_string(),
-            },
-            "error",
-        ),
-    };
-    TryError::Failed {
-        error,
-        kind,
-        may_have_run,
-    }
 }
 
 /// When the exchange with the provider that answered must be over (`timeouts.total`,

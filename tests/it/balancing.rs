@@ -595,3 +595,91 @@ async fn least_latency_sends_the_load_to_the_fast_endpoint() {
         posts(&slow)
     );
 }
+
+#[tokio::test]
+async fn a_slow_first_byte_is_hedged_on_another_endpoint() {
+    let slow = MockProvider::start_with(MockConfig {
+        hang: Some(sira_mock::Hang::For(Duration::from_secs(3))),
+        ..Default::default()
+    });
+    let fast = MockProvider::start();
+    let urls = [slow.url(), fast.url()];
+    let hedge = "    hedge: { after: 150ms, max: 1 }\n";
+    let sira = Sira::start(&fleet(&urls, "", hedge), "");
+    let mut hedged = 0;
+    for _ in 0..6 {
+        let started = Instant::now();
+        let resp = chat(&sira, &[], hello()).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let attempts = resp.headers()["x-sira-attempts"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        resp.bytes().await.unwrap();
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(2),
+            "answered by the hedge, not the slow one: {took:?}"
+        );
+        if attempts.contains("hedge_cancelled") {
+            assert!(
+                took >= Duration::from_millis(150),
+                "the hedge waited its turn: {took:?}"
+            );
+            assert_eq!(attempts, "2 (fleet: hedge_cancelled, fleet: ok)");
+            hedged += 1;
+        }
+    }
+    assert!(
+        hedged >= 2,
+        "round robin sent some to the slow endpoint: {hedged}"
+    );
+    assert!(
+        slow.wait_aborted_async(hedged, Duration::from_secs(2))
+            .await
+            || posts(&slow) >= hedged,
+        "the slow attempts were sent"
+    );
+    let cancelled = format!("sira_upstream_attempts_total{{endpoint=\"{}\",outcome=\"hedge_cancelled\",provider=\"fleet\"}}", urls[0]);
+    assert_eq!(sira.metric(&cancelled).await, hedged as f64);
+    let by_hedge = format!(
+        "sira_upstream_selections_total{{endpoint=\"{}\",provider=\"fleet\",reason=\"hedge\"}}",
+        urls[1]
+    );
+    assert_eq!(sira.metric(&by_hedge).await, hedged as f64);
+}
+
+#[tokio::test]
+async fn a_held_answer_is_told_as_the_try_that_got_it() {
+    let overloaded = MockProvider::start_with(MockConfig {
+        status: Some(529),
+        ..Default::default()
+    });
+    let config = format!(
+        "{}providers:\n  claude:\n    kind: anthropic\n    endpoints: [\"{}\"]\n    api_key: sk-ant\n  local:\n    kind: openai-compatible\n    endpoints: [\"{}\"]\nmodels:\n  m:\n    route: ordered\n    targets: [{{ provider: claude, model: claude-x }}, {{ provider: local, model: served }}]\n    retry: {{ attempts: 2, backoff: 10ms, max_backoff: 20ms }}\n",
+        keys_section(),
+        overloaded.url(),
+        dead_url()
+    );
+    let sira = Sira::start(&config, "");
+    let resp = chat(&sira, &[], hello()).send().await.unwrap();
+    assert_eq!(
+        resp.headers()["x-sira-provider"],
+        "claude",
+        "the answer is Anthropic's"
+    );
+    assert_eq!(resp.headers()["x-sira-model"], "claude-x");
+    assert_eq!(
+        resp.headers()["x-sira-attempts"],
+        "2 (claude: status_529, local: error)"
+    );
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap();
+    assert!(status == 529 || status == 503, "{status}");
+    // Translated from Anthropic's error shape into the OpenAI client's.
+    assert!(body["error"]["message"].is_string(), "{body}");
+    assert!(
+        body.get("type") != Some(&json!("error")),
+        "not Anthropic's envelope: {body}"
+    );
+}

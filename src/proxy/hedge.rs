@@ -1,0 +1,281 @@
+//! Hedged tries (`models.<name>.hedge`): when the provider has not answered within
+//! `after`, the same request goes to another endpoint (or another target spoken to in the
+//! client's own format) while the first keeps running; the first useful answer wins and
+//! the others are cancelled at once (their connections closed).
+//!
+//! Hedging sends a request that may already be running a second time: it is opt-in, per
+//! model, for operators who would rather pay for a duplicate than wait on a stuck server.
+//! A cancelled attempt reported no usage (it never answered, or its answer was dropped
+//! unread): it is listed in `x-sira-attempts` and counted as
+//! `sira_upstream_attempts_total{outcome="hedge_cancelled"}`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Instant;
+
+use bytes::Bytes;
+use pingora_core::protocols::http::ServerSession;
+use pingora_http::RequestHeader;
+
+use super::attempt::{send, TryError};
+use super::ctx::RequestCtx;
+use super::exchange::UpstreamResponse;
+use super::phases::RequestBody;
+use super::Gateway;
+use crate::models::{HedgePolicy, ModelRoute};
+use crate::pool::state::Inflight;
+
+/// One attempt of a hedged try.
+pub struct Leg {
+    /// Index into the route's targets.
+    pub target: usize,
+    /// Index into that target's provider's endpoints.
+    pub endpoint: usize,
+    pub model: String,
+    pub probe: bool,
+    pub started: Instant,
+    pub inflight: Inflight,
+}
+
+/// How an attempt that did not win ended.
+pub enum LegEnd {
+    /// Still waiting for its answer when another won: dropped.
+    Cancelled,
+    /// Answered with this status, but another answer was used.
+    Unused(u16),
+    Failed(TryError),
+}
+
+/// What a hedged try came to: the winning (or, when all failed, the first) attempt and its
+/// outcome, and how every other attempt ended.
+pub struct Raced {
+    pub leg: Leg,
+    pub outcome: Result<UpstreamResponse, TryError>,
+    pub others: Vec<(Leg, LegEnd)>,
+}
+
+type Pending<'a> = Pin<Box<dyn Future<Output = Result<UpstreamResponse, TryError>> + Send + 'a>>;
+
+/// Where the next hedge may go, and its request.
+pub struct Spare<'a> {
+    pub route: &'a ModelRoute,
+    pub order: &'a [usize],
+    pub requested: &'a str,
+    pub capture: Option<&'a str>,
+}
+
+/// Runs `primary` (with its request), starting another attempt every `policy.after` until
+/// one answers usefully or `policy.max` more are running.
+#[allow(clippy::too_many_arguments)]
+pub async fn race(
+    gw: &Gateway,
+    session: &mut ServerSession,
+    ctx: &mut RequestCtx,
+    body: &RequestBody,
+    spare: &Spare<'_>,
+    policy: HedgePolicy,
+    primary: Leg,
+    request: (RequestHeader, Bytes),
+) -> Raced {
+    let network = Instant::now();
+    let route = spare.route;
+    let start = |leg: &Leg, (header, bytes): (RequestHeader, Bytes)| -> Option<Pending<'_>> {
+        let provider = route.targets.get(leg.target)?.provider.clone();
+        let endpoint = provider.endpoints.get(leg.endpoint)?.clone();
+        Some(Box::pin(send(
+            &gw.exchange,
+            provider,
+            endpoint,
+            header,
+            bytes,
+        )))
+    };
+    let mut legs: Vec<Leg> = Vec::with_capacity(1 + policy.max as usize);
+    let mut running: Vec<Option<Pending<'_>>> = Vec::with_capacity(legs.capacity());
+    let mut ends: Vec<Option<Result<UpstreamResponse, TryError>>> = Vec::new();
+    running.push(start(&primary, request));
+    legs.push(primary);
+    ends.push(None);
+    let mut next_hedge = tokio::time::Instant::now() + policy.after;
+    let mut hedges = 0;
+    let winner = loop {
+        let first = std::future::poll_fn(|cx| {
+            for (i, slot) in running.iter_mut().enumerate() {
+                if let Some(pending) = slot {
+                    if let Poll::Ready(outcome) = pending.as_mut().poll(cx) {
+                        *slot = None;
+                        return Poll::Ready((i, outcome));
+                    }
+                }
+            }
+            Poll::Pending
+        });
+        let hedge_due = async {
+            if hedges < policy.max {
+                tokio::time::sleep_until(next_hedge).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            (i, outcome) = first => {
+                let useful = matches!(&outcome, Ok(r) if !super::policy::retryable_status(status(r)));
+                ends[i] = Some(outcome);
+                if useful {
+                    break Some(i);
+                }
+                if running.iter().all(Option::is_none) && hedges >= policy.max {
+                    break None;
+                }
+            }
+            () = hedge_due => {
+                hedges += 1;
+                next_hedge += policy.after;
+                let client = session.req_header().headers.clone();
+                if let Some((leg, request)) = next_leg(gw, ctx, body, spare, &legs, &client) {
+                    running.push(start(&leg, request));
+                    legs.push(leg);
+                    ends.push(None);
+                } else if running.iter().all(Option::is_none) {
+                    break None;
+                }
+            }
+            _ = session.read_body_or_idle(true) => {
+                ends[0] = Some(Err(TryError::ClientGone));
+                break Some(0);
+            }
+        }
+    };
+    // Dropping the futures still running cancels them (closes their connections).
+    drop(running);
+    ctx.upstream.wait += network.elapsed();
+    // No useful answer: a held answer beats an error; the primary's error otherwise.
+    let winner = winner.unwrap_or_else(|| {
+        ends.iter()
+            .position(|e| matches!(e, Some(Ok(_))))
+            .unwrap_or(0)
+    });
+    let mut outcome = None;
+    let mut others = Vec::new();
+    for (i, (leg, end)) in legs.into_iter().zip(ends).enumerate() {
+        if i == winner {
+            outcome = Some((leg, end));
+            continue;
+        }
+        let end = match end {
+            Some(Ok(response)) => LegEnd::Unused(status(&response)),
+            Some(Err(error)) => LegEnd::Failed(error),
+            None => LegEnd::Cancelled,
+        };
+        others.push((leg, end));
+    }
+    match outcome {
+        Some((leg, end)) => Raced {
+            leg,
+            outcome: end.unwrap_or(Err(TryError::ClientGone)),
+            others,
+        },
+        // `winner` indexes `legs`, which is never empty: the primary is in it.
+        None => unreachable_race(others),
+    }
+}
+
+fn status(response: &UpstreamResponse) -> u16 {
+    response.header().map_or(0, |h| h.status.as_u16())
+}
+
+/// The primary leg is always present, so a winner is always found; keeps the type checker
+/// honest without a panic.
+fn unreachable_race(mut others: Vec<(Leg, LegEnd)>) -> Raced {
+    let (leg, end) = others.remove(0);
+    let outcome = match end {
+        LegEnd::Failed(error) => Err(error),
+        _ => Err(TryError::ClientGone),
+    };
+    Raced {
+        leg,
+        outcome,
+        others,
+    }
+}
+
+/// The next hedge: another endpoint of a target already tried, else the next target in
+/// order that is spoken to in the client's own format (so the request state the first
+/// attempt built holds for it too).
+fn next_leg(
+    gw: &Gateway,
+    ctx: &mut RequestCtx,
+    body: &RequestBody,
+    spare: &Spare<'_>,
+    legs: &[Leg],
+    client: &http::HeaderMap,
+) -> Option<(Leg, (RequestHeader, Bytes))> {
+    let route = spare.route;
+    let first_target = legs.first()?.target;
+    let (client_format, first_format) = (ctx.format, ctx.response.upstream_format);
+    let same_format = |i: usize| {
+        route.targets.get(i).is_some_and(|t| {
+            let format = t.provider.kind.format_for(client_format);
+            format == client_format && Some(format) == first_format
+        })
+    };
+    let candidates = std::iter::once(first_target).chain(
+        spare
+            .order
+            .iter()
+            .copied()
+            .filter(|i| *i != first_target && same_format(*i)),
+    );
+    for target_index in candidates {
+        let target = route.targets.get(target_index)?;
+        let provider = &target.provider;
+        let avoid: Vec<usize> = legs
+            .iter()
+            .filter(|l| {
+                l.target == target_index || Arc::ptr_eq(&route.targets[l.target].provider, provider)
+            })
+            .map(|l| l.endpoint)
+            .chain(
+                ctx.upstream
+                    .failed
+                    .iter()
+                    .filter(|(name, _)| *name == provider.name)
+                    .map(|(_, i)| *i),
+            )
+            .collect();
+        let Some(pick) = provider.pool.select_hedge(&avoid) else {
+            continue;
+        };
+        let Some(endpoint) = provider.endpoints.get(pick.index) else {
+            continue;
+        };
+        let model = ModelRoute::upstream_model(target, spare.requested, spare.capture).to_owned();
+        let format = provider.kind.format_for(ctx.format);
+        let built = super::hop::upstream_request(client).and_then(|base| {
+            super::policy::build(gw, ctx, body, base, target, endpoint, &model, format)
+        });
+        match built {
+            Ok(request) => {
+                return Some((
+                    Leg {
+                        target: target_index,
+                        endpoint: pick.index,
+                        model,
+                        probe: pick.probe,
+                        started: Instant::now(),
+                        inflight: pick.inflight,
+                    },
+                    request,
+                ))
+            }
+            Err(_) => {
+                if pick.probe {
+                    provider.pool.release_probe(pick.index);
+                }
+            }
+        }
+    }
+    None
+}

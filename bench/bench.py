@@ -691,6 +691,17 @@ def scenario_g(env, t):
     return run_load(env, t, req, s["big_conns"], s["big_s"], "(g)")
 
 
+def scenario_h(env, t):
+    """(a)'s request to a three-endpoint pool with consistent hashing on a header: the cost
+    of choosing an endpoint is (h) − (a). One session id for every request, so under load
+    its endpoint fills up to the bound and the rest spill along the ring: the dearer path
+    of the selection, not the cheapest."""
+    s = env.args.s
+    req = chat_req(env, t.name, model="gpt-4o-pool", headers=["x-session-id: bench-session"],
+                   name="pool")
+    return run_load(env, t, req, s["conns"], s["load_s"], "(h)")
+
+
 SCENARIOS = [
     ("a", "small chat JSON, key auth + accounting", scenario_a, PASSTHROUGH),
     ("b", "small chat JSON, translated OpenAI→Anthropic", scenario_b, TARGETS),
@@ -701,6 +712,9 @@ SCENARIOS = [
     ("e", "10,000 open slow streams", scenario_e, ["nginx", "sira"]),
     ("f", "config reload every second under load", scenario_f, ["nginx", "sira"]),
     ("g", "1 MB request bodies", scenario_g, PASSTHROUGH),
+    # Only sira pools endpoints this way; its figure is read against its own (a).
+    ("h", "small chat JSON to a 3-endpoint pool, consistent hash on a header", scenario_h,
+     ["sira"]),
 ]
 
 
@@ -711,8 +725,8 @@ def callgrind(env, smoke):
     out = {}
     # Valgrind's start and the annotation take most of the time; the counts per request are
     # the same from a few hundred requests on (±0.3 %).
-    for key, n in (("a", 50 if smoke else 300), ("c", 5 if smoke else 30),
-                   ("d", 5 if smoke else 30)):
+    for key, n in (("a", 50 if smoke else 300), ("p", 50 if smoke else 300),
+                   ("c", 5 if smoke else 30), ("d", 5 if smoke else 30)):
         r = subprocess.run(["bash", str(BENCH / "profile.sh"), key, str(n)], capture_output=True,
                            text=True, timeout=600, cwd=ROOT,
                            env=dict(os.environ, SIRA_BIN_DIR=str(env.bin)))
@@ -890,6 +904,10 @@ def verdicts(results, smoke):
         None if ls is None or ld is None else f"{(ls - ld) / 1e3:.3f} ms; p90 {lp / 1e3:.2f} ms",
         None if ls is None or ld is None else (ls - ld) / 1e3 < DELAYED_ACK_FLOOR_MS
         and lp / 1e3 < 40)
+    ha, hh = get(results, "a", "sira", "cpu_us"), get(results, "h", "sira", "cpu_us")
+    add("(h) pool selection CPU per request over one endpoint, (h) − (a)", "≤ 2 µs",
+        None if ha is None or hh is None else f"{hh - ha:+.2f} µs",
+        None if ha is None or hh is None else hh - ha <= 2.0)
     idle = get(results, "e", "sira", "idle_rss_mb")
     add("(e) idle RSS", f"≤ {IDLE_RSS_MB} MB", fmt(idle, 1, " MB"),
         None if idle is None else idle <= IDLE_RSS_MB)
@@ -965,10 +983,14 @@ def callgrind_section(cg):
              " so this is the figure to compare before and after a change"
              " (`bash bench/profile.sh a|c|d` for the full profile).", "",
              "| scenario | requests | instructions per request |", "|---|---:|---:|"]
-    for key, label in (("a", "(a) small chat JSON"), ("c", "(c) 100-event SSE stream"),
+    for key, label in (("a", "(a) small chat JSON"),
+                       ("p", "(h) the same through a 3-endpoint consistent-hash pool"),
+                       ("c", "(c) 100-event SSE stream"),
                        ("d", "(d) 100-event SSE stream, translated")):
         if key in cg:
             lines.append(f"| {label} | {cg[key]['n']} | {cg[key]['instr']:,} |")
+    if "a" in cg and "p" in cg:
+        lines.append(f"| pool selection, (h) − (a) | | {cg['p']['instr'] - cg['a']['instr']:+,} |")
     for key, label in (("a", "(a)"), ("c", "(c)"), ("d", "(d)")):
         if key in cg and cg[key]["top"]:
             lines += ["", f"Heaviest sira frames in {label}, inclusive instructions per"
@@ -1064,7 +1086,7 @@ def render(results, info, env, vs, elapsed, cg=None):
 def parse_args():
     ap = argparse.ArgumentParser(description="sira benchmark harness (see bench/run.sh)")
     ap.add_argument("--smoke", action="store_true", help="seconds per scenario, for CI")
-    ap.add_argument("--only", default="abcdefg", help="scenario letters to run, e.g. ac")
+    ap.add_argument("--only", default="abcdefgh", help="scenario letters to run, e.g. ac")
     ap.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
                     help=f"comma-separated, of {','.join(ALL_TARGETS)}")
     ap.add_argument("--bin-dir", default=str(ROOT / "target" / "release"))
@@ -1160,7 +1182,7 @@ def main():
     report = render(results, info, env, vs, elapsed, cg)
     if args.out:
         out = Path(args.out)
-    elif (not args.smoke and args.only == "abcdefg"
+    elif (not args.smoke and args.only == "abcdefgh"
           and set(args.targets.split(",")) >= set(DEFAULT_TARGETS)):
         out = BENCH / "RESULTS.md"
     else:

@@ -25,7 +25,9 @@ case "$scenario" in
     # The Anthropic stream's 94 deltas plus its 6 framing events make 100, as in the bench.
     d) n=${2:-200}; events=94; stream=true; model=claude-bench ;;
     r) n=${2:-200}; events=96; stream=true; model=gpt-4o ;;
-    *) echo "usage: bash bench/profile.sh a|b|c|d|r [N]" >&2; exit 2 ;;
+    # (a) through the three-endpoint consistent-hash pool: p − a is the selection's cost.
+    p) n=${2:-2000}; events=7; stream=false; model=gpt-4o-pool ;;
+    *) echo "usage: bash bench/profile.sh a|b|c|d|r|p [N]" >&2; exit 2 ;;
 esac
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
 bin=${SIRA_BIN_DIR:-target/release}
@@ -75,7 +77,8 @@ printf '%s' "$body" >"$out/body.json"
 drive() {
     python3 bench/sse_client.py probe --url "http://127.0.0.1:$port$path" \
         --body "$out/body.json" --header "Authorization: Bearer sk-sira-bench" \
-        --header "x-mock-events: $events" --expect "$expect" --warmup 0 -n "$1" --timeout 120
+        --header "x-mock-events: $events" --header "x-session-id: profile" \
+        --expect "$expect" --warmup 0 -n "$1" --timeout 120
 }
 drive 50 >/dev/null                      # warm-up: pools, lazies, allocator
 callgrind_control --zero "$vg" >/dev/null

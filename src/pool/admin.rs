@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use super::circuit::CircuitState;
 use crate::config::Snapshot;
 use crate::metrics::metrics;
+use crate::models::ModelRoute;
 
 /// Every provider's pool and endpoint: health, circuit, in-flight, latency, last error.
 pub fn describe(snap: &Snapshot) -> Value {
@@ -82,11 +83,20 @@ pub fn publish_gauges(snap: &Snapshot) {
     }
 }
 
-/// Model entries none of whose targets has an endpoint that could take a request now.
+/// Model entries that could serve no request now: none of their targets, nor any of their
+/// fallbacks' targets, has an endpoint that could take one.
 pub fn stranded_models(snap: &Snapshot) -> Vec<String> {
+    let servable = |route: &ModelRoute| route.targets.iter().any(|t| t.provider.pool.available());
     snap.models
         .all()
-        .filter(|route| !route.targets.iter().any(|t| t.provider.pool.available()))
+        .filter(|route| {
+            !servable(route)
+                && !route
+                    .fallbacks
+                    .iter()
+                    .filter_map(|name| snap.models.resolve(name))
+                    .any(|fallback| servable(fallback.route))
+        })
         .map(|route| route.name.to_string())
         .collect()
 }

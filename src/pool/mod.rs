@@ -333,8 +333,10 @@ impl Pool {
         self.members.get(index).map(|m| &m.state)
     }
 
+    /// Without active checks every endpoint is healthy: no need to ask Pingora (a hash of
+    /// the backend and a map lookup per call).
     fn healthy(&self, member: &Member) -> bool {
-        self.balancer.ready(&member.backend)
+        self.health.is_none() || self.balancer.ready(&member.backend)
     }
 
     fn circuit_open(&self, member: &Member) -> bool {
@@ -455,6 +457,17 @@ impl Pool {
         avoid: &[usize],
         probe: &Cell<bool>,
     ) -> Option<(usize, Reason)> {
+        // One endpoint: nothing to choose, so Pingora's selector (an iterator with a hash
+        // set of the backends seen) is not worth its cost.
+        if let [only] = self.members.as_slice() {
+            let usable = !avoid.contains(&0) && self.healthy(only) && self.admit(only, probe);
+            let reason = if self.balance == Balance::ConsistentHash && key.is_some() {
+                Reason::Hash
+            } else {
+                Reason::Balance
+            };
+            return usable.then_some((0, reason));
+        }
         let usable = |index: usize, ready: bool| {
             ready && !avoid.contains(&index) && self.members.get(index).is_some()
         };

@@ -203,7 +203,11 @@ pub async fn proxy_upstream(
                 Ok(upstream) => {
                     let header = upstream.header();
                     let status = header.map_or(0, |h| h.status.as_u16());
-                    if status < 500 && status != 429 {
+                    // Read only by `route: lowest-latency`: not worth a lock elsewhere.
+                    if route.strategy == RouteStrategy::LowestLatency
+                        && status < 500
+                        && status != 429
+                    {
                         target.latency.observe(leg.started.elapsed());
                     }
                     provider.pool.report(

@@ -385,6 +385,15 @@ fn build_model(
     if default_max_tokens == Some(0) {
         b.problem(format!("{path}.default_max_tokens"), "must be at least 1");
     }
+    if strategy == Some(crate::models::RouteStrategy::LowestCost)
+        && pricing.is_none()
+        && built.iter().any(|t| t.pricing.is_none())
+    {
+        b.problem(
+            format!("{path}.route"),
+            "lowest-cost needs prices: give the model a pricing table, or every target its own",
+        );
+    }
     let hedge_policy = hedge.map(|h| HedgePolicy {
         after: h.after.0,
         max: h.max.unwrap_or(1),

@@ -404,6 +404,9 @@ models:
   m:
     route: cheapest
     targets: [{ provider: a }]
+  unpriced:
+    route: lowest-cost
+    targets: [{ provider: a }]
   n:
     targets:
       - { provider: a }
@@ -417,6 +420,7 @@ auth:
         "models.m.route: unknown variant `cheapest`",
         "models.n.targets[1].name: another target of this model is already named \"a\"",
         "models.n.targets[1].pricing: prices must be non-negative numbers",
+        "models.unpriced.route: lowest-cost needs prices",
     ] {
         assert!(
             p.iter().any(|got| got.starts_with(want)),
@@ -429,6 +433,7 @@ providers:
 models:
   m:
     route: lowest-cost
+    pricing: { input: 3, output: 15 }
     targets:
       - { provider: a, name: main }
       - { provider: a, name: canary, pricing: { input: 1, output: 2 }, pinned_keys: [team-a] }

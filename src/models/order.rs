@@ -53,10 +53,15 @@ pub struct OrderHints<'a> {
 /// A request's tokens as `lowest-cost` prices them: a quarter of the body's bytes for the
 /// prompt, the asked-for completion limit (or `default_output`) for the answer.
 pub fn estimate_tokens(body: &[u8], default_output: u32) -> (u64, u64) {
+    // Separate fields, not aliases: a body with two of them is valid JSON, not a duplicate.
     #[derive(Deserialize)]
     struct Limits {
-        #[serde(default, alias = "max_completion_tokens", alias = "max_output_tokens")]
+        #[serde(default)]
         max_tokens: Option<u64>,
+        #[serde(default)]
+        max_completion_tokens: Option<u64>,
+        #[serde(default)]
+        max_output_tokens: Option<u64>,
         #[serde(default, rename = "generationConfig")]
         generation: Option<GenerationLimits>,
     }
@@ -66,7 +71,9 @@ pub fn estimate_tokens(body: &[u8], default_output: u32) -> (u64, u64) {
         max_output_tokens: Option<u64>,
     }
     let asked = serde_json::from_slice::<Limits>(body).ok().and_then(|l| {
-        l.max_tokens
+        l.max_completion_tokens
+            .or(l.max_tokens)
+            .or(l.max_output_tokens)
             .or(l.generation.and_then(|g| g.max_output_tokens))
     });
     (
@@ -170,6 +177,11 @@ mod tests {
             10
         );
         assert_eq!(estimate_tokens(b"{}", 100), (0, 100));
+        assert_eq!(
+            estimate_tokens(br#"{"max_tokens":5,"max_completion_tokens":6}"#, 100).1,
+            6,
+            "both spellings at once still parse"
+        );
     }
 
     #[test]

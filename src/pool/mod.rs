@@ -627,7 +627,7 @@ pub enum Outcome<'a> {
 
 /// What a failure costs an endpoint's latency estimate: a fast failure (connection refused,
 /// an instant 500) must not make a broken endpoint look like the quickest.
-const FAILURE_PENALTY: std::time::Duration = std::time::Duration::from_secs(1);
+pub const FAILURE_PENALTY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Pool {
     /// Learns from a try on endpoint `index`. 5xx, connect errors and timeouts count

@@ -91,6 +91,11 @@ pub struct UpstreamState {
     pub try_started: Option<Instant>,
     /// Counts the current try in its endpoint's in-flight load until the request ends.
     pub inflight: Option<crate::pool::state::Inflight>,
+    /// The endpoint (index into the provider's) of the try that answered, for reporting a
+    /// body that breaks off to its pool.
+    pub endpoint: Option<usize>,
+    /// The prices of the target that answered, when it has its own (else the entry's).
+    pub pricing: Option<crate::models::Pricing>,
 }
 
 /// Written by the driver while it answers.
@@ -236,6 +241,8 @@ pub struct TryState {
     model: Option<String>,
     try_started: Option<Instant>,
     inflight: Option<crate::pool::state::Inflight>,
+    endpoint: Option<usize>,
+    pricing: Option<crate::models::Pricing>,
     upstream_format: Option<Format>,
     dropped_params: Vec<&'static str>,
     translation: Option<ResponseContext>,
@@ -251,6 +258,8 @@ impl RequestCtx {
             model: self.upstream.model.clone(),
             try_started: self.upstream.try_started,
             inflight: self.upstream.inflight.take(),
+            endpoint: self.upstream.endpoint,
+            pricing: self.upstream.pricing,
             upstream_format: self.response.upstream_format,
             dropped_params: std::mem::take(&mut self.response.dropped_params),
             translation: self.translation.context.take(),
@@ -265,6 +274,8 @@ impl RequestCtx {
         self.upstream.model = state.model;
         self.upstream.try_started = state.try_started;
         self.upstream.inflight = state.inflight;
+        self.upstream.endpoint = state.endpoint;
+        self.upstream.pricing = state.pricing;
         self.response.upstream_format = state.upstream_format;
         self.response.dropped_params = state.dropped_params;
         self.translation.context = state.translation;

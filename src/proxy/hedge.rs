@@ -43,9 +43,22 @@ pub struct Leg {
 pub enum LegEnd {
     /// Still waiting for its answer when another won: dropped.
     Cancelled,
-    /// Answered with this status, but another answer was used.
-    Unused(u16),
+    /// Answered with this status (and `retry-after`), but another answer was used.
+    Unused(u16, Option<std::time::Duration>),
     Failed(TryError),
+}
+
+impl LegEnd {
+    /// The attempt's request may have been acted on (sent, then no answer).
+    pub fn may_have_run(&self) -> bool {
+        matches!(
+            self,
+            LegEnd::Failed(TryError::Failed {
+                may_have_run: true,
+                ..
+            })
+        )
+    }
 }
 
 /// What a hedged try came to: the winning (or, when all failed, the first) attempt and its
@@ -126,7 +139,9 @@ pub async fn race(
                 if useful {
                     break Some(i);
                 }
-                if running.iter().all(Option::is_none) && hedges >= policy.max {
+                // Every attempt ended without a useful answer: hedging is for slowness, not
+                // failures; the retry policy takes it from here, by its own rules.
+                if running.iter().all(Option::is_none) {
                     break None;
                 }
             }
@@ -143,8 +158,11 @@ pub async fn race(
                 }
             }
             _ = session.read_body_or_idle(true) => {
-                ends[0] = Some(Err(TryError::ClientGone));
-                break Some(0);
+                // Told as the outcome of an attempt still running (there is one: the loop
+                // ends as soon as none is); the ones that ended are settled as they ended.
+                let i = ends.iter().position(Option::is_none).unwrap_or(0);
+                ends[i] = Some(Err(TryError::ClientGone));
+                break Some(i);
             }
         }
     };
@@ -165,7 +183,12 @@ pub async fn race(
             continue;
         }
         let end = match end {
-            Some(Ok(response)) => LegEnd::Unused(status(&response)),
+            Some(Ok(response)) => LegEnd::Unused(
+                status(&response),
+                response
+                    .header()
+                    .and_then(|h| super::policy::retry_after(&h.headers)),
+            ),
             Some(Err(error)) => LegEnd::Failed(error),
             None => LegEnd::Cancelled,
         };

@@ -27,7 +27,7 @@ use crate::auth::Principal;
 use crate::error::GatewayError;
 use crate::metrics::metrics;
 use crate::models::{estimate_tokens, ModelRoute, OrderHints, RouteStrategy};
-use crate::pool::Outcome;
+use crate::pool::{Outcome, FAILURE_PENALTY};
 use crate::provider::Provider;
 
 /// A model entry to try: the client's, then its fallbacks.
@@ -180,6 +180,10 @@ pub async fn proxy_upstream(
                     }
                 }
             };
+            // Computed before the other attempts' failures are booked.
+            let first_failure = ctx.upstream.failed.is_empty();
+            // An attempt of the race may have run the request: nothing more may be sent.
+            let no_more = others.iter().any(|(_, end)| end.may_have_run());
             for (other, end) in others {
                 settle_other(ctx, &route, other, end);
             }
@@ -192,23 +196,28 @@ pub async fn proxy_upstream(
             ctx.upstream.model = Some(leg.model);
             ctx.upstream.try_started = Some(leg.started);
             ctx.upstream.inflight = Some(leg.inflight);
+            ctx.upstream.endpoint = Some(endpoint_index);
+            ctx.upstream.pricing = target.pricing;
             let label = |outcome: &str| {
                 metrics()
                     .upstream_attempts
                     .with_label_values(&[&provider.name, &endpoint_url, outcome])
                     .inc();
             };
-            let first_failure = ctx.upstream.failed.is_empty();
+            let lowest_latency = route.strategy == RouteStrategy::LowestLatency;
             match outcome {
                 Ok(upstream) => {
                     let header = upstream.header();
                     let status = header.map_or(0, |h| h.status.as_u16());
-                    // Read only by `route: lowest-latency`: not worth a lock elsewhere.
-                    if route.strategy == RouteStrategy::LowestLatency
-                        && status < 500
-                        && status != 429
-                    {
-                        target.latency.observe(leg.started.elapsed());
+                    // Read only by `route: lowest-latency`: not worth a lock elsewhere. A
+                    // failure answer costs the target as a slow one would.
+                    if lowest_latency {
+                        let elapsed = leg.started.elapsed();
+                        target.latency.observe(if status < 500 && status != 429 {
+                            elapsed
+                        } else {
+                            elapsed.max(FAILURE_PENALTY)
+                        });
                     }
                     provider.pool.report(
                         endpoint_index,
@@ -221,7 +230,7 @@ pub async fn proxy_upstream(
                         },
                     );
                     counted += 1;
-                    if retryable_status(status) {
+                    if retryable_status(status) && !no_more {
                         record(ctx, &provider, format!("status_{status}"));
                         ctx.upstream
                             .failed
@@ -252,6 +261,11 @@ pub async fn proxy_upstream(
                     may_have_run,
                 }) => {
                     let slow = (kind == "timeout").then(|| leg.started.elapsed());
+                    if lowest_latency {
+                        target
+                            .latency
+                            .observe(leg.started.elapsed().max(FAILURE_PENALTY));
+                    }
                     provider.pool.report(
                         endpoint_index,
                         leg.probe,
@@ -265,7 +279,7 @@ pub async fn proxy_upstream(
                     ctx.upstream
                         .failed
                         .push((provider.name.clone(), endpoint_index));
-                    if may_have_run {
+                    if may_have_run || no_more {
                         label(kind);
                         return Err(error);
                     }
@@ -320,7 +334,7 @@ fn settle_other(ctx: &mut RequestCtx, route: &ModelRoute, leg: Leg, end: LegEnd)
             counter("hedge_cancelled");
             record(ctx, provider, "hedge_cancelled".into());
         }
-        LegEnd::Unused(status) => {
+        LegEnd::Unused(status, retry_after) => {
             provider.pool.report(
                 leg.endpoint,
                 leg.probe,
@@ -328,11 +342,16 @@ fn settle_other(ctx: &mut RequestCtx, route: &ModelRoute, leg: Leg, end: LegEnd)
                 Outcome::Answered {
                     status,
                     first_byte: leg.started.elapsed(),
-                    retry_after: None,
+                    retry_after,
                 },
             );
-            counter("hedge_cancelled");
-            record(ctx, provider, format!("hedge_cancelled_status_{status}"));
+            counter("hedge_lost");
+            record(ctx, provider, format!("status_{status}"));
+            if retryable_status(status) {
+                ctx.upstream
+                    .failed
+                    .push((provider.name.clone(), leg.endpoint));
+            }
         }
         LegEnd::Failed(TryError::Failed { error, kind, .. }) => {
             provider.pool.report(
@@ -397,7 +416,7 @@ fn untried(ctx: &RequestCtx, route: &ModelRoute, exhausted: &[usize]) -> bool {
 
 /// A `retry-after` in seconds (the HTTP-date form is rare from model APIs and ignored),
 /// capped at 10 minutes.
-fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+pub(super) fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
     let seconds: f64 = headers
         .get(http::header::RETRY_AFTER)?
         .to_str()

@@ -21,6 +21,7 @@ use super::modules::{header_error, stream_error_event};
 use super::{hop, policy, Gateway};
 use crate::error::GatewayError;
 use crate::metrics::{metrics, Buffer, StreamGuard};
+use crate::pool::Outcome;
 
 /// Upper bound of provider bytes gathered into one client write.
 const MAX_BATCH: usize = 64 << 10;
@@ -34,6 +35,26 @@ enum Next {
     End,
     ClientGone,
     Failed(GatewayError),
+}
+
+/// The endpoint broke a response off (a reset, a cut, silence): as much a failure as a
+/// refused connection, though too late to try elsewhere. The end of a shutdown's grace
+/// period is not the endpoint's doing.
+fn report_broken(ctx: &RequestCtx, e: &GatewayError) {
+    if matches!(e, GatewayError::ShuttingDown) {
+        return;
+    }
+    if let (Some(provider), Some(endpoint)) = (&ctx.upstream.provider, ctx.upstream.endpoint) {
+        provider.pool.report(
+            endpoint,
+            false,
+            true,
+            Outcome::Failed {
+                reason: &e.to_string(),
+                slow: None,
+            },
+        );
+    }
 }
 
 pub async fn relay(
@@ -122,6 +143,9 @@ async fn next(
         () = gw.drain.expiry() => Next::Failed(GatewayError::ShuttingDown),
     };
     ctx.upstream.wait += started.elapsed();
+    if let Next::Failed(e) = &next {
+        report_broken(ctx, e);
+    }
     match next {
         Next::ClientGone => ctx.response.client_gone = true,
         // The endpoint is done with this request before the client has the last bytes: a
@@ -175,10 +199,12 @@ async fn relay_stream(
                             break;
                         }
                         Some(Err(e)) => {
-                            pending = Some(Next::Failed(GatewayError::UpstreamBroken {
+                            let broken = GatewayError::UpstreamBroken {
                                 provider: ctx.provider_label().to_owned(),
                                 reason: e.to_string(),
-                            }));
+                            };
+                            report_broken(ctx, &broken);
+                            pending = Some(Next::Failed(broken));
                             break;
                         }
                     }

@@ -683,3 +683,69 @@ async fn a_held_answer_is_told_as_the_try_that_got_it() {
         "not Anthropic's envelope: {body}"
     );
 }
+
+#[tokio::test]
+async fn an_endpoint_that_cuts_its_streams_is_ejected() {
+    let cutter = MockProvider::start_with(MockConfig {
+        fail_after: Some(2),
+        ..Default::default()
+    });
+    let good = MockProvider::start();
+    let urls = [cutter.url(), good.url()];
+    let pool = "    circuit: { failures: 2, window: 10s, open_for: 30s }\n";
+    let sira = Sira::start(&fleet(&urls, pool, ""), "");
+    let mut cut = 0;
+    for _ in 0..12 {
+        let resp = chat(
+            &sira,
+            &[],
+            json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(resp.status(), 200);
+        let received = crate::support::receive(resp).await;
+        if !received.complete {
+            // Too late to try elsewhere: the client gets a stream that says it broke.
+            assert!(received.text.contains("error"), "{}", received.text);
+            cut += 1;
+        }
+    }
+    assert_eq!(cut, 2, "two broken streams opened the cutter's circuit");
+    assert_eq!(posts(&cutter), 2);
+    let e = endpoint(&sira, &urls[0]).await;
+    assert_eq!(e["circuit"], "open", "{e}");
+}
+
+#[tokio::test]
+async fn a_hedged_request_that_may_have_run_is_never_sent_a_third_time() {
+    let stuck = MockProvider::start_with(MockConfig {
+        hang: Some(sira_mock::Hang::Forever),
+        ..Default::default()
+    });
+    let failing = MockProvider::start_with(MockConfig {
+        status: Some(503),
+        ..Default::default()
+    });
+    let urls = [stuck.url(), failing.url()];
+    let pool = "    timeouts: { first_byte: 400ms }\n    circuit: { failures: 0 }\n";
+    let model = "    hedge: { after: 100ms, max: 1 }\n    retry: { attempts: 3, backoff: 10ms, max_backoff: 20ms }\n";
+    let sira = Sira::start(&fleet(&urls, pool, model), "");
+    for n in 1..=4 {
+        let resp = chat(&sira, &[], hello()).send().await.unwrap();
+        let status = resp.status().as_u16();
+        let attempts = resp.headers()["x-sira-attempts"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        resp.bytes().await.unwrap();
+        assert!(status == 503 || status == 504, "{status} ({attempts})");
+        // The stuck attempt may be generating: after it, nothing more is sent anywhere.
+        assert_eq!(
+            posts(&stuck) + posts(&failing),
+            2 * n,
+            "request {n}: {attempts}"
+        );
+    }
+}

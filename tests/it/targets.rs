@@ -106,6 +106,15 @@ async fn lowest_cost_picks_the_cheapest_target_for_the_request() {
         assert_eq!(served_by(&sira, KEY_A, &[]).await, "p1");
     }
     assert_eq!(a.requests().len(), 0);
+    // Billed at the prices of the target that served, not the model's.
+    let line = sira.wait_access_log(6).pop().unwrap();
+    let (input, output) = (
+        line["input_tokens"].as_f64().unwrap(),
+        line["output_tokens"].as_f64().unwrap(),
+    );
+    let expected = (input * 0.5 + output * 2.0) / 1e6;
+    let cost = line["cost_usd"].as_f64().unwrap();
+    assert!((cost - expected).abs() < 1e-12 && cost > 0.0, "{line}");
 }
 
 #[tokio::test]

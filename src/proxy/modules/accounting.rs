@@ -178,7 +178,8 @@ impl Phase for Accounting {
                 .with_label_values(&[model, provider, key, kind])
                 .inc_by(value);
         }
-        if let Some(pricing) = ctx.route.as_ref().and_then(|r| r.pricing) {
+        let target_pricing = ctx.upstream.pricing;
+        if let Some(pricing) = target_pricing.or(ctx.route.as_ref().and_then(|r| r.pricing)) {
             let cost = pricing.cost(&usage);
             m.cost_usd.with_label_values(&[model, key]).inc_by(cost);
             ctx.cost = cost;

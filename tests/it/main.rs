@@ -12,6 +12,7 @@ mod bounds;
 mod cli;
 mod dns;
 mod errors;
+mod failover;
 mod filters;
 mod lifecycle;
 mod observability;

@@ -271,6 +271,26 @@ impl Provider {
         }
     }
 
+    /// A provider of `kind` on `urls` with no key and default settings, for tests.
+    #[cfg(test)]
+    pub fn for_tests(name: &str, kind: ProviderKind, urls: &[&str]) -> Provider {
+        let endpoints = urls
+            .iter()
+            .filter_map(|url| Endpoint::parse(url, 1).ok())
+            .collect();
+        Provider::new(
+            name,
+            kind,
+            endpoints,
+            None,
+            None,
+            AHashMap::new(),
+            Vec::new(),
+            Timeouts::default(),
+            HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION),
+        )
+    }
+
     /// Replaces the default pool (round robin, passive only) with the configured one.
     pub fn with_pool(mut self, spec: PoolSpec) -> Provider {
         self.pool = Pool::new(&self.name, &self.endpoints, spec, |endpoint, policy| {

@@ -261,22 +261,15 @@ impl ModelTable {
 
 #[cfg(test)]
 mod tests {
-    use http::HeaderValue;
 
     use super::*;
-    use crate::provider::{Endpoint, ProviderKind, Timeouts};
+    use crate::provider::ProviderKind;
 
     fn provider() -> Arc<Provider> {
-        Arc::new(Provider::new(
+        Arc::new(Provider::for_tests(
             "openai",
             ProviderKind::Openai,
-            vec![Endpoint::parse("http://127.0.0.1:1", 1).unwrap()],
-            None,
-            None,
-            AHashMap::new(),
-            Vec::new(),
-            Timeouts::default(),
-            HeaderValue::from_static("2023-06-01"),
+            &["http://127.0.0.1:1"],
         ))
     }
 

@@ -133,24 +133,15 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use ahash::AHashMap;
-    use http::HeaderValue;
-
     use super::*;
     use crate::models::Target;
-    use crate::provider::{Endpoint, Provider, ProviderKind, Timeouts};
+    use crate::provider::{Provider, ProviderKind};
 
     fn target(name: &str, price: Option<(f64, f64)>) -> Target {
-        let provider = Arc::new(Provider::new(
+        let provider = Arc::new(Provider::for_tests(
             name,
             ProviderKind::OpenaiCompatible,
-            vec![Endpoint::parse("http://10.0.0.1:1", 1).unwrap()],
-            None,
-            None,
-            AHashMap::new(),
-            Vec::new(),
-            Timeouts::default(),
-            HeaderValue::from_static("2023-06-01"),
+            &["http://10.0.0.1:1"],
         ));
         let mut t = Target::new(provider, None, 1);
         t.pricing = price.map(|(input, output)| Pricing {

@@ -15,22 +15,12 @@ use crate::provider::{Endpoint, Provider, ProviderKind, Timeouts};
 /// A pool of `n` endpoints (10.0.0.1.. ; never connected to) under a name of its own, so
 /// tests running at once do not share runtime state.
 fn pool(name: &str, ports: impl IntoIterator<Item = u16>, spec: PoolSpec) -> Provider {
-    let endpoints = ports
+    let urls: Vec<String> = ports
         .into_iter()
-        .map(|p| Endpoint::parse(&format!("http://10.0.0.1:{p}"), 1).unwrap())
+        .map(|p| format!("http://10.0.0.1:{p}"))
         .collect();
-    Provider::new(
-        name,
-        ProviderKind::OpenaiCompatible,
-        endpoints,
-        None,
-        None,
-        AHashMap::new(),
-        Vec::new(),
-        Timeouts::default(),
-        HeaderValue::from_static("2023-06-01"),
-    )
-    .with_pool(spec)
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    Provider::for_tests(name, ProviderKind::OpenaiCompatible, &urls).with_pool(spec)
 }
 
 fn hashing() -> PoolSpec {

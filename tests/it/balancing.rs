@@ -51,14 +51,7 @@ pub(crate) fn posts(mock: &MockProvider) -> usize {
 }
 
 pub(crate) async fn upstreams(sira: &Sira) -> Value {
-    client()
-        .get(sira.admin_url("/admin/upstreams"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    sira.admin_json("/admin/upstreams").await
 }
 
 /// The `/admin/upstreams` entry of endpoint `url` of provider `fleet`.

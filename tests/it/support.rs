@@ -103,6 +103,18 @@ impl Sira {
         format!("http://{}{}", self.admin, path)
     }
 
+    /// `GET` of an admin path, read as JSON.
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+        client()
+            .get(self.admin_url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -63,14 +63,7 @@ async fn ordered_skips_a_target_without_a_healthy_endpoint() {
     let sira = Sira::start(&config, "");
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
     loop {
-        let up: Value = client()
-            .get(sira.admin_url("/admin/upstreams"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let up = sira.admin_json("/admin/upstreams").await;
         if up["providers"][0]["available"] == false {
             break;
         }

@@ -175,53 +175,36 @@ pub async fn race(
             .position(|e| matches!(e, Some(Ok(_))))
             .unwrap_or(0)
     });
-    let mut outcome = None;
-    let mut others = Vec::new();
-    for (i, (leg, end)) in legs.into_iter().zip(ends).enumerate() {
-        if i == winner {
-            outcome = Some((leg, end));
-            continue;
-        }
-        let end = match end {
-            Some(Ok(response)) => LegEnd::Unused(
-                status(&response),
-                response
-                    .header()
-                    .and_then(|h| super::policy::retry_after(&h.headers)),
-            ),
-            Some(Err(error)) => LegEnd::Failed(error),
-            None => LegEnd::Cancelled,
-        };
-        others.push((leg, end));
-    }
-    match outcome {
-        Some((leg, end)) => Raced {
-            leg,
-            outcome: end.unwrap_or(Err(TryError::ClientGone)),
-            others,
-        },
-        // `winner` indexes `legs`, which is never empty: the primary is in it.
-        None => unreachable_race(others),
+    let mut settled: Vec<(Leg, Option<Result<UpstreamResponse, TryError>>)> =
+        legs.into_iter().zip(ends).collect();
+    // In bounds: `winner` is an index into `ends`, pushed in lockstep with `legs`, and
+    // both hold at least the primary.
+    let (leg, end) = settled.remove(winner.min(settled.len().saturating_sub(1)));
+    let others = settled
+        .into_iter()
+        .map(|(leg, end)| {
+            let end = match end {
+                Some(Ok(response)) => LegEnd::Unused(
+                    status(&response),
+                    response
+                        .header()
+                        .and_then(|h| super::policy::retry_after(&h.headers)),
+                ),
+                Some(Err(error)) => LegEnd::Failed(error),
+                None => LegEnd::Cancelled,
+            };
+            (leg, end)
+        })
+        .collect();
+    Raced {
+        leg,
+        outcome: end.unwrap_or(Err(TryError::ClientGone)),
+        others,
     }
 }
 
 fn status(response: &UpstreamResponse) -> u16 {
     response.header().map_or(0, |h| h.status.as_u16())
-}
-
-/// The primary leg is always present, so a winner is always found; keeps the type checker
-/// honest without a panic.
-fn unreachable_race(mut others: Vec<(Leg, LegEnd)>) -> Raced {
-    let (leg, end) = others.remove(0);
-    let outcome = match end {
-        LegEnd::Failed(error) => Err(error),
-        _ => Err(TryError::ClientGone),
-    };
-    Raced {
-        leg,
-        outcome,
-        others,
-    }
 }
 
 /// The next hedge: another endpoint of a target already tried, else the next target in

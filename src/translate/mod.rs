@@ -69,6 +69,10 @@ pub struct ResponseContext {
     pub custom_tools: Vec<String>,
     /// Responses clients: `local_shell` was declared; calls to it become `local_shell_call`.
     pub local_shell: bool,
+    /// Responses clients: tools declared inside a `namespace` tool, offered to the provider
+    /// under one flat name each: `(provider name, namespace, name)`. Calls come back to the
+    /// client under the namespace and name it declared.
+    pub namespaced: Vec<(String, String, String)>,
     /// Responses clients: emit reasoning summaries (`reasoning.summary` was requested).
     pub reasoning_summary: bool,
     /// Responses clients: put sira carriers into `encrypted_content` so Anthropic thinking
@@ -85,6 +89,7 @@ impl Default for ResponseContext {
         ResponseContext {
             custom_tools: Vec::new(),
             local_shell: false,
+            namespaced: Vec::new(),
             reasoning_summary: true,
             reasoning_carrier: true,
             include_usage: true,
@@ -93,6 +98,14 @@ impl Default for ResponseContext {
 }
 
 impl ResponseContext {
+    /// The namespace and name a client declared for the tool the provider knows as `name`.
+    pub(crate) fn namespace_of(&self, name: &str) -> Option<(&str, &str)> {
+        self.namespaced
+            .iter()
+            .find(|(flat, _, _)| flat == name)
+            .map(|(_, ns, original)| (ns.as_str(), original.as_str()))
+    }
+
     pub(crate) fn tool_kind(&self, name: &str) -> ir::ToolKind {
         if self.custom_tools.iter().any(|t| t == name) {
             ir::ToolKind::Custom

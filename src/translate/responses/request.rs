@@ -97,66 +97,43 @@ pub(crate) fn parse(body: &[u8]) -> Result<(Request<'_>, ResponseContext), Trans
         StrOr::Many(items) => fold_items(items, &mut out.messages)?,
     }
 
-    let mut web_search_dropped = false;
+    let mut hosted_dropped = false;
     for tool in req.tools {
-        let kind = match &*tool.kind {
-            "function" => ToolKind::Function,
-            "custom" => ToolKind::Custom,
-            "local_shell" => ToolKind::LocalShell,
-            "web_search"
-            | "web_search_preview"
-            | "web_search_2025_08_26"
-            | "web_search_preview_2025_03_11" => {
-                // Dropping search is better than failing a Codex turn (§11.4).
-                web_search_dropped = true;
-                out.dropped.push("web_search");
-                continue;
+        match &*tool.kind {
+            "namespace" => {
+                let Some(namespace) = tool.name.clone() else {
+                    return Err(TranslateError::invalid("tools", "namespace without a name"));
+                };
+                let first = out.tools.len();
+                for inner in tool.tools {
+                    declare(inner, Some(&namespace), &mut out, &mut ctx)?;
+                }
+                // The namespace's own description is for the model too: once, on its first
+                // tool, rather than repeated on every one.
+                if let (Some(about), Some(tool)) = (
+                    tool.description.filter(|d| !d.is_empty()),
+                    out.tools.get_mut(first),
+                ) {
+                    let own = tool.description.as_deref().unwrap_or_default();
+                    tool.description = Some(Cow::Owned(format!("[{namespace}] {about}\n\n{own}")));
+                }
             }
-            other => {
-                return Err(TranslateError::invalid(
-                    "tools",
-                    format!("hosted tool `{other}` is only available on OpenAI"),
-                ))
+            "function" | "custom" | "local_shell" => declare(tool, None, &mut out, &mut ctx)?,
+            hosted => {
+                // A hosted tool the target cannot run is dropped, never a failed turn: Codex
+                // sends web_search to every model (§11.4).
+                hosted_dropped = true;
+                out.dropped.push(hosted_label(hosted));
             }
-        };
-        let name = match (kind, tool.name) {
-            (ToolKind::LocalShell, _) => Cow::Borrowed("local_shell"),
-            (_, Some(name)) => name,
-            (_, None) => return Err(TranslateError::invalid("tools", "tool without a name")),
-        };
-        match kind {
-            ToolKind::Custom => ctx.custom_tools.push(name.to_string()),
-            ToolKind::LocalShell => ctx.local_shell = true,
-            ToolKind::Function => {}
         }
-        let description = match (kind, tool.description, tool.format) {
-            (ToolKind::Custom, desc, Some(f)) if f.kind == "grammar" => Some(Cow::Owned(format!(
-                "{}\n\nThe `input` argument is raw text (not JSON) that must match this {} grammar:\n{}",
-                desc.as_deref().unwrap_or_default(),
-                f.syntax.as_deref().unwrap_or("lark"),
-                f.definition.as_deref().unwrap_or_default()
-            ))),
-            (ToolKind::Custom, desc, _) => Some(Cow::Owned(format!(
-                "{}\n\nThe `input` argument is free-form raw text, not JSON.",
-                desc.as_deref().unwrap_or_default()
-            ))),
-            (ToolKind::LocalShell, None, _) => Some(Cow::Borrowed("Runs a shell command (argv array) and returns its output.")),
-            (_, desc, _) => desc,
-        };
-        out.tools.push(Tool {
-            name,
-            description,
-            schema: match (kind, tool.parameters) {
-                (ToolKind::Function, Some(p)) => Schema::Json(p),
-                (kind, _) => schema::for_kind(kind),
-            },
-            strict: if kind == ToolKind::Function {
-                tool.strict
-            } else {
-                None
-            },
-            cache_control: None,
-        });
+    }
+    // A plain tool named like a namespaced one's flat name would take its calls.
+    let mut seen = HashSet::new();
+    if let Some(twice) = out.tools.iter().find(|t| !seen.insert(&*t.name)) {
+        return Err(TranslateError::invalid(
+            "tools",
+            format!("two tools would reach the provider as `{}`", twice.name),
+        ));
     }
     out.tool_choice = match req.tool_choice {
         None => None,
@@ -177,7 +154,9 @@ pub(crate) fn parse(body: &[u8]) -> Result<(Request<'_>, ResponseContext), Trans
                 required: obj.mode.as_deref() == Some("required"),
                 names: obj.tools.into_iter().filter_map(|t| t.name).collect(),
             },
-            (kind, _) if kind.starts_with("web_search") && web_search_dropped => ToolChoice::Auto,
+            (kind, _) if hosted_dropped && !matches!(kind, "function" | "custom") => {
+                ToolChoice::Auto
+            }
             (kind, _) => {
                 return Err(TranslateError::invalid(
                     "tool_choice",
@@ -267,7 +246,7 @@ fn fold_items<'a>(
                     Role::Assistant,
                     Part::ToolCall(ToolCall {
                         id: c.call_id,
-                        name: c.name,
+                        name: flat_or_plain(c.namespace.as_deref(), c.name),
                         args: Args::Text(c.arguments),
                     }),
                 );
@@ -281,7 +260,7 @@ fn fold_items<'a>(
                     Role::Assistant,
                     Part::ToolCall(ToolCall {
                         id: c.call_id,
-                        name: c.name,
+                        name: flat_or_plain(c.namespace.as_deref(), c.name),
                         args: Args::Text(Cow::Owned(args)),
                     }),
                 );
@@ -397,4 +376,131 @@ fn content_parts<'a>(content: StrOr<'a, ContentPart<'a>>) -> Result<Vec<Part<'a>
         });
     }
     Ok(out)
+}
+
+/// Declares one function, custom or `local_shell` tool, `namespace` being the `namespace`
+/// tool it was declared in.
+fn declare<'a>(
+    tool: ToolIn<'a>,
+    namespace: Option<&str>,
+    out: &mut Request<'a>,
+    ctx: &mut ResponseContext,
+) -> Result<(), TranslateError> {
+    let kind = match &*tool.kind {
+        "function" => ToolKind::Function,
+        "custom" => ToolKind::Custom,
+        "local_shell" if namespace.is_none() => ToolKind::LocalShell,
+        other => {
+            return Err(TranslateError::invalid(
+                "tools",
+                format!("a namespace cannot hold a `{other}` tool"),
+            ))
+        }
+    };
+    let name = match (kind, tool.name) {
+        (ToolKind::LocalShell, _) => Cow::Borrowed("local_shell"),
+        (_, Some(name)) => name,
+        (_, None) => return Err(TranslateError::invalid("tools", "tool without a name")),
+    };
+    let name = match namespace {
+        Some(ns) => {
+            let flat = flat_name(ns, &name);
+            ctx.namespaced
+                .push((flat.clone(), ns.to_owned(), name.into_owned()));
+            Cow::Owned(flat)
+        }
+        None => name,
+    };
+    match kind {
+        ToolKind::Custom => ctx.custom_tools.push(name.to_string()),
+        ToolKind::LocalShell => ctx.local_shell = true,
+        ToolKind::Function => {}
+    }
+    let description = match (kind, tool.description, tool.format) {
+        (ToolKind::Custom, desc, Some(f)) if f.kind == "grammar" => Some(Cow::Owned(format!(
+            "{}\n\nThe `input` argument is raw text (not JSON) that must match this {} grammar:\n{}",
+            desc.as_deref().unwrap_or_default(),
+            f.syntax.as_deref().unwrap_or("lark"),
+            f.definition.as_deref().unwrap_or_default()
+        ))),
+        (ToolKind::Custom, desc, _) => Some(Cow::Owned(format!(
+            "{}\n\nThe `input` argument is free-form raw text, not JSON.",
+            desc.as_deref().unwrap_or_default()
+        ))),
+        (ToolKind::LocalShell, None, _) => Some(Cow::Borrowed(
+            "Runs a shell command (argv array) and returns its output.",
+        )),
+        (_, desc, _) => desc,
+    };
+    out.tools.push(Tool {
+        name,
+        description,
+        schema: match (kind, tool.parameters) {
+            (ToolKind::Function, Some(p)) => Schema::Json(p),
+            (kind, _) => schema::for_kind(kind),
+        },
+        strict: if kind == ToolKind::Function {
+            tool.strict
+        } else {
+            None
+        },
+        cache_control: None,
+    });
+    Ok(())
+}
+
+/// The one name a provider knows a namespaced tool by: `namespace__name` when that is a
+/// valid tool name everywhere (at most 64 of `[A-Za-z0-9_-]`, the strictest of the
+/// providers' rules); otherwise a digest of both with as much of the name as fits. The same
+/// namespace and name always give the same flat name, so a later turn's history maps to the
+/// tools of that turn; the way back is the request's table, never a parse of this string.
+pub(crate) fn flat_name(namespace: &str, name: &str) -> String {
+    const MAX: usize = 64;
+    let plain = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    let joined = format!("{namespace}__{name}");
+    // A namespace without `__` keeps the first `__` the separator: no two pairs meet.
+    if joined.len() <= MAX && plain(namespace) && plain(name) && !namespace.contains("__") {
+        return joined;
+    }
+    let digest = format!(
+        "{:016x}",
+        crate::translate::util::fnv1a(format!("{namespace}\0{name}").as_bytes())
+    );
+    let tail: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(MAX - digest.len() - 3)
+        .collect();
+    format!("ns{digest}_{tail}")
+}
+
+/// A history call's provider-side name.
+fn flat_or_plain<'a>(namespace: Option<&str>, name: Str<'a>) -> Str<'a> {
+    match namespace {
+        Some(ns) => Cow::Owned(flat_name(ns, &name)),
+        None => name,
+    }
+}
+
+/// The `x-sira-dropped-params` entry for a hosted tool nobody but OpenAI runs.
+fn hosted_label(kind: &str) -> &'static str {
+    match kind {
+        k if k.starts_with("web_search") => "web_search",
+        "file_search" => "file_search",
+        "code_interpreter" => "code_interpreter",
+        "image_generation" => "image_generation",
+        k if k.starts_with("computer_use") => "computer_use",
+        "mcp" => "mcp",
+        "tool_search" => "tool_search",
+        _ => "tools",
+    }
 }

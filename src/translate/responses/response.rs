@@ -166,13 +166,20 @@ pub(crate) fn call_item(
     ctx: &ResponseContext,
 ) -> ItemOut<'static> {
     let call_id = Cow::Owned(call_id.to_owned());
-    match ctx.tool_kind(name) {
+    let kind = ctx.tool_kind(name);
+    // A namespaced tool goes back under the name and namespace the client declared.
+    let (namespace, name) = match ctx.namespace_of(name) {
+        Some((ns, original)) => (Some(Cow::Owned(ns.to_owned())), original),
+        None => (None, name),
+    };
+    match kind {
         ToolKind::Function => ItemOut::FunctionCall {
             id: Cow::Owned(id),
             status,
             arguments: Cow::Owned(arguments.to_owned()),
             call_id,
             name: Cow::Owned(name.to_owned()),
+            namespace,
         },
         ToolKind::Custom => ItemOut::CustomToolCall {
             id: Cow::Owned(id),
@@ -180,6 +187,7 @@ pub(crate) fn call_item(
             call_id,
             name: Cow::Owned(name.to_owned()),
             input: Cow::Owned(custom_input(arguments).into_owned()),
+            namespace,
         },
         ToolKind::LocalShell => ItemOut::LocalShellCall {
             id: Cow::Owned(id),

@@ -130,6 +130,9 @@ pub(crate) struct FunctionCallItem<'a> {
     pub call_id: Str<'a>,
     #[serde(borrow)]
     pub name: Str<'a>,
+    /// The `namespace` tool the function belongs to.
+    #[serde(borrow)]
+    pub namespace: Option<Str<'a>>,
     #[serde(borrow, default)]
     pub arguments: Str<'a>,
 }
@@ -152,6 +155,8 @@ pub(crate) struct CustomToolCallItem<'a> {
     pub call_id: Str<'a>,
     #[serde(borrow)]
     pub name: Str<'a>,
+    #[serde(borrow)]
+    pub namespace: Option<Str<'a>>,
     #[serde(borrow, default)]
     pub input: Str<'a>,
 }
@@ -189,6 +194,9 @@ pub(crate) struct ToolIn<'a> {
     pub strict: Option<bool>,
     #[serde(borrow)]
     pub format: Option<CustomFormat<'a>>,
+    /// A `namespace` tool's own tools (functions and custom tools).
+    #[serde(borrow, default)]
+    pub tools: Vec<ToolIn<'a>>,
 }
 
 #[derive(Deserialize)]

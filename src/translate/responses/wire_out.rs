@@ -123,6 +123,9 @@ pub(crate) enum ItemOut<'a> {
         arguments: Cow<'a, str>,
         call_id: Cow<'a, str>,
         name: Cow<'a, str>,
+        /// The `namespace` tool the function was declared in.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        namespace: Option<Cow<'a, str>>,
     },
     CustomToolCall {
         id: Cow<'a, str>,
@@ -130,6 +133,8 @@ pub(crate) enum ItemOut<'a> {
         call_id: Cow<'a, str>,
         name: Cow<'a, str>,
         input: Cow<'a, str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        namespace: Option<Cow<'a, str>>,
     },
     LocalShellCall {
         id: Cow<'a, str>,

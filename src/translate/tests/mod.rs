@@ -4,6 +4,7 @@
 //! frame by frame, event name and parsed data). `SIRA_BLESS=1 cargo test --lib translate`
 //! rewrites them; every rewritten file must be reviewed against TRANSLATION.md.
 
+mod agents;
 mod golden;
 mod rules;
 mod split;

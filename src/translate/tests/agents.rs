@@ -1,0 +1,195 @@
+//! What coding agents send: Codex's `namespace` and hosted tools through every provider, the
+//! namespaced call coming back to Codex under the name and namespace it declared, in JSON
+//! answers, in streams and in the history of the next turn.
+
+use bytes::{Bytes, BytesMut};
+use serde_json::{json, Value};
+
+use super::rules::frames;
+use super::*;
+use crate::translate::responses::request::flat_name;
+use crate::translate::{translate_request, translate_response_with, RequestOptions};
+
+fn codex_body() -> Vec<u8> {
+    read(&Path::new(FIXTURES).join("openai_responses/requests/client_codex_0.169_turn.json"))
+}
+
+fn opts(stream: bool) -> RequestOptions<'static> {
+    RequestOptions {
+        model: "m",
+        stream,
+        default_max_tokens: 4096,
+        legacy_max_tokens: false,
+    }
+}
+
+#[test]
+fn codex_reaches_every_provider_with_its_namespace_and_without_hosted_tools() {
+    let body = codex_body();
+    for to in [Format::Anthropic, Format::Gemini, Format::OpenAiChat] {
+        let t = translate_request(Format::OpenAiResponses, to, &body, &opts(true))
+            .unwrap_or_else(|e| panic!("{to:?}: {e}"));
+        assert!(t.dropped.contains(&"web_search"), "{to:?}: {:?}", t.dropped);
+        let text = String::from_utf8(t.body.to_vec()).unwrap();
+        assert!(text.contains("\"multi_agent_v1__spawn_agent\""), "{to:?}");
+        assert!(
+            !text.contains("\"namespace\""),
+            "{to:?}: no provider knows the type"
+        );
+        assert_eq!(
+            t.context.namespace_of("multi_agent_v1__close_agent"),
+            Some(("multi_agent_v1", "close_agent"))
+        );
+    }
+}
+
+#[test]
+fn a_namespaced_call_comes_back_under_its_namespace() {
+    let body = codex_body();
+    let t = translate_request(
+        Format::OpenAiResponses,
+        Format::Anthropic,
+        &body,
+        &opts(false),
+    )
+    .unwrap();
+    let upstream = json!({"id":"msg_1","model":"c","content":[{"type":"tool_use","id":"toolu_1",
+        "name":"multi_agent_v1__close_agent","input":{"target":"a1"}}],
+        "stop_reason":"tool_use","usage":{"input_tokens":1,"output_tokens":2}});
+    let out = translate_response_with(
+        Format::Anthropic,
+        Format::OpenAiResponses,
+        upstream.to_string().as_bytes(),
+        &super::opts(),
+        &t.context,
+    )
+    .unwrap();
+    let v: Value = serde_json::from_slice(&out.body).unwrap();
+    let call = &v["output"][0];
+    assert_eq!(call["type"], "function_call");
+    assert_eq!(call["name"], "close_agent");
+    assert_eq!(call["namespace"], "multi_agent_v1");
+    assert_eq!(call["call_id"], "toolu_1");
+
+    // The same through a stream, from Gemini.
+    let t = translate_request(Format::OpenAiResponses, Format::Gemini, &body, &opts(true)).unwrap();
+    let mut s = StreamTranslator::with_context(
+        Format::Gemini,
+        Format::OpenAiResponses,
+        super::opts(),
+        t.context.clone(),
+    );
+    let chunk = json!({"candidates":[{"content":{"role":"model","parts":[{"functionCall":
+        {"name":"multi_agent_v1__wait_agent","args":{"targets":["a1"]}}}]},"finishReason":"STOP"}],
+        "usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":4}});
+    let mut out = BytesMut::new();
+    s.feed(Bytes::from(format!("data: {chunk}\r\n\r\n")), &mut out)
+        .unwrap();
+    s.finish(&mut out);
+    let done = frames(&out)
+        .into_iter()
+        .find(|(event, _)| event.as_deref() == Some("response.output_item.done"))
+        .map(|(_, data)| data)
+        .expect("the call item is done");
+    assert_eq!(done["item"]["name"], "wait_agent");
+    assert_eq!(done["item"]["namespace"], "multi_agent_v1");
+}
+
+#[test]
+fn the_next_turn_sends_the_namespaced_call_back_under_its_flat_name() {
+    let turn = json!({
+        "model": "m",
+        "input": [
+            {"type":"message","role":"user","content":[{"type":"input_text","text":"go"}]},
+            {"type":"function_call","call_id":"c1","name":"close_agent","namespace":"multi_agent_v1","arguments":"{}"},
+            {"type":"function_call_output","call_id":"c1","output":"closed"}
+        ],
+        "tools": [{"type":"namespace","name":"multi_agent_v1","description":"agents","tools":[
+            {"type":"function","name":"close_agent","parameters":{"type":"object","properties":{}}}]}]
+    });
+    let t = translate_request(
+        Format::OpenAiResponses,
+        Format::Anthropic,
+        turn.to_string().as_bytes(),
+        &opts(false),
+    )
+    .unwrap();
+    let v: Value = serde_json::from_slice(&t.body).unwrap();
+    assert_eq!(v["tools"][0]["name"], "multi_agent_v1__close_agent");
+    assert!(v["tools"][0]["description"]
+        .as_str()
+        .unwrap()
+        .starts_with("[multi_agent_v1] agents"));
+    let call = &v["messages"][1]["content"][0];
+    assert_eq!(call["type"], "tool_use");
+    assert_eq!(call["name"], "multi_agent_v1__close_agent", "{v}");
+}
+
+#[test]
+fn flat_names_fit_every_provider_and_stay_apart() {
+    assert_eq!(flat_name("crm", "lookup"), "crm__lookup");
+    let long = flat_name(&"n".repeat(40), &"f".repeat(40));
+    let dotted = flat_name("mcp.server/v2", "do thing");
+    for name in [&long, &dotted] {
+        assert!(name.len() <= 64, "{name}");
+        assert!(
+            name.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        long,
+        flat_name(&"n".repeat(40), &"f".repeat(40)),
+        "stable across turns"
+    );
+    assert_ne!(
+        flat_name("a", "b__c"),
+        flat_name("a__b", "c"),
+        "the separator stays unique"
+    );
+    assert_ne!(
+        flat_name(&"n".repeat(40), &"f".repeat(40)),
+        flat_name(&"n".repeat(41), &"f".repeat(40)),
+        "a digest tells long names apart"
+    );
+}
+
+#[test]
+fn every_hosted_tool_is_dropped_not_refused() {
+    let body = json!({
+        "model": "m",
+        "input": "hi",
+        "tools": [
+            {"type":"web_search_preview"}, {"type":"file_search","vector_store_ids":["v"]},
+            {"type":"code_interpreter","container":{"type":"auto"}}, {"type":"image_generation"},
+            {"type":"computer_use_preview","display_width":1,"display_height":1,"environment":"linux"},
+            {"type":"mcp","server_label":"s","server_url":"https://x"},
+            {"type":"function","name":"f","parameters":{"type":"object","properties":{}}}
+        ],
+        "tool_choice": {"type":"file_search"}
+    });
+    for to in [Format::Anthropic, Format::Gemini, Format::OpenAiChat] {
+        let t = translate_request(
+            Format::OpenAiResponses,
+            to,
+            body.to_string().as_bytes(),
+            &opts(false),
+        )
+        .unwrap_or_else(|e| panic!("{to:?}: {e}"));
+        for hosted in [
+            "web_search",
+            "file_search",
+            "code_interpreter",
+            "image_generation",
+            "computer_use",
+            "mcp",
+        ] {
+            assert!(
+                t.dropped.contains(&hosted),
+                "{to:?} {hosted}: {:?}",
+                t.dropped
+            );
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Coding agents through the real binary: the first request Codex CLI really sends (recorded,
+//! `tests/fixtures/openai_responses/requests/client_codex_0.169_turn.json`) reaches every
+//! provider kind, and a call of a tool from its `namespace` group comes back to Codex under
+//! the namespace and name it declared.
+
+use serde_json::Value;
+use sira_mock::MockProvider;
+
+use crate::support::{receive, request, standard_config, Sira};
+
+const CODEX: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/openai_responses/requests/client_codex_0.169_turn.json"
+);
+
+fn codex_turn(model: &str) -> Value {
+    let mut body: Value = serde_json::from_slice(&std::fs::read(CODEX).unwrap()).unwrap();
+    body["model"] = model.into();
+    body
+}
+
+fn sira(mock: &MockProvider) -> Sira {
+    Sira::start(&standard_config(), &mock.url())
+}
+
+#[tokio::test]
+async fn a_codex_turn_reaches_every_provider_kind() {
+    let mock = MockProvider::start();
+    let sira = sira(&mock);
+    // model → what the provider's request must carry
+    for (model, provider_path) in [
+        ("claude", "/v1/messages"),
+        (
+            "flash",
+            "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+        ),
+        ("local", "/v1/chat/completions"),
+        ("gpt-4o", "/v1/responses"),
+    ] {
+        mock.clear();
+        let resp = request(&sira, "/v1/responses")
+            .json(&codex_turn(model))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{model}");
+        let dropped = resp
+            .headers()
+            .get("x-sira-dropped-params")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let received = receive(resp).await;
+        assert!(received.complete, "{model}: {}", received.text);
+        assert!(received.text.contains("response.completed"), "{model}");
+        let sent = mock.requests();
+        let upstream = sent.last().unwrap();
+        assert_eq!(upstream.path_and_query, provider_path, "{model}");
+        let body = String::from_utf8_lossy(&upstream.body);
+        if model == "gpt-4o" {
+            // OpenAI runs the namespace and the hosted search itself: passed through as sent.
+            assert!(body.contains("\"type\":\"namespace\""), "{model}");
+            assert!(dropped.is_empty(), "{model}: {dropped}");
+        } else {
+            assert!(
+                body.contains("multi_agent_v1__spawn_agent"),
+                "{model}: {body:.300}"
+            );
+            assert!(!body.contains("\"namespace\""), "{model}");
+            assert!(dropped.contains("web_search"), "{model}: {dropped:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_namespaced_call_goes_back_to_codex_under_its_namespace() {
+    let mock = MockProvider::start();
+    let sira = sira(&mock);
+    for model in ["claude", "flash", "local"] {
+        let resp = request(&sira, "/v1/responses")
+            .header("x-mock-tool-call", "multi_agent_v1__close_agent")
+            .header("x-mock-tool-args", r#"{"target":"agent-1"}"#)
+            .json(&codex_turn(model))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{model}");
+        let received = receive(resp).await;
+        let done = received
+            .text
+            .split("\n\n")
+            .filter_map(|frame| frame.lines().find_map(|l| l.strip_prefix("data: ")))
+            .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+            .find(|event| {
+                event["type"] == "response.output_item.done"
+                    && event["item"]["type"] == "function_call"
+            })
+            .unwrap_or_else(|| panic!("{model}: no call in {}", received.text));
+        assert_eq!(done["item"]["name"], "close_agent", "{model}");
+        assert_eq!(done["item"]["namespace"], "multi_agent_v1", "{model}");
+        assert_eq!(
+            done["item"]["arguments"], r#"{"target":"agent-1"}"#,
+            "{model}"
+        );
+    }
+}
+
+const CLAUDE_CODE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/anthropic/requests/client_claude_code_2.1.330_turn.json"
+);
+const GEMINI_CLI: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/gemini/requests/stream_client_gemini_cli_0.61_turn.json"
+);
+
+#[tokio::test]
+async fn claude_code_and_gemini_cli_turns_reach_every_provider_kind() {
+    let mock = MockProvider::start();
+    let sira = sira(&mock);
+    let mut claude: Value = serde_json::from_slice(&std::fs::read(CLAUDE_CODE).unwrap()).unwrap();
+    for model in ["claude", "flash", "local", "gpt-4o"] {
+        claude["model"] = model.into();
+        let resp = request(&sira, "/v1/messages?beta=true")
+            .header("anthropic-version", "2023-06-01")
+            .json(&claude)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "claude code → {model}");
+        let received = receive(resp).await;
+        assert!(
+            received.complete && received.text.contains("message_stop"),
+            "claude code → {model}"
+        );
+    }
+    let gemini: Value = serde_json::from_slice(&std::fs::read(GEMINI_CLI).unwrap()).unwrap();
+    for model in ["flash", "claude", "local", "gpt-4o"] {
+        let resp = request(
+            &sira,
+            &format!("/v1beta/models/{model}:streamGenerateContent?alt=sse"),
+        )
+        .json(&gemini)
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(resp.status(), 200, "gemini-cli → {model}");
+        let received = receive(resp).await;
+        assert!(
+            received.complete && received.text.contains("finishReason"),
+            "gemini-cli → {model}"
+        );
+    }
+}

@@ -60,6 +60,17 @@ pub enum GatewayError {
     UpstreamTimeout { provider: String, after: Duration },
     #[error("upstream {provider} failed: {reason}")]
     UpstreamBroken { provider: String, reason: String },
+    /// The provider refused the gateway's own credential (its 401/403): the client's request
+    /// is fine, the operator's provider key is not. The provider's text is logged, never
+    /// relayed (it can echo part of the key).
+    #[error("upstream {provider} refused the gateway's credentials; the operator can find the details in the log under request id {request_id}")]
+    UpstreamAuth {
+        provider: String,
+        request_id: String,
+    },
+    /// A WebSocket upgrade sira does not serve: clients fall back to plain HTTP on a 426.
+    #[error("this endpoint is served over plain HTTP: send the request without an upgrade")]
+    UpgradeRequired,
     /// Every endpoint of the provider is unhealthy or has its circuit open.
     #[error("upstream {provider} has no healthy endpoint: {reason}")]
     NoHealthyEndpoint { provider: String, reason: String },
@@ -139,7 +150,9 @@ impl GatewayError {
             GatewayError::UnknownModel { .. } => Category::NotFound,
             GatewayError::UpstreamUnreachable { .. }
             | GatewayError::UpstreamBroken { .. }
+            | GatewayError::UpstreamAuth { .. }
             | GatewayError::NoHealthyEndpoint { .. } => Category::Upstream,
+            GatewayError::UpgradeRequired => Category::InvalidRequest,
             GatewayError::UpstreamTimeout { .. } => Category::Timeout,
             GatewayError::ShuttingDown => Category::Unavailable,
             GatewayError::Internal(_) => Category::Internal,
@@ -149,6 +162,7 @@ impl GatewayError {
     pub fn status(&self) -> u16 {
         match self {
             GatewayError::MethodNotAllowed(_) => 405,
+            GatewayError::UpgradeRequired => 426,
             // OpenAI answers an unknown model with 404; CONTRACT.md keeps 400 elsewhere.
             GatewayError::UnknownModel { surface, .. } => match surface {
                 Format::OpenAiChat | Format::OpenAiResponses => 404,
@@ -199,6 +213,8 @@ impl GatewayError {
             GatewayError::RouteNotAllowed => Some("route_not_allowed"),
             GatewayError::UpstreamTimeout { .. } => Some("upstream_timeout"),
             GatewayError::NoHealthyEndpoint { .. } => Some("no_healthy_upstream"),
+            GatewayError::UpstreamAuth { .. } => Some("upstream_auth_failed"),
+            GatewayError::UpgradeRequired => Some("upgrade_required"),
             GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamBroken { .. } => {
                 Some("upstream_error")
             }

@@ -206,7 +206,7 @@ pub async fn proxy_upstream(
             };
             let lowest_latency = route.strategy == RouteStrategy::LowestLatency;
             match outcome {
-                Ok(upstream) => {
+                Ok(mut upstream) => {
                     let header = upstream.header();
                     let status = header.map_or(0, |h| h.status.as_u16());
                     // Read only by `route: lowest-latency`: not worth a lock elsewhere. A
@@ -229,6 +229,26 @@ pub async fn proxy_upstream(
                             retry_after: header.and_then(|h| retry_after(&h.headers)),
                         },
                     );
+                    if status == 401 || status == 403 {
+                        // The gateway's own credential was refused: not the client's doing,
+                        // and no other endpoint of this provider would take it either.
+                        let text = read_some(&mut upstream, 512).await;
+                        tracing::warn!(
+                            provider = %provider.name,
+                            status,
+                            request_id = ctx.id.to_str().unwrap_or("-"),
+                            answer = %text,
+                            "the provider refused the gateway's credentials"
+                        );
+                        label("auth_failed");
+                        record(ctx, &provider, format!("status_{status}"));
+                        last_error = Some(GatewayError::UpstreamAuth {
+                            provider: provider.name.to_string(),
+                            request_id: ctx.id.to_str().unwrap_or("-").to_owned(),
+                        });
+                        exhausted.push(leg.target);
+                        continue;
+                    }
                     counted += 1;
                     if retryable_status(status) && !no_more {
                         record(ctx, &provider, format!("status_{status}"));
@@ -299,6 +319,20 @@ pub async fn proxy_upstream(
     Err(last_error
         .or(refused)
         .unwrap_or_else(|| GatewayError::Internal("no upstream candidate".into())))
+}
+
+/// The start of a response body, for a log line: at most `max` bytes, lossy UTF-8.
+async fn read_some(upstream: &mut UpstreamResponse, max: usize) -> String {
+    let mut text = Vec::new();
+    while text.len() < max {
+        match tokio::time::timeout(Duration::from_secs(2), upstream.read()).await {
+            Ok(Ok(Some(chunk))) => {
+                text.extend_from_slice(&chunk[..chunk.len().min(max - text.len())])
+            }
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 /// The next target in `order` (round robin from `turn`) that is not exhausted.

@@ -151,3 +151,95 @@ async fn claude_code_and_gemini_cli_turns_reach_every_provider_kind() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_websocket_upgrade_on_responses_gets_426_so_codex_falls_back_to_http() {
+    let mock = MockProvider::start();
+    let sira = sira(&mock);
+    let resp = crate::support::client()
+        .get(sira.url("/v1/responses"))
+        .bearer_auth(crate::support::KEY_A)
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 426);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "upgrade_required", "{body}");
+    assert!(mock.requests().is_empty());
+}
+
+#[tokio::test]
+async fn headers_that_choose_an_account_or_another_providers_api_stay_behind() {
+    let mock = MockProvider::start();
+    let sira = sira(&mock);
+    for model in ["gpt-4o", "claude"] {
+        mock.clear();
+        let resp = request(&sira, "/v1/chat/completions")
+            .header("openai-organization", "org-someone-else")
+            .header("openai-project", "proj-x")
+            .header("x-goog-user-project", "billing-elsewhere")
+            .header("anthropic-beta", "context-management-2025-06-27")
+            .json(&serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let sent = mock.requests();
+        let upstream = sent.last().unwrap();
+        for never in [
+            "openai-organization",
+            "openai-project",
+            "x-goog-user-project",
+        ] {
+            assert!(
+                upstream.header(never).is_none(),
+                "{model}: {never} went upstream"
+            );
+        }
+        assert_eq!(
+            upstream.header("anthropic-beta").is_some(),
+            model == "claude",
+            "anthropic-beta goes to Anthropic only"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_refused_provider_key_is_the_gateways_502_not_the_clients_401() {
+    let mock = MockProvider::start();
+    let sira = sira(&mock);
+    let echoed = r#"{"error":{"message":"Incorrect API key provided: sk-upst****anth. You can find your API key at ...","type":"invalid_request_error","code":"invalid_api_key"}}"#;
+    let resp = request(&sira, "/v1/chat/completions")
+        .header("x-mock-status", "401")
+        .header("x-mock-error", echoed)
+        .json(&serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let text = resp.text().await.unwrap();
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["error"]["code"], "upstream_auth_failed", "{body}");
+    assert!(
+        !text.contains("sk-upst"),
+        "the provider's text is not relayed: {text}"
+    );
+    assert!(
+        text.contains(&id),
+        "the request id leads the operator to the log line: {text}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while !sira.stderr().contains("refused the gateway's credentials") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not logged: {}",
+            sira.stderr()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

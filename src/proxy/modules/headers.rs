@@ -121,6 +121,22 @@ impl Phase for ProviderRequest {
             header::ACCEPT_ENCODING,
             HeaderValue::from_static("identity"),
         )?;
+        // Headers that choose an account or an API version belong to one provider: the
+        // client's never go to another kind, and the account-choosing ones never go at all
+        // (they would bill the request to an organisation or project of the client's
+        // choosing); the provider's config may set them.
+        for name in [
+            "openai-organization",
+            "openai-project",
+            "x-goog-user-project",
+        ] {
+            req.remove_header(name);
+        }
+        if provider.kind != ProviderKind::Anthropic {
+            for name in ["anthropic-version", "anthropic-beta"] {
+                req.remove_header(name);
+            }
+        }
         if provider.kind == ProviderKind::Anthropic && !req.headers.contains_key(&ANTHROPIC_VERSION)
         {
             set(req, ANTHROPIC_VERSION, provider.anthropic_version.clone())?;

@@ -42,6 +42,14 @@ impl Phase for Routing {
         req: &RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<Flow, GatewayError> {
+        // Codex tries the Responses WebSocket mode first and falls back to HTTP only on 426.
+        let upgrade = req
+            .headers
+            .get(http::header::UPGRADE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+        if upgrade && matches!(req.uri.path(), "/v1/responses" | "/responses") {
+            return Err(GatewayError::UpgradeRequired);
+        }
         let route = classify(&req.method, req.uri.path()).map_err(|e| match e {
             RouteError::NotFound => {
                 GatewayError::NotFound(format!("{} {}", req.method, clip(req.uri.path(), 200)))

@@ -127,6 +127,8 @@ pub struct ResponseState {
     pub upstream_format: Option<Format>,
     /// Hint-only parameters dropped in translation.
     pub dropped_params: Vec<&'static str>,
+    /// sira answered with an estimate (a local token count), not a provider's figure.
+    pub estimate: bool,
     /// The modules that asked for this response's body.
     pub body_hooks: BodyHooks,
 }

@@ -243,3 +243,38 @@ async fn a_refused_provider_key_is_the_gateways_502_not_the_clients_401() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn count_tokens_never_becomes_a_generation() {
+    let mock = MockProvider::start();
+    let config = standard_config().replace(
+        "models:\n",
+        "models:\n  mixed:\n    targets: [{ provider: ant, model: claude-sonnet-4-5, weight: 1 }, { provider: oai, model: gpt-4o, weight: 100 }]\n",
+    );
+    let sira = Sira::start(&config, &mock.url());
+    let count = |model: &str| {
+        request(&sira, "/v1/messages/count_tokens")
+            .header("anthropic-version", "2023-06-01")
+            .json(&serde_json::json!({"model": model, "messages": [{"role": "user", "content": "How many tokens is this?"}]}))
+            .send()
+    };
+    for _ in 0..5 {
+        let resp = count("mixed").await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-sira-estimate"], "true");
+        let body: Value = resp.json().await.unwrap();
+        assert!(body["input_tokens"].as_u64().unwrap() > 0);
+    }
+    assert!(
+        mock.requests().is_empty(),
+        "no provider was asked, least of all for a completion"
+    );
+    // Every target Anthropic's: Anthropic counts, and says so without the estimate mark.
+    let resp = count("claude").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("x-sira-estimate").is_none());
+    assert_eq!(
+        mock.requests().last().unwrap().path_and_query,
+        "/v1/messages/count_tokens"
+    );
+}

@@ -15,6 +15,7 @@ const X_SIRA_OVERHEAD_US: HeaderName = HeaderName::from_static("x-sira-overhead-
 const X_SIRA_PROVIDER: HeaderName = HeaderName::from_static("x-sira-provider");
 const X_SIRA_MODEL: HeaderName = HeaderName::from_static("x-sira-model");
 const X_SIRA_ATTEMPTS: HeaderName = HeaderName::from_static("x-sira-attempts");
+const X_SIRA_ESTIMATE: HeaderName = HeaderName::from_static("x-sira-estimate");
 const X_SIRA_DROPPED_PARAMS: HeaderName = HeaderName::from_static("x-sira-dropped-params");
 const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
 
@@ -36,6 +37,10 @@ impl Phase for SiraHeaders {
     ) -> Result<(), GatewayError> {
         resp.insert_header(X_REQUEST_ID, ctx.id.clone())
             .map_err(header_error)?;
+        if ctx.response.estimate {
+            resp.insert_header(X_SIRA_ESTIMATE, HeaderValue::from_static("true"))
+                .map_err(header_error)?;
+        }
         let overhead = ctx.started.elapsed().saturating_sub(ctx.upstream.wait);
         resp.insert_header(X_SIRA_OVERHEAD_US, overhead.as_micros() as u64)
             .map_err(header_error)?;

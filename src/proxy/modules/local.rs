@@ -41,11 +41,15 @@ impl Phase for LocalAnswers {
         body: &mut RequestBody,
         ctx: &mut RequestCtx,
     ) -> Result<Flow, GatewayError> {
-        let counts_upstream = ctx.route.as_deref().is_some_and(counts_upstream);
+        let counts_upstream = ctx
+            .route
+            .as_deref()
+            .is_some_and(|route| counts_upstream(route, &ctx.snap.models));
         if ctx.op != Some(Operation::CountTokens) || counts_upstream {
             return Ok(Flow::Continue);
         }
         let tokens = crate::translate::estimate_input_tokens(ctx.format, &body.bytes)?;
+        ctx.response.estimate = true;
         let body =
             serde_json::to_vec(&serde_json::json!({ "input_tokens": tokens })).map_err(|e| {
                 GatewayError::Internal(format!("cannot encode token count: {e}").into())
@@ -57,12 +61,22 @@ impl Phase for LocalAnswers {
     }
 }
 
-/// Anthropic counts tokens itself; other providers get a local estimate.
-fn counts_upstream(route: &ModelRoute) -> bool {
-    route
-        .targets
-        .first()
-        .is_some_and(|t| t.provider.kind == ProviderKind::Anthropic)
+/// Anthropic counts tokens itself; otherwise the count is a local estimate. Only when every
+/// place the request could go — each target, whatever the order picks, and each fallback —
+/// is Anthropic: a count sent to another provider would be translated into a completion,
+/// a real generation billed for a question that costs nothing.
+fn counts_upstream(route: &ModelRoute, models: &crate::models::ModelTable) -> bool {
+    let anthropic = |route: &ModelRoute| {
+        route
+            .targets
+            .iter()
+            .all(|t| t.provider.kind == ProviderKind::Anthropic)
+    };
+    anthropic(route)
+        && route
+            .fallbacks
+            .iter()
+            .all(|name| models.resolve(name).is_some_and(|f| anthropic(f.route)))
 }
 
 /// The exact model names this caller may use, in OpenAI's list format. Wildcard entries

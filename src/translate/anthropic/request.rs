@@ -29,7 +29,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<Request<'_>, TranslateError> {
         ));
     }
     let mut out = Request {
-        late_system: LateSystem::Hoist,
+        late_system: LateSystem::InlineUser,
         max_tokens: req.max_tokens,
         temperature: req.temperature,
         top_p: req.top_p,
@@ -57,6 +57,10 @@ pub(crate) fn parse(body: &[u8]) -> Result<Request<'_>, TranslateError> {
         let role = match &*m.role {
             "user" => Role::User,
             "assistant" => Role::Assistant,
+            // Claude Code sends one after a turn when it switches models: where it stands
+            // in the conversation is part of its meaning, so it stays there (a system or
+            // developer turn where the target has one).
+            "system" => Role::System,
             other => {
                 return Err(TranslateError::invalid(
                     "messages",
@@ -68,6 +72,10 @@ pub(crate) fn parse(body: &[u8]) -> Result<Request<'_>, TranslateError> {
             role,
             parts: blocks(m.content)?,
         });
+    }
+    if req.tools.iter().any(|t| t.defer_loading == Some(true)) {
+        // Anthropic loads such tools on demand; elsewhere every tool is offered up front.
+        out.dropped.push("defer_loading");
     }
     for tool in req.tools {
         if tool.kind.as_deref().is_some_and(|k| k != "custom") {

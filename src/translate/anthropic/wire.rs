@@ -141,6 +141,8 @@ pub(crate) struct ToolIn<'a> {
     pub input_schema: Option<&'a RawValue>,
     #[serde(borrow)]
     pub cache_control: Option<&'a RawValue>,
+    /// Loaded on demand by Anthropic's tool search; no other provider has the notion.
+    pub defer_loading: Option<bool>,
 }
 
 #[derive(Deserialize)]

@@ -193,3 +193,37 @@ fn every_hosted_tool_is_dropped_not_refused() {
         }
     }
 }
+
+#[test]
+fn claude_codes_mid_conversation_system_message_reaches_every_provider() {
+    let body = json!({
+        "model": "m", "max_tokens": 100,
+        "system": [{"type": "text", "text": "base rules"}],
+        "messages": [
+            {"role": "user", "content": "first"},
+            {"role": "assistant", "content": "ok"},
+            {"role": "system", "content": "the model changed: be brief"},
+            {"role": "user", "content": "second"}
+        ],
+        "tools": [{"name": "Read", "input_schema": {"type": "object"}, "defer_loading": true}]
+    });
+    for to in [Format::OpenAiChat, Format::OpenAiResponses, Format::Gemini] {
+        let t = translate_request(
+            Format::Anthropic,
+            to,
+            body.to_string().as_bytes(),
+            &opts(false),
+        )
+        .unwrap_or_else(|e| panic!("{to:?}: {e}"));
+        let text = String::from_utf8(t.body.to_vec()).unwrap();
+        assert!(
+            text.contains("the model changed: be brief"),
+            "{to:?}: {text}"
+        );
+        assert!(
+            t.dropped.contains(&"defer_loading"),
+            "{to:?}: {:?}",
+            t.dropped
+        );
+    }
+}

@@ -303,6 +303,7 @@ fn build_model(
         default_max_tokens,
         route: strategy,
         hedge,
+        prompt_cache,
     } = config;
     let problems_before = b.problems.len();
     if targets.is_empty() {
@@ -417,6 +418,7 @@ fn build_model(
     route.default_max_tokens = default_max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
     route.strategy = strategy.unwrap_or_default();
     route.hedge = hedge_policy;
+    route.prompt_cache = prompt_cache != Some(super::file::PromptCache::Off);
     Some(route)
 }
 
@@ -426,10 +428,16 @@ fn pricing_table(b: &mut Builder, path: &str, p: PricingConfig) -> Option<Pricin
         input,
         output: p.output.unwrap_or(0.0),
         cached_input: p.cached_input.unwrap_or(input),
+        cache_write: p.cache_write.unwrap_or(input),
     };
-    if [table.input, table.output, table.cached_input]
-        .iter()
-        .any(|v| !v.is_finite() || *v < 0.0)
+    if [
+        table.input,
+        table.output,
+        table.cached_input,
+        table.cache_write,
+    ]
+    .iter()
+    .any(|v| !v.is_finite() || *v < 0.0)
     {
         b.problem(path, "prices must be non-negative numbers");
         return None;

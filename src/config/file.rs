@@ -227,6 +227,16 @@ pub struct ModelConfig {
     /// A second attempt when the first byte is slow (opt-in: it may cost a generation).
     #[serde(default)]
     pub hedge: Option<HedgeConfig>,
+    /// `auto` (default): Anthropic cache breakpoints for clients of other formats; `off`.
+    #[serde(default)]
+    pub prompt_cache: Option<PromptCache>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PromptCache {
+    Auto,
+    Off,
 }
 
 #[derive(Debug, Deserialize)]
@@ -268,6 +278,8 @@ pub struct PricingConfig {
     pub output: Option<f64>,
     #[serde(default, deserialize_with = "opt_number_or_string")]
     pub cached_input: Option<f64>,
+    #[serde(default, deserialize_with = "opt_number_or_string")]
+    pub cache_write: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -60,14 +60,20 @@ pub struct Pricing {
     pub output: f64,
     /// Defaults to the input price when the provider has no cache discount.
     pub cached_input: f64,
+    /// Tokens written to a prompt cache (Anthropic's `cache_creation_input_tokens`, billed
+    /// at a premium); defaults to the input price.
+    pub cache_write: f64,
 }
 
 impl Pricing {
     pub fn cost(&self, usage: &Usage) -> f64 {
+        // `input` counts every prompt token: the cache's reads and writes are parts of it.
         let cached = usage.cached_input.min(usage.input);
-        let uncached = usage.input - cached;
+        let written = usage.cache_creation_input.min(usage.input - cached);
+        let uncached = usage.input - cached - written;
         (uncached as f64 * self.input
             + cached as f64 * self.cached_input
+            + written as f64 * self.cache_write
             + usage.output as f64 * self.output)
             / 1_000_000.0
     }
@@ -127,6 +133,8 @@ pub struct ModelRoute {
     pub strategy: RouteStrategy,
     /// Second attempts for a slow first byte (opt-in).
     pub hedge: Option<HedgePolicy>,
+    /// Place Anthropic cache breakpoints for clients that cannot (`prompt_cache: auto`).
+    pub prompt_cache: bool,
 }
 
 /// `hedge: { after, max }`: when no response header came within `after`, another attempt
@@ -150,6 +158,7 @@ impl ModelRoute {
             default_max_tokens: DEFAULT_MAX_TOKENS,
             strategy: RouteStrategy::default(),
             hedge: None,
+            prompt_cache: true,
         }
     }
 
@@ -335,6 +344,7 @@ mod tests {
             input: 2.5,
             output: 10.0,
             cached_input: 1.25,
+            cache_write: 3.75,
         };
         let u = Usage {
             input: 1_000_000,
@@ -345,6 +355,29 @@ mod tests {
         let cost = p.cost(&u);
         assert!(
             (cost - (0.6 * 2.5 + 0.4 * 1.25 + 0.1 * 10.0)).abs() < 1e-9,
+            "{cost}"
+        );
+    }
+
+    #[test]
+    fn pricing_charges_cache_writes_at_their_price() {
+        let p = Pricing {
+            input: 3.0,
+            output: 15.0,
+            cached_input: 0.3,
+            cache_write: 3.75,
+        };
+        // Anthropic's prompt of 1M: 200k read from the cache, 500k written to it, 300k plain.
+        let u = Usage {
+            input: 1_000_000,
+            output: 0,
+            cached_input: 200_000,
+            cache_creation_input: 500_000,
+            reasoning: 0,
+        };
+        let cost = p.cost(&u);
+        assert!(
+            (cost - (0.3 * 3.0 + 0.2 * 0.3 + 0.5 * 3.75)).abs() < 1e-9,
             "{cost}"
         );
     }

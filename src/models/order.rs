@@ -148,6 +148,7 @@ mod tests {
             input,
             output,
             cached_input: input,
+            cache_write: input,
         });
         t
     }

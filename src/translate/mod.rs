@@ -47,6 +47,9 @@ pub struct RequestOptions<'a> {
     /// (fx openai/error_400_unsupported_parameter), but many OpenAI-compatible servers only
     /// know `max_tokens` (TRANSLATION.md §9).
     pub legacy_max_tokens: bool,
+    /// Anthropic upstreams: place cache breakpoints for clients whose format cannot
+    /// (`models.<name>.prompt_cache: auto`, the default).
+    pub prompt_cache: bool,
 }
 
 /// A request body in the provider's format.
@@ -136,6 +139,9 @@ pub fn translate_request(
         Format::Gemini => (gemini::request::parse(body)?, ResponseContext::default()),
         Format::OpenAiResponses => responses::request::parse(body)?,
     };
+    // Clients of other formats cannot place Anthropic's breakpoints: sira does, unless the
+    // operator turned it off for the model.
+    req.auto_cache = from != Format::Anthropic && opts.prompt_cache;
     let mut dropped = std::mem::take(&mut req.dropped);
     let body = match to {
         Format::OpenAiChat => openai_chat::request::write(&req, opts, &mut dropped)?,

@@ -65,6 +65,7 @@ impl Phase for Translation {
                         .as_ref()
                         .map_or(crate::models::DEFAULT_MAX_TOKENS, |r| r.default_max_tokens),
                     legacy_max_tokens: provider.kind == ProviderKind::OpenaiCompatible,
+                    prompt_cache: ctx.route.as_ref().is_none_or(|r| r.prompt_cache),
                 },
             )?;
             upstream.body = Bytes::from(translated.body);

@@ -334,12 +334,13 @@ pub(crate) fn write(
     // An agent resends its whole multi-KB prefix every turn; OpenAI caches it implicitly,
     // Anthropic only at explicit breakpoints: end of system and last user turn (§11.15).
     let ephemeral = RawValue::from_string(r#"{"type":"ephemeral"}"#.to_owned())?;
-    if req.auto_cache
+    let auto_cache = req.auto_cache
+        && !req.tools.iter().any(|t| t.cache_control.is_some())
         && !history
             .turns
             .iter()
-            .any(|t| t.parts.iter().any(has_cache_control))
-    {
+            .any(|t| t.parts.iter().any(has_cache_control));
+    if auto_cache {
         if let Some(SystemOut::Text(text)) = system {
             system = Some(SystemOut::Blocks(vec![BlockOut::Text {
                 text: Cow::Borrowed(text),
@@ -365,7 +366,7 @@ pub(crate) fn write(
         Some(ToolChoice::Allowed { names, .. }) => Some(names),
         _ => None,
     };
-    let tools = req
+    let mut tools: Vec<ToolOut<'_>> = req
         .tools
         .iter()
         .filter(|t| allowed.is_none_or(|names| names.contains(&t.name)))
@@ -376,6 +377,13 @@ pub(crate) fn write(
             cache_control: t.cache_control,
         })
         .collect();
+    // Tools come first in Anthropic's cache order: a breakpoint on the last one caches
+    // them all, for every turn that keeps the same tools.
+    if auto_cache {
+        if let Some(last) = tools.last_mut() {
+            last.cache_control = Some(&ephemeral);
+        }
+    }
     let disable_parallel = (req.parallel_tool_calls == Some(false)).then_some(true);
     let tool_choice = match &req.tool_choice {
         None if disable_parallel.is_some() && !req.tools.is_empty() => {

@@ -20,6 +20,7 @@ fn opts(stream: bool) -> RequestOptions<'static> {
         stream,
         default_max_tokens: 4096,
         legacy_max_tokens: false,
+        prompt_cache: true,
     }
 }
 
@@ -226,4 +227,70 @@ fn claude_codes_mid_conversation_system_message_reaches_every_provider() {
             t.dropped
         );
     }
+}
+
+#[test]
+fn clients_that_cannot_place_cache_breakpoints_get_them_at_anthropic() {
+    let chat = json!({
+        "model": "m",
+        "messages": [
+            {"role": "system", "content": "long stable instructions"},
+            {"role": "user", "content": "first"},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "second"}
+        ],
+        "tools": [
+            {"type": "function", "function": {"name": "a", "parameters": {"type": "object"}}},
+            {"type": "function", "function": {"name": "b", "parameters": {"type": "object"}}}
+        ]
+    });
+    let write = |prompt_cache: bool| {
+        let mut o = opts(false);
+        o.prompt_cache = prompt_cache;
+        let t = translate_request(
+            Format::OpenAiChat,
+            Format::Anthropic,
+            chat.to_string().as_bytes(),
+            &o,
+        )
+        .unwrap();
+        serde_json::from_slice::<Value>(&t.body).unwrap()
+    };
+    let v = write(true);
+    let ephemeral = json!({"type": "ephemeral"});
+    assert_eq!(
+        v["tools"][1]["cache_control"], ephemeral,
+        "after the last tool"
+    );
+    assert!(v["tools"][0].get("cache_control").is_none());
+    assert_eq!(
+        v["system"][0]["cache_control"], ephemeral,
+        "after the system prompt"
+    );
+    let last_user = v["messages"].as_array().unwrap().last().unwrap();
+    assert_eq!(
+        last_user["content"][0]["cache_control"], ephemeral,
+        "after the last turn"
+    );
+    let marks = v.to_string().matches("ephemeral").count();
+    assert!(marks <= 4, "Anthropic allows four breakpoints: {marks}");
+    // `prompt_cache: off` for the model: none.
+    assert!(!write(false).to_string().contains("ephemeral"));
+    // A client that placed its own keeps exactly those.
+    let own = json!({"model":"m","max_tokens":10,"system":[{"type":"text","text":"s","cache_control":{"type":"ephemeral"}}],
+        "messages":[{"role":"user","content":"x"}]});
+    let t = translate_request(
+        Format::Anthropic,
+        Format::Anthropic,
+        own.to_string().as_bytes(),
+        &opts(false),
+    )
+    .unwrap();
+    assert_eq!(
+        String::from_utf8(t.body.to_vec())
+            .unwrap()
+            .matches("ephemeral")
+            .count(),
+        1
+    );
 }

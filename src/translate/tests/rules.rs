@@ -15,6 +15,9 @@ fn req_opts(stream: bool) -> RequestOptions<'static> {
         stream,
         default_max_tokens: 4096,
         legacy_max_tokens: false,
+        // Automatic cache breakpoints have their own tests (agents.rs); here they would
+        // only clutter the expected bodies.
+        prompt_cache: false,
     }
 }
 

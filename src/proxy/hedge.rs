@@ -134,7 +134,11 @@ pub async fn race(
         };
         tokio::select! {
             (i, outcome) = first => {
-                let useful = matches!(&outcome, Ok(r) if !super::policy::retryable_status(status(r)));
+                // A refused credential is no answer either: the other attempt may be fine.
+                let useful = matches!(&outcome, Ok(r) if {
+                    let s = status(r);
+                    !super::policy::retryable_status(s) && s != 401
+                });
                 ends[i] = Some(outcome);
                 if useful {
                     break Some(i);

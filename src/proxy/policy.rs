@@ -207,8 +207,45 @@ pub async fn proxy_upstream(
             let lowest_latency = route.strategy == RouteStrategy::LowestLatency;
             match outcome {
                 Ok(mut upstream) => {
+                    let status = upstream.header().map_or(0, |h| h.status.as_u16());
+                    if status == 401 {
+                        // The gateway's own credential was refused: not the client's doing,
+                        // and no other endpoint of this provider would take it either. (A 403
+                        // is relayed: it is as often about what the request asked for.)
+                        let text = read_some(&mut upstream, 512).await;
+                        tracing::warn!(
+                            provider = %provider.name,
+                            status,
+                            request_id = ctx.id.to_str().unwrap_or("-"),
+                            answer = ?text,
+                            "the provider refused the gateway's credentials"
+                        );
+                        provider.pool.report(
+                            endpoint_index,
+                            leg.probe,
+                            first_failure,
+                            Outcome::Failed {
+                                reason: "the provider refused the gateway's credentials",
+                                slow: None,
+                            },
+                        );
+                        if lowest_latency {
+                            target.latency.observe(FAILURE_PENALTY);
+                        }
+                        label("auth_failed");
+                        record(ctx, &provider, format!("status_{status}"));
+                        let error = GatewayError::UpstreamAuth {
+                            provider: provider.name.to_string(),
+                            request_id: ctx.id.to_str().unwrap_or("-").to_owned(),
+                        };
+                        if no_more {
+                            return Err(error);
+                        }
+                        last_error = Some(error);
+                        exhausted.push(leg.target);
+                        continue;
+                    }
                     let header = upstream.header();
-                    let status = header.map_or(0, |h| h.status.as_u16());
                     // Read only by `route: lowest-latency`: not worth a lock elsewhere. A
                     // failure answer costs the target as a slow one would.
                     if lowest_latency {
@@ -229,26 +266,6 @@ pub async fn proxy_upstream(
                             retry_after: header.and_then(|h| retry_after(&h.headers)),
                         },
                     );
-                    if status == 401 || status == 403 {
-                        // The gateway's own credential was refused: not the client's doing,
-                        // and no other endpoint of this provider would take it either.
-                        let text = read_some(&mut upstream, 512).await;
-                        tracing::warn!(
-                            provider = %provider.name,
-                            status,
-                            request_id = ctx.id.to_str().unwrap_or("-"),
-                            answer = %text,
-                            "the provider refused the gateway's credentials"
-                        );
-                        label("auth_failed");
-                        record(ctx, &provider, format!("status_{status}"));
-                        last_error = Some(GatewayError::UpstreamAuth {
-                            provider: provider.name.to_string(),
-                            request_id: ctx.id.to_str().unwrap_or("-").to_owned(),
-                        });
-                        exhausted.push(leg.target);
-                        continue;
-                    }
                     counted += 1;
                     if retryable_status(status) && !no_more {
                         record(ctx, &provider, format!("status_{status}"));

@@ -108,14 +108,16 @@ pub(crate) fn parse(body: &[u8]) -> Result<(Request<'_>, ResponseContext), Trans
                 for inner in tool.tools {
                     declare(inner, Some(&namespace), &mut out, &mut ctx)?;
                 }
-                // The namespace's own description is for the model too: once, on its first
-                // tool, rather than repeated on every one.
-                if let (Some(about), Some(tool)) = (
-                    tool.description.filter(|d| !d.is_empty()),
-                    out.tools.get_mut(first),
-                ) {
-                    let own = tool.description.as_deref().unwrap_or_default();
-                    tool.description = Some(Cow::Owned(format!("[{namespace}] {about}\n\n{own}")));
+                // Every tool says which group it belongs to (two servers may both have a
+                // `search`); the group's own description, once, on its first tool.
+                let about = tool.description.filter(|d| !d.is_empty());
+                for (i, declared) in out.tools[first..].iter_mut().enumerate() {
+                    let own = declared.description.as_deref().unwrap_or_default();
+                    let text = match (&about, i) {
+                        (Some(about), 0) => format!("[{namespace}] {about}\n\n{own}"),
+                        _ => format!("[{namespace}] {own}"),
+                    };
+                    declared.description = Some(Cow::Owned(text));
                 }
             }
             "function" | "custom" | "local_shell" => declare(tool, None, &mut out, &mut ctx)?,
@@ -127,14 +129,10 @@ pub(crate) fn parse(body: &[u8]) -> Result<(Request<'_>, ResponseContext), Trans
             }
         }
     }
-    // A plain tool named like a namespaced one's flat name would take its calls.
+    // A tool declared twice under one provider-side name is offered once (providers refuse
+    // duplicates); the first declaration stands.
     let mut seen = HashSet::new();
-    if let Some(twice) = out.tools.iter().find(|t| !seen.insert(&*t.name)) {
-        return Err(TranslateError::invalid(
-            "tools",
-            format!("two tools would reach the provider as `{}`", twice.name),
-        ));
-    }
+    out.tools.retain(|t| seen.insert(t.name.to_string()));
     out.tool_choice = match req.tool_choice {
         None => None,
         Some(StrOrObj::Str(mode)) => Some(match &*mode {
@@ -149,10 +147,20 @@ pub(crate) fn parse(body: &[u8]) -> Result<(Request<'_>, ResponseContext), Trans
             }
         }),
         Some(StrOrObj::Obj(obj)) => Some(match (&*obj.kind, obj.name) {
-            ("function" | "custom", Some(name)) => ToolChoice::Named(name),
+            ("function" | "custom", Some(name)) => ToolChoice::Named(choice_name(
+                &ctx,
+                &out.tools,
+                obj.namespace.as_deref(),
+                name,
+            )),
             ("allowed_tools", _) => ToolChoice::Allowed {
                 required: obj.mode.as_deref() == Some("required"),
-                names: obj.tools.into_iter().filter_map(|t| t.name).collect(),
+                names: obj
+                    .tools
+                    .into_iter()
+                    .filter_map(|t| t.name)
+                    .map(|name| choice_name(&ctx, &out.tools, None, name))
+                    .collect(),
             },
             (kind, _) if hosted_dropped && !matches!(kind, "function" | "custom") => {
                 ToolChoice::Auto
@@ -461,8 +469,9 @@ pub(crate) fn flat_name(namespace: &str, name: &str) -> String {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     };
     let joined = format!("{namespace}__{name}");
-    // A namespace without `__` keeps the first `__` the separator: no two pairs meet.
-    if joined.len() <= MAX && plain(namespace) && plain(name) && !namespace.contains("__") {
+    // Readable where it fits (Codex's MCP namespaces are `mcp__<server>`); two tools that
+    // would still meet under one name in a request are offered once (see `parse`).
+    if joined.len() <= MAX && plain(namespace) && plain(name) {
         return joined;
     }
     let digest = format!(
@@ -481,6 +490,28 @@ pub(crate) fn flat_name(namespace: &str, name: &str) -> String {
         .take(MAX - digest.len() - 3)
         .collect();
     format!("ns{digest}_{tail}")
+}
+
+/// The provider-side name of a tool a `tool_choice` names: its flat name when it is a
+/// namespaced tool (named with its namespace, or by a name only one namespace declares and
+/// no plain tool shares).
+fn choice_name<'a>(
+    ctx: &ResponseContext,
+    tools: &[Tool<'_>],
+    namespace: Option<&str>,
+    name: Str<'a>,
+) -> Str<'a> {
+    if let Some(ns) = namespace {
+        return Cow::Owned(flat_name(ns, &name));
+    }
+    let plain = tools
+        .iter()
+        .any(|t| t.name == name && ctx.namespace_of(&t.name).is_none());
+    let mut matches = ctx.namespaced.iter().filter(|(_, _, n)| *n == *name);
+    match (matches.next(), matches.next()) {
+        (Some((flat, _, _)), None) if !plain => Cow::Owned(flat.clone()),
+        _ => name,
+    }
 }
 
 /// A history call's provider-side name.

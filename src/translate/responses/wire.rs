@@ -73,6 +73,7 @@ raw_tagged! {
             "web_search_call" | "file_search_call" | "code_interpreter_call" | "image_generation_call"
             | "mcp_call" | "mcp_list_tools" | "mcp_approval_request" | "mcp_approval_response"
             | "computer_call" | "computer_call_output" | "compaction"
+            | "tool_search_call" | "tool_search_output"
         ) => Hosted(serde::de::IgnoredAny),
     }
 }
@@ -215,6 +216,8 @@ pub(crate) struct ToolChoiceIn<'a> {
     pub kind: Str<'a>,
     #[serde(borrow)]
     pub name: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub namespace: Option<Str<'a>>,
     #[serde(borrow)]
     pub mode: Option<Str<'a>>,
     #[serde(borrow, default)]

@@ -144,10 +144,10 @@ fn flat_names_fit_every_provider_and_stay_apart() {
         flat_name(&"n".repeat(40), &"f".repeat(40)),
         "stable across turns"
     );
-    assert_ne!(
-        flat_name("a", "b__c"),
-        flat_name("a__b", "c"),
-        "the separator stays unique"
+    assert_eq!(
+        flat_name("mcp__github", "search"),
+        "mcp__github__search",
+        "MCP groups stay readable"
     );
     assert_ne!(
         flat_name(&"n".repeat(40), &"f".repeat(40)),
@@ -293,4 +293,78 @@ fn clients_that_cannot_place_cache_breakpoints_get_them_at_anthropic() {
             .count(),
         1
     );
+}
+
+#[test]
+fn tool_choice_and_duplicates_follow_the_flat_names() {
+    let body = json!({
+        "model": "m",
+        "input": [
+            {"type":"message","role":"user","content":[{"type":"input_text","text":"go"}]},
+            {"type":"tool_search_call","id":"ts1","status":"completed"},
+            {"type":"tool_search_output","id":"ts2","tools":[]}
+        ],
+        "tools": [
+            {"type":"namespace","name":"mcp__github","tools":[
+                {"type":"function","name":"search","description":"code","parameters":{"type":"object"}}]},
+            {"type":"namespace","name":"mcp__jira","description":"tickets","tools":[
+                {"type":"function","name":"search","parameters":{"type":"object"}},
+                {"type":"function","name":"open","parameters":{"type":"object"}}]},
+            {"type":"function","name":"shell","parameters":{"type":"object"}},
+            {"type":"function","name":"shell","parameters":{"type":"object"}}
+        ],
+        "tool_choice": {"type":"function","name":"search","namespace":"mcp__jira"}
+    });
+    let t = translate_request(
+        Format::OpenAiResponses,
+        Format::Anthropic,
+        body.to_string().as_bytes(),
+        &opts(false),
+    )
+    .unwrap();
+    let v: Value = serde_json::from_slice(&t.body).unwrap();
+    let names: Vec<&str> = v["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "mcp__github__search",
+            "mcp__jira__search",
+            "mcp__jira__open",
+            "shell"
+        ],
+        "one shell"
+    );
+    assert_eq!(
+        v["tool_choice"],
+        json!({"type":"tool","name":"mcp__jira__search"})
+    );
+    let descriptions: Vec<&str> = v["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["description"].as_str().unwrap_or(""))
+        .collect();
+    assert!(descriptions[0].starts_with("[mcp__github] code"));
+    assert!(descriptions[1].starts_with("[mcp__jira] tickets"));
+    assert!(
+        descriptions[2].starts_with("[mcp__jira] "),
+        "every tool names its group"
+    );
+    // A name only one group declares needs no namespace.
+    let mut unique = body.clone();
+    unique["tool_choice"] = json!({"type":"function","name":"open"});
+    let t = translate_request(
+        Format::OpenAiResponses,
+        Format::Anthropic,
+        unique.to_string().as_bytes(),
+        &opts(false),
+    )
+    .unwrap();
+    let v: Value = serde_json::from_slice(&t.body).unwrap();
+    assert_eq!(v["tool_choice"]["name"], "mcp__jira__open");
 }

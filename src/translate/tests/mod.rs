@@ -5,6 +5,7 @@
 //! rewrites them; every rewritten file must be reviewed against TRANSLATION.md.
 
 mod agents;
+mod conformance;
 mod golden;
 mod rules;
 mod split;

@@ -335,6 +335,11 @@ pub(crate) fn prefixed(prefix: &str, id: &str) -> String {
     }
 }
 
+/// Prefix of the signature sira gives OpenAI's encrypted reasoning when a client of another
+/// format carries it (a thinking block's `signature`, a `thoughtSignature`): the Responses
+/// writer gives it back to OpenAI as a `reasoning` item; no other provider is sent it.
+pub(crate) const OPENAI_REASONING_PREFIX: &str = "oai1.";
+
 /// Prefix of the opaque `encrypted_content` strings sira issues in Responses reasoning items
 /// to carry Anthropic thinking across stateless turns (§11.5).
 pub(crate) const CARRIER_PREFIX: &str = "sira1.";

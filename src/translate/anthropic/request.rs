@@ -589,10 +589,14 @@ fn write_block<'r>(p: &'r Part<'_>) -> Result<Option<BlockOut<'r>>, TranslateErr
         Part::Thinking {
             text,
             signature: Some(signature),
-        } if !signature.is_empty() => BlockOut::Thinking {
-            thinking: text,
-            signature,
-        },
+        } if !signature.is_empty()
+            && !signature.starts_with(crate::translate::util::OPENAI_REASONING_PREFIX) =>
+        {
+            BlockOut::Thinking {
+                thinking: text,
+                signature,
+            }
+        }
         Part::Thinking { .. } => return Ok(None),
         Part::RedactedThinking { data } => BlockOut::RedactedThinking { data },
     }))

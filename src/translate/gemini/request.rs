@@ -228,14 +228,25 @@ fn parts<'a>(
                 cache_control: None,
             });
         } else if let Some(text) = p.text {
-            out.push(if p.thought {
-                Part::Thinking {
+            if p.thought {
+                // A streamed thought comes back as several parts, its signature on the last
+                // (often empty) one: one thought, one signature.
+                if let Some(Part::Thinking {
+                    text: previous,
+                    signature: unsigned @ None,
+                }) = out.last_mut()
+                {
+                    previous.to_mut().push_str(&text);
+                    *unsigned = p.thought_signature;
+                    continue;
+                }
+                out.push(Part::Thinking {
                     text,
                     signature: p.thought_signature,
-                }
+                });
             } else {
-                Part::text(text)
-            });
+                out.push(Part::text(text));
+            }
         } else {
             return Err(TranslateError::invalid(
                 "contents",

@@ -102,9 +102,12 @@ pub(crate) fn write(resp: &Response<'_>, opts: &ResponseOptions) -> Vec<u8> {
                 text: Some(Cow::Borrowed(t)),
                 ..PartOut::default()
             }),
-            Out::Thinking { text, .. } => parts.push(PartOut {
+            // Another provider's signature rides where Gemini clients keep Gemini's own, and
+            // comes back with the part on the next turn.
+            Out::Thinking { text, signature } => parts.push(PartOut {
                 text: Some(Cow::Borrowed(text)),
                 thought: Some(true),
+                thought_signature: signature.as_deref().map(Cow::Borrowed),
                 ..PartOut::default()
             }),
             Out::RedactedThinking(_) => {}

@@ -258,8 +258,23 @@ impl Sink for Emitter {
                     false,
                 );
             }
-            // Anthropic signatures mean nothing to Gemini clients.
-            Ev::ReasoningSignature(_) | Ev::RedactedReasoning(_) => {}
+            // The signature closes the thought: an empty thought part carries it, as Gemini's
+            // own streams do; the client replays it and it goes back to the provider.
+            Ev::ReasoningSignature(signature) => {
+                self.flush_call(out);
+                self.chunk(
+                    out,
+                    &[PartOut {
+                        text: Some(Cow::Borrowed("")),
+                        thought: Some(true),
+                        thought_signature: Some(signature),
+                        ..PartOut::default()
+                    }],
+                    None,
+                    false,
+                );
+            }
+            Ev::RedactedReasoning(_) => {}
             Ev::ToolStart { id, name, .. } => {
                 self.flush_call(out);
                 self.pending = Some(PendingCall {

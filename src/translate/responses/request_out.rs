@@ -6,7 +6,7 @@ use super::wire::*;
 use crate::format::Format;
 use crate::translate::error::TranslateError;
 use crate::translate::ir::*;
-use crate::translate::util::to_body;
+use crate::translate::util::{to_body, OPENAI_REASONING_PREFIX};
 use crate::translate::RequestOptions;
 
 pub(crate) fn write(
@@ -84,6 +84,29 @@ pub(crate) fn write(
             }
             Role::Assistant => {
                 started = true;
+                // OpenAI's own reasoning, carried by a client of another format: given back
+                // first, as OpenAI wants it before the turn's messages and calls.
+                for p in &m.parts {
+                    if let Part::Thinking {
+                        text,
+                        signature: Some(signature),
+                    } = p
+                    {
+                        if let Some(encrypted) = signature.strip_prefix(OPENAI_REASONING_PREFIX) {
+                            input.push(InputItemOut::Reasoning {
+                                encrypted_content: encrypted,
+                                summary: if text.is_empty() {
+                                    Vec::new()
+                                } else {
+                                    vec![SummaryTextOut {
+                                        kind: "summary_text",
+                                        text,
+                                    }]
+                                },
+                            });
+                        }
+                    }
+                }
                 let texts: Vec<&Part<'_>> = m
                     .parts
                     .iter()

@@ -10,7 +10,9 @@ use super::wire_out::*;
 use super::{usage_from, usage_to};
 use crate::translate::error::TranslateError;
 use crate::translate::ir::*;
-use crate::translate::util::{encode_carrier, fnv1a, prefixed, to_body, to_raw, Carrier};
+use crate::translate::util::{
+    encode_carrier, fnv1a, prefixed, to_body, to_raw, Carrier, OPENAI_REASONING_PREFIX,
+};
 use crate::translate::{ResponseContext, ResponseOptions};
 
 // ------------------------------------------------------------------ upstream → canonical
@@ -87,12 +89,16 @@ pub(crate) fn output_item<'a>(
                     text.push_str(&t.text);
                 }
             }
-            if !text.is_empty() {
-                // OpenAI's encrypted reasoning is useless to other formats; the summary is
-                // reasoning text (drop or `reasoning_content`, §11.12).
+            // The summary is reasoning text for other clients (§11.12); the encrypted state
+            // rides as its signature, so that the next turn can give it back to OpenAI.
+            let signature = item
+                .encrypted_content
+                .filter(|e| !e.is_empty())
+                .map(|e| Cow::Owned(format!("{OPENAI_REASONING_PREFIX}{e}")));
+            if !text.is_empty() || signature.is_some() {
                 out.push(Out::Thinking {
                     text: Cow::Owned(text),
-                    signature: None,
+                    signature,
                 });
             }
         }

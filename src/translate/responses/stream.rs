@@ -12,7 +12,7 @@ use crate::translate::errors::responses_kind;
 use crate::translate::ir::*;
 use crate::translate::openai_chat::stream::truncated;
 use crate::translate::stream::Sink;
-use crate::translate::util::{compact, tag_of};
+use crate::translate::util::{compact, tag_of, OPENAI_REASONING_PREFIX};
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Parser {
@@ -177,6 +177,18 @@ impl Parser {
                             },
                             out,
                         );
+                    }
+                    // OpenAI's encrypted reasoning: its signature for another client to carry
+                    // back (the summary streamed as reasoning text before it).
+                    Some(item) if item.kind == "reasoning" => {
+                        if let Some(encrypted) = item.encrypted_content.filter(|e| !e.is_empty()) {
+                            sink.event(
+                                Ev::ReasoningSignature(Cow::Owned(format!(
+                                    "{OPENAI_REASONING_PREFIX}{encrypted}"
+                                ))),
+                                out,
+                            );
+                        }
                     }
                     _ => {}
                 }

@@ -317,6 +317,18 @@ pub(crate) enum InputItemOut<'a> {
         call_id: &'a str,
         output: String,
     },
+    /// OpenAI's own reasoning, carried through another client and given back.
+    Reasoning {
+        encrypted_content: &'a str,
+        summary: Vec<SummaryTextOut<'a>>,
+    },
+}
+
+#[derive(Serialize)]
+pub(crate) struct SummaryTextOut<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub text: &'a str,
 }
 
 #[derive(Serialize)]
@@ -452,6 +464,9 @@ pub(crate) struct OutputItemIn<'a> {
     pub input: Option<Str<'a>>,
     #[serde(borrow)]
     pub action: Option<&'a RawValue>,
+    /// A reasoning item's opaque state, which OpenAI wants back on the next turn.
+    #[serde(borrow)]
+    pub encrypted_content: Option<Str<'a>>,
 }
 
 /// Responses usage; cached tokens ⊂ input, reasoning ⊂ output (§11.9).

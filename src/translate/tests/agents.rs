@@ -368,3 +368,144 @@ fn tool_choice_and_duplicates_follow_the_flat_names() {
     let v: Value = serde_json::from_slice(&t.body).unwrap();
     assert_eq!(v["tool_choice"]["name"], "mcp__jira__open");
 }
+
+#[test]
+fn gemini_clis_router_call_asks_every_provider_for_its_json() {
+    // gemini-cli with model `auto` first asks for a routing decision as JSON.
+    let schema = json!({"type":"object","properties":{"model_choice":{"type":"string","enum":["flash","pro"]}},"required":["model_choice"]});
+    let body = json!({
+        "contents": [{"role":"user","parts":[{"text":"route this"}]}],
+        "generationConfig": {"responseMimeType":"application/json","responseJsonSchema": schema}
+    });
+    let raw = body.to_string();
+    let to = |format| {
+        let t = translate_request(Format::Gemini, format, raw.as_bytes(), &opts(false))
+            .unwrap_or_else(|e| panic!("{format:?}: {e}"));
+        serde_json::from_slice::<Value>(&t.body).unwrap()
+    };
+    let chat = to(Format::OpenAiChat);
+    assert_eq!(chat["response_format"]["type"], "json_schema", "{chat}");
+    assert_eq!(
+        chat["response_format"]["json_schema"]["schema"]["required"][0],
+        "model_choice"
+    );
+    let responses = to(Format::OpenAiResponses);
+    assert_eq!(
+        responses["text"]["format"]["type"], "json_schema",
+        "{responses}"
+    );
+    let anthropic = to(Format::Anthropic);
+    let text = anthropic.to_string();
+    assert!(
+        text.contains("model_choice"),
+        "Anthropic is asked for the schema too: {text}"
+    );
+}
+
+/// A provider's answer with signed reasoning and a tool call, and the signature in it.
+fn signed_answer(provider: Format) -> (Value, &'static str) {
+    match provider {
+        Format::Anthropic => (
+            json!({"id":"msg_1","type":"message","role":"assistant","model":"c","content":[
+                {"type":"thinking","thinking":"let me think","signature":"RXFBQ1NpZ0FudGhyb3BpYw=="},
+                {"type":"tool_use","id":"toolu_1","name":"get_time","input":{}}],
+                "stop_reason":"tool_use","usage":{"input_tokens":5,"output_tokens":6}}),
+            "RXFBQ1NpZ0FudGhyb3BpYw==",
+        ),
+        Format::Gemini => (
+            json!({"candidates":[{"content":{"role":"model","parts":[
+                {"text":"let me think","thought":true},
+                {"functionCall":{"name":"get_time","args":{}},"thoughtSignature":"c2lnbmF0dXJlLWdlbWluaQ=="}]},
+                "finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":6}}),
+            "c2lnbmF0dXJlLWdlbWluaQ==",
+        ),
+        _ => (
+            json!({"id":"resp_1","object":"response","status":"completed","model":"o","output":[
+                {"type":"reasoning","id":"rs_1","encrypted_content":"gAAAAABoZW5jcnlwdGVk",
+                 "summary":[{"type":"summary_text","text":"let me think"}]},
+                {"type":"function_call","id":"fc_1","call_id":"call_1","name":"get_time","arguments":"{}","status":"completed"}],
+                "usage":{"input_tokens":5,"output_tokens":6,"total_tokens":11}}),
+            "gAAAAABoZW5jcnlwdGVk",
+        ),
+    }
+}
+
+/// The client's next turn: its history with the translated answer and the tool's result.
+fn next_turn(client: Format, answer: &Value) -> Value {
+    let tool = json!({"name":"get_time","description":"now","parameters":{"type":"object","properties":{}}});
+    match client {
+        Format::OpenAiChat => {
+            let message = answer["choices"][0]["message"].clone();
+            let id = message["tool_calls"][0]["id"].clone();
+            json!({"model":"m","messages":[{"role":"user","content":"time?"}, message,
+                {"role":"tool","tool_call_id":id,"content":"12:00"}],
+                "tools":[{"type":"function","function":tool}]})
+        }
+        Format::Anthropic => {
+            let content = answer["content"].clone();
+            let id = content
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|b| b["type"] == "tool_use")
+                .unwrap()["id"]
+                .clone();
+            json!({"model":"m","max_tokens":100,"messages":[{"role":"user","content":"time?"},
+                {"role":"assistant","content":content},
+                {"role":"user","content":[{"type":"tool_result","tool_use_id":id,"content":"12:00"}]}],
+                "tools":[{"name":"get_time","description":"now","input_schema":{"type":"object","properties":{}}}]})
+        }
+        Format::OpenAiResponses => {
+            let mut input = vec![json!({"role":"user","content":"time?"})];
+            let output = answer["output"].as_array().unwrap();
+            input.extend(output.iter().cloned());
+            let call = output
+                .iter()
+                .find(|i| i["type"] == "function_call")
+                .unwrap();
+            input.push(
+                json!({"type":"function_call_output","call_id":call["call_id"],"output":"12:00"}),
+            );
+            json!({"model":"m","input":input,"store":false,"include":["reasoning.encrypted_content"],
+                "tools":[{"type":"function","name":"get_time","description":"now","parameters":{"type":"object","properties":{}}}]})
+        }
+        Format::Gemini => {
+            let parts = answer["candidates"][0]["content"]["parts"].clone();
+            json!({"contents":[{"role":"user","parts":[{"text":"time?"}]},
+                {"role":"model","parts":parts},
+                {"role":"user","parts":[{"functionResponse":{"name":"get_time","response":{"result":"12:00"}}}]}],
+                "tools":[{"functionDeclarations":[tool]}]})
+        }
+    }
+}
+
+#[test]
+fn signed_reasoning_survives_a_two_turn_tool_conversation_through_any_client() {
+    let mut lost = Vec::new();
+    for provider in [Format::Anthropic, Format::Gemini, Format::OpenAiResponses] {
+        let (answer, signature) = signed_answer(provider);
+        for client in FORMATS.into_iter().filter(|c| *c != provider) {
+            let translated = translate_response_with(
+                provider,
+                client,
+                answer.to_string().as_bytes(),
+                &super::opts(),
+                &crate::translate::ResponseContext::default(),
+            )
+            .unwrap_or_else(|e| panic!("{provider:?} → {client:?}: {e}"));
+            let answer: Value = serde_json::from_slice(&translated.body).unwrap();
+            let next = next_turn(client, &answer);
+            let request =
+                translate_request(client, provider, next.to_string().as_bytes(), &opts(false))
+                    .unwrap_or_else(|e| panic!("{client:?} → {provider:?}: {e}"));
+            let body = String::from_utf8(request.body.to_vec()).unwrap();
+            if !body.contains(signature) {
+                if std::env::var_os("SIRA_DEBUG_REASONING").is_some() {
+                    eprintln!("== {provider:?} via {client:?}\nanswer: {answer}\nnext: {body}");
+                }
+                lost.push(format!("{provider:?} via a {client:?} client"));
+            }
+        }
+    }
+    assert!(lost.is_empty(), "reasoning lost: {lost:?}");
+}

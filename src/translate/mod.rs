@@ -211,6 +211,46 @@ fn identity_request(
     })
 }
 
+/// Reasoning sira handed a client on behalf of another provider, replayed to a provider of
+/// the client's own format (a conversation that moved from one model to another): OpenAI
+/// cannot read sira's carriers, Anthropic and Gemini reject OpenAI's encrypted reasoning as a
+/// signature. `None` when the body holds none — a scan for the markers, no parse.
+pub fn strip_foreign_reasoning(format: Format, body: &[u8]) -> Option<Vec<u8>> {
+    let marker = match format {
+        Format::OpenAiResponses => format!("\"{}", util::CARRIER_PREFIX),
+        Format::Anthropic | Format::Gemini => format!("\"{}", util::OPENAI_REASONING_PREFIX),
+        Format::OpenAiChat => return None,
+    };
+    memchr::memmem::find(body, marker.as_bytes())?;
+    let mut map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body).ok()?;
+    let foreign = |v: Option<&serde_json::Value>| {
+        v.and_then(|s| s.as_str())
+            .is_some_and(|s| s.starts_with(util::OPENAI_REASONING_PREFIX))
+    };
+    match format {
+        Format::OpenAiResponses => strip_carriers(&mut map),
+        Format::Anthropic => {
+            for message in map.get_mut("messages")?.as_array_mut()? {
+                if let Some(blocks) = message.get_mut("content").and_then(|c| c.as_array_mut()) {
+                    blocks.retain(|b| !(b["type"] == "thinking" && foreign(b.get("signature"))));
+                }
+            }
+        }
+        _ => {
+            for content in map.get_mut("contents")?.as_array_mut()? {
+                if let Some(parts) = content.get_mut("parts").and_then(|p| p.as_array_mut()) {
+                    parts.retain(|p| {
+                        !(p["thought"] == true
+                            && (foreign(p.get("thoughtSignature"))
+                                || foreign(p.get("thought_signature"))))
+                    });
+                }
+            }
+        }
+    }
+    serde_json::to_vec(&map).ok()
+}
+
 /// Removes the reasoning items that carry sira's own `encrypted_content`: OpenAI cannot
 /// decrypt them and rejects the request (§11.5 "pass-through").
 fn strip_carriers(map: &mut serde_json::Map<String, serde_json::Value>) {

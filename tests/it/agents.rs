@@ -278,3 +278,53 @@ async fn count_tokens_never_becomes_a_generation() {
         "/v1/messages/count_tokens"
     );
 }
+
+#[tokio::test]
+async fn reasoning_carried_for_another_provider_never_reaches_the_wrong_one() {
+    // A Claude Code session that talked to an OpenAI-served model (its thinking signed with
+    // OpenAI's encrypted reasoning) switches to an Anthropic model: passthrough, yet the
+    // foreign signature must not reach Anthropic, which would refuse the turn.
+    let mock = MockProvider::start();
+    let sira = sira(&mock);
+    let turn = serde_json::json!({
+        "model": "claude", "max_tokens": 50,
+        "messages": [
+            {"role": "user", "content": "time?"},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "", "signature": "oai1.gAAAAABoZW5jcnlwdGVk"},
+                {"type": "text", "text": "12:00"}]},
+            {"role": "user", "content": "thanks"}
+        ]
+    });
+    let resp = request(&sira, "/v1/messages")
+        .header("anthropic-version", "2023-06-01")
+        .json(&turn)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let sent = mock.requests();
+    let body = String::from_utf8_lossy(&sent.last().unwrap().body).into_owned();
+    assert!(!body.contains("oai1."), "{body}");
+    assert!(
+        body.contains("12:00"),
+        "the rest of the turn is kept: {body}"
+    );
+
+    // Back on the OpenAI model the turn goes on (sira speaks Chat to OpenAI for Anthropic
+    // clients, which takes no reasoning back; the Responses path gives it back, tested in
+    // `translate::tests::agents`).
+    let mut back = turn.clone();
+    back["model"] = "gpt-4o".into();
+    let resp = request(&sira, "/v1/messages")
+        .header("anthropic-version", "2023-06-01")
+        .json(&back)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let sent = mock.requests();
+    let upstream = sent.last().unwrap();
+    assert_eq!(upstream.path_and_query, "/v1/chat/completions");
+    assert!(!String::from_utf8_lossy(&upstream.body).contains("oai1."));
+}

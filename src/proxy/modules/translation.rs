@@ -89,6 +89,11 @@ impl Phase for Translation {
                 include_usage: injected_usage,
             },
         );
+        if let Some(clean) =
+            crate::translate::strip_foreign_reasoning(upstream.format, &upstream.body)
+        {
+            upstream.body = Bytes::from(clean);
+        }
         state.context = None;
         state.injected_usage = injected_usage;
         ctx.response.dropped_params.clear();

@@ -216,16 +216,24 @@ fn identity_request(
 /// cannot read sira's carriers, Anthropic and Gemini reject OpenAI's encrypted reasoning as a
 /// signature. `None` when the body holds none — a scan for the markers, no parse.
 pub fn strip_foreign_reasoning(format: Format, body: &[u8]) -> Option<Vec<u8>> {
-    let marker = match format {
-        Format::OpenAiResponses => format!("\"{}", util::CARRIER_PREFIX),
-        Format::Anthropic | Format::Gemini => format!("\"{}", util::OPENAI_REASONING_PREFIX),
+    let markers: &[&str] = match format {
+        Format::OpenAiResponses => &[util::CARRIER_PREFIX],
+        Format::Anthropic => &[util::OPENAI_REASONING_PREFIX],
+        Format::Gemini => &[
+            util::OPENAI_REASONING_PREFIX,
+            util::ANTHROPIC_SIGNATURE_PREFIX,
+        ],
         Format::OpenAiChat => return None,
     };
-    memchr::memmem::find(body, marker.as_bytes())?;
+    markers
+        .iter()
+        .find(|m| memchr::memmem::find(body, format!("\"{m}").as_bytes()).is_some())?;
     let mut map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body).ok()?;
     let foreign = |v: Option<&serde_json::Value>| {
-        v.and_then(|s| s.as_str())
-            .is_some_and(|s| s.starts_with(util::OPENAI_REASONING_PREFIX))
+        v.and_then(|s| s.as_str()).is_some_and(|s| {
+            s.starts_with(util::OPENAI_REASONING_PREFIX)
+                || (format == Format::Gemini && s.starts_with(util::ANTHROPIC_SIGNATURE_PREFIX))
+        })
     };
     match format {
         Format::OpenAiResponses => strip_carriers(&mut map),

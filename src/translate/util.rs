@@ -340,6 +340,20 @@ pub(crate) fn prefixed(prefix: &str, id: &str) -> String {
 /// writer gives it back to OpenAI as a `reasoning` item; no other provider is sent it.
 pub(crate) const OPENAI_REASONING_PREFIX: &str = "oai1.";
 
+/// Prefix of an Anthropic thinking signature given to a Gemini client as a `thoughtSignature`:
+/// it tells sira's signature from Gemini's own, so it goes back to Anthropic and never to
+/// Gemini.
+pub(crate) const ANTHROPIC_SIGNATURE_PREFIX: &str = "ant1.";
+
+/// A non-Gemini signature as a Gemini client carries it.
+pub(crate) fn foreign_thought_signature(signature: &str) -> Cow<'_, str> {
+    if signature.starts_with(OPENAI_REASONING_PREFIX) {
+        Cow::Borrowed(signature)
+    } else {
+        Cow::Owned(format!("{ANTHROPIC_SIGNATURE_PREFIX}{signature}"))
+    }
+}
+
 /// Prefix of the opaque `encrypted_content` strings sira issues in Responses reasoning items
 /// to carry Anthropic thinking across stateless turns (§11.5).
 pub(crate) const CARRIER_PREFIX: &str = "sira1.";

@@ -328,3 +328,36 @@ async fn reasoning_carried_for_another_provider_never_reaches_the_wrong_one() {
     assert_eq!(upstream.path_and_query, "/v1/chat/completions");
     assert!(!String::from_utf8_lossy(&upstream.body).contains("oai1."));
 }
+
+#[tokio::test]
+async fn a_gemini_client_moving_back_to_gemini_drops_anthropics_signatures() {
+    let mock = MockProvider::start();
+    let sira = sira(&mock);
+    let turn = serde_json::json!({
+        "contents": [
+            {"role": "user", "parts": [{"text": "time?"}]},
+            {"role": "model", "parts": [
+                {"text": "thinking it over", "thought": true, "thoughtSignature": "ant1.RXFBQ1NpZw=="},
+                {"text": "12:00"}]},
+            {"role": "user", "parts": [{"text": "thanks"}]}
+        ]
+    });
+    let resp = request(&sira, "/v1beta/models/flash:generateContent")
+        .json(&turn)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = String::from_utf8_lossy(&mock.requests().last().unwrap().body).into_owned();
+    assert!(!body.contains("ant1."), "{body}");
+    assert!(body.contains("12:00"), "{body}");
+    // To Anthropic the signature goes back as Anthropic's own.
+    let resp = request(&sira, "/v1beta/models/claude:generateContent")
+        .json(&turn)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = String::from_utf8_lossy(&mock.requests().last().unwrap().body).into_owned();
+    assert!(body.contains("\"signature\":\"RXFBQ1NpZw==\""), "{body}");
+}

@@ -237,12 +237,12 @@ fn parts<'a>(
                 }) = out.last_mut()
                 {
                     previous.to_mut().push_str(&text);
-                    *unsigned = p.thought_signature;
+                    *unsigned = p.thought_signature.map(native_signature);
                     continue;
                 }
                 out.push(Part::Thinking {
                     text,
-                    signature: p.thought_signature,
+                    signature: p.thought_signature.map(native_signature),
                 });
             } else {
                 out.push(Part::text(text));
@@ -572,4 +572,12 @@ fn response_object(text: String, is_error: bool) -> Cow<'static, RawValue> {
         }
     };
     Cow::Owned(to_raw(&w))
+}
+
+/// An Anthropic signature a Gemini client carried (`ant1.`…) back as Anthropic's own.
+fn native_signature(signature: Cow<'_, str>) -> Cow<'_, str> {
+    match signature.strip_prefix(crate::translate::util::ANTHROPIC_SIGNATURE_PREFIX) {
+        Some(native) => Cow::Owned(native.to_owned()),
+        None => signature,
+    }
 }

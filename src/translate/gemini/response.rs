@@ -107,7 +107,9 @@ pub(crate) fn write(resp: &Response<'_>, opts: &ResponseOptions) -> Vec<u8> {
             Out::Thinking { text, signature } => parts.push(PartOut {
                 text: Some(Cow::Borrowed(text)),
                 thought: Some(true),
-                thought_signature: signature.as_deref().map(Cow::Borrowed),
+                thought_signature: signature
+                    .as_deref()
+                    .map(crate::translate::util::foreign_thought_signature),
                 ..PartOut::default()
             }),
             Out::RedactedThinking(_) => {}

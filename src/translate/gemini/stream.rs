@@ -267,7 +267,10 @@ impl Sink for Emitter {
                     &[PartOut {
                         text: Some(Cow::Borrowed("")),
                         thought: Some(true),
-                        thought_signature: Some(signature),
+                        thought_signature: Some(Cow::Owned(
+                            crate::translate::util::foreign_thought_signature(&signature)
+                                .into_owned(),
+                        )),
                         ..PartOut::default()
                     }],
                     None,

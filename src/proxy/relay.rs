@@ -236,7 +236,9 @@ async fn relay_stream(
         let event = gw
             .chain
             .response_error_filter(&failure, ctx)
-            .unwrap_or_else(|| stream_error_event(ctx.format, &failure));
+            .unwrap_or_else(|| {
+                stream_error_event(ctx.format, &failure, ctx.id.to_str().unwrap_or("req"))
+            });
         ctx.error = Some(failure);
         pieces.push(event);
         if write_pieces(session, ctx, &mut pieces, false).await {

@@ -361,3 +361,29 @@ async fn a_gemini_client_moving_back_to_gemini_drops_anthropics_signatures() {
     let body = String::from_utf8_lossy(&mock.requests().last().unwrap().body).into_owned();
     assert!(body.contains("\"signature\":\"RXFBQ1NpZw==\""), "{body}");
 }
+
+#[tokio::test]
+async fn a_broken_stream_ends_the_same_way_for_a_responses_client_translated_or_not() {
+    let mock = MockProvider::start();
+    let sira = sira(&mock);
+    // gpt-4o: passed through to OpenAI's Responses API; claude: translated.
+    for model in ["gpt-4o", "claude"] {
+        let resp = request(&sira, "/v1/responses")
+            .header("x-mock-fail-after", "2")
+            .json(&serde_json::json!({"model": model, "stream": true, "input": "hi"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let received = receive(resp).await;
+        assert!(
+            !received.complete,
+            "{model}: a cut stream is not passed on as whole"
+        );
+        assert!(
+            received.text.contains("event: response.failed"),
+            "{model}: {}",
+            received.text
+        );
+    }
+}

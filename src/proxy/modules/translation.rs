@@ -263,7 +263,7 @@ fn translated_op(provider: Format, stream: bool) -> Operation {
 
 /// The in-stream error event of each surface (CONTRACT.md, errors after streaming began),
 /// for streams that pass through untranslated.
-pub fn stream_error_event(format: Format, error: &GatewayError) -> Bytes {
+pub fn stream_error_event(format: Format, error: &GatewayError, request_id: &str) -> Bytes {
     let message = error.to_string();
     let payload = render_error(
         format,
@@ -282,6 +282,23 @@ pub fn stream_error_event(format: Format, error: &GatewayError) -> Bytes {
     }
     event.extend_from_slice(&payload);
     event.extend_from_slice(b"\n\n");
+    if format == Format::OpenAiResponses {
+        // Responses clients (Codex) end a turn on `response.failed`, as a translated stream
+        // ends: the same ending whether the stream was translated or passed through.
+        let failed = serde_json::json!({
+            "type": "response.failed",
+            "response": {
+                "id": format!("resp_{request_id}"),
+                "object": "response",
+                "status": "failed",
+                "output": [],
+                "error": {"code": "upstream_error", "message": message},
+            }
+        });
+        event.extend_from_slice(b"event: response.failed\ndata: ");
+        event.extend_from_slice(failed.to_string().as_bytes());
+        event.extend_from_slice(b"\n\n");
+    }
     event.freeze()
 }
 
@@ -295,10 +312,16 @@ mod tests {
             provider: "p".into(),
             reason: "reset".into(),
         };
-        let anthropic = stream_error_event(Format::Anthropic, &error);
+        let anthropic = stream_error_event(Format::Anthropic, &error, "r1");
         assert!(anthropic.starts_with(b"event: error\ndata: {\"type\":\"error\""));
-        let openai = stream_error_event(Format::OpenAiChat, &error);
+        let openai = stream_error_event(Format::OpenAiChat, &error, "r1");
         assert!(openai.starts_with(b"data: {\"error\":"));
         assert!(openai.ends_with(b"\n\n"));
+        let responses = stream_error_event(Format::OpenAiResponses, &error, "r1");
+        let text = String::from_utf8(responses.to_vec()).unwrap();
+        assert!(text.starts_with("event: error\n"), "{text}");
+        assert!(text.contains("event: response.failed\ndata: {"), "{text}");
+        assert!(text.contains("\"status\":\"failed\""), "{text}");
+        assert!(text.ends_with("\n\n"));
     }
 }

@@ -235,26 +235,52 @@ pub fn strip_foreign_reasoning(format: Format, body: &[u8]) -> Option<Vec<u8>> {
                 || (format == Format::Gemini && s.starts_with(util::ANTHROPIC_SIGNATURE_PREFIX))
         })
     };
+    // What the marker scan found may be a user's own text: only a removal rewrites the
+    // body (re-serialising it reorders its object keys).
+    let mut removed = 0;
     match format {
-        Format::OpenAiResponses => strip_carriers(&mut map),
+        Format::OpenAiResponses => {
+            let before = map
+                .get("input")
+                .and_then(|i| i.as_array())
+                .map_or(0, Vec::len);
+            strip_carriers(&mut map);
+            removed = before
+                - map
+                    .get("input")
+                    .and_then(|i| i.as_array())
+                    .map_or(0, Vec::len);
+        }
         Format::Anthropic => {
-            for message in map.get_mut("messages")?.as_array_mut()? {
+            let messages = map.get_mut("messages")?.as_array_mut()?;
+            for message in messages.iter_mut() {
                 if let Some(blocks) = message.get_mut("content").and_then(|c| c.as_array_mut()) {
+                    let before = blocks.len();
                     blocks.retain(|b| !(b["type"] == "thinking" && foreign(b.get("signature"))));
+                    removed += before - blocks.len();
                 }
             }
+            // A turn that held only foreign thinking is gone: providers refuse empty ones.
+            messages.retain(|m| m["content"].as_array().is_none_or(|c| !c.is_empty()));
         }
         _ => {
-            for content in map.get_mut("contents")?.as_array_mut()? {
+            let contents = map.get_mut("contents")?.as_array_mut()?;
+            for content in contents.iter_mut() {
                 if let Some(parts) = content.get_mut("parts").and_then(|p| p.as_array_mut()) {
+                    let before = parts.len();
                     parts.retain(|p| {
                         !(p["thought"] == true
                             && (foreign(p.get("thoughtSignature"))
                                 || foreign(p.get("thought_signature"))))
                     });
+                    removed += before - parts.len();
                 }
             }
+            contents.retain(|c| c["parts"].as_array().is_none_or(|p| !p.is_empty()));
         }
+    }
+    if removed == 0 {
+        return None;
     }
     serde_json::to_vec(&map).ok()
 }

@@ -247,6 +247,19 @@ fn parts<'a>(
             } else {
                 out.push(Part::text(text));
             }
+        } else if p.thought {
+            // A signed thought with its empty text left out (protobuf JSON omits empty
+            // strings): the signature alone, joined to the thought before it.
+            match out.last_mut() {
+                Some(Part::Thinking {
+                    signature: unsigned @ None,
+                    ..
+                }) => *unsigned = p.thought_signature.map(native_signature),
+                _ => out.push(Part::Thinking {
+                    text: Cow::Borrowed(""),
+                    signature: p.thought_signature.map(native_signature),
+                }),
+            }
         } else {
             return Err(TranslateError::invalid(
                 "contents",

@@ -75,9 +75,12 @@ pub(crate) fn parse<'a>(
             });
         } else if let Some(text) = p.text {
             if p.thought {
+                // A thought part's own signature is Gemini's, and Gemini takes thoughts back
+                // from no one (its signatures that matter ride on the calls): another
+                // provider must never be handed it as its own.
                 out.content.push(Out::Thinking {
                     text,
-                    signature: p.thought_signature,
+                    signature: None,
                 });
             } else if !text.is_empty() {
                 out.content.push(Out::Text(text));

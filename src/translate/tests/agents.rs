@@ -509,3 +509,48 @@ fn signed_reasoning_survives_a_two_turn_tool_conversation_through_any_client() {
     }
     assert!(lost.is_empty(), "reasoning lost: {lost:?}");
 }
+
+#[test]
+fn foreign_reasoning_is_removed_only_when_present_and_leaves_no_empty_turn() {
+    use crate::translate::strip_foreign_reasoning;
+    // The marker in a user's own words: nothing removed, the body left byte for byte.
+    let own_words = json!({"model":"m","max_tokens":5,"messages":[{"role":"user","content":"see \"ant1.log\" and \"oai1.txt\""}]});
+    assert!(strip_foreign_reasoning(Format::Anthropic, own_words.to_string().as_bytes()).is_none());
+    // A turn that held only foreign thinking goes with it.
+    let only_thinking = json!({"model":"m","max_tokens":5,"messages":[
+        {"role":"user","content":"q"},
+        {"role":"assistant","content":[{"type":"thinking","thinking":"","signature":"oai1.gAAAA"}]},
+        {"role":"user","content":"again"}]});
+    let cleaned =
+        strip_foreign_reasoning(Format::Anthropic, only_thinking.to_string().as_bytes()).unwrap();
+    let v: Value = serde_json::from_slice(&cleaned).unwrap();
+    assert_eq!(v["messages"].as_array().unwrap().len(), 2, "{v}");
+    let gemini = json!({"contents":[
+        {"role":"user","parts":[{"text":"q"}]},
+        {"role":"model","parts":[{"thought":true,"thoughtSignature":"ant1.c2ln"}]},
+        {"role":"user","parts":[{"text":"again"}]}]});
+    let cleaned = strip_foreign_reasoning(Format::Gemini, gemini.to_string().as_bytes()).unwrap();
+    let v: Value = serde_json::from_slice(&cleaned).unwrap();
+    assert_eq!(v["contents"].as_array().unwrap().len(), 2, "{v}");
+}
+
+#[test]
+fn a_signed_thought_without_text_is_read_not_refused() {
+    // Protobuf-JSON clients leave the empty `text` of sira's signature part out.
+    let body = json!({"contents":[
+        {"role":"user","parts":[{"text":"q"}]},
+        {"role":"model","parts":[{"text":"thinking","thought":true},{"thought":true,"thoughtSignature":"ant1.c2ln"},{"text":"answer"}]},
+        {"role":"user","parts":[{"text":"again"}]}]});
+    let t = translate_request(
+        Format::Gemini,
+        Format::Anthropic,
+        body.to_string().as_bytes(),
+        &opts(false),
+    )
+    .unwrap();
+    let v: Value = serde_json::from_slice(&t.body).unwrap();
+    let block = &v["messages"][1]["content"][0];
+    assert_eq!(block["type"], "thinking", "{v}");
+    assert_eq!(block["thinking"], "thinking");
+    assert_eq!(block["signature"], "c2ln");
+}

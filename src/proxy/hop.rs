@@ -33,6 +33,11 @@ fn skip_request_header(name: &HeaderName) -> bool {
             | "x-goog-api-key"
             | "cookie"
             | "x-sira-route"
+            // They choose the account or project a request is billed to: the client's never
+            // go upstream (a provider's `headers:` may set them).
+            | "openai-organization"
+            | "openai-project"
+            | "x-goog-user-project"
     )
 }
 

@@ -216,18 +216,9 @@ fn identity_request(
 /// cannot read sira's carriers, Anthropic and Gemini reject OpenAI's encrypted reasoning as a
 /// signature. `None` when the body holds none — a scan for the markers, no parse.
 pub fn strip_foreign_reasoning(format: Format, body: &[u8]) -> Option<Vec<u8>> {
-    let markers: &[&str] = match format {
-        Format::OpenAiResponses => &[util::CARRIER_PREFIX],
-        Format::Anthropic => &[util::OPENAI_REASONING_PREFIX],
-        Format::Gemini => &[
-            util::OPENAI_REASONING_PREFIX,
-            util::ANTHROPIC_SIGNATURE_PREFIX,
-        ],
-        Format::OpenAiChat => return None,
-    };
-    markers
+    scan_markers(format)
         .iter()
-        .find(|m| memchr::memmem::find(body, format!("\"{m}").as_bytes()).is_some())?;
+        .find(|m| memchr::memmem::find(body, m).is_some())?;
     let mut map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body).ok()?;
     let foreign = |v: Option<&serde_json::Value>| {
         v.and_then(|s| s.as_str()).is_some_and(|s| {
@@ -283,6 +274,17 @@ pub fn strip_foreign_reasoning(format: Format, body: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     serde_json::to_vec(&map).ok()
+}
+
+/// The prefixes of the reasoning foreign to `format`, each as it opens a JSON string, so the
+/// scan allocates nothing.
+pub(crate) fn scan_markers(format: Format) -> &'static [&'static [u8]] {
+    match format {
+        Format::OpenAiResponses => &[b"\"sira1."],
+        Format::Anthropic => &[b"\"oai1."],
+        Format::Gemini => &[b"\"oai1.", b"\"ant1."],
+        Format::OpenAiChat => &[],
+    }
 }
 
 /// Removes the reasoning items that carry sira's own `encrypted_content`: OpenAI cannot

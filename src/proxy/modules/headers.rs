@@ -126,17 +126,8 @@ impl Phase for ProviderRequest {
             header::ACCEPT_ENCODING,
             HeaderValue::from_static("identity"),
         )?;
-        // Headers that choose an account or an API version belong to one provider: the
-        // client's never go to another kind, and the account-choosing ones never go at all
-        // (they would bill the request to an organisation or project of the client's
-        // choosing); the provider's config may set them.
-        for name in [
-            "openai-organization",
-            "openai-project",
-            "x-goog-user-project",
-        ] {
-            req.remove_header(name);
-        }
+        // Anthropic's API-version headers belong to Anthropic: a client's never go to another
+        // kind. (Account-choosing headers never cross at all: `hop::skip_request_header`.)
         if provider.kind != ProviderKind::Anthropic {
             for name in ["anthropic-version", "anthropic-beta"] {
                 req.remove_header(name);

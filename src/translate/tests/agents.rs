@@ -511,6 +511,28 @@ fn signed_reasoning_survives_a_two_turn_tool_conversation_through_any_client() {
 }
 
 #[test]
+fn the_scan_markers_are_the_carrier_prefixes() {
+    use crate::translate::{scan_markers, util};
+    let quoted = |p: &str| format!("\"{p}").into_bytes();
+    assert_eq!(
+        scan_markers(Format::OpenAiResponses),
+        [quoted(util::CARRIER_PREFIX)]
+    );
+    assert_eq!(
+        scan_markers(Format::Anthropic),
+        [quoted(util::OPENAI_REASONING_PREFIX)]
+    );
+    assert_eq!(
+        scan_markers(Format::Gemini),
+        [
+            quoted(util::OPENAI_REASONING_PREFIX),
+            quoted(util::ANTHROPIC_SIGNATURE_PREFIX)
+        ]
+    );
+    assert!(scan_markers(Format::OpenAiChat).is_empty());
+}
+
+#[test]
 fn foreign_reasoning_is_removed_only_when_present_and_leaves_no_empty_turn() {
     use crate::translate::strip_foreign_reasoning;
     // The marker in a user's own words: nothing removed, the body left byte for byte.

@@ -74,6 +74,15 @@ pub enum GatewayError {
     /// Every endpoint of the provider is unhealthy or has its circuit open.
     #[error("upstream {provider} has no healthy endpoint: {reason}")]
     NoHealthyEndpoint { provider: String, reason: String },
+    /// `GET` / `DELETE /v1/responses/{id}` for a response this caller has not stored.
+    #[error("Response with id '{0}' not found.")]
+    ResponseNotFound(String),
+    /// `previous_response_id` names a conversation sira cannot replay.
+    #[error("Previous response with id '{id}' not found: {reason}")]
+    PreviousResponse { id: String, reason: String },
+    /// A store sira depends on (Redis) could not be reached in time.
+    #[error(transparent)]
+    Store(#[from] crate::responses_store::StoreError),
     /// The grace period of a shutdown ended while the request was still running.
     #[error("the gateway is shutting down")]
     ShuttingDown,
@@ -94,6 +103,8 @@ pub enum Category {
     Unavailable,
     Upstream,
     Timeout,
+    /// A store the gateway depends on (Redis) failed: 503, the request may be retried.
+    Dependency,
     Internal,
 }
 
@@ -147,7 +158,11 @@ impl GatewayError {
                 TranslateError::UpstreamFailed(_) | TranslateError::TooLarge { .. },
             ) => Category::Upstream,
             GatewayError::Translate(_) => Category::InvalidRequest,
-            GatewayError::UnknownModel { .. } => Category::NotFound,
+            GatewayError::UnknownModel { .. } | GatewayError::ResponseNotFound(_) => {
+                Category::NotFound
+            }
+            GatewayError::PreviousResponse { .. } => Category::InvalidRequest,
+            GatewayError::Store(_) => Category::Dependency,
             GatewayError::UpstreamUnreachable { .. }
             | GatewayError::UpstreamBroken { .. }
             | GatewayError::UpstreamAuth { .. }
@@ -176,7 +191,7 @@ impl GatewayError {
                 Category::TooLarge => 413,
                 Category::HeaderTooLarge => 431,
                 Category::RequestTimeout => 408,
-                Category::Unavailable => 503,
+                Category::Unavailable | Category::Dependency => 503,
                 Category::Upstream => 502,
                 Category::Timeout => 504,
                 Category::Internal => 500,
@@ -197,6 +212,7 @@ impl GatewayError {
             Category::Unavailable => "shutting_down",
             Category::Upstream => "upstream",
             Category::Timeout => "timeout",
+            Category::Dependency => "dependency",
             Category::Internal => "internal",
         }
     }
@@ -215,6 +231,8 @@ impl GatewayError {
             GatewayError::NoHealthyEndpoint { .. } => Some("no_healthy_upstream"),
             GatewayError::UpstreamAuth { .. } => Some("upstream_auth_failed"),
             GatewayError::UpgradeRequired => Some("upgrade_required"),
+            GatewayError::PreviousResponse { .. } => Some("previous_response_not_found"),
+            GatewayError::Store(_) => Some("store_unavailable"),
             GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamBroken { .. } => {
                 Some("upstream_error")
             }
@@ -227,6 +245,7 @@ impl GatewayError {
         match self {
             GatewayError::InvalidRequest { param, .. } => *param,
             GatewayError::UnknownModel { .. } | GatewayError::ModelNotAllowed(_) => Some("model"),
+            GatewayError::PreviousResponse { .. } => Some("previous_response_id"),
             GatewayError::Translate(e) => e.param(),
             _ => None,
         }
@@ -326,9 +345,11 @@ fn openai_type(category: Category) -> &'static str {
         | Category::RequestTimeout => "invalid_request_error",
         Category::Authentication => "authentication_error",
         Category::Permission => "permission_error",
-        Category::Upstream | Category::Timeout | Category::Unavailable | Category::Internal => {
-            "server_error"
-        }
+        Category::Upstream
+        | Category::Timeout
+        | Category::Unavailable
+        | Category::Dependency
+        | Category::Internal => "server_error",
     }
 }
 
@@ -343,7 +364,7 @@ fn anthropic_type(category: Category, status: u16) -> &'static str {
         Category::HeaderTooLarge => "invalid_request_error",
         Category::Timeout | Category::RequestTimeout => "timeout_error",
         Category::Unavailable => "overloaded_error",
-        Category::Upstream | Category::Internal => "api_error",
+        Category::Upstream | Category::Dependency | Category::Internal => "api_error",
     }
 }
 
@@ -358,7 +379,7 @@ fn gemini_status(category: Category, status: u16) -> &'static str {
         Category::NotFound if status == 404 => "NOT_FOUND",
         Category::NotFound => "INVALID_ARGUMENT",
         Category::Timeout => "DEADLINE_EXCEEDED",
-        Category::Upstream | Category::Unavailable => "UNAVAILABLE",
+        Category::Upstream | Category::Unavailable | Category::Dependency => "UNAVAILABLE",
         Category::Internal => "INTERNAL",
     }
 }

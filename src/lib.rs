@@ -15,6 +15,7 @@ pub mod pool;
 pub mod provider;
 pub mod proxy;
 pub mod reload;
+pub mod responses_store;
 pub mod routes;
 pub mod runtime;
 pub mod server;

@@ -18,6 +18,17 @@ pub enum Operation {
     },
     Embeddings,
     ListModels,
+    /// `GET` / `DELETE /v1/responses/{id}` and `GET /v1/responses/{id}/input_items`: a
+    /// response sira stored ([`crate::responses_store`]).
+    StoredResponse(StoredAction),
+}
+
+/// What a client asks of a stored response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoredAction {
+    Get,
+    Delete,
+    InputItems,
 }
 
 /// A recognised route.
@@ -28,6 +39,8 @@ pub struct Route<'a> {
     pub format: Format,
     /// Gemini carries the model in the path.
     pub path_model: Option<&'a str>,
+    /// The stored response a `/v1/responses/{id}` route names.
+    pub response_id: Option<&'a str>,
 }
 
 /// Why a request matched no route.
@@ -54,10 +67,27 @@ pub fn classify<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, RouteEr
                     op: Operation::ListModels,
                     format: Format::OpenAiChat,
                     path_model: None,
+                    response_id: None,
                 })
             } else {
                 Err(RouteError::MethodNotAllowed("GET"))
             };
+        }
+        _ if stored_response(path).is_some() => {
+            let (id, items) = stored_response(path).ok_or(RouteError::NotFound)?;
+            let action = match (method, items) {
+                (&Method::GET, false) => StoredAction::Get,
+                (&Method::DELETE, false) => StoredAction::Delete,
+                (&Method::GET, true) => StoredAction::InputItems,
+                (_, false) => return Err(RouteError::MethodNotAllowed("GET, DELETE")),
+                (_, true) => return Err(RouteError::MethodNotAllowed("GET")),
+            };
+            return Ok(Route {
+                op: Operation::StoredResponse(action),
+                format: Format::OpenAiResponses,
+                path_model: None,
+                response_id: Some(id),
+            });
         }
         _ => {
             let (model, stream) = gemini_model(path).ok_or(RouteError::NotFound)?;
@@ -75,7 +105,23 @@ pub fn classify<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, RouteEr
         op,
         format,
         path_model,
+        response_id: None,
     })
+}
+
+/// `/v1/responses/{id}` or `/v1/responses/{id}/input_items` (also without `/v1`), returning
+/// the id and whether it is the input items. Ids are one plain segment of URL-safe
+/// characters: they are looked up, never spliced into anything.
+fn stored_response(path: &str) -> Option<(&str, bool)> {
+    let rest = path
+        .strip_prefix("/v1/responses/")
+        .or_else(|| path.strip_prefix("/responses/"))?;
+    let (id, items) = match rest.strip_suffix("/input_items") {
+        Some(id) => (id, true),
+        None => (rest, false),
+    };
+    let plain = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    (!id.is_empty() && id.len() <= 128 && id.chars().all(plain)).then_some((id, items))
 }
 
 /// `/v1beta/models/{model}:generateContent` (also `/v1/models/…`, the google-genai default),
@@ -115,6 +161,21 @@ mod tests {
         .unwrap();
         assert_eq!(r.op, Operation::GenerateContent { stream: true });
         assert_eq!(r.path_model, Some("gemini-2.5-flash"));
+        let r = classify(&Method::GET, "/v1/responses/resp_1").unwrap();
+        assert_eq!(
+            (r.op, r.response_id),
+            (Operation::StoredResponse(StoredAction::Get), Some("resp_1"))
+        );
+        let r = classify(&Method::GET, "/v1/responses/resp_1/input_items").unwrap();
+        assert_eq!(r.op, Operation::StoredResponse(StoredAction::InputItems));
+        let r = classify(&Method::DELETE, "/responses/resp_1").unwrap();
+        assert_eq!(r.op, Operation::StoredResponse(StoredAction::Delete));
+        assert_eq!(
+            classify(&Method::POST, "/v1/responses/resp_1"),
+            Err(RouteError::MethodNotAllowed("GET, DELETE"))
+        );
+        assert!(classify(&Method::GET, "/v1/responses/a%2Fb").is_err());
+        assert!(classify(&Method::GET, "/v1/responses/").is_err());
         let r = classify(&Method::POST, "/v1/models/gemini-2.0:generateContent").unwrap();
         assert_eq!(
             (r.op, r.path_model),

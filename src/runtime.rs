@@ -38,6 +38,7 @@ pub struct Registry {
     endpoints: Interned<EndpointState>,
     health: Interned<HealthGroup>,
     latencies: Interned<PeakEwma>,
+    response_stores: Interned<crate::responses_store::ResponseStore>,
     /// Woken when a host that needs resolving is registered.
     pub(crate) added: Notify,
     /// Woken when a health-check group is created (a start or a reload).
@@ -107,6 +108,16 @@ impl Registry {
     /// A model target's time-to-first-byte estimate, kept across reloads.
     pub fn target_latency(&self, key: &str) -> Arc<PeakEwma> {
         self.latencies.get_or(key, PeakEwma::default).0
+    }
+
+    /// The store of `store: true` responses: a reload that keeps its settings keeps what
+    /// it holds.
+    pub fn response_store(
+        &self,
+        key: &str,
+        make: impl FnOnce() -> crate::responses_store::ResponseStore,
+    ) -> Arc<crate::responses_store::ResponseStore> {
+        self.response_stores.get_or(key, make).0
     }
 
     /// A provider's health-check group (see [`crate::pool::health`]).

@@ -5,5 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash packaging/deps.sh
+# redis-server: the tests of what sira shares across hosts run a real one.
+bash packaging/deps.sh redis-server:redis-server
 cargo test --workspace --all-targets "$@"

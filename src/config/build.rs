@@ -65,6 +65,7 @@ pub(super) fn build(
         tenants,
         limits,
         cache,
+        responses_store,
     } = raw;
     b.unsupported("tenants", &tenants);
     b.unsupported("limits", &limits);
@@ -77,12 +78,14 @@ pub(super) fn build(
     let keys = build_keys(&mut b, auth, &models, &filters);
     check_pins(&mut b, &models, &keys);
     let logging = logging_settings(&mut b, logging);
+    let responses_store = super::store::responses_store(&mut b, responses_store);
     Some(Snapshot {
         server: server?,
         providers,
         models,
         keys,
         logging: logging?,
+        responses_store: responses_store?,
         meta,
     })
 }

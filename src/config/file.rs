@@ -38,6 +38,8 @@ pub struct RawFile {
     pub limits: Option<Value>,
     #[serde(default)]
     pub cache: Option<Value>,
+    #[serde(default)]
+    pub responses_store: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -14,6 +14,7 @@ pub mod live;
 mod pool;
 mod secret;
 mod server;
+mod store;
 pub mod units;
 
 use std::fmt;
@@ -157,6 +158,8 @@ pub struct Snapshot {
     /// Empty = clients are not authenticated.
     pub keys: KeyTable,
     pub logging: LoggingSettings,
+    /// Where `store: true` responses are kept; `None` with `responses_store: off`.
+    pub responses_store: Option<Arc<crate::responses_store::ResponseStore>>,
     pub meta: ConfigMeta,
 }
 

@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use crate::error::GatewayError;
 
 /// The few top-level fields the gateway itself needs, with their byte spans in the body.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Peek {
     pub model: Option<String>,
     model_span: Option<Range<usize>>,
@@ -20,6 +20,10 @@ pub struct Peek {
     pub include_usage: bool,
     stream_options_span: Option<Range<usize>>,
     stream_options_null: bool,
+    /// Responses: `store` as the client sent it (OpenAI's default is to store).
+    pub store: Option<bool>,
+    /// Responses: the stored response this request continues.
+    pub previous_response_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -30,6 +34,10 @@ struct PeekWire<'a> {
     stream: Option<bool>,
     #[serde(default, borrow, deserialize_with = "present")]
     stream_options: Option<&'a RawValue>,
+    #[serde(default)]
+    store: Option<bool>,
+    #[serde(default)]
+    previous_response_id: Option<String>,
 }
 
 /// `Some` whenever the key is present, `null` included: a plain `Option` would read `null`
@@ -57,6 +65,8 @@ pub fn peek(body: &[u8]) -> Result<Peek, GatewayError> {
     })?;
     let mut peek = Peek {
         stream: wire.stream.unwrap_or(false),
+        store: wire.store,
+        previous_response_id: wire.previous_response_id,
         ..Peek::default()
     };
     if let Some(raw) = wire.model {

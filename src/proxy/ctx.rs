@@ -44,6 +44,8 @@ pub struct RequestCtx {
     pub op: Option<Operation>,
     /// The model named in a Gemini URL.
     pub path_model: Option<String>,
+    /// The stored response a `/v1/responses/{id}` route names.
+    pub response_id: Option<String>,
     /// `None` until authenticated (or when authentication failed).
     pub principal: Option<Principal>,
     /// The model name the client asked for.
@@ -65,6 +67,7 @@ pub struct RequestCtx {
     pub translation: TranslationState,
     pub accounting: AccountingState,
     pub filters: FilterState,
+    pub stored: StoredState,
     /// Tokens spent, from the provider's report.
     pub usage: Usage,
     /// Whether the provider reported usage at all.
@@ -173,6 +176,26 @@ pub struct FilterState {
     pub json: bool,
 }
 
+/// Written by the response store module (`store: true`, `previous_response_id`).
+#[derive(Default)]
+pub struct StoredState {
+    /// This response is to be stored when it completes.
+    pub store: bool,
+    /// The client's own body, before a stored conversation was put in front of its input:
+    /// its input is what the record keeps.
+    pub original: Option<Bytes>,
+    /// The stored response this request continues.
+    pub previous: Option<String>,
+    /// The provider that answered `previous` itself in Responses, and the client's own
+    /// body: a try to that provider sends it as the client wrote it (the provider
+    /// remembers the conversation).
+    pub native: Option<(String, super::phases::RequestBody)>,
+    /// The response is captured: whole (JSON) or by its terminal event (a stream).
+    pub capturing: bool,
+    /// Splits the client's stream into events, to find the terminal one.
+    pub scanner: Option<SseScanner>,
+}
+
 /// Frames of a passthrough stream, for the usage tap.
 pub struct StreamTap {
     pub scanner: SseScanner,
@@ -195,6 +218,7 @@ impl RequestCtx {
             format: Format::OpenAiChat,
             op: None,
             path_model: None,
+            response_id: None,
             principal: None,
             model: None,
             entry: None,
@@ -207,6 +231,7 @@ impl RequestCtx {
             translation: TranslationState::default(),
             accounting: AccountingState::default(),
             filters: FilterState::default(),
+            stored: StoredState::default(),
             usage: Usage::default(),
             usage_seen: false,
             cost: 0.0,

@@ -53,7 +53,15 @@ pub enum Flow {
     /// future owns what it needs (it cannot borrow the context), so nothing is boxed unless a
     /// module actually has to wait.
     Wait(Pending),
+    /// What a wait found, applied to the request: the module's decision once its I/O has
+    /// answered (a stored conversation put into the body). Only a request-body phase may
+    /// return it, from its wait.
+    Apply(Apply),
 }
+
+/// A waited decision that edits the request (see [`Flow::Apply`]).
+pub type Apply =
+    Box<dyn FnOnce(&mut RequestBody, &mut RequestCtx) -> Result<Flow, GatewayError> + Send>;
 
 /// A request phase's wait (see [`Flow::Wait`]).
 pub type Pending = Pin<Box<dyn Future<Output = Result<Flow, GatewayError>> + Send>>;
@@ -66,6 +74,7 @@ pub struct LocalResponse {
 
 /// The client's request body, read whole (bounded by `server.max_request_body`) and parsed
 /// once for the fields the gateway routes on.
+#[derive(Clone)]
 pub struct RequestBody {
     pub bytes: Bytes,
     pub peek: Peek,
@@ -260,6 +269,9 @@ impl Chain {
             // x-request-id and x-sira-*: before the client-side filters on the way out, so
             // those may still edit them.
             Box::new(SiraHeaders),
+            // `store: true` and `previous_response_id`: the conversation as the client
+            // speaks it, kept when answered and replayed before translation.
+            Box::new(StoredResponses),
             // Client format <-> provider format: request, response, stream, errors.
             Box::new(Translation),
             // Usage from the provider's own bytes, before translation rewrites them.
@@ -291,14 +303,19 @@ impl Chain {
         ctx: &mut RequestCtx,
     ) -> Result<Option<LocalResponse>, GatewayError> {
         for module in &self.modules {
-            match module.request_filter(req, ctx)? {
-                Flow::Continue => {}
-                Flow::Respond(answer) => return Ok(Some(answer)),
-                Flow::Wait(pending) => {
-                    if let Some(answer) = settle(pending).await? {
-                        return Ok(Some(answer));
+            let mut flow = module.request_filter(req, ctx)?;
+            loop {
+                flow = match flow {
+                    Flow::Continue => break,
+                    Flow::Respond(answer) => return Ok(Some(answer)),
+                    Flow::Wait(pending) => pending.await?,
+                    Flow::Apply(_) => {
+                        return Err(GatewayError::Internal(
+                            format!("module {} edits a body before it is read", module.name())
+                                .into(),
+                        ))
                     }
-                }
+                };
             }
         }
         Ok(None)
@@ -311,14 +328,14 @@ impl Chain {
         ctx: &mut RequestCtx,
     ) -> Result<Option<LocalResponse>, GatewayError> {
         for module in &self.modules {
-            match module.request_body_filter(body, ctx)? {
-                Flow::Continue => {}
-                Flow::Respond(answer) => return Ok(Some(answer)),
-                Flow::Wait(pending) => {
-                    if let Some(answer) = settle(pending).await? {
-                        return Ok(Some(answer));
-                    }
-                }
+            let mut flow = module.request_body_filter(body, ctx)?;
+            loop {
+                flow = match flow {
+                    Flow::Continue => break,
+                    Flow::Respond(answer) => return Ok(Some(answer)),
+                    Flow::Wait(pending) => pending.await?,
+                    Flow::Apply(apply) => apply(body, ctx)?,
+                };
             }
         }
         Ok(None)
@@ -418,18 +435,6 @@ impl Chain {
     pub fn logging(&self, req: &RequestHeader, ctx: &mut RequestCtx) {
         for module in self.modules.iter().rev() {
             module.logging(req, ctx);
-        }
-    }
-}
-
-/// Follows a module's [`Flow::Wait`] to its decision; `Some` when it answered. Only reached
-/// when a module waits: the usual `Continue` costs no future.
-async fn settle(mut pending: Pending) -> Result<Option<LocalResponse>, GatewayError> {
-    loop {
-        match pending.await? {
-            Flow::Continue => return Ok(None),
-            Flow::Respond(answer) => return Ok(Some(answer)),
-            Flow::Wait(next) => pending = next,
         }
     }
 }

@@ -49,7 +49,7 @@ pub enum TranslateError {
 fn stored_state_message(param: &str, id: &str) -> String {
     const RESEND: &str = "resend the full conversation in input with store:false";
     if param == "previous_response_id" {
-        format!("Previous response with id '{id}' not found. This gateway does not store responses; {RESEND}")
+        format!("Previous response with id '{id}' not found. It was not stored by this gateway for this key, or has expired; {RESEND}")
     } else {
         format!("`{param}` refers to '{id}', stored by OpenAI; this gateway does not store it: {RESEND}")
     }

@@ -83,6 +83,9 @@ pub struct ResponseContext {
     pub reasoning_carrier: bool,
     /// OpenAI Chat clients: send the final `choices:[]` usage chunk.
     pub include_usage: bool,
+    /// Responses clients: the gateway stores this response (`store: true` echoed); its
+    /// reasoning is carried in the stored output so a follow-up can replay it.
+    pub stored: bool,
 }
 
 impl Default for ResponseContext {
@@ -96,6 +99,7 @@ impl Default for ResponseContext {
             reasoning_summary: true,
             reasoning_carrier: true,
             include_usage: true,
+            stored: false,
         }
     }
 }

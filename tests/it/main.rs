@@ -2,6 +2,7 @@
 //! in-repo mock provider (`sira-mock`), which speaks the recorded wire formats.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod redis;
 mod support;
 
 mod accounting;
@@ -21,6 +22,7 @@ mod pooling;
 mod raw;
 mod reload;
 mod serving;
+mod stored;
 mod streaming;
 mod targets;
 mod translation;

@@ -11,6 +11,7 @@ mod local;
 mod observe;
 mod routing;
 mod selection;
+mod stored;
 mod translation;
 
 pub use accounting::Accounting;
@@ -22,4 +23,5 @@ pub use local::LocalAnswers;
 pub use observe::Observe;
 pub use routing::Routing;
 pub use selection::Selection;
+pub use stored::StoredResponses;
 pub use translation::{stream_error_event, Translation};

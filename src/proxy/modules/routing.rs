@@ -59,6 +59,7 @@ impl Phase for Routing {
         ctx.format = route.format;
         ctx.op = Some(route.op);
         ctx.path_model = route.path_model.map(str::to_owned);
+        ctx.response_id = route.response_id.map(str::to_owned);
         if let Some(choice) = req.headers.get(X_SIRA_ROUTE) {
             // Checked against the model entry once the body names it.
             let choice = choice

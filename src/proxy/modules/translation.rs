@@ -51,12 +51,24 @@ impl Phase for Translation {
                 .into(),
             ));
         }
+        // A try to the provider that answered the previous response itself gets the
+        // client's own body: that provider remembers the conversation (and its reasoning).
+        let native = ctx
+            .stored
+            .native
+            .as_ref()
+            .filter(|(name, _)| {
+                upstream.format == Format::OpenAiResponses && **name == *provider.name
+            })
+            .map(|(_, own)| own.clone());
+        let client = native.as_ref().unwrap_or(upstream.client);
+        let stored = ctx.stored.store;
         let state = &mut ctx.translation;
         if upstream.format != ctx.format {
             let translated = translate_request(
                 ctx.format,
                 upstream.format,
-                &upstream.client.bytes,
+                &client.bytes,
                 &RequestOptions {
                     model: upstream.model,
                     stream: upstream.stream,
@@ -70,19 +82,25 @@ impl Phase for Translation {
             )?;
             upstream.body = Bytes::from(translated.body);
             upstream.op = translated_op(upstream.format, upstream.stream);
-            state.context = Some(translated.context);
+            let mut context = translated.context;
+            if stored {
+                // The stored output is what a follow-up replays: its reasoning must be in it.
+                context.stored = true;
+                context.reasoning_carrier = true;
+            }
+            state.context = Some(context);
             state.injected_usage = false;
             ctx.response.dropped_params = translated.dropped;
             return Ok(());
         }
         // Usage on OpenAI streams only comes when asked for (TRANSLATION.md §2.1).
-        let peek = &upstream.client.peek;
+        let peek = &client.peek;
         let injected_usage =
             upstream.stream && upstream.format == Format::OpenAiChat && !peek.include_usage;
         let model_in_body =
             upstream.format != Format::Gemini && provider.kind != ProviderKind::Azure;
         upstream.body = body::rewrite(
-            &upstream.client.bytes,
+            &client.bytes,
             peek,
             &Rewrite {
                 model: model_in_body.then_some(upstream.model),

@@ -265,6 +265,7 @@ impl Emitter {
         let seq = self.seq();
         let mut response = ResponseOut::new(&self.id, self.opts.created, &self.model, &self.items);
         response.usage = Some(super::usage_to(&self.usage));
+        response.store = self.ctx.stored;
         let ev = match error {
             Some((code, message)) => {
                 response.status = "failed";

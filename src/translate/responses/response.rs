@@ -296,5 +296,6 @@ pub(crate) fn write(resp: &Response<'_>, opts: &ResponseOptions, ctx: &ResponseC
     };
     out.incomplete_details = incomplete.map(|reason| IncompleteOut { reason });
     out.usage = Some(usage_to(&resp.usage));
+    out.store = ctx.stored;
     to_body(&out)
 }

@@ -26,7 +26,7 @@ pub(crate) struct ResponseOut<'a> {
     pub parallel_tool_calls: bool,
     pub previous_response_id: Option<()>,
     pub reasoning: ReasoningEchoOut,
-    /// Nothing was stored (§11.14 rule 3).
+    /// Whether the gateway stored the response (§11.14 rule 3 when it does not).
     pub store: bool,
     pub temperature: f64,
     pub text: TextEchoOut,

@@ -70,6 +70,21 @@ impl ProviderKind {
         }
     }
 
+    /// The provider's own token-counting endpoint, other than Anthropic's (which takes the
+    /// client's request as it is). `None` for kinds without one.
+    pub fn count_api(self) -> Option<crate::translate::CountApi> {
+        match self {
+            ProviderKind::Gemini => Some(crate::translate::CountApi::Gemini),
+            ProviderKind::Openai => Some(crate::translate::CountApi::OpenAi),
+            ProviderKind::Anthropic | ProviderKind::Azure | ProviderKind::OpenaiCompatible => None,
+        }
+    }
+
+    /// Whether the provider counts tokens itself.
+    pub fn counts_tokens(self) -> bool {
+        self == ProviderKind::Anthropic || self.count_api().is_some()
+    }
+
     /// Whether the provider serves OpenAI's embeddings endpoint.
     pub fn has_embeddings(self) -> bool {
         matches!(
@@ -396,6 +411,9 @@ impl Provider {
                 format!("{base}/v1/messages/count_tokens")
             }
             (ProviderKind::Anthropic, _) => format!("{base}/v1/messages"),
+            (ProviderKind::Openai, Operation::CountTokens) => {
+                format!("{base}/v1/responses/input_tokens")
+            }
             (_, Operation::Embeddings) => format!("{base}/v1/embeddings"),
             (_, Operation::Responses)
                 if self.kind.format_for(Format::OpenAiResponses) == Format::OpenAiResponses =>

@@ -20,7 +20,7 @@ use crate::models::ModelRoute;
 use crate::provider::Provider;
 use crate::routes::Operation;
 use crate::sse::SseScanner;
-use crate::translate::{ResponseContext, StreamTranslator};
+use crate::translate::{CountApi, ResponseContext, StreamTranslator};
 use crate::usage::Usage;
 
 /// One upstream try, for `x-sira-attempts` and the access log.
@@ -149,6 +149,9 @@ pub struct TranslationState {
     pub stream: Option<Box<StreamTranslator>>,
     /// Translated client bytes of the current batch.
     pub out: BytesMut,
+    /// A token count sent to the provider's own counting endpoint: its answer becomes
+    /// Anthropic's.
+    pub count: Option<CountApi>,
 }
 
 /// Written by accounting.
@@ -274,6 +277,7 @@ pub struct TryState {
     dropped_params: Vec<&'static str>,
     translation: Option<ResponseContext>,
     injected_usage: bool,
+    count: Option<CountApi>,
 }
 
 impl RequestCtx {
@@ -291,6 +295,7 @@ impl RequestCtx {
             dropped_params: std::mem::take(&mut self.response.dropped_params),
             translation: self.translation.context.take(),
             injected_usage: std::mem::take(&mut self.translation.injected_usage),
+            count: self.translation.count.take(),
         }
     }
 
@@ -307,5 +312,6 @@ impl RequestCtx {
         self.response.dropped_params = state.dropped_params;
         self.translation.context = state.translation;
         self.translation.injected_usage = state.injected_usage;
+        self.translation.count = state.count;
     }
 }

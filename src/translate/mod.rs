@@ -7,6 +7,7 @@
 //! [`StreamTranslator`], which keeps only per-stream state, never the whole stream.
 
 pub(crate) mod anthropic;
+mod count;
 mod error;
 mod errors;
 mod estimate;
@@ -23,6 +24,7 @@ mod util;
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests;
 
+pub use count::{count_request, count_response, CountApi};
 pub use error::TranslateError;
 pub use errors::translate_error;
 pub use estimate::estimate_input_tokens;
@@ -32,6 +34,7 @@ use crate::format::Format;
 use crate::usage::Usage;
 
 /// What the engine knows about the upstream request being built.
+#[derive(Clone, Copy)]
 pub struct RequestOptions<'a> {
     /// Upstream model name to write into the body. Ignored when `to == Format::Gemini` (model
     /// is in the URL).

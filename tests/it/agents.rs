@@ -249,33 +249,67 @@ async fn count_tokens_never_becomes_a_generation() {
     let mock = MockProvider::start();
     let config = standard_config().replace(
         "models:\n",
-        "models:\n  mixed:\n    targets: [{ provider: ant, model: claude-sonnet-4-5, weight: 1 }, { provider: oai, model: gpt-4o, weight: 100 }]\n",
+        "models:\n  mixed:\n    targets: [{ provider: ant, model: claude-sonnet-4-5, weight: 1 }, { provider: oai, model: gpt-4o, weight: 100 }]\n  \
+         mostly-local:\n    targets: [{ provider: compat, model: llama-3, weight: 100 }, { provider: gem, model: gemini-2.5-flash, weight: 1 }]\n",
     );
     let sira = Sira::start(&config, &mock.url());
     let count = |model: &str| {
         request(&sira, "/v1/messages/count_tokens")
             .header("anthropic-version", "2023-06-01")
-            .json(&serde_json::json!({"model": model, "messages": [{"role": "user", "content": "How many tokens is this?"}]}))
+            .header("x-mock-input-tokens", "42")
+            .json(&serde_json::json!({"model": model, "system": "be brief",
+                "tools": [{"name": "t", "input_schema": {"type": "object"}}],
+                "messages": [{"role": "user", "content": "How many tokens is this?"}]}))
             .send()
     };
+    // Each provider's own counting endpoint, its figure in Anthropic's answer; a target that
+    // cannot count (the OpenAI-compatible one) is passed over, whatever the weights say.
+    for (model, path) in [
+        ("claude", "/v1/messages/count_tokens"),
+        ("flash", "/v1beta/models/gemini-2.5-flash:countTokens"),
+        (
+            "mostly-local",
+            "/v1beta/models/gemini-2.5-flash:countTokens",
+        ),
+        ("gpt-4o", "/v1/responses/input_tokens"),
+    ] {
+        mock.clear();
+        let resp = count(model).await.unwrap();
+        assert_eq!(resp.status(), 200, "{model}");
+        assert!(resp.headers().get("x-sira-estimate").is_none(), "{model}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body, serde_json::json!({"input_tokens": 42}), "{model}");
+        let sent = mock.requests();
+        assert_eq!(sent.len(), 1, "{model}");
+        assert_eq!(sent[0].path_and_query, path, "{model}");
+    }
     for _ in 0..5 {
+        mock.clear();
         let resp = count("mixed").await.unwrap();
         assert_eq!(resp.status(), 200);
-        assert_eq!(resp.headers()["x-sira-estimate"], "true");
-        let body: Value = resp.json().await.unwrap();
-        assert!(body["input_tokens"].as_u64().unwrap() > 0);
+        let paths: Vec<String> = mock
+            .requests()
+            .into_iter()
+            .map(|r| r.path_and_query)
+            .collect();
+        assert!(
+            paths == ["/v1/responses/input_tokens"] || paths == ["/v1/messages/count_tokens"],
+            "{paths:?}"
+        );
     }
-    assert!(
-        mock.requests().is_empty(),
-        "no provider was asked, least of all for a completion"
-    );
-    // Every target Anthropic's: Anthropic counts, and says so without the estimate mark.
-    let resp = count("claude").await.unwrap();
+    // No provider of the model can count: a local estimate, and no provider is asked.
+    mock.clear();
+    let resp = count("local").await.unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(resp.headers().get("x-sira-estimate").is_none());
-    assert_eq!(
-        mock.requests().last().unwrap().path_and_query,
-        "/v1/messages/count_tokens"
+    assert_eq!(resp.headers()["x-sira-estimate"], "true");
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["input_tokens"].as_u64().unwrap() > 0);
+    assert!(mock.requests().is_empty(), "no provider was asked");
+    // A count costs nothing: none of these is billed or counted as tokens.
+    let metrics = sira.metrics().await;
+    assert!(
+        !metrics.lines().any(|l| l.starts_with("sira_tokens_total{")),
+        "{metrics}"
     );
 }
 

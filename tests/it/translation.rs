@@ -417,7 +417,7 @@ async fn post_with_anthropic_key(sira: &Sira, path: &str, body: &Value) -> reqwe
 async fn count_tokens_is_answered_locally_for_other_providers() {
     let mock = MockProvider::start();
     let sira = Sira::start(&standard_config(), &mock.url());
-    let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "Hello there, how are you today?"}]});
+    let body = json!({"model": "local", "messages": [{"role": "user", "content": "Hello there, how are you today?"}]});
     let resp = post_with_anthropic_key(&sira, "/v1/messages/count_tokens", &body).await;
     assert_eq!(resp.status(), 200);
     let v: Value = resp.json().await.unwrap();

@@ -37,8 +37,12 @@ impl Phase for Accounting {
         _resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<(), GatewayError> {
-        let passthrough =
-            !ctx.response.local && ctx.response.status < 400 && ctx.translation.context.is_none();
+        // A token count is free: nothing in its answer is usage.
+        let count = ctx.op == Some(crate::routes::Operation::CountTokens);
+        let passthrough = !ctx.response.local
+            && !count
+            && ctx.response.status < 400
+            && ctx.translation.context.is_none();
         if !passthrough {
             return Ok(());
         }

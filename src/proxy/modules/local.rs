@@ -1,5 +1,5 @@
 //! Answers sira gives without a provider: `GET /v1/models` (the models the caller may use)
-//! and Anthropic's `count_tokens` for a model whose provider cannot count (an estimate).
+//! and Anthropic's `count_tokens` for a model no provider of which can count (an estimate).
 
 use bytes::Bytes;
 use pingora_http::RequestHeader;
@@ -7,7 +7,6 @@ use serde::Serialize;
 
 use crate::error::GatewayError;
 use crate::models::ModelRoute;
-use crate::provider::ProviderKind;
 use crate::proxy::ctx::RequestCtx;
 use crate::proxy::phases::{Flow, LocalResponse, Phase, RequestBody};
 use crate::routes::Operation;
@@ -61,22 +60,23 @@ impl Phase for LocalAnswers {
     }
 }
 
-/// Anthropic counts tokens itself; otherwise the count is a local estimate. Only when every
-/// place the request could go — each target, whatever the order picks, and each fallback —
-/// is Anthropic: a count sent to another provider would be translated into a completion,
-/// a real generation billed for a question that costs nothing.
+/// Whether some place the request could go — a target, whatever the order picks, or a
+/// fallback — counts tokens itself (Anthropic, Gemini, OpenAI); the count goes there, and a
+/// target that cannot count is passed over. With none, the count is a local estimate: a
+/// count is never translated into a completion, a real generation billed for a question
+/// that costs nothing.
 fn counts_upstream(route: &ModelRoute, models: &crate::models::ModelTable) -> bool {
-    let anthropic = |route: &ModelRoute| {
+    let counts = |route: &ModelRoute| {
         route
             .targets
             .iter()
-            .all(|t| t.provider.kind == ProviderKind::Anthropic)
+            .any(|t| t.provider.kind.counts_tokens())
     };
-    anthropic(route)
-        && route
+    counts(route)
+        || route
             .fallbacks
             .iter()
-            .all(|name| models.resolve(name).is_some_and(|f| anthropic(f.route)))
+            .any(|name| models.resolve(name).is_some_and(|f| counts(f.route)))
 }
 
 /// The exact model names this caller may use, in OpenAI's list format. Wildcard entries

@@ -20,8 +20,8 @@ use crate::proxy::downstream::join;
 use crate::proxy::phases::{Phase, UpstreamRequest};
 use crate::routes::Operation;
 use crate::translate::{
-    translate_error, translate_request, translate_response_with, RequestOptions, ResponseOptions,
-    StreamLimits, StreamTranslator, TranslateError,
+    count_response, translate_error, translate_request, translate_response_with, RequestOptions,
+    ResponseOptions, StreamLimits, StreamTranslator, TranslateError,
 };
 
 pub struct Translation;
@@ -51,6 +51,10 @@ impl Phase for Translation {
                 .into(),
             ));
         }
+        if upstream.op == Operation::CountTokens {
+            return count_request(upstream, ctx);
+        }
+        ctx.translation.count = None;
         // A try to the provider that answered the previous response itself gets the
         // client's own body: that provider remembers the conversation (and its reasoning).
         let native = ctx
@@ -129,6 +133,10 @@ impl Phase for Translation {
         if ctx.response.local {
             return Ok(());
         }
+        if ctx.translation.count.is_some() {
+            ctx.response.whole = true;
+            return Ok(());
+        }
         let Some(context) = ctx.translation.context.take() else {
             return Ok(());
         };
@@ -164,7 +172,9 @@ impl Phase for Translation {
     }
 
     fn wants_response_body(&self, ctx: &RequestCtx) -> bool {
-        ctx.translation.stream.is_some() || ctx.translation.context.is_some()
+        ctx.translation.stream.is_some()
+            || ctx.translation.context.is_some()
+            || ctx.translation.count.is_some()
     }
 
     /// A stream: provider events in, the client's events out (one buffer per batch). A
@@ -212,6 +222,24 @@ impl Phase for Translation {
                 None => Ok(()),
             };
         }
+        if let Some(api) = ctx.translation.count.take() {
+            let whole = join(body);
+            if ctx.response.status >= 400 {
+                let translated = translate_error(
+                    ctx.upstream_format(),
+                    ctx.format,
+                    ctx.response.status,
+                    &whole,
+                );
+                ctx.response.status = translated.status;
+                body.push(Bytes::from(translated.body));
+                return Ok(());
+            }
+            let (answer, _) = count_response(api, &whole)
+                .map_err(|e| broken(format!("cannot read the provider's token count: {e}")))?;
+            body.push(Bytes::from(answer));
+            return Ok(());
+        }
         let Some(context) = ctx.translation.context.take() else {
             return Ok(());
         };
@@ -256,6 +284,61 @@ impl Phase for Translation {
             }
         }
     }
+}
+
+/// A token count for this try's provider: Anthropic's request as it is to Anthropic, the
+/// provider's own counting request to Gemini and OpenAI. A provider that cannot count is
+/// not a place for it (the next target may be): a count is never sent as a generation.
+fn count_request(
+    upstream: &mut UpstreamRequest<'_>,
+    ctx: &mut RequestCtx,
+) -> Result<(), GatewayError> {
+    let provider = &upstream.target.provider;
+    ctx.translation.context = None;
+    ctx.translation.injected_usage = false;
+    ctx.response.dropped_params.clear();
+    if provider.kind == ProviderKind::Anthropic && ctx.format == Format::Anthropic {
+        ctx.translation.count = None;
+        upstream.body = body::rewrite(
+            &upstream.client.bytes,
+            &upstream.client.peek,
+            &Rewrite {
+                model: Some(upstream.model),
+                include_usage: false,
+            },
+        );
+        if let Some(clean) =
+            crate::translate::strip_foreign_reasoning(Format::Anthropic, &upstream.body)
+        {
+            upstream.body = Bytes::from(clean);
+        }
+        return Ok(());
+    }
+    let Some(api) = provider.kind.count_api() else {
+        return Err(GatewayError::Unsupported(
+            format!(
+                "provider {:?} ({}) has no token counting endpoint",
+                provider.name,
+                provider.kind.as_str()
+            )
+            .into(),
+        ));
+    };
+    let counted = crate::translate::count_request(
+        api,
+        ctx.format,
+        &upstream.client.bytes,
+        &RequestOptions {
+            model: upstream.model,
+            stream: false,
+            default_max_tokens: crate::models::DEFAULT_MAX_TOKENS,
+            legacy_max_tokens: false,
+            prompt_cache: false,
+        },
+    )?;
+    upstream.body = Bytes::from(counted);
+    ctx.translation.count = Some(api);
+    Ok(())
 }
 
 /// What response translators need to fill in fields the provider may not send.

@@ -186,3 +186,43 @@ fn chunks(ctx: &Ctx<'_>, model: &str, plan: &Plan<'_>) -> Events {
     }
     ev
 }
+
+/// `models/{model}:countTokens`: `{"totalTokens":P}`. The body holds either `contents` or
+/// a whole `generateContentRequest` (with its `model`), never both.
+pub(crate) fn count_tokens(ctx: &Ctx<'_>) -> Result<Reply, Reject> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct Count {
+        contents: Option<IgnoredAny>,
+        generate_content_request: Option<Inner>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Inner {
+        model: String,
+        // Required, as Gemini requires it; its value is not looked at.
+        #[allow(dead_code)]
+        contents: IgnoredAny,
+    }
+    let count: Count = serde_json::from_slice(ctx.body).map_err(Reject::json)?;
+    match (&count.contents, &count.generate_content_request) {
+        (Some(_), None) => {}
+        (None, Some(inner)) if inner.model.starts_with("models/") => {}
+        _ => {
+            return Err(Reject(
+                "countTokens takes contents or generateContentRequest (with model: models/…)"
+                    .to_owned(),
+            ))
+        }
+    }
+    let prompt = ctx.tokens(0).prompt;
+    let mut o = Out::with_capacity(96);
+    write!(
+        o,
+        r#"{{"totalTokens":{prompt},"promptTokensDetails":[{{"modality":"TEXT","tokenCount":{prompt}}}]}}"#
+    );
+    Ok(Reply::Json {
+        status: http::StatusCode::OK,
+        body: o.0.into(),
+    })
+}

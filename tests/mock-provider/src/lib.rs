@@ -10,9 +10,11 @@
 //! | `POST /v1/chat/completions` (also `/openai/v1/chat/completions`) | OpenAI Chat, JSON or SSE (`stream: true`) |
 //! | `POST /openai/deployments/{d}/chat/completions?api-version=…` | Azure OpenAI chat (404 without `api-version`, like Azure) |
 //! | `POST /v1/responses` (also `/openai/v1/responses`) | OpenAI Responses, JSON or typed SSE |
+//! | `POST /v1/responses/input_tokens` | OpenAI's token count (counting fields only) |
 //! | `POST /v1/embeddings`, `POST /openai/deployments/{d}/embeddings?api-version=…` | OpenAI embeddings |
 //! | `GET /v1/models` | OpenAI model list |
 //! | `POST /v1/messages`, `POST /v1/messages/count_tokens` | Anthropic |
+//! | `POST /v1beta/models/{m}:countTokens` | Gemini's token count (`contents` or `generateContentRequest`) |
 //! | `POST /v1beta/models/{m}:generateContent`, `…:streamGenerateContent?alt=sse` (also `/v1/models/…` and Vertex `/v1[beta1]/projects/…/publishers/google/models/{m}:…`) | Gemini |
 //! | `GET /health` | `200 ok` |
 //!

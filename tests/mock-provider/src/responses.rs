@@ -314,3 +314,40 @@ fn opt_str(o: &mut Out, name: &str, v: Option<&str>) {
         None => write!(o, r#""{name}":null,"#),
     }
 }
+
+/// `POST /v1/responses/input_tokens`: `{"object":"response.input_tokens","input_tokens":P}`.
+/// Only the fields OpenAI's counting endpoint takes are accepted (a generation's own, such
+/// as `stream` or `max_output_tokens`, are refused), and `model` is required.
+pub(crate) fn input_tokens(ctx: &Ctx<'_>) -> Result<Reply, Reject> {
+    const ALLOWED: [&str; 11] = [
+        "model",
+        "input",
+        "instructions",
+        "tools",
+        "tool_choice",
+        "reasoning",
+        "text",
+        "parallel_tool_calls",
+        "truncation",
+        "previous_response_id",
+        "conversation",
+    ];
+    let body: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(ctx.body).map_err(Reject::json)?;
+    if let Some(unknown) = body.keys().find(|k| !ALLOWED.contains(&k.as_str())) {
+        return Err(Reject(format!("Unknown parameter: '{unknown}'.")));
+    }
+    if !body.contains_key("model") {
+        return Err(Reject("Missing required parameter: 'model'.".to_owned()));
+    }
+    let mut o = Out::with_capacity(64);
+    write!(
+        o,
+        r#"{{"object":"response.input_tokens","input_tokens":{}}}"#,
+        ctx.tokens(0).prompt
+    );
+    Ok(Reply::Json {
+        status: http::StatusCode::OK,
+        body: o.0.into(),
+    })
+}

@@ -32,6 +32,10 @@ pub(crate) enum Route<'a> {
     Models,
     Messages,
     CountTokens,
+    /// OpenAI `POST /v1/responses/input_tokens`.
+    ResponsesInputTokens,
+    /// Gemini `models/{model}:countTokens`.
+    GeminiCount(&'a str),
     Gemini {
         model: &'a str,
         stream: bool,
@@ -47,6 +51,7 @@ pub(crate) fn route<'a>(method: &Method, path: &'a str, query: Option<&str>) -> 
         "/health" if get => return Route::Health,
         "/v1/chat/completions" | "/openai/v1/chat/completions" if post => return Route::Chat,
         "/v1/responses" | "/openai/v1/responses" if post => return Route::Responses,
+        "/v1/responses/input_tokens" if post => return Route::ResponsesInputTokens,
         "/v1/embeddings" | "/openai/v1/embeddings" if post => return Route::Embeddings,
         "/v1/models" if get => return Route::Models,
         "/v1/messages" if post => return Route::Messages,
@@ -100,6 +105,7 @@ pub(crate) fn route<'a>(method: &Method, path: &'a str, query: Option<&str>) -> 
                     sse,
                 }
             }
+            "countTokens" => return Route::GeminiCount(model),
             _ => {}
         }
     }
@@ -112,9 +118,9 @@ impl Route<'_> {
             Route::Health | Route::NotFound => return None,
             Route::Chat | Route::Embeddings | Route::Models => Provider::OpenAi,
             Route::AzureChat(..) | Route::AzureEmbeddings(..) => Provider::Azure,
-            Route::Responses => Provider::Responses,
+            Route::Responses | Route::ResponsesInputTokens => Provider::Responses,
             Route::Messages | Route::CountTokens => Provider::Anthropic,
-            Route::Gemini { .. } => Provider::Gemini,
+            Route::Gemini { .. } | Route::GeminiCount(_) => Provider::Gemini,
         })
     }
 }
@@ -233,6 +239,8 @@ fn dispatch(ctx: &Ctx<'_>, route: &Route<'_>) -> Result<Reply, Reject> {
         Route::Models => Ok(Reply::Json { status: StatusCode::OK, body: Bytes::from_static(embeddings::MODELS.as_bytes()) }),
         Route::Messages => anthropic::messages(ctx),
         Route::CountTokens => anthropic::count_tokens(ctx),
+        Route::ResponsesInputTokens => responses::input_tokens(ctx),
+        Route::GeminiCount(_) => gemini::count_tokens(ctx),
         Route::Gemini { stream: true, sse: false, .. } => Err(Reject(
             "sira-mock: streamGenerateContent is only implemented with ?alt=sse (JSON-array streaming is not)".to_owned(),
         )),
@@ -389,6 +397,14 @@ mod tests {
         assert_eq!(
             route(&p, "/v1/messages/count_tokens", None),
             Route::CountTokens
+        );
+        assert_eq!(
+            route(&p, "/v1beta/models/gemini-2.5-flash:countTokens", None),
+            Route::GeminiCount("gemini-2.5-flash")
+        );
+        assert_eq!(
+            route(&p, "/v1/responses/input_tokens", None),
+            Route::ResponsesInputTokens
         );
         assert_eq!(route(&Method::GET, "/health", None), Route::Health);
         assert_eq!(route(&p, "/v2/whatever", None), Route::NotFound);

@@ -124,6 +124,7 @@ fn request(c: &mut Criterion) {
         default_max_tokens: 4096,
         legacy_max_tokens: false,
         prompt_cache: true,
+        web_search: false,
     };
     let mut group = c.benchmark_group("openai_to_anthropic_request_100kb");
     group.throughput(Throughput::Bytes(body.len() as u64));

@@ -307,6 +307,7 @@ fn build_model(
         route: strategy,
         hedge,
         prompt_cache,
+        web_search,
     } = config;
     let problems_before = b.problems.len();
     if targets.is_empty() {
@@ -422,6 +423,7 @@ fn build_model(
     route.strategy = strategy.unwrap_or_default();
     route.hedge = hedge_policy;
     route.prompt_cache = prompt_cache != Some(super::file::PromptCache::Off);
+    route.web_search = web_search == Some(super::file::WebSearchMode::Native);
     Some(route)
 }
 

@@ -232,6 +232,10 @@ pub struct ModelConfig {
     /// `auto` (default): Anthropic cache breakpoints for clients of other formats; `off`.
     #[serde(default)]
     pub prompt_cache: Option<PromptCache>,
+    /// `drop` (default): a client's hosted web search is dropped and listed; `native`: the
+    /// provider's own search runs it (Anthropic's web search tool, Gemini's Google Search).
+    #[serde(default)]
+    pub web_search: Option<WebSearchMode>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -239,6 +243,13 @@ pub struct ModelConfig {
 pub enum PromptCache {
     Auto,
     Off,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WebSearchMode {
+    Native,
+    Drop,
 }
 
 #[derive(Debug, Deserialize)]

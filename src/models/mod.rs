@@ -135,6 +135,8 @@ pub struct ModelRoute {
     pub hedge: Option<HedgePolicy>,
     /// Place Anthropic cache breakpoints for clients that cannot (`prompt_cache: auto`).
     pub prompt_cache: bool,
+    /// A client's hosted web search runs as the provider's own (`web_search: native`).
+    pub web_search: bool,
 }
 
 /// `hedge: { after, max }`: when no response header came within `after`, another attempt
@@ -159,6 +161,7 @@ impl ModelRoute {
             strategy: RouteStrategy::default(),
             hedge: None,
             prompt_cache: true,
+            web_search: false,
         }
     }
 

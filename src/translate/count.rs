@@ -96,6 +96,7 @@ mod tests {
             default_max_tokens: 1024,
             legacy_max_tokens: false,
             prompt_cache: true,
+            web_search: false,
         }
     }
 

@@ -58,6 +58,10 @@ pub(crate) struct Request<'a> {
     /// §11.15).
     pub auto_cache: bool,
     pub user: Option<Str<'a>>,
+    /// The client offered its provider's hosted web search (Responses `web_search`, Chat
+    /// `web_search_options`): a provider with its own search runs it when the model entry
+    /// allows (`RequestOptions::web_search`), otherwise it is dropped and listed.
+    pub web_search: Option<WebSearch<'a>>,
     pub openai: OpenAiExtras<'a>,
     /// Hint parameters the client sent that no target can use (already decided at parse time).
     pub dropped: Vec<&'static str>,
@@ -88,8 +92,64 @@ impl Default for Request<'_> {
             include_thoughts: false,
             auto_cache: false,
             user: None,
+            web_search: None,
             openai: OpenAiExtras::default(),
             dropped: Vec::new(),
+        }
+    }
+}
+
+/// A hosted web search as the client configured it.
+#[derive(Debug, Default)]
+pub(crate) struct WebSearch<'a> {
+    /// Only these sites (Responses `filters.allowed_domains`).
+    pub allowed_domains: Vec<Str<'a>>,
+    pub user_location: Option<UserLocation<'a>>,
+}
+
+/// An approximate place, for local search results.
+#[derive(Debug, Default)]
+pub(crate) struct UserLocation<'a> {
+    pub city: Option<Str<'a>>,
+    pub region: Option<Str<'a>>,
+    pub country: Option<Str<'a>>,
+    pub timezone: Option<Str<'a>>,
+}
+
+/// A web search the provider ran itself (Anthropic's server tool, Gemini's grounding).
+#[derive(Debug, Clone)]
+pub(crate) struct SearchCall<'a> {
+    pub id: Str<'a>,
+    pub queries: Vec<Str<'a>>,
+    pub sources: Vec<Cited<'a>>,
+}
+
+/// A web page the answer's text cites.
+#[derive(Debug, Clone)]
+pub(crate) struct Cited<'a> {
+    pub url: Str<'a>,
+    pub title: Option<Str<'a>>,
+}
+
+impl Cited<'_> {
+    pub fn into_owned(self) -> Cited<'static> {
+        Cited {
+            url: Cow::Owned(self.url.into_owned()),
+            title: self.title.map(|t| Cow::Owned(t.into_owned())),
+        }
+    }
+}
+
+impl SearchCall<'_> {
+    pub fn into_owned(self) -> SearchCall<'static> {
+        SearchCall {
+            id: Cow::Owned(self.id.into_owned()),
+            queries: self
+                .queries
+                .into_iter()
+                .map(|q| Cow::Owned(q.into_owned()))
+                .collect(),
+            sources: self.sources.into_iter().map(Cited::into_owned).collect(),
         }
     }
 }
@@ -480,6 +540,10 @@ pub(crate) enum Out<'a> {
         name: Str<'a>,
         args: Args<'a>,
     },
+    /// A search the provider ran (only Responses clients have an item for it).
+    WebSearch(SearchCall<'a>),
+    /// The text before it (since the previous citation or search) cites this page.
+    Citation(Cited<'a>),
 }
 
 impl Response<'_> {
@@ -558,6 +622,11 @@ pub(crate) enum Ev<'a> {
         key: u32,
         delta: Str<'a>,
     },
+    /// The provider ran a web search (complete: query and sources).
+    WebSearch(SearchCall<'a>),
+    /// The current text block cites this page (Anthropic sends it before the text; Gemini
+    /// after the whole answer).
+    Citation(Cited<'a>),
     /// The provider closed the current content block.
     BlockEnd,
     /// Cumulative usage so far (replaces earlier values).

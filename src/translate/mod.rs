@@ -53,6 +53,11 @@ pub struct RequestOptions<'a> {
     /// Anthropic upstreams: place cache breakpoints for clients whose format cannot
     /// (`models.<name>.prompt_cache: auto`, the default).
     pub prompt_cache: bool,
+    /// A client's hosted web search runs as the provider's own (Anthropic's web search
+    /// server tool, Gemini's Google Search grounding) rather than being dropped
+    /// (`models.<name>.web_search: native`; off by default: both bill per search, and
+    /// Anthropic's must be enabled for the organisation).
+    pub web_search: bool,
 }
 
 /// A request body in the provider's format.

@@ -421,3 +421,65 @@ async fn a_broken_stream_ends_the_same_way_for_a_responses_client_translated_or_
         );
     }
 }
+
+#[tokio::test]
+async fn a_live_web_search_runs_at_anthropic_and_comes_back_to_codex_as_its_items() {
+    let mock = MockProvider::start();
+    let config = standard_config().replace(
+        "models:\n",
+        "models:\n  claude-search:\n    targets: [{ provider: ant, model: claude-sonnet-4-5 }]\n    web_search: native\n",
+    );
+    let sira = Sira::start(&config, &mock.url());
+    let mut turn = codex_turn("claude-search");
+    // Codex with `web_search = "live"` allows external access.
+    for tool in turn["tools"].as_array_mut().unwrap() {
+        if tool["type"] == "web_search" {
+            tool["external_web_access"] = true.into();
+        }
+    }
+    let resp = request(&sira, "/v1/responses")
+        .header("x-mock-fixture", "anthropic/messages_stream_web_search.sse")
+        .json(&turn)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let dropped = resp
+        .headers()
+        .get("x-sira-dropped-params")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert!(!dropped.contains("web_search"), "{dropped}");
+    let received = receive(resp).await;
+    assert!(received.complete);
+    for event in [
+        "response.web_search_call.completed",
+        "\"type\":\"web_search_call\"",
+        "\"query\":\"rust 1.90 release date\"",
+        "response.output_text.annotation.added",
+        "\"type\":\"url_citation\"",
+    ] {
+        received.expect(event);
+    }
+    let sent: Value = serde_json::from_slice(&mock.requests().last().unwrap().body).unwrap();
+    let tools = sent["tools"].as_array().unwrap();
+    assert!(
+        tools.iter().any(|t| t["type"] == "web_search_20250305"),
+        "{}",
+        sent["tools"]
+    );
+    // The same turn to a model that keeps the default: dropped and listed.
+    let resp = request(&sira, "/v1/responses")
+        .json(&{
+            let mut t = turn.clone();
+            t["model"] = "claude".into();
+            t
+        })
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.headers()["x-sira-dropped-params"]
+        .to_str()
+        .unwrap()
+        .contains("web_search"));
+}

@@ -82,6 +82,7 @@ impl Phase for Translation {
                         .map_or(crate::models::DEFAULT_MAX_TOKENS, |r| r.default_max_tokens),
                     legacy_max_tokens: provider.kind == ProviderKind::OpenaiCompatible,
                     prompt_cache: ctx.route.as_ref().is_none_or(|r| r.prompt_cache),
+                    web_search: ctx.route.as_ref().is_some_and(|r| r.web_search),
                 },
             )?;
             upstream.body = Bytes::from(translated.body);
@@ -334,6 +335,7 @@ fn count_request(
             default_max_tokens: crate::models::DEFAULT_MAX_TOKENS,
             legacy_max_tokens: false,
             prompt_cache: false,
+            web_search: false,
         },
     )?;
     upstream.body = Bytes::from(counted);

@@ -61,6 +61,7 @@ fn compact(data: &[u8]) -> Option<ContentBlockDelta<'_>> {
         partial_json: None,
         thinking: None,
         signature: None,
+        citation: None,
     };
     let slot = match field {
         "text" => &mut delta.text,

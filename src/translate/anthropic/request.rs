@@ -204,6 +204,26 @@ fn block(b: Block<'_>) -> Result<Part<'_>, TranslateError> {
             signature: t.signature,
         },
         Block::RedactedThinking(r) => Part::RedactedThinking { data: r.data },
+        // Anthropic's own web search in the history, for another provider: what was searched
+        // and found, as text (its encrypted results only Anthropic can read).
+        Block::ServerToolUse(t) => {
+            let query = t
+                .input
+                .and_then(|i| search_query(i.get()))
+                .unwrap_or_default();
+            Part::text(format!("[web search: {query}]"))
+        }
+        Block::SearchResult(r) => {
+            let mut text = String::from("[web search results]");
+            for page in r.sources() {
+                text.push_str("\n- ");
+                text.push_str(page.title.as_deref().unwrap_or_default());
+                text.push_str(" <");
+                text.push_str(&page.url);
+                text.push('>');
+            }
+            Part::text(text)
+        }
         Block::Unknown(raw) => {
             let kind = crate::translate::util::tag_of(raw, "type")
                 .ok()
@@ -382,6 +402,27 @@ pub(crate) fn write(
     if auto_cache {
         if let Some(last) = tools.last_mut() {
             last.cache_control = Some(&ephemeral);
+        }
+    }
+    let mut tools: Vec<AnyToolOut<'_>> = tools.into_iter().map(AnyToolOut::Function).collect();
+    if let Some(search) = &req.web_search {
+        // Anthropic's own search, unless the client has a tool of that name already.
+        let taken = req.tools.iter().any(|t| t.name == "web_search");
+        if opts.web_search && !taken {
+            tools.push(AnyToolOut::WebSearch(WebSearchToolOut {
+                kind: "web_search_20250305",
+                name: "web_search",
+                allowed_domains: &search.allowed_domains,
+                user_location: search.user_location.as_ref().map(|l| LocationOut {
+                    kind: "approximate",
+                    city: l.city.as_deref(),
+                    region: l.region.as_deref(),
+                    country: l.country.as_deref(),
+                    timezone: l.timezone.as_deref(),
+                }),
+            }));
+        } else {
+            dropped.push("web_search");
         }
     }
     let disable_parallel = (req.parallel_tool_calls == Some(false)).then_some(true);

@@ -20,9 +20,31 @@ pub(crate) fn parse(body: &[u8]) -> Result<Response<'_>, TranslateError> {
         usage: usage_from(&m.usage),
         ..Response::default()
     };
+    // The query of each web search, until its results arrive.
+    let mut searches: Vec<(Str<'_>, String)> = Vec::new();
     for block in m.content {
         match block {
-            Block::Text(t) => out.content.push(Out::Text(t.text)),
+            Block::Text(t) => {
+                out.content.push(Out::Text(t.text));
+                for cited in t.citations.into_iter().filter_map(CitationIn::cited) {
+                    out.content.push(Out::Citation(cited));
+                }
+            }
+            Block::ServerToolUse(t) => {
+                let query = t.input.and_then(|i| search_query(i.get()));
+                searches.push((t.id, query.unwrap_or_default()));
+            }
+            Block::SearchResult(r) => {
+                let query = searches
+                    .iter()
+                    .find(|(id, _)| *id == r.tool_use_id)
+                    .map(|(_, q)| Cow::Owned(q.clone()));
+                out.content.push(Out::WebSearch(SearchCall {
+                    sources: r.sources(),
+                    queries: query.into_iter().collect(),
+                    id: r.tool_use_id,
+                }));
+            }
             Block::Thinking(t) => out.content.push(Out::Thinking {
                 text: t.thinking,
                 signature: t.signature,
@@ -52,6 +74,7 @@ pub(crate) fn write(resp: &Response<'_>, opts: &ResponseOptions) -> Vec<u8> {
     for c in &resp.content {
         match c {
             Out::Text(t) | Out::Refusal(t) if t.is_empty() => {}
+            Out::WebSearch(_) | Out::Citation(_) => {}
             // Adjacent text merges into one block (Gemini sends many text parts, §3.5); a
             // refusal is text with stop_reason "refusal" (§3.4).
             Out::Text(t) | Out::Refusal(t) => match content.last_mut() {

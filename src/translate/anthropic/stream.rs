@@ -21,6 +21,11 @@ use crate::usage::Usage;
 
 // ------------------------------------------------------------------ upstream → canonical
 
+/// The most of a web search's input held until its results arrive.
+const MAX_SEARCH_INPUT: usize = 4096;
+/// The most web searches awaiting their results at once.
+const MAX_OPEN_SEARCHES: usize = 16;
+
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Parser {
     /// Usage as last reported: `message_start` has the input side, `message_delta` the
@@ -29,6 +34,9 @@ pub(crate) struct Parser {
     usage: UsageIn,
     stop: Option<Stop<'static>>,
     done: bool,
+    /// Anthropic's web searches in progress: block index, server tool id, the query's JSON
+    /// as it streams. Reported whole when their results arrive.
+    searches: Vec<(u32, String, String)>,
 }
 
 impl Parser {
@@ -76,6 +84,34 @@ impl Parser {
                     }
                     Block::Thinking(_) => {}
                     Block::RedactedThinking(r) => sink.event(Ev::RedactedReasoning(r.data), out),
+                    Block::ServerToolUse(t) => {
+                        let input = t
+                            .input
+                            .map(|i| compact(i.get()).into_owned())
+                            .filter(|i| i != "{}")
+                            .unwrap_or_default();
+                        // Searches whose results never came are not held forever.
+                        if self.searches.len() >= MAX_OPEN_SEARCHES {
+                            self.searches.remove(0);
+                        }
+                        self.searches.push((b.index, t.id.into_owned(), input));
+                    }
+                    Block::SearchResult(r) => {
+                        let query = self
+                            .searches
+                            .iter()
+                            .position(|(_, id, _)| *id == r.tool_use_id)
+                            .map(|at| self.searches.remove(at).2)
+                            .and_then(|input| search_query(&input));
+                        sink.event(
+                            Ev::WebSearch(SearchCall {
+                                sources: r.sources(),
+                                queries: query.map(Cow::Owned).into_iter().collect(),
+                                id: r.tool_use_id,
+                            }),
+                            out,
+                        );
+                    }
                     Block::ToolUse(t) => {
                         sink.event(
                             Ev::ToolStart {
@@ -112,6 +148,19 @@ impl Parser {
                         }
                     }
                     "input_json_delta" => {
+                        // A web search's query: kept for the search's item, not a call.
+                        if let Some((_, _, input)) = self
+                            .searches
+                            .iter_mut()
+                            .find(|(index, ..)| *index == d.index)
+                        {
+                            // A query is short; a provider that streams more is not held.
+                            let fragment = delta.partial_json.as_deref().unwrap_or_default();
+                            if input.len() + fragment.len() <= MAX_SEARCH_INPUT {
+                                input.push_str(fragment);
+                            }
+                            return Ok(());
+                        }
                         // The first fragment is often "" (§6.3).
                         if let Some(j) = delta.partial_json.filter(|j| !j.is_empty()) {
                             sink.event(
@@ -131,6 +180,11 @@ impl Parser {
                     "signature_delta" => {
                         if let Some(s) = delta.signature {
                             sink.event(Ev::ReasoningSignature(s), out);
+                        }
+                    }
+                    "citations_delta" => {
+                        if let Some(cited) = delta.citation.and_then(CitationIn::cited) {
+                            sink.event(Ev::Citation(cited), out);
                         }
                     }
                     _ => {}
@@ -367,6 +421,9 @@ impl Sink for Emitter {
                 }
             }
             Ev::BlockEnd => self.close_block(out),
+            // Another provider's search and citations have no block an Anthropic client
+            // could verify (Anthropic's own pass through untranslated).
+            Ev::WebSearch(_) | Ev::Citation(_) => {}
             Ev::Usage(u) => self.usage = u,
             Ev::Stop(s) => self.stop = s.into_owned(),
             Ev::Done => {

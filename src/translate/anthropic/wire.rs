@@ -62,6 +62,8 @@ raw_tagged! {
         Some("tool_result") => ToolResult(ToolResultBlock<'a>),
         Some("thinking") => Thinking(ThinkingBlock<'a>),
         Some("redacted_thinking") => RedactedThinking(RedactedBlock<'a>),
+        Some("server_tool_use") => ServerToolUse(ToolUseBlock<'a>),
+        Some("web_search_tool_result") => SearchResult(SearchResultBlock<'a>),
     }
 }
 
@@ -71,6 +73,68 @@ pub(crate) struct TextBlock<'a> {
     pub text: Str<'a>,
     #[serde(borrow)]
     pub cache_control: Option<&'a RawValue>,
+    /// Pages the text cites (web search results; document citations have no URL).
+    #[serde(borrow, default)]
+    pub citations: Vec<CitationIn<'a>>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CitationIn<'a> {
+    #[serde(borrow)]
+    pub url: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub title: Option<Str<'a>>,
+}
+
+impl<'a> CitationIn<'a> {
+    pub fn cited(self) -> Option<crate::translate::ir::Cited<'a>> {
+        Some(crate::translate::ir::Cited {
+            url: self.url?,
+            title: self.title,
+        })
+    }
+}
+
+/// The results of Anthropic's web search server tool: a list of pages, or an error object.
+#[derive(Deserialize)]
+pub(crate) struct SearchResultBlock<'a> {
+    #[serde(borrow)]
+    pub tool_use_id: Str<'a>,
+    #[serde(borrow)]
+    pub content: Option<&'a RawValue>,
+}
+
+impl<'a> SearchResultBlock<'a> {
+    /// The pages found (none when the search failed).
+    pub fn sources(&self) -> Vec<crate::translate::ir::Cited<'a>> {
+        #[derive(Deserialize)]
+        struct Page<'a> {
+            #[serde(borrow)]
+            url: Option<Str<'a>>,
+            #[serde(borrow)]
+            title: Option<Str<'a>>,
+        }
+        self.content
+            .and_then(|c| serde_json::from_str::<Vec<Page<'a>>>(c.get()).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|p| {
+                Some(crate::translate::ir::Cited {
+                    url: p.url?,
+                    title: p.title,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The query of a `server_tool_use` web search.
+pub(crate) fn search_query(input: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Input {
+        query: Option<String>,
+    }
+    serde_json::from_str::<Input>(input).ok()?.query
 }
 
 #[derive(Deserialize)]
@@ -201,7 +265,7 @@ pub(crate) struct MessagesRequestOut<'a> {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub stream: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub tools: Vec<ToolOut<'a>>,
+    pub tools: Vec<AnyToolOut<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<ToolChoiceOut<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -277,6 +341,40 @@ pub(crate) enum ToolResultContentOut<'a> {
 pub(crate) enum SourceOut<'a> {
     Base64 { media_type: &'a str, data: &'a str },
     Url { url: &'a str },
+}
+
+/// A client tool, or Anthropic's web search server tool.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub(crate) enum AnyToolOut<'a> {
+    Function(ToolOut<'a>),
+    WebSearch(WebSearchToolOut<'a>),
+}
+
+#[derive(Serialize)]
+pub(crate) struct WebSearchToolOut<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub name: &'static str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub allowed_domains: &'a [Str<'a>],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_location: Option<LocationOut<'a>>,
+}
+
+/// `user_location` of Anthropic's web search tool (and of OpenAI's, whose shape it shares).
+#[derive(Serialize)]
+pub(crate) struct LocationOut<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub city: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub country: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -460,6 +558,9 @@ pub(crate) struct DeltaIn<'a> {
     pub thinking: Option<Str<'a>>,
     #[serde(borrow)]
     pub signature: Option<Str<'a>>,
+    /// `citations_delta`: a page the current text block cites.
+    #[serde(borrow, default)]
+    pub citation: Option<CitationIn<'a>>,
 }
 
 #[derive(Deserialize)]

@@ -302,7 +302,7 @@ pub(crate) fn response_text(response: Option<&RawValue>) -> Cow<'_, str> {
 
 pub(crate) fn write(
     req: &Request<'_>,
-    _opts: &RequestOptions<'_>,
+    opts: &RequestOptions<'_>,
     dropped: &mut Vec<&'static str>,
 ) -> Result<Vec<u8>, TranslateError> {
     dropped.extend(req.openai.set_fields());
@@ -357,7 +357,7 @@ pub(crate) fn write(
         }
     }
 
-    let tools = if req.tools.is_empty() {
+    let mut tools = if req.tools.is_empty() {
         Vec::new()
     } else {
         vec![ToolOut {
@@ -379,8 +379,21 @@ pub(crate) fn write(
                     },
                 })
                 .collect(),
+            google_search: None,
         }]
     };
+    if let Some(search) = &req.web_search {
+        // Google Search grounding has no site filter: a search limited to some sites is not
+        // widened to the whole web, it is dropped.
+        if opts.web_search && search.allowed_domains.is_empty() {
+            tools.push(ToolOut {
+                function_declarations: Vec::new(),
+                google_search: Some(EmptyOut {}),
+            });
+        } else {
+            dropped.push("web_search");
+        }
+    }
     let tool_config = req.tool_choice.as_ref().map(|c| {
         let (mode, names): (&'static str, Vec<&str>) = match c {
             ToolChoice::Auto => ("AUTO", Vec::new()),

@@ -87,6 +87,14 @@ pub(crate) fn parse<'a>(
             }
         }
     }
+    // Grounding: the pages cite the answer's text, then the search is reported.
+    if let Some((search, pages)) = candidate
+        .grounding_metadata
+        .and_then(|g| g.into_search(mint_id("ws_", &opts.request_id, 0)))
+    {
+        out.content.extend(pages.into_iter().map(Out::Citation));
+        out.content.push(Out::WebSearch(search));
+    }
     out.stop = Stop::from_gemini(candidate.finish_reason.as_deref().unwrap_or("STOP"));
     if calls > 0 && out.stop == Stop::EndTurn {
         // Gemini says STOP even when it called a function (§4.4).
@@ -101,6 +109,7 @@ pub(crate) fn write(resp: &Response<'_>, opts: &ResponseOptions) -> Vec<u8> {
     let mut parts = Vec::with_capacity(resp.content.len());
     for c in &resp.content {
         match c {
+            Out::WebSearch(_) | Out::Citation(_) => {}
             Out::Text(t) | Out::Refusal(t) => parts.push(PartOut {
                 text: Some(Cow::Borrowed(t)),
                 ..PartOut::default()

@@ -14,6 +14,7 @@ use crate::translate::errors::{gemini_error, gemini_shape};
 use crate::translate::ir::*;
 use crate::translate::openai_chat::stream::truncated;
 use crate::translate::stream::Sink;
+use crate::translate::util::mint_id;
 use crate::translate::util::{compact, write_sse, Framing};
 use crate::translate::ResponseOptions;
 use crate::usage::Usage;
@@ -27,6 +28,8 @@ pub(crate) struct Parser {
     done: bool,
     calls: usize,
     stop: Option<Stop<'static>>,
+    /// The latest grounding (Gemini repeats it as it grows), reported with the finish.
+    grounding: Option<(SearchCall<'static>, Vec<Cited<'static>>)>,
 }
 
 impl Parser {
@@ -37,6 +40,7 @@ impl Parser {
             done: false,
             calls: 0,
             stop: None,
+            grounding: None,
         }
     }
 
@@ -120,7 +124,24 @@ impl Parser {
                 );
             }
         }
+        if let Some(grounding) = candidate.grounding_metadata {
+            let id = mint_id("ws_", &self.opts.request_id, 0);
+            if let Some((search, pages)) = grounding.into_search(id) {
+                self.grounding = Some((
+                    search.into_owned(),
+                    pages.into_iter().map(Cited::into_owned).collect(),
+                ));
+            }
+        }
         if let Some(reason) = candidate.finish_reason {
+            // The pages cite the text so far; the search is reported after it.
+            if let Some((search, pages)) = self.grounding.take() {
+                for cited in pages {
+                    sink.event(Ev::Citation(cited), out);
+                }
+                sink.event(Ev::BlockEnd, out);
+                sink.event(Ev::WebSearch(search), out);
+            }
             let mut stop = Stop::from_gemini(&reason);
             if stop == Stop::EndTurn && self.calls > 0 {
                 // STOP with a functionCall means tool use (§4.4).
@@ -292,6 +313,8 @@ impl Sink for Emitter {
                 }
             }
             Ev::BlockEnd => self.flush_call(out),
+            // Gemini clients read grounding only from Gemini itself (passed through).
+            Ev::WebSearch(_) | Ev::Citation(_) => {}
             Ev::Usage(u) => self.usage = u,
             Ev::Stop(s) => self.stop = s.into_owned(),
             Ev::Done => {

@@ -284,8 +284,15 @@ pub(crate) struct FunctionResponseOut<'a> {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ToolOut<'a> {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub function_declarations: Vec<FunctionDeclOut<'a>>,
+    /// Grounding with Google Search (a tool entry of its own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub google_search: Option<EmptyOut>,
 }
+
+#[derive(Serialize)]
+pub(crate) struct EmptyOut {}
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -388,6 +395,66 @@ pub(crate) struct Candidate<'a> {
     pub content: Option<Content<'a>>,
     #[serde(borrow)]
     pub finish_reason: Option<Str<'a>>,
+    /// Grounding with Google Search: what was searched and the pages the answer rests on.
+    #[serde(borrow)]
+    pub grounding_metadata: Option<GroundingIn<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct GroundingIn<'a> {
+    #[serde(borrow, default)]
+    pub web_search_queries: Vec<Str<'a>>,
+    #[serde(borrow, default)]
+    pub grounding_chunks: Vec<ChunkIn<'a>>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ChunkIn<'a> {
+    #[serde(borrow)]
+    pub web: Option<WebChunkIn<'a>>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct WebChunkIn<'a> {
+    #[serde(borrow)]
+    pub uri: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub title: Option<Str<'a>>,
+}
+
+impl<'a> GroundingIn<'a> {
+    /// The pages grounding the answer, and the search that found them (`None` when Gemini
+    /// searched nothing).
+    pub fn into_search(
+        self,
+        id: String,
+    ) -> Option<(
+        crate::translate::ir::SearchCall<'a>,
+        Vec<crate::translate::ir::Cited<'a>>,
+    )> {
+        use crate::translate::ir::{Cited, SearchCall};
+        let pages: Vec<Cited<'a>> = self
+            .grounding_chunks
+            .into_iter()
+            .filter_map(|c| {
+                let web = c.web?;
+                Some(Cited {
+                    url: web.uri?,
+                    title: web.title,
+                })
+            })
+            .collect();
+        if self.web_search_queries.is_empty() && pages.is_empty() {
+            return None;
+        }
+        let search = SearchCall {
+            id: std::borrow::Cow::Owned(id),
+            queries: self.web_search_queries,
+            sources: pages.clone(),
+        };
+        Some((search, pages))
+    }
 }
 
 #[derive(Deserialize)]

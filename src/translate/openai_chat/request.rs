@@ -55,8 +55,26 @@ pub(crate) fn parse(body: &[u8]) -> Result<(Request<'_>, ResponseContext), Trans
     if req.prediction.is_some() {
         out.dropped.push("prediction");
     }
-    if req.web_search_options.is_some() {
-        out.dropped.push("web_search_options");
+    if let Some(options) = req.web_search_options {
+        #[derive(serde::Deserialize)]
+        struct Options<'a> {
+            #[serde(borrow)]
+            user_location: Option<Located<'a>>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Located<'a> {
+            #[serde(borrow)]
+            approximate: Option<crate::translate::responses::wire::LocationIn<'a>>,
+        }
+        let options: Options<'_> = serde_json::from_str(options.get())
+            .map_err(|e| TranslateError::invalid("web_search_options", e.to_string()))?;
+        out.web_search = Some(WebSearch {
+            allowed_domains: Vec::new(),
+            user_location: options
+                .user_location
+                .and_then(|l| l.approximate)
+                .map(|l| l.into_ir()),
+        });
     }
     if req.logit_bias.is_some_and(|b| b.get().trim() != "{}") {
         return Err(TranslateError::Unsupported {
@@ -331,6 +349,10 @@ pub(crate) fn write(
     if req.top_k.is_some() {
         // OpenAI has no top_k (§2.1: drop when going to OpenAI).
         dropped.push("top_k");
+    }
+    if req.web_search.is_some() {
+        // Chat search runs only on OpenAI's search models, named as such by the client.
+        dropped.push("web_search");
     }
     let mut messages = Vec::with_capacity(req.messages.len());
     for m in &req.messages {

@@ -95,6 +95,7 @@ pub(crate) fn write(resp: &Response<'_>, opts: &ResponseOptions) -> Vec<u8> {
     for c in &resp.content {
         match c {
             Out::Text(t) => text.push_str(t),
+            Out::WebSearch(_) | Out::Citation(_) => {}
             Out::Refusal(r) => refusal.get_or_insert_with(String::new).push_str(r),
             // Reasoning never goes into `content` (§10.11): non-standard `reasoning_content`,
             // plus LiteLLM-style `thinking_blocks` so signatures can come back (§2.6).

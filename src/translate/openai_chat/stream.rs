@@ -416,7 +416,8 @@ impl Sink for Emitter {
             }
         }
         match ev {
-            Ev::Start { .. } | Ev::BlockEnd => {}
+            // Chat has no search item; its citations are left to OpenAI's own search models.
+            Ev::Start { .. } | Ev::BlockEnd | Ev::WebSearch(_) | Ev::Citation(_) => {}
             Ev::Text(t) => self.text_chunk(out, &t),
             Ev::Refusal(r) => self.chunk(
                 out,

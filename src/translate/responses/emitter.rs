@@ -54,6 +54,8 @@ pub(crate) struct Emitter {
     pub(super) open: Option<OpenItem>,
     pub(super) stop: Stop<'static>,
     pub(super) usage: Usage,
+    /// Pages the current text cites, annotated on the message when it closes.
+    pub(super) cites: Vec<Cited<'static>>,
 }
 
 pub(super) fn emit(out: &mut BytesMut, ev: &EventOut<'_>) {
@@ -74,6 +76,7 @@ impl Emitter {
             open: None,
             stop: Stop::EndTurn,
             usage: Usage::default(),
+            cites: Vec::new(),
         }
     }
 
@@ -294,6 +297,11 @@ impl Sink for Emitter {
                 }
             }
             Ev::BlockEnd => self.close("completed", out),
+            Ev::Citation(cited) => self.cites.push(cited.into_owned()),
+            Ev::WebSearch(call) => {
+                self.close("completed", out);
+                self.search(&call, out);
+            }
             Ev::Usage(u) => self.usage = u,
             Ev::Stop(s) => self.stop = s.into_owned(),
             Ev::Done => {

@@ -6,9 +6,9 @@ use std::borrow::Cow;
 use bytes::BytesMut;
 
 use super::emitter::{emit, Emitter, OpenItem, OpenKind};
-use super::response::{call_item, carrier, item_id};
+use super::response::{annotation, call_item, carrier, item_id, search_item};
 use super::wire_out::*;
-use crate::translate::ir::ToolKind;
+use crate::translate::ir::{SearchCall, ToolKind};
 
 impl Emitter {
     pub(super) fn next_index(&self) -> u32 {
@@ -34,7 +34,7 @@ impl Emitter {
             },
         );
         let part = TextPartOut {
-            annotations: [],
+            annotations: Vec::new(),
             logprobs: [],
             text: Cow::Borrowed(""),
         };
@@ -105,12 +105,87 @@ impl Emitter {
         });
     }
 
+    /// A search the provider ran: its item and events at once (the provider reports it
+    /// complete).
+    pub(super) fn search(&mut self, call: &SearchCall<'_>, out: &mut BytesMut) {
+        let index = self.next_index();
+        let id = item_id("ws_", &self.id, index as usize);
+        let mut item = search_item(id.clone(), call);
+        if let ItemOut::WebSearchCall { status, .. } = &mut item {
+            *status = "in_progress";
+        }
+        let seq = self.seq();
+        emit(
+            out,
+            &EventOut::ItemAdded {
+                sequence_number: seq,
+                output_index: index,
+                item: &item,
+            },
+        );
+        for step in 0..3 {
+            let sequence_number = self.seq();
+            let (item_id, output_index) = (id.as_str(), index);
+            let ev = match step {
+                0 => EventOut::SearchInProgress {
+                    sequence_number,
+                    item_id,
+                    output_index,
+                },
+                1 => EventOut::SearchSearching {
+                    sequence_number,
+                    item_id,
+                    output_index,
+                },
+                _ => EventOut::SearchCompleted {
+                    sequence_number,
+                    item_id,
+                    output_index,
+                },
+            };
+            emit(out, &ev);
+        }
+        if let ItemOut::WebSearchCall { status, .. } = &mut item {
+            *status = "completed";
+        }
+        let seq = self.seq();
+        emit(
+            out,
+            &EventOut::ItemDone {
+                sequence_number: seq,
+                output_index: index,
+                item: &item,
+            },
+        );
+        self.items.push(item);
+    }
+
     pub(super) fn close(&mut self, status: &'static str, out: &mut BytesMut) {
         let Some(OpenItem { index, id, kind }) = self.open.take() else {
             return;
         };
         let item = match kind {
             OpenKind::Message { text } => {
+                // The pages this text cites: OpenAI announces each before the text is done.
+                let annotations: Vec<AnnotationOut<'static>> = self
+                    .cites
+                    .drain(..)
+                    .map(|cited| annotation(&text, 0, &cited))
+                    .collect();
+                for (annotation_index, annotation) in annotations.iter().enumerate() {
+                    let seq = self.seq();
+                    emit(
+                        out,
+                        &EventOut::AnnotationAdded {
+                            sequence_number: seq,
+                            item_id: &id,
+                            output_index: index,
+                            content_index: 0,
+                            annotation_index,
+                            annotation,
+                        },
+                    );
+                }
                 let seq = self.seq();
                 emit(
                     out,
@@ -124,7 +199,7 @@ impl Emitter {
                     },
                 );
                 let part = TextPartOut {
-                    annotations: [],
+                    annotations: annotations.clone(),
                     logprobs: [],
                     text: Cow::Borrowed(&text),
                 };
@@ -140,7 +215,7 @@ impl Emitter {
                     },
                 );
                 let part = TextPartOut {
-                    annotations: [],
+                    annotations,
                     logprobs: [],
                     text: Cow::Owned(text),
                 };
@@ -301,6 +376,7 @@ fn item_id_of<'r>(item: &'r ItemOut<'_>) -> &'r str {
         | ItemOut::FunctionCall { id, .. }
         | ItemOut::CustomToolCall { id, .. }
         | ItemOut::LocalShellCall { id, .. }
+        | ItemOut::WebSearchCall { id, .. }
         | ItemOut::Reasoning { id, .. } => id,
     }
 }

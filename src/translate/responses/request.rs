@@ -121,6 +121,16 @@ pub(crate) fn parse(body: &[u8]) -> Result<(Request<'_>, ResponseContext), Trans
                 }
             }
             "function" | "custom" | "local_shell" => declare(tool, None, &mut out, &mut ctx)?,
+            // A live web search runs as the provider's own where it has one and the model
+            // entry allows it; the writer drops and lists it otherwise. Cached-only search
+            // (`external_web_access: false`, Codex's default) exists only at OpenAI.
+            kind if kind.starts_with("web_search") && tool.external_web_access != Some(false) => {
+                hosted_dropped = true;
+                out.web_search = Some(WebSearch {
+                    allowed_domains: tool.filters.map(|f| f.allowed_domains).unwrap_or_default(),
+                    user_location: tool.user_location.map(LocationIn::into_ir),
+                });
+            }
             hosted => {
                 // A hosted tool the target cannot run is dropped, never a failed turn: Codex
                 // sends web_search to every model (§11.4).

@@ -14,6 +14,9 @@ pub(crate) fn write(
     opts: &RequestOptions<'_>,
     dropped: &mut Vec<&'static str>,
 ) -> Result<Vec<u8>, TranslateError> {
+    if req.web_search.is_some() {
+        dropped.push("web_search");
+    }
     if req.n.is_some_and(|n| n > 1) {
         return Err(TranslateError::unsupported(
             "n",

@@ -111,6 +111,37 @@ pub(crate) fn output_item<'a>(
 // ------------------------------------------------------------------ canonical → client
 
 /// Deterministic item ids (`msg_…`, `fc_…`, `rs_…`) from the response id and output index.
+/// The `web_search_call` item of a search the provider ran.
+pub(crate) fn search_item(id: String, call: &SearchCall<'_>) -> ItemOut<'static> {
+    ItemOut::WebSearchCall {
+        id: Cow::Owned(id),
+        status: "completed",
+        action: SearchActionOut {
+            query: Cow::Owned(call.queries.join("; ")),
+            sources: call
+                .sources
+                .iter()
+                .map(|s| SearchSourceOut {
+                    url: Cow::Owned(s.url.to_string()),
+                })
+                .collect(),
+        },
+    }
+}
+
+/// A `url_citation` over `text[from..]` (a byte offset), in characters as OpenAI counts.
+pub(crate) fn annotation(text: &str, from: usize, cited: &Cited<'_>) -> AnnotationOut<'static> {
+    let from = from.min(text.len());
+    let start_index = text.get(..from).map_or(0, |t| t.chars().count());
+    let end_index = start_index + text.get(from..).map_or(0, |t| t.chars().count());
+    AnnotationOut {
+        start_index,
+        end_index,
+        url: Cow::Owned(cited.url.to_string()),
+        title: Cow::Owned(cited.title.as_deref().unwrap_or_default().to_owned()),
+    }
+}
+
 pub(crate) fn item_id(prefix: &str, response_id: &str, index: usize) -> String {
     format!("{prefix}{:016x}{index:04}", fnv1a(response_id.as_bytes()))
 }
@@ -231,26 +262,41 @@ pub(crate) fn write(resp: &Response<'_>, opts: &ResponseOptions, ctx: &ResponseC
         "completed"
     };
     let mut items: Vec<ItemOut<'_>> = Vec::with_capacity(resp.content.len());
+    // Where the last text run began in the open message (bytes): a citation covers it.
+    let mut run_start = 0;
     for c in &resp.content {
         let n = items.len();
         match c {
+            Out::WebSearch(call) => items.push(search_item(item_id("ws_", &id, n), call)),
+            Out::Citation(cited) => {
+                if let Some(ItemOut::Message { content, .. }) = items.last_mut() {
+                    if let Some(part) = content.first_mut() {
+                        let annotation = annotation(&part.text, run_start, cited);
+                        part.annotations.push(annotation);
+                    }
+                }
+            }
             Out::Text(t) | Out::Refusal(t) => match items.last_mut() {
                 // Text continues the open message; a new message starts after a call or
                 // reasoning item (§11.7).
                 Some(ItemOut::Message { content, .. }) => {
                     if let Some(part) = content.first_mut() {
+                        run_start = part.text.len();
                         part.text.to_mut().push_str(t);
                     }
                 }
-                _ => items.push(ItemOut::Message {
-                    id: Cow::Owned(item_id("msg_", &id, n)),
-                    status: item_status,
-                    role: "assistant",
-                    content: vec![TextPartOut {
-                        annotations: [],
-                        logprobs: [],
-                        text: Cow::Borrowed(t),
-                    }],
+                _ => items.push({
+                    run_start = 0;
+                    ItemOut::Message {
+                        id: Cow::Owned(item_id("msg_", &id, n)),
+                        status: item_status,
+                        role: "assistant",
+                        content: vec![TextPartOut {
+                            annotations: Vec::new(),
+                            logprobs: [],
+                            text: Cow::Borrowed(t),
+                        }],
+                    }
                 }),
             },
             Out::Thinking { text, signature } => items.push(ItemOut::Reasoning {

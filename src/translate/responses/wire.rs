@@ -198,6 +198,43 @@ pub(crate) struct ToolIn<'a> {
     /// A `namespace` tool's own tools (functions and custom tools).
     #[serde(borrow, default)]
     pub tools: Vec<ToolIn<'a>>,
+    /// `web_search`: `false` asks for OpenAI's cached results only (Codex's default).
+    pub external_web_access: Option<bool>,
+    #[serde(borrow)]
+    pub filters: Option<SearchFiltersIn<'a>>,
+    #[serde(borrow)]
+    pub user_location: Option<LocationIn<'a>>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SearchFiltersIn<'a> {
+    #[serde(borrow, default)]
+    pub allowed_domains: Vec<Str<'a>>,
+}
+
+/// An approximate user location (Responses `web_search.user_location`, Chat
+/// `web_search_options.user_location.approximate`).
+#[derive(Deserialize)]
+pub(crate) struct LocationIn<'a> {
+    #[serde(borrow)]
+    pub city: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub region: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub country: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub timezone: Option<Str<'a>>,
+}
+
+impl<'a> LocationIn<'a> {
+    pub fn into_ir(self) -> crate::translate::ir::UserLocation<'a> {
+        crate::translate::ir::UserLocation {
+            city: self.city,
+            region: self.region,
+            country: self.country,
+            timezone: self.timezone,
+        }
+    }
 }
 
 #[derive(Deserialize)]

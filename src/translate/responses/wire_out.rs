@@ -142,6 +142,12 @@ pub(crate) enum ItemOut<'a> {
         call_id: Cow<'a, str>,
         action: Cow<'a, RawValue>,
     },
+    /// A search the provider ran (Anthropic's web search tool, Gemini's grounding).
+    WebSearchCall {
+        id: Cow<'a, str>,
+        status: &'static str,
+        action: SearchActionOut<'a>,
+    },
     Reasoning {
         id: Cow<'a, str>,
         summary: Vec<SummaryPartOut<'a>>,
@@ -155,9 +161,32 @@ pub(crate) enum ItemOut<'a> {
 #[derive(Serialize, Clone, Debug)]
 #[serde(tag = "type", rename = "output_text")]
 pub(crate) struct TextPartOut<'a> {
-    pub annotations: [(); 0],
+    pub annotations: Vec<AnnotationOut<'a>>,
     pub logprobs: [(); 0],
     pub text: Cow<'a, str>,
+}
+
+/// A page the text cites, over `[start_index, end_index)` in characters of the text.
+#[derive(Serialize, Clone, Debug)]
+#[serde(tag = "type", rename = "url_citation")]
+pub(crate) struct AnnotationOut<'a> {
+    pub start_index: usize,
+    pub end_index: usize,
+    pub url: Cow<'a, str>,
+    pub title: Cow<'a, str>,
+}
+
+#[derive(Serialize, Clone, Debug)]
+#[serde(tag = "type", rename = "search")]
+pub(crate) struct SearchActionOut<'a> {
+    pub query: Cow<'a, str>,
+    pub sources: Vec<SearchSourceOut<'a>>,
+}
+
+#[derive(Serialize, Clone, Debug)]
+#[serde(tag = "type", rename = "url")]
+pub(crate) struct SearchSourceOut<'a> {
+    pub url: Cow<'a, str>,
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -301,6 +330,33 @@ pub(crate) enum EventOut<'a> {
         summary_index: u32,
         text: &'a str,
     },
+    #[serde(rename = "response.output_text.annotation.added")]
+    AnnotationAdded {
+        sequence_number: u64,
+        item_id: &'a str,
+        output_index: u32,
+        content_index: u32,
+        annotation_index: usize,
+        annotation: &'a AnnotationOut<'a>,
+    },
+    #[serde(rename = "response.web_search_call.in_progress")]
+    SearchInProgress {
+        sequence_number: u64,
+        item_id: &'a str,
+        output_index: u32,
+    },
+    #[serde(rename = "response.web_search_call.searching")]
+    SearchSearching {
+        sequence_number: u64,
+        item_id: &'a str,
+        output_index: u32,
+    },
+    #[serde(rename = "response.web_search_call.completed")]
+    SearchCompleted {
+        sequence_number: u64,
+        item_id: &'a str,
+        output_index: u32,
+    },
     /// Top-level `code`/`message`/`param` per [OAI-R] `ResponseErrorEvent` (§11.13).
     #[serde(rename = "error")]
     Error {
@@ -333,6 +389,10 @@ impl EventOut<'_> {
             EventOut::SummaryPartDone { .. } => "response.reasoning_summary_part.done",
             EventOut::SummaryDelta { .. } => "response.reasoning_summary_text.delta",
             EventOut::SummaryDone { .. } => "response.reasoning_summary_text.done",
+            EventOut::AnnotationAdded { .. } => "response.output_text.annotation.added",
+            EventOut::SearchInProgress { .. } => "response.web_search_call.in_progress",
+            EventOut::SearchSearching { .. } => "response.web_search_call.searching",
+            EventOut::SearchCompleted { .. } => "response.web_search_call.completed",
             EventOut::Error { .. } => "error",
         }
     }

@@ -21,6 +21,7 @@ fn opts(stream: bool) -> RequestOptions<'static> {
         default_max_tokens: 4096,
         legacy_max_tokens: false,
         prompt_cache: true,
+        web_search: false,
     }
 }
 

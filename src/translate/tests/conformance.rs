@@ -83,6 +83,7 @@ fn cell(client: Format, provider: Format, feature: &str, keys: &[&str]) -> Cell 
                 default_max_tokens: 4096,
                 legacy_max_tokens: false,
                 prompt_cache: true,
+                web_search: false,
             };
             // `error_req_…` fixtures are requests that must be refused: not a feature.
             for fx in fixtures(client, "requests", "json")

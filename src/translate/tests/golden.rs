@@ -26,6 +26,7 @@ fn requests() {
                 default_max_tokens: 4096,
                 legacy_max_tokens: false,
                 prompt_cache: true,
+                web_search: false,
             };
             for to in FORMATS.into_iter().filter(|t| *t != from) {
                 let actual = match translate_request(from, to, &body, &opts) {

@@ -10,6 +10,7 @@ mod golden;
 mod rules;
 mod split;
 mod stream_rules;
+mod web_search;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -18,6 +18,7 @@ fn req_opts(stream: bool) -> RequestOptions<'static> {
         // Automatic cache breakpoints have their own tests (agents.rs); here they would
         // only clutter the expected bodies.
         prompt_cache: false,
+        web_search: false,
     }
 }
 

@@ -125,6 +125,7 @@ fn request(c: &mut Criterion) {
         legacy_max_tokens: false,
         prompt_cache: true,
         web_search: false,
+        seal: sira::translate::Seal::fixed(),
     };
     let mut group = c.benchmark_group("openai_to_anthropic_request_100kb");
     group.throughput(Throughput::Bytes(body.len() as u64));

@@ -79,8 +79,11 @@ pub(super) fn build(
     check_pins(&mut b, &models, &keys);
     let logging = logging_settings(&mut b, logging);
     let responses_store = super::store::responses_store(&mut b, responses_store);
+    let server = server?;
+    let seal = seal(&server, &providers);
     Some(Snapshot {
-        server: server?,
+        server,
+        seal,
         providers,
         models,
         keys,
@@ -88,6 +91,38 @@ pub(super) fn build(
         responses_store: responses_store?,
         meta,
     })
+}
+
+/// The reasoning seal: from `server.reasoning_key`, else from the provider credentials
+/// (secret, stable across restarts and reloads, and the same on every host of a fleet that
+/// shares the config), else from a key drawn once per process (carriers then last as long
+/// as the process: `server.reasoning_key` is the fix, and the startup log says so).
+fn seal(
+    server: &super::ServerSettings,
+    providers: &IndexMap<Arc<str>, Arc<Provider>>,
+) -> crate::translate::Seal {
+    use crate::translate::Seal;
+    if let Some(key) = &server.reasoning_key {
+        return Seal::derive([&b"key"[..], key.expose().as_bytes()]);
+    }
+    let mut credentials: Vec<(&str, &str)> = providers
+        .values()
+        .filter_map(|p| p.api_key.as_ref().map(|k| (&*p.name, k.expose())))
+        .collect();
+    if credentials.is_empty() {
+        static PROCESS: std::sync::LazyLock<Seal> = std::sync::LazyLock::new(|| {
+            let mut random = [0u8; 32];
+            // Without randomness the key is still secret-free but fixed; never a panic.
+            let _ = getrandom::fill(&mut random);
+            Seal::derive([&b"process"[..], &random])
+        });
+        return PROCESS.clone();
+    }
+    credentials.sort_unstable();
+    let parts = credentials
+        .iter()
+        .flat_map(|(name, key)| [name.as_bytes(), key.as_bytes()]);
+    Seal::derive(std::iter::once(&b"providers"[..]).chain(parts))
 }
 
 fn build_filters(b: &mut Builder, value: Option<Value>) -> AHashMap<String, Arc<dyn Filter>> {

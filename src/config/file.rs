@@ -57,6 +57,9 @@ pub struct ServerConfig {
     /// Bearer token required on `/admin/*` when set.
     #[serde(default)]
     pub admin_token: Option<String>,
+    /// Seals the reasoning sira hands clients to carry; every host of a fleet needs the same.
+    #[serde(default)]
+    pub reasoning_key: Option<String>,
     #[serde(default, deserialize_with = "opt_number_or_string")]
     pub threads: Option<usize>,
     #[serde(default)]

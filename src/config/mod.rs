@@ -115,6 +115,8 @@ pub struct ServerSettings {
     pub listen: Vec<SocketAddr>,
     pub admin: Option<SocketAddr>,
     pub admin_token: Option<Secret>,
+    /// `server.reasoning_key`: the secret the reasoning seal is derived from.
+    pub reasoning_key: Option<Secret>,
     pub threads: usize,
     pub max_request_body: u64,
     pub grace_period: Duration,
@@ -158,6 +160,8 @@ pub struct Snapshot {
     /// Empty = clients are not authenticated.
     pub keys: KeyTable,
     pub logging: LoggingSettings,
+    /// Seals the reasoning carriers sira issues (see [`crate::translate::Seal`]).
+    pub seal: crate::translate::Seal,
     /// Where `store: true` responses are kept; `None` with `responses_store: off`.
     pub responses_store: Option<Arc<crate::responses_store::ResponseStore>>,
     pub meta: ConfigMeta,

@@ -44,6 +44,7 @@ pub(super) fn server_settings(b: &mut Builder, value: Option<Value>) -> Option<S
         tls,
         admin,
         admin_token,
+        reasoning_key,
         threads,
         max_request_body,
         grace_period,
@@ -108,6 +109,16 @@ pub(super) fn server_settings(b: &mut Builder, value: Option<Value>) -> Option<S
         }
         Some(token) => Some(Secret::new(token)),
         None => None,
+    };
+    let reasoning_key = match reasoning_key {
+        Some(key) if key.len() < 16 => {
+            b.problem(
+                "server.reasoning_key",
+                "is shorter than 16 bytes (the referenced variable may be unset): use a long random secret",
+            );
+            None
+        }
+        key => key.map(Secret::new),
     };
     let super::file::ClientTimeoutsConfig {
         header,
@@ -205,6 +216,7 @@ pub(super) fn server_settings(b: &mut Builder, value: Option<Value>) -> Option<S
         listen: addrs,
         admin,
         admin_token,
+        reasoning_key,
         threads,
         max_request_body,
         grace_period: grace_period.map_or(DEFAULT_GRACE_PERIOD, |d| d.0),

@@ -462,3 +462,22 @@ models:
         ["models.m.targets[0].pinned_keys[0]: unknown key \"ghost\""]
     );
 }
+
+#[test]
+fn the_reasoning_seal_follows_its_key_or_the_provider_credentials() {
+    let p = problems("server: { reasoning_key: short }\n");
+    assert!(
+        p.iter().any(|p| p.starts_with("server.reasoning_key")),
+        "{p:?}"
+    );
+    let keyed = |key: &str| ok(&format!("server: {{ reasoning_key: {key} }}\n")).seal;
+    assert_eq!(keyed("0123456789abcdef-one"), keyed("0123456789abcdef-one"));
+    assert_ne!(keyed("0123456789abcdef-one"), keyed("0123456789abcdef-two"));
+    // Without a key: the same credentials give the same seal on every host, others not.
+    let by_credential = |key: &str| {
+        ok(&format!("providers:\n  p: {{ kind: openai, endpoints: [\"http://127.0.0.1:9\"], api_key: {key} }}\n")).seal
+    };
+    assert_eq!(by_credential("sk-a"), by_credential("sk-a"));
+    assert_ne!(by_credential("sk-a"), by_credential("sk-b"));
+    assert_ne!(by_credential("sk-a"), keyed("0123456789abcdef-one"));
+}

@@ -97,6 +97,7 @@ mod tests {
             legacy_max_tokens: false,
             prompt_cache: true,
             web_search: false,
+            seal: crate::translate::Seal::fixed(),
         }
     }
 

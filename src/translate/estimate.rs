@@ -21,7 +21,7 @@ pub fn estimate_input_tokens(format: Format, body: &[u8]) -> Result<u64, Transla
         Format::OpenAiChat => openai_chat::request::parse(body)?.0,
         Format::Anthropic => anthropic::request::parse(body)?,
         Format::Gemini => gemini::request::parse(body)?,
-        Format::OpenAiResponses => responses::request::parse(body)?.0,
+        Format::OpenAiResponses => responses::request::parse(body, &super::Seal::default())?.0,
     };
     Ok(estimate(&req))
 }

@@ -17,6 +17,7 @@ mod ir;
 pub(crate) mod openai_chat;
 pub(crate) mod responses;
 mod schema;
+mod seal;
 mod stream;
 mod util;
 
@@ -28,6 +29,7 @@ pub use count::{count_request, count_response, CountApi};
 pub use error::TranslateError;
 pub use errors::translate_error;
 pub use estimate::estimate_input_tokens;
+pub use seal::Seal;
 pub use stream::{StreamLimits, StreamTranslator};
 
 use crate::format::Format;
@@ -58,6 +60,8 @@ pub struct RequestOptions<'a> {
     /// (`models.<name>.web_search: native`; off by default: both bill per search, and
     /// Anthropic's must be enabled for the organisation).
     pub web_search: bool,
+    /// Seals the reasoning carriers sira issues and checks those a client sends back.
+    pub seal: &'a Seal,
 }
 
 /// A request body in the provider's format.
@@ -94,6 +98,8 @@ pub struct ResponseContext {
     /// Responses clients: the gateway stores this response (`store: true` echoed); its
     /// reasoning is carried in the stored output so a follow-up can replay it.
     pub stored: bool,
+    /// Seals the carriers put into the response.
+    pub seal: Seal,
 }
 
 impl Default for ResponseContext {
@@ -108,6 +114,7 @@ impl Default for ResponseContext {
             reasoning_carrier: true,
             include_usage: true,
             stored: false,
+            seal: Seal::default(),
         }
     }
 }
@@ -149,7 +156,7 @@ pub fn translate_request(
         Format::OpenAiChat => openai_chat::request::parse(body)?,
         Format::Anthropic => (anthropic::request::parse(body)?, ResponseContext::default()),
         Format::Gemini => (gemini::request::parse(body)?, ResponseContext::default()),
-        Format::OpenAiResponses => responses::request::parse(body)?,
+        Format::OpenAiResponses => responses::request::parse(body, opts.seal)?,
     };
     // Clients of other formats cannot place Anthropic's breakpoints: sira does, unless the
     // operator turned it off for the model.

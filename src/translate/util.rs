@@ -368,20 +368,28 @@ pub(crate) struct Carrier<'a> {
     pub redacted: Option<Str<'a>>,
 }
 
-pub(crate) fn encode_carrier(carrier: &Carrier<'_>) -> String {
+/// `sira1.<base64 JSON>.<base64 tag>`: the tag seals the JSON (see [`super::Seal`]).
+pub(crate) fn encode_carrier(carrier: &Carrier<'_>, seal: &super::Seal) -> String {
     let json = serde_json::to_vec(carrier).unwrap_or_default();
+    let b64 = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let mut out = String::from(CARRIER_PREFIX);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(json, &mut out);
+    b64.encode_string(&json, &mut out);
+    out.push('.');
+    b64.encode_string(seal.tag(&json), &mut out);
     out
 }
 
 /// Decodes a carrier into owned thinking data; `None` for anything sira did not issue
-/// (e.g. OpenAI's own `gAAAA…` encrypted reasoning).
-pub(crate) fn decode_carrier(encrypted: &str) -> Option<Carrier<'static>> {
-    let body = encrypted.strip_prefix(CARRIER_PREFIX)?;
-    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(body)
-        .ok()?;
+/// (OpenAI's own `gAAAA…` encrypted reasoning) or whose seal does not hold (made up or
+/// edited by a client, or sealed under another key).
+pub(crate) fn decode_carrier(encrypted: &str, seal: &super::Seal) -> Option<Carrier<'static>> {
+    let (body, tag) = encrypted.strip_prefix(CARRIER_PREFIX)?.split_once('.')?;
+    let b64 = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let json = b64.decode(body).ok()?;
+    let tag = b64.decode(tag).ok()?;
+    if !seal.verify(&json, &tag) {
+        return None;
+    }
     let c: Carrier<'_> = serde_json::from_slice(&json).ok()?;
     let own = |s: Option<Str<'_>>| s.map(|s| Cow::Owned(s.into_owned()));
     Some(Carrier {

@@ -83,6 +83,7 @@ impl Phase for Translation {
                     legacy_max_tokens: provider.kind == ProviderKind::OpenaiCompatible,
                     prompt_cache: ctx.route.as_ref().is_none_or(|r| r.prompt_cache),
                     web_search: ctx.route.as_ref().is_some_and(|r| r.web_search),
+                    seal: &ctx.snap.seal,
                 },
             )?;
             upstream.body = Bytes::from(translated.body);
@@ -336,6 +337,7 @@ fn count_request(
             legacy_max_tokens: false,
             prompt_cache: false,
             web_search: false,
+            seal: &ctx.snap.seal,
         },
     )?;
     upstream.body = Bytes::from(counted);

@@ -12,7 +12,10 @@ use crate::translate::schema;
 use crate::translate::util::{decode_carrier, tag_of, StrOr, StrOrObj};
 use crate::translate::ResponseContext;
 
-pub(crate) fn parse(body: &[u8]) -> Result<(Request<'_>, ResponseContext), TranslateError> {
+pub(crate) fn parse<'a>(
+    body: &'a [u8],
+    seal: &crate::translate::Seal,
+) -> Result<(Request<'a>, ResponseContext), TranslateError> {
     let req: ResponsesRequest<'_> = serde_json::from_slice(body)?;
     // State a stateless translator cannot expand (§11.14).
     if let Some(id) = req.previous_response_id {
@@ -47,6 +50,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<(Request<'_>, ResponseContext), Trans
                 .include
                 .iter()
                 .any(|i| i == "reasoning.encrypted_content"),
+        seal: seal.clone(),
         ..ResponseContext::default()
     };
     let mut out = Request {
@@ -94,7 +98,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<(Request<'_>, ResponseContext), Trans
             role: Role::User,
             parts: vec![Part::text(text)],
         }),
-        StrOr::Many(items) => fold_items(items, &mut out.messages)?,
+        StrOr::Many(items) => fold_items(items, &mut out.messages, seal)?,
     }
 
     let mut hosted_dropped = false;
@@ -226,6 +230,7 @@ fn push<'a>(messages: &mut Vec<Message<'a>>, role: Role, part: Part<'a>) {
 fn fold_items<'a>(
     items: Vec<InputItem<'a>>,
     messages: &mut Vec<Message<'a>>,
+    seal: &crate::translate::Seal,
 ) -> Result<(), TranslateError> {
     let mut calls: HashSet<String> = HashSet::new();
     for item in items {
@@ -318,7 +323,8 @@ fn fold_items<'a>(
             }
             InputItem::Reasoning(r) => {
                 // Only sira's own carriers hold something a non-OpenAI upstream can use (§11.5).
-                if let Some(c) = r.encrypted_content.as_deref().and_then(decode_carrier) {
+                let carried = r.encrypted_content.as_deref();
+                if let Some(c) = carried.and_then(|e| decode_carrier(e, seal)) {
                     let part = match (c.redacted, c.thinking) {
                         (Some(data), _) => Part::RedactedThinking { data },
                         (None, thinking) => Part::Thinking {

@@ -250,7 +250,7 @@ pub(crate) fn carrier(
         signature: signature.map(Cow::Borrowed),
         redacted: redacted.map(Cow::Borrowed),
     };
-    Some(Cow::Owned(encode_carrier(&c)))
+    Some(Cow::Owned(encode_carrier(&c, &ctx.seal)))
 }
 
 pub(crate) fn write(resp: &Response<'_>, opts: &ResponseOptions, ctx: &ResponseContext) -> Vec<u8> {

@@ -22,6 +22,7 @@ fn opts(stream: bool) -> RequestOptions<'static> {
         legacy_max_tokens: false,
         prompt_cache: true,
         web_search: false,
+        seal: crate::translate::Seal::fixed(),
     }
 }
 

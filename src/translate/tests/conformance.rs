@@ -84,6 +84,7 @@ fn cell(client: Format, provider: Format, feature: &str, keys: &[&str]) -> Cell 
                 legacy_max_tokens: false,
                 prompt_cache: true,
                 web_search: false,
+                seal: crate::translate::Seal::fixed(),
             };
             // `error_req_…` fixtures are requests that must be refused: not a feature.
             for fx in fixtures(client, "requests", "json")

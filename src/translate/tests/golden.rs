@@ -27,6 +27,7 @@ fn requests() {
                 legacy_max_tokens: false,
                 prompt_cache: true,
                 web_search: false,
+                seal: crate::translate::Seal::fixed(),
             };
             for to in FORMATS.into_iter().filter(|t| *t != from) {
                 let actual = match translate_request(from, to, &body, &opts) {

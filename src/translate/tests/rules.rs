@@ -19,6 +19,7 @@ fn req_opts(stream: bool) -> RequestOptions<'static> {
         // only clutter the expected bodies.
         prompt_cache: false,
         web_search: false,
+        seal: crate::translate::Seal::fixed(),
     }
 }
 

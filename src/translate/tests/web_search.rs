@@ -16,6 +16,7 @@ fn opts(web_search: bool) -> RequestOptions<'static> {
         legacy_max_tokens: false,
         prompt_cache: false,
         web_search,
+        seal: crate::translate::Seal::fixed(),
     }
 }
 

@@ -15,7 +15,7 @@ use crate::translate::{translate_error, translate_request, translate_response, R
 const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/conformance.md");
 
 /// Features and the fixture names that exercise them.
-const FEATURES: [(&str, &[&str]); 9] = [
+const FEATURES: [(&str, &[&str]); 10] = [
     (
         "text",
         &["basic", "plain", "multiturn", "input_string", "developer"],
@@ -27,6 +27,7 @@ const FEATURES: [(&str, &[&str]); 9] = [
     ("images", &["image", "file_data", "inline_data"]),
     ("structured output", &["json", "schema", "structured"]),
     ("prompt cache", &["cache", "cached"]),
+    ("web search", &["web_search", "grounded"]),
     ("errors", &["error_"]),
 ];
 
@@ -120,7 +121,10 @@ fn render() -> String {
          through untouched (`golden::same_format_is_identity`). Requests a target cannot honour \
          without changing their meaning (say `n: 3` to Anthropic) are refused with a 400 naming \
          the field; those fixtures count as not passing here.\n\n\
-         `✓ n` every one of n fixtures translates; `k/n` only k do; `—` no fixture yet.\n",
+         `✓ n` every one of n fixtures translates; `k/n` only k do; `—` no fixture yet. \
+         Web search: a provider's searches and citations reach Responses clients as \
+         `web_search_call` items and `url_citation` annotations; other clients get the answer's \
+         text (their formats have no item for another provider's search).\n",
     );
     for client in FORMATS {
         let _ = write!(doc, "\n## {} clients\n\n| feature |", label(client));

@@ -348,11 +348,54 @@ async fn embeddings_models_health_and_404() {
     assert_eq!(r.json()["error"]["message"], "Invalid URL (POST /v1/nope)");
     let r = post(mock.addr(), "/v1/messages/nope", &[], "{}").await;
     assert_eq!(r.json()["type"], "error");
-    let r = post(mock.addr(), "/v1beta/models/g:countTokens", &[], "{}").await;
+    let r = post(
+        mock.addr(),
+        "/v1beta/models/g:batchEmbedContents",
+        &[],
+        "{}",
+    )
+    .await;
     assert_eq!(r.json()["error"]["status"], "NOT_FOUND");
+    // The counting endpoints answer with the prompt formula; a generation's fields are
+    // refused by OpenAI's, and Gemini's takes contents or a whole request, not both.
+    let r = post(
+        mock.addr(),
+        "/v1beta/models/g:countTokens",
+        &[("x-mock-input-tokens", "9")],
+        r#"{"generateContentRequest":{"model":"models/g","contents":[]}}"#,
+    )
+    .await;
+    assert_eq!(r.json()["totalTokens"], 9);
+    let r = post(
+        mock.addr(),
+        "/v1beta/models/g:countTokens",
+        &[],
+        r#"{"contents":[],"generateContentRequest":{"model":"models/g","contents":[]}}"#,
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    let r = post(
+        mock.addr(),
+        "/v1/responses/input_tokens",
+        &[("x-mock-input-tokens", "7")],
+        r#"{"model":"m","input":"hi"}"#,
+    )
+    .await;
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"object":"response.input_tokens","input_tokens":7})
+    );
+    let r = post(
+        mock.addr(),
+        "/v1/responses/input_tokens",
+        &[],
+        r#"{"model":"m","input":"hi","stream":true}"#,
+    )
+    .await;
+    assert_eq!(r.status, 400);
     assert_eq!(
         mock.requests().len(),
-        8,
+        12,
         "every request is recorded, 404s included"
     );
 }

@@ -120,8 +120,18 @@ fn stored_response(path: &str) -> Option<(&str, bool)> {
         Some(id) => (id, true),
         None => (rest, false),
     };
+    // `input_tokens`, `compact` and other sub-resources of OpenAI's are not responses.
+    if matches!(id, "input_tokens" | "compact") {
+        return None;
+    }
+    valid_response_id(id).then_some((id, items))
+}
+
+/// Whether `id` can name a stored response: one plain segment of URL-safe characters, so it
+/// is looked up and echoed, never spliced into anything.
+pub fn valid_response_id(id: &str) -> bool {
     let plain = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
-    (!id.is_empty() && id.len() <= 128 && id.chars().all(plain)).then_some((id, items))
+    !id.is_empty() && id.len() <= 128 && id.chars().all(plain)
 }
 
 /// `/v1beta/models/{model}:generateContent` (also `/v1/models/…`, the google-genai default),

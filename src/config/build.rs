@@ -96,7 +96,10 @@ pub(super) fn build(
 /// The reasoning seal: from `server.reasoning_key`, else from the provider credentials
 /// (secret, stable across restarts and reloads, and the same on every host of a fleet that
 /// shares the config), else from a key drawn once per process (carriers then last as long
-/// as the process: `server.reasoning_key` is the fix, and the startup log says so).
+/// as the process: `server.reasoning_key` is the fix, and the startup log says so). A
+/// carrier sealed under another key is dropped, never an error: the turn goes on without
+/// that reasoning (the Anthropic writer then turns thinking off for a tool loop it would
+/// refuse).
 fn seal(
     server: &super::ServerSettings,
     providers: &IndexMap<Arc<str>, Arc<Provider>>,

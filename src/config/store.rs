@@ -70,6 +70,9 @@ pub(super) fn responses_store(
         if ttl.is_zero() {
             b.problem(path, "must be longer than 0s");
         }
+        if ttl > crate::responses_store::MAX_TTL {
+            b.problem(path, "must be at most 366 days");
+        }
         ttl
     };
     match (config.memory, config.redis) {

@@ -152,6 +152,9 @@ pub struct TranslationState {
     /// A token count sent to the provider's own counting endpoint: its answer becomes
     /// Anthropic's.
     pub count: Option<CountApi>,
+    /// The local estimate of that count, answered instead when the provider turns out not
+    /// to have the endpoint (an `openai` provider pointed at another service).
+    pub count_estimate: Option<u64>,
 }
 
 /// Written by accounting.
@@ -193,10 +196,16 @@ pub struct StoredState {
     /// body: a try to that provider sends it as the client wrote it (the provider
     /// remembers the conversation).
     pub native: Option<(String, super::phases::RequestBody)>,
+    /// The conversation before this request is not all in the store.
+    pub partial: bool,
     /// The response is captured: whole (JSON) or by its terminal event (a stream).
     pub capturing: bool,
     /// Splits the client's stream into events, to find the terminal one.
     pub scanner: Option<SseScanner>,
+    /// A JSON answer's pieces as they pass (shared, not copied), up to
+    /// `server.max_response_body`.
+    pub kept: Vec<Bytes>,
+    pub kept_len: usize,
 }
 
 /// Frames of a passthrough stream, for the usage tap.

@@ -8,8 +8,9 @@ use serde_json::value::RawValue;
 use super::{ResponseStore, StoreError};
 
 /// A chain longer than this is refused rather than walked (ids are the providers' own on
-/// passthrough, so a hostile upstream could repeat one and make a cycle).
-const MAX_CHAIN: usize = 10_000;
+/// passthrough, so a hostile upstream could repeat one and make a cycle); each link is one
+/// store read.
+const MAX_CHAIN: usize = 1_000;
 
 /// What sira keeps of one response. Items are kept as the client and the provider wrote
 /// them (raw JSON), never re-encoded.
@@ -24,6 +25,10 @@ pub struct Record {
     pub native: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<String>,
+    /// The conversation before this response is not all in the store (it continued one
+    /// only its provider keeps): only that provider can be given it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
     /// The request's own input items (a string input as one user message).
     pub input: Vec<Box<RawValue>>,
     /// The Response object the client received.
@@ -59,9 +64,6 @@ pub enum ChainError {
     /// No such response for this caller (another key's is "not found" too).
     #[error("not found")]
     NotFound,
-    /// An earlier response of the conversation has expired or been deleted.
-    #[error("an earlier response of this conversation ({0}) is no longer stored")]
-    Broken(String),
     #[error("the stored conversation is larger than {0} bytes")]
     TooLarge(usize),
     #[error(transparent)]
@@ -74,6 +76,10 @@ pub struct History {
     pub items: Vec<Box<RawValue>>,
     /// The newest record's provider, when it answered natively in Responses.
     pub native_provider: Option<String>,
+    /// Part of the conversation is missing (an earlier response expired or was deleted, or
+    /// the conversation began at a provider that keeps it): `items` must not be replayed
+    /// as if they were all of it.
+    pub partial: bool,
 }
 
 /// Walks the chain that ends with `id`, for `owner`, holding at most `max_bytes` of
@@ -84,22 +90,27 @@ pub async fn history(
     id: &str,
     max_bytes: usize,
 ) -> Result<History, ChainError> {
-    let mut chain = Vec::new();
+    let mut chain: Vec<Record> = Vec::new();
     let mut next = Some(id.to_owned());
     let mut held = 0usize;
+    let mut partial = false;
     while let Some(current) = next.take() {
-        let found = store.get(&current).await?.and_then(|b| {
+        let found = store.get(owner, &current).await?.and_then(|b| {
             held += b.len();
             Record::decode(&b)
         });
         let record = match found {
             Some(record) if record.owner == owner => record,
             _ if chain.is_empty() => return Err(ChainError::NotFound),
-            _ => return Err(ChainError::Broken(current)),
+            _ => {
+                partial = true;
+                break;
+            }
         };
         if held > max_bytes || chain.len() >= MAX_CHAIN {
             return Err(ChainError::TooLarge(max_bytes));
         }
+        partial |= record.partial;
         next = record.previous.clone();
         chain.push(record);
     }
@@ -116,6 +127,7 @@ pub async fn history(
     Ok(History {
         items,
         native_provider,
+        partial,
     })
 }
 
@@ -219,6 +231,7 @@ mod tests {
             owner: owner.into(),
             provider: "p".into(),
             native: false,
+            partial: false,
             previous: previous.map(str::to_owned),
             input: vec![raw(input)],
             response: raw(&format!(r#"{{"id":"x","output":[{output}]}}"#)),
@@ -230,10 +243,15 @@ mod tests {
     async fn a_chain_replays_in_order_for_its_owner_only() {
         let store = std::sync::Arc::new(ResponseStore::memory(1 << 20, Duration::from_secs(60)));
         store.put(
+            "a",
             "r1",
             record("a", None, r#""hi""#, r#"{"type":"message","n":1}"#),
         );
-        store.put("r2", record("a", Some("r1"), r#"{"n":2}"#, r#"{"n":3}"#));
+        store.put(
+            "a",
+            "r2",
+            record("a", Some("r1"), r#"{"n":2}"#, r#"{"n":3}"#),
+        );
         let h = history(&store, "a", "r2", 1 << 20).await.unwrap();
         let items: Vec<&str> = h.items.iter().map(|i| i.get()).collect();
         assert_eq!(
@@ -253,17 +271,15 @@ mod tests {
             history(&store, "a", "r2", 10).await,
             Err(ChainError::TooLarge(10))
         ));
-        store.delete("r1").await.unwrap();
-        assert!(matches!(
-            history(&store, "a", "r2", 1 << 20).await,
-            Err(ChainError::Broken(id)) if id == "r1"
-        ));
+        store.delete("a", "r1").await.unwrap();
+        let h = history(&store, "a", "r2", 1 << 20).await.unwrap();
+        assert!(h.partial, "what is left is not the whole conversation");
     }
 
     #[tokio::test]
     async fn a_cycle_is_bounded() {
         let store = std::sync::Arc::new(ResponseStore::memory(1 << 20, Duration::from_secs(60)));
-        store.put("r1", record("a", Some("r1"), "{}", "{}"));
+        store.put("a", "r1", record("a", Some("r1"), "{}", "{}"));
         assert!(matches!(
             history(&store, "a", "r1", usize::MAX).await,
             Err(ChainError::TooLarge(_))

@@ -1,7 +1,9 @@
 //! The Redis side of the response store: one string key per record, expiring with the TTL.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
+use ahash::AHashMap;
 use bytes::Bytes;
 use redis::aio::ConnectionManager;
 use tokio::sync::OnceCell;
@@ -16,6 +18,9 @@ pub(super) struct RedisBackend {
     prefix: String,
     ttl: Duration,
     timeout: Duration,
+    /// Records being written: read from here until Redis has them, so this host never
+    /// misses its own last write. Each leaves when its write ends (bounded by `timeout`).
+    writing: Mutex<AHashMap<String, Bytes>>,
 }
 
 impl RedisBackend {
@@ -31,7 +36,17 @@ impl RedisBackend {
             prefix,
             ttl,
             timeout,
+            writing: Mutex::default(),
         }
+    }
+
+    fn writing(&self) -> std::sync::MutexGuard<'_, AHashMap<String, Bytes>> {
+        // A poisoned map of pending writes is still a consistent map.
+        self.writing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn hold(&self, slot: &str, record: Bytes) {
+        self.writing().insert(slot.to_owned(), record);
     }
 
     async fn conn(&self) -> Result<ConnectionManager, StoreError> {
@@ -63,8 +78,15 @@ impl RedisBackend {
     }
 
     pub(super) async fn get(&self, id: &str) -> Result<Option<Bytes>, StoreError> {
-        let mut cmd = redis::cmd("GET");
-        cmd.arg(self.key(id));
+        if let Some(held) = self.writing().get(id) {
+            return Ok(Some(held.clone()));
+        }
+        // Read and kept another `ttl`: a conversation in use does not expire under it.
+        let mut cmd = redis::cmd("GETEX");
+        let ttl_ms = u64::try_from(self.ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        cmd.arg(self.key(id)).arg("PX").arg(ttl_ms);
         let value: Option<Vec<u8>> = self.run(cmd).await?;
         Ok(value.map(Bytes::from))
     }
@@ -78,10 +100,13 @@ impl RedisBackend {
             .arg(record.as_ref())
             .arg("PX")
             .arg(ttl_ms);
-        self.run::<()>(cmd).await
+        let written = self.run::<()>(cmd).await;
+        self.writing().remove(id);
+        written
     }
 
     pub(super) async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        self.writing().remove(id);
         let mut cmd = redis::cmd("DEL");
         cmd.arg(self.key(id));
         let removed: i64 = self.run(cmd).await?;

@@ -131,7 +131,15 @@ pub(crate) struct Cited<'a> {
     pub title: Option<Str<'a>>,
 }
 
-impl Cited<'_> {
+impl<'a> Cited<'a> {
+    /// A cited page, if its URL is a web address: a provider's `javascript:` or `data:`
+    /// "source" never reaches a client as a link.
+    pub fn web(url: Str<'a>, title: Option<Str<'a>>) -> Option<Cited<'a>> {
+        let lower = url.get(..8).unwrap_or(&url).to_ascii_lowercase();
+        (lower.starts_with("https://") || lower.starts_with("http://"))
+            .then_some(Cited { url, title })
+    }
+
     pub fn into_owned(self) -> Cited<'static> {
         Cited {
             url: Cow::Owned(self.url.into_owned()),

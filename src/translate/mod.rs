@@ -100,6 +100,9 @@ pub struct ResponseContext {
     pub stored: bool,
     /// Seals the carriers put into the response.
     pub seal: Seal,
+    /// Responses clients: the response's id, when the gateway chose it (a stored response
+    /// gets one of its own, not one derived from the provider's or the client's).
+    pub response_id: Option<String>,
 }
 
 impl Default for ResponseContext {
@@ -115,6 +118,7 @@ impl Default for ResponseContext {
             include_usage: true,
             stored: false,
             seal: Seal::default(),
+            response_id: None,
         }
     }
 }

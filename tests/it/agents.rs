@@ -250,7 +250,11 @@ async fn count_tokens_never_becomes_a_generation() {
     let config = standard_config().replace(
         "models:\n",
         "models:\n  mixed:\n    targets: [{ provider: ant, model: claude-sonnet-4-5, weight: 1 }, { provider: oai, model: gpt-4o, weight: 100 }]\n  \
-         mostly-local:\n    targets: [{ provider: compat, model: llama-3, weight: 100 }, { provider: gem, model: gemini-2.5-flash, weight: 1 }]\n",
+         mostly-local:\n    targets: [{ provider: compat, model: llama-3, weight: 100 }, { provider: gem, model: gemini-2.5-flash, weight: 1 }]\n  \
+         elsewhere:\n    targets: [{ provider: oai-elsewhere, model: gpt-4o }]\n",
+    ).replace(
+        "providers:\n",
+        "providers:\n  oai-elsewhere: { kind: openai, endpoints: [\"{mock}/elsewhere\"], api_key: sk-x }\n",
     );
     let sira = Sira::start(&config, &mock.url());
     let count = |model: &str| {
@@ -297,6 +301,13 @@ async fn count_tokens_never_becomes_a_generation() {
             "{paths:?}"
         );
     }
+    // An `openai` provider in front of a service without OpenAI's counting endpoint: its 404
+    // becomes the local estimate, marked as one.
+    let resp = count("elsewhere").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-sira-estimate"], "true");
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["input_tokens"].as_u64().unwrap() > 0, "{body}");
     // No provider of the model can count: a local estimate, and no provider is asked.
     mock.clear();
     let resp = count("local").await.unwrap();

@@ -303,3 +303,91 @@ async fn sira_hosts_sharing_redis_continue_each_others_conversations() {
     let (status, _) = turn(&host_b, json!({"model": "claude", "input": "fresh"})).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn a_conversation_openai_keeps_goes_on_at_openai_even_when_sira_missed_part_of_it() {
+    let mock = MockProvider::start();
+    let sira = Sira::start(&standard_config(), &mock.url());
+    // Begun before sira stored anything (or expired since): OpenAI still has it.
+    let (status, one) = turn(
+        &sira,
+        json!({"model": "gpt-4o", "previous_response_id": "resp_from_before", "input": "next"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{one}");
+    let id = one["id"].as_str().unwrap();
+    let (status, two) = turn(
+        &sira,
+        json!({"model": "gpt-4o", "previous_response_id": id, "input": "and then"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{two}");
+    let upstream: Value = serde_json::from_str(&last_upstream_body(&mock)).unwrap();
+    assert_eq!(
+        upstream["previous_response_id"], id,
+        "as the client wrote it"
+    );
+    // Another provider would get only part of it: refused, never a silently short history.
+    let (status, err) = turn(
+        &sira,
+        json!({"model": "claude", "previous_response_id": id, "input": "elsewhere"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["code"], "previous_response_not_found");
+}
+
+#[tokio::test]
+async fn an_answer_too_large_to_store_is_still_delivered_whole() {
+    let mock = MockProvider::start();
+    let sira = Sira::start_with_server(
+        &standard_config(),
+        &mock.url(),
+        "  max_response_body: 4KiB\n",
+    );
+    let resp = request(&sira, "/v1/responses")
+        .header("x-mock-events", "1500")
+        .json(&json!({"model": "gpt-4o", "input": "a long answer"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let received = receive(resp).await;
+    assert!(received.complete && received.text.len() > 4096);
+    let one: Value = serde_json::from_str(&received.text).unwrap();
+    let id = one["id"].as_str().unwrap();
+    assert_eq!(
+        get(&sira, &format!("/v1/responses/{id}"), KEY_A).await.0,
+        404
+    );
+}
+
+#[tokio::test]
+async fn stored_ids_are_per_key_and_chosen_by_sira() {
+    let mock = MockProvider::start();
+    let sira = Sira::start(&standard_config(), &mock.url());
+    // The same x-request-id for two keys' turns: each key keeps its own response.
+    let ask = |key: &'static str, text: &'static str| {
+        client()
+            .post(sira.url("/v1/responses"))
+            .bearer_auth(key)
+            .header("x-request-id", "same-id")
+            .json(&json!({"model": "anthropic/claude-sonnet-4-5", "input": text}))
+            .send()
+    };
+    let a = ask(KEY_A, "from a").await.unwrap();
+    let b = ask(KEY_B, "from b").await.unwrap();
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    let a: Value = a.json().await.unwrap();
+    let b: Value = b.json().await.unwrap();
+    assert!(a["id"].is_string() && b["id"].is_string());
+    assert_ne!(a["id"], b["id"]);
+    assert!(!a["id"].as_str().unwrap().contains("same-id"), "{a}");
+    let (_, got) = get(
+        &sira,
+        &format!("/v1/responses/{}", a["id"].as_str().unwrap()),
+        KEY_A,
+    )
+    .await;
+    assert_eq!(got, a);
+}

@@ -19,14 +19,14 @@ use crate::proxy::ctx::RequestCtx;
 use crate::proxy::downstream::join;
 use crate::proxy::phases::{Flow, LocalResponse, Phase, RequestBody};
 use crate::responses_store::{expand, history, record, ChainError, History, Record, ResponseStore};
-use crate::routes::{Operation, StoredAction};
+use crate::routes::{valid_response_id, Operation, StoredAction};
 use crate::sse::{Event, SseScanner};
 
 pub struct StoredResponses;
 
 /// A stored conversation larger than this is not replayed: beyond it no provider's context
 /// window would take it anyway.
-const MAX_CONVERSATION: usize = 64 << 20;
+const MAX_CONVERSATION: usize = 32 << 20;
 
 impl Phase for StoredResponses {
     fn name(&self) -> &'static str {
@@ -75,7 +75,12 @@ impl Phase for StoredResponses {
         let Some(previous) = body.peek.previous_response_id.clone() else {
             return Ok(Flow::Continue);
         };
-        ctx.stored.previous = Some(previous.clone());
+        if !valid_response_id(&previous) {
+            return Err(GatewayError::invalid_param(
+                "previous_response_id",
+                "not a response id (at most 128 letters, digits, `_` and `-`)",
+            ));
+        }
         let owner = ctx.key_name().to_owned();
         Ok(Flow::Wait(Box::pin(async move {
             let found = history(&store, &owner, &previous, MAX_CONVERSATION).await;
@@ -85,8 +90,9 @@ impl Phase for StoredResponses {
         })))
     }
 
-    /// Reads: the response status and kind. Writes: `ctx.stored.capturing`, and asks for
-    /// the whole JSON answer, or frames the stream to find its terminal event.
+    /// Reads: the response status and kind. Writes: `ctx.stored.capturing`, and frames the
+    /// stream to find its terminal event. A JSON answer is not held up for this: its pieces
+    /// are kept as they pass.
     fn response_filter(
         &self,
         resp: &mut ResponseHeader,
@@ -101,8 +107,6 @@ impl Phase for StoredResponses {
             let server = &ctx.snap.server;
             let limit = server.max_sse_event.max(server.max_response_body);
             ctx.stored.scanner = Some(SseScanner::with_limit(limit));
-        } else {
-            ctx.response.whole = true;
         }
         Ok(())
     }
@@ -113,17 +117,29 @@ impl Phase for StoredResponses {
 
     /// Keeps the Response object: the whole JSON answer, or the `response` of a stream's
     /// `response.completed` / `response.incomplete` event. The client's bytes are not
-    /// changed.
+    /// changed, and an answer too large to keep is still delivered, unstored.
     fn response_body_filter(
         &self,
         body: &mut Vec<Bytes>,
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<(), GatewayError> {
+        if !ctx.stored.capturing {
+            return Ok(());
+        }
         let Some(scanner) = ctx.stored.scanner.as_mut() else {
+            let limit = ctx.snap.server.max_response_body;
+            let state = &mut ctx.stored;
+            state.kept_len += body.iter().map(Bytes::len).sum::<usize>();
+            if state.kept_len > limit {
+                tracing::warn!(request_id = ?ctx.id, "a response too large to store was not stored");
+                state.capturing = false;
+                state.kept = Vec::new();
+                return Ok(());
+            }
+            state.kept.extend(body.iter().cloned());
             if end_of_stream {
-                let whole = join(body);
-                body.push(whole.clone());
+                let whole = join(&mut std::mem::take(&mut state.kept));
                 keep(ctx, &whole);
             }
             return Ok(());
@@ -131,7 +147,6 @@ impl Phase for StoredResponses {
         let mut frames = Vec::new();
         for piece in body.iter() {
             if scanner.feed(piece.clone(), &mut frames).is_err() {
-                // Too large to keep: the client still gets all of it, unstored.
                 tracing::warn!(request_id = ?ctx.id, "a streamed response too large to store was not stored");
                 ctx.stored.scanner = None;
                 ctx.stored.capturing = false;
@@ -141,15 +156,16 @@ impl Phase for StoredResponses {
         for frame in frames {
             if let Some(response) = terminal_response(&frame) {
                 keep(ctx, response.get().as_bytes());
+                break;
             }
         }
         Ok(())
     }
 }
 
-/// Puts the stored conversation in front of the request's input, or leaves the request as
-/// it is when sira has none under that id: a Responses provider may have stored it itself
-/// (a translated try then refuses it with OpenAI's not-found error).
+/// Puts the stored conversation in front of the request's input. What sira cannot replay
+/// whole is left as the client wrote it: a Responses provider may hold the conversation
+/// itself (a translated try then refuses it with OpenAI's not-found error).
 fn replay(
     found: Result<History, ChainError>,
     previous: String,
@@ -158,7 +174,11 @@ fn replay(
 ) -> Result<Flow, GatewayError> {
     let history = match found {
         Ok(history) => history,
-        Err(ChainError::NotFound) => return Ok(Flow::Continue),
+        // Not sira's: this conversation began where sira did not keep it.
+        Err(ChainError::NotFound) => {
+            ctx.stored.partial = true;
+            return Ok(Flow::Continue);
+        }
         Err(ChainError::Store(e)) => return Err(e.into()),
         Err(e) => {
             return Err(GatewayError::PreviousResponse {
@@ -167,14 +187,33 @@ fn replay(
             })
         }
     };
+    if history.partial {
+        if history.native_provider.is_none() {
+            return Err(GatewayError::PreviousResponse {
+                id: previous,
+                reason: "an earlier response of this conversation is no longer stored".into(),
+            });
+        }
+        // Only the provider that keeps the conversation can continue it.
+        ctx.stored.partial = true;
+        ctx.stored.previous = Some(previous);
+        return Ok(Flow::Continue);
+    }
     let expanded =
         expand(&body.bytes, history.items).map_err(|m| GatewayError::invalid_param("input", m))?;
+    if expanded.body.len() > MAX_CONVERSATION {
+        return Err(GatewayError::PreviousResponse {
+            id: previous,
+            reason: format!("the conversation is larger than {MAX_CONVERSATION} bytes"),
+        });
+    }
     let bytes = Bytes::from(expanded.body);
     let peek = body::peek(&bytes)?;
     let own = std::mem::replace(body, RequestBody { bytes, peek });
     if let Some(provider) = history.native_provider {
         ctx.stored.native = Some((provider, own));
     }
+    ctx.stored.previous = Some(previous);
     Ok(Flow::Continue)
 }
 
@@ -186,15 +225,28 @@ fn terminal_response(frame: &[u8]) -> Option<Box<RawValue>> {
         kind: String,
         response: Box<RawValue>,
     }
+    const TERMINAL: [&[u8]; 2] = [b"response.completed", b"response.incomplete"];
     let event = Event::parse(frame);
-    // Every Responses event names its type in `event:`; only the two terminal ones that
-    // carry a finished answer are parsed at all.
-    let named = event.event?;
-    if named != b"response.completed" && named != b"response.incomplete" {
-        return None;
+    // Responses events name their type in `event:`, so only the terminal ones are parsed;
+    // a server that sends `data:` alone has each checked for the type first.
+    match event.event {
+        Some(name) if !TERMINAL.contains(&name) => return None,
+        Some(_) => {}
+        None => {
+            let data = event.data();
+            let head = &data[..data.len().min(96)];
+            let named = TERMINAL
+                .iter()
+                .any(|t| memchr::memmem::find(head, t).is_some());
+            if !named {
+                return None;
+            }
+        }
     }
     let terminal: Terminal = serde_json::from_slice(event.data()).ok()?;
-    (terminal.kind.as_bytes() == named).then_some(terminal.response)
+    TERMINAL
+        .contains(&terminal.kind.as_bytes())
+        .then_some(terminal.response)
 }
 
 /// Stores the Response object `response` with the request's own input, once.
@@ -206,6 +258,8 @@ fn keep(ctx: &mut RequestCtx, response: &[u8]) {
         id: &'a str,
         #[serde(default)]
         status: Option<&'a str>,
+        #[serde(default)]
+        store: Option<bool>,
     }
     let Some(store) = ctx.snap.responses_store.clone() else {
         return;
@@ -214,8 +268,8 @@ fn keep(ctx: &mut RequestCtx, response: &[u8]) {
         return;
     };
     // A failed answer is not a turn to continue from; a queued or in-progress one (OpenAI's
-    // background mode) would be stale.
-    if !matches!(head.status, Some("completed" | "incomplete")) {
+    // background mode) would be stale. An id sira would not accept in a URL is not filed.
+    if !matches!(head.status, Some("completed" | "incomplete")) || !valid_response_id(head.id) {
         return;
     }
     let Ok(text) = std::str::from_utf8(response) else {
@@ -230,15 +284,20 @@ fn keep(ctx: &mut RequestCtx, response: &[u8]) {
         .as_deref()
         .map(record::own_input)
         .unwrap_or_default();
+    // The provider answered in Responses and stored the answer too: it can be handed the
+    // conversation by id.
+    let native = ctx.upstream_format() == Format::OpenAiResponses && head.store != Some(false);
+    let owner = ctx.key_name().to_owned();
     let record = Record {
-        owner: ctx.key_name().to_owned(),
+        owner: owner.clone(),
         provider: ctx.provider_label().to_owned(),
-        native: ctx.upstream_format() == Format::OpenAiResponses,
+        native,
         previous: ctx.stored.previous.clone(),
+        partial: ctx.stored.partial,
         input,
         response: response_raw,
     };
-    store.put(head.id, record.encode());
+    store.put(&owner, head.id, record.encode());
 }
 
 /// `?limit=&order=&after=` of an input-items listing (OpenAI's defaults: 20, newest first).
@@ -300,7 +359,7 @@ async fn answer(
     page: &Page,
 ) -> Result<Bytes, GatewayError> {
     let record = store
-        .get(id)
+        .get(owner, id)
         .await?
         .and_then(|bytes| Record::decode(&bytes))
         .filter(|record| record.owner == owner)
@@ -308,7 +367,7 @@ async fn answer(
     match action {
         StoredAction::Get => Ok(Bytes::from(record.response.get().to_owned())),
         StoredAction::Delete => {
-            store.delete(id).await?;
+            store.delete(owner, id).await?;
             #[derive(Serialize)]
             struct Deleted<'a> {
                 id: &'a str,

@@ -91,8 +91,11 @@ impl Phase for Translation {
             let mut context = translated.context;
             if stored {
                 // The stored output is what a follow-up replays: its reasoning must be in it.
+                // Its id is sira's own: the provider's may repeat (small servers count them)
+                // and the client's x-request-id is the client's to choose.
                 context.stored = true;
                 context.reasoning_carrier = true;
+                context.response_id = Some(fresh_response_id());
             }
             state.context = Some(context);
             state.injected_usage = false;
@@ -137,6 +140,14 @@ impl Phase for Translation {
         }
         if ctx.translation.count.is_some() {
             ctx.response.whole = true;
+            let openai = ctx.translation.count == Some(crate::translate::CountApi::OpenAi);
+            if openai
+                && matches!(ctx.response.status, 404 | 405)
+                && ctx.translation.count_estimate.is_some()
+            {
+                // No counting endpoint there after all: the estimate, marked as one.
+                ctx.response.estimate = true;
+            }
             return Ok(());
         }
         let Some(context) = ctx.translation.context.take() else {
@@ -226,6 +237,12 @@ impl Phase for Translation {
         }
         if let Some(api) = ctx.translation.count.take() {
             let whole = join(body);
+            if ctx.response.estimate {
+                let tokens = ctx.translation.count_estimate.unwrap_or_default();
+                ctx.response.status = 200;
+                body.push(Bytes::from(format!(r#"{{"input_tokens":{tokens}}}"#)));
+                return Ok(());
+            }
             if ctx.response.status >= 400 {
                 let translated = translate_error(
                     ctx.upstream_format(),
@@ -342,7 +359,18 @@ fn count_request(
     )?;
     upstream.body = Bytes::from(counted);
     ctx.translation.count = Some(api);
+    ctx.translation.count_estimate =
+        crate::translate::estimate_input_tokens(ctx.format, &upstream.client.bytes).ok();
     Ok(())
+}
+
+/// `resp_` and 24 random hex digits.
+fn fresh_response_id() -> String {
+    let mut random = [0u8; 12];
+    // Without randomness the id still comes out well-formed; uniqueness then rests on the
+    // store's per-owner filing.
+    let _ = getrandom::fill(&mut random);
+    format!("resp_{}", hex::encode(random))
 }
 
 /// What response translators need to fill in fields the provider may not send.

@@ -239,6 +239,21 @@ fn block(b: Block<'_>) -> Result<Part<'_>, TranslateError> {
 
 // ------------------------------------------------------------------ canonical → upstream
 
+/// Whether the last assistant turn called a tool without the signed thinking Anthropic
+/// requires before it when thinking is on.
+fn unsigned_tool_turn(messages: &[Message<'_>]) -> bool {
+    let Some(last) = messages.iter().rev().find(|m| m.role == Role::Assistant) else {
+        return false;
+    };
+    let calls = last.parts.iter().any(|p| matches!(p, Part::ToolCall(_)));
+    let signed = last.parts.iter().any(|p| match p {
+        Part::Thinking { signature, .. } => signature.as_deref().is_some_and(|s| !s.is_empty()),
+        Part::RedactedThinking { .. } => true,
+        _ => false,
+    });
+    calls && !signed
+}
+
 /// Anthropic's minimum thinking budget (§2.6).
 const MIN_THINKING_BUDGET: u32 = 1024;
 
@@ -306,9 +321,12 @@ pub(crate) fn write(
         dropped.push(req.thinking_param);
     }
     let thinking_on = thinking.as_ref().is_some_and(|t| t.kind != "disabled");
-    if thinking_on && forced_tool {
-        // "Thinking may not be enabled when tool_choice forces tool use" (§2.4): the tool
-        // choice carries meaning, the thinking level is a hint.
+    if thinking_on && (forced_tool || unsigned_tool_turn(&req.messages)) {
+        // "Thinking may not be enabled when tool_choice forces tool use" (§2.4), and with
+        // thinking on Anthropic wants the last assistant turn of a tool loop to open with
+        // its signed thinking, which a client may not have kept (a Chat client, or a
+        // carrier whose seal no longer holds): the tool choice and the turn carry meaning,
+        // the thinking level is a hint.
         thinking = None;
         dropped.push(req.thinking_param);
     }

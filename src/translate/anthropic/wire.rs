@@ -88,10 +88,7 @@ pub(crate) struct CitationIn<'a> {
 
 impl<'a> CitationIn<'a> {
     pub fn cited(self) -> Option<crate::translate::ir::Cited<'a>> {
-        Some(crate::translate::ir::Cited {
-            url: self.url?,
-            title: self.title,
-        })
+        crate::translate::ir::Cited::web(self.url?, self.title)
     }
 }
 
@@ -118,12 +115,7 @@ impl<'a> SearchResultBlock<'a> {
             .and_then(|c| serde_json::from_str::<Vec<Page<'a>>>(c.get()).ok())
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|p| {
-                Some(crate::translate::ir::Cited {
-                    url: p.url?,
-                    title: p.title,
-                })
-            })
+            .filter_map(|p| crate::translate::ir::Cited::web(p.url?, p.title))
             .collect()
     }
 }

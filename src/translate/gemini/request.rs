@@ -384,8 +384,10 @@ pub(crate) fn write(
     };
     if let Some(search) = &req.web_search {
         // Google Search grounding has no site filter: a search limited to some sites is not
-        // widened to the whole web, it is dropped.
-        if opts.web_search && search.allowed_domains.is_empty() {
+        // widened to the whole web, it is dropped. Gemini 2.x refuses grounding beside
+        // function declarations, and an agent turn must not fail for a search: with tools,
+        // the search is dropped too.
+        if opts.web_search && search.allowed_domains.is_empty() && req.tools.is_empty() {
             tools.push(ToolOut {
                 function_declarations: Vec::new(),
                 google_search: Some(EmptyOut {}),

@@ -439,10 +439,7 @@ impl<'a> GroundingIn<'a> {
             .into_iter()
             .filter_map(|c| {
                 let web = c.web?;
-                Some(Cited {
-                    url: web.uri?,
-                    title: web.title,
-                })
+                Cited::web(web.uri?, web.title)
             })
             .collect();
         if self.web_search_queries.is_empty() && pages.is_empty() {

@@ -66,14 +66,14 @@ pub(crate) fn parse(body: &[u8]) -> Result<(Request<'_>, ResponseContext), Trans
             #[serde(borrow)]
             approximate: Option<crate::translate::responses::wire::LocationIn<'a>>,
         }
-        let options: Options<'_> = serde_json::from_str(options.get())
-            .map_err(|e| TranslateError::invalid("web_search_options", e.to_string()))?;
+        // A hint: a shape sira does not know still asks for a search, without a location.
+        let location = serde_json::from_str::<Options<'_>>(options.get())
+            .ok()
+            .and_then(|o| o.user_location)
+            .and_then(|l| l.approximate);
         out.web_search = Some(WebSearch {
             allowed_domains: Vec::new(),
-            user_location: options
-                .user_location
-                .and_then(|l| l.approximate)
-                .map(|l| l.into_ir()),
+            user_location: location.map(|l| l.into_ir()),
         });
     }
     if req.logit_bias.is_some_and(|b| b.get().trim() != "{}") {

@@ -65,7 +65,10 @@ pub(super) fn emit(out: &mut BytesMut, ev: &EventOut<'_>) {
 impl Emitter {
     pub fn new(opts: ResponseOptions, ctx: ResponseContext) -> Self {
         Emitter {
-            id: prefixed("resp_", &opts.request_id),
+            id: ctx
+                .response_id
+                .clone()
+                .unwrap_or_else(|| prefixed("resp_", &opts.request_id)),
             model: opts.model.clone(),
             opts,
             ctx,
@@ -87,7 +90,7 @@ impl Emitter {
 
     fn start(&mut self, id: Option<&str>, model: Option<&str>, out: &mut BytesMut) {
         self.started = true;
-        if let Some(id) = id {
+        if let (Some(id), None) = (id, &self.ctx.response_id) {
             self.id = prefixed("resp_", id);
         }
         if let Some(model) = model {

@@ -131,7 +131,10 @@ pub(crate) fn parse<'a>(
             kind if kind.starts_with("web_search") && tool.external_web_access != Some(false) => {
                 hosted_dropped = true;
                 out.web_search = Some(WebSearch {
-                    allowed_domains: tool.filters.map(|f| f.allowed_domains).unwrap_or_default(),
+                    allowed_domains: tool
+                        .filters
+                        .map(|f| f.allowed_domains.into_iter().map(bare_domain).collect())
+                        .unwrap_or_default(),
                     user_location: tool.user_location.map(LocationIn::into_ir),
                 });
             }
@@ -535,6 +538,20 @@ fn flat_or_plain<'a>(namespace: Option<&str>, name: Str<'a>) -> Str<'a> {
     match namespace {
         Some(ns) => Cow::Owned(flat_name(ns, &name)),
         None => name,
+    }
+}
+
+/// A site as Anthropic's search takes it: `docs.rs`, not `https://docs.rs/`.
+fn bare_domain(domain: Str<'_>) -> Str<'_> {
+    let bare = domain
+        .strip_prefix("https://")
+        .or_else(|| domain.strip_prefix("http://"))
+        .unwrap_or(&domain)
+        .trim_end_matches('/');
+    if bare.len() == domain.len() {
+        domain
+    } else {
+        Cow::Owned(bare.to_owned())
     }
 }
 

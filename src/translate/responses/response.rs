@@ -254,7 +254,10 @@ pub(crate) fn carrier(
 }
 
 pub(crate) fn write(resp: &Response<'_>, opts: &ResponseOptions, ctx: &ResponseContext) -> Vec<u8> {
-    let id = prefixed("resp_", resp.id.as_deref().unwrap_or(&opts.request_id));
+    let id = match &ctx.response_id {
+        Some(id) => id.clone(),
+        None => prefixed("resp_", resp.id.as_deref().unwrap_or(&opts.request_id)),
+    };
     let incomplete = resp.stop.responses_incomplete();
     let item_status = if incomplete.is_some() {
         "incomplete"

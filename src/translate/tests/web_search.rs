@@ -59,15 +59,24 @@ fn a_live_search_runs_as_anthropics_own_when_the_model_allows_it() {
 }
 
 #[test]
-fn gemini_grounds_with_google_search_unless_the_search_is_limited_to_some_sites() {
-    let open = responses_turn(json!({"type": "web_search"}));
+fn gemini_grounds_with_google_search_when_nothing_forbids_it() {
+    let search_only = |search: Value| {
+        serde_json::to_vec(&json!({"model": "m", "input": "news?", "tools": [search]})).unwrap()
+    };
+    let open = search_only(json!({"type": "web_search"}));
     let (sent, dropped) = translated(Format::OpenAiResponses, Format::Gemini, &open, true);
-    assert_eq!(sent["tools"][1], json!({"googleSearch": {}}), "{sent}");
+    assert_eq!(sent["tools"], json!([{"googleSearch": {}}]), "{sent}");
     assert!(!dropped.contains(&"web_search"));
+    // Limited to some sites: Google Search has no such filter.
     let limited =
-        responses_turn(json!({"type": "web_search", "filters": {"allowed_domains": ["docs.rs"]}}));
+        search_only(json!({"type": "web_search", "filters": {"allowed_domains": ["docs.rs"]}}));
     let (sent, dropped) = translated(Format::OpenAiResponses, Format::Gemini, &limited, true);
-    assert_eq!(sent["tools"].as_array().unwrap().len(), 1, "{sent}");
+    assert!(sent.get("tools").is_none(), "{sent}");
+    assert!(dropped.contains(&"web_search"));
+    // Beside function tools (every agent turn): Gemini 2.x refuses the mix.
+    let agent = responses_turn(json!({"type": "web_search"}));
+    let (sent, dropped) = translated(Format::OpenAiResponses, Format::Gemini, &agent, true);
+    assert!(!sent.to_string().contains("googleSearch"), "{sent}");
     assert!(dropped.contains(&"web_search"));
 }
 

@@ -83,6 +83,9 @@ pub enum GatewayError {
     /// A store sira depends on (Redis) could not be reached in time.
     #[error(transparent)]
     Store(#[from] crate::responses_store::StoreError),
+    /// A limit or budget of the caller's key, tenant or model refused the request.
+    #[error("{} exceeded for {} (retry in {}s)", .0.kind.as_str(), .0.scope, .0.retry_after)]
+    RateLimited(crate::limits::Refusal),
     /// The grace period of a shutdown ended while the request was still running.
     #[error("the gateway is shutting down")]
     ShuttingDown,
@@ -105,6 +108,8 @@ pub enum Category {
     Timeout,
     /// A store the gateway depends on (Redis) failed: 503, the request may be retried.
     Dependency,
+    /// A limit or budget refused the request: 429 with `retry-after`.
+    RateLimited,
     Internal,
 }
 
@@ -163,6 +168,7 @@ impl GatewayError {
             }
             GatewayError::PreviousResponse { .. } => Category::InvalidRequest,
             GatewayError::Store(_) => Category::Dependency,
+            GatewayError::RateLimited(_) => Category::RateLimited,
             GatewayError::UpstreamUnreachable { .. }
             | GatewayError::UpstreamBroken { .. }
             | GatewayError::UpstreamAuth { .. }
@@ -192,6 +198,7 @@ impl GatewayError {
                 Category::HeaderTooLarge => 431,
                 Category::RequestTimeout => 408,
                 Category::Unavailable | Category::Dependency => 503,
+                Category::RateLimited => 429,
                 Category::Upstream => 502,
                 Category::Timeout => 504,
                 Category::Internal => 500,
@@ -213,6 +220,7 @@ impl GatewayError {
             Category::Upstream => "upstream",
             Category::Timeout => "timeout",
             Category::Dependency => "dependency",
+            Category::RateLimited => "rate_limited",
             Category::Internal => "internal",
         }
     }
@@ -233,6 +241,10 @@ impl GatewayError {
             GatewayError::UpgradeRequired => Some("upgrade_required"),
             GatewayError::PreviousResponse { .. } => Some("previous_response_not_found"),
             GatewayError::Store(_) => Some("store_unavailable"),
+            GatewayError::RateLimited(r) if r.kind == crate::limits::LimitKind::Budget => {
+                Some("insufficient_quota")
+            }
+            GatewayError::RateLimited(_) => Some("rate_limit_exceeded"),
             GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamBroken { .. } => {
                 Some("upstream_error")
             }
@@ -345,6 +357,7 @@ fn openai_type(category: Category) -> &'static str {
         | Category::RequestTimeout => "invalid_request_error",
         Category::Authentication => "authentication_error",
         Category::Permission => "permission_error",
+        Category::RateLimited => "rate_limit_error",
         Category::Upstream
         | Category::Timeout
         | Category::Unavailable
@@ -365,6 +378,7 @@ fn anthropic_type(category: Category, status: u16) -> &'static str {
         Category::Timeout | Category::RequestTimeout => "timeout_error",
         Category::Unavailable => "overloaded_error",
         Category::Upstream | Category::Dependency | Category::Internal => "api_error",
+        Category::RateLimited => "rate_limit_error",
     }
 }
 
@@ -380,6 +394,7 @@ fn gemini_status(category: Category, status: u16) -> &'static str {
         Category::NotFound => "INVALID_ARGUMENT",
         Category::Timeout => "DEADLINE_EXCEEDED",
         Category::Upstream | Category::Unavailable | Category::Dependency => "UNAVAILABLE",
+        Category::RateLimited => "RESOURCE_EXHAUSTED",
         Category::Internal => "INTERNAL",
     }
 }

@@ -9,6 +9,7 @@ pub mod dns;
 pub mod error;
 pub mod format;
 pub mod glob;
+pub mod limits;
 pub mod metrics;
 pub mod models;
 pub mod pool;

@@ -39,6 +39,7 @@ pub struct Registry {
     health: Interned<HealthGroup>,
     latencies: Interned<PeakEwma>,
     response_stores: Interned<crate::responses_store::ResponseStore>,
+    limit_counters: Interned<crate::limits::Counter>,
     /// Woken when a host that needs resolving is registered.
     pub(crate) added: Notify,
     /// Woken when a health-check group is created (a start or a reload).
@@ -118,6 +119,14 @@ impl Registry {
         make: impl FnOnce() -> crate::responses_store::ResponseStore,
     ) -> Arc<crate::responses_store::ResponseStore> {
         self.response_stores.get_or(key, make).0
+    }
+
+    /// The running limits of one scope (`key team-a`, `tenant acme`, `model gpt-4o`):
+    /// what was spent survives a reload.
+    pub fn limit_counter(&self, scope: &str) -> Arc<crate::limits::Counter> {
+        self.limit_counters
+            .get_or(scope, || crate::limits::Counter::new(scope))
+            .0
     }
 
     /// A provider's health-check group (see [`crate::pool::health`]).

@@ -28,6 +28,11 @@ pub struct KeyEntry {
     pub filters: Vec<Arc<dyn Filter>>,
     /// May choose a model's target with `x-sira-route`.
     pub route_header: bool,
+    /// The key's own limits, and their running state when it has any.
+    pub limits: crate::limits::Limits,
+    pub counter: Option<Arc<crate::limits::Counter>>,
+    /// The tenant whose limits the key shares.
+    pub tenant: Option<Arc<crate::config::limits::Tenant>>,
 }
 
 impl KeyEntry {
@@ -43,6 +48,9 @@ impl KeyEntry {
             models,
             filters,
             route_header: false,
+            limits: crate::limits::Limits::default(),
+            counter: None,
+            tenant: None,
         }
     }
 

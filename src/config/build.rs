@@ -67,15 +67,15 @@ pub(super) fn build(
         cache,
         responses_store,
     } = raw;
-    b.unsupported("tenants", &tenants);
-    b.unsupported("limits", &limits);
+    super::limits::store(&mut b, limits);
+    let tenants = super::limits::tenants(&mut b, tenants);
     b.unsupported("cache", &cache);
 
     let server = super::server::server_settings(&mut b, server);
     let filters = build_filters(&mut b, filters);
     let providers = build_providers(&mut b, providers);
     let models = build_models(&mut b, models, &providers, &filters);
-    let keys = build_keys(&mut b, auth, &models, &filters);
+    let keys = build_keys(&mut b, auth, &models, &filters, &tenants);
     check_pins(&mut b, &models, &keys);
     let logging = logging_settings(&mut b, logging);
     let responses_store = super::store::responses_store(&mut b, responses_store);
@@ -87,6 +87,7 @@ pub(super) fn build(
         providers,
         models,
         keys,
+        tenants,
         logging: logging?,
         responses_store: responses_store?,
         meta,
@@ -346,6 +347,7 @@ fn build_model(
         hedge,
         prompt_cache,
         web_search,
+        limits,
     } = config;
     let problems_before = b.problems.len();
     if targets.is_empty() {
@@ -462,6 +464,8 @@ fn build_model(
     route.hedge = hedge_policy;
     route.prompt_cache = prompt_cache != Some(super::file::PromptCache::Off);
     route.web_search = web_search == Some(super::file::WebSearchMode::Native);
+    route.limits = super::limits::limits(b, limits, &format!("{path}.limits"));
+    route.counter = super::limits::counter(&format!("model {name}"), &route.limits);
     Some(route)
 }
 
@@ -525,6 +529,7 @@ fn build_keys(
     value: Option<Value>,
     models: &ModelTable,
     filters: &AHashMap<String, Arc<dyn Filter>>,
+    tenants: &AHashMap<String, Arc<super::limits::Tenant>>,
 ) -> KeyTable {
     let mut table = KeyTable::default();
     let Some(auth) = value.and_then(|v| section::<AuthConfig>(v, "auth", b.problems)) else {
@@ -552,8 +557,17 @@ fn build_keys(
             limits,
             route_header,
         } = key;
-        b.unsupported(&format!("{path}.tenant"), &tenant);
-        b.unsupported(&format!("{path}.limits"), &limits);
+        let tenant = tenant.and_then(|t| match tenants.get(&t) {
+            Some(tenant) => Some(tenant.clone()),
+            None => {
+                b.problem(
+                    format!("{path}.tenant"),
+                    format!("unknown tenant {t:?}: add it under tenants:"),
+                );
+                None
+            }
+        });
+        let limits = super::limits::limits(b, limits, &format!("{path}.limits"));
         if name.is_empty() {
             b.problem(format!("{path}.name"), "must not be empty");
         }
@@ -592,6 +606,9 @@ fn build_keys(
         let attached = resolve_filters(b, &format!("{path}.filters"), &filter_names, filters);
         let mut entry = KeyEntry::new(&name, digest, globs, attached);
         entry.route_header = route_header;
+        entry.counter = super::limits::counter(&format!("key {name}"), &limits);
+        entry.limits = limits;
+        entry.tenant = tenant;
         table.insert(entry);
     }
     table

@@ -239,6 +239,9 @@ pub struct ModelConfig {
     /// provider's own search runs it (Anthropic's web search tool, Gemini's Google Search).
     #[serde(default)]
     pub web_search: Option<WebSearchMode>,
+    /// Limits on the model entry, whoever calls it.
+    #[serde(default)]
+    pub limits: Option<Value>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -331,8 +334,9 @@ pub struct KeyConfig {
     /// Names of `filters:` entries applied to this key's requests.
     #[serde(default)]
     pub filters: Vec<String>,
+    /// The tenant (`tenants:`) whose limits this key shares.
     #[serde(default)]
-    pub tenant: Option<Value>,
+    pub tenant: Option<String>,
     #[serde(default)]
     pub limits: Option<Value>,
     /// May choose a model's target with the `x-sira-route` header.

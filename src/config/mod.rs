@@ -10,6 +10,7 @@ mod build;
 mod defaults;
 pub mod file;
 mod interpolate;
+pub mod limits;
 pub mod live;
 mod pool;
 mod secret;
@@ -159,6 +160,8 @@ pub struct Snapshot {
     pub models: ModelTable,
     /// Empty = clients are not authenticated.
     pub keys: KeyTable,
+    /// Tenants by name: groups of keys with limits of their own.
+    pub tenants: ahash::AHashMap<String, Arc<limits::Tenant>>,
     pub logging: LoggingSettings,
     /// Seals the reasoning carriers sira issues (see [`crate::translate::Seal`]).
     pub seal: crate::translate::Seal,

@@ -137,6 +137,9 @@ pub struct ModelRoute {
     pub prompt_cache: bool,
     /// A client's hosted web search runs as the provider's own (`web_search: native`).
     pub web_search: bool,
+    /// Limits on the entry, whoever calls it, and their running state.
+    pub limits: crate::limits::Limits,
+    pub counter: Option<std::sync::Arc<crate::limits::Counter>>,
 }
 
 /// `hedge: { after, max }`: when no response header came within `after`, another attempt
@@ -162,6 +165,8 @@ impl ModelRoute {
             hedge: None,
             prompt_cache: true,
             web_search: false,
+            limits: crate::limits::Limits::default(),
+            counter: None,
         }
     }
 

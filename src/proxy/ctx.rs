@@ -68,6 +68,7 @@ pub struct RequestCtx {
     pub accounting: AccountingState,
     pub filters: FilterState,
     pub stored: StoredState,
+    pub limits: LimitState,
     /// Tokens spent, from the provider's report.
     pub usage: Usage,
     /// Whether the provider reported usage at all.
@@ -182,6 +183,19 @@ pub struct FilterState {
     pub json: bool,
 }
 
+/// Written by the limits module.
+#[derive(Default)]
+pub struct LimitState {
+    /// What this request holds in each limited scope until it ends.
+    pub reservation: Option<crate::limits::Reservation>,
+    /// The prompt's estimated tokens, settled when the provider reports no usage.
+    pub input_estimate: u64,
+    /// A refusal's wait, for `retry-after`.
+    pub retry_after: Option<u64>,
+    /// The settlement was an estimate (no usage came from the provider).
+    pub estimated: bool,
+}
+
 /// Written by the response store module (`store: true`, `previous_response_id`).
 #[derive(Default)]
 pub struct StoredState {
@@ -244,6 +258,7 @@ impl RequestCtx {
             accounting: AccountingState::default(),
             filters: FilterState::default(),
             stored: StoredState::default(),
+            limits: LimitState::default(),
             usage: Usage::default(),
             usage_seen: false,
             cost: 0.0,

@@ -272,6 +272,9 @@ impl Chain {
             // `store: true` and `previous_response_id`: the conversation as the client
             // speaks it, kept when answered and replayed before translation.
             Box::new(StoredResponses),
+            // Limits and budgets of the key, its tenant and the model: reserved on the whole
+            // conversation, settled when the request ends.
+            Box::new(Admission),
             // Client format <-> provider format: request, response, stream, errors.
             Box::new(Translation),
             // Usage from the provider's own bytes, before translation rewrites them.

@@ -17,6 +17,7 @@ mod errors;
 mod failover;
 mod filters;
 mod lifecycle;
+mod limits;
 mod observability;
 mod pooling;
 mod raw;

@@ -91,6 +91,10 @@ impl Phase for Observe {
                 .str(key!("error_class"), error.class());
         }
         line.bool(key!("client_gone"), ctx.response.client_gone);
+        if ctx.limits.estimated {
+            // The tokens and cost above are sira's estimate: the provider reported none.
+            line.bool(key!("estimated"), true);
+        }
         self.access_log.write(line.finish());
     }
 }

@@ -1,0 +1,140 @@
+//! `limits:` (the store), `tenants:`, and the `limits` of keys, tenants and models →
+//! [`crate::limits::Limits`], each scope with its running [`Counter`] from the registry.
+
+use std::sync::Arc;
+
+use ahash::AHashMap;
+use serde::Deserialize;
+use serde_yaml::Value;
+
+use super::build::Builder;
+use super::section;
+use super::units::opt_number_or_string;
+use crate::limits::{Budget, Counter, Limits, Period};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsConfig {
+    #[serde(default, deserialize_with = "opt_number_or_string")]
+    requests_per_minute: Option<u64>,
+    #[serde(default, deserialize_with = "opt_number_or_string")]
+    tokens_per_minute: Option<u64>,
+    #[serde(default, deserialize_with = "opt_number_or_string")]
+    concurrent_requests: Option<u64>,
+    #[serde(default)]
+    budget: Option<BudgetConfig>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BudgetConfig {
+    usd: f64,
+    per: Period,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantConfig {
+    #[serde(default)]
+    limits: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreSection {
+    #[serde(default)]
+    store: Option<Value>,
+}
+
+/// One tenant: its limits and their running state.
+#[derive(Debug)]
+pub struct Tenant {
+    pub name: Arc<str>,
+    pub limits: Limits,
+    pub counter: Option<Arc<Counter>>,
+}
+
+/// The limits at `path`, checked; empty when absent.
+pub(super) fn limits(b: &mut Builder, value: Option<Value>, path: &str) -> Limits {
+    let Some(config) = value.and_then(|v| section::<LimitsConfig>(v, path, b.problems)) else {
+        return Limits::default();
+    };
+    for (name, value) in [
+        ("requests_per_minute", config.requests_per_minute),
+        ("tokens_per_minute", config.tokens_per_minute),
+        ("concurrent_requests", config.concurrent_requests),
+    ] {
+        if value == Some(0) {
+            b.problem(
+                format!("{path}.{name}"),
+                "must be at least 1 (omit it for no limit)",
+            );
+        }
+    }
+    let budget = config.budget.map(|budget| {
+        if !(budget.usd.is_finite() && budget.usd > 0.0) {
+            b.problem(
+                format!("{path}.budget.usd"),
+                "must be a positive amount of USD",
+            );
+        }
+        Budget {
+            usd: budget.usd,
+            per: budget.per,
+        }
+    });
+    Limits {
+        requests_per_minute: config.requests_per_minute,
+        tokens_per_minute: config.tokens_per_minute,
+        concurrent_requests: config.concurrent_requests,
+        budget,
+    }
+}
+
+/// The running state of `scope` (`key team-a`), when it has limits: kept across reloads.
+pub(super) fn counter(scope: &str, limits: &Limits) -> Option<Arc<Counter>> {
+    (!limits.is_empty()).then(|| crate::runtime::registry().limit_counter(scope))
+}
+
+/// `tenants:`.
+pub(super) fn tenants(b: &mut Builder, value: Option<Value>) -> AHashMap<String, Arc<Tenant>> {
+    let mut out = AHashMap::new();
+    let Some(entries) =
+        value.and_then(|v| section::<indexmap::IndexMap<String, Value>>(v, "tenants", b.problems))
+    else {
+        return out;
+    };
+    for (name, raw) in entries {
+        let path = format!("tenants.{name}");
+        let Some(tenant) = section::<TenantConfig>(raw, &path, b.problems) else {
+            continue;
+        };
+        let limits = limits(b, tenant.limits, &format!("{path}.limits"));
+        let counter = counter(&format!("tenant {name}"), &limits);
+        out.insert(
+            name.clone(),
+            Arc::new(Tenant {
+                name: name.as_str().into(),
+                limits,
+                counter,
+            }),
+        );
+    }
+    out
+}
+
+/// `limits: { store: memory }`. Sharing limits across hosts through Redis is not in this
+/// build: refused with a message rather than silently local.
+pub(super) fn store(b: &mut Builder, value: Option<Value>) {
+    let Some(section) = value.and_then(|v| section::<StoreSection>(v, "limits", b.problems)) else {
+        return;
+    };
+    match section.store {
+        None => {}
+        Some(Value::String(s)) if s == "memory" => {}
+        Some(_) => b.problem(
+            "limits.store",
+            "only `memory` (exact on one host) is supported by this version of sira",
+        ),
+    }
+}

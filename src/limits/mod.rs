@@ -1,0 +1,355 @@
+//! Who may spend what: request, token and concurrency limits and USD budgets, per key, per
+//! tenant and per model, the tightest winning.
+//!
+//! Admission is reserve-then-settle. A request reserves one request, its estimated tokens
+//! (prompt estimate + its output cap) and their estimated price in every scope it belongs
+//! to, all or nothing; when it ends, each reservation is settled to the provider's usage
+//! (or, when the provider reported none, kept as the estimate). Concurrent requests
+//! therefore see each other's reservations: a budget cannot be overrun by requests that
+//! were all admitted before any of them finished.
+//!
+//! The state of each scope ([`Counter`]) is process state kept across reloads by name
+//! ([`crate::runtime`]); the limits themselves come from the config snapshot the request
+//! pinned, so a reload that changes a limit applies it at once without losing what was
+//! already spent. This is the `limits.store: memory` store: exact on one host.
+
+mod period;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+pub use period::Period;
+
+/// The limits of one key, tenant or model (`limits:` in the config).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Limits {
+    pub requests_per_minute: Option<u64>,
+    pub tokens_per_minute: Option<u64>,
+    pub concurrent_requests: Option<u64>,
+    pub budget: Option<Budget>,
+}
+
+impl Limits {
+    pub fn is_empty(&self) -> bool {
+        *self == Limits::default()
+    }
+
+    /// Whether admission needs the request's token estimate.
+    pub fn counts_tokens(&self) -> bool {
+        self.tokens_per_minute.is_some() || self.budget.is_some()
+    }
+}
+
+/// A USD budget per calendar period (UTC).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Budget {
+    pub usd: f64,
+    pub per: Period,
+}
+
+/// Which limit refused a request (the `limit` label of `sira_rate_limited_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitKind {
+    Requests,
+    Tokens,
+    Concurrency,
+    Budget,
+}
+
+impl LimitKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitKind::Requests => "requests_per_minute",
+            LimitKind::Tokens => "tokens_per_minute",
+            LimitKind::Concurrency => "concurrent_requests",
+            LimitKind::Budget => "budget",
+        }
+    }
+}
+
+/// Why a request was refused, and when it may come back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Refusal {
+    pub kind: LimitKind,
+    /// `key team-a`, `tenant acme`, `model gpt-4o`.
+    pub scope: String,
+    /// Whole seconds, at least 1.
+    pub retry_after: u64,
+}
+
+/// What one request asks of a scope.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Demand {
+    pub tokens: u64,
+    pub usd: f64,
+}
+
+/// A token bucket refilled continuously to `capacity` over a minute: exact rate limiting
+/// without windows' edge bursts. Its level may go below zero when a request used more than
+/// it reserved; later requests then wait for the debt to refill.
+#[derive(Debug)]
+struct Bucket {
+    level: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn refill(&mut self, capacity: u64, now: Instant) {
+        let rate = capacity as f64 / 60.0;
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.level = (self.level + elapsed * rate).min(capacity as f64);
+        self.at = now;
+    }
+
+    /// Seconds until `amount` is available.
+    fn wait(&self, capacity: u64, amount: f64) -> u64 {
+        let rate = capacity as f64 / 60.0;
+        if rate <= 0.0 {
+            return 60;
+        }
+        let missing = (amount.min(capacity as f64) - self.level).max(0.0);
+        ((missing / rate).ceil() as u64).max(1)
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    requests: Option<Bucket>,
+    tokens: Option<Bucket>,
+    inflight: u64,
+    /// Spend in the current budget period.
+    period: i64,
+    spent: f64,
+    reserved: f64,
+}
+
+/// The running state of one scope, shared by every snapshot that names it.
+#[derive(Debug)]
+pub struct Counter {
+    pub scope: String,
+    state: Mutex<State>,
+}
+
+impl Counter {
+    pub fn new(scope: &str) -> Counter {
+        Counter {
+            scope: scope.to_owned(),
+            state: Mutex::new(State {
+                requests: None,
+                tokens: None,
+                inflight: 0,
+                period: i64::MIN,
+                spent: 0.0,
+                reserved: 0.0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state is numbers updated whole under the lock: still consistent after a
+        // panic elsewhere.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `demand` fits `limits` now; nothing is taken.
+    fn check(
+        &self,
+        limits: &Limits,
+        demand: Demand,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<(), Refusal> {
+        let mut s = self.lock();
+        let refuse = |kind, retry_after| {
+            Err(Refusal {
+                kind,
+                scope: self.scope.clone(),
+                retry_after,
+            })
+        };
+        if let Some(cap) = limits.concurrent_requests {
+            if s.inflight >= cap {
+                return refuse(LimitKind::Concurrency, 1);
+            }
+        }
+        if let Some(cap) = limits.requests_per_minute {
+            let bucket = s.requests.get_or_insert(Bucket {
+                level: cap as f64,
+                at: now,
+            });
+            bucket.refill(cap, now);
+            if bucket.level < 1.0 {
+                return refuse(LimitKind::Requests, bucket.wait(cap, 1.0));
+            }
+        }
+        if let Some(cap) = limits.tokens_per_minute {
+            let bucket = s.tokens.get_or_insert(Bucket {
+                level: cap as f64,
+                at: now,
+            });
+            bucket.refill(cap, now);
+            // A request larger than the whole minute's allowance waits for a full bucket
+            // rather than forever.
+            let need = (demand.tokens as f64).min(cap as f64).max(1.0);
+            if bucket.level < need {
+                return refuse(LimitKind::Tokens, bucket.wait(cap, need));
+            }
+        }
+        if let Some(budget) = limits.budget {
+            let period = budget.per.index(wall);
+            if period != s.period {
+                s.period = period;
+                s.spent = 0.0;
+                s.reserved = 0.0;
+            }
+            if s.spent + s.reserved + demand.usd > budget.usd || s.spent >= budget.usd {
+                return refuse(LimitKind::Budget, budget.per.seconds_left(wall).max(1));
+            }
+        }
+        Ok(())
+    }
+
+    fn take(&self, limits: &Limits, demand: Demand) {
+        let mut s = self.lock();
+        s.inflight += 1;
+        if let (Some(_), Some(bucket)) = (limits.requests_per_minute, s.requests.as_mut()) {
+            bucket.level -= 1.0;
+        }
+        if let (Some(_), Some(bucket)) = (limits.tokens_per_minute, s.tokens.as_mut()) {
+            bucket.level -= demand.tokens as f64;
+        }
+        if limits.budget.is_some() {
+            s.reserved += demand.usd;
+        }
+    }
+
+    fn settle(&self, reserved: Demand, actual: Demand) {
+        let mut s = self.lock();
+        s.inflight = s.inflight.saturating_sub(1);
+        if let Some(bucket) = s.tokens.as_mut() {
+            bucket.level += reserved.tokens as f64 - actual.tokens as f64;
+        }
+        s.reserved = (s.reserved - reserved.usd).max(0.0);
+        s.spent += actual.usd;
+    }
+
+    /// The numbers behind the `x-ratelimit-*` headers and `/admin/usage`.
+    pub fn snapshot(&self, limits: &Limits, wall: SystemTime) -> Usage {
+        let now = Instant::now();
+        let mut s = self.lock();
+        let mut usage = Usage::default();
+        if let Some(cap) = limits.requests_per_minute {
+            let bucket = s.requests.get_or_insert(Bucket {
+                level: cap as f64,
+                at: now,
+            });
+            bucket.refill(cap, now);
+            usage.requests = Some((cap, bucket.level.max(0.0) as u64, reset_secs(bucket, cap)));
+        }
+        if let Some(cap) = limits.tokens_per_minute {
+            let bucket = s.tokens.get_or_insert(Bucket {
+                level: cap as f64,
+                at: now,
+            });
+            bucket.refill(cap, now);
+            usage.tokens = Some((cap, bucket.level.max(0.0) as u64, reset_secs(bucket, cap)));
+        }
+        if let Some(budget) = limits.budget {
+            let current = budget.per.index(wall) == s.period;
+            let (spent, reserved) = if current {
+                (s.spent, s.reserved)
+            } else {
+                (0.0, 0.0)
+            };
+            usage.budget = Some((budget.usd, spent, reserved));
+        }
+        usage.inflight = s.inflight;
+        usage
+    }
+}
+
+/// Seconds until the bucket is full again.
+fn reset_secs(bucket: &Bucket, cap: u64) -> u64 {
+    let rate = cap as f64 / 60.0;
+    if rate <= 0.0 {
+        return 0;
+    }
+    ((cap as f64 - bucket.level).max(0.0) / rate).ceil() as u64
+}
+
+/// A scope's current numbers: (limit, remaining, seconds to reset) per rate, and (budget,
+/// spent, reserved) in USD.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Usage {
+    pub requests: Option<(u64, u64, u64)>,
+    pub tokens: Option<(u64, u64, u64)>,
+    pub budget: Option<(f64, f64, f64)>,
+    pub inflight: u64,
+}
+
+/// The scopes a request is admitted in, with the limits of each.
+pub type Scopes = Vec<(Arc<Counter>, Limits)>;
+
+/// What a request holds until it is settled: its demand in each scope.
+#[derive(Debug)]
+pub struct Reservation {
+    scopes: Scopes,
+    demand: Demand,
+    settled: bool,
+}
+
+impl Reservation {
+    /// Settles every scope to `actual` (the provider's usage, priced).
+    pub fn settle(mut self, actual: Demand) {
+        for (counter, _) in &self.scopes {
+            counter.settle(self.demand, actual);
+        }
+        self.settled = true;
+    }
+
+    pub fn demand(&self) -> Demand {
+        self.demand
+    }
+}
+
+impl Drop for Reservation {
+    /// A request that ends without being settled (a panic, a dropped task) keeps what it
+    /// reserved as spent: never billed as zero.
+    fn drop(&mut self) {
+        if !self.settled {
+            for (counter, _) in &self.scopes {
+                counter.settle(self.demand, self.demand);
+            }
+        }
+    }
+}
+
+/// Admits `demand` in every scope, or none: the first scope that refuses decides.
+pub fn admit(scopes: Scopes, demand: Demand) -> Result<Reservation, Refusal> {
+    let now = Instant::now();
+    let wall = SystemTime::now();
+    for (counter, limits) in &scopes {
+        counter.check(limits, demand, now, wall)?;
+    }
+    for (counter, limits) in &scopes {
+        counter.take(limits, demand);
+    }
+    Ok(Reservation {
+        scopes,
+        demand,
+        settled: false,
+    })
+}
+
+/// The `x-ratelimit-reset-*` value: OpenAI writes durations like `1s`, `6m0s`.
+pub fn reset_header(secs: u64) -> String {
+    let d = Duration::from_secs(secs);
+    if d.as_secs() >= 60 {
+        format!("{}m{}s", d.as_secs() / 60, d.as_secs() % 60)
+    } else {
+        format!("{}s", d.as_secs())
+    }
+}
+
+#[cfg(test)]
+mod tests;

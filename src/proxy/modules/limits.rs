@@ -1,0 +1,207 @@
+//! Admission against the limits and budgets of the caller's key, its tenant and the model
+//! entry (`crate::limits`): reserved when the request body is known, settled when the
+//! request ends, with OpenAI's `x-ratelimit-*` headers on every answer to a limited key and
+//! `retry-after` on a refusal.
+
+use http::{HeaderName, HeaderValue};
+use pingora_http::{RequestHeader, ResponseHeader};
+use serde::Deserialize;
+
+use crate::auth::Principal;
+use crate::error::GatewayError;
+use crate::limits::{admit, reset_header, Demand, Scopes};
+use crate::metrics::metrics;
+use crate::proxy::ctx::RequestCtx;
+use crate::proxy::phases::{Flow, Phase, RequestBody};
+use crate::routes::Operation;
+use crate::usage::Usage;
+
+use super::headers::header_error;
+
+pub struct Admission;
+
+impl Phase for Admission {
+    fn name(&self) -> &'static str {
+        "limits"
+    }
+
+    /// Reads: `ctx.principal`, `ctx.entry`, the body (for the token estimate, only when a
+    /// scope limits tokens or spend). Writes: `ctx.limits`. A refusal is a 429.
+    fn request_body_filter(
+        &self,
+        body: &mut RequestBody,
+        ctx: &mut RequestCtx,
+    ) -> Result<Flow, GatewayError> {
+        // Only generations spend; a token count or a listing does not.
+        let generates = matches!(
+            ctx.op,
+            Some(
+                Operation::ChatCompletions
+                    | Operation::Responses
+                    | Operation::Messages
+                    | Operation::GenerateContent { .. }
+                    | Operation::Embeddings
+            )
+        );
+        let scopes = scopes(ctx);
+        if !generates || scopes.is_empty() {
+            return Ok(Flow::Continue);
+        }
+        let mut demand = Demand::default();
+        if scopes.iter().any(|(_, limits)| limits.counts_tokens()) {
+            let input = crate::translate::estimate_input_tokens(ctx.format, &body.bytes)
+                .unwrap_or(body.bytes.len() as u64 / 4);
+            let route = ctx.entry.as_deref();
+            let output = output_cap(&body.bytes).unwrap_or_else(|| {
+                route
+                    .map_or(crate::models::DEFAULT_MAX_TOKENS, |r| r.default_max_tokens)
+                    .into()
+            });
+            let pricing = route.and_then(|r| r.pricing);
+            let priced = |usage: &Usage| pricing.map_or(0.0, |p| p.cost(usage));
+            demand = Demand {
+                tokens: input + output,
+                usd: priced(&Usage {
+                    input,
+                    output,
+                    ..Usage::default()
+                }),
+            };
+            ctx.limits.input_estimate = input;
+        }
+        match admit(scopes, demand) {
+            Ok(reservation) => {
+                ctx.limits.reservation = Some(reservation);
+                Ok(Flow::Continue)
+            }
+            Err(refusal) => {
+                metrics()
+                    .rate_limited
+                    .with_label_values(&[ctx.key_name(), refusal.kind.as_str()])
+                    .inc();
+                ctx.limits.retry_after = Some(refusal.retry_after);
+                Err(GatewayError::RateLimited(refusal))
+            }
+        }
+    }
+
+    /// `retry-after` on a refusal; the key's (or its tenant's) current numbers as OpenAI's
+    /// `x-ratelimit-*` headers on every answer.
+    fn response_filter(
+        &self,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), GatewayError> {
+        if let Some(secs) = ctx.limits.retry_after {
+            resp.insert_header(http::header::RETRY_AFTER, secs)
+                .map_err(header_error)?;
+        }
+        let Some(Principal::Key(key)) = &ctx.principal else {
+            return Ok(());
+        };
+        let (counter, limits) = match (&key.counter, &key.tenant) {
+            (Some(counter), _) => (counter, &key.limits),
+            (None, Some(tenant)) => match &tenant.counter {
+                Some(counter) => (counter, &tenant.limits),
+                None => return Ok(()),
+            },
+            (None, None) => return Ok(()),
+        };
+        let usage = counter.snapshot(limits, std::time::SystemTime::now());
+        let mut set = |name: &'static str, value: String| -> Result<(), GatewayError> {
+            let value = HeaderValue::from_str(&value)
+                .map_err(|e| GatewayError::Internal(format!("rate-limit header: {e}").into()))?;
+            resp.insert_header(HeaderName::from_static(name), value)
+                .map_err(header_error)
+        };
+        if let Some((limit, remaining, reset)) = usage.requests {
+            set("x-ratelimit-limit-requests", limit.to_string())?;
+            set("x-ratelimit-remaining-requests", remaining.to_string())?;
+            set("x-ratelimit-reset-requests", reset_header(reset))?;
+        }
+        if let Some((limit, remaining, reset)) = usage.tokens {
+            set("x-ratelimit-limit-tokens", limit.to_string())?;
+            set("x-ratelimit-remaining-tokens", remaining.to_string())?;
+            set("x-ratelimit-reset-tokens", reset_header(reset))?;
+        }
+        Ok(())
+    }
+
+    /// Settles the reservation to what the provider reported, priced (`ctx.cost`, set by
+    /// accounting, which logs first). An answer whose usage never came (a stream cut or
+    /// left early) is settled to its prompt estimate: never billed as zero.
+    fn logging(&self, _req: &RequestHeader, ctx: &mut RequestCtx) {
+        let Some(reservation) = ctx.limits.reservation.take() else {
+            return;
+        };
+        let actual = if ctx.usage_seen {
+            Demand {
+                tokens: ctx.usage.input + ctx.usage.output,
+                usd: ctx.cost,
+            }
+        } else if ctx.response.status < 400 && ctx.response.status != 0 && !ctx.response.local {
+            let input = ctx.limits.input_estimate;
+            let pricing = ctx
+                .upstream
+                .pricing
+                .or(ctx.route.as_ref().and_then(|r| r.pricing));
+            let usage = Usage {
+                input,
+                ..Usage::default()
+            };
+            let usd = pricing.map_or(0.0, |p| p.cost(&usage));
+            // The access line says what was settled, marked as an estimate.
+            ctx.limits.estimated = true;
+            ctx.usage.input = input;
+            ctx.cost = usd;
+            Demand { tokens: input, usd }
+        } else {
+            // Refused or failed before a provider answered: nothing was generated.
+            Demand::default()
+        };
+        reservation.settle(actual);
+    }
+}
+
+/// The caller's key, its tenant and the model entry, those with limits.
+fn scopes(ctx: &RequestCtx) -> Scopes {
+    let mut scopes = Scopes::new();
+    if let Some(Principal::Key(key)) = &ctx.principal {
+        if let Some(counter) = &key.counter {
+            scopes.push((counter.clone(), key.limits));
+        }
+        if let Some(tenant) = &key.tenant {
+            if let Some(counter) = &tenant.counter {
+                scopes.push((counter.clone(), tenant.limits));
+            }
+        }
+    }
+    if let Some(entry) = &ctx.entry {
+        if let Some(counter) = &entry.counter {
+            scopes.push((counter.clone(), entry.limits));
+        }
+    }
+    scopes
+}
+
+/// The output cap the client set, in whichever format's field.
+fn output_cap(body: &[u8]) -> Option<u64> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Generation {
+        max_output_tokens: Option<u64>,
+    }
+    #[derive(Deserialize)]
+    struct Caps {
+        max_tokens: Option<u64>,
+        max_completion_tokens: Option<u64>,
+        max_output_tokens: Option<u64>,
+        #[serde(rename = "generationConfig", alias = "generation_config")]
+        generation: Option<Generation>,
+    }
+    let caps: Caps = serde_json::from_slice(body).ok()?;
+    caps.max_completion_tokens
+        .or(caps.max_tokens)
+        .or(caps.max_output_tokens)
+        .or(caps.generation.and_then(|g| g.max_output_tokens))
+}

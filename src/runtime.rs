@@ -40,6 +40,9 @@ pub struct Registry {
     latencies: Interned<PeakEwma>,
     response_stores: Interned<crate::responses_store::ResponseStore>,
     limit_counters: Interned<crate::limits::Counter>,
+    jwks: Interned<crate::auth::jwt::RemoteJwks>,
+    /// Woken when a JWKS URL is registered, so its keys are fetched at once.
+    pub(crate) jwks_added: Notify,
     /// Woken when a host that needs resolving is registered.
     pub(crate) added: Notify,
     /// Woken when a health-check group is created (a start or a reload).
@@ -127,6 +130,22 @@ impl Registry {
         self.limit_counters
             .get_or(scope, || crate::limits::Counter::new(scope))
             .0
+    }
+
+    /// The keys of a JWKS URL, fetched in the background and kept across reloads.
+    pub fn jwks(&self, url: &str) -> Arc<crate::auth::jwt::RemoteJwks> {
+        let (jwks, created) = self
+            .jwks
+            .get_or(url, || crate::auth::jwt::RemoteJwks::new(url));
+        if created {
+            self.jwks_added.notify_one();
+        }
+        jwks
+    }
+
+    /// The JWKS URLs some snapshot still uses.
+    pub fn jwks_sets(&self) -> Vec<Arc<crate::auth::jwt::RemoteJwks>> {
+        self.jwks.alive()
     }
 
     /// A provider's health-check group (see [`crate::pool::health`]).

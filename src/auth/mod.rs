@@ -1,6 +1,8 @@
 //! Who is calling: API keys from `Authorization: Bearer`, `x-api-key`, `x-goog-api-key` or
-//! `?key=`, checked against the snapshot's key table.
+//! `?key=`, checked against the snapshot's key table, and JWTs sent as bearer tokens,
+//! verified against `auth.jwt` ([`jwt`]).
 
+pub mod jwt;
 mod keys;
 
 use std::sync::Arc;
@@ -15,14 +17,26 @@ pub enum Principal {
     /// No keys are configured: the gateway is open (the built-in default listens on loopback only).
     Anonymous,
     Key(Arc<KeyEntry>),
+    /// A verified JWT's subject.
+    Jwt(Arc<jwt::JwtCaller>),
 }
 
 impl Principal {
-    /// The name used in logs and metrics.
+    /// The name used in logs and metrics: a key's name, or `jwt:<issuer>` (subjects are
+    /// unbounded, so they are not metric labels).
     pub fn name(&self) -> &str {
         match self {
             Principal::Anonymous => "anonymous",
             Principal::Key(entry) => &entry.name,
+            Principal::Jwt(caller) => &caller.label,
+        }
+    }
+
+    /// Who owns what this caller stores: unique per key, and per issuer and subject.
+    pub fn owner(&self) -> &str {
+        match self {
+            Principal::Jwt(caller) => &caller.owner,
+            other => other.name(),
         }
     }
 
@@ -30,6 +44,16 @@ impl Principal {
         match self {
             Principal::Anonymous => true,
             Principal::Key(entry) => entry.allows(model),
+            Principal::Jwt(caller) => caller.allows(model),
+        }
+    }
+
+    /// The tenant whose limits the caller shares.
+    pub fn tenant(&self) -> Option<&Arc<crate::config::limits::Tenant>> {
+        match self {
+            Principal::Anonymous => None,
+            Principal::Key(entry) => entry.tenant.as_ref(),
+            Principal::Jwt(caller) => caller.tenant.as_ref(),
         }
     }
 }
@@ -40,6 +64,50 @@ pub enum AuthError {
     Missing,
     #[error("invalid API key")]
     Invalid,
+    #[error("invalid token: {0}")]
+    Token(#[from] jwt::JwtError),
+}
+
+/// What authentication decided.
+pub enum Authenticated {
+    Caller(Principal),
+    /// A JWT signed by a key its issuer's JWKS URL may have gained: fetch, then verify the
+    /// token (kept here) again.
+    Refetch(Arc<jwt::RemoteJwks>, String),
+}
+
+/// Authenticates a request: a JWT bearer token against `issuers`, anything else against
+/// the key table. Neither configured: the gateway is open.
+pub fn authenticate_any(
+    table: &KeyTable,
+    issuers: &[jwt::Issuer],
+    tenants: &ahash::AHashMap<String, Arc<crate::config::limits::Tenant>>,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Authenticated, AuthError> {
+    if !issuers.is_empty() {
+        if let Some(token) = bearer(headers).filter(|t| jwt::looks_like_jwt(t)) {
+            let token = std::str::from_utf8(token).map_err(|_| jwt::JwtError::Malformed)?;
+            return Ok(match jwt::verify(issuers, token, tenants, false)? {
+                jwt::Verdict::Caller(caller) => {
+                    Authenticated::Caller(Principal::Jwt(Arc::new(caller)))
+                }
+                jwt::Verdict::Refetch(jwks) => Authenticated::Refetch(jwks, token.to_owned()),
+            });
+        }
+        if table.is_empty() {
+            return Err(AuthError::Missing);
+        }
+    }
+    authenticate(table, headers, query).map(Authenticated::Caller)
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(http::header::AUTHORIZATION)?.as_bytes();
+    value
+        .get(..7)
+        .filter(|s| s.eq_ignore_ascii_case(b"bearer "))
+        .map(|_| value[7..].trim_ascii())
 }
 
 /// Authenticates a request from its headers and query string.

@@ -75,7 +75,9 @@ pub(super) fn build(
     let filters = build_filters(&mut b, filters);
     let providers = build_providers(&mut b, providers);
     let models = build_models(&mut b, models, &providers, &filters);
-    let keys = build_keys(&mut b, auth, &models, &filters, &tenants);
+    let mut jwt = None;
+    let keys = build_keys(&mut b, auth, &models, &filters, &tenants, &mut jwt);
+    let jwt = super::jwt::issuers(&mut b, jwt);
     check_pins(&mut b, &models, &keys);
     let logging = logging_settings(&mut b, logging);
     let responses_store = super::store::responses_store(&mut b, responses_store);
@@ -87,6 +89,7 @@ pub(super) fn build(
         providers,
         models,
         keys,
+        jwt,
         tenants,
         logging: logging?,
         responses_store: responses_store?,
@@ -530,12 +533,13 @@ fn build_keys(
     models: &ModelTable,
     filters: &AHashMap<String, Arc<dyn Filter>>,
     tenants: &AHashMap<String, Arc<super::limits::Tenant>>,
+    jwt: &mut Option<Value>,
 ) -> KeyTable {
     let mut table = KeyTable::default();
     let Some(auth) = value.and_then(|v| section::<AuthConfig>(v, "auth", b.problems)) else {
         return table;
     };
-    b.unsupported("auth.jwt", &auth.jwt);
+    *jwt = auth.jwt;
     let Some(keys) = auth
         .keys
         .and_then(|v| section::<Vec<Value>>(v, "auth.keys", b.problems))

@@ -10,6 +10,7 @@ mod build;
 mod defaults;
 pub mod file;
 mod interpolate;
+mod jwt;
 pub mod limits;
 pub mod live;
 mod pool;
@@ -160,6 +161,8 @@ pub struct Snapshot {
     pub models: ModelTable,
     /// Empty = clients are not authenticated.
     pub keys: KeyTable,
+    /// `auth.jwt`: the issuers whose tokens are accepted.
+    pub jwt: Vec<crate::auth::jwt::Issuer>,
     /// Tenants by name: groups of keys with limits of their own.
     pub tenants: ahash::AHashMap<String, Arc<limits::Tenant>>,
     pub logging: LoggingSettings,

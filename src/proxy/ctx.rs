@@ -270,6 +270,11 @@ impl RequestCtx {
         self.principal.as_ref().map_or("-", Principal::name)
     }
 
+    /// Who owns what this request stores (a key, or a JWT issuer and subject).
+    pub fn owner(&self) -> &str {
+        self.principal.as_ref().map_or("-", Principal::owner)
+    }
+
     /// The `model` metric label: the config entry's name, bounded by the config.
     pub fn model_label(&self) -> &str {
         self.route.as_ref().map_or("", |r| &r.name)

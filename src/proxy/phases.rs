@@ -54,8 +54,9 @@ pub enum Flow {
     /// module actually has to wait.
     Wait(Pending),
     /// What a wait found, applied to the request: the module's decision once its I/O has
-    /// answered (a stored conversation put into the body). Only a request-body phase may
-    /// return it, from its wait.
+    /// answered (a stored conversation put into the body, a caller known once the
+    /// issuer's keys were fetched). In a request-header phase the body it is given is
+    /// empty (it has not been read).
     Apply(Apply),
 }
 
@@ -312,11 +313,12 @@ impl Chain {
                     Flow::Continue => break,
                     Flow::Respond(answer) => return Ok(Some(answer)),
                     Flow::Wait(pending) => pending.await?,
-                    Flow::Apply(_) => {
-                        return Err(GatewayError::Internal(
-                            format!("module {} edits a body before it is read", module.name())
-                                .into(),
-                        ))
+                    Flow::Apply(apply) => {
+                        let mut unread = RequestBody {
+                            bytes: Bytes::new(),
+                            peek: Peek::default(),
+                        };
+                        apply(&mut unread, ctx)?
                     }
                 };
             }

@@ -16,6 +16,7 @@ mod dns;
 mod errors;
 mod failover;
 mod filters;
+mod jwt;
 mod lifecycle;
 mod limits;
 mod observability;

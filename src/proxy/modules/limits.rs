@@ -96,16 +96,18 @@ impl Phase for Admission {
             resp.insert_header(http::header::RETRY_AFTER, secs)
                 .map_err(header_error)?;
         }
-        let Some(Principal::Key(key)) = &ctx.principal else {
+        let Some(principal) = &ctx.principal else {
             return Ok(());
         };
-        let (counter, limits) = match (&key.counter, &key.tenant) {
-            (Some(counter), _) => (counter, &key.limits),
-            (None, Some(tenant)) => match &tenant.counter {
-                Some(counter) => (counter, &tenant.limits),
-                None => return Ok(()),
-            },
-            (None, None) => return Ok(()),
+        let own = match principal {
+            Principal::Key(key) => key.counter.as_ref().map(|c| (c, &key.limits)),
+            _ => None,
+        };
+        let tenant = principal
+            .tenant()
+            .and_then(|t| t.counter.as_ref().map(|c| (c, &t.limits)));
+        let Some((counter, limits)) = own.or(tenant) else {
+            return Ok(());
         };
         let usage = counter.snapshot(limits, std::time::SystemTime::now());
         let mut set = |name: &'static str, value: String| -> Result<(), GatewayError> {
@@ -170,10 +172,10 @@ fn scopes(ctx: &RequestCtx) -> Scopes {
         if let Some(counter) = &key.counter {
             scopes.push((counter.clone(), key.limits));
         }
-        if let Some(tenant) = &key.tenant {
-            if let Some(counter) = &tenant.counter {
-                scopes.push((counter.clone(), tenant.limits));
-            }
+    }
+    if let Some(tenant) = ctx.principal.as_ref().and_then(Principal::tenant) {
+        if let Some(counter) = &tenant.counter {
+            scopes.push((counter.clone(), tenant.limits));
         }
     }
     if let Some(entry) = &ctx.entry {

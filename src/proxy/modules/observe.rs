@@ -91,6 +91,9 @@ impl Phase for Observe {
                 .str(key!("error_class"), error.class());
         }
         line.bool(key!("client_gone"), ctx.response.client_gone);
+        if let Some(crate::auth::Principal::Jwt(caller)) = &ctx.principal {
+            line.str(key!("subject"), &caller.subject);
+        }
         if ctx.limits.estimated {
             // The tokens and cost above are sira's estimate: the provider reported none.
             line.bool(key!("estimated"), true);

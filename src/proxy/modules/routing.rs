@@ -112,6 +112,7 @@ impl Phase for Routing {
         if let Some(choice) = &ctx.route_choice {
             let may_choose = match &ctx.principal {
                 Some(Principal::Key(entry)) => entry.route_header,
+                Some(Principal::Jwt(_)) => false,
                 // No keys configured: the operator's own gateway.
                 _ => true,
             };

@@ -30,6 +30,7 @@ impl Phase for Selection {
         let pool = &provider.pool;
         let client_key = match &ctx.principal {
             Some(Principal::Key(entry)) => Some(&*entry.name),
+            Some(Principal::Jwt(caller)) => Some(caller.owner.as_str()),
             _ => None,
         };
         let key = pool

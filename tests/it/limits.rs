@@ -126,7 +126,8 @@ async fn concurrent_requests_cannot_overrun_a_budget() {
         &config("limits: { budget: { usd: 0.05, per: month } }", "", "", ""),
         &mock.url(),
     );
-    let slow = [("x-mock-hang-ms", "300")];
+    // Long enough that all six are in flight together, however loaded the machine.
+    let slow = [("x-mock-hang-ms", "2000")];
     let requests = (0..6).map(|_| chat(&sira, KEY_A, &slow));
     let statuses: Vec<u16> = futures_util::future::join_all(requests)
         .await

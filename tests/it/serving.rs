@@ -203,6 +203,7 @@ async fn models_lists_what_the_key_may_use() {
 async fn h2c_clients_are_served() {
     let (_mock, sira) = start();
     let h2 = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
         .http2_prior_knowledge()
         .build()
         .unwrap();

@@ -228,6 +228,7 @@ async fn over_http2_a_broken_stream_is_reset_after_its_error_event() {
     let mock = sira_mock::MockProvider::start();
     let sira = Sira::start(&config(), &mock.url());
     let h2 = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
         .http2_prior_knowledge()
         .build()
         .unwrap();
@@ -444,6 +445,7 @@ async fn http2_requests_with_too_many_fields_get_431() {
     let mock = sira_mock::MockProvider::start();
     let sira = Sira::start(&config(), &mock.url());
     let h2 = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
         .http2_prior_knowledge()
         .build()
         .unwrap();

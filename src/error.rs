@@ -28,6 +28,10 @@ pub enum GatewayError {
     Auth(#[from] AuthError),
     #[error("this API key is not allowed to use model `{0}`")]
     ModelNotAllowed(String),
+    /// A gateway without authentication on loopback refuses what a web page could send it
+    /// (another `Host`, a body that is not JSON).
+    #[error("this gateway has no authentication and serves only local programs: {0}")]
+    LocalOnly(&'static str),
     /// `x-sira-route` from a key not allowed to choose targets.
     #[error("this API key may not choose a route with x-sira-route")]
     RouteNotAllowed,
@@ -149,9 +153,9 @@ impl GatewayError {
             GatewayError::NotFound(_) => Category::NotFound,
             GatewayError::MethodNotAllowed(_) => Category::InvalidRequest,
             GatewayError::Auth(_) => Category::Authentication,
-            GatewayError::ModelNotAllowed(_) | GatewayError::RouteNotAllowed => {
-                Category::Permission
-            }
+            GatewayError::ModelNotAllowed(_)
+            | GatewayError::RouteNotAllowed
+            | GatewayError::LocalOnly(_) => Category::Permission,
             GatewayError::BodyTooLarge { .. } => Category::TooLarge,
             GatewayError::HeaderTooLarge(_) => Category::HeaderTooLarge,
             GatewayError::RequestTimeout(_) => Category::RequestTimeout,

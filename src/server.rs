@@ -148,8 +148,11 @@ pub fn run(snapshot: Snapshot, options: RunOptions) -> std::io::Result<()> {
     if snap.server.reasoning_key.is_none() && snap.providers.values().all(|p| p.api_key.is_none()) {
         tracing::warn!("no server.reasoning_key and no provider credential to derive one from: the reasoning carried by Responses clients is sealed with a key of this process only, so it is dropped after a restart or on another host");
     }
-    if snap.keys.is_empty() && settings.listen.iter().any(|a| !a.ip().is_loopback()) {
-        tracing::warn!("no auth.keys configured and listening beyond loopback: anyone who can reach sira can spend your provider credit");
+    if snap.keys.is_empty()
+        && snap.jwt.is_empty()
+        && settings.listen.iter().any(|a| !a.ip().is_loopback())
+    {
+        tracing::warn!("auth.mode is open and sira listens beyond loopback: anyone who can reach it can spend your provider credit");
     }
     server.run_forever()
 }

@@ -76,12 +76,16 @@ pub(super) fn build(
     let providers = build_providers(&mut b, providers);
     let models = build_models(&mut b, models, &providers, &filters);
     let mut jwt = None;
-    let keys = build_keys(&mut b, auth, &models, &filters, &tenants, &mut jwt);
+    let mut open = false;
+    let keys = build_keys(
+        &mut b, auth, &models, &filters, &tenants, &mut jwt, &mut open,
+    );
     let jwt = super::jwt::issuers(&mut b, jwt);
     check_pins(&mut b, &models, &keys);
     let logging = logging_settings(&mut b, logging);
     let responses_store = super::store::responses_store(&mut b, responses_store);
     let server = server?;
+    refuse_silently_open(&mut b, &server, keys.is_empty() && jwt.is_empty(), open);
     let seal = seal(&server, &providers);
     Some(Snapshot {
         server,
@@ -95,6 +99,32 @@ pub(super) fn build(
         responses_store: responses_store?,
         meta,
     })
+}
+
+/// A gateway anyone on the network can spend through must be asked for: listeners beyond
+/// loopback need keys or JWT (or `auth: { mode: open }`), and an admin listener beyond
+/// loopback needs `admin_token`.
+fn refuse_silently_open(
+    b: &mut Builder,
+    server: &super::ServerSettings,
+    no_auth: bool,
+    open: bool,
+) {
+    let exposed = server.listen.iter().find(|a| !a.ip().is_loopback());
+    if let (Some(addr), true, false) = (exposed, no_auth, open) {
+        b.problem(
+            "auth",
+            format!("{addr} is reachable beyond loopback but no auth.keys or auth.jwt is configured: add them, or set `auth: {{ mode: open }}` to serve without authentication"),
+        );
+    }
+    if let Some(admin) = server.admin.filter(|a| !a.ip().is_loopback()) {
+        if server.admin_token.is_none() {
+            b.problem(
+                "server.admin_token",
+                format!("the admin listener {admin} is reachable beyond loopback: it needs an admin_token"),
+            );
+        }
+    }
 }
 
 /// The reasoning seal: from `server.reasoning_key`, else from the provider credentials
@@ -534,12 +564,14 @@ fn build_keys(
     filters: &AHashMap<String, Arc<dyn Filter>>,
     tenants: &AHashMap<String, Arc<super::limits::Tenant>>,
     jwt: &mut Option<Value>,
+    open: &mut bool,
 ) -> KeyTable {
     let mut table = KeyTable::default();
     let Some(auth) = value.and_then(|v| section::<AuthConfig>(v, "auth", b.problems)) else {
         return table;
     };
     *jwt = auth.jwt;
+    *open = auth.mode == Some(super::file::AuthMode::Open);
     let Some(keys) = auth
         .keys
         .and_then(|v| section::<Vec<Value>>(v, "auth.keys", b.problems))

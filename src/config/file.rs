@@ -315,11 +315,20 @@ pub struct RetryConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
+    /// `open`: serve without authentication even beyond loopback (refused otherwise).
+    #[serde(default)]
+    pub mode: Option<AuthMode>,
     #[serde(default)]
     pub keys: Option<Value>,
     /// JWT validation: not implemented in this build.
     #[serde(default)]
     pub jwt: Option<Value>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    Open,
 }
 
 #[derive(Debug, Deserialize)]

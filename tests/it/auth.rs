@@ -122,3 +122,71 @@ async fn gateways_without_keys_are_open() {
     assert_eq!(resp.status(), 200);
     assert_eq!(sira.wait_access_log(1)[0]["key"], "anonymous");
 }
+
+#[tokio::test]
+async fn an_open_loopback_gateway_refuses_what_a_web_page_could_send() {
+    let mock = MockProvider::start();
+    let config = "providers:\n  oai: { kind: openai, endpoints: [\"{mock}\"], api_key: sk-up }\nmodels:\n  gpt-4o: { targets: [{ provider: oai }] }\n";
+    let sira = Sira::start(config, &mock.url());
+    let url = sira.url("/v1/chat/completions");
+    // A local program: JSON to a loopback name.
+    let resp = client().post(&url).json(&chat()).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // A page's "simple" cross-site POST: no preflight, so not JSON.
+    let resp = client()
+        .post(&url)
+        .header("content-type", "text/plain")
+        .body(chat().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    // DNS rebinding: the page's own name, resolved to 127.0.0.1.
+    let resp = client()
+        .post(&url)
+        .header("host", "attacker.example")
+        .json(&chat())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("loopback"),
+        "{body}"
+    );
+    assert_eq!(
+        mock.requests().len(),
+        1,
+        "refused requests never reach the provider"
+    );
+}
+
+#[tokio::test]
+async fn a_gateway_reachable_beyond_loopback_must_authenticate_or_say_it_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |yaml: &str| {
+        let path = dir.path().join("sira.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let (code, out, err) =
+            crate::support::run_cli(&["check", "-c", path.to_str().unwrap()], "", dir.path());
+        (code, format!("{out}{err}"))
+    };
+    let base = "providers:\n  oai: { kind: openai, endpoints: [\"http://127.0.0.1:9\"], api_key: sk-up }\n";
+    let (code, out) = check(&format!("server: {{ listen: [\"0.0.0.0:8080\"] }}\n{base}"));
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("auth: 0.0.0.0:8080 is reachable beyond loopback"),
+        "{out}"
+    );
+    let (code, out) = check(&format!(
+        "server: {{ listen: [\"0.0.0.0:8080\"] }}\nauth: {{ mode: open }}\n{base}"
+    ));
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = check(&format!("server: {{ admin: \"0.0.0.0:9901\" }}\n{base}"));
+    assert_ne!(code, 0);
+    assert!(out.contains("server.admin_token"), "{out}");
+}

@@ -32,6 +32,9 @@ impl Phase for Authenticate {
         )?;
         match found {
             Authenticated::Caller(principal) => {
+                if matches!(principal, Principal::Anonymous) {
+                    browser_guard(req, &ctx.snap.server)?;
+                }
                 ctx.principal = Some(principal);
                 Ok(Flow::Continue)
             }
@@ -55,4 +58,52 @@ impl Phase for Authenticate {
             }))),
         }
     }
+}
+
+/// A gateway without authentication that listens on loopback only (the no-config default)
+/// is still reachable from a web page the user opens: through DNS rebinding (another name
+/// resolving to 127.0.0.1) and through "simple" cross-site POSTs, which browsers send
+/// without asking when the body is not JSON. So the `Host` must be a loopback name, and a
+/// body must say it is JSON, which a page can only send after a CORS preflight sira never
+/// grants. A gateway opened on purpose beyond loopback (`auth.mode: open`) is the
+/// operator's choice and is not checked.
+fn browser_guard(
+    req: &RequestHeader,
+    server: &crate::config::ServerSettings,
+) -> Result<(), GatewayError> {
+    if !server.listen.iter().all(|a| a.ip().is_loopback()) {
+        return Ok(());
+    }
+    let host = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.host())
+        .unwrap_or_default();
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let loopback = name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        return Err(GatewayError::LocalOnly("the Host is not a loopback name"));
+    }
+    if req.method == http::Method::POST {
+        let json = req
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("application/json")
+            });
+        if !json {
+            return Err(GatewayError::LocalOnly("send the body as application/json"));
+        }
+    }
+    Ok(())
 }

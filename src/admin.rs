@@ -93,6 +93,7 @@ impl Admin {
         match (method, path.as_str()) {
             (Method::GET, "/metrics") => {
                 crate::pool::admin::publish_gauges(&snap);
+                crate::limits::admin::publish_gauges(&snap);
                 Reply {
                     status: 200,
                     content_type: "text/plain; version=0.0.4",
@@ -102,6 +103,10 @@ impl Admin {
             (Method::GET, "/healthz") => Reply::text(200, "ok\n"),
             (Method::GET, "/readyz") => readiness(&snap),
             (Method::GET, "/admin/config") => Reply::json(200, describe(&snap)),
+            (Method::GET, "/admin/usage") => {
+                let query = session.req_header().uri.query().map(str::to_owned);
+                Reply::json(200, crate::limits::admin::describe(&snap, query.as_deref()))
+            }
             (Method::GET, "/admin/upstreams") => {
                 Reply::json(200, crate::pool::admin::describe(&snap))
             }

@@ -31,6 +31,7 @@ pub struct Metrics {
     pub upstream_inflight: IntGaugeVec,
     pub circuit_state: IntGaugeVec,
     pub rate_limited: IntCounterVec,
+    pub budget_remaining: GaugeVec,
 }
 
 /// A bounded buffer, for `sira_buffer_limit_exceeded_total{buffer}`.
@@ -166,6 +167,11 @@ impl Metrics {
             upstream_selections: counter_vec!(r, "sira_upstream_selections_total", "Endpoint choices by reason (balance, hash, fallback_from_overload, retry, hedge).", &["provider", "endpoint", "reason"]),
             upstream_healthy: gauge_vec!(r, "sira_upstream_healthy", "1 when the endpoint passes its health checks (always 1 without active checks).", &["provider", "endpoint"]),
             upstream_inflight: gauge_vec!(r, "sira_upstream_inflight", "Requests in flight on the endpoint, streams until their end.", &["provider", "endpoint"]),
+            budget_remaining: register(
+                r,
+                GaugeVec::new(Opts::new("sira_budget_remaining_usd", "USD left in each budget's current period (spend and reservations taken), by scope (key, tenant or model)."), &["scope"])
+                    .unwrap_or_else(|e| unreachable_metric(e)),
+            ),
             rate_limited: counter_vec!(r, "sira_rate_limited_total", "Requests refused by a limit or budget, by key and limit (requests_per_minute, tokens_per_minute, concurrent_requests, budget).", &["key", "limit"]),
             circuit_state: gauge_vec!(r, "sira_circuit_state", "1 for the endpoint's circuit state (closed, open, half_open).", &["provider", "endpoint", "state"]),
             // Last: the fields above borrow the registry to register themselves.

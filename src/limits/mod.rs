@@ -13,6 +13,7 @@
 //! pinned, so a reload that changes a limit applies it at once without losing what was
 //! already spent. This is the `limits.store: memory` store: exact on one host.
 
+pub mod admin;
 mod period;
 
 use std::sync::{Arc, Mutex};

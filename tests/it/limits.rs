@@ -249,3 +249,41 @@ async fn sira_check_validates_limits_and_tenants() {
     );
     assert!(all.contains("tenants.acme.limits.budget.per"), "{all}");
 }
+
+#[tokio::test]
+async fn admin_usage_shows_windows_spend_and_reservations() {
+    let mock = MockProvider::start();
+    let sira = Sira::start(
+        &config(
+            "limits: { requests_per_minute: 10, budget: { usd: 5, per: day } }",
+            "",
+            "limits: { tokens_per_minute: 100000 }",
+            "",
+        ),
+        &mock.url(),
+    );
+    assert_eq!(chat(&sira, KEY_A, &[]).await.status(), 200);
+    let all = sira.admin_json("/admin/usage").await;
+    let scopes: Vec<&str> = all["scopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["scope"].as_str().unwrap())
+        .collect();
+    assert_eq!(scopes, ["key team-a", "tenant acme"], "{all}");
+    let key = sira.admin_json("/admin/usage?key=team-a").await;
+    let scope = &key["scopes"][0];
+    assert_eq!(scope["requests_per_minute"]["limit"], 10);
+    assert_eq!(scope["requests_per_minute"]["remaining"], 9, "{scope}");
+    let budget = &scope["budget"];
+    assert_eq!(budget["per"], "day");
+    let spent = budget["spent_usd"].as_f64().unwrap();
+    assert!(spent > 0.0, "the answer was priced and settled: {budget}");
+    assert_eq!(budget["reserved_usd"], 0.0, "nothing in flight: {budget}");
+    let tenant = sira.admin_json("/admin/usage?tenant=acme").await;
+    assert_eq!(tenant["scopes"][0]["tokens_per_minute"]["limit"], 100000);
+    let remaining = sira
+        .metric("sira_budget_remaining_usd{scope=\"key team-a\"}")
+        .await;
+    assert!((remaining - (5.0 - spent)).abs() < 1e-6, "{remaining}");
+}

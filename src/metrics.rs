@@ -141,7 +141,7 @@ impl Metrics {
             request_duration: histogram_vec!(r, "sira_request_duration_seconds", "Time from request start to the last response byte.", &["surface", "model", "provider"], duration_buckets()),
             time_to_first_byte: histogram_vec!(r, "sira_time_to_first_byte_seconds", "Time from request start to the first response body byte (for streams, the first event).", &["model", "provider"], duration_buckets()),
             upstream_attempts: counter_vec!(r, "sira_upstream_attempts_total", "Upstream attempts by outcome (ok, error, timeout, retried).", &["provider", "endpoint", "outcome"]),
-            tokens: counter_vec!(r, "sira_tokens_total", "Tokens reported by providers, by kind (input, output, cached_input).", &["model", "provider", "key", "kind"]),
+            tokens: counter_vec!(r, "sira_tokens_total", "Tokens reported by providers, by kind (input, output, cached_input); estimated=\"true\" for answers cut before their usage came, settled to sira's estimate.", &["model", "provider", "key", "kind", "estimated"]),
             cost_usd: register(
                 r,
                 prometheus::CounterVec::new(Opts::new("sira_cost_usd_total", "Spend in USD from the models' price tables."), &["model", "key"])

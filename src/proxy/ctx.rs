@@ -170,6 +170,13 @@ pub struct AccountingState {
     /// The last bytes of a passthrough JSON body too large to keep whole: usage sits at the
     /// end of every provider's answer.
     pub tail: BytesMut,
+    /// The request body as sent (a shared reference), for the prompt estimate of an
+    /// answer whose usage never came.
+    pub request: Option<Bytes>,
+    /// Events of a passthrough stream that went past the tap.
+    pub frames: u64,
+    /// The usage is sira's estimate, not the provider's report.
+    pub estimated: bool,
 }
 
 /// Written by the operator filters.

@@ -13,7 +13,7 @@ fn start() -> (MockProvider, Sira) {
 }
 
 fn tokens(model: &str, provider: &str, kind: &str) -> String {
-    format!("sira_tokens_total{{key=\"team-a\",kind=\"{kind}\",model=\"{model}\",provider=\"{provider}\"}}")
+    format!("sira_tokens_total{{estimated=\"false\",key=\"team-a\",kind=\"{kind}\",model=\"{model}\",provider=\"{provider}\"}}")
 }
 
 #[tokio::test]
@@ -169,4 +169,37 @@ async fn embeddings_are_counted() {
     resp.bytes().await.unwrap();
     let log = sira.wait_access_log(1);
     assert_eq!(log[0]["input_tokens"], 17, "{}", log[0]);
+}
+
+#[tokio::test]
+async fn a_stream_cut_before_its_usage_is_settled_to_an_estimate_never_zero() {
+    let (_mock, sira) = start();
+    // OpenAI reports usage only in the last chunk; the provider's stream breaks before it
+    // (a client leaving is settled the same way).
+    let received = crate::support::send_receive(
+        crate::support::client()
+            .post(sira.url("/v1/chat/completions"))
+            .bearer_auth(crate::support::KEY_A)
+            .header("x-mock-events", "50")
+            .header("x-mock-fail-after", "20")
+            .json(&serde_json::json!({"model": "gpt-4o", "stream": true,
+                "messages": [{"role": "user", "content": "Tell me a long story about estimates."}]})),
+    )
+    .await;
+    assert!(
+        !received.complete,
+        "a cut stream is not passed on as complete"
+    );
+    let lines = sira.wait_access_log(1);
+    let line = lines.last().unwrap();
+    assert_eq!(line["estimated"], true, "{line}");
+    assert!(line["input_tokens"].as_u64().unwrap() > 0, "{line}");
+    // At least one token per event that reached the client.
+    assert!(line["output_tokens"].as_u64().unwrap() >= 19, "{line}");
+    assert!(
+        line["cost_usd"].as_f64().unwrap() > 0.0,
+        "priced like any answer: {line}"
+    );
+    let series = "sira_tokens_total{estimated=\"true\",key=\"team-a\",kind=\"input\",model=\"gpt-4o\",provider=\"oai\"}";
+    assert!(sira.metric(series).await > 0.0);
 }

@@ -21,6 +21,8 @@ fn check_accepts_every_shipped_config() {
             .env("ANTHROPIC_API_KEY", "x")
             .env("AZURE_OPENAI_KEY", "x")
             .env("OPENAI_BACKUP_KEY", "x")
+            .env("SIRA_ADMIN_TOKEN", "x")
+            .env("SIRA_REASONING_KEY", "a-reasoning-key-for-the-test")
             .output()
             .unwrap();
         assert!(

@@ -84,6 +84,7 @@ impl Phase for Accounting {
             for (i, piece) in body.iter_mut().enumerate() {
                 tap.frames.clear();
                 let fed = tap.scanner.feed(piece.clone(), &mut tap.frames);
+                state.frames += tap.frames.len() as u64;
                 if close_delimited {
                     if let Some(frame) = tap.frames.iter().rev().find(|f| !is_blank(f)) {
                         tap.last = Some(frame.clone());
@@ -165,21 +166,34 @@ impl Phase for Accounting {
         Ok(())
     }
 
-    /// Prices the usage (`ctx.cost`) and counts tokens and spend.
+    /// Prices the usage (`ctx.cost`) and counts tokens and spend. An answer that began but
+    /// whose usage never came whole (the client left, the provider cut the stream) is
+    /// settled to an estimate: the prompt's tokens (the provider's figure when it gave one)
+    /// and at least one token per event delivered, marked `estimated`.
     fn logging(&self, _req: &RequestHeader, ctx: &mut RequestCtx) {
+        let began = ctx.response.status != 0 && ctx.response.status < 400 && !ctx.response.local;
+        let cut = ctx.response.client_gone || ctx.response.aborted || ctx.error.is_some();
+        if began && cut && ctx.response.sse && ctx.usage.output == 0 {
+            estimate(ctx);
+        }
         if !ctx.usage_seen {
             return;
         }
         let m = metrics();
         let (model, provider, key) = (ctx.model_label(), ctx.provider_label(), ctx.key_name());
         let usage = ctx.usage;
+        let estimated = if ctx.accounting.estimated {
+            "true"
+        } else {
+            "false"
+        };
         for (kind, value) in [
             ("input", usage.input),
             ("output", usage.output),
             ("cached_input", usage.cached_input),
         ] {
             m.tokens
-                .with_label_values(&[model, provider, key, kind])
+                .with_label_values(&[model, provider, key, kind, estimated])
                 .inc_by(value);
         }
         let target_pricing = ctx.upstream.pricing;
@@ -189,6 +203,21 @@ impl Phase for Accounting {
             ctx.cost = cost;
         }
     }
+}
+
+/// What a cut answer is settled to when its provider's usage never came.
+fn estimate(ctx: &mut RequestCtx) {
+    let input = match ctx.usage.input {
+        0 => ctx.accounting.request.as_ref().map_or(0, |body| {
+            crate::translate::estimate_input_tokens(ctx.format, body)
+                .unwrap_or(body.len() as u64 / 4)
+        }),
+        given => given,
+    };
+    ctx.usage.input = input;
+    ctx.usage.output = ctx.usage.output.max(ctx.accounting.frames);
+    ctx.usage_seen = true;
+    ctx.accounting.estimated = true;
 }
 
 fn is_blank(frame: &[u8]) -> bool {

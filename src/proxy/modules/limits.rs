@@ -43,6 +43,8 @@ impl Phase for Admission {
                     | Operation::Embeddings
             )
         );
+        // Kept (shared, not copied) for the estimate of an answer whose usage never comes.
+        ctx.accounting.request = Some(body.bytes.clone());
         let scopes = scopes(ctx);
         if !generates || scopes.is_empty() {
             return Ok(Flow::Continue);
@@ -136,6 +138,7 @@ impl Phase for Admission {
         let Some(reservation) = ctx.limits.reservation.take() else {
             return;
         };
+        ctx.limits.estimated |= ctx.accounting.estimated;
         let actual = if ctx.usage_seen {
             Demand {
                 tokens: ctx.usage.input + ctx.usage.output,

@@ -94,7 +94,7 @@ impl Phase for Observe {
         if let Some(crate::auth::Principal::Jwt(caller)) = &ctx.principal {
             line.str(key!("subject"), &caller.subject);
         }
-        if ctx.limits.estimated {
+        if ctx.limits.estimated || ctx.accounting.estimated {
             // The tokens and cost above are sira's estimate: the provider reported none.
             line.bool(key!("estimated"), true);
         }

@@ -420,7 +420,8 @@ MESSAGES = [{"role": "system", "content": "You are a helpful assistant."},
             {"role": "user", "content": "Hello! What is the capital of France?"}]
 
 
-def chat_req(env, tname, model="gpt-4o", stream=False, headers=(), content=None, name="chat"):
+def chat_req(env, tname, model="gpt-4o", stream=False, headers=(), content=None, name="chat",
+             key=KEY):
     body = {"model": model, "messages": MESSAGES, "max_tokens": 256}
     if content is not None:
         body["messages"] = [{"role": "user", "content": content}]
@@ -430,7 +431,7 @@ def chat_req(env, tname, model="gpt-4o", stream=False, headers=(), content=None,
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
     return Req(env, name, "/v1/chat/completions", body, headers,
-               key=KEY if tname == "sira" else None, expect="[DONE]" if stream else "",
+               key=key if tname == "sira" else None, expect="[DONE]" if stream else "",
                shape="chat.completion.chunk" if stream else '"chat.completion"')
 
 
@@ -702,6 +703,35 @@ def scenario_h(env, t):
     return run_load(env, t, req, s["conns"], s["load_s"], "(h)")
 
 
+def bench_jwt():
+    """An HS256 token of bench/sira.yaml's issuer, valid for the run."""
+    import base64
+    import hashlib
+    import hmac
+    b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+    header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    claims = b64(json.dumps({"iss": "https://bench.sira", "sub": "bench",
+                             "exp": int(time.time()) + 3 * 3600}).encode())
+    signed = f"{header}.{claims}".encode()
+    mac = hmac.new(b"bench-jwt-secret-of-at-least-32-bytes!!", signed, hashlib.sha256)
+    return f"{header}.{claims}.{b64(mac.digest())}"
+
+
+def scenario_i(env, t):
+    """(a) by a key with limits and a budget, in a tenant with its own: admission, reserve
+    and settle in two scopes. The cost of limits is (i) − (a)."""
+    s = env.args.s
+    req = chat_req(env, t.name, name="limited", key="sk-sira-bench-limited")
+    return run_load(env, t, req, s["conns"], s["load_s"], "(i)")
+
+
+def scenario_j(env, t):
+    """(a) with a JWT instead of an API key. The cost of JWT auth is (j) − (a)."""
+    s = env.args.s
+    req = chat_req(env, t.name, name="jwt", key=bench_jwt())
+    return run_load(env, t, req, s["conns"], s["load_s"], "(j)")
+
+
 SCENARIOS = [
     ("a", "small chat JSON, key auth + accounting", scenario_a, PASSTHROUGH),
     ("b", "small chat JSON, translated OpenAI→Anthropic", scenario_b, TARGETS),
@@ -715,6 +745,9 @@ SCENARIOS = [
     # Only sira pools endpoints this way; its figure is read against its own (a).
     ("h", "small chat JSON to a 3-endpoint pool, consistent hash on a header", scenario_h,
      ["sira"]),
+    ("i", "small chat JSON by a key with limits and a budget, in a tenant with its own",
+     scenario_i, ["sira"]),
+    ("j", "small chat JSON with a JWT bearer token", scenario_j, ["sira"]),
 ]
 
 
@@ -908,6 +941,13 @@ def verdicts(results, smoke):
     add("(h) pool selection CPU per request over one endpoint, (h) − (a)", "≤ 2 µs",
         None if ha is None or hh is None else f"{hh - ha:+.2f} µs",
         None if ha is None or hh is None else hh - ha <= 2.0)
+    hi, hj = get(results, "i", "sira", "cpu_us"), get(results, "j", "sira", "cpu_us")
+    add("(i) limits and budgets CPU per request, (i) − (a)", "≤ 3 µs",
+        None if ha is None or hi is None else f"{hi - ha:+.2f} µs",
+        None if ha is None or hi is None else hi - ha <= 3.0)
+    add("(j) JWT auth CPU per request, (j) − (a)", "≤ 3 µs",
+        None if ha is None or hj is None else f"{hj - ha:+.2f} µs",
+        None if ha is None or hj is None else hj - ha <= 3.0)
     idle = get(results, "e", "sira", "idle_rss_mb")
     add("(e) idle RSS", f"≤ {IDLE_RSS_MB} MB", fmt(idle, 1, " MB"),
         None if idle is None else idle <= IDLE_RSS_MB)

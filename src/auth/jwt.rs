@@ -36,6 +36,9 @@ pub struct JwtCaller {
     pub tenant: Option<Arc<Tenant>>,
     /// `None` = every model.
     pub models: Option<Vec<Glob>>,
+    /// When the token expires (seconds since the epoch): a verified token is remembered
+    /// until then at most.
+    pub expires: u64,
 }
 
 impl JwtCaller {
@@ -324,7 +327,9 @@ pub fn verify(
         };
         Some(patterns.iter().map(|p| Glob::new(p)).collect())
     });
+    let expires = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
     Ok(Verdict::Caller(JwtCaller {
+        expires,
         owner: format!("jwt:{}:{subject}", issuer.label),
         subject,
         label: issuer.label.clone(),
@@ -355,5 +360,48 @@ impl pingora_core::services::background::BackgroundService for JwksService {
                 _ = shutdown.changed() => break,
             }
         }
+    }
+}
+
+/// Tokens already verified, by their exact text: an agent sends the same token with every
+/// request, and an RS256 or ES256 signature check costs tens of microseconds. Kept until the
+/// token expires (at most [`REMEMBER_FOR`]), bounded in count; a reload starts afresh.
+pub struct Verified {
+    cache: moka::sync::Cache<Box<str>, Arc<JwtCaller>>,
+}
+
+/// The longest a verified token is trusted without checking it again.
+const REMEMBER_FOR: Duration = Duration::from_secs(300);
+
+impl Default for Verified {
+    fn default() -> Self {
+        Verified {
+            cache: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(REMEMBER_FOR)
+                .build(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Verified {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Tokens are credentials.
+        write!(f, "Verified({} tokens)", self.cache.entry_count())
+    }
+}
+
+impl Verified {
+    /// The caller of a token verified before and not yet expired.
+    pub fn get(&self, token: &str) -> Option<Arc<JwtCaller>> {
+        let caller = self.cache.get(token)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(u64::MAX, |d| d.as_secs());
+        (caller.expires > now).then_some(caller)
+    }
+
+    pub fn insert(&self, token: &str, caller: Arc<JwtCaller>) {
+        self.cache.insert(token.into(), caller);
     }
 }

@@ -81,6 +81,7 @@ pub enum Authenticated {
 pub fn authenticate_any(
     table: &KeyTable,
     issuers: &[jwt::Issuer],
+    verified: &jwt::Verified,
     tenants: &ahash::AHashMap<String, Arc<crate::config::limits::Tenant>>,
     headers: &HeaderMap,
     query: Option<&str>,
@@ -88,9 +89,14 @@ pub fn authenticate_any(
     if !issuers.is_empty() {
         if let Some(token) = bearer(headers).filter(|t| jwt::looks_like_jwt(t)) {
             let token = std::str::from_utf8(token).map_err(|_| jwt::JwtError::Malformed)?;
+            if let Some(caller) = verified.get(token) {
+                return Ok(Authenticated::Caller(Principal::Jwt(caller)));
+            }
             return Ok(match jwt::verify(issuers, token, tenants, false)? {
                 jwt::Verdict::Caller(caller) => {
-                    Authenticated::Caller(Principal::Jwt(Arc::new(caller)))
+                    let caller = Arc::new(caller);
+                    verified.insert(token, caller.clone());
+                    Authenticated::Caller(Principal::Jwt(caller))
                 }
                 jwt::Verdict::Refetch(jwks) => Authenticated::Refetch(jwks, token.to_owned()),
             });

@@ -94,6 +94,7 @@ pub(super) fn build(
         models,
         keys,
         jwt,
+        verified: crate::auth::jwt::Verified::default(),
         tenants,
         logging: logging?,
         responses_store: responses_store?,

@@ -163,6 +163,8 @@ pub struct Snapshot {
     pub keys: KeyTable,
     /// `auth.jwt`: the issuers whose tokens are accepted.
     pub jwt: Vec<crate::auth::jwt::Issuer>,
+    /// Tokens this snapshot's issuers already verified.
+    pub verified: crate::auth::jwt::Verified,
     /// Tenants by name: groups of keys with limits of their own.
     pub tenants: ahash::AHashMap<String, Arc<limits::Tenant>>,
     pub logging: LoggingSettings,

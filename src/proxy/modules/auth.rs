@@ -26,6 +26,7 @@ impl Phase for Authenticate {
         let found = authenticate_any(
             &snap.keys,
             &snap.jwt,
+            &snap.verified,
             &snap.tenants,
             &req.headers,
             req.uri.query(),

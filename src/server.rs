@@ -129,6 +129,10 @@ pub fn run(snapshot: Snapshot, options: RunOptions) -> std::io::Result<()> {
         crate::pool::health::HealthSupervisor,
     ));
     server.add_service(background_service(
+        "sira-alerts",
+        crate::limits::alerts::AlertService,
+    ));
+    server.add_service(background_service(
         "sira-jwks",
         crate::auth::jwt::JwksService,
     ));

@@ -66,9 +66,11 @@ pub(super) fn build(
         limits,
         cache,
         responses_store,
+        alerts,
     } = raw;
     super::limits::store(&mut b, limits);
     let tenants = super::limits::tenants(&mut b, tenants);
+    let alerts = super::limits::alerts(&mut b, alerts);
     b.unsupported("cache", &cache);
 
     let server = super::server::server_settings(&mut b, server);
@@ -96,6 +98,7 @@ pub(super) fn build(
         jwt,
         verified: crate::auth::jwt::Verified::default(),
         tenants,
+        alerts,
         logging: logging?,
         responses_store: responses_store?,
         meta,

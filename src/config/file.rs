@@ -40,6 +40,8 @@ pub struct RawFile {
     pub cache: Option<Value>,
     #[serde(default)]
     pub responses_store: Option<Value>,
+    #[serde(default)]
+    pub alerts: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

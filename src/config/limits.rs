@@ -138,3 +138,51 @@ pub(super) fn store(b: &mut Builder, value: Option<Value>) {
         ),
     }
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertsConfig {
+    #[serde(default)]
+    webhooks: Vec<HookConfig>,
+    /// Percent of a budget; default 80 and 100.
+    #[serde(default)]
+    budget_thresholds: Option<Vec<u8>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HookConfig {
+    url: String,
+    #[serde(default)]
+    secret: Option<String>,
+}
+
+/// `alerts:`.
+pub(super) fn alerts(
+    b: &mut Builder,
+    value: Option<Value>,
+) -> Option<Arc<crate::limits::alerts::Alerts>> {
+    use crate::limits::alerts::{Alerts, Hook};
+    let config = section::<AlertsConfig>(value?, "alerts", b.problems)?;
+    let mut hooks = Vec::new();
+    for (i, hook) in config.webhooks.into_iter().enumerate() {
+        if !(hook.url.starts_with("https://") || hook.url.starts_with("http://")) {
+            b.problem(
+                format!("alerts.webhooks[{i}].url"),
+                "must be an http(s) URL",
+            );
+            continue;
+        }
+        hooks.push(Arc::new(Hook {
+            url: hook.url,
+            secret: hook.secret.map(super::Secret::new),
+        }));
+    }
+    let mut thresholds = config.budget_thresholds.unwrap_or_else(|| vec![80, 100]);
+    if thresholds.iter().any(|t| *t == 0 || *t > 100) {
+        b.problem("alerts.budget_thresholds", "percentages from 1 to 100");
+    }
+    thresholds.sort_unstable();
+    thresholds.dedup();
+    Some(Arc::new(Alerts { hooks, thresholds }))
+}

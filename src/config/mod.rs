@@ -165,6 +165,8 @@ pub struct Snapshot {
     pub jwt: Vec<crate::auth::jwt::Issuer>,
     /// Tokens this snapshot's issuers already verified.
     pub verified: crate::auth::jwt::Verified,
+    /// `alerts:`: where budget and limit alerts go.
+    pub alerts: Option<Arc<crate::limits::alerts::Alerts>>,
     /// Tenants by name: groups of keys with limits of their own.
     pub tenants: ahash::AHashMap<String, Arc<limits::Tenant>>,
     pub logging: LoggingSettings,

@@ -14,6 +14,7 @@
 //! already spent. This is the `limits.store: memory` store: exact on one host.
 
 pub mod admin;
+pub mod alerts;
 mod period;
 
 use std::sync::{Arc, Mutex};
@@ -122,6 +123,10 @@ struct State {
     period: i64,
     spent: f64,
     reserved: f64,
+    /// The highest budget threshold alerted in `period`.
+    alerted: u8,
+    /// The window (minute, or budget period) of the last refusal alert, per limit kind.
+    refusal_alerted: [i64; 4],
 }
 
 /// The running state of one scope, shared by every snapshot that names it.
@@ -142,6 +147,8 @@ impl Counter {
                 period: i64::MIN,
                 spent: 0.0,
                 reserved: 0.0,
+                alerted: 0,
+                refusal_alerted: [i64::MIN; 4],
             }),
         }
     }
@@ -202,6 +209,7 @@ impl Counter {
                 s.period = period;
                 s.spent = 0.0;
                 s.reserved = 0.0;
+                s.alerted = 0;
             }
             if s.spent + s.reserved + demand.usd > budget.usd || s.spent >= budget.usd {
                 return refuse(LimitKind::Budget, budget.per.seconds_left(wall).max(1));
@@ -232,6 +240,42 @@ impl Counter {
         }
         s.reserved = (s.reserved - reserved.usd).max(0.0);
         s.spent += actual.usd;
+    }
+
+    /// The highest of `thresholds` (percent, ascending) the spend has reached in this
+    /// period and not yet alerted, marked as alerted: each fires once per period.
+    pub fn crossed(&self, limits: &Limits, thresholds: &[u8]) -> Option<(u8, f64, f64)> {
+        let budget = limits.budget?;
+        let mut s = self.lock();
+        if s.period != budget.per.index(SystemTime::now()) {
+            return None;
+        }
+        let percent = s.spent / budget.usd * 100.0;
+        let reached = thresholds
+            .iter()
+            .copied()
+            .filter(|t| percent >= f64::from(*t) && *t > s.alerted)
+            .max()?;
+        s.alerted = reached;
+        Some((reached, s.spent, budget.usd))
+    }
+
+    /// Whether a refusal by `kind` is the first of its window, marking it.
+    pub fn first_refusal(&self, limits: &Limits, kind: LimitKind) -> bool {
+        let wall = SystemTime::now();
+        let window = match (kind, limits.budget) {
+            (LimitKind::Budget, Some(budget)) => budget.per.index(wall),
+            _ => wall
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| (d.as_secs() / 60) as i64),
+        };
+        let slot = kind as usize;
+        let mut s = self.lock();
+        if s.refusal_alerted[slot] == window {
+            return false;
+        }
+        s.refusal_alerted[slot] = window;
+        true
     }
 
     /// The numbers behind the `x-ratelimit-*` headers and `/admin/usage`.
@@ -310,6 +354,11 @@ impl Reservation {
 
     pub fn demand(&self) -> Demand {
         self.demand
+    }
+
+    /// The scopes it holds.
+    pub fn scopes(&self) -> &Scopes {
+        &self.scopes
     }
 }
 

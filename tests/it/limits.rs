@@ -287,3 +287,106 @@ async fn admin_usage_shows_windows_spend_and_reservations() {
         .await;
     assert!((remaining - (5.0 - spent)).abs() < 1e-6, "{remaining}");
 }
+
+/// A webhook receiver: every request's headers and body.
+async fn receiver() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let store = got.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Read the head, then the body by its length.
+                loop {
+                    let n = conn.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let head = text[..end].to_ascii_lowercase();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map_or(0, |v| v.trim().parse().unwrap_or(0));
+                        if buf.len() >= end + 4 + length {
+                            let body = buf[end + 4..end + 4 + length].to_vec();
+                            store.lock().unwrap().push((head, body));
+                            let _ = conn
+                                .write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+                                .await;
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (url, got)
+}
+
+#[tokio::test]
+async fn budget_alerts_are_signed_webhooks_fired_once() {
+    use hmac::Mac;
+    let mock = MockProvider::start();
+    let (url, got) = receiver().await;
+    let secret = "alert-signing-secret";
+    let yaml = format!(
+        "{}alerts:\n  webhooks: [{{ url: \"{url}\", secret: {secret} }}]\n  budget_thresholds: [50, 100]\n",
+        config("limits: { budget: { usd: 0.04, per: day } }", "", "", "")
+    );
+    let sira = Sira::start(&yaml, &mock.url());
+    // The first answer spends over half the budget; the next is refused; so is the third,
+    // which alerts no more.
+    assert_eq!(chat(&sira, KEY_A, &[]).await.status(), 200);
+    assert_eq!(chat(&sira, KEY_A, &[]).await.status(), 429);
+    assert_eq!(chat(&sira, KEY_A, &[]).await.status(), 429);
+    let mut alerts = Vec::new();
+    for _ in 0..100 {
+        alerts = got.lock().unwrap().clone();
+        if alerts.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    drop(alerts);
+    let alerts = got.lock().unwrap().clone();
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    let bodies: Vec<Value> = alerts
+        .iter()
+        .map(|(_, body)| serde_json::from_slice(body).unwrap())
+        .collect();
+    let threshold = bodies
+        .iter()
+        .find(|b| b["kind"] == "budget_threshold")
+        .unwrap();
+    assert_eq!(threshold["scope"], "key team-a");
+    assert_eq!(threshold["threshold_percent"], 50);
+    let refusing = bodies
+        .iter()
+        .find(|b| b["kind"] == "limit_refusing")
+        .unwrap();
+    assert_eq!(refusing["limit"], "budget");
+    for (head, body) in &alerts {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(body);
+        let expected = format!(
+            "x-sira-signature: sha256={}",
+            hex::encode(mac.finalize().into_bytes())
+        );
+        assert!(head.contains(&expected), "{head}");
+    }
+}

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::auth::Principal;
 use crate::error::GatewayError;
-use crate::limits::{admit, reset_header, Demand, Scopes};
+use crate::limits::{admit, alerts, reset_header, Demand, Scopes};
 use crate::metrics::metrics;
 use crate::proxy::ctx::RequestCtx;
 use crate::proxy::phases::{Flow, Phase, RequestBody};
@@ -71,6 +71,8 @@ impl Phase for Admission {
             };
             ctx.limits.input_estimate = input;
         }
+        // Kept only to know which scope refused, when someone is told.
+        let watched = ctx.snap.alerts.as_ref().map(|_| scopes.clone());
         match admit(scopes, demand) {
             Ok(reservation) => {
                 ctx.limits.reservation = Some(reservation);
@@ -82,6 +84,25 @@ impl Phase for Admission {
                     .with_label_values(&[ctx.key_name(), refusal.kind.as_str()])
                     .inc();
                 ctx.limits.retry_after = Some(refusal.retry_after);
+                if let (Some(alerts), Some(watched)) = (&ctx.snap.alerts, watched) {
+                    let refusing = watched.iter().find(|(c, _)| c.scope == refusal.scope);
+                    if let Some((counter, limits)) = refusing {
+                        if counter.first_refusal(limits, refusal.kind) {
+                            alerts::send(
+                                alerts,
+                                alerts::Alert {
+                                    kind: "limit_refusing",
+                                    scope: refusal.scope.clone(),
+                                    limit: refusal.kind.as_str(),
+                                    threshold_percent: None,
+                                    spent_usd: None,
+                                    budget_usd: None,
+                                    at: alerts::now(),
+                                },
+                            );
+                        }
+                    }
+                }
                 Err(GatewayError::RateLimited(refusal))
             }
         }
@@ -164,7 +185,30 @@ impl Phase for Admission {
             // Refused or failed before a provider answered: nothing was generated.
             Demand::default()
         };
+        let scopes = ctx
+            .snap
+            .alerts
+            .as_ref()
+            .map(|_| reservation.scopes().clone());
         reservation.settle(actual);
+        if let (Some(alerts), Some(scopes)) = (&ctx.snap.alerts, scopes) {
+            for (counter, limits) in &scopes {
+                if let Some((threshold, spent, usd)) = counter.crossed(limits, &alerts.thresholds) {
+                    alerts::send(
+                        alerts,
+                        alerts::Alert {
+                            kind: "budget_threshold",
+                            scope: counter.scope.clone(),
+                            limit: "budget",
+                            threshold_percent: Some(threshold),
+                            spent_usd: Some(spent),
+                            budget_usd: Some(usd),
+                            at: alerts::now(),
+                        },
+                    );
+                }
+            }
+        }
     }
 }
 

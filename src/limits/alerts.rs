@@ -53,12 +53,13 @@ pub struct Alert {
 const QUEUE: usize = 1024;
 
 type Queued = (Alert, Vec<Arc<Hook>>);
+/// The queue's sending end, and its receiving end until the sender task takes it.
+type Channel = (mpsc::Sender<Queued>, Mutex<Option<mpsc::Receiver<Queued>>>);
 
-static CHANNEL: LazyLock<(mpsc::Sender<Queued>, Mutex<Option<mpsc::Receiver<Queued>>>)> =
-    LazyLock::new(|| {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        (tx, Mutex::new(Some(rx)))
-    });
+static CHANNEL: LazyLock<Channel> = LazyLock::new(|| {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    (tx, Mutex::new(Some(rx)))
+});
 
 /// Queues `alert` for `alerts`' webhooks; drops it when the queue is full.
 pub fn send(alerts: &Alerts, alert: Alert) {

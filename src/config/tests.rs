@@ -97,7 +97,7 @@ fn empty_file_is_the_minimal_config() {
 
 #[test]
 fn unknown_keys_are_rejected_with_paths() {
-    assert_eq!(problems("sever: {}"), ["sever: unknown field `sever`, expected one of `server`, `providers`, `models`, `auth`, `filters`, `logging`, `tenants`, `limits`, `cache`, `responses_store`"]);
+    assert_eq!(problems("sever: {}"), ["sever: unknown field `sever`, expected one of `server`, `providers`, `models`, `auth`, `filters`, `logging`, `tenants`, `limits`, `cache`, `responses_store`, `alerts`"]);
     let p = problems("providers:\n  openai:\n    kind: openai\n    api_kye: x\n");
     assert_eq!(p.len(), 1);
     assert!(

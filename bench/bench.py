@@ -710,7 +710,7 @@ def bench_jwt():
     import hmac
     b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
     header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    claims = b64(json.dumps({"iss": "https://bench.sira", "sub": "bench",
+    claims = b64(json.dumps({"iss": "https://bench.sira", "aud": "sira", "sub": "bench",
                              "exp": int(time.time()) + 3 * 3600}).encode())
     signed = f"{header}.{claims}".encode()
     mac = hmac.new(b"bench-jwt-secret-of-at-least-32-bytes!!", signed, hashlib.sha256)

@@ -108,6 +108,8 @@ pub enum JwtError {
     Invalid,
     #[error("the token has no `{0}` claim")]
     MissingClaim(String),
+    #[error("the token's tenant is not configured here")]
+    UnknownTenant,
 }
 
 /// A JWKS URL's keys, and when they were last fetched.
@@ -270,9 +272,17 @@ pub fn verify(
             &remote
         }
     };
+    // A single key the config gave without a kid (a PEM key, a secret) verifies every
+    // token of its issuer, kid or not; otherwise the kid must name one.
+    let unnamed = match keys {
+        [(None, _)] => keys.first(),
+        _ => None,
+    };
     let key = match &header.kid {
-        Some(kid) => keys.iter().find(|(id, _)| id.as_deref() == Some(kid)),
-        // Without a kid, only an issuer with a single key can say which one.
+        Some(kid) => keys
+            .iter()
+            .find(|(id, _)| id.as_deref() == Some(kid))
+            .or(unnamed),
         None if keys.len() == 1 => keys.first(),
         None => None,
     };
@@ -287,14 +297,12 @@ pub fn verify(
     }
     let mut validation = Validation::new(header.alg);
     validation.set_issuer(&[&issuer.issuer]);
-    if issuer.audience.is_empty() {
-        validation.validate_aud = false;
-    } else {
-        validation.set_audience(&issuer.audience);
-    }
+    // `aud` is required and checked: a provider shared by many applications issues tokens
+    // for all of them, and only this audience's may pass.
+    validation.set_audience(&issuer.audience);
     validation.leeway = issuer.leeway;
     validation.validate_nbf = true;
-    validation.set_required_spec_claims(&["exp", "iss"]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud"]);
     let data = decode::<Map<String, Value>>(token, key, &validation).map_err(|e| {
         use jsonwebtoken::errors::ErrorKind as K;
         match e.kind() {
@@ -310,27 +318,40 @@ pub fn verify(
     let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
     let subject = text(&issuer.claims.subject)
         .ok_or_else(|| JwtError::MissingClaim(issuer.claims.subject.clone()))?;
-    let tenant = issuer
-        .claims
-        .tenant
-        .as_deref()
-        .and_then(text)
-        .and_then(|name| tenants.get(&name).cloned());
-    let models = issuer.claims.models.as_deref().and_then(|name| {
-        let patterns: Vec<String> = match claims.get(name)? {
-            Value::Array(items) => items
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect(),
-            Value::String(s) => s.split_whitespace().map(str::to_owned).collect(),
-            _ => Vec::new(),
-        };
-        Some(patterns.iter().map(|p| Glob::new(p)).collect())
-    });
+    // A claim the issuer is configured to map must be there and make sense: a token
+    // without its tenant or its models would otherwise escape the tenant's budget or reach
+    // every model.
+    let tenant = match issuer.claims.tenant.as_deref() {
+        None => None,
+        Some(name) => {
+            let tenant = text(name).ok_or_else(|| JwtError::MissingClaim(name.to_owned()))?;
+            Some(
+                tenants
+                    .get(&tenant)
+                    .cloned()
+                    .ok_or(JwtError::UnknownTenant)?,
+            )
+        }
+    };
+    let models = match issuer.claims.models.as_deref() {
+        None => None,
+        Some(name) => {
+            let patterns: Vec<String> = match claims.get(name) {
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect(),
+                Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
+                _ => return Err(JwtError::MissingClaim(name.to_owned())),
+            };
+            Some(patterns.iter().map(|p| Glob::new(p)).collect())
+        }
+    };
     let expires = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
     Ok(Verdict::Caller(JwtCaller {
         expires,
-        owner: format!("jwt:{}:{subject}", issuer.label),
+        // The whole issuer: two realms of one host are two owners.
+        owner: format!("jwt:{}:{subject}", issuer.issuer),
         subject,
         label: issuer.label.clone(),
         tenant,

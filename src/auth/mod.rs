@@ -32,11 +32,13 @@ impl Principal {
         }
     }
 
-    /// Who owns what this caller stores: unique per key, and per issuer and subject.
-    pub fn owner(&self) -> &str {
+    /// Who owns what this caller stores: unique per key, and per issuer and subject (a
+    /// key cannot be named like a JWT owner: those start with `jwt:`, keys are `key:`).
+    pub fn owner(&self) -> std::borrow::Cow<'_, str> {
         match self {
-            Principal::Jwt(caller) => &caller.owner,
-            other => other.name(),
+            Principal::Anonymous => std::borrow::Cow::Borrowed("anonymous"),
+            Principal::Key(entry) => std::borrow::Cow::Owned(format!("key:{}", entry.name)),
+            Principal::Jwt(caller) => std::borrow::Cow::Borrowed(&caller.owner),
         }
     }
 

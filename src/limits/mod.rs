@@ -159,15 +159,15 @@ impl Counter {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether `demand` fits `limits` now; nothing is taken.
+    /// Whether `demand` fits `limits` now, in the locked state `s`; nothing is taken.
     fn check(
         &self,
+        s: &mut State,
         limits: &Limits,
         demand: Demand,
         now: Instant,
         wall: SystemTime,
     ) -> Result<(), Refusal> {
-        let mut s = self.lock();
         let refuse = |kind, retry_after| {
             Err(Refusal {
                 kind,
@@ -206,9 +206,10 @@ impl Counter {
         if let Some(budget) = limits.budget {
             let period = budget.per.index(wall);
             if period != s.period {
+                // Reservations belong to requests in flight, not to a period: only the
+                // spend starts again.
                 s.period = period;
                 s.spent = 0.0;
-                s.reserved = 0.0;
                 s.alerted = 0;
             }
             if s.spent + s.reserved + demand.usd > budget.usd || s.spent >= budget.usd {
@@ -218,25 +219,25 @@ impl Counter {
         Ok(())
     }
 
-    fn take(&self, limits: &Limits, demand: Demand) {
-        let mut s = self.lock();
+    /// Takes what [`Counter::check`] found to fit, in the same locked state.
+    fn take(s: &mut State, limits: &Limits, demand: Demand) {
         s.inflight += 1;
         if let (Some(_), Some(bucket)) = (limits.requests_per_minute, s.requests.as_mut()) {
             bucket.level -= 1.0;
         }
-        if let (Some(_), Some(bucket)) = (limits.tokens_per_minute, s.tokens.as_mut()) {
-            bucket.level -= demand.tokens as f64;
+        if let (Some(cap), Some(bucket)) = (limits.tokens_per_minute, s.tokens.as_mut()) {
+            bucket.level -= taken_tokens(demand, cap);
         }
         if limits.budget.is_some() {
             s.reserved += demand.usd;
         }
     }
 
-    fn settle(&self, reserved: Demand, actual: Demand) {
+    fn settle(&self, limits: &Limits, reserved: Demand, actual: Demand) {
         let mut s = self.lock();
         s.inflight = s.inflight.saturating_sub(1);
-        if let Some(bucket) = s.tokens.as_mut() {
-            bucket.level += reserved.tokens as f64 - actual.tokens as f64;
+        if let (Some(cap), Some(bucket)) = (limits.tokens_per_minute, s.tokens.as_mut()) {
+            bucket.level += taken_tokens(reserved, cap) - actual.tokens as f64;
         }
         s.reserved = (s.reserved - reserved.usd).max(0.0);
         s.spent += actual.usd;
@@ -313,6 +314,12 @@ impl Counter {
     }
 }
 
+/// What a request takes from a token bucket of `cap`: at most the whole minute's allowance,
+/// so one huge `max_tokens` cannot sink a shared bucket far below zero.
+fn taken_tokens(demand: Demand, cap: u64) -> f64 {
+    (demand.tokens as f64).min(cap as f64)
+}
+
 /// Seconds until the bucket is full again.
 fn reset_secs(bucket: &Bucket, cap: u64) -> u64 {
     let rate = cap as f64 / 60.0;
@@ -346,8 +353,8 @@ pub struct Reservation {
 impl Reservation {
     /// Settles every scope to `actual` (the provider's usage, priced).
     pub fn settle(mut self, actual: Demand) {
-        for (counter, _) in &self.scopes {
-            counter.settle(self.demand, actual);
+        for (counter, limits) in &self.scopes {
+            counter.settle(limits, self.demand, actual);
         }
         self.settled = true;
     }
@@ -367,23 +374,35 @@ impl Drop for Reservation {
     /// reserved as spent: never billed as zero.
     fn drop(&mut self) {
         if !self.settled {
-            for (counter, _) in &self.scopes {
-                counter.settle(self.demand, self.demand);
+            for (counter, limits) in &self.scopes {
+                counter.settle(limits, self.demand, self.demand);
             }
         }
     }
 }
 
-/// Admits `demand` in every scope, or none: the first scope that refuses decides.
+/// Admits `demand` in every scope, or none: the first scope that refuses decides. Every
+/// scope is locked (in one global order, so two requests cannot deadlock) while all are
+/// checked and taken: requests arriving together cannot all pass a check that only one of
+/// them fits.
 pub fn admit(scopes: Scopes, demand: Demand) -> Result<Reservation, Refusal> {
     let now = Instant::now();
     let wall = SystemTime::now();
-    for (counter, limits) in &scopes {
-        counter.check(limits, demand, now, wall)?;
+    let mut order: Vec<usize> = (0..scopes.len()).collect();
+    order.sort_by_key(|i| Arc::as_ptr(&scopes[*i].0) as usize);
+    order.dedup_by_key(|i| Arc::as_ptr(&scopes[*i].0) as usize);
+    let mut locked: Vec<(usize, std::sync::MutexGuard<'_, State>)> =
+        order.iter().map(|i| (*i, scopes[*i].0.lock())).collect();
+    // Checked in the caller's order (key, tenant, model), so the refusal names the first.
+    locked.sort_by_key(|(i, _)| *i);
+    for (i, state) in locked.iter_mut() {
+        let (counter, limits) = &scopes[*i];
+        counter.check(state, limits, demand, now, wall)?;
     }
-    for (counter, limits) in &scopes {
-        counter.take(limits, demand);
+    for (i, state) in locked.iter_mut() {
+        Counter::take(state, &scopes[*i].1, demand);
     }
+    drop(locked);
     Ok(Reservation {
         scopes,
         demand,

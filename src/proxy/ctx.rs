@@ -278,8 +278,10 @@ impl RequestCtx {
     }
 
     /// Who owns what this request stores (a key, or a JWT issuer and subject).
-    pub fn owner(&self) -> &str {
-        self.principal.as_ref().map_or("-", Principal::owner)
+    pub fn owner(&self) -> std::borrow::Cow<'_, str> {
+        self.principal
+            .as_ref()
+            .map_or(std::borrow::Cow::Borrowed("-"), Principal::owner)
     }
 
     /// The `model` metric label: the config entry's name, bounded by the config.

@@ -35,6 +35,11 @@ fn claims(extra: Value) -> Value {
     c
 }
 
+fn without(mut claims: Value, name: &str) -> Value {
+    claims.as_object_mut().unwrap().remove(name);
+    claims
+}
+
 fn sign(alg: Algorithm, kid: Option<&str>, key: &EncodingKey, claims: &Value) -> String {
     let mut header = Header::new(alg);
     header.kid = kid.map(str::to_owned);
@@ -129,6 +134,33 @@ async fn rs256_tokens_are_verified_and_every_forgery_refused() {
             ),
         ),
         (
+            "no audience",
+            sign(
+                Algorithm::RS256,
+                None,
+                &key,
+                &without(claims(json!({})), "aud"),
+            ),
+        ),
+        (
+            "no models claim",
+            sign(
+                Algorithm::RS256,
+                None,
+                &key,
+                &without(claims(json!({})), "models"),
+            ),
+        ),
+        (
+            "an unknown tenant",
+            sign(
+                Algorithm::RS256,
+                None,
+                &key,
+                &claims(json!({"org": "nobody"})),
+            ),
+        ),
+        (
             "another key",
             sign(Algorithm::RS256, None, &rsa("rsa2.key"), &claims(json!({}))),
         ),
@@ -189,7 +221,7 @@ async fn rs256_tokens_are_verified_and_every_forgery_refused() {
 async fn the_tenant_claim_brings_the_tenants_limits() {
     let mock = MockProvider::start();
     let jwt = format!(
-        "    issuer: https://auth.test\n    algorithms: [ES256]\n    claims: {{ tenant: org }}\n    public_key: |\n{}",
+        "    issuer: https://auth.test\n    audience: sira\n    algorithms: [ES256]\n    claims: {{ tenant: org }}\n    public_key: |\n{}",
         indent(&file("ec.pub"))
     );
     let sira = Sira::start(&config(&jwt), &mock.url());
@@ -208,7 +240,7 @@ async fn eddsa_and_hs256_issuers_side_by_side() {
     let mock = MockProvider::start();
     let secret = "a-shared-secret-of-at-least-32-bytes!";
     let jwt = format!(
-        "    - issuer: https://auth.test\n      algorithms: [EdDSA]\n      public_key: |\n{}    - issuer: https://hmac.test\n      algorithms: [HS256]\n      secret: \"{secret}\"\n",
+        "    - issuer: https://auth.test\n      audience: sira\n      algorithms: [EdDSA]\n      public_key: |\n{}    - issuer: https://hmac.test\n      audience: sira\n      algorithms: [HS256]\n      secret: \"{secret}\"\n",
         indent(&file("ed.pub")).replace("        ", "          ")
     );
     let sira = Sira::start(&config(&jwt), &mock.url());
@@ -268,7 +300,7 @@ async fn a_jwks_url_is_fetched_and_a_rotated_key_found_with_one_rate_limited_ref
     let mock = MockProvider::start();
     let jwks = serve_jwks(file("jwks1.json")).await;
     let jwt = format!(
-        "    issuer: https://auth.test\n    algorithms: [RS256]\n    jwks_url: \"{}\"\n",
+        "    issuer: https://auth.test\n    audience: sira\n    algorithms: [RS256]\n    jwks_url: \"{}\"\n",
         jwks.url
     );
     let sira = Sira::start(&config(&jwt), &mock.url());
@@ -325,24 +357,32 @@ async fn sira_check_refuses_unsafe_jwt_configs() {
     let pem = indent(&file("rsa.pub"));
     for (jwt, expect) in [
         (
-            format!("    issuer: x\n    algorithms: [none]\n    public_key: |\n{pem}"),
+            format!("    issuer: x\n    audience: a\n    algorithms: [none]\n    public_key: |\n{pem}"),
             "auth.jwt.algorithms[0]",
         ),
         (
-            format!("    issuer: x\n    algorithms: [RS256, HS256]\n    public_key: |\n{pem}"),
+            format!("    issuer: x\n    audience: a\n    algorithms: [RS256, HS256]\n    public_key: |\n{pem}"),
             "auth.jwt.algorithms",
         ),
         (
-            "    issuer: x\n    algorithms: [HS256]\n    secret: short\n".to_owned(),
+            "    issuer: x\n    audience: a\n    algorithms: [HS256]\n    secret: short\n".to_owned(),
             "auth.jwt.secret",
         ),
         (
-            format!("    issuer: x\n    algorithms: [ES256]\n    public_key: |\n{pem}"),
+            format!("    issuer: x\n    audience: a\n    algorithms: [ES256]\n    public_key: |\n{pem}"),
             "does not fit",
         ),
         (
-            "    issuer: x\n    algorithms: [RS256]\n".to_owned(),
+            "    issuer: x\n    audience: a\n    algorithms: [RS256]\n".to_owned(),
             "exactly one of",
+        ),
+        (
+            format!("    issuer: x\n    algorithms: [RS256]\n    public_key: |\n{pem}"),
+            "auth.jwt.audience",
+        ),
+        (
+            "    issuer: x\n    audience: a\n    algorithms: [RS256]\n    jwks_url: http://idp.example/jwks\n".to_owned(),
+            "auth.jwt.jwks_url",
         ),
     ] {
         let (code, out) = check(&jwt);
@@ -350,7 +390,7 @@ async fn sira_check_refuses_unsafe_jwt_configs() {
         assert!(out.contains(expect), "{expect}: {out}");
     }
     let (code, out) = check(&format!(
-        "    issuer: x\n    algorithms: [RS256, PS256]\n    public_key: |\n{pem}"
+        "    issuer: x\n    audience: a\n    algorithms: [RS256, PS256]\n    public_key: |\n{pem}"
     ));
     assert_eq!(code, 0, "{out}");
 }

@@ -173,7 +173,7 @@ impl Phase for Accounting {
     fn logging(&self, _req: &RequestHeader, ctx: &mut RequestCtx) {
         let began = ctx.response.status != 0 && ctx.response.status < 400 && !ctx.response.local;
         let cut = ctx.response.client_gone || ctx.response.aborted || ctx.error.is_some();
-        if began && cut && ctx.response.sse && ctx.usage.output == 0 {
+        if began && cut && ctx.response.sse {
             estimate(ctx);
         }
         if !ctx.usage_seen {
@@ -215,9 +215,14 @@ fn estimate(ctx: &mut RequestCtx) {
         given => given,
     };
     ctx.usage.input = input;
-    ctx.usage.output = ctx.usage.output.max(ctx.accounting.frames);
+    // The provider's count so far (Anthropic reports 1 at the start) or one per event
+    // delivered, whichever is more.
+    let delivered = ctx.accounting.frames;
+    if delivered > ctx.usage.output || !ctx.usage_seen {
+        ctx.usage.output = ctx.usage.output.max(delivered);
+        ctx.accounting.estimated = true;
+    }
     ctx.usage_seen = true;
-    ctx.accounting.estimated = true;
 }
 
 fn is_blank(frame: &[u8]) -> bool {

@@ -59,10 +59,18 @@ impl Phase for Admission {
                     .map_or(crate::models::DEFAULT_MAX_TOKENS, |r| r.default_max_tokens)
                     .into()
             });
-            let pricing = route.and_then(|r| r.pricing);
+            // A model priced per target reserves at its dearest target's prices.
+            let pricing = route.and_then(|r| {
+                r.pricing.or_else(|| {
+                    r.targets
+                        .iter()
+                        .filter_map(|t| t.pricing)
+                        .max_by(|a, b| (a.input + a.output).total_cmp(&(b.input + b.output)))
+                })
+            });
             let priced = |usage: &Usage| pricing.map_or(0.0, |p| p.cost(usage));
             demand = Demand {
-                tokens: input + output,
+                tokens: input.saturating_add(output),
                 usd: priced(&Usage {
                     input,
                     output,

@@ -47,7 +47,7 @@ impl Phase for StoredResponses {
         let Some(store) = ctx.snap.responses_store.clone() else {
             return Err(GatewayError::ResponseNotFound(id));
         };
-        let owner = ctx.owner().to_owned();
+        let owner = ctx.owner().into_owned();
         let page = Page::parse(req.uri.query())?;
         Ok(Flow::Wait(Box::pin(async move {
             let body = answer(&store, &owner, &id, action, &page).await?;
@@ -81,7 +81,7 @@ impl Phase for StoredResponses {
                 "not a response id (at most 128 letters, digits, `_` and `-`)",
             ));
         }
-        let owner = ctx.owner().to_owned();
+        let owner = ctx.owner().into_owned();
         Ok(Flow::Wait(Box::pin(async move {
             let found = history(&store, &owner, &previous, MAX_CONVERSATION).await;
             Ok(Flow::Apply(Box::new(move |body, ctx| {
@@ -287,7 +287,7 @@ fn keep(ctx: &mut RequestCtx, response: &[u8]) {
     // The provider answered in Responses and stored the answer too: it can be handed the
     // conversation by id.
     let native = ctx.upstream_format() == Format::OpenAiResponses && head.store != Some(false);
-    let owner = ctx.owner().to_owned();
+    let owner = ctx.owner().into_owned();
     let record = Record {
         owner: owner.clone(),
         provider: ctx.provider_label().to_owned(),

@@ -3,6 +3,7 @@
 mod delta;
 pub(crate) mod request;
 pub(crate) mod response;
+mod search;
 pub(crate) mod stream;
 pub(crate) mod wire;
 

@@ -32,6 +32,7 @@ pub struct Metrics {
     pub circuit_state: IntGaugeVec,
     pub rate_limited: IntCounterVec,
     pub budget_remaining: GaugeVec,
+    pub limits_store_up: IntGauge,
 }
 
 /// A bounded buffer, for `sira_buffer_limit_exceeded_total{buffer}`.
@@ -171,6 +172,10 @@ impl Metrics {
                 r,
                 GaugeVec::new(Opts::new("sira_budget_remaining_usd", "USD left in each budget's current period (spend and reservations taken), by scope (key, tenant or model)."), &["scope"])
                     .unwrap_or_else(|e| unreachable_metric(e)),
+            ),
+            limits_store_up: register(
+                r,
+                IntGauge::new("sira_limits_store_up", "1 while the limits store answers (memory: always).").unwrap_or_else(|e| unreachable_metric(e)),
             ),
             rate_limited: counter_vec!(r, "sira_rate_limited_total", "Requests refused by a limit or budget, by key and limit (requests_per_minute, tokens_per_minute, concurrent_requests, budget).", &["key", "limit"]),
             circuit_state: gauge_vec!(r, "sira_circuit_state", "1 for the endpoint's circuit state (closed, open, half_open).", &["provider", "endpoint", "state"]),

@@ -71,6 +71,8 @@ fn scope(counter: &Counter, limits: &Limits) -> Value {
 /// time, like the pool gauges).
 pub fn publish_gauges(snap: &Snapshot) {
     let wall = SystemTime::now();
+    // The memory store is this process: it answers whenever the scrape does.
+    crate::metrics::metrics().limits_store_up.set(1);
     let gauge = &crate::metrics::metrics().budget_remaining;
     gauge.reset();
     let publish = |counter: &Counter, limits: &Limits| {

@@ -42,6 +42,9 @@ impl Limits {
     }
 }
 
+/// `retry-after` when a budget is held by reservations of requests still in flight.
+const RESERVED_RETRY_SECS: u64 = 5;
+
 /// A USD budget per calendar period (UTC).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Budget {
@@ -212,8 +215,19 @@ impl Counter {
                 s.spent = 0.0;
                 s.alerted = 0;
             }
-            if s.spent + s.reserved + demand.usd > budget.usd || s.spent >= budget.usd {
+            if s.spent >= budget.usd {
+                // Spent: nothing frees up before the next period.
                 return refuse(LimitKind::Budget, budget.per.seconds_left(wall).max(1));
+            }
+            if s.spent + s.reserved + demand.usd > budget.usd {
+                // Held by requests in flight, which settle to what they used (usually far
+                // less): worth trying again soon, unless this request alone is too dear.
+                let wait = if s.spent + demand.usd > budget.usd {
+                    budget.per.seconds_left(wall).max(1)
+                } else {
+                    RESERVED_RETRY_SECS
+                };
+                return refuse(LimitKind::Budget, wait);
             }
         }
         Ok(())

@@ -75,7 +75,15 @@ fn concurrent_requests_cannot_overrun_a_budget() {
         .collect();
     let refused = admit(vec![(counter.clone(), limits)], each).unwrap_err();
     assert_eq!(refused.kind, LimitKind::Budget);
-    assert!(refused.retry_after >= 1);
+    // Held by reservations, not spent: worth trying again soon.
+    assert_eq!(refused.retry_after, RESERVED_RETRY_SECS);
+    // A request dearer than what is left even once they settle waits for the period.
+    let dear = Demand {
+        tokens: 10,
+        usd: 2.0,
+    };
+    let refused = admit(vec![(counter.clone(), limits)], dear).unwrap_err();
+    assert!(refused.retry_after > RESERVED_RETRY_SECS, "{refused:?}");
     for h in held {
         h.settle(Demand {
             tokens: 10,

@@ -54,11 +54,16 @@ impl Phase for Admission {
             let input = crate::translate::estimate_input_tokens(ctx.format, &body.bytes)
                 .unwrap_or(body.bytes.len() as u64 / 4);
             let route = ctx.entry.as_deref();
-            let output = output_cap(&body.bytes).unwrap_or_else(|| {
-                route
-                    .map_or(crate::models::DEFAULT_MAX_TOKENS, |r| r.default_max_tokens)
-                    .into()
-            });
+            // Embeddings write no tokens; a generation reserves its output cap.
+            let output = if ctx.op == Some(Operation::Embeddings) {
+                0
+            } else {
+                output_cap(&body.bytes).unwrap_or_else(|| {
+                    route
+                        .map_or(crate::models::DEFAULT_MAX_TOKENS, |r| r.default_max_tokens)
+                        .into()
+                })
+            };
             // A model priced per target reserves at its dearest target's prices.
             let pricing = route.and_then(|r| {
                 r.pricing.or_else(|| {

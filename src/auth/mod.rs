@@ -110,6 +110,7 @@ pub fn authenticate_any(
     authenticate(table, headers, query).map(Authenticated::Caller)
 }
 
+/// The credential of `Authorization: Bearer <credential>`.
 fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
     let value = headers.get(http::header::AUTHORIZATION)?.as_bytes();
     value
@@ -136,13 +137,9 @@ pub fn authenticate(
 
 /// The key the client presented, in the first place any SDK puts it.
 fn presented_key<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a [u8]> {
-    if let Some(value) = headers.get(http::header::AUTHORIZATION) {
-        let value = value.as_bytes();
-        let scheme = value.get(..7)?;
-        if scheme.eq_ignore_ascii_case(b"bearer ") {
-            return Some(value[7..].trim_ascii());
-        }
-        return None;
+    // An Authorization header that is not a bearer credential is not looked past.
+    if headers.contains_key(http::header::AUTHORIZATION) {
+        return bearer(headers);
     }
     for name in ["x-api-key", "x-goog-api-key", "api-key"] {
         if let Some(value) = headers.get(name) {

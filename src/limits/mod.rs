@@ -99,6 +99,16 @@ struct Bucket {
 }
 
 impl Bucket {
+    /// The bucket in `slot` as of `now`: full when first used, refilled since.
+    fn current(slot: &mut Option<Bucket>, capacity: u64, now: Instant) -> &mut Bucket {
+        let bucket = slot.get_or_insert(Bucket {
+            level: capacity as f64,
+            at: now,
+        });
+        bucket.refill(capacity, now);
+        bucket
+    }
+
     fn refill(&mut self, capacity: u64, now: Instant) {
         let rate = capacity as f64 / 60.0;
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
@@ -184,21 +194,13 @@ impl Counter {
             }
         }
         if let Some(cap) = limits.requests_per_minute {
-            let bucket = s.requests.get_or_insert(Bucket {
-                level: cap as f64,
-                at: now,
-            });
-            bucket.refill(cap, now);
+            let bucket = Bucket::current(&mut s.requests, cap, now);
             if bucket.level < 1.0 {
                 return refuse(LimitKind::Requests, bucket.wait(cap, 1.0));
             }
         }
         if let Some(cap) = limits.tokens_per_minute {
-            let bucket = s.tokens.get_or_insert(Bucket {
-                level: cap as f64,
-                at: now,
-            });
-            bucket.refill(cap, now);
+            let bucket = Bucket::current(&mut s.tokens, cap, now);
             // A request larger than the whole minute's allowance waits for a full bucket
             // rather than forever.
             let need = (demand.tokens as f64).min(cap as f64).max(1.0);
@@ -299,19 +301,11 @@ impl Counter {
         let mut s = self.lock();
         let mut usage = Usage::default();
         if let Some(cap) = limits.requests_per_minute {
-            let bucket = s.requests.get_or_insert(Bucket {
-                level: cap as f64,
-                at: now,
-            });
-            bucket.refill(cap, now);
+            let bucket = Bucket::current(&mut s.requests, cap, now);
             usage.requests = Some((cap, bucket.level.max(0.0) as u64, reset_secs(bucket, cap)));
         }
         if let Some(cap) = limits.tokens_per_minute {
-            let bucket = s.tokens.get_or_insert(Bucket {
-                level: cap as f64,
-                at: now,
-            });
-            bucket.refill(cap, now);
+            let bucket = Bucket::current(&mut s.tokens, cap, now);
             usage.tokens = Some((cap, bucket.level.max(0.0) as u64, reset_secs(bucket, cap)));
         }
         if let Some(budget) = limits.budget {

@@ -146,21 +146,24 @@ impl Phase for Admission {
             return Ok(());
         };
         let usage = counter.snapshot(limits, std::time::SystemTime::now());
-        let mut set = |name: &'static str, value: String| -> Result<(), GatewayError> {
-            let value = HeaderValue::from_str(&value)
-                .map_err(|e| GatewayError::Internal(format!("rate-limit header: {e}").into()))?;
+        // Numbers go in as header values directly; only the reset durations are formatted.
+        let mut set = |name: &'static str, value: HeaderValue| -> Result<(), GatewayError> {
             resp.insert_header(HeaderName::from_static(name), value)
                 .map_err(header_error)
         };
+        let duration = |secs: u64| {
+            HeaderValue::from_str(&reset_header(secs))
+                .map_err(|e| GatewayError::Internal(format!("rate-limit header: {e}").into()))
+        };
         if let Some((limit, remaining, reset)) = usage.requests {
-            set("x-ratelimit-limit-requests", limit.to_string())?;
-            set("x-ratelimit-remaining-requests", remaining.to_string())?;
-            set("x-ratelimit-reset-requests", reset_header(reset))?;
+            set("x-ratelimit-limit-requests", limit.into())?;
+            set("x-ratelimit-remaining-requests", remaining.into())?;
+            set("x-ratelimit-reset-requests", duration(reset)?)?;
         }
         if let Some((limit, remaining, reset)) = usage.tokens {
-            set("x-ratelimit-limit-tokens", limit.to_string())?;
-            set("x-ratelimit-remaining-tokens", remaining.to_string())?;
-            set("x-ratelimit-reset-tokens", reset_header(reset))?;
+            set("x-ratelimit-limit-tokens", limit.into())?;
+            set("x-ratelimit-remaining-tokens", remaining.into())?;
+            set("x-ratelimit-reset-tokens", duration(reset)?)?;
         }
         Ok(())
     }

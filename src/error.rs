@@ -88,7 +88,7 @@ pub enum GatewayError {
     #[error(transparent)]
     Store(#[from] crate::responses_store::StoreError),
     /// A limit or budget of the caller's key, tenant or model refused the request.
-    #[error("{} exceeded for {} (retry in {}s)", .0.kind.as_str(), .0.scope, .0.retry_after)]
+    #[error("{0}")]
     RateLimited(crate::limits::Refusal),
     /// The grace period of a shutdown ended while the request was still running.
     #[error("the gateway is shutting down")]
@@ -172,6 +172,9 @@ impl GatewayError {
             }
             GatewayError::PreviousResponse { .. } => Category::InvalidRequest,
             GatewayError::Store(_) => Category::Dependency,
+            GatewayError::RateLimited(r) if r.kind == crate::limits::LimitKind::Store => {
+                Category::Dependency
+            }
             GatewayError::RateLimited(_) => Category::RateLimited,
             GatewayError::UpstreamUnreachable { .. }
             | GatewayError::UpstreamBroken { .. }
@@ -245,6 +248,9 @@ impl GatewayError {
             GatewayError::UpgradeRequired => Some("upgrade_required"),
             GatewayError::PreviousResponse { .. } => Some("previous_response_not_found"),
             GatewayError::Store(_) => Some("store_unavailable"),
+            GatewayError::RateLimited(r) if r.kind == crate::limits::LimitKind::Store => {
+                Some("store_unavailable")
+            }
             GatewayError::RateLimited(r) if r.kind == crate::limits::LimitKind::Budget => {
                 Some("insufficient_quota")
             }

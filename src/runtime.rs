@@ -40,6 +40,9 @@ pub struct Registry {
     latencies: Interned<PeakEwma>,
     response_stores: Interned<crate::responses_store::ResponseStore>,
     limit_counters: Interned<crate::limits::Counter>,
+    limit_stores: Interned<crate::limits::shared::SharedStore>,
+    /// Woken when a scope wants quota from its shared store sooner than the next pass.
+    pub(crate) limits_wake: Notify,
     jwks: Interned<crate::auth::jwt::RemoteJwks>,
     /// Woken when a JWKS URL is registered, so its keys are fetched at once.
     pub(crate) jwks_added: Notify,
@@ -130,6 +133,20 @@ impl Registry {
         self.limit_counters
             .get_or(scope, || crate::limits::Counter::new(scope))
             .0
+    }
+
+    /// A fleet's store of limits (`limits.store: {redis: …}`), kept across reloads.
+    pub fn limit_store(
+        &self,
+        key: &str,
+        make: impl FnOnce() -> crate::limits::shared::SharedStore,
+    ) -> Arc<crate::limits::shared::SharedStore> {
+        self.limit_stores.get_or(key, make).0
+    }
+
+    /// The shared limit stores some snapshot still uses.
+    pub fn limit_stores(&self) -> Vec<Arc<crate::limits::shared::SharedStore>> {
+        self.limit_stores.alive()
     }
 
     /// The keys of a JWKS URL, fetched in the background and kept across reloads.

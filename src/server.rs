@@ -133,6 +133,10 @@ pub fn run(snapshot: Snapshot, options: RunOptions) -> std::io::Result<()> {
         crate::limits::alerts::AlertService,
     ));
     server.add_service(background_service(
+        "sira-limits",
+        crate::limits::shared::LimitSyncService,
+    ));
+    server.add_service(background_service(
         "sira-jwks",
         crate::auth::jwt::JwksService,
     ));

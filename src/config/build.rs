@@ -68,7 +68,7 @@ pub(super) fn build(
         responses_store,
         alerts,
     } = raw;
-    super::limits::store(&mut b, limits);
+    let limits_store = super::limits::store(&mut b, limits);
     let tenants = super::limits::tenants(&mut b, tenants);
     let alerts = super::limits::alerts(&mut b, alerts);
     b.unsupported("cache", &cache);
@@ -101,6 +101,7 @@ pub(super) fn build(
         alerts,
         logging: logging?,
         responses_store: responses_store?,
+        limits_store: limits_store?,
         meta,
     })
 }

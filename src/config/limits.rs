@@ -2,6 +2,7 @@
 //! [`crate::limits::Limits`], each scope with its running [`Counter`] from the registry.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ahash::AHashMap;
 use serde::Deserialize;
@@ -9,8 +10,10 @@ use serde_yaml::Value;
 
 use super::build::Builder;
 use super::section;
-use super::units::opt_number_or_string;
+use super::units::{opt_number_or_string, HumanDuration};
+use crate::limits::shared::{OnUnavailable, SharedStore};
 use crate::limits::{Budget, Counter, Limits, Period};
+use sha2::{Digest, Sha256};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -123,20 +126,70 @@ pub(super) fn tenants(b: &mut Builder, value: Option<Value>) -> AHashMap<String,
     out
 }
 
-/// `limits: { store: memory }`. Sharing limits across hosts through Redis is not in this
-/// build: refused with a message rather than silently local.
-pub(super) fn store(b: &mut Builder, value: Option<Value>) {
-    let Some(section) = value.and_then(|v| section::<StoreSection>(v, "limits", b.problems)) else {
-        return;
+/// How often a host exchanges with the shared store when `sync` is not set.
+const DEFAULT_SYNC: Duration = Duration::from_millis(100);
+const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
+const DEFAULT_PREFIX: &str = "sira:limits:";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SharedStoreConfig {
+    redis: String,
+    #[serde(default)]
+    sync: Option<HumanDuration>,
+    #[serde(default)]
+    on_unavailable: Option<OnUnavailable>,
+    #[serde(default)]
+    prefix: Option<String>,
+    /// Bound on each exchange with Redis (and on connecting).
+    #[serde(default)]
+    timeout: Option<HumanDuration>,
+}
+
+/// `limits: { store: memory | {redis: URL, sync, on_unavailable, prefix, timeout} }`:
+/// `Some(None)` keeps limits in this process; `None` when the section has a problem.
+pub(super) fn store(b: &mut Builder, value: Option<Value>) -> Option<Option<Arc<SharedStore>>> {
+    let Some(limits) = value.and_then(|v| section::<StoreSection>(v, "limits", b.problems)) else {
+        return Some(None);
     };
-    match section.store {
-        None => {}
-        Some(Value::String(s)) if s == "memory" => {}
-        Some(_) => b.problem(
-            "limits.store",
-            "only `memory` (exact on one host) is supported by this version of sira",
-        ),
+    let config = match limits.store {
+        None => return Some(None),
+        Some(Value::String(s)) if s == "memory" => return Some(None),
+        Some(value) => section::<SharedStoreConfig>(value, "limits.store", b.problems)?,
+    };
+    let client = match redis::Client::open(config.redis.as_str()) {
+        Ok(client) => client,
+        Err(_) => {
+            // Never the parser's message: it may quote the URL, password included.
+            b.problem(
+                "limits.store.redis",
+                "is not a Redis URL (redis://[user:password@]host:port/db or unix://path)",
+            );
+            return None;
+        }
+    };
+    let sync = config.sync.map_or(DEFAULT_SYNC, |d| d.0);
+    if sync < Duration::from_millis(10) || sync > Duration::from_secs(10) {
+        b.problem("limits.store.sync", "must be from 10ms to 10s");
+        return None;
     }
+    let timeout = config.timeout.map_or(DEFAULT_TIMEOUT, |d| d.0);
+    if timeout.is_zero() {
+        b.problem("limits.store.timeout", "must be above zero");
+        return None;
+    }
+    let prefix = config.prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
+    let on_unavailable = config.on_unavailable.unwrap_or(OnUnavailable::Local);
+    // One store per Redis and settings, kept across reloads with what its scopes hold.
+    let id = format!(
+        "{}|{prefix}|{}|{}|{on_unavailable:?}",
+        hex::encode(Sha256::digest(config.redis.as_bytes())),
+        sync.as_millis(),
+        timeout.as_millis()
+    );
+    Some(Some(crate::runtime::registry().limit_store(&id, || {
+        SharedStore::new(client, prefix, sync, timeout, on_unavailable)
+    })))
 }
 
 #[derive(Deserialize)]

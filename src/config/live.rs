@@ -34,6 +34,7 @@ pub struct Reloaded {
 impl Live {
     pub fn new(snapshot: Snapshot, path: Option<PathBuf>) -> Live {
         metrics().set_config(&snapshot.meta.sha256);
+        crate::limits::shared::install(&snapshot);
         Live {
             current: ArcSwap::from_pointee(snapshot),
             path,
@@ -72,6 +73,7 @@ impl Live {
         let previous = self.current.load();
         let needs_restart = restart_only_changes(&previous, &next);
         let next = Arc::new(next);
+        crate::limits::shared::install(&next);
         self.current.store(next.clone());
         metrics().config_reloads.with_label_values(&["ok"]).inc();
         metrics().set_config(&next.meta.sha256);

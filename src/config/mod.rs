@@ -174,6 +174,8 @@ pub struct Snapshot {
     pub seal: crate::translate::Seal,
     /// Where `store: true` responses are kept; `None` with `responses_store: off`.
     pub responses_store: Option<Arc<crate::responses_store::ResponseStore>>,
+    /// `limits.store: {redis: …}`: the fleet's store of limits; `None` keeps them in memory.
+    pub limits_store: Option<Arc<crate::limits::shared::SharedStore>>,
     pub meta: ConfigMeta,
 }
 

@@ -169,13 +169,10 @@ fn empty_api_key_is_a_problem() {
 
 #[test]
 fn unimplemented_sections_are_refused_plainly() {
-    let p = problems("limits: { store: { redis: \"redis://x\" } }\ncache: { memory: {} }\n");
+    let p = problems("cache: { memory: {} }\n");
     assert_eq!(
         p,
-        [
-            "limits.store: only `memory` (exact on one host) is supported by this version of sira",
-            "cache: not supported by this version of sira yet; remove it",
-        ]
+        ["cache: not supported by this version of sira yet; remove it"]
     );
 }
 

@@ -36,7 +36,13 @@ pub fn describe(snap: &Snapshot, query: Option<&str>) -> Value {
             scopes.push(scope(counter, &route.limits));
         }
     }
-    json!({ "store": "memory", "scopes": scopes })
+    let store = match &snap.limits_store {
+        None => json!("memory"),
+        Some(store) => {
+            json!({"redis": {"up": store.is_up(), "on_unavailable": store.on_unavailable}})
+        }
+    };
+    json!({ "store": store, "scopes": scopes })
 }
 
 fn scope(counter: &Counter, limits: &Limits) -> Value {
@@ -71,30 +77,17 @@ fn scope(counter: &Counter, limits: &Limits) -> Value {
 /// time, like the pool gauges).
 pub fn publish_gauges(snap: &Snapshot) {
     let wall = SystemTime::now();
-    // The memory store is this process: it answers whenever the scrape does.
-    crate::metrics::metrics().limits_store_up.set(1);
+    // The memory store is this process: it answers whenever the scrape does. The shared
+    // store's passes say whether Redis answers.
+    let up = snap.limits_store.as_ref().is_none_or(|store| store.is_up());
+    crate::metrics::metrics().limits_store_up.set(i64::from(up));
     let gauge = &crate::metrics::metrics().budget_remaining;
     gauge.reset();
-    let publish = |counter: &Counter, limits: &Limits| {
+    super::each_scope(snap, |counter, limits| {
         if let Some((usd, spent, reserved)) = counter.snapshot(limits, wall).budget {
             gauge
                 .with_label_values(&[&counter.scope])
                 .set((usd - spent - reserved).max(0.0));
         }
-    };
-    for key in snap.keys.iter() {
-        if let Some(counter) = &key.counter {
-            publish(counter, &key.limits);
-        }
-    }
-    for tenant in snap.tenants.values() {
-        if let Some(counter) = &tenant.counter {
-            publish(counter, &tenant.limits);
-        }
-    }
-    for route in snap.models.all() {
-        if let Some(counter) = &route.counter {
-            publish(counter, &route.limits);
-        }
-    }
+    });
 }

@@ -11,11 +11,14 @@
 //! The state of each scope ([`Counter`]) is process state kept across reloads by name
 //! ([`crate::runtime`]); the limits themselves come from the config snapshot the request
 //! pinned, so a reload that changes a limit applies it at once without losing what was
-//! already spent. This is the `limits.store: memory` store: exact on one host.
+//! already spent. With `limits.store: memory` that state is exact on one host; with
+//! `limits.store: {redis: …}` each scope also holds quota leased from a fleet-wide store
+//! ([`shared`]), and admits against that instead.
 
 pub mod admin;
 pub mod alerts;
 mod period;
+pub mod shared;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -59,6 +62,8 @@ pub enum LimitKind {
     Tokens,
     Concurrency,
     Budget,
+    /// The shared store did not answer and `on_unavailable: deny` refuses.
+    Store,
 }
 
 impl LimitKind {
@@ -68,6 +73,7 @@ impl LimitKind {
             LimitKind::Tokens => "tokens_per_minute",
             LimitKind::Concurrency => "concurrent_requests",
             LimitKind::Budget => "budget",
+            LimitKind::Store => "limits_store",
         }
     }
 }
@@ -80,6 +86,25 @@ pub struct Refusal {
     pub scope: String,
     /// Whole seconds, at least 1.
     pub retry_after: u64,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            LimitKind::Store => write!(
+                f,
+                "the shared limits store is unavailable and refuses requests for {} (retry in {}s)",
+                self.scope, self.retry_after
+            ),
+            kind => write!(
+                f,
+                "{} exceeded for {} (retry in {}s)",
+                kind.as_str(),
+                self.scope,
+                self.retry_after
+            ),
+        }
+    }
 }
 
 /// What one request asks of a scope.
@@ -139,7 +164,9 @@ struct State {
     /// The highest budget threshold alerted in `period`.
     alerted: u8,
     /// The window (minute, or budget period) of the last refusal alert, per limit kind.
-    refusal_alerted: [i64; 4],
+    refusal_alerted: [i64; 5],
+    /// Quota leased from the fleet's store, with `limits.store: {redis: …}`.
+    shared: Option<Box<shared::Shared>>,
 }
 
 /// The running state of one scope, shared by every snapshot that names it.
@@ -161,8 +188,23 @@ impl Counter {
                 spent: 0.0,
                 reserved: 0.0,
                 alerted: 0,
-                refusal_alerted: [i64::MIN; 4],
+                refusal_alerted: [i64::MIN; 5],
+                shared: None,
             }),
+        }
+    }
+
+    /// Keeps this scope's state in `store` (the fleet's), or in this process alone.
+    pub fn bind(self: &Arc<Self>, store: Option<&Arc<shared::SharedStore>>, limits: Limits) {
+        let mut s = self.lock();
+        match (store, s.shared.as_mut()) {
+            (Some(store), Some(sh)) if Arc::ptr_eq(&sh.store, store) => sh.set_limits(limits),
+            (Some(store), _) => {
+                s.shared = Some(Box::new(shared::Shared::new(store.clone(), limits)));
+                drop(s);
+                store.adopt(self);
+            }
+            (None, _) => s.shared = None,
         }
     }
 
@@ -188,6 +230,13 @@ impl Counter {
                 retry_after,
             })
         };
+        let inflight = s.inflight;
+        if let Some(sh) = s.shared.as_mut() {
+            return match sh.check(limits, demand, inflight, wall) {
+                Ok(()) => Ok(()),
+                Err((kind, retry_after)) => refuse(kind, retry_after),
+            };
+        }
         if let Some(cap) = limits.concurrent_requests {
             if s.inflight >= cap {
                 return refuse(LimitKind::Concurrency, 1);
@@ -238,6 +287,13 @@ impl Counter {
     /// Takes what [`Counter::check`] found to fit, in the same locked state.
     fn take(s: &mut State, limits: &Limits, demand: Demand) {
         s.inflight += 1;
+        if let Some(sh) = s.shared.as_mut() {
+            sh.take(demand);
+            if limits.budget.is_some() {
+                s.reserved += demand.usd;
+            }
+            return;
+        }
         if let (Some(_), Some(bucket)) = (limits.requests_per_minute, s.requests.as_mut()) {
             bucket.level -= 1.0;
         }
@@ -252,6 +308,11 @@ impl Counter {
     fn settle(&self, limits: &Limits, reserved: Demand, actual: Demand) {
         let mut s = self.lock();
         s.inflight = s.inflight.saturating_sub(1);
+        if let Some(sh) = s.shared.as_mut() {
+            sh.settle(reserved, actual);
+            s.reserved = (s.reserved - reserved.usd).max(0.0);
+            return;
+        }
         if let (Some(cap), Some(bucket)) = (limits.tokens_per_minute, s.tokens.as_mut()) {
             bucket.level += taken_tokens(reserved, cap) - actual.tokens as f64;
         }
@@ -264,17 +325,27 @@ impl Counter {
     pub fn crossed(&self, limits: &Limits, thresholds: &[u8]) -> Option<(u8, f64, f64)> {
         let budget = limits.budget?;
         let mut s = self.lock();
-        if s.period != budget.per.index(SystemTime::now()) {
+        let (period, spent) = match &s.shared {
+            Some(sh) => sh.spent(),
+            None => (s.period, s.spent),
+        };
+        let current = budget.per.index(SystemTime::now());
+        if period != current {
             return None;
         }
-        let percent = s.spent / budget.usd * 100.0;
+        if s.period != current {
+            // The fleet's period started here without this host's memory state noticing.
+            s.period = current;
+            s.alerted = 0;
+        }
+        let percent = spent / budget.usd * 100.0;
         let reached = thresholds
             .iter()
             .copied()
             .filter(|t| percent >= f64::from(*t) && *t > s.alerted)
             .max()?;
         s.alerted = reached;
-        Some((reached, s.spent, budget.usd))
+        Some((reached, spent, budget.usd))
     }
 
     /// Whether a refusal by `kind` is the first of its window, marking it.
@@ -299,6 +370,9 @@ impl Counter {
     pub fn snapshot(&self, limits: &Limits, wall: SystemTime) -> Usage {
         let now = Instant::now();
         let mut s = self.lock();
+        if let Some(sh) = &s.shared {
+            return sh.usage(limits, wall, s.inflight, s.reserved);
+        }
         let mut usage = Usage::default();
         if let Some(cap) = limits.requests_per_minute {
             let bucket = Bucket::current(&mut s.requests, cap, now);
@@ -416,6 +490,25 @@ pub fn admit(scopes: Scopes, demand: Demand) -> Result<Reservation, Refusal> {
         demand,
         settled: false,
     })
+}
+
+/// Calls `f` with every limited scope of `snap`: its keys, tenants and model entries.
+pub fn each_scope(snap: &crate::config::Snapshot, mut f: impl FnMut(&Arc<Counter>, &Limits)) {
+    for key in snap.keys.iter() {
+        if let Some(counter) = &key.counter {
+            f(counter, &key.limits);
+        }
+    }
+    for tenant in snap.tenants.values() {
+        if let Some(counter) = &tenant.counter {
+            f(counter, &tenant.limits);
+        }
+    }
+    for route in snap.models.all() {
+        if let Some(counter) = &route.counter {
+            f(counter, &route.limits);
+        }
+    }
 }
 
 /// The `x-ratelimit-reset-*` value: OpenAI writes durations like `1s`, `6m0s`.

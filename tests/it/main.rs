@@ -24,6 +24,7 @@ mod pooling;
 mod raw;
 mod reload;
 mod serving;
+mod shared_limits;
 mod stored;
 mod streaming;
 mod targets;

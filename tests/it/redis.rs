@@ -18,25 +18,19 @@ impl Redis {
     pub fn start() -> Redis {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--port", &port.to_string()])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed by tests/run.sh (packaging/deps.sh)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = spawn(port, dir.path());
         Redis {
             child,
             port,
             _dir: dir,
         }
+    }
+
+    /// Kills this Redis and starts an empty one on the same port: what a host sees when its
+    /// Redis restarts without persistence.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = spawn(self.port, self._dir.path());
     }
 
     pub fn url(&self) -> String {
@@ -53,4 +47,22 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn spawn(port: u16, dir: &std::path::Path) -> Child {
+    let child = Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(["--port", &port.to_string()])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed by tests/run.sh (packaging/deps.sh)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
 }

@@ -1,0 +1,322 @@
+//! `limits.store: {redis: …}`: the limits of a fleet of hosts kept through Redis, without
+//! the request path ever waiting on it.
+//!
+//! Each host admits against quota it holds locally, leased from Redis in slices by a
+//! background pass every `sync`. A slice is taken from the shared bucket atomically (one
+//! Lua script per pass), so what all hosts admit together stays within what one host
+//! holding the whole bucket would admit, but for the credit that keeps a host from refusing
+//! while its next slice is on its way: a host may owe up to 0.25 % of a rate limit, or half
+//! its share of what Redis held at the last pass, whichever is more. Debts are settled from
+//! Redis at the next pass; they become overshoot only if the other hosts drained that same
+//! remainder meanwhile. Quota a host holds and does not use goes back at the next pass; a
+//! lease is sized to twice what the host used in the last pass or twice its largest recent
+//! request (at least 1 % of the limit, at most the host's share of it), so little is ever
+//! stranded.
+//!
+//! Rates are token buckets refilled by Redis' clock; a budget is a level per calendar
+//! period. Concurrency is each host's requests in flight, published every pass: a host
+//! admits against the others' last published count, so concurrency can exceed its cap by
+//! what other hosts admitted within one pass.
+//!
+//! When Redis does not answer, `on_unavailable: local` admits against each host's share
+//! of every limit (the limit divided by the hosts last seen), recorded as owed and taken
+//! from the shared buckets when Redis is back; `deny` refuses with 503.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use redis::aio::ConnectionManager;
+use serde::Deserialize;
+
+use super::Counter;
+
+mod lease;
+use lease::Exchange;
+pub(crate) use lease::Shared;
+
+/// What a host does while Redis does not answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnUnavailable {
+    Local,
+    Deny,
+}
+
+/// A host's overdraft of a rate limit, as a fraction of the limit.
+const OVERDRAFT: f64 = 1.0 / 400.0;
+/// The smallest slice worth leasing, as a fraction of the limit.
+const MIN_SLICE: f64 = 1.0 / 100.0;
+/// Passes are at least this far apart, however often requests ask for more quota.
+const MIN_GAP: Duration = Duration::from_millis(10);
+
+/// A Redis shared by every host of a fleet (one per `limits.store` config).
+pub struct SharedStore {
+    client: redis::Client,
+    conn: tokio::sync::Mutex<Option<ConnectionManager>>,
+    prefix: String,
+    pub sync: Duration,
+    timeout: Duration,
+    pub on_unavailable: OnUnavailable,
+    /// This process, among the hosts sharing the store.
+    host: String,
+    up: AtomicBool,
+    /// Hosts that passed within the last few syncs (this one included), at least 1.
+    hosts: AtomicU64,
+    /// The scopes bound to this store.
+    counters: Mutex<Vec<Weak<Counter>>>,
+    last_pass: Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for SharedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password.
+        write!(f, "SharedStore({})", self.prefix)
+    }
+}
+
+impl SharedStore {
+    pub fn new(
+        client: redis::Client,
+        prefix: String,
+        sync: Duration,
+        timeout: Duration,
+        on_unavailable: OnUnavailable,
+    ) -> SharedStore {
+        let mut random = [0u8; 8];
+        // A host id that collides (no randomness at all) only merges two hosts' published
+        // concurrency; admission stays lease-bound.
+        let _ = getrandom::fill(&mut random);
+        SharedStore {
+            client,
+            conn: tokio::sync::Mutex::new(None),
+            prefix,
+            sync,
+            timeout,
+            on_unavailable,
+            host: hex::encode(random),
+            up: AtomicBool::new(true),
+            hosts: AtomicU64::new(1),
+            counters: Mutex::default(),
+            last_pass: Mutex::default(),
+        }
+    }
+
+    /// Whether the last pass reached Redis (true until one fails).
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    fn hosts(&self) -> f64 {
+        self.hosts.load(Ordering::Relaxed).max(1) as f64
+    }
+
+    /// Adds `counter` to the scopes this store syncs.
+    pub(super) fn adopt(&self, counter: &Arc<Counter>) {
+        let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        counters.retain(|c| c.strong_count() > 0);
+        if !counters
+            .iter()
+            .any(|c| std::ptr::eq(c.as_ptr(), Arc::as_ptr(counter)))
+        {
+            counters.push(Arc::downgrade(counter));
+        }
+    }
+
+    fn bound(&self) -> Vec<Arc<Counter>> {
+        let counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        counters.iter().filter_map(Weak::upgrade).collect()
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, String> {
+        let mut conn = self.conn.lock().await;
+        if let Some(conn) = conn.as_ref() {
+            return Ok(conn.clone());
+        }
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(0);
+        let made = self.client.get_connection_manager_with_config(config);
+        let made = tokio::time::timeout(self.timeout, made)
+            .await
+            .map_err(|_| "connecting timed out".to_owned())?
+            .map_err(|e| describe(&e))?;
+        *conn = Some(made.clone());
+        Ok(made)
+    }
+
+    /// One exchange with Redis for every bound scope: leases topped up or given back,
+    /// spend and owed quota pushed, concurrency published. `release` gives every lease back
+    /// (a host shutting down).
+    pub async fn pass(&self, release: bool) {
+        {
+            let mut last = self.last_pass.lock().unwrap_or_else(|p| p.into_inner());
+            if !release && last.is_some_and(|at| at.elapsed() < MIN_GAP) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let counters = self.bound();
+        let wall = SystemTime::now();
+        let hosts = self.hosts();
+        let host_ttl = (self.sync.as_millis() as u64).saturating_mul(5).max(2000);
+        let mut invocation = SCRIPT.prepare_invoke();
+        invocation
+            .key(format!("{}hosts", self.prefix))
+            .arg(&self.host)
+            .arg(host_ttl);
+        let mut plans: Vec<Vec<Exchange>> = Vec::with_capacity(counters.len());
+        for counter in &counters {
+            let mut s = counter.lock();
+            let inflight = s.inflight;
+            let plan = match s.shared.as_mut() {
+                Some(sh) if std::ptr::eq(Arc::as_ptr(&sh.store), self) => {
+                    sh.plan(&counter.scope, inflight, hosts, wall, release, &self.prefix)
+                }
+                _ => Vec::new(),
+            };
+            for exchange in &plan {
+                exchange.add_to(&mut invocation);
+            }
+            plans.push(plan);
+        }
+        let answer: Result<Vec<String>, String> = match self.connection().await {
+            Ok(mut conn) => {
+                match tokio::time::timeout(
+                    self.timeout,
+                    invocation.invoke_async::<Vec<String>>(&mut conn),
+                )
+                .await
+                {
+                    Ok(Ok(answer)) => Ok(answer),
+                    Ok(Err(e)) => Err(describe(&e)),
+                    Err(_) => Err("no answer in time".to_owned()),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let answers = answer.and_then(|answer| parse(&answer, plans.iter().map(Vec::len).sum()));
+        match answers {
+            Ok((hosts, mut results)) => {
+                self.hosts.store(hosts.max(1), Ordering::Relaxed);
+                for (counter, plan) in counters.iter().zip(plans) {
+                    let mut s = counter.lock();
+                    let taken: Vec<_> = results.by_ref().take(plan.len()).collect();
+                    if let Some(sh) = s.shared.as_mut() {
+                        sh.apply(&plan, &taken);
+                    }
+                }
+                if !self.up.swap(true, Ordering::Relaxed) {
+                    tracing::info!("the limits store (Redis) answers again; owed quota reconciled");
+                }
+                crate::metrics::metrics().limits_store_up.set(1);
+            }
+            Err(reason) => {
+                for (counter, plan) in counters.iter().zip(plans) {
+                    let mut s = counter.lock();
+                    if let Some(sh) = s.shared.as_mut() {
+                        sh.restore(&plan);
+                        if self.on_unavailable == OnUnavailable::Local {
+                            sh.local_allowance(hosts, wall);
+                        }
+                    }
+                }
+                if self.up.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(
+                        %reason,
+                        on_unavailable = ?self.on_unavailable,
+                        "the limits store (Redis) does not answer"
+                    );
+                }
+                crate::metrics::metrics().limits_store_up.set(0);
+                // Reconnect from scratch next time: a manager whose server went away may
+                // hold a connection that only fails slowly.
+                *self.conn.lock().await = None;
+            }
+        }
+    }
+}
+
+fn describe(e: &redis::RedisError) -> String {
+    // Never the error's text: it may quote the URL, password included.
+    if e.is_timeout() {
+        "timed out".to_owned()
+    } else if e.is_connection_refusal() || e.is_connection_dropped() || e.is_io_error() {
+        "connection failed".to_owned()
+    } else {
+        format!("{:?}", e.kind())
+    }
+}
+
+/// (hosts, then per exchange: granted, Redis' level after, total spent).
+fn parse(
+    answer: &[String],
+    exchanges: usize,
+) -> Result<(u64, std::vec::IntoIter<[f64; 3]>), String> {
+    let bad = || "an unexpected answer from the limits script".to_owned();
+    let (hosts, rest) = answer.split_first().ok_or_else(bad)?;
+    if rest.len() != exchanges * 3 {
+        return Err(bad());
+    }
+    let hosts = hosts.parse::<u64>().map_err(|_| bad())?;
+    let mut out = Vec::with_capacity(exchanges);
+    for triple in rest.chunks_exact(3) {
+        let mut values = [0.0; 3];
+        for (value, text) in values.iter_mut().zip(triple) {
+            *value = text.parse::<f64>().map_err(|_| bad())?;
+        }
+        out.push(values);
+    }
+    Ok((hosts, out.into_iter()))
+}
+
+/// One atomic exchange for every scope of a pass. Rates and budgets (`b`) are levels
+/// refilled by Redis' clock at `rate` per second up to `cap`; quota given back (`back`,
+/// negative for quota a host admitted on its own while Redis was away) is added, then up to
+/// `want` is granted. Concurrency (`c`) is each live host's published count.
+static SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("script.lua")));
+
+/// Binds every limited scope of `snap` to its store (or to none, the memory store), and
+/// asks for a pass at once so that leases are in hand before the first requests.
+pub fn install(snap: &crate::config::Snapshot) {
+    super::each_scope(snap, |counter, limits| {
+        counter.bind(snap.limits_store.as_ref(), *limits);
+    });
+    if snap.limits_store.is_some() {
+        crate::runtime::registry().limits_wake.notify_one();
+    }
+}
+
+/// Runs the passes of every store some snapshot uses: every `sync`, and soon after a
+/// request finds its lease short; gives every lease back on shutdown.
+pub struct LimitSyncService;
+
+#[async_trait::async_trait]
+impl pingora_core::services::background::BackgroundService for LimitSyncService {
+    async fn start(&self, mut shutdown: pingora_core::server::ShutdownWatch) {
+        let registry = crate::runtime::registry();
+        // Once shutting down, every pass gives leases back and pushes what requests still
+        // in flight settle, until the process ends.
+        let mut releasing = false;
+        loop {
+            let wake = registry.limits_wake.notified();
+            let stores = registry.limit_stores();
+            let mut every = Duration::from_secs(1);
+            for store in &stores {
+                store.pass(releasing).await;
+                every = every.min(store.sync);
+            }
+            if releasing {
+                tokio::time::sleep(every).await;
+                continue;
+            }
+            tokio::select! {
+                _ = wake => tokio::time::sleep(MIN_GAP).await,
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => releasing = true,
+            }
+        }
+    }
+}

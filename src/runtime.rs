@@ -41,6 +41,7 @@ pub struct Registry {
     response_stores: Interned<crate::responses_store::ResponseStore>,
     limit_counters: Interned<crate::limits::Counter>,
     limit_stores: Interned<crate::limits::shared::SharedStore>,
+    subject_counters: SubjectCounters,
     /// Woken when a scope wants quota from its shared store sooner than the next pass.
     pub(crate) limits_wake: Notify,
     jwks: Interned<crate::auth::jwt::RemoteJwks>,
@@ -50,6 +51,20 @@ pub struct Registry {
     pub(crate) added: Notify,
     /// Woken when a health-check group is created (a start or a reload).
     pub(crate) health_added: Notify,
+}
+
+/// Subjects' limit state: idle ones are forgotten after longer than a budget's month.
+struct SubjectCounters(moka::sync::Cache<Box<str>, Arc<crate::limits::Counter>>);
+
+impl Default for SubjectCounters {
+    fn default() -> Self {
+        SubjectCounters(
+            moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_idle(Duration::from_secs(32 * 86_400))
+                .build(),
+        )
+    }
 }
 
 /// Values shared by name while some snapshot holds them, dropped with the last one.
@@ -133,6 +148,15 @@ impl Registry {
         self.limit_counters
             .get_or(scope, || crate::limits::Counter::new(scope))
             .0
+    }
+
+    /// The running limits of one JWT subject (`jwt:<issuer>:<subject>`): no snapshot names
+    /// it, so it is kept here while the subject is active (and as long as a budget period)
+    /// within a bounded count.
+    pub fn subject_counter(&self, owner: &str) -> Arc<crate::limits::Counter> {
+        self.subject_counters.0.get_with(owner.into(), || {
+            Arc::new(crate::limits::Counter::new(owner))
+        })
     }
 
     /// A fleet's store of limits (`limits.store: {redis: …}`), kept across reloads.

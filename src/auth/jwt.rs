@@ -39,6 +39,10 @@ pub struct JwtCaller {
     /// When the token expires (seconds since the epoch): a verified token is remembered
     /// until then at most.
     pub expires: u64,
+    /// This subject's own limits (the issuer's `limits`, or the token's limits claim).
+    pub limits: crate::limits::Limits,
+    /// Their running state, kept per issuer and subject across tokens and reloads.
+    pub counter: Option<Arc<crate::limits::Counter>>,
 }
 
 impl JwtCaller {
@@ -55,6 +59,8 @@ pub struct ClaimNames {
     pub subject: String,
     pub tenant: Option<String>,
     pub models: Option<String>,
+    /// A claim holding this subject's limits (an object shaped like `limits:`).
+    pub limits: Option<String>,
 }
 
 /// Where an issuer's keys come from.
@@ -75,6 +81,8 @@ pub struct Issuer {
     pub keys: Keys,
     pub leeway: u64,
     pub claims: ClaimNames,
+    /// Each subject's own limits, unless its token carries a limits claim.
+    pub limits: crate::limits::Limits,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -108,6 +116,8 @@ pub enum JwtError {
     Invalid,
     #[error("the token has no `{0}` claim")]
     MissingClaim(String),
+    #[error("the token's `{0}` claim is not a limits object")]
+    BadClaim(String),
     #[error("the token's tenant is not configured here")]
     UnknownTenant,
 }
@@ -347,16 +357,74 @@ pub fn verify(
             Some(patterns.iter().map(|p| Glob::new(p)).collect())
         }
     };
+    // A token without the limits claim gets the issuer's; one with a claim that is not a
+    // limits object is refused rather than let through unlimited.
+    let limits = match issuer
+        .claims
+        .limits
+        .as_deref()
+        .and_then(|name| claims.get(name))
+    {
+        None => issuer.limits,
+        Some(value) => claimed_limits(value)
+            .ok_or_else(|| JwtError::BadClaim(issuer.claims.limits.clone().unwrap_or_default()))?,
+    };
     let expires = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+    // The whole issuer: two realms of one host are two owners.
+    let owner = format!("jwt:{}:{subject}", issuer.issuer);
+    let counter = (!limits.is_empty()).then(|| crate::runtime::registry().subject_counter(&owner));
     Ok(Verdict::Caller(JwtCaller {
         expires,
-        // The whole issuer: two realms of one host are two owners.
-        owner: format!("jwt:{}:{subject}", issuer.issuer),
+        owner,
         subject,
         label: issuer.label.clone(),
         tenant,
         models,
+        limits,
+        counter,
     }))
+}
+
+/// A limits claim: `{"requests_per_minute": 60, "budget": {"usd": 5, "per": "day"}}`, each
+/// number at least 1 (a budget above zero); `None` when it is anything else.
+fn claimed_limits(value: &Value) -> Option<crate::limits::Limits> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Claimed {
+        requests_per_minute: Option<u64>,
+        tokens_per_minute: Option<u64>,
+        concurrent_requests: Option<u64>,
+        budget: Option<ClaimedBudget>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ClaimedBudget {
+        usd: f64,
+        per: crate::limits::Period,
+    }
+    let claimed = <Claimed as serde::Deserialize>::deserialize(value).ok()?;
+    let rates = [
+        claimed.requests_per_minute,
+        claimed.tokens_per_minute,
+        claimed.concurrent_requests,
+    ];
+    if rates.contains(&Some(0)) {
+        return None;
+    }
+    let budget = match claimed.budget {
+        Some(b) if b.usd.is_finite() && b.usd > 0.0 => Some(crate::limits::Budget {
+            usd: b.usd,
+            per: b.per,
+        }),
+        Some(_) => return None,
+        None => None,
+    };
+    Some(crate::limits::Limits {
+        requests_per_minute: claimed.requests_per_minute,
+        tokens_per_minute: claimed.tokens_per_minute,
+        concurrent_requests: claimed.concurrent_requests,
+        budget,
+    })
 }
 
 /// Keeps every JWKS URL's keys fresh: fetched as soon as a config names the URL, then every

@@ -45,6 +45,9 @@ struct JwtConfig {
     leeway: Option<HumanDuration>,
     #[serde(default)]
     claims: Option<ClaimsConfig>,
+    /// Each subject's own limits.
+    #[serde(default)]
+    limits: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -56,6 +59,8 @@ struct ClaimsConfig {
     tenant: Option<String>,
     #[serde(default)]
     models: Option<String>,
+    #[serde(default)]
+    limits: Option<String>,
 }
 
 pub(super) fn issuers(b: &mut Builder, value: Option<Value>) -> Vec<Issuer> {
@@ -216,7 +221,9 @@ fn issuer(b: &mut Builder, path: &str, config: JwtConfig) -> Option<Issuer> {
         subject: None,
         tenant: None,
         models: None,
+        limits: None,
     });
+    let limits = super::limits::limits(b, config.limits, &format!("{path}.limits"));
     let audience = match config.audience {
         None => {
             b.problem(
@@ -243,6 +250,8 @@ fn issuer(b: &mut Builder, path: &str, config: JwtConfig) -> Option<Issuer> {
             subject: claims.subject.unwrap_or_else(|| "sub".to_owned()),
             tenant: claims.tenant,
             models: claims.models,
+            limits: claims.limits,
         },
+        limits,
     })
 }

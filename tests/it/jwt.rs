@@ -236,6 +236,59 @@ async fn the_tenant_claim_brings_the_tenants_limits() {
 }
 
 #[tokio::test]
+async fn each_subject_has_its_own_limits_from_the_issuer_or_its_token() {
+    let mock = MockProvider::start();
+    let jwt = format!(
+        "    issuer: https://auth.test\n    audience: sira\n    algorithms: [ES256]\n    limits: {{ requests_per_minute: 2 }}\n    claims: {{ limits: sira_limits }}\n    public_key: |\n{}",
+        indent(&file("ec.pub"))
+    );
+    let sira = Sira::start(&config(&jwt), &mock.url());
+    let key = EncodingKey::from_ec_pem(file("ec.key").as_bytes()).unwrap();
+    let token = |extra: Value| sign(Algorithm::ES256, None, &key, &claims(extra));
+    let alice = token(json!({}));
+    // A fresh token of the same subject shares the subject's limit.
+    let alice_again = token(json!({"jti": "another"}));
+    let bob = token(json!({"sub": "bob"}));
+    assert_eq!(call(&sira, &alice, "gpt-4o").await.0, 200);
+    let resp = client()
+        .post(sira.url("/v1/chat/completions"))
+        .bearer_auth(&alice_again)
+        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-ratelimit-remaining-requests"], "0");
+    let (status, body) = call(&sira, &alice, "gpt-4o").await;
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("jwt:https://auth.test:alice"),
+        "{body}"
+    );
+    // Bob's own two.
+    assert_eq!(call(&sira, &bob, "gpt-4o").await.0, 200);
+    assert_eq!(call(&sira, &bob, "gpt-4o").await.0, 200);
+    assert_eq!(call(&sira, &bob, "gpt-4o").await.0, 429);
+    // Carol's token carries her limits: one request a minute.
+    let carol = token(json!({"sub": "carol", "sira_limits": {"requests_per_minute": 1}}));
+    assert_eq!(call(&sira, &carol, "gpt-4o").await.0, 200);
+    assert_eq!(call(&sira, &carol, "gpt-4o").await.0, 429);
+    // A limits claim that is not a limits object is refused, not let through unlimited.
+    for bad in [
+        json!("lots"),
+        json!({"requests_per_minute": 0}),
+        json!({"rpm": 5}),
+    ] {
+        let dave = token(json!({"sub": "dave", "sira_limits": bad}));
+        let (status, body) = call(&sira, &dave, "gpt-4o").await;
+        assert_eq!(status, 401, "{body}");
+    }
+}
+
+#[tokio::test]
 async fn eddsa_and_hs256_issuers_side_by_side() {
     let mock = MockProvider::start();
     let secret = "a-shared-secret-of-at-least-32-bytes!";

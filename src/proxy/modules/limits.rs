@@ -137,7 +137,8 @@ impl Phase for Admission {
         };
         let own = match principal {
             Principal::Key(key) => key.counter.as_ref().map(|c| (c, &key.limits)),
-            _ => None,
+            Principal::Jwt(caller) => caller.counter.as_ref().map(|c| (c, &caller.limits)),
+            Principal::Anonymous => None,
         };
         let tenant = principal
             .tenant()
@@ -231,10 +232,21 @@ impl Phase for Admission {
 /// The caller's key, its tenant and the model entry, those with limits.
 fn scopes(ctx: &RequestCtx) -> Scopes {
     let mut scopes = Scopes::new();
-    if let Some(Principal::Key(key)) = &ctx.principal {
-        if let Some(counter) = &key.counter {
-            scopes.push((counter.clone(), key.limits));
+    match &ctx.principal {
+        Some(Principal::Key(key)) => {
+            if let Some(counter) = &key.counter {
+                scopes.push((counter.clone(), key.limits));
+            }
         }
+        Some(Principal::Jwt(caller)) => {
+            if let Some(counter) = &caller.counter {
+                // No snapshot names a subject: bound to the store here (a no-op but the
+                // first time, or after the store changed).
+                counter.bind(ctx.snap.limits_store.as_ref(), caller.limits);
+                scopes.push((counter.clone(), caller.limits));
+            }
+        }
+        _ => {}
     }
     if let Some(tenant) = ctx.principal.as_ref().and_then(Principal::tenant) {
         if let Some(counter) = &tenant.counter {

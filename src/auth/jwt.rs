@@ -415,6 +415,7 @@ fn claimed_limits(value: &Value) -> Option<crate::limits::Limits> {
         Some(b) if b.usd.is_finite() && b.usd > 0.0 => Some(crate::limits::Budget {
             usd: b.usd,
             per: b.per,
+            cut: false,
         }),
         Some(_) => return None,
         None => None,

@@ -33,6 +33,18 @@ struct LimitsConfig {
 struct BudgetConfig {
     usd: f64,
     per: Period,
+    #[serde(default)]
+    on_exceed: Option<OnExceed>,
+}
+
+/// What happens to a stream that outgrows its budget.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum OnExceed {
+    /// It runs to its end; the budget refuses the next request (the default).
+    Finish,
+    /// It is ended there with the format's own finish (`length` / `max_tokens`).
+    Cut,
 }
 
 #[derive(Deserialize)]
@@ -84,6 +96,7 @@ pub(super) fn limits(b: &mut Builder, value: Option<Value>, path: &str) -> Limit
         Budget {
             usd: budget.usd,
             per: budget.per,
+            cut: budget.on_exceed == Some(OnExceed::Cut),
         }
     });
     Limits {

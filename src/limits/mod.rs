@@ -53,6 +53,8 @@ const RESERVED_RETRY_SECS: u64 = 5;
 pub struct Budget {
     pub usd: f64,
     pub per: Period,
+    /// `on_exceed: cut`: a stream that outgrows what is left is ended there, cleanly.
+    pub cut: bool,
 }
 
 /// Which limit refused a request (the `limit` label of `sira_rate_limited_total`).
@@ -430,6 +432,9 @@ pub struct Reservation {
     scopes: Scopes,
     demand: Demand,
     settled: bool,
+    /// With `on_exceed: cut`: the most this request may cost, what its budgets had left
+    /// when it was admitted (its own reservation included), the smallest of them.
+    pub allowance: Option<f64>,
 }
 
 impl Reservation {
@@ -481,14 +486,26 @@ pub fn admit(scopes: Scopes, demand: Demand) -> Result<Reservation, Refusal> {
         let (counter, limits) = &scopes[*i];
         counter.check(state, limits, demand, now, wall)?;
     }
+    let mut allowance: Option<f64> = None;
     for (i, state) in locked.iter_mut() {
-        Counter::take(state, &scopes[*i].1, demand);
+        let limits = &scopes[*i].1;
+        if let Some(budget) = limits.budget.filter(|b| b.cut) {
+            let spent = match &state.shared {
+                Some(sh) => sh.spent().1,
+                None => state.spent,
+            };
+            // Before this request's own reservation is taken: it is part of the allowance.
+            let left = budget.usd - spent - state.reserved;
+            allowance = Some(allowance.map_or(left, |a| a.min(left)));
+        }
+        Counter::take(state, limits, demand);
     }
     drop(locked);
     Ok(Reservation {
         scopes,
         demand,
         settled: false,
+        allowance,
     })
 }
 

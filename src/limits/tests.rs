@@ -59,6 +59,7 @@ fn tokens_are_reserved_then_settled_to_what_was_used() {
 fn concurrent_requests_cannot_overrun_a_budget() {
     let budget = Limits {
         budget: Some(Budget {
+            cut: false,
             usd: 1.0,
             per: Period::Month,
         }),
@@ -133,6 +134,7 @@ fn admission_is_all_or_nothing_and_an_unsettled_request_keeps_its_reservation() 
     // Dropped unsettled: its reservation counts as spent.
     let budget = Limits {
         budget: Some(Budget {
+            cut: false,
             usd: 1.0,
             per: Period::Day,
         }),

@@ -121,6 +121,9 @@ pub struct ResponseState {
     /// A module changes the length of a body it lets stream through: the provider's
     /// `Content-Length` must not be relayed.
     pub rewrites_body: bool,
+    /// A module ended the stream with its own finish (a budget cut): the driver writes
+    /// what the body phases left and ends the response cleanly, reading no more upstream.
+    pub finish_now: bool,
     /// The response was ended as broken (connection closed or stream reset): the
     /// connection is not reused.
     pub aborted: bool,
@@ -201,6 +204,8 @@ pub struct LimitState {
     pub retry_after: Option<u64>,
     /// The settlement was an estimate (no usage came from the provider).
     pub estimated: bool,
+    /// `budget.on_exceed: cut`: the stream's watch against what its budgets had left.
+    pub cut: Option<crate::proxy::modules::budget_cut::BudgetCut>,
 }
 
 /// Written by the response store module (`store: true`, `previous_response_id`).

@@ -210,6 +210,12 @@ async fn relay_stream(
                     }
                 }
                 match gw.chain.response_body_filter(&mut pieces, false, ctx) {
+                    // A module ended the stream with its own finish: what it left goes out
+                    // as the end; the provider's rest is never read.
+                    Ok(()) if ctx.response.finish_now => {
+                        write_pieces(session, ctx, &mut pieces, true).await;
+                        return Ok(());
+                    }
                     Ok(()) if write_pieces(session, ctx, &mut pieces, false).await => continue,
                     Ok(()) => return Ok(()),
                     Err(e) => e,

@@ -390,3 +390,73 @@ async fn budget_alerts_are_signed_webhooks_fired_once() {
         assert!(head.contains(&expected), "{head}");
     }
 }
+
+/// `budget.on_exceed: cut`: a stream that outgrows what its budget had left ends there,
+/// with the client format's own finish, and is settled to what was delivered. The
+/// requests set no output cap, so admission reserved the model's `default_max_tokens` (10)
+/// while the provider writes 200 events.
+#[tokio::test]
+async fn a_stream_past_its_budget_is_cut_with_a_proper_finish() {
+    let mock = MockProvider::start();
+    // $0.001 a token; each key has $0.05 a day.
+    let budget = "limits: { budget: { usd: 0.05, per: day, on_exceed: cut } }";
+    let sira = Sira::start(
+        &config(budget, budget, "", "default_max_tokens: 10"),
+        &mock.url(),
+    );
+    let resp = client()
+        .post(sira.url("/v1/chat/completions"))
+        .bearer_auth(KEY_A)
+        .header("x-mock-events", "200")
+        .json(&json!({"model": "gpt-4o", "stream": true,
+            "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let received = crate::support::receive(resp).await;
+    assert!(received.complete, "a cut is a clean end, not a broken one");
+    let text = received.text;
+    let chunks = text.matches("\"delta\":{\"content\"").count();
+    assert!(
+        (5..100).contains(&chunks),
+        "{chunks} content chunks: {text}"
+    );
+    assert!(text.contains("\"finish_reason\":\"length\""), "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert_eq!(text.matches("[DONE]").count(), 1, "{text}");
+    // Settled to the provider's usage when it came in the same read as the events cut
+    // off, else to the delivered events: never to nothing.
+    let line = sira.wait_access_log(1).pop().unwrap();
+    let cost = line["cost_usd"].as_f64().unwrap();
+    assert!(cost >= 0.04, "{line}");
+    let metrics = sira.metrics().await;
+    assert!(
+        metrics.contains(r#"sira_rate_limited_total{key="team-a",limit="budget_cut"} 1"#),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("rate_limited"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(chat(&sira, KEY_A, &[]).await.status(), 429);
+
+    // The other key on Gemini's surface (translated to OpenAI): Gemini's own finish.
+    let resp = client()
+        .post(sira.url("/v1beta/models/gpt-4o:streamGenerateContent?alt=sse"))
+        .header("x-goog-api-key", KEY_B)
+        .header("x-mock-events", "200")
+        .json(&json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let received = crate::support::receive(resp).await;
+    assert!(received.complete);
+    let text = received.text;
+    let parts = text.matches("\"text\"").count();
+    assert!((5..100).contains(&parts), "{parts}: {text}");
+    let last = text.trim_end().rsplit("data: ").next().unwrap();
+    assert!(last.contains("\"finishReason\":\"MAX_TOKENS\""), "{text}");
+}

@@ -200,16 +200,14 @@ impl Shared {
         ] {
             let Some(cap) = self.cap(slot) else { continue };
             let need = need(slot, demand, cap);
-            // Credit while a slice is on its way (a cold start, a burst, sparse traffic
-            // whose lease went back): what this host owes, this request included, stays
-            // within the overdraft of a rate or half this host's share of what Redis had
-            // left at the last pass, so the fleet's credit can never exceed that remainder.
-            let credit = if up {
-                (self.level[slot] / (2.0 * self.store.hosts())).max(0.0)
-            } else {
-                0.0
-            };
-            if self.lease[slot] - need >= -self.overdraft(slot).max(credit) {
+            if self.lease[slot] - need >= -self.overdraft(slot) {
+                continue;
+            }
+            // Credit for one request while a slice is on its way (a cold start, a burst,
+            // sparse traffic whose lease went back): only owing nothing, and only while
+            // what Redis had left at the last pass covers every host doing the same twice.
+            let hosts = self.store.hosts();
+            if up && self.lease[slot] >= 0.0 && self.level[slot] >= 2.0 * hosts * need {
                 continue;
             }
             self.wanted[slot] = self.wanted[slot].max(need);

@@ -5,13 +5,14 @@
 //! background pass every `sync`. A slice is taken from the shared bucket atomically (one
 //! Lua script per pass), so what all hosts admit together stays within what one host
 //! holding the whole bucket would admit, but for the credit that keeps a host from refusing
-//! while its next slice is on its way: a host may owe up to 0.25 % of a rate limit, or half
-//! its share of what Redis held at the last pass, whichever is more. Debts are settled from
-//! Redis at the next pass; they become overshoot only if the other hosts drained that same
-//! remainder meanwhile. Quota a host holds and does not use goes back at the next pass; a
-//! lease is sized to twice what the host used in the last pass or twice its largest recent
-//! request (at least 1 % of the limit, at most the host's share of it), so little is ever
-//! stranded.
+//! while its next slice is on its way: an overdraft of 0.25 % of a rate limit (none for a
+//! budget), and one request when the host owes nothing and Redis' remainder at the last
+//! pass covers twice that request on every host. Debts are settled from Redis at the next
+//! pass; they become overshoot only if the other hosts drained that remainder meanwhile,
+//! so the fleet overshoots by at most one request per host plus the overdrafts. Quota a
+//! host holds and does not use goes back at the next pass; a lease is sized to twice what
+//! the host used in the last pass or twice its largest recent request (at least 1 % of the
+//! limit, at most the host's share of it), so little is ever stranded.
 //!
 //! Rates are token buckets refilled by Redis' clock; a budget is a level per calendar
 //! period. Concurrency is each host's requests in flight, published every pass: a host

@@ -172,7 +172,10 @@ impl Phase for Accounting {
     /// and at least one token per event delivered, marked `estimated`.
     fn logging(&self, _req: &RequestHeader, ctx: &mut RequestCtx) {
         let began = ctx.response.status != 0 && ctx.response.status < 400 && !ctx.response.local;
-        let cut = ctx.response.client_gone || ctx.response.aborted || ctx.error.is_some();
+        let cut = ctx.response.client_gone
+            || ctx.response.aborted
+            || ctx.error.is_some()
+            || ctx.response.finish_now;
         if began && cut && ctx.response.sse {
             estimate(ctx);
         }
@@ -217,7 +220,9 @@ fn estimate(ctx: &mut RequestCtx) {
     ctx.usage.input = input;
     // The provider's count so far (Anthropic reports 1 at the start) or one per event
     // delivered, whichever is more.
-    let delivered = ctx.accounting.frames;
+    // A budget cut counted the client's events (a translated stream has no provider tap).
+    let watched = ctx.limits.cut.as_ref().map_or(0, |cut| cut.events());
+    let delivered = ctx.accounting.frames.max(watched);
     if delivered > ctx.usage.output || !ctx.usage_seen {
         ctx.usage.output = ctx.usage.output.max(delivered);
         ctx.accounting.estimated = true;

@@ -16,6 +16,7 @@ use crate::proxy::phases::{Flow, Phase, RequestBody};
 use crate::routes::Operation;
 use crate::usage::Usage;
 
+use super::budget_cut::BudgetCut;
 use super::headers::header_error;
 
 pub struct Admission;
@@ -50,6 +51,7 @@ impl Phase for Admission {
             return Ok(Flow::Continue);
         }
         let mut demand = Demand::default();
+        let (mut input_usd, mut output_usd) = (0.0, 0.0);
         if scopes.iter().any(|(_, limits)| limits.counts_tokens()) {
             let input = crate::translate::estimate_input_tokens(ctx.format, &body.bytes)
                 .unwrap_or(body.bytes.len() as u64 / 4);
@@ -74,6 +76,11 @@ impl Phase for Admission {
                 })
             });
             let priced = |usage: &Usage| pricing.map_or(0.0, |p| p.cost(usage));
+            input_usd = priced(&Usage {
+                input,
+                ..Usage::default()
+            });
+            output_usd = pricing.map_or(0.0, |p| p.output / 1e6);
             demand = Demand {
                 tokens: input.saturating_add(output),
                 usd: priced(&Usage {
@@ -88,6 +95,15 @@ impl Phase for Admission {
         let watched = ctx.snap.alerts.as_ref().map(|_| scopes.clone());
         match admit(scopes, demand) {
             Ok(reservation) => {
+                if let Some(allowance) = reservation.allowance {
+                    ctx.limits.cut = Some(BudgetCut::new(
+                        ctx.format,
+                        allowance,
+                        input_usd,
+                        output_usd,
+                        ctx.snap.server.max_sse_event,
+                    ));
+                }
                 ctx.limits.reservation = Some(reservation);
                 Ok(Flow::Continue)
             }
@@ -119,6 +135,32 @@ impl Phase for Admission {
                 Err(GatewayError::RateLimited(refusal))
             }
         }
+    }
+
+    /// A stream of a budget with `on_exceed: cut`, as the client receives it.
+    fn wants_response_body(&self, ctx: &RequestCtx) -> bool {
+        ctx.limits.cut.is_some()
+            && ctx.response.sse
+            && ctx.response.status < 400
+            && !ctx.response.local
+    }
+
+    fn response_body_filter(
+        &self,
+        body: &mut Vec<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), GatewayError> {
+        if let Some(cut) = ctx.limits.cut.as_mut() {
+            if cut.filter(body, end_of_stream) {
+                ctx.response.finish_now = true;
+                metrics()
+                    .rate_limited
+                    .with_label_values(&[ctx.key_name(), "budget_cut"])
+                    .inc();
+            }
+        }
+        Ok(())
     }
 
     /// `retry-after` on a refusal; the key's (or its tenant's) current numbers as OpenAI's

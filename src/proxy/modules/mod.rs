@@ -5,6 +5,7 @@
 
 mod accounting;
 mod auth;
+pub(crate) mod budget_cut;
 mod filters;
 mod headers;
 mod limits;

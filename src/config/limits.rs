@@ -11,7 +11,7 @@ use serde_yaml::Value;
 use super::build::Builder;
 use super::section;
 use super::units::{opt_number_or_string, HumanDuration};
-use crate::limits::shared::{OnUnavailable, SharedStore};
+use crate::limits::shared::{Backend, OnUnavailable, SharedStore, URL_FORMS};
 use crate::limits::{Budget, Counter, Limits, Period};
 use sha2::{Digest, Sha256};
 
@@ -170,16 +170,10 @@ pub(super) fn store(b: &mut Builder, value: Option<Value>) -> Option<Option<Arc<
         Some(Value::String(s)) if s == "memory" => return Some(None),
         Some(value) => section::<SharedStoreConfig>(value, "limits.store", b.problems)?,
     };
-    let client = match redis::Client::open(config.redis.as_str()) {
-        Ok(client) => client,
-        Err(_) => {
-            // Never the parser's message: it may quote the URL, password included.
-            b.problem(
-                "limits.store.redis",
-                "is not a Redis URL (redis://[user:password@]host:port/db or unix://path)",
-            );
-            return None;
-        }
+    let Some(backend) = Backend::parse(&config.redis) else {
+        // Never the parser's message: it may quote the URL, password included.
+        b.problem("limits.store.redis", URL_FORMS);
+        return None;
     };
     let sync = config.sync.map_or(DEFAULT_SYNC, |d| d.0);
     if sync < Duration::from_millis(10) || sync > Duration::from_secs(10) {
@@ -192,6 +186,13 @@ pub(super) fn store(b: &mut Builder, value: Option<Value>) -> Option<Option<Arc<
         return None;
     }
     let prefix = config.prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
+    if prefix.contains(['{', '}']) {
+        b.problem(
+            "limits.store.prefix",
+            "must not contain braces (sira makes it a hash tag itself)",
+        );
+        return None;
+    }
     let on_unavailable = config.on_unavailable.unwrap_or(OnUnavailable::Local);
     // One store per Redis and settings, kept across reloads with what its scopes hold.
     let id = format!(
@@ -201,7 +202,7 @@ pub(super) fn store(b: &mut Builder, value: Option<Value>) -> Option<Option<Arc<
         timeout.as_millis()
     );
     Some(Some(crate::runtime::registry().limit_store(&id, || {
-        SharedStore::new(client, prefix, sync, timeout, on_unavailable)
+        SharedStore::new(backend, prefix, sync, timeout, on_unavailable)
     })))
 }
 

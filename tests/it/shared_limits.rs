@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sira_mock::MockProvider;
 
-use crate::redis::Redis;
+use crate::redis::{Redis, RedisCluster, Sentinel};
 use crate::support::{client, run_cli, Sira, KEY_A};
 
 fn config(redis: &str, store_extra: &str, key_limits: &str) -> String {
@@ -142,13 +142,11 @@ async fn spend_until_exhausted(sira: &Sira) -> u32 {
     }
 }
 
-#[tokio::test]
-async fn a_budget_spent_on_one_host_stops_the_others() {
-    let redis = Redis::start();
+/// Two hosts on `url` share a $1 budget at $0.02 a request: 50 requests in all.
+async fn a_budget_is_shared_by_two_hosts(url: &str) {
     let mock = MockProvider::start();
-    // $0.02 a request (reserved at about $0.035) against $1 a day: 50 requests.
     let body = config(
-        &redis.url(),
+        url,
         "",
         "budget: { usd: 1, per: day }, requests_per_minute: 10000",
     );
@@ -167,6 +165,25 @@ async fn a_budget_spent_on_one_host_stops_the_others() {
     let spent = usage["scopes"][0]["budget"]["spent_usd"].as_f64().unwrap();
     assert!((0.9..=1.02).contains(&spent), "{usage}");
     assert_eq!(usage["store"]["redis"]["up"], true, "{usage}");
+}
+
+#[tokio::test]
+async fn a_budget_spent_on_one_host_stops_the_others() {
+    let redis = Redis::start();
+    a_budget_is_shared_by_two_hosts(&redis.url()).await;
+}
+
+#[tokio::test]
+async fn a_redis_cluster_holds_the_fleets_limits() {
+    let cluster = RedisCluster::start();
+    a_budget_is_shared_by_two_hosts(&cluster.url()).await;
+}
+
+#[tokio::test]
+async fn sentinels_lead_the_hosts_to_the_master() {
+    let master = Redis::start();
+    let sentinel = Sentinel::start(&master);
+    a_budget_is_shared_by_two_hosts(&sentinel.url()).await;
 }
 
 #[tokio::test]

@@ -27,12 +27,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use redis::aio::ConnectionManager;
 use serde::Deserialize;
 
 use super::Counter;
 
+mod conn;
 mod lease;
+pub use conn::{Backend, URL_FORMS};
 use lease::Exchange;
 pub(crate) use lease::Shared;
 
@@ -53,8 +54,10 @@ const MIN_GAP: Duration = Duration::from_millis(10);
 
 /// A Redis shared by every host of a fleet (one per `limits.store` config).
 pub struct SharedStore {
-    client: redis::Client,
-    conn: tokio::sync::Mutex<Option<ConnectionManager>>,
+    backend: Backend,
+    conn: tokio::sync::Mutex<Option<conn::Conn>>,
+    /// The key prefix as a hash tag (`{sira:limits:}`): a pass's keys all live in one
+    /// slot, so one script may touch them on a Redis Cluster.
     prefix: String,
     pub sync: Duration,
     timeout: Duration,
@@ -78,7 +81,7 @@ impl std::fmt::Debug for SharedStore {
 
 impl SharedStore {
     pub fn new(
-        client: redis::Client,
+        backend: Backend,
         prefix: String,
         sync: Duration,
         timeout: Duration,
@@ -89,9 +92,9 @@ impl SharedStore {
         // concurrency; admission stays lease-bound.
         let _ = getrandom::fill(&mut random);
         SharedStore {
-            client,
+            backend,
             conn: tokio::sync::Mutex::new(None),
-            prefix,
+            prefix: format!("{{{prefix}}}"),
             sync,
             timeout,
             on_unavailable,
@@ -129,16 +132,12 @@ impl SharedStore {
         counters.iter().filter_map(Weak::upgrade).collect()
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, String> {
+    async fn connection(&self) -> Result<conn::Conn, String> {
         let mut conn = self.conn.lock().await;
         if let Some(conn) = conn.as_ref() {
             return Ok(conn.clone());
         }
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(0);
-        let made = self.client.get_connection_manager_with_config(config);
+        let made = self.backend.connect(self.timeout);
         let made = tokio::time::timeout(self.timeout, made)
             .await
             .map_err(|_| "connecting timed out".to_owned())?

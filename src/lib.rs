@@ -22,5 +22,6 @@ pub mod runtime;
 pub mod server;
 pub mod shutdown;
 pub mod sse;
+pub mod tls;
 pub mod translate;
 pub mod usage;

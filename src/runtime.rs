@@ -42,6 +42,9 @@ pub struct Registry {
     limit_counters: Interned<crate::limits::Counter>,
     limit_stores: Interned<crate::limits::shared::SharedStore>,
     subject_counters: SubjectCounters,
+    /// Each TLS listener's live certificates and client verification, for the process's
+    /// life (a listener's address only changes with a restart).
+    tls: Mutex<AHashMap<SocketAddr, Arc<crate::tls::Handles>>>,
     /// Woken when a scope wants quota from its shared store sooner than the next pass.
     pub(crate) limits_wake: Notify,
     jwks: Interned<crate::auth::jwt::RemoteJwks>,
@@ -157,6 +160,29 @@ impl Registry {
         self.subject_counters.0.get_with(owner.into(), || {
             Arc::new(crate::limits::Counter::new(owner))
         })
+    }
+
+    /// The live material of the TLS listener on `addr`, made from `listener` the first time.
+    pub fn tls_handles(
+        &self,
+        listener: &crate::config::tls::TlsListener,
+    ) -> Arc<crate::tls::Handles> {
+        lock(&self.tls)
+            .entry(listener.listen)
+            .or_insert_with(|| {
+                let verifier = crate::tls::Verifier::default();
+                verifier.store(listener.client.clone());
+                Arc::new(crate::tls::Handles {
+                    resolver: Arc::new(crate::tls::Resolver::new(listener.certs.clone())),
+                    verifier: Arc::new(verifier),
+                })
+            })
+            .clone()
+    }
+
+    /// The TLS listener on `addr`, once the server has made it.
+    pub fn tls_listener(&self, addr: SocketAddr) -> Option<Arc<crate::tls::Handles>> {
+        lock(&self.tls).get(&addr).cloned()
     }
 
     /// A fleet's store of limits (`limits.store: {redis: …}`), kept across reloads.

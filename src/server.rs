@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::ListenerConfig;
 use pingora_core::protocols::l4::stream::{L4BufferSettings, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora_core::server::configuration::{Opt, ServerConf};
@@ -44,7 +45,12 @@ pub fn run(snapshot: Snapshot, options: RunOptions) -> std::io::Result<()> {
     // nothing. Each address is tried here first so that startup fails at once, saying
     // which. An upgrade inherits its sockets from the running instance instead.
     if !options.upgrade {
-        let addresses = settings.listen.iter().chain(settings.admin.iter());
+        let tls = settings.tls.iter().map(|t| &t.listen);
+        let addresses = settings
+            .listen
+            .iter()
+            .chain(tls)
+            .chain(settings.admin.iter());
         for addr in addresses {
             if let Err(e) = std::net::TcpListener::bind(addr) {
                 return Err(std::io::Error::new(
@@ -96,6 +102,19 @@ pub fn run(snapshot: Snapshot, options: RunOptions) -> std::io::Result<()> {
         // parser reads into buffers of its own, so this one only costs memory (it was the
         // whole of sira's 64 KB per open stream in bench scenario e).
         let listener = ListenerConfig::tcp(addr.to_string())
+            .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE));
+        gateway.add_listener(listener);
+    }
+    for listener in &settings.tls {
+        let handles = crate::runtime::registry().tls_handles(listener);
+        let mut tls = TlsSettings::with_callbacks(Box::new(crate::tls::IdentityCallback))
+            .map_err(|e| std::io::Error::other(format!("TLS listener {}: {e}", listener.listen)))?;
+        tls.set_cert_resolver(handles.resolver.clone());
+        tls.set_client_cert_verifier(handles.verifier.clone());
+        // HTTP/2 preferred, HTTP/1.1 allowed (ALPN).
+        tls.enable_h2();
+        let listener = ListenerConfig::tcp(listener.listen.to_string())
+            .tls(tls)
             .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE));
         gateway.add_listener(listener);
     }

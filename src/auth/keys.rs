@@ -67,18 +67,40 @@ impl KeyEntry {
 #[derive(Debug, Default)]
 pub struct KeyTable {
     buckets: AHashMap<u64, Vec<Arc<KeyEntry>>>,
+    /// Keys claimed by a client certificate's subject name (`mtls_subject`).
+    mtls: AHashMap<String, Arc<KeyEntry>>,
     /// Every entry in config order, for listings.
     ordered: Vec<Arc<KeyEntry>>,
 }
 
 impl KeyTable {
-    pub fn insert(&mut self, entry: KeyEntry) {
+    pub fn insert(&mut self, entry: KeyEntry) -> Arc<KeyEntry> {
         let entry = Arc::new(entry);
         self.ordered.push(entry.clone());
         self.buckets
             .entry(bucket(&entry.digest))
             .or_default()
-            .push(entry);
+            .push(entry.clone());
+        entry
+    }
+
+    /// `entry` is also the key of clients whose certificate names `subject`.
+    pub fn claim_mtls(&mut self, subject: String, entry: Arc<KeyEntry>) {
+        self.mtls.insert(subject, entry);
+    }
+
+    pub fn mtls_taken(&self, subject: &str) -> bool {
+        self.mtls.contains_key(subject)
+    }
+
+    /// Whether any key is claimed by a client certificate.
+    pub fn has_mtls(&self) -> bool {
+        !self.mtls.is_empty()
+    }
+
+    /// The key a verified client certificate's names claim, the first name that does.
+    pub fn find_mtls(&self, identity: &crate::tls::ClientIdentity) -> Option<&Arc<KeyEntry>> {
+        identity.names.iter().find_map(|name| self.mtls.get(name))
     }
 
     pub fn len(&self) -> usize {

@@ -87,6 +87,7 @@ pub fn authenticate_any(
     tenants: &ahash::AHashMap<String, Arc<crate::config::limits::Tenant>>,
     headers: &HeaderMap,
     query: Option<&str>,
+    identity: Option<&crate::tls::ClientIdentity>,
 ) -> Result<Authenticated, AuthError> {
     if !issuers.is_empty() {
         if let Some(token) = bearer(headers).filter(|t| jwt::looks_like_jwt(t)) {
@@ -107,7 +108,7 @@ pub fn authenticate_any(
             return Err(AuthError::Missing);
         }
     }
-    authenticate(table, headers, query).map(Authenticated::Caller)
+    authenticate(table, headers, query, identity).map(Authenticated::Caller)
 }
 
 /// The credential of `Authorization: Bearer <credential>`.
@@ -124,11 +125,18 @@ pub fn authenticate(
     table: &KeyTable,
     headers: &HeaderMap,
     query: Option<&str>,
+    identity: Option<&crate::tls::ClientIdentity>,
 ) -> Result<Principal, AuthError> {
     if table.is_empty() {
         return Ok(Principal::Anonymous);
     }
-    let secret = presented_key(headers, query).ok_or(AuthError::Missing)?;
+    // A key presented wins; without one, a verified client certificate may claim a key.
+    let Some(secret) = presented_key(headers, query) else {
+        return identity
+            .and_then(|identity| table.find_mtls(identity))
+            .map(|entry| Principal::Key(entry.clone()))
+            .ok_or(AuthError::Missing);
+    };
     table
         .find(secret)
         .map(|entry| Principal::Key(entry.clone()))
@@ -186,9 +194,9 @@ mod tests {
             headers(&[("x-api-key", "sk-good")]),
             headers(&[("x-goog-api-key", "sk-good")]),
         ] {
-            assert_eq!(authenticate(&t, &h, None).unwrap().name(), "team-a");
+            assert_eq!(authenticate(&t, &h, None, None).unwrap().name(), "team-a");
         }
-        let q = authenticate(&t, &HeaderMap::new(), Some("alt=sse&key=sk-good")).unwrap();
+        let q = authenticate(&t, &HeaderMap::new(), Some("alt=sse&key=sk-good"), None).unwrap();
         assert_eq!(q.name(), "team-a");
     }
 
@@ -196,24 +204,24 @@ mod tests {
     fn rejects_missing_and_bad_keys() {
         let t = table();
         assert_eq!(
-            authenticate(&t, &HeaderMap::new(), None).unwrap_err(),
+            authenticate(&t, &HeaderMap::new(), None, None).unwrap_err(),
             AuthError::Missing
         );
         let bad = headers(&[("authorization", "Bearer sk-bad")]);
         assert_eq!(
-            authenticate(&t, &bad, None).unwrap_err(),
+            authenticate(&t, &bad, None, None).unwrap_err(),
             AuthError::Invalid
         );
         let basic = headers(&[("authorization", "Basic Zm9vOmJhcg==")]);
         assert_eq!(
-            authenticate(&t, &basic, None).unwrap_err(),
+            authenticate(&t, &basic, None, None).unwrap_err(),
             AuthError::Missing
         );
     }
 
     #[test]
     fn empty_table_means_open() {
-        let open = authenticate(&KeyTable::default(), &HeaderMap::new(), None).unwrap();
+        let open = authenticate(&KeyTable::default(), &HeaderMap::new(), None, None).unwrap();
         assert_eq!(open.name(), "anonymous");
     }
 }

@@ -87,6 +87,12 @@ pub(super) fn build(
     let logging = logging_settings(&mut b, logging);
     let responses_store = super::store::responses_store(&mut b, responses_store);
     let server = server?;
+    if keys.has_mtls() && !server.tls.iter().any(|t| t.client.is_some()) {
+        b.problem(
+            "auth.keys",
+            "an mtls_subject needs a server.tls listener with client_ca to verify certificates",
+        );
+    }
     refuse_silently_open(&mut b, &server, keys.is_empty() && jwt.is_empty(), open);
     let seal = seal(&server, &providers);
     Some(Snapshot {
@@ -597,6 +603,7 @@ fn build_keys(
             tenant,
             limits,
             route_header,
+            mtls_subject,
         } = key;
         let tenant = tenant.and_then(|t| match tenants.get(&t) {
             Some(tenant) => Some(tenant.clone()),
@@ -618,13 +625,41 @@ fn build_keys(
                 format!("duplicate key name {name:?} (also auth.keys[{previous}])"),
             );
         }
-        let digest = match parse_hash(&hash) {
-            Ok(digest) => digest,
-            Err(e) => {
-                b.problem(format!("{path}.hash"), e);
+        let digest = match (&hash, &mtls_subject) {
+            (Some(hash), _) => match parse_hash(hash) {
+                Ok(digest) => digest,
+                Err(e) => {
+                    b.problem(format!("{path}.hash"), e);
+                    continue;
+                }
+            },
+            // A key only a client certificate can claim: a digest no secret hashes to.
+            (None, Some(_)) => {
+                let mut random = [0u8; 32];
+                if getrandom::fill(&mut random).is_err() {
+                    b.problem(format!("{path}.hash"), "no randomness to seal the key with");
+                    continue;
+                }
+                random
+            }
+            (None, None) => {
+                b.problem(
+                    path.clone(),
+                    "needs a hash (an API key) or an mtls_subject (a client certificate)",
+                );
                 continue;
             }
         };
+        if let Some(subject) = mtls_subject.as_deref() {
+            if subject.is_empty() {
+                b.problem(format!("{path}.mtls_subject"), "must not be empty");
+            } else if table.mtls_taken(subject) {
+                b.problem(
+                    format!("{path}.mtls_subject"),
+                    "another key claims the same client certificate subject",
+                );
+            }
+        }
         if table.contains_digest(&digest) {
             b.problem(
                 format!("{path}.hash"),
@@ -650,7 +685,10 @@ fn build_keys(
         entry.counter = super::limits::counter(&format!("key {name}"), &limits);
         entry.limits = limits;
         entry.tenant = tenant;
-        table.insert(entry);
+        let entry = table.insert(entry);
+        if let Some(subject) = mtls_subject.filter(|s| !s.is_empty()) {
+            table.claim_mtls(subject, entry);
+        }
     }
     table
 }

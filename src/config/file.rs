@@ -50,7 +50,7 @@ pub struct ServerConfig {
     /// Plain HTTP/1.1 (and h2c) listeners.
     #[serde(default)]
     pub listen: Option<Vec<String>>,
-    /// TLS listeners: not implemented in this build.
+    /// TLS listeners (one or a list), built by `config::tls`.
     #[serde(default)]
     pub tls: Option<Value>,
     /// The admin listener (`/metrics`, `/healthz`, `/readyz`, `/admin/*`).
@@ -338,7 +338,12 @@ pub enum AuthMode {
 pub struct KeyConfig {
     pub name: String,
     /// `sha256:<64 hex digits>` of the secret key.
-    pub hash: String,
+    #[serde(default)]
+    pub hash: Option<String>,
+    /// A verified client certificate whose subject common name or an alternative name is
+    /// this authenticates as this key (on a `server.tls` listener with `client_ca`).
+    #[serde(default)]
+    pub mtls_subject: Option<String>,
     /// Model names or globs this key may use; omitted = all.
     #[serde(default)]
     pub models: Option<Vec<String>>,

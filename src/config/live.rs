@@ -35,6 +35,7 @@ impl Live {
     pub fn new(snapshot: Snapshot, path: Option<PathBuf>) -> Live {
         metrics().set_config(&snapshot.meta.sha256);
         crate::limits::shared::install(&snapshot);
+        crate::tls::install(&snapshot);
         Live {
             current: ArcSwap::from_pointee(snapshot),
             path,
@@ -74,6 +75,7 @@ impl Live {
         let needs_restart = restart_only_changes(&previous, &next);
         let next = Arc::new(next);
         crate::limits::shared::install(&next);
+        crate::tls::install(&next);
         self.current.store(next.clone());
         metrics().config_reloads.with_label_values(&["ok"]).inc();
         metrics().set_config(&next.meta.sha256);
@@ -89,6 +91,11 @@ fn restart_only_changes(old: &Snapshot, new: &Snapshot) -> Vec<&'static str> {
     let mut changed = Vec::new();
     if a.listen != b.listen {
         changed.push("server.listen");
+    }
+    let tls_addrs =
+        |s: &crate::config::ServerSettings| -> Vec<_> { s.tls.iter().map(|t| t.listen).collect() };
+    if tls_addrs(a) != tls_addrs(b) {
+        changed.push("server.tls[].listen");
     }
     if a.admin != b.admin {
         changed.push("server.admin");

@@ -17,6 +17,7 @@ mod pool;
 mod secret;
 mod server;
 mod store;
+pub mod tls;
 pub mod units;
 
 use std::fmt;
@@ -140,6 +141,8 @@ pub struct ServerSettings {
     pub max_tool_arguments: usize,
     /// DNS servers for provider host names; empty = the system's configuration.
     pub resolver: Vec<SocketAddr>,
+    /// `server.tls`: listeners that terminate TLS.
+    pub tls: Vec<tls::TlsListener>,
 }
 
 /// Facts about where a snapshot came from, shown by `/admin/config`.

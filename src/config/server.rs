@@ -56,14 +56,21 @@ pub(super) fn server_settings(b: &mut Builder, value: Option<Value>) -> Option<S
         max_tool_arguments,
         resolver,
     } = config;
-    b.unsupported("server.tls", &tls);
+    let tls = super::tls::listeners(b, tls);
     let mut addrs = Vec::new();
     let listen = listen.unwrap_or_else(|| vec![DEFAULT_LISTEN.to_owned()]);
-    if listen.is_empty() {
-        b.problem("server.listen", "at least one listen address is needed");
+    if listen.is_empty() && tls.is_empty() {
+        b.problem(
+            "server.listen",
+            "at least one listen address (or a server.tls listener) is needed",
+        );
     }
     for (i, text) in listen.iter().enumerate() {
         match socket_addr(text) {
+            Ok(addr) if tls.iter().any(|t| t.listen == addr) => b.problem(
+                format!("server.listen[{i}]"),
+                "a server.tls listener has this address",
+            ),
             Ok(addr) => addrs.push(addr),
             Err(e) => b.problem(format!("server.listen[{i}]"), e),
         }
@@ -230,10 +237,11 @@ pub(super) fn server_settings(b: &mut Builder, value: Option<Value>) -> Option<S
         max_response_body,
         max_tool_arguments,
         resolver: resolver_addrs,
+        tls,
     })
 }
 
-fn socket_addr(text: &str) -> Result<SocketAddr, String> {
+pub(super) fn socket_addr(text: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = text.parse() {
         return Ok(addr);
     }

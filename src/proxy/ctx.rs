@@ -40,6 +40,8 @@ pub struct RequestCtx {
     pub id: HeaderValue,
     /// The client's surface; OpenAI's until the route is known (for 404 bodies).
     pub format: Format,
+    /// Who the client's verified TLS certificate says it is (mTLS listeners).
+    pub client_identity: Option<Arc<crate::tls::ClientIdentity>>,
     /// `None` until routed.
     pub op: Option<Operation>,
     /// The model named in a Gemini URL.
@@ -254,6 +256,7 @@ impl RequestCtx {
             started: Instant::now(),
             id,
             format: Format::OpenAiChat,
+            client_identity: None,
             op: None,
             path_model: None,
             response_id: None,

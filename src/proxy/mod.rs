@@ -173,6 +173,11 @@ impl Gateway {
         );
         session.set_write_timeout(Some(snap.server.write_timeout));
         let mut ctx = RequestCtx::new(snap, request_id(&session));
+        ctx.client_identity = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .and_then(|tls| tls.extension.get::<crate::tls::ClientIdentity>())
+            .map(|identity| Arc::new(identity.clone()));
         let result = match refused {
             Some(error) => Err(error),
             None => self.handle(&mut session, &mut ctx).await,

@@ -28,5 +28,6 @@ mod shared_limits;
 mod stored;
 mod streaming;
 mod targets;
+mod tls;
 mod translation;
 mod wire;

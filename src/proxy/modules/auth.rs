@@ -30,6 +30,7 @@ impl Phase for Authenticate {
             &snap.tenants,
             &req.headers,
             req.uri.query(),
+            ctx.client_identity.as_deref(),
         )?;
         match found {
             Authenticated::Caller(principal) => {

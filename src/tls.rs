@@ -1,0 +1,374 @@
+//! TLS termination (`server.tls`): certificates chosen by the client's server name and
+//! swapped on reload without touching open connections, and client certificates (mTLS)
+//! verified against a CA and turned into an identity a key can claim.
+//!
+//! Pingora's rustls listener takes a certificate resolver and a client verifier once, when
+//! the listener is built. sira gives it two of its own that read the current material
+//! through an `ArcSwap`: a reload stores new material, the next handshake uses it, and a
+//! connection already open keeps the session it has. A certificate or key that does not
+//! load fails the config like any other mistake, so the old one keeps serving.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ahash::AHashMap;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Why TLS material did not load. Says which file and what is wrong with it, never what
+/// is in it.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {0}: {1}")]
+    Read(String, String),
+    #[error("{0} holds no PEM certificate")]
+    NoCertificate(String),
+    #[error("{0} holds no PEM private key")]
+    NoKey(String),
+    #[error("the key in {0} is not a supported type (RSA, ECDSA P-256/P-384, Ed25519)")]
+    KeyType(String),
+    #[error("the key in {key} does not belong to the certificate in {cert}")]
+    Mismatch { cert: String, key: String },
+    #[error("{0}: {1}")]
+    Invalid(String, String),
+}
+
+/// One certificate chain and its key, ready to present.
+pub fn certified_key(
+    cert: &Path,
+    key: &Path,
+    ocsp: Option<&Path>,
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    let name = |p: &Path| p.display().to_string();
+    let chain = read_certs(cert)?;
+    let der = PrivateKeyDer::from_pem_file(key).map_err(|e| match e {
+        rustls_pki_types::pem::Error::NoItemsFound => TlsError::NoKey(name(key)),
+        // Only the kind of failure: a key file's contents stay out of messages.
+        _ => TlsError::Read(name(key), "not a readable PEM private key".into()),
+    })?;
+    let signing = provider()
+        .key_provider
+        .load_private_key(der)
+        .map_err(|_| TlsError::KeyType(name(key)))?;
+    let mut certified = CertifiedKey::new(chain, signing);
+    certified.keys_match().map_err(|_| TlsError::Mismatch {
+        cert: name(cert),
+        key: name(key),
+    })?;
+    if let Some(ocsp) = ocsp {
+        let response =
+            std::fs::read(ocsp).map_err(|e| TlsError::Read(name(ocsp), e.to_string()))?;
+        certified.ocsp = Some(response);
+    }
+    Ok(Arc::new(certified))
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let name = path.display().to_string();
+    let iter = CertificateDer::pem_file_iter(path)
+        .map_err(|e| TlsError::Read(name.clone(), e.to_string()))?;
+    let certs: Vec<_> = iter
+        .collect::<Result<_, _>>()
+        .map_err(|_| TlsError::Read(name.clone(), "not readable as PEM".into()))?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate(name));
+    }
+    Ok(certs)
+}
+
+/// A listener's certificates: the default and those chosen by server name.
+#[derive(Debug)]
+pub struct CertSet {
+    pub default: Arc<CertifiedKey>,
+    exact: AHashMap<String, Arc<CertifiedKey>>,
+    /// `*.example.org` as `example.org`: one label to the left.
+    wildcard: AHashMap<String, Arc<CertifiedKey>>,
+}
+
+impl CertSet {
+    pub fn new(default: Arc<CertifiedKey>) -> CertSet {
+        CertSet {
+            default,
+            exact: AHashMap::new(),
+            wildcard: AHashMap::new(),
+        }
+    }
+
+    /// Adds `key` for `name` (exact, or `*.` + a domain); `false` when the name is malformed.
+    pub fn add(&mut self, name: &str, key: Arc<CertifiedKey>) -> bool {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        match name.strip_prefix("*.") {
+            Some(domain) if !domain.is_empty() && !domain.contains('*') => {
+                self.wildcard.insert(domain.to_owned(), key);
+            }
+            None if !name.is_empty() && !name.contains('*') => {
+                self.exact.insert(name, key);
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// The certificate for a client that asked for `server_name` (or for none).
+    pub fn pick(&self, server_name: Option<&str>) -> Arc<CertifiedKey> {
+        let Some(name) = server_name else {
+            return self.default.clone();
+        };
+        // rustls hands over the name already lower-cased and without a trailing dot.
+        if let Some(key) = self.exact.get(name) {
+            return key.clone();
+        }
+        name.split_once('.')
+            .and_then(|(_, parent)| self.wildcard.get(parent))
+            .unwrap_or(&self.default)
+            .clone()
+    }
+}
+
+/// The certificates of one TLS listener, swapped whole on reload.
+#[derive(Debug)]
+pub struct Resolver(ArcSwap<CertSet>);
+
+impl Resolver {
+    pub fn new(certs: Arc<CertSet>) -> Resolver {
+        Resolver(ArcSwap::new(certs))
+    }
+
+    pub fn store(&self, certs: Arc<CertSet>) {
+        self.0.store(certs);
+    }
+}
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.load().pick(hello.server_name()))
+    }
+}
+
+/// `client_ca` + `client_auth`: how a listener checks client certificates.
+#[derive(Debug)]
+pub struct ClientAuth {
+    verifier: Arc<dyn ClientCertVerifier>,
+    pub required: bool,
+}
+
+impl ClientAuth {
+    pub fn load(ca: &Path, required: bool) -> Result<ClientAuth, TlsError> {
+        let name = ca.display().to_string();
+        let mut roots = RootCertStore::empty();
+        for cert in read_certs(ca)? {
+            roots
+                .add(cert)
+                .map_err(|e| TlsError::Invalid(name.clone(), e.to_string()))?;
+        }
+        let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+        let builder = if required {
+            builder
+        } else {
+            builder.allow_unauthenticated()
+        };
+        let verifier = builder
+            .build()
+            .map_err(|e| TlsError::Invalid(name, e.to_string()))?;
+        Ok(ClientAuth { verifier, required })
+    }
+}
+
+/// A listener's client verification, swapped on reload; none asks for no certificate.
+#[derive(Debug, Default)]
+pub struct Verifier(ArcSwapOption<ClientAuth>);
+
+impl Verifier {
+    pub fn store(&self, auth: Option<Arc<ClientAuth>>) {
+        self.0.store(auth);
+    }
+}
+
+impl ClientCertVerifier for Verifier {
+    fn offer_client_auth(&self) -> bool {
+        self.0.load().is_some()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.0.load().as_ref().is_some_and(|a| a.required)
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // The hints live in the swapped verifier and cannot be lent out from behind the
+        // swap; they are optional (RFC 8446 §4.2.4), and clients then offer any certificate.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        match self.0.load().as_ref() {
+            Some(auth) => auth
+                .verifier
+                .verify_client_cert(end_entity, intermediates, now),
+            None => Err(rustls::Error::General(
+                "client certificates are not accepted".into(),
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Who a verified client certificate says the client is: its subject's common name and
+/// its subject alternative names (DNS names, e-mail addresses, URIs).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientIdentity {
+    pub names: Vec<String>,
+}
+
+impl ClientIdentity {
+    /// The identity in a leaf certificate (DER); `None` when it cannot be parsed.
+    pub fn from_der(der: &[u8]) -> Option<ClientIdentity> {
+        use x509_parser::extensions::GeneralName;
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let mut names = Vec::new();
+        for cn in cert.subject().iter_common_name() {
+            if let Ok(cn) = cn.as_str() {
+                names.push(cn.to_owned());
+            }
+        }
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for name in &san.value.general_names {
+                match name {
+                    GeneralName::DNSName(n) | GeneralName::RFC822Name(n) | GeneralName::URI(n) => {
+                        names.push((*n).to_owned())
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Some(ClientIdentity { names })
+    }
+}
+
+/// Reads the client's identity once its certificate has been verified in the handshake,
+/// and hangs it on the connection's TLS digest for the requests on it.
+pub struct IdentityCallback;
+
+#[async_trait::async_trait]
+impl pingora_core::listeners::TlsAccept for IdentityCallback {
+    async fn handshake_complete_callback(
+        &self,
+        tls: &pingora_core::protocols::tls::TlsRef,
+    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let identity = ClientIdentity::from_der(tls.peer_certificate_der()?)?;
+        Some(Arc::new(identity))
+    }
+}
+
+/// The live material of one TLS listener, shared by the listener and every snapshot.
+#[derive(Debug)]
+pub struct Handles {
+    pub resolver: Arc<Resolver>,
+    pub verifier: Arc<Verifier>,
+}
+
+/// Hands a new snapshot's certificates and client verification to the listeners already
+/// running: the next handshake uses them, open connections keep what they have.
+pub fn install(snap: &crate::config::Snapshot) {
+    for listener in &snap.server.tls {
+        if let Some(handles) = crate::runtime::registry().tls_listener(listener.listen) {
+            handles.resolver.store(listener.certs.clone());
+            handles.verifier.store(listener.client.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_for(name: &str) -> Arc<CertifiedKey> {
+        let cert = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+        let der = PrivateKeyDer::try_from(cert.key_pair.serialize_der()).unwrap();
+        let signing = provider().key_provider.load_private_key(der).unwrap();
+        Arc::new(CertifiedKey::new(vec![cert.cert.der().clone()], signing))
+    }
+
+    #[test]
+    fn names_pick_exact_then_wildcard_then_the_default() {
+        let (default, api, wild) = (key_for("d"), key_for("api"), key_for("w"));
+        let mut set = CertSet::new(default.clone());
+        assert!(set.add("API.example.com.", api.clone()));
+        assert!(set.add("*.example.org", wild.clone()));
+        assert!(!set.add("*", default.clone()));
+        assert!(!set.add("a.*.org", default.clone()));
+        let same = |a: &Arc<CertifiedKey>, b: &Arc<CertifiedKey>| Arc::ptr_eq(a, b);
+        assert!(same(&set.pick(Some("api.example.com")), &api));
+        assert!(same(&set.pick(Some("x.example.org")), &wild));
+        // A wildcard covers one label, not the domain itself nor two labels.
+        assert!(same(&set.pick(Some("example.org")), &default));
+        assert!(same(&set.pick(Some("a.b.example.org")), &default));
+        assert!(same(&set.pick(None), &default));
+    }
+
+    #[test]
+    fn a_certificates_identity_is_its_common_name_and_alternative_names() {
+        let mut params = rcgen::CertificateParams::new(vec!["agent.internal".to_owned()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "ci-runner");
+        params.subject_alt_names.push(rcgen::SanType::Rfc822Name(
+            "ops@example.com".try_into().unwrap(),
+        ));
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let identity = ClientIdentity::from_der(cert.der()).unwrap();
+        assert_eq!(
+            identity.names,
+            ["ci-runner", "agent.internal", "ops@example.com"]
+        );
+    }
+}

@@ -1,0 +1,363 @@
+//! TLS termination through the real binary, with certificates the test makes (rcgen): HTTP/1.1
+//! and HTTP/2 by ALPN, certificates chosen by SNI, a certificate swapped by SIGHUP while an
+//! open connection keeps its session, a broken certificate refused on reload, and client
+//! certificates (mTLS) that authenticate as a key.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use serde_json::json;
+use sira_mock::MockProvider;
+
+use crate::support::{free_port, Sira, KEY_A};
+
+/// A certificate authority that signs the test's server and client certificates.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        Ca { cert, key }
+    }
+
+    fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// A leaf for `names`, written to `dir` as `<file>.pem` and `<file>.key`; returns its DER.
+    fn issue(&self, dir: &Path, file: &str, cn: &str, names: &[&str], client: bool) -> Vec<u8> {
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![if client {
+            ExtendedKeyUsagePurpose::ClientAuth
+        } else {
+            ExtendedKeyUsagePurpose::ServerAuth
+        }];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        std::fs::write(dir.join(format!("{file}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{file}.key")), key.serialize_pem()).unwrap();
+        cert.der().to_vec()
+    }
+}
+
+fn path(dir: &Path, file: &str) -> String {
+    dir.join(file).display().to_string()
+}
+
+fn client(ca: &Ca, identity: Option<(&Path, &str)>) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())
+        .tls_info(true)
+        .resolve("api.example.test", "127.0.0.1:0".parse().unwrap());
+    if let Some((dir, file)) = identity {
+        let mut pem = std::fs::read(dir.join(format!("{file}.pem"))).unwrap();
+        pem.extend(std::fs::read(dir.join(format!("{file}.key"))).unwrap());
+        builder = builder.identity(reqwest::Identity::from_pem(&pem).unwrap());
+    }
+    builder.build().unwrap()
+}
+
+/// The certificate the server presented on this response's connection.
+fn peer_cert(resp: &reqwest::Response) -> Vec<u8> {
+    resp.extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|info| info.peer_certificate())
+        .map(<[u8]>::to_vec)
+        .expect("a TLS response carries its peer certificate")
+}
+
+async fn chat(
+    client: &reqwest::Client,
+    url: &str,
+    key: Option<&str>,
+) -> reqwest::Result<reqwest::Response> {
+    let mut req = client.post(url).json(
+        &json!({"model": "gpt-4o", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    req.send().await
+}
+
+struct TlsSira {
+    sira: Sira,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl TlsSira {
+    fn url(&self, host: &str, path: &str) -> String {
+        format!("https://{host}:{}{path}", self.addr.port())
+    }
+}
+
+/// sira with one TLS listener using `dir`'s `server.pem`/`server.key` (and `tls_extra`
+/// lines under it), the standard keys and a gpt-4o model on the mock.
+fn start(
+    mock: &MockProvider,
+    dir: tempfile::TempDir,
+    tls_extra: &str,
+    keys_extra: &str,
+) -> TlsSira {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let server = format!(
+        "  tls:\n    - listen: \"{addr}\"\n      cert: {}\n      key: {}\n{tls_extra}",
+        path(dir.path(), "server.pem"),
+        path(dir.path(), "server.key")
+    );
+    let body = format!(
+        "providers:\n  oai: {{ kind: openai, endpoints: [\"{{mock}}\"], api_key: sk-upstream }}\n\
+         models:\n  gpt-4o: {{ targets: [{{ provider: oai }}] }}\n\
+         auth:\n  keys:\n    - {{ name: team-a, hash: \"{}\" }}\n{keys_extra}",
+        sira::auth::hash_key(KEY_A)
+    );
+    let sira = Sira::start_with_server(&body, &mock.url(), &server);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "the TLS listener never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    TlsSira { sira, addr, dir }
+}
+
+#[tokio::test]
+async fn https_with_http2_and_http1_and_a_certificate_per_server_name() {
+    let mock = MockProvider::start();
+    let ca = Ca::new("sira test CA");
+    let dir = tempfile::tempdir().unwrap();
+    let default = ca.issue(
+        dir.path(),
+        "server",
+        "default",
+        &["127.0.0.1", "localhost"],
+        false,
+    );
+    let api = ca.issue(dir.path(), "api", "api", &["api.example.test"], false);
+    let sni = format!(
+        "      sni:\n        - {{ names: [\"api.example.test\"], cert: {}, key: {} }}\n",
+        path(dir.path(), "api.pem"),
+        path(dir.path(), "api.key")
+    );
+    let s = start(&mock, dir, &sni, "");
+    let client = client(&ca, None);
+    let resp = chat(
+        &client,
+        &s.url("127.0.0.1", "/v1/chat/completions"),
+        Some(KEY_A),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.version(),
+        reqwest::Version::HTTP_2,
+        "ALPN offers h2 first"
+    );
+    assert_eq!(peer_cert(&resp), default);
+
+    // SNI picks the certificate; the name resolves to the same listener.
+    let by_name = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())
+        .tls_info(true)
+        .resolve("api.example.test", s.addr)
+        .http1_only()
+        .build()
+        .unwrap();
+    let resp = chat(
+        &by_name,
+        &s.url("api.example.test", "/v1/chat/completions"),
+        Some(KEY_A),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), reqwest::Version::HTTP_11);
+    assert_eq!(peer_cert(&resp), api);
+
+    // A stream over HTTP/2 arrives whole.
+    let resp = client
+        .post(s.url("127.0.0.1", "/v1/chat/completions"))
+        .bearer_auth(KEY_A)
+        .header("x-mock-events", "5")
+        .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    let text = resp.text().await.unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    drop(s.dir);
+}
+
+#[tokio::test]
+async fn sighup_swaps_the_certificate_for_new_connections_only() {
+    let mock = MockProvider::start();
+    let ca = Ca::new("sira test CA");
+    let dir = tempfile::tempdir().unwrap();
+    let first = ca.issue(dir.path(), "server", "first", &["127.0.0.1"], false);
+    let s = start(&mock, dir, "", "");
+    let url = s.url("127.0.0.1", "/v1/chat/completions");
+    let old_client = client(&ca, None);
+    let resp = chat(&old_client, &url, Some(KEY_A)).await.unwrap();
+    assert_eq!(peer_cert(&resp), first);
+
+    let second = ca.issue(s.dir.path(), "server", "second", &["127.0.0.1"], false);
+    s.sira.sighup();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = chat(&client(&ca, None), &url, Some(KEY_A)).await.unwrap();
+        if peer_cert(&resp) == second {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "new handshakes never got the new certificate"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The connection opened before the reload is still served, on its own session.
+    let resp = chat(&old_client, &url, Some(KEY_A)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(peer_cert(&resp), first);
+
+    // A key that does not match its certificate is refused like any bad config: the
+    // current certificate keeps serving.
+    let other = tempfile::tempdir().unwrap();
+    ca.issue(other.path(), "stray", "stray", &["127.0.0.1"], false);
+    std::fs::copy(
+        other.path().join("stray.key"),
+        s.dir.path().join("server.key"),
+    )
+    .unwrap();
+    s.sira.sighup();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        s.sira
+            .stderr()
+            .contains("does not belong to the certificate"),
+        "{}",
+        s.sira.stderr()
+    );
+    let resp = chat(&client(&ca, None), &url, Some(KEY_A)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(peer_cert(&resp), second);
+}
+
+#[tokio::test]
+async fn a_client_certificate_authenticates_as_its_key() {
+    let mock = MockProvider::start();
+    let server_ca = Ca::new("server CA");
+    let client_ca = Ca::new("client CA");
+    let rogue_ca = Ca::new("rogue CA");
+    let dir = tempfile::tempdir().unwrap();
+    server_ca.issue(dir.path(), "server", "sira", &["127.0.0.1"], false);
+    client_ca.issue(
+        dir.path(),
+        "runner",
+        "ci-runner",
+        &["runner.internal"],
+        true,
+    );
+    rogue_ca.issue(dir.path(), "rogue", "ci-runner", &["runner.internal"], true);
+    std::fs::write(dir.path().join("clients.pem"), client_ca.pem()).unwrap();
+    let tls = format!(
+        "      client_ca: {}\n      client_auth: optional\n",
+        path(dir.path(), "clients.pem")
+    );
+    let keys = "    - { name: ci, mtls_subject: ci-runner, models: [gpt-4o] }\n";
+    let s = start(&mock, dir, &tls, keys);
+    let url = s.url("127.0.0.1", "/v1/chat/completions");
+
+    let runner = client(&server_ca, Some((s.dir.path(), "runner")));
+    let resp = chat(&runner, &url, None).await.unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let line = s.sira.wait_access_log(1).pop().unwrap();
+    assert_eq!(line["key"], "ci", "{line}");
+    // A key presented wins over the certificate.
+    let resp = chat(&runner, &url, Some(KEY_A)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(s.sira.wait_access_log(2).pop().unwrap()["key"], "team-a");
+
+    // Optional: no certificate is no identity (401 without a key), a key still works.
+    let anonymous = client(&server_ca, None);
+    assert_eq!(chat(&anonymous, &url, None).await.unwrap().status(), 401);
+    assert_eq!(
+        chat(&anonymous, &url, Some(KEY_A)).await.unwrap().status(),
+        200
+    );
+    // A certificate from another CA never completes the handshake.
+    let rogue = client(&server_ca, Some((s.dir.path(), "rogue")));
+    assert!(chat(&rogue, &url, None).await.is_err());
+}
+
+#[tokio::test]
+async fn required_client_certificates_and_check_refuses_broken_tls() {
+    let mock = MockProvider::start();
+    let server_ca = Ca::new("server CA");
+    let client_ca = Ca::new("client CA");
+    let dir = tempfile::tempdir().unwrap();
+    server_ca.issue(dir.path(), "server", "sira", &["127.0.0.1"], false);
+    std::fs::write(dir.path().join("clients.pem"), client_ca.pem()).unwrap();
+    let tls = format!("      client_ca: {}\n", path(dir.path(), "clients.pem"));
+    let s = start(&mock, dir, &tls, "");
+    let url = s.url("127.0.0.1", "/v1/chat/completions");
+    // Required is the default with a client_ca: no certificate, no connection.
+    assert!(chat(&client(&server_ca, None), &url, Some(KEY_A))
+        .await
+        .is_err());
+
+    let cases: [(&str, &str); 4] = [
+        (
+            "cert: /nonexistent/cert.pem",
+            "cannot read /nonexistent/cert.pem",
+        ),
+        ("client_auth: required", "needs client_ca"),
+        (
+            "sni: [{ names: [\"a.*.test\"], cert: CERT, key: KEY }]",
+            "is not a server name",
+        ),
+        ("listen: nonsense", "server.tls[0].listen"),
+    ];
+    for (change, expected) in cases {
+        let cert = path(s.dir.path(), "server.pem");
+        let key = path(s.dir.path(), "server.key");
+        let mut entry = format!("{{ listen: \"127.0.0.1:1\", cert: {cert}, key: {key} }}");
+        let (field, _) = change.split_once(':').unwrap();
+        let replaced = change.replace("CERT", &cert).replace("KEY", &key);
+        entry = if ["cert", "listen"].contains(&field) {
+            let pattern = if field == "cert" {
+                format!("cert: {cert}")
+            } else {
+                "listen: \"127.0.0.1:1\"".to_owned()
+            };
+            entry.replace(&pattern, &replaced)
+        } else {
+            entry.replace(" }", &format!(", {replaced} }}"))
+        };
+        let config = format!(
+            "server:\n  listen: []\n  tls: [{entry}]\nproviders:\n  oai: {{ kind: openai, endpoints: [\"http://127.0.0.1:9\"], api_key: k }}\n"
+        );
+        let file = s.dir.path().join("check.yaml");
+        std::fs::write(&file, config).unwrap();
+        let (code, out, err) =
+            crate::support::run_cli(&["check", "-c", file.to_str().unwrap()], "", s.dir.path());
+        assert_ne!(code, 0, "{change}: {out}{err}");
+        assert!(out.contains(expected), "{change}: {out}{err}");
+    }
+}

@@ -41,6 +41,9 @@ pub struct Registry {
     response_stores: Interned<crate::responses_store::ResponseStore>,
     limit_counters: Interned<crate::limits::Counter>,
     limit_stores: Interned<crate::limits::shared::SharedStore>,
+    /// The store of the snapshot installed last: where scopes no snapshot names (JWT
+    /// subjects) are kept, whichever snapshot their request pinned.
+    pub(crate) current_limit_store: ArcSwapOption<crate::limits::shared::SharedStore>,
     subject_counters: SubjectCounters,
     /// Each TLS listener's live certificates and client verification, for the process's
     /// life (a listener's address only changes with a restart).

@@ -201,7 +201,15 @@ impl Counter {
         let mut s = self.lock();
         match (store, s.shared.as_mut()) {
             (Some(store), Some(sh)) if Arc::ptr_eq(&sh.store, store) => sh.set_limits(limits),
-            (Some(store), _) => {
+            // A reload that changed the store's settings: what the scope holds, owes and
+            // has spent goes with it.
+            (Some(store), Some(sh)) => {
+                sh.store = store.clone();
+                sh.set_limits(limits);
+                drop(s);
+                store.adopt(self);
+            }
+            (Some(store), None) => {
                 s.shared = Some(Box::new(shared::Shared::new(store.clone(), limits)));
                 drop(s);
                 store.adopt(self);
@@ -232,9 +240,9 @@ impl Counter {
                 retry_after,
             })
         };
-        let inflight = s.inflight;
+        let (inflight, reserved) = (s.inflight, s.reserved);
         if let Some(sh) = s.shared.as_mut() {
-            return match sh.check(limits, demand, inflight, wall) {
+            return match sh.check(limits, demand, inflight, reserved, wall) {
                 Ok(()) => Ok(()),
                 Err((kind, retry_after)) => refuse(kind, retry_after),
             };
@@ -490,12 +498,13 @@ pub fn admit(scopes: Scopes, demand: Demand) -> Result<Reservation, Refusal> {
     for (i, state) in locked.iter_mut() {
         let limits = &scopes[*i].1;
         if let Some(budget) = limits.budget.filter(|b| b.cut) {
-            let spent = match &state.shared {
-                Some(sh) => sh.spent().1,
-                None => state.spent,
-            };
             // Before this request's own reservation is taken: it is part of the allowance.
-            let left = budget.usd - spent - state.reserved;
+            let left = match &state.shared {
+                // What this host holds and what Redis had not leased to any host: the rest
+                // is other hosts' to spend.
+                Some(sh) => sh.headroom(),
+                None => budget.usd - state.spent - state.reserved,
+            };
             allowance = Some(allowance.map_or(left, |a| a.min(left)));
         }
         Counter::take(state, limits, demand);

@@ -402,7 +402,8 @@ impl Chain {
     /// A module that fails leaves in `body` what it could still pass on (the events before
     /// the one it could not take); the modules after it see that, without `end_of_stream`,
     /// and the first failure is returned: the driver writes what is left, then ends the
-    /// response as broken.
+    /// response as broken. A module that ends the stream itself (`ctx.response.finish_now`,
+    /// a budget cut) makes this the last call for the modules after it.
     pub fn response_body_filter(
         &self,
         body: &mut Vec<Bytes>,
@@ -413,7 +414,7 @@ impl Chain {
         let mut failure = None;
         for index in hooks.iter() {
             if let Some(module) = self.modules.get(index) {
-                let end = end_of_stream && failure.is_none();
+                let end = (end_of_stream || ctx.response.finish_now) && failure.is_none();
                 if let Err(e) = module.response_body_filter(body, end, ctx) {
                     failure.get_or_insert(e);
                 }

@@ -320,3 +320,30 @@ async fn concurrency_is_counted_across_hosts() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(chat(&b).await.status(), 200);
 }
+
+/// A budget raised by a reload applies at once, though Redis holds the old one's level.
+#[tokio::test]
+async fn a_budget_raised_by_reload_applies_at_once() {
+    let redis = Redis::start();
+    let mock = MockProvider::start();
+    let small = config(&redis.url(), "", "budget: { usd: 0.1, per: day }");
+    let a = Sira::start(&small, &mock.url());
+    let spent = spend_until_exhausted(&a).await;
+    assert!((3..=5).contains(&spent), "{spent}");
+    a.rewrite_config(
+        &config(&redis.url(), "", "budget: { usd: 1, per: day }"),
+        &mock.url(),
+    );
+    a.sighup();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while chat(&a).await.status() != 200 {
+        assert!(Instant::now() < deadline, "the raised budget never applied");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let more = spend_until_exhausted(&a).await;
+    // $1 in all at $0.02 a request, the first $0.1 included.
+    assert!(
+        (48..=50).contains(&(spent + more + 1)),
+        "{spent} + 1 + {more}"
+    );
+}

@@ -19,6 +19,13 @@ const PEAK_DECAY: f64 = 0.98;
 /// How long quota fetched for a refused request is kept for its retry (`retry-after: 1`).
 const WANTED_FOR: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// Passes in a row without a request after which a rate gives its standing slice back.
+const IDLE_PASSES: u32 = 50;
+
+/// A scope with nothing to exchange still says so this often (its keys and concurrency
+/// entry stay alive, and it learns the fleet's numbers).
+const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What one pass sends for one quantity of a scope, kept to apply (or undo) its answer.
 #[derive(Debug)]
 pub(super) enum Exchange {
@@ -33,6 +40,8 @@ pub(super) enum Exchange {
         /// Owed quota, sent as negative `back`.
         owed: f64,
         spent: f64,
+        /// The fleet's total as this host knows it, for a level Redis lost.
+        seen: f64,
         ttl_ms: u64,
     },
     Concurrency {
@@ -53,6 +62,7 @@ impl Exchange {
                 back,
                 owed,
                 spent,
+                seen,
                 ttl_ms,
                 ..
             } => {
@@ -64,6 +74,7 @@ impl Exchange {
                     .arg(want.to_string())
                     .arg((back - owed).to_string())
                     .arg(spent.to_string())
+                    .arg(seen.to_string())
                     .arg(*ttl_ms);
             }
             Exchange::Concurrency {
@@ -105,6 +116,10 @@ pub(crate) struct Shared {
     period: i64,
     /// The last local allowance while Redis is away.
     local_at: Option<Instant>,
+    /// Passes in a row with nothing taken: an idle scope gives its standing lease back.
+    idle_passes: u32,
+    /// When this scope last exchanged anything.
+    last_sent: Option<Instant>,
 }
 
 impl Shared {
@@ -124,6 +139,8 @@ impl Shared {
             others_inflight: 0,
             period: i64::MIN,
             local_at: None,
+            idle_passes: 0,
+            last_sent: None,
         };
         for slot in [REQUESTS, TOKENS, USD] {
             shared.level[slot] = shared.cap(slot).unwrap_or(0.0);
@@ -151,12 +168,14 @@ impl Shared {
     }
 
     /// Starts a new budget period: the old period's lease and spend belong to its key.
-    fn roll(&mut self, wall: SystemTime) {
+    /// Requests still in flight (`reserved`) will settle their reservations into the new
+    /// period's lease: it starts that far below zero, so they are paid for from a grant.
+    fn roll(&mut self, wall: SystemTime, reserved: f64) {
         if let Some(budget) = self.limits.budget {
             let period = budget.per.index(wall);
             if period != self.period {
                 self.period = period;
-                self.lease[USD] = 0.0;
+                self.lease[USD] = -reserved;
                 self.owed[USD] = 0.0;
                 self.spent = 0.0;
                 self.spent_seen = 0.0;
@@ -171,6 +190,7 @@ impl Shared {
         limits: &Limits,
         demand: Demand,
         inflight: u64,
+        reserved: f64,
         wall: SystemTime,
     ) -> Result<(), (LimitKind, u64)> {
         let up = self.store.is_up();
@@ -187,9 +207,11 @@ impl Shared {
                 return Err((LimitKind::Concurrency, 1));
             }
         }
-        self.roll(wall);
+        self.roll(wall, reserved);
         if let Some(budget) = limits.budget {
-            if self.spent_seen + self.spent >= budget.usd {
+            // Spent, or this request alone is dearer than what is left: nothing frees up
+            // before the next period (and no quota is fetched for it).
+            if self.spent_seen + self.spent + demand.usd.max(f64::MIN_POSITIVE) > budget.usd {
                 return Err((LimitKind::Budget, budget.per.seconds_left(wall).max(1)));
             }
         }
@@ -254,18 +276,27 @@ impl Shared {
         }
     }
 
-    /// What this pass sends for this scope; what it gives back leaves the lease now and
-    /// returns to it if the pass fails.
+    /// What this pass sends for this scope, empty when there is nothing to say (refreshed
+    /// every [`REFRESH_EVERY`] all the same). What it gives back, owes or spent leaves the
+    /// scope's state now: it is in flight until Redis answers.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn plan(
         &mut self,
         scope: &str,
         inflight: u64,
+        reserved: f64,
         hosts: f64,
         wall: SystemTime,
         release: bool,
         prefix: &str,
     ) -> Vec<Exchange> {
-        self.roll(wall);
+        self.roll(wall, reserved);
+        let idle = self.used.iter().all(|u| *u == 0.0);
+        self.idle_passes = if idle {
+            self.idle_passes.saturating_add(1)
+        } else {
+            0
+        };
         let mut plan = Vec::new();
         for slot in [REQUESTS, TOKENS, USD] {
             let Some(cap) = self.cap(slot) else { continue };
@@ -279,23 +310,25 @@ impl Shared {
                 ),
                 _ => continue,
             };
+            if self.wanted_until[slot].is_none_or(|until| until <= Instant::now()) {
+                self.wanted[slot] = 0.0;
+            }
+            // A budget keeps no standing slice: money an idle host holds is money the busy
+            // ones cannot spend at the end of a period. A rate's standing slice goes back
+            // once the scope has been idle a while.
+            let standing = slot != USD && self.idle_passes < IDLE_PASSES;
             let target = if release {
                 0.0
-            } else {
-                // A budget keeps no standing slice and goes back after an idle pass: money
-                // an idle host holds is money the busy ones cannot spend at the end of a
-                // period.
-                let (floor, slice, peak) = if slot == USD {
-                    (0.0, 0.0, 0.0)
-                } else {
-                    (1.0, cap * MIN_SLICE, self.peak[slot])
-                };
+            } else if standing {
+                let floor = 1.0;
                 (2.0 * self.used[slot])
-                    .max(2.0 * peak)
-                    .max(slice)
+                    .max(2.0 * self.peak[slot])
+                    .max(cap * MIN_SLICE)
                     .max(floor)
                     .min(share(cap, hosts).max(floor))
                     .max(self.wanted[slot])
+            } else {
+                (2.0 * self.used[slot]).max(self.wanted[slot])
             };
             let want = (target - self.lease[slot]).max(0.0);
             let back = if release || self.lease[slot] > 2.0 * target {
@@ -303,17 +336,25 @@ impl Shared {
             } else {
                 0.0
             };
-            self.lease[slot] -= back;
-            let owed = std::mem::take(&mut self.owed[slot]);
-            let spent = if slot == USD {
-                std::mem::take(&mut self.spent)
-            } else {
-                0.0
-            };
+            let spent = if slot == USD { self.spent } else { 0.0 };
+            // A quiet rate need not be said every pass; a budget is, so that every host
+            // knows within a pass what the fleet has spent.
+            let quiet =
+                slot != USD && want == 0.0 && back == 0.0 && self.owed[slot] == 0.0 && spent == 0.0;
             self.used[slot] = 0.0;
             self.peak[slot] *= PEAK_DECAY;
-            if self.wanted_until[slot].is_none_or(|until| until <= Instant::now()) {
-                self.wanted[slot] = 0.0;
+            if quiet
+                && !release
+                && self
+                    .last_sent
+                    .is_some_and(|at| at.elapsed() < REFRESH_EVERY)
+            {
+                continue;
+            }
+            self.lease[slot] -= back;
+            let owed = std::mem::take(&mut self.owed[slot]);
+            if slot == USD {
+                self.spent = 0.0;
             }
             plan.push(Exchange::Level {
                 slot,
@@ -324,15 +365,21 @@ impl Shared {
                 back,
                 owed,
                 spent,
+                seen: if slot == USD { self.spent_seen } else { 0.0 },
                 ttl_ms,
             });
         }
+        // Concurrency is exchanged every pass: the others' counts are only worth anything
+        // fresh.
         if self.limits.concurrent_requests.is_some() {
             plan.push(Exchange::Concurrency {
                 key: format!("{prefix}{scope}:inflight"),
                 inflight: if release { 0 } else { inflight },
                 ttl_ms: 120_000,
             });
+        }
+        if !plan.is_empty() {
+            self.last_sent = Some(Instant::now());
         }
         plan
     }
@@ -353,43 +400,23 @@ impl Shared {
         }
     }
 
-    /// A pass that did not reach Redis: what it took out is put back.
-    pub(super) fn restore(&mut self, plan: &[Exchange]) {
-        for exchange in plan {
-            if let Exchange::Level {
-                slot,
-                back,
-                owed,
-                spent,
-                ..
-            } = exchange
-            {
-                self.lease[*slot] += back;
-                self.owed[*slot] += owed;
-                if *slot == USD {
-                    self.spent += spent;
-                }
-            }
-        }
-    }
-
     /// While Redis is away: this host's share of each rate refills its lease as a local
     /// bucket would, and its share of the budget's remainder is granted once; all of it
-    /// owed to Redis.
-    pub(super) fn local_allowance(&mut self, hosts: f64, wall: SystemTime) {
-        self.roll(wall);
+    /// owed to Redis, a rate's debt at most one bucket (the bucket refills meanwhile).
+    pub(super) fn local_allowance(&mut self, hosts: f64, wall: SystemTime, reserved: f64) {
+        self.roll(wall, reserved);
         let now = Instant::now();
         let first = self.local_at.is_none();
         let elapsed = self
             .local_at
-            .map_or(60.0, |at| now.saturating_duration_since(at).as_secs_f64());
+            .map_or(0.0, |at| now.saturating_duration_since(at).as_secs_f64());
         self.local_at = Some(now);
         for slot in [REQUESTS, TOKENS] {
             let Some(cap) = self.cap(slot) else { continue };
             let portion = share(cap, hosts);
             let grant = (portion * elapsed / 60.0).min((portion - self.lease[slot]).max(0.0));
             self.lease[slot] += grant;
-            self.owed[slot] += grant;
+            self.owed[slot] = (self.owed[slot] + grant).min(portion);
         }
         if first && self.cap(USD).is_some() {
             let grant = share(self.level[USD].max(0.0), hosts);
@@ -426,6 +453,12 @@ impl Shared {
             }),
             inflight: inflight + self.others_inflight,
         }
+    }
+
+    /// What of the budget this host may still spend: its lease and what Redis had left
+    /// unleased at the last pass.
+    pub(crate) fn headroom(&self) -> f64 {
+        self.lease[USD] + self.level[USD].max(0.0)
     }
 
     /// The fleet's spend in the current period, as this host knows it.

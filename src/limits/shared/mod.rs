@@ -70,6 +70,14 @@ pub struct SharedStore {
     /// The scopes bound to this store.
     counters: Mutex<Vec<Weak<Counter>>>,
     last_pass: Mutex<Option<Instant>>,
+    /// The exchange in flight (see [`SharedStore::pass`]).
+    pending: tokio::sync::Mutex<Option<Pending>>,
+    /// Numbers this host's exchanges.
+    seq: AtomicU64,
+    /// Where the next exchange starts among the scopes.
+    cursor: std::sync::atomic::AtomicUsize,
+    /// Since when Redis has not answered.
+    down_since: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for SharedStore {
@@ -103,6 +111,15 @@ impl SharedStore {
             hosts: AtomicU64::new(1),
             counters: Mutex::default(),
             last_pass: Mutex::default(),
+            pending: tokio::sync::Mutex::new(None),
+            // Numbers start from the clock so a restarted host never repeats its last one.
+            seq: AtomicU64::new(
+                SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as u64),
+            ),
+            cursor: std::sync::atomic::AtomicUsize::new(0),
+            down_since: Mutex::default(),
         }
     }
 
@@ -146,9 +163,73 @@ impl SharedStore {
         Ok(made)
     }
 
-    /// One exchange with Redis for every bound scope: leases topped up or given back,
-    /// spend and owed quota pushed, concurrency published. `release` gives every lease back
-    /// (a host shutting down).
+    /// Builds the next exchange: for the scopes bound here (at most [`MAX_EXCHANGES`]
+    /// quantities, the rest next time, in turn), leases topped up or given back, spend and
+    /// owed quota pushed, concurrency published. What it sends leaves the scopes' state
+    /// now: it is in flight until Redis answers.
+    fn prepare(&self, release: bool) -> Pending {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let all = self.bound();
+        let wall = SystemTime::now();
+        let hosts = self.hosts();
+        let mut invocation = SCRIPT.prepare_invoke();
+        invocation
+            .key(format!("{}hosts", self.prefix))
+            .key(format!("{}replay", self.prefix))
+            .arg(&self.host)
+            .arg(self.host_ttl_ms())
+            .arg(seq);
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed) % all.len().max(1);
+        let mut counters = Vec::new();
+        let mut plans: Vec<Vec<Exchange>> = Vec::new();
+        let mut exchanges = 0;
+        for counter in all.iter().cycle().skip(start).take(all.len()) {
+            if exchanges >= MAX_EXCHANGES {
+                break;
+            }
+            let mut s = counter.lock();
+            let (inflight, reserved) = (s.inflight, s.reserved);
+            let Some(sh) = s
+                .shared
+                .as_mut()
+                .filter(|sh| std::ptr::eq(Arc::as_ptr(&sh.store), self))
+            else {
+                continue;
+            };
+            let plan = sh.plan(
+                &counter.scope,
+                inflight,
+                reserved,
+                hosts,
+                wall,
+                release,
+                &self.prefix,
+            );
+            if plan.is_empty() {
+                continue;
+            }
+            for exchange in &plan {
+                exchange.add_to(&mut invocation);
+            }
+            exchanges += plan.len();
+            counters.push(counter.clone());
+            plans.push(plan);
+        }
+        Pending {
+            counters,
+            plans,
+            invocation,
+        }
+    }
+
+    fn host_ttl_ms(&self) -> u64 {
+        (self.sync.as_millis() as u64).saturating_mul(5).max(2000)
+    }
+
+    /// One exchange with Redis. An exchange whose answer did not come is sent again,
+    /// unchanged and under the same number, before anything new: if Redis did run it, the
+    /// script answers with what it answered then, so nothing is counted twice. `release`
+    /// gives every lease back (a host shutting down).
     pub async fn pass(&self, release: bool) {
         {
             let mut last = self.last_pass.lock().unwrap_or_else(|p| p.into_inner());
@@ -157,35 +238,15 @@ impl SharedStore {
             }
             *last = Some(Instant::now());
         }
-        let counters = self.bound();
-        let wall = SystemTime::now();
-        let hosts = self.hosts();
-        let host_ttl = (self.sync.as_millis() as u64).saturating_mul(5).max(2000);
-        let mut invocation = SCRIPT.prepare_invoke();
-        invocation
-            .key(format!("{}hosts", self.prefix))
-            .arg(&self.host)
-            .arg(host_ttl);
-        let mut plans: Vec<Vec<Exchange>> = Vec::with_capacity(counters.len());
-        for counter in &counters {
-            let mut s = counter.lock();
-            let inflight = s.inflight;
-            let plan = match s.shared.as_mut() {
-                Some(sh) if std::ptr::eq(Arc::as_ptr(&sh.store), self) => {
-                    sh.plan(&counter.scope, inflight, hosts, wall, release, &self.prefix)
-                }
-                _ => Vec::new(),
-            };
-            for exchange in &plan {
-                exchange.add_to(&mut invocation);
-            }
-            plans.push(plan);
-        }
+        // Only this store's passes take it, one at a time.
+        let mut pending = self.pending.lock().await;
+        let exchange = pending.get_or_insert_with(|| self.prepare(release));
+        let expected: usize = exchange.plans.iter().map(Vec::len).sum();
         let answer: Result<Vec<String>, String> = match self.connection().await {
             Ok(mut conn) => {
                 match tokio::time::timeout(
                     self.timeout,
-                    invocation.invoke_async::<Vec<String>>(&mut conn),
+                    exchange.invocation.invoke_async::<Vec<String>>(&mut conn),
                 )
                 .await
                 {
@@ -196,40 +257,48 @@ impl SharedStore {
             }
             Err(e) => Err(e),
         };
-        let answers = answer.and_then(|answer| parse(&answer, plans.iter().map(Vec::len).sum()));
-        match answers {
+        match answer.and_then(|answer| parse(&answer, expected)) {
             Ok((hosts, mut results)) => {
                 self.hosts.store(hosts.max(1), Ordering::Relaxed);
-                for (counter, plan) in counters.iter().zip(plans) {
-                    let mut s = counter.lock();
+                for (counter, plan) in exchange.counters.iter().zip(&exchange.plans) {
                     let taken: Vec<_> = results.by_ref().take(plan.len()).collect();
-                    if let Some(sh) = s.shared.as_mut() {
-                        sh.apply(&plan, &taken);
+                    // Applied to the scope whichever store it is bound to now: a reload
+                    // that changed the store carried its lease over.
+                    if let Some(sh) = counter.lock().shared.as_mut() {
+                        sh.apply(plan, &taken);
                     }
                 }
+                *pending = None;
+                *self.down_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 if !self.up.swap(true, Ordering::Relaxed) {
                     tracing::info!("the limits store (Redis) answers again; owed quota reconciled");
                 }
                 crate::metrics::metrics().limits_store_up.set(1);
             }
             Err(reason) => {
-                for (counter, plan) in counters.iter().zip(plans) {
-                    let mut s = counter.lock();
-                    if let Some(sh) = s.shared.as_mut() {
-                        sh.restore(&plan);
-                        if self.on_unavailable == OnUnavailable::Local {
-                            sh.local_allowance(hosts, wall);
+                let down_for = {
+                    let mut since = self.down_since.lock().unwrap_or_else(|p| p.into_inner());
+                    since.get_or_insert_with(Instant::now).elapsed()
+                };
+                // A single slow answer is not an outage: hosts go local after a second.
+                if down_for >= LOCAL_AFTER && self.on_unavailable == OnUnavailable::Local {
+                    let (wall, hosts) = (SystemTime::now(), self.hosts());
+                    for counter in self.bound() {
+                        let mut s = counter.lock();
+                        let reserved = s.reserved;
+                        if let Some(sh) = s.shared.as_mut() {
+                            sh.local_allowance(hosts, wall, reserved);
                         }
                     }
                 }
-                if self.up.swap(false, Ordering::Relaxed) {
+                if down_for >= LOCAL_AFTER && self.up.swap(false, Ordering::Relaxed) {
                     tracing::warn!(
                         %reason,
                         on_unavailable = ?self.on_unavailable,
                         "the limits store (Redis) does not answer"
                     );
+                    crate::metrics::metrics().limits_store_up.set(0);
                 }
-                crate::metrics::metrics().limits_store_up.set(0);
                 // Reconnect from scratch next time: a manager whose server went away may
                 // hold a connection that only fails slowly.
                 *self.conn.lock().await = None;
@@ -237,6 +306,18 @@ impl SharedStore {
         }
     }
 }
+
+/// An exchange sent and not yet answered: resent as it is until it is.
+struct Pending {
+    counters: Vec<Arc<Counter>>,
+    plans: Vec<Vec<Exchange>>,
+    invocation: redis::ScriptInvocation<'static>,
+}
+
+/// The most quantities one exchange carries: a bound on the script's size and run time.
+const MAX_EXCHANGES: usize = 2000;
+/// How long Redis must fail before a host admits on its own (or `deny` refuses).
+const LOCAL_AFTER: Duration = Duration::from_secs(1);
 
 fn describe(e: &redis::RedisError) -> String {
     // Never the error's text: it may quote the URL, password included.
@@ -281,6 +362,9 @@ static SCRIPT: std::sync::LazyLock<redis::Script> =
 /// Binds every limited scope of `snap` to its store (or to none, the memory store), and
 /// asks for a pass at once so that leases are in hand before the first requests.
 pub fn install(snap: &crate::config::Snapshot) {
+    crate::runtime::registry()
+        .current_limit_store
+        .store(snap.limits_store.clone());
     super::each_scope(snap, |counter, limits| {
         counter.bind(snap.limits_store.as_ref(), *limits);
     });

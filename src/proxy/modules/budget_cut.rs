@@ -40,13 +40,169 @@ struct Seen {
     chunk: Option<Value>,
     /// Anthropic: the index of the content block still open.
     open_block: Option<u64>,
-    /// Responses: the `response` object of `response.created`, and the last sequence number.
-    response: Option<Value>,
-    sequence: u64,
+    /// Responses: the response so far, its items and their text.
+    responses: ResponsesSoFar,
     /// Gemini: the model version its chunks name.
     model_version: Option<Value>,
     /// The line ending the stream's frames use (Gemini writes `\r\n`).
     crlf: bool,
+    started: bool,
+    /// The stream's own last event (or an error) went by: nothing is left to cut.
+    terminal: bool,
+}
+
+/// What a Responses stream has said so far, enough to close it properly: the response of
+/// `response.created`, each output item with the text or arguments streamed into it, the
+/// last sequence number. Held up to [`RESPONSES_KEPT`] bytes of text.
+#[derive(Default)]
+struct ResponsesSoFar {
+    response: Option<Value>,
+    sequence: u64,
+    items: Vec<Item>,
+    kept: usize,
+    /// More text than is kept: the stream is ended as failed, not as a truncated answer.
+    overflow: bool,
+}
+
+struct Item {
+    output_index: u64,
+    item: Value,
+    text: String,
+    done: bool,
+}
+
+/// The text of a Responses stream held to close its open items when it is cut.
+const RESPONSES_KEPT: usize = 1 << 20;
+
+impl ResponsesSoFar {
+    fn observe(&mut self, kind: &str, mut value: Value) {
+        if let Some(n) = value["sequence_number"].as_u64() {
+            self.sequence = n;
+        }
+        let index = value["output_index"].as_u64();
+        match kind {
+            "response.created" => self.response = Some(value["response"].take()),
+            "response.output_item.added" => self.items.push(Item {
+                output_index: index.unwrap_or(self.items.len() as u64),
+                item: value["item"].take(),
+                text: String::new(),
+                done: false,
+            }),
+            "response.output_text.delta" | "response.function_call_arguments.delta" => {
+                let delta = value["delta"].as_str().unwrap_or_default();
+                if self.kept + delta.len() > RESPONSES_KEPT {
+                    self.overflow = true;
+                    return;
+                }
+                if let Some(item) = self
+                    .items
+                    .iter_mut()
+                    .find(|i| Some(i.output_index) == index)
+                {
+                    self.kept += delta.len();
+                    item.text.push_str(delta);
+                }
+            }
+            "response.output_item.done" => {
+                if let Some(item) = self
+                    .items
+                    .iter_mut()
+                    .find(|i| Some(i.output_index) == index)
+                {
+                    item.item = value["item"].take();
+                    item.done = true;
+                    self.kept -= item.text.len();
+                    item.text = String::new();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Closes every open item and ends the response as incomplete (or, past what could be
+    /// kept, as failed).
+    fn finish(&self, named: &dyn Fn(&str, Value) -> String) -> String {
+        let mut sequence = self.sequence;
+        let mut next = || {
+            sequence += 1;
+            sequence
+        };
+        let mut response = self.response.clone().unwrap_or_else(|| json!({}));
+        if self.overflow {
+            response["status"] = json!("failed");
+            response["error"] = json!({
+                "code": "insufficient_quota",
+                "message": "the budget ran out during this response",
+            });
+            return named(
+                "response.failed",
+                json!({"type": "response.failed", "sequence_number": next(), "response": response}),
+            );
+        }
+        let mut out = String::new();
+        let mut output = Vec::with_capacity(self.items.len());
+        for open in &self.items {
+            if open.done {
+                output.push(open.item.clone());
+                continue;
+            }
+            let (id, index) = (open.item["id"].clone(), open.output_index);
+            let mut item = open.item.clone();
+            item["status"] = json!("incomplete");
+            match item["type"].as_str() {
+                Some("message") => {
+                    let part = json!({"type": "output_text", "text": open.text, "annotations": []});
+                    out += &named(
+                        "response.output_text.done",
+                        json!({
+                            "type": "response.output_text.done", "sequence_number": next(),
+                            "item_id": id, "output_index": index, "content_index": 0,
+                            "text": open.text,
+                        }),
+                    );
+                    out += &named(
+                        "response.content_part.done",
+                        json!({
+                            "type": "response.content_part.done", "sequence_number": next(),
+                            "item_id": id, "output_index": index, "content_index": 0,
+                            "part": part,
+                        }),
+                    );
+                    item["content"] = json!([part]);
+                }
+                Some("function_call") => {
+                    out += &named(
+                        "response.function_call_arguments.done",
+                        json!({
+                            "type": "response.function_call_arguments.done",
+                            "sequence_number": next(), "item_id": id, "output_index": index,
+                            "arguments": open.text,
+                        }),
+                    );
+                    item["arguments"] = json!(open.text);
+                }
+                _ => {}
+            }
+            out += &named(
+                "response.output_item.done",
+                json!({
+                    "type": "response.output_item.done", "sequence_number": next(),
+                    "output_index": index, "item": item,
+                }),
+            );
+            output.push(item);
+        }
+        response["status"] = json!("incomplete");
+        response["incomplete_details"] = json!({"reason": "max_output_tokens"});
+        response["output"] = Value::Array(output);
+        out += &named(
+            "response.incomplete",
+            json!({
+                "type": "response.incomplete", "sequence_number": next(), "response": response,
+            }),
+        );
+        out
+    }
 }
 
 impl BudgetCut {
@@ -112,54 +268,90 @@ impl BudgetCut {
     }
 
     fn over(&self) -> bool {
-        self.input_usd + self.events as f64 * self.output_usd > self.allowance
+        !self.seen.terminal
+            && self.input_usd + self.events as f64 * self.output_usd > self.allowance
     }
 
     fn observe(&mut self, frame: &Bytes) {
         let event = Event::parse(frame);
         let data = event.data();
-        if data.is_empty() || data == b"[DONE]" {
+        if data.is_empty() {
             return;
         }
-        self.events += 1;
-        if self.events == 1 {
+        if !self.seen.started {
+            self.seen.started = true;
             self.seen.crlf = frame.ends_with(b"\r\n\r\n");
         }
-        let needs_json = match self.format {
-            Format::OpenAiChat => self.seen.chunk.is_none(),
-            Format::Gemini => self.seen.model_version.is_none(),
-            Format::Anthropic => memchr::memmem::find(data, b"content_block_st").is_some(),
-            Format::OpenAiResponses => true,
-        };
-        if !needs_json {
-            return;
-        }
-        let Ok(value) = serde_json::from_slice::<Value>(data) else {
-            return;
-        };
+        let has = |needle: &[u8]| memchr::memmem::find(data, needle).is_some();
+        // Only content counts as a delivered token; the stream's own end (or the provider's
+        // error) means there is nothing left to cut.
         match self.format {
             Format::OpenAiChat => {
-                self.seen.chunk = Some(json!({
-                    "id": value["id"],
-                    "created": value["created"],
-                    "model": value["model"],
-                }));
+                if data == b"[DONE]" || has(b"\"finish_reason\":\"") || has(b"\"error\"") {
+                    self.seen.terminal = true;
+                }
+                if has(b"\"delta\"") {
+                    self.events += 1;
+                }
+                if self.seen.chunk.is_none() {
+                    if let Ok(value) = serde_json::from_slice::<Value>(data) {
+                        self.seen.chunk = Some(json!({
+                            "id": value["id"],
+                            "created": value["created"],
+                            "model": value["model"],
+                        }));
+                    }
+                }
+            }
+            Format::Anthropic => {
+                if has(b"content_block_delta") {
+                    self.events += 1;
+                    return;
+                }
+                if has(b"message_stop") || has(b"\"stop_reason\":\"") || has(b"\"error\"") {
+                    self.seen.terminal = true;
+                }
+                if has(b"content_block_st") {
+                    if let Ok(value) = serde_json::from_slice::<Value>(data) {
+                        match value["type"].as_str() {
+                            Some("content_block_start") => {
+                                self.seen.open_block = value["index"].as_u64()
+                            }
+                            Some("content_block_stop") => self.seen.open_block = None,
+                            _ => {}
+                        }
+                    }
+                }
             }
             Format::Gemini => {
-                self.seen.model_version = value.get("modelVersion").cloned();
+                if has(b"\"candidates\"") {
+                    self.events += 1;
+                }
+                if has(b"\"finishReason\"") || has(b"\"error\"") {
+                    self.seen.terminal = true;
+                }
+                if self.seen.model_version.is_none() {
+                    if let Ok(value) = serde_json::from_slice::<Value>(data) {
+                        self.seen.model_version = value.get("modelVersion").cloned();
+                    }
+                }
             }
-            Format::Anthropic => match value["type"].as_str() {
-                Some("content_block_start") => self.seen.open_block = value["index"].as_u64(),
-                Some("content_block_stop") => self.seen.open_block = None,
-                _ => {}
-            },
             Format::OpenAiResponses => {
-                if let Some(n) = value["sequence_number"].as_u64() {
-                    self.seen.sequence = n;
+                let Ok(value) = serde_json::from_slice::<Value>(data) else {
+                    return;
+                };
+                let kind = value["type"].as_str().unwrap_or_default().to_owned();
+                let kind = kind.as_str();
+                if kind.ends_with(".delta") {
+                    self.events += 1;
                 }
-                if value["type"] == "response.created" {
-                    self.seen.response = value.get("response").cloned();
+                if matches!(
+                    kind,
+                    "response.completed" | "response.incomplete" | "response.failed" | "error"
+                ) {
+                    self.seen.terminal = true;
                 }
+                self.seen.responses.observe(kind, value);
             }
         }
     }
@@ -208,19 +400,7 @@ impl BudgetCut {
                 }
                 data(chunk)
             }
-            Format::OpenAiResponses => {
-                let mut response = self.seen.response.clone().unwrap_or_else(|| json!({}));
-                response["status"] = json!("incomplete");
-                response["incomplete_details"] = json!({"reason": "max_output_tokens"});
-                named(
-                    "response.incomplete",
-                    json!({
-                        "type": "response.incomplete",
-                        "sequence_number": self.seen.sequence + 1,
-                        "response": response,
-                    }),
-                )
-            }
+            Format::OpenAiResponses => self.seen.responses.finish(&named),
         };
         Bytes::from(text)
     }
@@ -263,7 +443,7 @@ mod tests {
                       event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
                       event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"a\"}}\n\n\
                       event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"b\"}}\n\n";
-        let (out, fired) = run(Format::Anthropic, stream, 2);
+        let (out, fired) = run(Format::Anthropic, stream, 0);
         assert!(fired);
         let tail = &out[out.find("\"text\":\"a\"").unwrap()..];
         assert!(!tail.contains("\"text\":\"b\""), "{out}");
@@ -274,6 +454,16 @@ mod tests {
     }
 
     #[test]
+    fn nothing_is_cut_after_the_streams_own_end() {
+        let stream = "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"},\"finish_reason\":\"stop\"}]}\n\n\
+                      data: {\"id\":\"c1\",\"choices\":[],\"usage\":{\"delta\":1}}\n\n\
+                      data: [DONE]\n\n";
+        let (out, fired) = run(Format::OpenAiChat, stream, 0);
+        assert!(!fired);
+        assert_eq!(out, stream);
+    }
+
+    #[test]
     fn gemini_and_responses_finish_in_their_own_words() {
         let gemini = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a\"}]}}],\"modelVersion\":\"g\"}\r\n\r\n\
                       data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"b\"}]}}],\"modelVersion\":\"g\"}\r\n\r\n";
@@ -281,13 +471,36 @@ mod tests {
         assert!(fired);
         assert!(out.ends_with("\"modelVersion\":\"g\"}\r\n\r\n"), "{out}");
         assert!(out.contains("\"finishReason\":\"MAX_TOKENS\""), "{out}");
-        let responses = "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\",\"status\":\"in_progress\"}}\n\n\
-                         event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":1,\"delta\":\"a\"}\n\n";
+        let responses = "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\",\"status\":\"in_progress\",\"output\":[]}}\n\n\
+                         event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"sequence_number\":1,\"output_index\":0,\"item\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[]}}\n\n\
+                         event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":2,\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"Hel\"}\n\n\
+                         event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":3,\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"lo\"}\n\n\
+                         event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":4,\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\" there\"}\n\n";
         let (out, fired) = run(Format::OpenAiResponses, responses, 1);
         assert!(fired);
-        assert!(out.contains("event: response.incomplete"), "{out}");
-        assert!(out.contains("\"sequence_number\":2"), "{out}");
+        assert!(!out.contains(" there"), "{out}");
+        // The open message is closed with what it said, then the response.
+        let order = [
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.incomplete",
+        ];
+        let at: Vec<usize> = order
+            .iter()
+            .map(|e| out.find(&format!("event: {e}")).expect(e))
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{out}");
+        assert!(out.contains("\"text\":\"Hello\""), "{out}");
+        assert!(out.contains("\"sequence_number\":7"), "{out}");
         assert!(out.contains("\"reason\":\"max_output_tokens\""), "{out}");
+        let incomplete = out.rsplit("data: ").next().unwrap().trim();
+        let incomplete: Value = serde_json::from_str(incomplete).unwrap();
+        assert_eq!(
+            incomplete["response"]["output"][0]["content"][0]["text"],
+            "Hello"
+        );
+        assert_eq!(incomplete["response"]["output"][0]["status"], "incomplete");
         assert!(out.contains("\"id\":\"resp_1\""), "{out}");
     }
 }

@@ -282,9 +282,11 @@ fn scopes(ctx: &RequestCtx) -> Scopes {
         }
         Some(Principal::Jwt(caller)) => {
             if let Some(counter) = &caller.counter {
-                // No snapshot names a subject: bound to the store here (a no-op but the
-                // first time, or after the store changed).
-                counter.bind(ctx.snap.limits_store.as_ref(), caller.limits);
+                // No snapshot names a subject: bound here to the store installed last (a
+                // no-op but the first time, or after a reload changed the store), never
+                // back to an older snapshot's.
+                let store = crate::runtime::registry().current_limit_store.load_full();
+                counter.bind(store.as_ref(), caller.limits);
                 scopes.push((counter.clone(), caller.limits));
             }
         }

@@ -12,6 +12,7 @@ use serde::Serialize;
 use sha2::Sha256;
 use tokio::sync::mpsc;
 
+use super::shared::SharedStore;
 use crate::config::Secret;
 
 /// One webhook.
@@ -52,7 +53,12 @@ pub struct Alert {
 /// Alerts waiting for the sender; bounded, so a dead webhook cannot grow memory.
 const QUEUE: usize = 1024;
 
-type Queued = (Alert, Vec<Arc<Hook>>);
+/// An alert, its webhooks, and with a shared store the key whose first setter sends it.
+type Queued = (
+    Alert,
+    Vec<Arc<Hook>>,
+    Option<(Arc<SharedStore>, String, u64)>,
+);
 /// The queue's sending end, and its receiving end until the sender task takes it.
 type Channel = (mpsc::Sender<Queued>, Mutex<Option<mpsc::Receiver<Queued>>>);
 
@@ -61,13 +67,33 @@ static CHANNEL: LazyLock<Channel> = LazyLock::new(|| {
     (tx, Mutex::new(Some(rx)))
 });
 
-/// Queues `alert` for `alerts`' webhooks; drops it when the queue is full.
-pub fn send(alerts: &Alerts, alert: Alert) {
+/// Queues `alert` for `alerts`' webhooks; drops it when the queue is full. With a shared
+/// limits store every host sees the same crossing: the alert goes out from the host that
+/// claims it first in Redis for its `window` (a budget period, or a minute).
+pub fn send(alerts: &Alerts, store: Option<&Arc<SharedStore>>, window: i64, alert: Alert) {
     if alerts.hooks.is_empty() {
         return;
     }
     tracing::warn!(kind = alert.kind, scope = %alert.scope, limit = alert.limit, "alert");
-    if CHANNEL.0.try_send((alert, alerts.hooks.clone())).is_err() {
+    let claim = store.map(|store| {
+        let threshold = alert.threshold_percent.unwrap_or(0);
+        let key = format!(
+            "{}:{}:{}:{window}:{threshold}",
+            alert.kind, alert.scope, alert.limit
+        );
+        // Kept as long as its window lasts: a budget's period, or a minute.
+        let ttl_ms = if alert.limit == "budget" {
+            32 * 86_400_000
+        } else {
+            120_000
+        };
+        (store.clone(), key, ttl_ms)
+    });
+    if CHANNEL
+        .0
+        .try_send((alert, alerts.hooks.clone(), claim))
+        .is_err()
+    {
         tracing::warn!("the alert queue is full: an alert was dropped");
     }
 }
@@ -96,7 +122,14 @@ impl pingora_core::services::background::BackgroundService for AlertService {
                 queued = rx.recv() => queued,
                 _ = shutdown.changed() => return,
             };
-            let Some((alert, hooks)) = queued else { return };
+            let Some((alert, hooks, claim)) = queued else {
+                return;
+            };
+            if let Some((store, key, ttl_ms)) = claim {
+                if !store.claim_alert(&key, ttl_ms).await {
+                    continue;
+                }
+            }
             let body = serde_json::to_vec(&alert).unwrap_or_default();
             for hook in hooks {
                 let (client, body) = (client.clone(), body.clone());

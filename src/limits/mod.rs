@@ -358,8 +358,9 @@ impl Counter {
         Some((reached, spent, budget.usd))
     }
 
-    /// Whether a refusal by `kind` is the first of its window, marking it.
-    pub fn first_refusal(&self, limits: &Limits, kind: LimitKind) -> bool {
+    /// Whether a refusal by `kind` is the first of its window (which it returns), marking
+    /// it.
+    pub fn first_refusal(&self, limits: &Limits, kind: LimitKind) -> Option<i64> {
         let wall = SystemTime::now();
         let window = match (kind, limits.budget) {
             (LimitKind::Budget, Some(budget)) => budget.per.index(wall),
@@ -370,10 +371,10 @@ impl Counter {
         let slot = kind as usize;
         let mut s = self.lock();
         if s.refusal_alerted[slot] == window {
-            return false;
+            return None;
         }
         s.refusal_alerted[slot] = window;
-        true
+        Some(window)
     }
 
     /// The numbers behind the `x-ratelimit-*` headers and `/admin/usage`.

@@ -289,7 +289,7 @@ async fn admin_usage_shows_windows_spend_and_reservations() {
 }
 
 /// A webhook receiver: every request's headers and body.
-async fn receiver() -> (
+pub(crate) async fn receiver() -> (
     String,
     std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>,
 ) {

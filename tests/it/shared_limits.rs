@@ -14,6 +14,10 @@ use crate::redis::{Redis, RedisCluster, Sentinel};
 use crate::support::{client, run_cli, Sira, KEY_A};
 
 fn config(redis: &str, store_extra: &str, key_limits: &str) -> String {
+    config_with(redis, store_extra, key_limits, "")
+}
+
+fn config_with(redis: &str, store_extra: &str, key_limits: &str, extra: &str) -> String {
     format!(
         r#"providers:
   oai: {{ kind: openai, endpoints: ["{{mock}}"], api_key: sk-upstream }}
@@ -26,7 +30,7 @@ limits:
 auth:
   keys:
     - {{ name: team-a, hash: "{}", limits: {{ {key_limits} }} }}
-"#,
+{extra}"#,
         sira::auth::hash_key(KEY_A),
     )
 }
@@ -41,6 +45,29 @@ async fn chat(sira: &Sira) -> reqwest::Response {
         .send()
         .await
         .unwrap()
+}
+
+/// A request sent again, as SDKs do, while its refusal only waits for a slice of quota on
+/// its way (`retry-after` of a few seconds at most).
+async fn admitted(sira: &Sira) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = chat(sira).await;
+        if resp.status() == 200 {
+            return;
+        }
+        assert_eq!(resp.status(), 429);
+        let wait: u64 = resp.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            wait <= 5 && Instant::now() < deadline,
+            "refused for {wait}s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Waits until `series` reads `value` on `sira`.
@@ -346,4 +373,38 @@ async fn a_budget_raised_by_reload_applies_at_once() {
         (48..=50).contains(&(spent + more + 1)),
         "{spent} + 1 + {more}"
     );
+}
+
+/// Every host sees the fleet cross a budget threshold; one of them tells the webhook.
+#[tokio::test]
+async fn a_threshold_crossed_by_the_fleet_is_alerted_once() {
+    let redis = Redis::start();
+    let mock = MockProvider::start();
+    let (url, got) = crate::limits::receiver().await;
+    let alerts =
+        format!("alerts: {{ webhooks: [{{ url: \"{url}\" }}], budget_thresholds: [50] }}\n");
+    let body = config_with(&redis.url(), "", "budget: { usd: 0.1, per: day }", &alerts);
+    let a = Sira::start(&body, &mock.url());
+    let b = Sira::start(&body, &mock.url());
+    // $0.06 of $0.1 on host a: past 50 %.
+    for _ in 0..3 {
+        admitted(&a).await;
+    }
+    // Host b learns the fleet's spend, then crosses the same threshold with its own request.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    admitted(&b).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let thresholds: Vec<Value> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, body)| serde_json::from_slice::<Value>(body).unwrap())
+        .filter(|alert| alert["kind"] == "budget_threshold")
+        .collect();
+    assert_eq!(thresholds.len(), 1, "{thresholds:?}");
+    assert_eq!(thresholds[0]["threshold_percent"], 50);
+    // Both hosts did notice: each logs its alert.
+    for host in [&a, &b] {
+        assert!(host.stderr().contains("\"alert\""), "{}", host.stderr());
+    }
 }

@@ -222,6 +222,25 @@ impl SharedStore {
         }
     }
 
+    /// Whether this host is the first to send the alert `key` (fleet-wide, for `ttl_ms`);
+    /// a Redis that does not answer lets every host send it rather than none.
+    pub async fn claim_alert(&self, key: &str, ttl_ms: u64) -> bool {
+        let Ok(mut conn) = self.connection().await else {
+            return true;
+        };
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(format!("{}alert:{key}", self.prefix))
+            .arg(&self.host)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms);
+        match tokio::time::timeout(self.timeout, cmd.query_async::<Option<String>>(&mut conn)).await
+        {
+            Ok(Ok(set)) => set.is_some(),
+            _ => true,
+        }
+    }
+
     fn host_ttl_ms(&self) -> u64 {
         (self.sync.as_millis() as u64).saturating_mul(5).max(2000)
     }

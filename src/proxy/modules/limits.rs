@@ -3,6 +3,8 @@
 //! request ends, with OpenAI's `x-ratelimit-*` headers on every answer to a limited key and
 //! `retry-after` on a refusal.
 
+use std::time::SystemTime;
+
 use http::{HeaderName, HeaderValue};
 use pingora_http::{RequestHeader, ResponseHeader};
 use serde::Deserialize;
@@ -116,9 +118,11 @@ impl Phase for Admission {
                 if let (Some(alerts), Some(watched)) = (&ctx.snap.alerts, watched) {
                     let refusing = watched.iter().find(|(c, _)| c.scope == refusal.scope);
                     if let Some((counter, limits)) = refusing {
-                        if counter.first_refusal(limits, refusal.kind) {
+                        if let Some(window) = counter.first_refusal(limits, refusal.kind) {
                             alerts::send(
                                 alerts,
+                                ctx.snap.limits_store.as_ref(),
+                                window,
                                 alerts::Alert {
                                     kind: "limit_refusing",
                                     scope: refusal.scope.clone(),
@@ -253,8 +257,11 @@ impl Phase for Admission {
         if let (Some(alerts), Some(scopes)) = (&ctx.snap.alerts, scopes) {
             for (counter, limits) in &scopes {
                 if let Some((threshold, spent, usd)) = counter.crossed(limits, &alerts.thresholds) {
+                    let period = limits.budget.map_or(0, |b| b.per.index(SystemTime::now()));
                     alerts::send(
                         alerts,
+                        ctx.snap.limits_store.as_ref(),
+                        period,
                         alerts::Alert {
                             kind: "budget_threshold",
                             scope: counter.scope.clone(),

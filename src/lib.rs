@@ -12,6 +12,7 @@ pub mod glob;
 pub mod limits;
 pub mod metrics;
 pub mod models;
+pub mod notify;
 pub mod pool;
 pub mod provider;
 pub mod proxy;

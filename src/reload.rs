@@ -22,6 +22,14 @@ pub struct Reloader {
 
 impl Reloader {
     pub fn reload(&self, trigger: &str) -> Result<Reloaded, ConfigError> {
+        crate::notify::reloading();
+        let result = self.reload_now(trigger);
+        // Ready again either way: a refused file leaves the running config serving.
+        crate::notify::notify("READY=1");
+        result
+    }
+
+    fn reload_now(&self, trigger: &str) -> Result<Reloaded, ConfigError> {
         match self.live.reload() {
             Ok(reloaded) => {
                 // Reopen even when unchanged: SIGHUP after log rotation expects a new file.

@@ -143,6 +143,17 @@ pub fn run(snapshot: Snapshot, options: RunOptions) -> std::io::Result<()> {
         server.add_service(admin);
     }
     server.add_service(background_service("sira-sighup", SighupService(reloader)));
+    let listeners = settings
+        .listen
+        .iter()
+        .chain(settings.tls.iter().map(|t| &t.listen))
+        .chain(settings.admin.iter())
+        .copied()
+        .collect();
+    server.add_service(background_service(
+        "sira-ready",
+        crate::notify::ReadyService { listeners },
+    ));
     server.add_service(background_service(
         "sira-health",
         crate::pool::health::HealthSupervisor,

@@ -96,6 +96,9 @@ pub fn watch(
         .spawn(move || {
             loop {
                 match phases.blocking_recv() {
+                    Ok(ExecutionPhase::ShutdownStarted) => {
+                        crate::notify::notify("STOPPING=1");
+                    }
                     // Listeners are closed; requests in flight go on.
                     Ok(ExecutionPhase::ShutdownGracePeriod) => break,
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,

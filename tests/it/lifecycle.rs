@@ -199,3 +199,45 @@ async fn a_request_whose_header_is_arriving_at_sigterm_is_served() {
         .expect("still running");
     assert!(status.success());
 }
+
+/// Under systemd (`Type=notify`): `READY=1` only once the listeners accept, `RELOADING=1` then
+/// `READY=1` around a reload, `STOPPING=1` when a shutdown begins — datagrams to the socket
+/// named by `NOTIFY_SOCKET`, here one the test listens on.
+#[tokio::test]
+async fn systemd_hears_ready_reloading_and_stopping() {
+    let mock = sira_mock::MockProvider::start();
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let next = |socket: &std::os::unix::net::UnixDatagram| {
+        let mut buf = [0u8; 512];
+        let n = socket.recv(&mut buf).expect("a notification within 10 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let mut sira = crate::support::Sira::start_with_env(
+        &crate::support::standard_config(),
+        &mock.url(),
+        "",
+        &[("NOTIFY_SOCKET", socket_path.to_str().unwrap())],
+    );
+    let ready = next(&socket);
+    assert!(ready.starts_with("READY=1\nSTATUS=serving on "), "{ready}");
+    assert!(ready.contains(&sira.addr.to_string()), "{ready}");
+    assert!(std::net::TcpStream::connect(sira.addr).is_ok());
+
+    sira.sighup();
+    assert_eq!(next(&socket), "RELOADING=1");
+    assert_eq!(next(&socket), "READY=1");
+    // A refused file: still ready, on the old config.
+    sira.write_raw_config("server: [not, a, mapping]\n");
+    sira.sighup();
+    assert_eq!(next(&socket), "RELOADING=1");
+    assert_eq!(next(&socket), "READY=1");
+
+    sira.sigterm();
+    assert_eq!(next(&socket), "STOPPING=1");
+    assert!(sira.wait_exit(std::time::Duration::from_secs(10)).is_some());
+}

@@ -67,6 +67,16 @@ impl Sira {
 
     /// Like [`start`](Self::start) with extra `server:` keys (indented by 2, one per line).
     pub fn start_with_server(body: &str, mock_url: &str, server_extra: &str) -> Sira {
+        Self::start_with_env(body, mock_url, server_extra, &[])
+    }
+
+    /// Like [`start_with_server`](Self::start_with_server) with extra environment variables.
+    pub fn start_with_env(
+        body: &str,
+        mock_url: &str,
+        server_extra: &str,
+        env: &[(&str, &str)],
+    ) -> Sira {
         let mut last_err = String::new();
         for _ in 0..3 {
             let dir = tempfile::tempdir().expect("tempdir");
@@ -79,7 +89,7 @@ impl Sira {
                 .lines()
                 .find_map(|l| l.trim().strip_prefix("admin_token:"))
                 .map(|t| t.trim().to_owned());
-            match spawn(&config_path, dir.path(), addr, admin, token.as_deref()) {
+            match spawn(&config_path, dir.path(), addr, admin, token.as_deref(), env) {
                 Ok(child) => {
                     return Sira {
                         child,
@@ -248,11 +258,13 @@ fn spawn(
     addr: SocketAddr,
     admin: SocketAddr,
     token: Option<&str>,
+    env: &[(&str, &str)],
 ) -> Result<Child, String> {
     let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
     let mut child = Command::new(SIRA)
         .args(["run", "-c"])
         .arg(config)
+        .envs(env.iter().copied())
         .env("SIRA_UPGRADE_SOCK", dir.join("upgrade.sock"))
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())

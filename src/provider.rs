@@ -134,6 +134,8 @@ pub struct Endpoint {
     /// The host's addresses, kept by the runtime registry across reloads and refreshed in
     /// the background (`crate::dns`).
     pub resolution: Arc<HostState>,
+    /// The provider's `tls:` (a private CA, a client certificate), for https endpoints.
+    pub upstream_tls: Option<Arc<crate::tls::UpstreamTls>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -189,6 +191,7 @@ impl Endpoint {
             authority,
             weight,
             resolution,
+            upstream_tls: None,
         })
     }
 

@@ -308,6 +308,76 @@ impl pingora_core::listeners::TlsAccept for IdentityCallback {
     }
 }
 
+/// `providers.<name>.tls`: how sira checks a provider's certificate (a private `ca`
+/// instead of the system's roots) and the certificate it presents to it (mTLS upstream).
+pub struct UpstreamTls {
+    pub ca: Option<Arc<pingora_core::protocols::tls::CaType>>,
+    pub client: Option<Arc<pingora_core::utils::tls::CertKey>>,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("UpstreamTls")
+            .field("ca", &self.ca.as_ref().map(|ca| ca.len()))
+            .field("client", &self.client.is_some())
+            .finish()
+    }
+}
+
+impl UpstreamTls {
+    /// Loads the files, checked the way the connector will use them (it would panic on a
+    /// certificate it cannot parse, or a key of an unknown kind).
+    pub fn load(
+        ca: Option<&Path>,
+        cert_key: Option<(&Path, &Path)>,
+    ) -> Result<UpstreamTls, TlsError> {
+        use pingora_core::utils::tls::{parse_x509, CertKey, WrappedX509};
+        let ca = match ca {
+            None => None,
+            Some(path) => {
+                let name = path.display().to_string();
+                let mut roots = Vec::new();
+                for der in read_certs(path)? {
+                    if x509_parser::parse_x509_certificate(&der).is_err() {
+                        return Err(TlsError::Invalid(
+                            name,
+                            "a certificate does not parse".into(),
+                        ));
+                    }
+                    roots.push(WrappedX509::new(der.to_vec(), parse_x509));
+                }
+                Some(Arc::from(roots.into_boxed_slice()))
+            }
+        };
+        let client = match cert_key {
+            None => None,
+            Some((cert, key)) => {
+                // The same checks as a listener's certificate: loads, supported, matching.
+                certified_key(cert, key, None)?;
+                let chain = read_certs(cert)?;
+                if chain
+                    .iter()
+                    .any(|der| x509_parser::parse_x509_certificate(der).is_err())
+                {
+                    return Err(TlsError::Invalid(
+                        cert.display().to_string(),
+                        "a certificate does not parse".into(),
+                    ));
+                }
+                let der = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|_| TlsError::NoKey(key.display().to_string()))?;
+                let der = der.secret_der().to_vec();
+                Some(Arc::new(CertKey::new(
+                    chain.into_iter().map(|c| c.to_vec()).collect(),
+                    der,
+                )))
+            }
+        };
+        Ok(UpstreamTls { ca, client })
+    }
+}
+
 /// The live material of one TLS listener, shared by the listener and every snapshot.
 #[derive(Debug)]
 pub struct Handles {

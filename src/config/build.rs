@@ -224,8 +224,10 @@ fn build_provider(
         balance_load_factor,
         health,
         circuit,
+        tls,
     } = config;
     let problems_before = b.problems.len();
+    let upstream_tls = super::tls::upstream(b, &format!("{path}.tls"), tls);
     let mut parsed = Vec::new();
     let configured: Vec<(String, u32)> = endpoints
         .into_iter()
@@ -262,7 +264,10 @@ fn build_provider(
             );
         }
         match Endpoint::parse(url, *weight) {
-            Ok(endpoint) => parsed.push(endpoint),
+            Ok(mut endpoint) => {
+                endpoint.upstream_tls = upstream_tls.clone();
+                parsed.push(endpoint)
+            }
             Err(e) => b.problem(format!("{path}.endpoints[{i}]"), e.to_string()),
         }
     }

@@ -148,6 +148,9 @@ pub struct ProviderConfig {
     /// Passive ejection per endpoint.
     #[serde(default)]
     pub circuit: Option<CircuitConfig>,
+    /// TLS to the provider: a private CA, a client certificate.
+    #[serde(default)]
+    pub tls: Option<serde_yaml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

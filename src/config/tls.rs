@@ -153,3 +153,40 @@ pub(super) fn listeners(b: &mut Builder, value: Option<Value>) -> Vec<TlsListene
     }
     out
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpstreamConfig {
+    /// PEM certificates the provider's chain must lead to, instead of the system's roots.
+    #[serde(default)]
+    ca: Option<String>,
+    /// A client certificate (PEM chain) and its key, presented to the provider.
+    #[serde(default)]
+    cert: Option<String>,
+    #[serde(default)]
+    key: Option<String>,
+}
+
+/// `providers.<name>.tls`.
+pub(super) fn upstream(
+    b: &mut Builder,
+    path: &str,
+    value: Option<Value>,
+) -> Option<Arc<crate::tls::UpstreamTls>> {
+    let config = section::<UpstreamConfig>(value?, path, b.problems)?;
+    let cert_key = match (&config.cert, &config.key) {
+        (Some(cert), Some(key)) => Some((Path::new(cert.as_str()), Path::new(key.as_str()))),
+        (None, None) => None,
+        _ => {
+            b.problem(path, "cert and key go together");
+            return None;
+        }
+    };
+    match crate::tls::UpstreamTls::load(config.ca.as_deref().map(Path::new), cert_key) {
+        Ok(tls) => Some(Arc::new(tls)),
+        Err(e) => {
+            b.problem(path, e.to_string());
+            None
+        }
+    }
+}

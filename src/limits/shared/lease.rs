@@ -42,6 +42,8 @@ pub(super) enum Exchange {
         spent: f64,
         /// The fleet's total as this host knows it, for a level Redis lost.
         seen: f64,
+        /// The budget period it was planned in: an answer for another is not this one's.
+        period: i64,
         ttl_ms: u64,
     },
     Concurrency {
@@ -118,8 +120,8 @@ pub(crate) struct Shared {
     local_at: Option<Instant>,
     /// Passes in a row with nothing taken: an idle scope gives its standing lease back.
     idle_passes: u32,
-    /// When this scope last exchanged anything.
-    last_sent: Option<Instant>,
+    /// When each quantity was last exchanged.
+    last_sent: [Option<Instant>; 3],
 }
 
 impl Shared {
@@ -140,7 +142,7 @@ impl Shared {
             period: i64::MIN,
             local_at: None,
             idle_passes: 0,
-            last_sent: None,
+            last_sent: [None; 3],
         };
         for slot in [REQUESTS, TOKENS, USD] {
             shared.level[slot] = shared.cap(slot).unwrap_or(0.0);
@@ -345,12 +347,11 @@ impl Shared {
             self.peak[slot] *= PEAK_DECAY;
             if quiet
                 && !release
-                && self
-                    .last_sent
-                    .is_some_and(|at| at.elapsed() < REFRESH_EVERY)
+                && self.last_sent[slot].is_some_and(|at| at.elapsed() < REFRESH_EVERY)
             {
                 continue;
             }
+            self.last_sent[slot] = Some(Instant::now());
             self.lease[slot] -= back;
             let owed = std::mem::take(&mut self.owed[slot]);
             if slot == USD {
@@ -366,6 +367,7 @@ impl Shared {
                 owed,
                 spent,
                 seen: if slot == USD { self.spent_seen } else { 0.0 },
+                period: self.period,
                 ttl_ms,
             });
         }
@@ -378,9 +380,6 @@ impl Shared {
                 ttl_ms: 120_000,
             });
         }
-        if !plan.is_empty() {
-            self.last_sent = Some(Instant::now());
-        }
         plan
     }
 
@@ -388,6 +387,9 @@ impl Shared {
         self.local_at = None;
         for (exchange, [granted, level, total]) in plan.iter().zip(answers) {
             match exchange {
+                // Planned before the budget period rolled over: the old period's numbers
+                // are not the new one's (its grant stays with the old key).
+                Exchange::Level { slot, period, .. } if *slot == USD && *period != self.period => {}
                 Exchange::Level { slot, .. } => {
                     self.lease[*slot] += granted;
                     self.level[*slot] = *level;
@@ -396,6 +398,30 @@ impl Shared {
                     }
                 }
                 Exchange::Concurrency { .. } => self.others_inflight = *level as u64,
+            }
+        }
+    }
+
+    /// An exchange Redis refused outright (it ran nothing): what it took out is put back.
+    pub(super) fn restore(&mut self, plan: &[Exchange]) {
+        for exchange in plan {
+            if let Exchange::Level {
+                slot,
+                back,
+                owed,
+                spent,
+                period,
+                ..
+            } = exchange
+            {
+                if *slot == USD && *period != self.period {
+                    continue;
+                }
+                self.lease[*slot] += back;
+                self.owed[*slot] += owed;
+                if *slot == USD {
+                    self.spent += spent;
+                }
             }
         }
     }

@@ -175,18 +175,20 @@ impl SharedStore {
         let mut invocation = SCRIPT.prepare_invoke();
         invocation
             .key(format!("{}hosts", self.prefix))
-            .key(format!("{}replay", self.prefix))
+            .key(format!("{}replay:{}", self.prefix, self.host))
             .arg(&self.host)
             .arg(self.host_ttl_ms())
             .arg(seq);
-        let start = self.cursor.fetch_add(1, Ordering::Relaxed) % all.len().max(1);
+        let start = self.cursor.load(Ordering::Relaxed) % all.len().max(1);
         let mut counters = Vec::new();
         let mut plans: Vec<Vec<Exchange>> = Vec::new();
         let mut exchanges = 0;
+        let mut visited = 0;
         for counter in all.iter().cycle().skip(start).take(all.len()) {
             if exchanges >= MAX_EXCHANGES {
                 break;
             }
+            visited += 1;
             let mut s = counter.lock();
             let (inflight, reserved) = (s.inflight, s.reserved);
             let Some(sh) = s
@@ -215,6 +217,9 @@ impl SharedStore {
             counters.push(counter.clone());
             plans.push(plan);
         }
+        // The next exchange starts where this one stopped: every scope gets its turn.
+        self.cursor
+            .store((start + visited) % all.len().max(1), Ordering::Relaxed);
         Pending {
             counters,
             plans,
@@ -225,6 +230,9 @@ impl SharedStore {
     /// Whether this host is the first to send the alert `key` (fleet-wide, for `ttl_ms`);
     /// a Redis that does not answer lets every host send it rather than none.
     pub async fn claim_alert(&self, key: &str, ttl_ms: u64) -> bool {
+        if !self.is_up() {
+            return true;
+        }
         let Ok(mut conn) = self.connection().await else {
             return true;
         };
@@ -261,7 +269,10 @@ impl SharedStore {
         let mut pending = self.pending.lock().await;
         let exchange = pending.get_or_insert_with(|| self.prepare(release));
         let expected: usize = exchange.plans.iter().map(Vec::len).sum();
-        let answer: Result<Vec<String>, String> = match self.connection().await {
+        // `Err((reason, refused))`: `refused` when Redis answered with an error, so the
+        // script ran nothing (or failed and would fail again); else the exchange may have
+        // run and is sent again as it is.
+        let answer: Result<Vec<String>, (String, bool)> = match self.connection().await {
             Ok(mut conn) => {
                 match tokio::time::timeout(
                     self.timeout,
@@ -270,13 +281,25 @@ impl SharedStore {
                 .await
                 {
                     Ok(Ok(answer)) => Ok(answer),
-                    Ok(Err(e)) => Err(describe(&e)),
-                    Err(_) => Err("no answer in time".to_owned()),
+                    Ok(Err(e)) => Err((describe(&e), !transient(&e))),
+                    Err(_) => Err(("no answer in time".to_owned(), false)),
                 }
             }
-            Err(e) => Err(e),
+            Err(e) => Err((e, false)),
         };
-        match answer.and_then(|answer| parse(&answer, expected)) {
+        let answer = answer.and_then(|answer| parse(&answer, expected).map_err(|e| (e, true)));
+        if let Err((_, true)) = &answer {
+            // Sending it again would fail the same way: what it carried goes back to the
+            // scopes, to go out in the next exchange.
+            if let Some(refused) = pending.take() {
+                refused.restore();
+            }
+        }
+        let exchange = match &*pending {
+            Some(exchange) => exchange,
+            None => &Pending::default(),
+        };
+        match answer.map_err(|(reason, _)| reason) {
             Ok((hosts, mut results)) => {
                 self.hosts.store(hosts.max(1), Ordering::Relaxed);
                 for (counter, plan) in exchange.counters.iter().zip(&exchange.plans) {
@@ -331,6 +354,42 @@ struct Pending {
     counters: Vec<Arc<Counter>>,
     plans: Vec<Vec<Exchange>>,
     invocation: redis::ScriptInvocation<'static>,
+}
+
+impl Default for Pending {
+    fn default() -> Self {
+        Pending {
+            counters: Vec::new(),
+            plans: Vec::new(),
+            invocation: SCRIPT.prepare_invoke(),
+        }
+    }
+}
+
+impl Pending {
+    /// Puts what the exchange carried back into its scopes (it never reached Redis).
+    fn restore(self) {
+        for (counter, plan) in self.counters.iter().zip(&self.plans) {
+            if let Some(sh) = counter.lock().shared.as_mut() {
+                sh.restore(plan);
+            }
+        }
+    }
+}
+
+impl Drop for SharedStore {
+    /// A store a reload replaced, with an exchange still unanswered: what it carried goes
+    /// back to the scopes, which the new store serves now.
+    fn drop(&mut self) {
+        if let Some(pending) = self.pending.get_mut().take() {
+            pending.restore();
+        }
+    }
+}
+
+/// A failure after which the exchange may or may not have run.
+fn transient(e: &redis::RedisError) -> bool {
+    e.is_timeout() || e.is_connection_refusal() || e.is_connection_dropped() || e.is_io_error()
 }
 
 /// The most quantities one exchange carries: a bound on the script's size and run time.

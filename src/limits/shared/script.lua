@@ -1,5 +1,5 @@
 -- One atomic exchange for every scope of a pass (see mod.rs).
--- KEYS[1]: the hosts (a sorted set by expiry); KEYS[2]: each host's last answer, by host.
+-- KEYS[1]: the hosts (a sorted set by expiry); KEYS[2]: this host's last answer.
 -- ARGV[1]: this host; ARGV[2]: its liveness in ms; ARGV[3]: this exchange's number.
 -- Then per scope quantity, KEYS[i] and its arguments:
 --   'b', cap, rate (per second), want, back, spent, seen, ttl: a level refilled at `rate`
@@ -12,7 +12,7 @@ local host_ttl = tonumber(ARGV[2])
 local seq = ARGV[3]
 
 -- An exchange sent again because its answer was lost is answered as it was the first time.
-local last = redis.call('HGET', KEYS[2], host)
+local last = redis.call('GET', KEYS[2])
 if last then
   local saved = cjson.decode(last)
   if saved[1] == seq then
@@ -40,13 +40,19 @@ for i = 3, #KEYS do
     a = a + 8
     local v = redis.call('HMGET', KEYS[i], 'level', 'at', 'spent', 'cap')
     local level = tonumber(v[1])
-    local total = tonumber(v[3])
+    local total = tonumber(v[3]) or 0
     if level == nil then
       total = seen
       level = cap - seen
     end
     local old_cap = tonumber(v[4]) or cap
-    level = level + (cap - old_cap)
+    if rate > 0 then
+      -- A rate's bucket holds at most its capacity, whatever it was.
+      if level > cap then level = cap end
+    else
+      -- A budget's level moves with the budget.
+      level = level + (cap - old_cap)
+    end
     local at = tonumber(v[2]) or now
     if now > at then level = level + (now - at) * rate end
     if level > cap then level = cap end
@@ -85,6 +91,6 @@ for i = 3, #KEYS do
   end
 end
 
-redis.call('HSET', KEYS[2], host, cjson.encode({ seq, out }))
-redis.call('PEXPIRE', KEYS[2], host_ttl * 10)
+-- Kept long enough to outlast an outage the exchange is resent across.
+redis.call('SET', KEYS[2], cjson.encode({ seq, out }), 'PX', 3600000)
 return out

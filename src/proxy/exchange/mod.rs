@@ -136,6 +136,10 @@ impl Exchange {
             addr: dest.addr,
             tls: endpoint.tls,
             endpoint: endpoint.url.clone(),
+            tls_options: endpoint
+                .upstream_tls
+                .as_ref()
+                .map_or(0, |t| Arc::as_ptr(t) as usize),
         };
         let deadline = tokio::time::Instant::now() + timeouts.first_byte;
         let timed_out = || ExchangeError::FirstByteTimeout(timeouts.first_byte);
@@ -152,6 +156,10 @@ impl Exchange {
         let mut peer = HttpPeer::new(dest.addr, endpoint.tls, endpoint.host.clone());
         peer.options.connection_timeout = Some(timeouts.connect);
         peer.options.total_connection_timeout = Some(timeouts.connect);
+        if let (true, Some(tls)) = (endpoint.tls, &endpoint.upstream_tls) {
+            peer.options.ca = tls.ca.clone();
+            peer.client_cert_key = tls.client.clone();
+        }
         let fresh = self.pool.connect(&peer).await.map_err(|e| {
             use pingora_error::ErrorType;
             match e.etype() {

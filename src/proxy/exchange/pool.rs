@@ -46,6 +46,9 @@ pub struct PoolKey {
     pub addr: SocketAddr,
     pub tls: bool,
     pub endpoint: Arc<str>,
+    /// Which `tls:` options made the connection (0: none): two providers on one URL with
+    /// different client certificates never share a connection.
+    pub tls_options: usize,
 }
 
 struct Idle {
@@ -200,6 +203,7 @@ mod tests {
             addr,
             tls: false,
             endpoint: "http://localhost".into(),
+            tls_options: 0,
         }
     }
 

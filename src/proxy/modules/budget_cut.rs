@@ -308,7 +308,10 @@ impl BudgetCut {
                     self.events += 1;
                     return;
                 }
-                if has(b"message_stop") || has(b"\"stop_reason\":\"") || has(b"\"error\"") {
+                if has(b"\"type\":\"message_stop\"")
+                    || has(b"\"stop_reason\":\"")
+                    || has(b"\"type\":\"error\"")
+                {
                     self.seen.terminal = true;
                 }
                 if has(b"content_block_st") {

@@ -451,3 +451,125 @@ async fn a_provider_behind_a_private_ca_and_client_certificates() {
         assert!(!body.contains("BEGIN"), "{body}");
     }
 }
+
+/// Kills a process when the test ends, however it ends.
+struct Reaper(std::process::Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `sira run --upgrade` takes the listening sockets, TLS included, from the running process
+/// while clients keep connecting: no connection refused, no request failed, and the stream
+/// the old process was serving ends whole before it exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_binary_upgrade_under_load_refuses_and_truncates_nothing() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let mock = MockProvider::start();
+    let ca = Ca::new("sira test CA");
+    let dir = tempfile::tempdir().unwrap();
+    ca.issue(dir.path(), "server", "sira", &["127.0.0.1"], false);
+    let mut s = start(&mock, dir, "  grace_period: 15s\n", "");
+    let tls_url = s.url("127.0.0.1", "/v1/chat/completions");
+    let plain_url = s.sira.url("/v1/chat/completions");
+
+    // A stream of 3 s on the old process, over TLS.
+    let streaming = client(&ca, None);
+    let stream = tokio::spawn({
+        let url = tls_url.clone();
+        async move {
+            let resp = streaming
+                .post(url)
+                .bearer_auth(KEY_A)
+                .header("x-mock-events", "30")
+                .header("x-mock-delay-ms", "100")
+                .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .unwrap();
+            resp.text().await.unwrap()
+        }
+    });
+
+    // Load: every request on a new connection, plain and TLS.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut load = Vec::new();
+    for i in 0..4 {
+        let url = if i % 2 == 0 {
+            plain_url.clone()
+        } else {
+            tls_url.clone()
+        };
+        let fresh = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        load.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let outcome = match chat(&fresh, &url, Some(KEY_A)).await {
+                    Ok(resp) if resp.status() == 200 => {
+                        resp.text().await.map_err(|e| e.to_string())
+                    }
+                    Ok(resp) => Err(format!("status {}", resp.status())),
+                    Err(e) => Err(e.to_string()),
+                };
+                match outcome {
+                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        eprintln!("failed: {e}");
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The new binary waits for the sockets; the old one hands them over on SIGQUIT.
+    let upgraded = std::process::Command::new(crate::support::SIRA)
+        .args(["run", "--upgrade", "-c"])
+        .arg(&s.sira.config_path)
+        .env("SIRA_UPGRADE_SOCK", s.sira.dir.path().join("upgrade.sock"))
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(s.sira.dir.path().join("upgraded.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let _upgraded = Reaper(upgraded);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let quit = std::process::Command::new("kill")
+        .args(["-QUIT", &s.sira.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(quit.success());
+
+    // The old process exits once its stream has ended.
+    let exited = tokio::task::block_in_place(|| s.sira.wait_exit(Duration::from_secs(20)));
+    assert!(exited.is_some(), "the old process never exited");
+    let body = stream.await.unwrap();
+    assert!(
+        body.trim_end().ends_with("data: [DONE]"),
+        "the stream was cut: {body}"
+    );
+    assert_eq!(body.matches("\"delta\":{\"content\"").count(), 30, "{body}");
+
+    // The new process serves on.
+    let before = ok.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert_eq!(failed, 0, "{failed} failed of {}", ok + failed);
+    assert!(ok > before, "nothing served after the old process left");
+    eprintln!("upgrade under load: {ok} requests, 0 failed, the stream whole");
+}

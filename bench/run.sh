@@ -91,6 +91,8 @@ if [ "$floor" = 1 ]; then
 fi
 if [ "$build" = 1 ]; then
     bash packaging/deps.sh
+    # The system's zstd when it is there, as tests/run.sh (.cargo/config.toml).
+    if pkg-config --exists libzstd 2>/dev/null; then export ZSTD_SYS_USE_PKG_CONFIG=1; fi
     log "cargo build --profile $profile ${packages[*]}"
     cargo build --profile "$profile" --quiet "${packages[@]}"
 fi

@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 bash packaging/deps.sh
 # The debug profile builds in a fraction of the release time and is plenty for a demo;
 # benchmarks use the release profile (bench/run.sh).
+# The system's zstd when it is there, as tests/run.sh (.cargo/config.toml).
+if pkg-config --exists libzstd 2>/dev/null; then export ZSTD_SYS_USE_PKG_CONFIG=1; fi
 cargo build -p sira -p sira-mock
 
 ./target/debug/sira-mock --listen 127.0.0.1:9000 --events 8 --delay-ms 50 &

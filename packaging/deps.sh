@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing sira needs on a fresh Debian/Ubuntu machine, and
-# nothing when it is already there. Pingora's zlib-ng build needs cmake; zstd is linked from
-# the system (.cargo/config.toml), which needs pkg-config and libzstd-dev; the rest of the
-# toolchain (cargo, a C compiler) is assumed present.
+# nothing when it is already there. Pingora's zlib-ng build needs cmake; pkg-config and
+# libzstd-dev let the test scripts link the system's zstd rather than compile it
+# (.cargo/config.toml); the rest of the toolchain (cargo, a C compiler) is assumed present.
 set -euo pipefail
 
 need=()

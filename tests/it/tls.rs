@@ -573,3 +573,104 @@ async fn a_binary_upgrade_under_load_refuses_and_truncates_nothing() {
     assert!(ok > before, "nothing served after the old process left");
     eprintln!("upgrade under load: {ok} requests, 0 failed, the stream whole");
 }
+
+/// HTTP/2 over TLS: several streams multiplexed on one connection, each accounted on its
+/// own; one the client resets (RST_STREAM CANCEL, sent with the h2 crate itself) stops at
+/// once and is settled, and the others run on.
+#[tokio::test]
+async fn http2_streams_share_a_connection_and_are_accounted_one_by_one() {
+    let mock = MockProvider::start();
+    let ca = Ca::new("sira test CA");
+    let dir = tempfile::tempdir().unwrap();
+    ca.issue(dir.path(), "server", "sira", &["127.0.0.1"], false);
+    let s = start(&mock, dir, "", "");
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert.der().clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    let (h2, connection) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(connection);
+
+    let send = |events: &str| {
+        let mut h2 = h2.clone();
+        let request = http::Request::post(format!(
+            "https://127.0.0.1:{}/v1/chat/completions",
+            s.addr.port()
+        ))
+        .header("authorization", format!("Bearer {KEY_A}"))
+        .header("content-type", "application/json")
+        .header("x-mock-events", events)
+        .header("x-mock-delay-ms", "50")
+        .body(())
+        .unwrap();
+        async move {
+            let mut h2 = h2.ready().await.unwrap();
+            let (response, mut body) = h2.send_request(request, false).unwrap();
+            body.send_data(
+                bytes::Bytes::from(
+                    json!({"model": "gpt-4o", "stream": true,
+                        "messages": [{"role": "user", "content": "hi"}]})
+                    .to_string(),
+                ),
+                true,
+            )
+            .unwrap();
+            (response.await.unwrap(), body)
+        }
+    };
+    let read_all = |response: http::Response<h2::RecvStream>| async move {
+        let mut stream = response.into_body();
+        let mut text = Vec::new();
+        while let Some(chunk) = stream.data().await {
+            let chunk = chunk.unwrap();
+            let _ = stream.flow_control().release_capacity(chunk.len());
+            text.extend_from_slice(&chunk);
+        }
+        String::from_utf8(text).unwrap()
+    };
+
+    // The one to cancel: its first event, then a reset.
+    let (response, mut cancel) = send("100").await;
+    assert_eq!(response.status(), 200);
+    let mut cancelled = response.into_body();
+    assert!(cancelled.data().await.is_some());
+    let others = futures_util::future::join_all((0..4).map(|_| async {
+        let (response, _) = send("5").await;
+        read_all(response).await
+    }));
+    let started = Instant::now();
+    cancel.send_reset(h2::Reason::CANCEL);
+    let whole = others.await;
+    for text in &whole {
+        assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    }
+    let lines = s.sira.wait_access_log(5);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the reset stream ran on"
+    );
+    let complete: Vec<_> = lines.iter().filter(|l| l["client_gone"] == false).collect();
+    assert_eq!(complete.len(), 4, "{lines:?}");
+    for line in complete {
+        assert_eq!(line["output_tokens"], 5, "{line}");
+    }
+    let gone = lines
+        .iter()
+        .find(|l| l["client_gone"] == true)
+        .expect("the reset stream");
+    // Settled to what was delivered: never zero.
+    assert!(gone["input_tokens"].as_u64().unwrap() > 0, "{gone}");
+    assert!(gone["output_tokens"].as_u64().unwrap() < 100, "{gone}");
+    assert_eq!(gone["estimated"], true, "{gone}");
+}

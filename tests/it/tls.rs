@@ -603,7 +603,7 @@ async fn http2_streams_share_a_connection_and_are_accounted_one_by_one() {
     tokio::spawn(connection);
 
     let send = |events: &str| {
-        let mut h2 = h2.clone();
+        let h2 = h2.clone();
         let request = http::Request::post(format!(
             "https://127.0.0.1:{}/v1/chat/completions",
             s.addr.port()

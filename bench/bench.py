@@ -26,6 +26,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -149,8 +150,10 @@ def wait_port(port, proc, timeout=15.0):
 
 def http(method, url, body=None, headers=None, timeout=10.0):
     req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    # (k)'s certificate is the run's own, self-signed.
+    context = ssl._create_unverified_context() if url.startswith("https:") else None
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as r:
             return r.status, r.read(), dict(r.headers)
     except urllib.error.HTTPError as e:
         return e.code, e.read(), dict(e.headers)
@@ -213,8 +216,10 @@ def mem_kb(root, field):
 class Target:
     """One way to reach the mock. `root` is the gateway process (None for direct)."""
 
-    def __init__(self, name, base, proc=None, admin=None):
+    def __init__(self, name, base, proc=None, admin=None, tls_base=None):
         self.name, self.base, self.proc, self.admin = name, base, proc, admin
+        # The same gateway's TLS listener (scenario k).
+        self.tls_base = tls_base
 
     @property
     def root(self):
@@ -239,6 +244,15 @@ class Env:
             log("one CPU only: no pinning, figures will mix gateway and load")
         self.mock = None
         self.mock_addr = None
+        # One ECDSA P-256 certificate for every TLS listener of the run (scenario k).
+        self.cert, self.key = str(tmp / "bench-tls.pem"), str(tmp / "bench-tls.key")
+        made = subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+             "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", self.key, "-out", self.cert,
+             "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+            capture_output=True, text=True)
+        if made.returncode != 0:
+            raise BenchError(f"openssl could not make the TLS certificate: {made.stderr[-300:]}")
         self.nofile = int(args.nofile)
         self.oha = shutil.which("oha")
         self.oha_json = None
@@ -285,11 +299,13 @@ class Env:
         return Target(FLOOR, f"http://127.0.0.1:{port}", p)
 
     def start_nginx(self, tag):
-        port = free_port()
+        port, tls_port = free_port(), free_port()
         conf = (BENCH / "nginx.conf").read_text()
         user = "user root;" if os.geteuid() == 0 else "# (runs as the current user)"
         conf = (conf.replace("@USER@", user).replace("@TMP@", str(self.tmp))
                 .replace("@LISTEN@", f"127.0.0.1:{port}").replace("@UPSTREAM@", self.mock_addr)
+                .replace("@TLS_LISTEN@", f"127.0.0.1:{tls_port}")
+                .replace("@CERT@", self.cert).replace("@KEY@", self.key)
                 .replace("@NOFILE@", str(self.nofile))
                 .replace("@CONNECTIONS@", str(max(1024, self.nofile - 32))))
         path = self.tmp / "nginx.conf"
@@ -302,26 +318,31 @@ class Env:
         p = PROCS.spawn(cmd, cpus=self.gw_cpus, stdout=subprocess.DEVNULL,
                         stderr=open(self.tmp / f"nginx-{tag}.log", "w"))
         wait_port(port, p)
-        return Target("nginx", f"http://127.0.0.1:{port}", p)
+        return Target("nginx", f"http://127.0.0.1:{port}", p,
+                      tls_base=f"https://127.0.0.1:{tls_port}")
 
-    def sira_env(self, port, admin):
+    def sira_env(self, port, admin, tls_port):
         env = dict(os.environ)
         env.update(BENCH_LISTEN=f"127.0.0.1:{port}", BENCH_ADMIN=f"127.0.0.1:{admin}",
+                   BENCH_TLS_LISTEN=f"127.0.0.1:{tls_port}", BENCH_TLS_CERT=self.cert,
+                   BENCH_TLS_KEY=self.key,
                    BENCH_UPSTREAM=f"http://{self.mock_addr}", BENCH_TMP=str(self.tmp),
                    SIRA_UPGRADE_SOCK=str(self.tmp / "sira-upgrade.sock"))
         env.pop("RUST_LOG", None)
         return env
 
     def start_sira(self, tag):
-        port, admin = free_port(), free_port()
+        port, admin, tls_port = free_port(), free_port(), free_port()
         # A copy: scenario (f) edits it between reloads.
         conf = self.tmp / "sira.yaml"
         shutil.copy(BENCH / "sira.yaml", conf)
         p = PROCS.spawn([str(self.bin / "sira"), "run", "-c", str(conf)], cpus=self.gw_cpus,
-                        env=self.sira_env(port, admin), stdout=subprocess.DEVNULL,
+                        env=self.sira_env(port, admin, tls_port), stdout=subprocess.DEVNULL,
                         stderr=open(self.tmp / f"sira-{tag}.log", "w"))
         wait_port(port, p)
-        return Target("sira", f"http://127.0.0.1:{port}", p, admin=f"http://127.0.0.1:{admin}")
+        wait_port(tls_port, p)
+        return Target("sira", f"http://127.0.0.1:{port}", p, admin=f"http://127.0.0.1:{admin}",
+                      tls_base=f"https://127.0.0.1:{tls_port}")
 
     def stop(self, t):
         if t.proc is None:
@@ -732,6 +753,15 @@ def scenario_j(env, t):
     return run_load(env, t, req, s["conns"], s["load_s"], "(j)")
 
 
+def scenario_k(env, t):
+    """(a) over TLS on kept-alive connections (ECDSA P-256, the client's choice of TLS 1.3
+    suite): the cost of terminating TLS is (k) − (a)."""
+    s = env.args.s
+    tls = Target(t.name, t.tls_base, t.proc, t.admin)
+    req = chat_req(env, t.name)
+    return run_load(env, tls, req, s["conns"], s["load_s"], "(k)")
+
+
 SCENARIOS = [
     ("a", "small chat JSON, key auth + accounting", scenario_a, PASSTHROUGH),
     ("b", "small chat JSON, translated OpenAI→Anthropic", scenario_b, TARGETS),
@@ -748,6 +778,7 @@ SCENARIOS = [
     ("i", "small chat JSON by a key with limits and a budget, in a tenant with its own",
      scenario_i, ["sira"]),
     ("j", "small chat JSON with a JWT bearer token", scenario_j, ["sira"]),
+    ("k", "small chat JSON over TLS (kept-alive connections)", scenario_k, ["nginx", "sira"]),
 ]
 
 

@@ -11,6 +11,7 @@ mod defaults;
 pub mod file;
 mod interpolate;
 mod jwt;
+mod keys;
 pub mod limits;
 pub mod live;
 mod pool;

@@ -762,6 +762,15 @@ def scenario_k(env, t):
     return run_load(env, tls, req, s["conns"], s["load_s"], "(k)")
 
 
+def scenario_l(env, t):
+    """(k) with `Connection: close`: a TCP connection and a full TLS handshake (ECDSA P-256,
+    no resumption) per request. The cost of a handshake is (l) − (k)."""
+    s = env.args.s
+    tls = Target(t.name, t.tls_base, t.proc, t.admin)
+    req = chat_req(env, t.name, headers=["Connection: close"], name="handshake")
+    return run_load(env, tls, req, s["conns"], s["load_s"], "(l)")
+
+
 SCENARIOS = [
     ("a", "small chat JSON, key auth + accounting", scenario_a, PASSTHROUGH),
     ("b", "small chat JSON, translated OpenAI→Anthropic", scenario_b, TARGETS),
@@ -779,6 +788,8 @@ SCENARIOS = [
      scenario_i, ["sira"]),
     ("j", "small chat JSON with a JWT bearer token", scenario_j, ["sira"]),
     ("k", "small chat JSON over TLS (kept-alive connections)", scenario_k, ["nginx", "sira"]),
+    ("l", "small chat JSON over TLS, a new connection and handshake each", scenario_l,
+     ["nginx", "sira"]),
 ]
 
 

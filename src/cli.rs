@@ -27,6 +27,19 @@ pub enum Command {
         #[arg(long)]
         upgrade: bool,
     },
+    /// Reload a running instance's config (SIGHUP), or, when this binary is not the one it
+    /// runs (a package replaced it), hand its sockets to this binary without refusing a
+    /// connection: what `systemctl reload` runs.
+    Reload {
+        /// The running instance (systemd: $MAINPID).
+        #[arg(long)]
+        pid: u32,
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+        /// Hand the sockets over even to the same binary.
+        #[arg(long)]
+        upgrade: bool,
+    },
     /// Validate a config file and exit: 0 if valid, else print every problem and exit 1.
     Check {
         #[arg(short = 'c', long = "config")]

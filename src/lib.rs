@@ -25,4 +25,5 @@ pub mod shutdown;
 pub mod sse;
 pub mod tls;
 pub mod translate;
+pub mod upgrade;
 pub mod usage;

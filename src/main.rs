@@ -43,6 +43,28 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Reload {
+            pid,
+            config,
+            upgrade,
+        } => {
+            let path = config.or_else(default_config_path);
+            let socket = sira::upgrade::socket_path();
+            match sira::upgrade::reload_or_upgrade(pid, path.as_deref(), &socket, upgrade) {
+                Ok(sira::upgrade::Done::Reloaded) => {
+                    println!("sent SIGHUP to {pid}: config reloaded");
+                    ExitCode::SUCCESS
+                }
+                Ok(sira::upgrade::Done::Upgraded { new_pid }) => {
+                    println!("{pid} hands its sockets to {new_pid} and drains");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sira: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Check { config } => {
             let path = config.or_else(default_config_path);
             match load(path.as_deref()) {

@@ -38,6 +38,9 @@ pub fn reloading() {
 /// them on its own threads, after `run_forever` starts), or after a minute regardless.
 pub struct ReadyService {
     pub listeners: Vec<SocketAddr>,
+    /// Started with `--upgrade`: this process becomes the unit's main process (with
+    /// `NotifyAccess=all`), the old one drains and exits.
+    pub upgraded: bool,
 }
 
 #[async_trait::async_trait]
@@ -59,8 +62,13 @@ impl pingora_core::services::background::BackgroundService for ReadyService {
             }
         }
         let listening: Vec<String> = self.listeners.iter().map(ToString::to_string).collect();
+        let main = if self.upgraded {
+            format!("MAINPID={}\n", std::process::id())
+        } else {
+            String::new()
+        };
         notify(&format!(
-            "READY=1\nSTATUS=serving on {}",
+            "{main}READY=1\nSTATUS=serving on {}",
             listening.join(", ")
         ));
     }

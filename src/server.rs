@@ -33,7 +33,7 @@ pub struct RunOptions {
 /// Where the upgrade hand-over socket lives; overridable so that several instances (tests,
 /// staging) on one host do not collide.
 fn upgrade_socket() -> String {
-    std::env::var("SIRA_UPGRADE_SOCK").unwrap_or_else(|_| "/tmp/sira_upgrade.sock".to_owned())
+    crate::upgrade::socket_path().to_string_lossy().into_owned()
 }
 
 /// Builds every service and runs until shutdown. Never returns on success (Pingora exits
@@ -152,7 +152,10 @@ pub fn run(snapshot: Snapshot, options: RunOptions) -> std::io::Result<()> {
         .collect();
     server.add_service(background_service(
         "sira-ready",
-        crate::notify::ReadyService { listeners },
+        crate::notify::ReadyService {
+            listeners,
+            upgraded: options.upgrade,
+        },
     ));
     server.add_service(background_service(
         "sira-health",

@@ -241,3 +241,100 @@ async fn systemd_hears_ready_reloading_and_stopping() {
     assert_eq!(next(&socket), "STOPPING=1");
     assert!(sira.wait_exit(std::time::Duration::from_secs(10)).is_some());
 }
+
+/// `sira reload --pid` (what the unit's ExecReload runs): with the binary the process runs,
+/// a SIGHUP; asked to upgrade (as when a package replaced the binary), a new process takes
+/// the sockets over, tells systemd it is the main process, and the old one exits.
+#[tokio::test]
+async fn sira_reload_reloads_or_hands_the_sockets_to_a_new_process() {
+    let mock = sira_mock::MockProvider::start();
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let next = |socket: &std::os::unix::net::UnixDatagram| {
+        let mut buf = [0u8; 512];
+        let n = socket.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let notify = socket_path.to_str().unwrap();
+    let mut old = Sira::start_with_env(
+        &standard_config(),
+        &mock.url(),
+        "",
+        &[("NOTIFY_SOCKET", notify)],
+    );
+    assert!(next(&socket).starts_with("READY=1"));
+    // Its output to a file: the new process it starts keeps the inherited descriptors (under
+    // systemd, the journal), so a pipe would never close.
+    let said_path = dir.path().join("reload.out");
+    let reload = |upgrade: bool| {
+        let mut command = Command::new(SIRA);
+        command
+            .args(["reload", "--pid", &old.pid().to_string(), "-c"])
+            .arg(&old.config_path)
+            .env("SIRA_UPGRADE_SOCK", old.dir.path().join("upgrade.sock"))
+            .env("NOTIFY_SOCKET", notify)
+            .env_remove("RUST_LOG")
+            .stdout(std::fs::File::create(&said_path).unwrap())
+            .stderr(Stdio::null());
+        if upgrade {
+            command.arg("--upgrade");
+        }
+        let status = command.status().unwrap();
+        (status, std::fs::read_to_string(&said_path).unwrap())
+    };
+
+    let (status, said) = reload(false);
+    assert!(status.success(), "{said}");
+    assert!(said.contains("SIGHUP"), "{said}");
+    assert_eq!(next(&socket), "RELOADING=1");
+    assert_eq!(next(&socket), "READY=1");
+
+    let (status, said) = reload(true);
+    assert!(status.success(), "{said}");
+    let new_pid: u32 = said
+        .split_whitespace()
+        .find_map(|w| w.parse().ok().filter(|p| *p != old.pid()))
+        .expect("the new pid");
+    let _new = Reaper(new_pid);
+    let mut messages = Vec::new();
+    let ready = loop {
+        let message = next(&socket);
+        if message.contains("READY=1") && message.contains("MAINPID=") {
+            break message;
+        }
+        messages.push(message);
+    };
+    assert!(
+        ready.starts_with(&format!("MAINPID={new_pid}\nREADY=1")),
+        "{ready}"
+    );
+    assert!(
+        old.wait_exit(Duration::from_secs(10)).is_some(),
+        "the old process never exited"
+    );
+    let resp = request(&old, "/v1/chat/completions")
+        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        200,
+        "the new process serves on the same address"
+    );
+}
+
+/// Kills a process by pid when the test ends.
+struct Reaper(u32);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .status();
+    }
+}

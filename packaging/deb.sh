@@ -50,7 +50,7 @@ Package: sira
 Version: $version
 Architecture: $arch
 Maintainer: sira developers <sira@localhost>
-Depends: libc6, systemd
+Depends: libc6, systemd, procps
 Installed-Size: $size
 Section: net
 Priority: optional

@@ -107,7 +107,8 @@ pub fn run(snapshot: Snapshot, options: RunOptions) -> std::io::Result<()> {
     }
     for listener in &settings.tls {
         let handles = crate::runtime::registry().tls_handles(listener);
-        let mut tls = TlsSettings::with_callbacks(Box::new(crate::tls::IdentityCallback))
+        let identity = crate::tls::IdentityCallback(handles.verifier.clone());
+        let mut tls = TlsSettings::with_callbacks(Box::new(identity))
             .map_err(|e| std::io::Error::other(format!("TLS listener {}: {e}", listener.listen)))?;
         tls.set_cert_resolver(handles.resolver.clone());
         tls.set_client_cert_verifier(handles.verifier.clone());

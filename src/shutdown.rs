@@ -26,6 +26,8 @@ use crate::access_log::AccessLog;
 const ENDING_WAIT: Duration = Duration::from_secs(1);
 /// How often the count in flight is looked at while draining.
 const POLL: Duration = Duration::from_millis(10);
+/// How long a draining process waits before it first looks whether anything is in flight.
+const ACCEPTED_LINGER: Duration = Duration::from_millis(250);
 
 /// Requests in flight, and the signal that ends them.
 #[derive(Default)]
@@ -94,9 +96,13 @@ pub fn watch(
     std::thread::Builder::new()
         .name("sira-shutdown".into())
         .spawn(move || {
+            // After a hand-over the unit goes on in the new process: telling systemd
+            // STOPPING=1 from here would have it stop the whole unit.
+            let mut handed_over = false;
             loop {
                 match phases.blocking_recv() {
-                    Ok(ExecutionPhase::ShutdownStarted) => {
+                    Ok(ExecutionPhase::GracefulUpgradeTransferringFds) => handed_over = true,
+                    Ok(ExecutionPhase::ShutdownStarted) if !handed_over => {
                         crate::notify::notify("STOPPING=1");
                     }
                     // Listeners are closed; requests in flight go on.
@@ -107,6 +113,9 @@ pub fn watch(
             }
             let started = Instant::now();
             let deadline = started + grace;
+            // Connections accepted as the listeners closed may still be in their TLS
+            // handshake, not yet counted: they get a moment to be.
+            std::thread::sleep(ACCEPTED_LINGER);
             while drain.in_flight() > 0 && Instant::now() < deadline {
                 std::thread::sleep(POLL);
             }

@@ -125,7 +125,8 @@ impl CertSet {
         let Some(name) = server_name else {
             return self.default.clone();
         };
-        // rustls hands over the name already lower-cased and without a trailing dot.
+        // rustls hands over the name lower-cased, but may leave a trailing dot.
+        let name = name.trim_end_matches('.');
         if let Some(key) = self.exact.get(name) {
             return key.clone();
         }
@@ -261,8 +262,9 @@ impl ClientCertVerifier for Verifier {
     }
 }
 
-/// Who a verified client certificate says the client is: its subject's common name and
-/// its subject alternative names (DNS names, e-mail addresses, URIs).
+/// Who a verified client certificate says the client is: its subject's common name as it
+/// is, and its subject alternative names typed (`dns:…`, `email:…`, `uri:…`), so that a
+/// name of one kind never passes for another.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientIdentity {
     pub names: Vec<String>,
@@ -282,9 +284,9 @@ impl ClientIdentity {
         if let Ok(Some(san)) = cert.subject_alternative_name() {
             for name in &san.value.general_names {
                 match name {
-                    GeneralName::DNSName(n) | GeneralName::RFC822Name(n) | GeneralName::URI(n) => {
-                        names.push((*n).to_owned())
-                    }
+                    GeneralName::DNSName(n) => names.push(format!("dns:{n}")),
+                    GeneralName::RFC822Name(n) => names.push(format!("email:{n}")),
+                    GeneralName::URI(n) => names.push(format!("uri:{n}")),
                     _ => {}
                 }
             }
@@ -293,9 +295,12 @@ impl ClientIdentity {
     }
 }
 
-/// Reads the client's identity once its certificate has been verified in the handshake,
-/// and hangs it on the connection's TLS digest for the requests on it.
-pub struct IdentityCallback;
+/// Reads the client's identity after the handshake and hangs it on the connection's TLS
+/// digest for the requests on it. The chain is verified here again against the listener's
+/// current client verification: a resumed session skips the handshake's verification, and
+/// must not keep an identity a reload has since withdrawn (a CA removed, a certificate
+/// expired).
+pub struct IdentityCallback(pub Arc<Verifier>);
 
 #[async_trait::async_trait]
 impl pingora_core::listeners::TlsAccept for IdentityCallback {
@@ -303,7 +308,14 @@ impl pingora_core::listeners::TlsAccept for IdentityCallback {
         &self,
         tls: &pingora_core::protocols::tls::TlsRef,
     ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
-        let identity = ClientIdentity::from_der(tls.peer_certificate_der()?)?;
+        let (leaf, intermediates) = tls.peer_cert_chain_der()?.split_first()?;
+        if !self.0.offer_client_auth() {
+            return None;
+        }
+        self.0
+            .verify_client_cert(leaf, intermediates, UnixTime::now())
+            .ok()?;
+        let identity = ClientIdentity::from_der(leaf)?;
         Some(Arc::new(identity))
     }
 }
@@ -313,6 +325,9 @@ impl pingora_core::listeners::TlsAccept for IdentityCallback {
 pub struct UpstreamTls {
     pub ca: Option<Arc<pingora_core::protocols::tls::CaType>>,
     pub client: Option<Arc<pingora_core::utils::tls::CertKey>>,
+    /// Unique in the process's life: what the upstream pool keys connections by (an address
+    /// could be reused once a reload freed this).
+    pub id: u64,
 }
 
 impl std::fmt::Debug for UpstreamTls {
@@ -374,7 +389,9 @@ impl UpstreamTls {
                 )))
             }
         };
-        Ok(UpstreamTls { ca, client })
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(UpstreamTls { ca, client, id })
     }
 }
 
@@ -438,7 +455,7 @@ mod tests {
         let identity = ClientIdentity::from_der(cert.der()).unwrap();
         assert_eq!(
             identity.names,
-            ["ci-runner", "agent.internal", "ops@example.com"]
+            ["ci-runner", "dns:agent.internal", "email:ops@example.com"]
         );
     }
 }

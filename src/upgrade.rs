@@ -51,7 +51,7 @@ pub fn reload_or_upgrade(
     if let Some(config) = config {
         command.arg("-c").arg(config);
     }
-    let child = command
+    let mut child = command
         .env("SIRA_UPGRADE_SOCK", upgrade_socket)
         .stdin(Stdio::null())
         // Its own process group: it outlives this command, which systemd waits for.
@@ -61,6 +61,11 @@ pub fn reload_or_upgrade(
     let new_pid = child.id();
     let deadline = Instant::now() + SOCKET_WAIT;
     while !upgrade_socket.exists() {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "the new process exited ({status}): nothing changed"
+            ));
+        }
         if Instant::now() > deadline {
             let _ = signal(new_pid, "-KILL");
             return Err(format!(

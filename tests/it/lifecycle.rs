@@ -316,6 +316,18 @@ async fn sira_reload_reloads_or_hands_the_sockets_to_a_new_process() {
         old.wait_exit(Duration::from_secs(10)).is_some(),
         "the old process never exited"
     );
+    // Nothing from the old process may tell systemd the unit is stopping: the unit goes on.
+    socket
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 512];
+    while let Ok(n) = socket.recv(&mut buf) {
+        messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(
+        !messages.iter().any(|m| m.contains("STOPPING=1")),
+        "{messages:?}"
+    );
     let resp = request(&old, "/v1/chat/completions")
         .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}))
         .send()

@@ -45,6 +45,34 @@ pub struct Edge {
     pub gateway: Arc<Gateway>,
 }
 
+/// How long a new HTTP/2 connection is given for its first requests before a shutdown may
+/// close it (see `Edge::process_new`).
+const H2_FIRST_REQUESTS: Duration = Duration::from_secs(1);
+
+/// `shutdown`, `after` later (also when it has already fired); the task ends with the
+/// connection it serves.
+fn delayed(mut shutdown: ShutdownWatch, after: Duration) -> ShutdownWatch {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let fired = async {
+            let already = *shutdown.borrow();
+            if !already && shutdown.changed().await.is_err() {
+                // The server is gone without a shutdown: nothing will ever fire.
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(after).await;
+        };
+        tokio::select! {
+            // The connection ended first: nothing to tell.
+            _ = tx.closed() => {}
+            _ = fired => {
+                let _ = tx.send(true);
+            }
+        }
+    });
+    rx
+}
+
 /// The HTTP/2 connection preface (RFC 9113 §3.4); no HTTP/1 request starts with `PRI`.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -82,11 +110,22 @@ impl ServerApp for Edge {
             }
         };
         if h2 {
-            // Its streams are counted one by one (`Gateway::serve`).
-            watch.uncount();
+            // Its streams are counted one by one (`Gateway::serve`). Until its first has had
+            // time to arrive, the connection itself holds a shutdown up, and the GOAWAY a
+            // shutdown sends waits as long: a client that connected just before the
+            // listeners closed (an upgrade's hand-over) still gets its request served.
+            let held = watch.clone();
+            let first_requests = tokio::spawn(async move {
+                tokio::time::sleep(H2_FIRST_REQUESTS).await;
+                held.uncount();
+            });
+            let shutdown = delayed(shutdown.clone(), H2_FIRST_REQUESTS);
             let gateway: &Arc<Gateway> = &self.gateway;
             let stream: Stream = stream;
-            return ServerApp::process_new(gateway, stream, shutdown).await;
+            let reused = ServerApp::process_new(gateway, stream, &shutdown).await;
+            first_requests.abort();
+            watch.uncount();
+            return reused;
         }
         self.serve_h1(stream, watch, accepted, shutdown).await;
         None

@@ -136,10 +136,7 @@ impl Exchange {
             addr: dest.addr,
             tls: endpoint.tls,
             endpoint: endpoint.url.clone(),
-            tls_options: endpoint
-                .upstream_tls
-                .as_ref()
-                .map_or(0, |t| Arc::as_ptr(t) as usize),
+            tls_options: endpoint.upstream_tls.as_ref().map_or(0, |t| t.id),
         };
         let deadline = tokio::time::Instant::now() + timeouts.first_byte;
         let timed_out = || ExchangeError::FirstByteTimeout(timeouts.first_byte);

@@ -48,7 +48,7 @@ pub struct PoolKey {
     pub endpoint: Arc<str>,
     /// Which `tls:` options made the connection (0: none): two providers on one URL with
     /// different client certificates never share a connection.
-    pub tls_options: usize,
+    pub tls_options: u64,
 }
 
 struct Idle {

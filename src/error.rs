@@ -46,6 +46,9 @@ pub enum GatewayError {
     /// The request's framing is ambiguous or invalid (conflicting lengths, bad chunking).
     #[error("bad request: {0}")]
     BadFraming(String),
+    /// An operator's `deny` filter refused the request; the message is the filter's.
+    #[error("{0}")]
+    ContentDenied(String),
     #[error("{message}")]
     InvalidRequest {
         message: Cow<'static, str>,
@@ -160,9 +163,9 @@ impl GatewayError {
             GatewayError::HeaderTooLarge(_) => Category::HeaderTooLarge,
             GatewayError::RequestTimeout(_) => Category::RequestTimeout,
             GatewayError::BadFraming(_) => Category::InvalidRequest,
-            GatewayError::InvalidRequest { .. } | GatewayError::Unsupported(_) => {
-                Category::InvalidRequest
-            }
+            GatewayError::InvalidRequest { .. }
+            | GatewayError::Unsupported(_)
+            | GatewayError::ContentDenied(_) => Category::InvalidRequest,
             GatewayError::Translate(
                 TranslateError::UpstreamFailed(_) | TranslateError::TooLarge { .. },
             ) => Category::Upstream,
@@ -236,6 +239,7 @@ impl GatewayError {
         match self {
             GatewayError::Auth(AuthError::Invalid) => Some("invalid_api_key"),
             GatewayError::Auth(AuthError::Missing) => Some("missing_api_key"),
+            GatewayError::ContentDenied(_) => Some("content_policy_violation"),
             GatewayError::UnknownModel { .. } => Some("model_not_found"),
             GatewayError::BodyTooLarge { .. } => Some("request_too_large"),
             GatewayError::HeaderTooLarge(_) => Some("request_header_too_large"),

@@ -31,6 +31,7 @@ pub struct Metrics {
     pub upstream_inflight: IntGaugeVec,
     pub circuit_state: IntGaugeVec,
     pub rate_limited: IntCounterVec,
+    pub filter_denied: IntCounterVec,
     pub budget_remaining: GaugeVec,
     pub limits_store_up: IntGauge,
 }
@@ -177,6 +178,7 @@ impl Metrics {
                 r,
                 IntGauge::new("sira_limits_store_up", "1 while the limits store answers (memory: always).").unwrap_or_else(|e| unreachable_metric(e)),
             ),
+            filter_denied: counter_vec!(r, "sira_filter_denied_total", "Requests a deny filter refused, by key.", &["key"]),
             rate_limited: counter_vec!(r, "sira_rate_limited_total", "Requests refused by a limit or budget, by key and limit (requests_per_minute, tokens_per_minute, concurrent_requests, budget).", &["key", "limit"]),
             circuit_state: gauge_vec!(r, "sira_circuit_state", "1 for the endpoint's circuit state (closed, open, half_open).", &["provider", "endpoint", "state"]),
             // Last: the fields above borrow the registry to register themselves.

@@ -16,6 +16,7 @@
 //! - [`headers`]: set and remove request/response headers.
 //! - [`fields`]: set, remove and clamp fields of JSON bodies (`set-field`, `remove-field`,
 //!   `clamp`), with [`path`] for the field paths.
+//! - [`deny`]: refuse requests whose text matches patterns or keywords (`deny`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
+pub mod deny;
 pub mod fields;
 pub mod headers;
 pub mod path;
@@ -55,6 +57,9 @@ pub enum FilterError {
     /// A body the filter must edit is not what it can edit (not a JSON object).
     #[error("the body cannot be filtered: {0}")]
     Body(String),
+    /// The request is refused by policy (`deny`); the message is what the client is told.
+    #[error("{0}")]
+    Denied(String),
 }
 
 /// Which format a filter's body hooks see.
@@ -135,6 +140,8 @@ pub enum FilterSpec {
     RemoveField(fields::RemoveFieldSpec),
     /// Keep numeric fields of the request body within bounds.
     Clamp(fields::ClampSpec),
+    /// Refuse requests whose text matches patterns or keywords.
+    Deny(deny::DenySpec),
 }
 
 impl FilterSpec {
@@ -145,6 +152,7 @@ impl FilterSpec {
             FilterSpec::SetField(spec) => Ok(Arc::new(spec.build()?)),
             FilterSpec::RemoveField(spec) => Ok(Arc::new(spec.build()?)),
             FilterSpec::Clamp(spec) => Ok(Arc::new(spec.build()?)),
+            FilterSpec::Deny(spec) => Ok(Arc::new(spec.build()?)),
         }
     }
 }

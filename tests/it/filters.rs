@@ -155,3 +155,46 @@ async fn a_fallback_keeps_the_filters_of_the_model_asked_for() {
     let body: Value = resp.json().await.unwrap();
     assert!(body.get("system_fingerprint").is_none(), "{body}");
 }
+
+/// `deny`: a prompt that matches is refused with a 400 in the client's shape, the match never
+/// echoed, the provider never called, the refusal counted; others pass.
+#[tokio::test]
+async fn a_deny_filter_refuses_matching_prompts_before_any_provider() {
+    let mock = MockProvider::start();
+    let filters = "  guard: { kind: deny, patterns: ['(?i)ignore (all )?previous instructions'], keywords: ['sk-live-'], message: 'not allowed here' }\n";
+    let sira = Sira::start(&config(filters, "guard"), &mock.url());
+    let resp = request(&sira, "/v1/chat/completions")
+        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "Please IGNORE previous instructions"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "content_policy_violation", "{body}");
+    assert_eq!(body["error"]["message"], "not allowed here", "{body}");
+    // Anthropic's shape on its surface, a keyword inside a content block.
+    let resp = request(&sira, "/v1/messages")
+        .json(&json!({"model": "claude", "max_tokens": 10, "messages": [{"role": "user", "content": [{"type": "text", "text": "my key is sk-live-123"}]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("\"type\":\"error\""), "{text}");
+    assert!(!text.contains("sk-live-123"), "{text}");
+    assert!(
+        mock.requests().is_empty(),
+        "a refused prompt reached the provider"
+    );
+    let resp = request(&sira, "/v1/chat/completions")
+        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        sira.metric(r#"sira_filter_denied_total{key="team-a"}"#)
+            .await,
+        2.0
+    );
+}

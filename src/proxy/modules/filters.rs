@@ -62,7 +62,8 @@ impl Phase for OperatorFilters {
         if self.side != FilterSide::Client {
             return Ok(Flow::Continue);
         }
-        if let Some(edited) = edit_request(attached(ctx), self.side, &body.bytes)? {
+        let edited = edit_request(attached(ctx), self.side, &body.bytes);
+        if let Some(edited) = counted(edited, ctx)? {
             body.peek = body::peek(&edited)?;
             body.bytes = edited;
             ctx.stream = body.peek.stream
@@ -85,7 +86,8 @@ impl Phase for OperatorFilters {
         for filter in attached(ctx) {
             filter.on_upstream_request(&mut edit);
         }
-        if let Some(edited) = edit_request(attached(ctx), self.side, &upstream.body)? {
+        let edited = edit_request(attached(ctx), self.side, &upstream.body);
+        if let Some(edited) = counted(edited, ctx)? {
             upstream.body = edited;
         }
         Ok(())
@@ -206,14 +208,29 @@ fn edit_request<'a>(
     let mut edited: Option<Bytes> = None;
     for filter in filters.filter(|f| f.side() == side && f.edits_request_body()) {
         let current = edited.as_ref().unwrap_or(original);
-        let changed = filter
-            .on_request_body(current)
-            .map_err(|e| GatewayError::invalid(format!("refused by a filter: {e}")))?;
+        let changed = filter.on_request_body(current).map_err(|e| match e {
+            FilterError::Denied(message) => GatewayError::ContentDenied(message),
+            e => GatewayError::invalid(format!("refused by a filter: {e}")),
+        })?;
         if let Some(new) = changed {
             edited = Some(Bytes::from(new));
         }
     }
     Ok(edited)
+}
+
+/// Counts a request a deny filter refused (`sira_filter_denied_total{key}`).
+fn counted(
+    result: Result<Option<Bytes>, GatewayError>,
+    ctx: &RequestCtx,
+) -> Result<Option<Bytes>, GatewayError> {
+    if let Err(GatewayError::ContentDenied(_)) = &result {
+        crate::metrics::metrics()
+            .filter_denied
+            .with_label_values(&[ctx.key_name()])
+            .inc();
+    }
+    result
 }
 
 fn response_error(e: FilterError) -> GatewayError {

@@ -46,6 +46,9 @@ pub enum GatewayError {
     /// The request's framing is ambiguous or invalid (conflicting lengths, bad chunking).
     #[error("bad request: {0}")]
     BadFraming(String),
+    /// An operator's `ip-allow`/`ip-deny` filter refused the client's address.
+    #[error("this client address may not use this gateway")]
+    AddressDenied,
     /// An operator's `deny` filter refused the request; the message is the filter's.
     #[error("{0}")]
     ContentDenied(String),
@@ -157,6 +160,7 @@ impl GatewayError {
             GatewayError::MethodNotAllowed(_) => Category::InvalidRequest,
             GatewayError::Auth(_) => Category::Authentication,
             GatewayError::ModelNotAllowed(_)
+            | GatewayError::AddressDenied
             | GatewayError::RouteNotAllowed
             | GatewayError::LocalOnly(_) => Category::Permission,
             GatewayError::BodyTooLarge { .. } => Category::TooLarge,
@@ -240,6 +244,7 @@ impl GatewayError {
             GatewayError::Auth(AuthError::Invalid) => Some("invalid_api_key"),
             GatewayError::Auth(AuthError::Missing) => Some("missing_api_key"),
             GatewayError::ContentDenied(_) => Some("content_policy_violation"),
+            GatewayError::AddressDenied => Some("ip_not_allowed"),
             GatewayError::UnknownModel { .. } => Some("model_not_found"),
             GatewayError::BodyTooLarge { .. } => Some("request_too_large"),
             GatewayError::HeaderTooLarge(_) => Some("request_header_too_large"),

@@ -17,6 +17,7 @@
 //! - [`fields`]: set, remove and clamp fields of JSON bodies (`set-field`, `remove-field`,
 //!   `clamp`), with [`path`] for the field paths.
 //! - [`deny`]: refuse requests whose text matches patterns or keywords (`deny`).
+//! - [`ip`]: who may call, by address (`ip-allow`, `ip-deny`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use serde::Deserialize;
 pub mod deny;
 pub mod fields;
 pub mod headers;
+pub mod ip;
 pub mod path;
 
 /// Mutable access to a header map, implemented by the proxy for its request and response
@@ -60,6 +62,9 @@ pub enum FilterError {
     /// The request is refused by policy (`deny`); the message is what the client is told.
     #[error("{0}")]
     Denied(String),
+    /// The client's address is not allowed (`ip-allow`, `ip-deny`).
+    #[error("this client address may not use this gateway")]
+    AddressDenied,
 }
 
 /// Which format a filter's body hooks see.
@@ -88,6 +93,21 @@ pub trait Filter: Send + Sync + fmt::Debug {
 
     /// Runs on the response headers about to be sent to the client.
     fn on_client_response(&self, _headers: &mut dyn HeaderEdit) {}
+
+    /// Whether [`Filter::on_client`] does anything.
+    fn checks_client(&self) -> bool {
+        false
+    }
+
+    /// Runs first, on who is calling: the peer's address and the request's
+    /// `X-Forwarded-For`. An error refuses the request with a 403.
+    fn on_client(
+        &self,
+        _peer: std::net::IpAddr,
+        _forwarded_for: Option<&str>,
+    ) -> Result<(), FilterError> {
+        Ok(())
+    }
 
     /// Whether [`Filter::on_request_body`] does anything.
     fn edits_request_body(&self) -> bool {
@@ -142,6 +162,10 @@ pub enum FilterSpec {
     Clamp(fields::ClampSpec),
     /// Refuse requests whose text matches patterns or keywords.
     Deny(deny::DenySpec),
+    /// Only clients from these addresses.
+    IpAllow(ip::IpSpec),
+    /// No clients from these addresses.
+    IpDeny(ip::IpSpec),
 }
 
 impl FilterSpec {
@@ -153,6 +177,8 @@ impl FilterSpec {
             FilterSpec::RemoveField(spec) => Ok(Arc::new(spec.build()?)),
             FilterSpec::Clamp(spec) => Ok(Arc::new(spec.build()?)),
             FilterSpec::Deny(spec) => Ok(Arc::new(spec.build()?)),
+            FilterSpec::IpAllow(spec) => Ok(Arc::new(spec.build(true)?)),
+            FilterSpec::IpDeny(spec) => Ok(Arc::new(spec.build(false)?)),
         }
     }
 }

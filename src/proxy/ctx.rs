@@ -42,6 +42,9 @@ pub struct RequestCtx {
     pub format: Format,
     /// Who the client's verified TLS certificate says it is (mTLS listeners).
     pub client_identity: Option<Arc<crate::tls::ClientIdentity>>,
+    /// The connection's peer, and the request's `X-Forwarded-For` (for `ip-*` filters).
+    pub client_ip: Option<std::net::IpAddr>,
+    pub forwarded_for: Option<HeaderValue>,
     /// `None` until routed.
     pub op: Option<Operation>,
     /// The model named in a Gemini URL.
@@ -257,6 +260,8 @@ impl RequestCtx {
             id,
             format: Format::OpenAiChat,
             client_identity: None,
+            client_ip: None,
+            forwarded_for: None,
             op: None,
             path_model: None,
             response_id: None,

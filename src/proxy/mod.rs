@@ -173,6 +173,12 @@ impl Gateway {
         );
         session.set_write_timeout(Some(snap.server.write_timeout));
         let mut ctx = RequestCtx::new(snap, request_id(&session));
+        ctx.client_ip = session
+            .client_addr()
+            .and_then(|addr| addr.as_inet())
+            .map(|addr| addr.ip());
+        // A shared buffer, not a copy.
+        ctx.forwarded_for = session.req_header().headers.get("x-forwarded-for").cloned();
         ctx.client_identity = session
             .digest()
             .and_then(|d| d.ssl_digest.as_ref())

@@ -198,3 +198,48 @@ async fn a_deny_filter_refuses_matching_prompts_before_any_provider() {
         2.0
     );
 }
+
+/// `ip-allow`/`ip-deny`: the client's address decides, read through `X-Forwarded-For` only
+/// from a trusted proxy (the test's loopback connection stands in for one), rightmost hop
+/// first; a refusal is a 403 before any provider.
+#[tokio::test]
+async fn ip_filters_allow_and_deny_by_address_through_trusted_proxies() {
+    let mock = MockProvider::start();
+    let filters =
+        "  office: { kind: ip-allow, cidrs: [10.0.0.0/8], trusted_proxies: [127.0.0.1] }\n";
+    let sira = Sira::start(&config(filters, "office"), &mock.url());
+    let call = |forwarded: Option<&'static str>| {
+        let mut req = request(&sira, "/v1/chat/completions")
+            .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}));
+        if let Some(chain) = forwarded {
+            req = req.header("x-forwarded-for", chain);
+        }
+        req.send()
+    };
+    // The proxy itself is not in the office.
+    let resp = call(None).await.unwrap();
+    assert_eq!(resp.status(), 403);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "ip_not_allowed", "{body}");
+    assert_eq!(call(Some("10.1.2.3")).await.unwrap().status(), 200);
+    // A forged leftmost hop does not help an outside client.
+    assert_eq!(
+        call(Some("10.1.2.3, 203.0.113.5")).await.unwrap().status(),
+        403
+    );
+    assert_eq!(mock.requests().len(), 1);
+
+    let filters = "  no-loopback: { kind: ip-deny, cidrs: [127.0.0.0/8] }\n";
+    let sira = Sira::start(&config(filters, "no-loopback"), &mock.url());
+    let resp = request(&sira, "/v1/chat/completions")
+        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(
+        sira.metric(r#"sira_filter_denied_total{key="team-a"}"#)
+            .await,
+        1.0
+    );
+}

@@ -62,6 +62,7 @@ impl Phase for OperatorFilters {
         if self.side != FilterSide::Client {
             return Ok(Flow::Continue);
         }
+        check_client(ctx)?;
         let edited = edit_request(attached(ctx), self.side, &body.bytes);
         if let Some(edited) = counted(edited, ctx)? {
             body.peek = body::peek(&edited)?;
@@ -217,6 +218,29 @@ fn edit_request<'a>(
         }
     }
     Ok(edited)
+}
+
+/// `ip-allow`/`ip-deny`: the client's address, before anything is done for it.
+fn check_client(ctx: &RequestCtx) -> Result<(), GatewayError> {
+    let mut checks = attached(ctx).filter(|f| f.checks_client()).peekable();
+    if checks.peek().is_none() {
+        return Ok(());
+    }
+    // No address (a Unix socket): nothing to allow by address.
+    let Some(peer) = ctx.client_ip else {
+        return Err(GatewayError::AddressDenied);
+    };
+    let forwarded = ctx.forwarded_for.as_ref().and_then(|v| v.to_str().ok());
+    for filter in checks {
+        if filter.on_client(peer, forwarded).is_err() {
+            crate::metrics::metrics()
+                .filter_denied
+                .with_label_values(&[ctx.key_name()])
+                .inc();
+            return Err(GatewayError::AddressDenied);
+        }
+    }
+    Ok(())
 }
 
 /// Counts a request a deny filter refused (`sira_filter_denied_total{key}`).

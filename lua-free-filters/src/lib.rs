@@ -18,6 +18,7 @@
 //!   `clamp`), with [`path`] for the field paths.
 //! - [`deny`]: refuse requests whose text matches patterns or keywords (`deny`).
 //! - [`ip`]: who may call, by address (`ip-allow`, `ip-deny`).
+//! - [`prompt`]: refuse prompts estimated over a bound (`max-prompt-tokens`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub mod fields;
 pub mod headers;
 pub mod ip;
 pub mod path;
+pub mod prompt;
 
 /// Mutable access to a header map, implemented by the proxy for its request and response
 /// header types (which keep header-name case alongside the map and must stay in sync).
@@ -62,6 +64,9 @@ pub enum FilterError {
     /// The request is refused by policy (`deny`); the message is what the client is told.
     #[error("{0}")]
     Denied(String),
+    /// The prompt is estimated over the filter's bound (`max-prompt-tokens`).
+    #[error("{0}")]
+    PromptTooLong(String),
     /// The client's address is not allowed (`ip-allow`, `ip-deny`).
     #[error("this client address may not use this gateway")]
     AddressDenied,
@@ -166,6 +171,8 @@ pub enum FilterSpec {
     IpAllow(ip::IpSpec),
     /// No clients from these addresses.
     IpDeny(ip::IpSpec),
+    /// Refuse prompts estimated over a number of tokens.
+    MaxPromptTokens(prompt::MaxPromptSpec),
 }
 
 impl FilterSpec {
@@ -179,6 +186,7 @@ impl FilterSpec {
             FilterSpec::Deny(spec) => Ok(Arc::new(spec.build()?)),
             FilterSpec::IpAllow(spec) => Ok(Arc::new(spec.build(true)?)),
             FilterSpec::IpDeny(spec) => Ok(Arc::new(spec.build(false)?)),
+            FilterSpec::MaxPromptTokens(spec) => Ok(Arc::new(spec.build()?)),
         }
     }
 }

@@ -243,3 +243,28 @@ async fn ip_filters_allow_and_deny_by_address_through_trusted_proxies() {
         1.0
     );
 }
+
+/// `max-prompt-tokens`: a prompt estimated over the bound is a 400 naming its estimate,
+/// before any provider; a short one passes.
+#[tokio::test]
+async fn a_prompt_over_its_token_bound_is_refused() {
+    let mock = MockProvider::start();
+    let filters = "  short: { kind: max-prompt-tokens, max: 100 }\n";
+    let sira = Sira::start(&config(filters, "short"), &mock.url());
+    let resp = request(&sira, "/v1/chat/completions")
+        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x".repeat(1000)}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("limit of 100"), "{body}");
+    assert!(mock.requests().is_empty());
+    let resp = request(&sira, "/v1/chat/completions")
+        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}

@@ -211,6 +211,7 @@ fn edit_request<'a>(
         let current = edited.as_ref().unwrap_or(original);
         let changed = filter.on_request_body(current).map_err(|e| match e {
             FilterError::Denied(message) => GatewayError::ContentDenied(message),
+            FilterError::PromptTooLong(message) => GatewayError::invalid_param("messages", message),
             e => GatewayError::invalid(format!("refused by a filter: {e}")),
         })?;
         if let Some(new) = changed {

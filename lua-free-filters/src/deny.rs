@@ -9,7 +9,6 @@
 
 use regex::{Regex, RegexSet, RegexSetBuilder};
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::{Filter, FilterError, Side};
 
@@ -73,18 +72,6 @@ pub struct Deny {
     side: Side,
 }
 
-impl Deny {
-    /// Whether any string value of `value` matches.
-    fn matches(&self, value: &Value) -> bool {
-        match value {
-            Value::String(text) => self.set.is_match(text),
-            Value::Array(items) => items.iter().any(|v| self.matches(v)),
-            Value::Object(fields) => fields.values().any(|v| self.matches(v)),
-            _ => false,
-        }
-    }
-}
-
 impl Filter for Deny {
     fn side(&self) -> Side {
         self.side
@@ -95,9 +82,8 @@ impl Filter for Deny {
     }
 
     fn on_request_body(&self, body: &[u8]) -> Result<Option<Vec<u8>>, FilterError> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|_| FilterError::Body("the request is not JSON".into()))?;
-        if self.matches(&value) {
+        let value = crate::json_body(body)?;
+        if crate::any_string(&value, &mut |text| self.set.is_match(text)) {
             return Err(FilterError::Denied(self.message.clone()));
         }
         Ok(None)

@@ -72,6 +72,23 @@ pub enum FilterError {
     AddressDenied,
 }
 
+/// A request body as JSON, for the filters that read its text.
+pub(crate) fn json_body(body: &[u8]) -> Result<serde_json::Value, FilterError> {
+    serde_json::from_slice(body).map_err(|_| FilterError::Body("the request is not JSON".into()))
+}
+
+/// Calls `f` on every string value of `value` (not on object keys: those are the format's,
+/// not the text), in document order, until it returns `true`; whether it did.
+pub(crate) fn any_string(value: &serde_json::Value, f: &mut dyn FnMut(&str) -> bool) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => f(text),
+        Value::Array(items) => items.iter().any(|v| any_string(v, f)),
+        Value::Object(fields) => fields.values().any(|v| any_string(v, f)),
+        _ => false,
+    }
+}
+
 /// Which format a filter's body hooks see.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

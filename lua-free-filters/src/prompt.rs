@@ -4,7 +4,6 @@
 //! a guard against runaway contexts, not as the provider's count.
 
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::{Filter, FilterError, Side};
 
@@ -34,15 +33,6 @@ pub struct MaxPrompt {
     side: Side,
 }
 
-fn text_bytes(value: &Value) -> u64 {
-    match value {
-        Value::String(text) => text.len() as u64,
-        Value::Array(items) => items.iter().map(text_bytes).sum(),
-        Value::Object(fields) => fields.values().map(text_bytes).sum(),
-        _ => 0,
-    }
-}
-
 impl Filter for MaxPrompt {
     fn side(&self) -> Side {
         self.side
@@ -53,9 +43,13 @@ impl Filter for MaxPrompt {
     }
 
     fn on_request_body(&self, body: &[u8]) -> Result<Option<Vec<u8>>, FilterError> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|_| FilterError::Body("the request is not JSON".into()))?;
-        let estimate = text_bytes(&value).div_ceil(4);
+        let value = crate::json_body(body)?;
+        let mut bytes = 0u64;
+        crate::any_string(&value, &mut |text| {
+            bytes += text.len() as u64;
+            false
+        });
+        let estimate = bytes.div_ceil(4);
         if estimate > self.max {
             return Err(FilterError::PromptTooLong(format!(
                 "the prompt is about {estimate} tokens, over this gateway's limit of {}",

@@ -81,7 +81,11 @@ impl Filter for Deny {
         true
     }
 
-    fn on_request_body(&self, body: &[u8]) -> Result<Option<Vec<u8>>, FilterError> {
+    fn on_request_body(
+        &self,
+        body: &[u8],
+        _memo: &mut crate::Memo,
+    ) -> Result<Option<Vec<u8>>, FilterError> {
         let value = crate::json_body(body)?;
         if crate::any_string(&value, &mut |text| self.set.is_match(text)) {
             return Err(FilterError::Denied(self.message.clone()));
@@ -107,7 +111,7 @@ mod tests {
             deny("patterns: ['(?i)ignore (all )?previous instructions']\nkeywords: ['rm -rf /']");
         let refused = |body: &str| {
             matches!(
-                filter.on_request_body(body.as_bytes()),
+                filter.on_request_body(body.as_bytes(), &mut crate::Memo::default()),
                 Err(FilterError::Denied(_))
             )
         };

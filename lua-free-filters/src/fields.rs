@@ -26,10 +26,11 @@
 
 use std::collections::BTreeMap;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::event::Frame;
 use crate::path::FieldPath;
 use crate::{Filter, FilterError, Side, StreamFilter};
 
@@ -227,7 +228,11 @@ impl Filter for SetField {
         true
     }
 
-    fn on_request_body(&self, body: &[u8]) -> Result<Option<Vec<u8>>, FilterError> {
+    fn on_request_body(
+        &self,
+        body: &[u8],
+        _memo: &mut crate::Memo,
+    ) -> Result<Option<Vec<u8>>, FilterError> {
         let mut failed = None;
         let edited = edit_json(body, true, |doc| {
             for (path, value) in &self.fields {
@@ -265,7 +270,11 @@ impl Filter for RemoveField {
         self.request
     }
 
-    fn on_request_body(&self, body: &[u8]) -> Result<Option<Vec<u8>>, FilterError> {
+    fn on_request_body(
+        &self,
+        body: &[u8],
+        _memo: &mut crate::Memo,
+    ) -> Result<Option<Vec<u8>>, FilterError> {
         edit_json(body, false, |doc| self.remove(doc))
     }
 
@@ -273,11 +282,15 @@ impl Filter for RemoveField {
         self.response
     }
 
-    fn on_response_body(&self, body: &[u8]) -> Result<Option<Vec<u8>>, FilterError> {
+    fn on_response_body(
+        &self,
+        body: &[u8],
+        _memo: &crate::Memo,
+    ) -> Result<Option<Vec<u8>>, FilterError> {
         edit_json(body, false, |doc| self.remove(doc))
     }
 
-    fn on_stream(&self) -> Option<Box<dyn StreamFilter>> {
+    fn on_stream(&self, _memo: &crate::Memo) -> Option<Box<dyn StreamFilter>> {
         self.response.then(|| {
             Box::new(RemoveFromEvents {
                 fields: self.fields.clone(),
@@ -311,36 +324,12 @@ impl StreamFilter for RemoveFromEvents {
 /// The frame with the JSON of its `data:` line edited; `None` when there is nothing to
 /// edit (no JSON object, or `edit` changed nothing).
 fn edit_event(frame: &Bytes, edit: impl FnOnce(&mut Value) -> bool) -> Option<Bytes> {
-    let crlf = frame.windows(2).any(|w| w == b"\r\n");
-    let text = std::str::from_utf8(frame).ok()?;
-    let mut lines: Vec<&str> = text
-        .split('\n')
-        .map(|l| l.strip_suffix('\r').unwrap_or(l))
-        .collect();
-    // The frame ends with its blank line: the split leaves two empty strings.
-    while lines.last() == Some(&"") {
-        lines.pop();
-    }
-    let data_at = lines.iter().position(|l| l.starts_with("data:"))?;
-    let data = lines[data_at]["data:".len()..].trim_start();
-    let mut doc: Value = serde_json::from_str(data).ok()?;
-    if !doc.is_object() || !edit(&mut doc) {
+    let parsed = Frame::parse(frame)?;
+    let mut doc = parsed.json()?;
+    if !edit(&mut doc) {
         return None;
     }
-    let json = serde_json::to_string(&doc).ok()?;
-    let newline = if crlf { "\r\n" } else { "\n" };
-    let mut out = BytesMut::with_capacity(frame.len());
-    for (i, line) in lines.iter().enumerate() {
-        if i == data_at {
-            out.extend_from_slice(b"data: ");
-            out.extend_from_slice(json.as_bytes());
-        } else {
-            out.extend_from_slice(line.as_bytes());
-        }
-        out.extend_from_slice(newline.as_bytes());
-    }
-    out.extend_from_slice(newline.as_bytes());
-    Some(out.freeze())
+    parsed.with_json(&doc)
 }
 
 impl Filter for Clamp {
@@ -352,7 +341,11 @@ impl Filter for Clamp {
         true
     }
 
-    fn on_request_body(&self, body: &[u8]) -> Result<Option<Vec<u8>>, FilterError> {
+    fn on_request_body(
+        &self,
+        body: &[u8],
+        _memo: &mut crate::Memo,
+    ) -> Result<Option<Vec<u8>>, FilterError> {
         edit_json(body, false, |doc| {
             let mut changed = false;
             self.field.for_each(doc, &mut |value| {
@@ -393,7 +386,10 @@ mod tests {
 
     fn apply(f: &dyn Filter, body: Value) -> Value {
         let bytes = serde_json::to_vec(&body).unwrap();
-        match f.on_request_body(&bytes).unwrap() {
+        match f
+            .on_request_body(&bytes, &mut crate::Memo::default())
+            .unwrap()
+        {
             Some(new) => serde_json::from_slice(&new).unwrap(),
             None => body,
         }
@@ -409,7 +405,9 @@ mod tests {
         let f = filter("kind: set-field\nreplace: false\nfields: { temperature: 0.2 }");
         assert_eq!(apply(&*f, json!({"temperature": 1.0}))["temperature"], 1.0);
         assert_eq!(apply(&*f, json!({}))["temperature"], 0.2);
-        assert!(f.on_request_body(b"[1]").is_err());
+        assert!(f
+            .on_request_body(b"[1]", &mut crate::Memo::default())
+            .is_err());
         assert!(
             serde_yaml::from_str::<FilterSpec>("kind: set-field\nfields: { \"a.*\": 1 }")
                 .unwrap()
@@ -428,12 +426,16 @@ mod tests {
             ),
             json!({"metadata": {"k": 1}})
         );
-        assert!(f.on_stream().is_none());
-        assert_eq!(f.on_request_body(b"not json").unwrap(), None);
+        assert!(f.on_stream(&crate::Memo::default()).is_none());
+        assert_eq!(
+            f.on_request_body(b"not json", &mut crate::Memo::default())
+                .unwrap(),
+            None
+        );
 
         let f = filter("kind: remove-field\nfields: [system_fingerprint]\non: [response]");
         assert!(!f.edits_request_body());
-        let mut stream = f.on_stream().unwrap();
+        let mut stream = f.on_stream(&crate::Memo::default()).unwrap();
         let mut out = Vec::new();
         let event = Bytes::from_static(b"data: {\"id\":\"c\",\"system_fingerprint\":\"fp\"}\n\n");
         stream.on_event(event, &mut out).unwrap();
@@ -476,7 +478,11 @@ mod tests {
             apply(&*f, json!({"max_tokens": 50}))["max_tokens"],
             json!(50)
         );
-        assert_eq!(f.on_request_body(br#"{"model":"m"}"#).unwrap(), None);
+        assert_eq!(
+            f.on_request_body(br#"{"model":"m"}"#, &mut crate::Memo::default())
+                .unwrap(),
+            None
+        );
         let f = filter("kind: clamp\nfield: temperature\nmax: 1.0");
         assert_eq!(
             apply(&*f, json!({"temperature": 1.7}))["temperature"],

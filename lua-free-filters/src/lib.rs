@@ -19,6 +19,7 @@
 //! - [`deny`]: refuse requests whose text matches patterns or keywords (`deny`).
 //! - [`ip`]: who may call, by address (`ip-allow`, `ip-deny`).
 //! - [`prompt`]: refuse prompts estimated over a bound (`max-prompt-tokens`).
+//! - [`redact`]: replace sensitive values in requests, answers and streams (`redact`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -28,11 +29,13 @@ use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
 pub mod deny;
+mod event;
 pub mod fields;
 pub mod headers;
 pub mod ip;
 pub mod path;
 pub mod prompt;
+pub mod redact;
 
 /// Mutable access to a header map, implemented by the proxy for its request and response
 /// header types (which keep header-name case alongside the map and must stay in sync).
@@ -89,6 +92,30 @@ pub(crate) fn any_string(value: &serde_json::Value, f: &mut dyn FnMut(&str) -> b
     }
 }
 
+/// What filters remember of one request between its request and its answer: the
+/// placeholders `redact` put in the request, to restore them in the answer.
+#[derive(Clone, Debug, Default)]
+pub struct Memo {
+    /// (placeholder, original value), in the order they were made.
+    placeholders: Vec<(String, String)>,
+}
+
+impl Memo {
+    fn placeholder_of(&self, value: &str) -> Option<&str> {
+        self.placeholders
+            .iter()
+            .find(|(_, original)| original == value)
+            .map(|(p, _)| p.as_str())
+    }
+
+    fn original(&self, placeholder: &str) -> Option<&str> {
+        self.placeholders
+            .iter()
+            .find(|(p, _)| p == placeholder)
+            .map(|(_, original)| original.as_str())
+    }
+}
+
 /// Which format a filter's body hooks see.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -137,8 +164,13 @@ pub trait Filter: Send + Sync + fmt::Debug {
     }
 
     /// Runs on the request body (JSON, in the format of [`Filter::side`]); `Some` replaces
-    /// it. An error refuses the request with a 400 naming the filter's reason.
-    fn on_request_body(&self, _body: &[u8]) -> Result<Option<Vec<u8>>, FilterError> {
+    /// it. An error refuses the request with a 400 naming the filter's reason. What the
+    /// answer's hooks need to know of the request goes in `memo`.
+    fn on_request_body(
+        &self,
+        _body: &[u8],
+        _memo: &mut Memo,
+    ) -> Result<Option<Vec<u8>>, FilterError> {
         Ok(None)
     }
 
@@ -149,13 +181,13 @@ pub trait Filter: Send + Sync + fmt::Debug {
 
     /// Runs on a whole JSON response in the client's format, before it is sent; `Some`
     /// replaces it.
-    fn on_response_body(&self, _body: &[u8]) -> Result<Option<Vec<u8>>, FilterError> {
+    fn on_response_body(&self, _body: &[u8], _memo: &Memo) -> Result<Option<Vec<u8>>, FilterError> {
         Ok(None)
     }
 
     /// A state for one streamed response, which then sees each of its events in the
     /// client's format. `None`: the filter leaves streams alone.
-    fn on_stream(&self) -> Option<Box<dyn StreamFilter>> {
+    fn on_stream(&self, _memo: &Memo) -> Option<Box<dyn StreamFilter>> {
         None
     }
 }
@@ -190,6 +222,8 @@ pub enum FilterSpec {
     IpDeny(ip::IpSpec),
     /// Refuse prompts estimated over a number of tokens.
     MaxPromptTokens(prompt::MaxPromptSpec),
+    /// Replace sensitive values in requests and answers.
+    Redact(redact::RedactSpec),
 }
 
 impl FilterSpec {
@@ -204,6 +238,7 @@ impl FilterSpec {
             FilterSpec::IpAllow(spec) => Ok(Arc::new(spec.build(true)?)),
             FilterSpec::IpDeny(spec) => Ok(Arc::new(spec.build(false)?)),
             FilterSpec::MaxPromptTokens(spec) => Ok(Arc::new(spec.build()?)),
+            FilterSpec::Redact(spec) => Ok(Arc::new(spec.build()?)),
         }
     }
 }

@@ -42,7 +42,11 @@ impl Filter for MaxPrompt {
         true
     }
 
-    fn on_request_body(&self, body: &[u8]) -> Result<Option<Vec<u8>>, FilterError> {
+    fn on_request_body(
+        &self,
+        body: &[u8],
+        _memo: &mut crate::Memo,
+    ) -> Result<Option<Vec<u8>>, FilterError> {
         let value = crate::json_body(body)?;
         let mut bytes = 0u64;
         crate::any_string(&value, &mut |text| {
@@ -74,14 +78,14 @@ mod tests {
         .unwrap_or_else(|e| unreachable!("{e}"));
         let short = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
         assert!(filter
-            .on_request_body(short)
+            .on_request_body(short, &mut crate::Memo::default())
             .is_ok_and(|edit| edit.is_none()));
         let long = format!(
             r#"{{"messages":[{{"role":"user","content":"{}"}}]}}"#,
             "x".repeat(40)
         );
         let err = filter
-            .on_request_body(long.as_bytes())
+            .on_request_body(long.as_bytes(), &mut crate::Memo::default())
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();

@@ -196,6 +196,8 @@ pub struct FilterState {
     pub scanner: Option<SseScanner>,
     /// A filter edits the whole JSON response.
     pub json: bool,
+    /// What the request's filters left for the answer's (redaction's placeholders).
+    pub memo: lua_free_filters::Memo,
 }
 
 /// Written by the limits module.

@@ -268,3 +268,102 @@ async fn a_prompt_over_its_token_bound_is_refused() {
         .unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+/// An OpenAI provider that streams `pieces` as content deltas, each in its own chunk with a
+/// pause, so that sira gets them as separate reads.
+fn streaming_provider(pieces: &'static [&'static str]) -> crate::raw::RawUpstream {
+    use crate::raw::send;
+    crate::raw::RawUpstream::start(move |stream, _| {
+        send(
+            stream,
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n",
+        );
+        let chunk = |data: String| format!("{:x}\r\n{data}\r\n", data.len());
+        let mut events: Vec<String> = pieces
+            .iter()
+            .map(|p| {
+                let delta = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
+                    "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": null}]});
+                format!("data: {delta}\n\n")
+            })
+            .collect();
+        events.push("data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n".into());
+        events.push("data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":5,\"total_tokens\":14}}\n\ndata: [DONE]\n\n".into());
+        for event in events {
+            if !send(stream, chunk(event).as_bytes()) {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        send(stream, b"0\r\n\r\n");
+        true
+    })
+}
+
+const REDACT: &str =
+    "  pii: { kind: redact, patterns: [email, credit-card], mode: placeholder, restore: true }\n";
+
+#[tokio::test]
+async fn redaction_keeps_values_from_the_provider_and_gives_them_back_to_the_client() {
+    let mock = MockProvider::start();
+    let sira = Sira::start(&config(REDACT, "pii"), &mock.url());
+    let resp = request(&sira, "/v1/chat/completions")
+        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user",
+            "content": "Mail jane@example.com, card 4111 1111 1111 1111, or jane@example.com."}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let sent = mock.requests()[0].json();
+    assert_eq!(
+        sent["messages"][0]["content"],
+        "Mail [EMAIL_1], card [CARD_1], or [EMAIL_1]."
+    );
+    assert!(!String::from_utf8_lossy(&mock.requests()[0].body).contains("jane"));
+}
+
+#[tokio::test]
+async fn placeholders_and_values_split_across_stream_events_are_restored_and_redacted() {
+    // The model echoes the request's placeholder and writes a new address, both cut
+    // across events mid-value.
+    let upstream =
+        streaming_provider(&["Sent to [EMA", "IL_1] and cc bob@exa", "mple.org", " today"]);
+    let sira = Sira::start(&config(REDACT, "pii"), &upstream.url);
+    let body = json!({"model": "gpt-4o", "stream": true,
+        "messages": [{"role": "user", "content": "write to jane@example.com"}]});
+    let resp = request(&sira, "/v1/chat/completions")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let received = receive(resp).await;
+    assert!(received.complete, "{}", received.text);
+    let text: String = data_events(&received.text)
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|e| {
+            e["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(text, "Sent to jane@example.com and cc [EMAIL_2] today");
+    assert!(!received.text.contains("bob@"), "{}", received.text);
+
+    // The same through translation: an Anthropic client sees its own events, redacted.
+    let resp = request(&sira, "/v1/messages")
+        .json(&json!({"model": "gpt-4o", "max_tokens": 64, "stream": true,
+            "messages": [{"role": "user", "content": "write to jane@example.com"}]}))
+        .send()
+        .await
+        .unwrap();
+    let received = receive(resp).await;
+    let text: String = data_events(&received.text)
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter(|e| e["type"] == "content_block_delta")
+        .filter_map(|e| e["delta"]["text"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(text, "Sent to jane@example.com and cc [EMAIL_2] today");
+    assert!(received.text.contains("message_stop"), "{}", received.text);
+}

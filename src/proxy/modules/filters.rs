@@ -63,7 +63,9 @@ impl Phase for OperatorFilters {
             return Ok(Flow::Continue);
         }
         check_client(ctx)?;
-        let edited = edit_request(attached(ctx), self.side, &body.bytes);
+        let mut memo = std::mem::take(&mut ctx.filters.memo);
+        let edited = edit_request(attached(ctx), self.side, &body.bytes, &mut memo);
+        ctx.filters.memo = memo;
         if let Some(edited) = counted(edited, ctx)? {
             body.peek = body::peek(&edited)?;
             body.bytes = edited;
@@ -87,7 +89,9 @@ impl Phase for OperatorFilters {
         for filter in attached(ctx) {
             filter.on_upstream_request(&mut edit);
         }
-        let edited = edit_request(attached(ctx), self.side, &upstream.body);
+        let mut memo = std::mem::take(&mut ctx.filters.memo);
+        let edited = edit_request(attached(ctx), self.side, &upstream.body, &mut memo);
+        ctx.filters.memo = memo;
         if let Some(edited) = counted(edited, ctx)? {
             upstream.body = edited;
         }
@@ -116,7 +120,8 @@ impl Phase for OperatorFilters {
             return Ok(());
         }
         if ctx.response.sse {
-            let streams: Vec<_> = attached(ctx).filter_map(|f| f.on_stream()).collect();
+            let memo = &ctx.filters.memo;
+            let streams: Vec<_> = attached(ctx).filter_map(|f| f.on_stream(memo)).collect();
             if !streams.is_empty() {
                 // The events are the client's: a translated Responses stream ends with one
                 // that repeats the whole answer, bounded by max_response_body instead.
@@ -150,7 +155,10 @@ impl Phase for OperatorFilters {
             }
             let mut whole = join(body);
             for filter in attached(ctx).filter(|f| f.edits_response_body()) {
-                if let Some(edited) = filter.on_response_body(&whole).map_err(response_error)? {
+                let edited = filter
+                    .on_response_body(&whole, &ctx.filters.memo)
+                    .map_err(response_error)?;
+                if let Some(edited) = edited {
                     whole = Bytes::from(edited);
                 }
             }
@@ -205,11 +213,12 @@ fn edit_request<'a>(
     filters: impl Iterator<Item = &'a Arc<dyn Filter>>,
     side: FilterSide,
     original: &Bytes,
+    memo: &mut lua_free_filters::Memo,
 ) -> Result<Option<Bytes>, GatewayError> {
     let mut edited: Option<Bytes> = None;
     for filter in filters.filter(|f| f.side() == side && f.edits_request_body()) {
         let current = edited.as_ref().unwrap_or(original);
-        let changed = filter.on_request_body(current).map_err(|e| match e {
+        let changed = filter.on_request_body(current, memo).map_err(|e| match e {
             FilterError::Denied(message) => GatewayError::ContentDenied(message),
             FilterError::PromptTooLong(message) => GatewayError::invalid_param("messages", message),
             e => GatewayError::invalid(format!("refused by a filter: {e}")),

@@ -1,0 +1,59 @@
+//! One SSE frame as the stream hooks get it: its lines, and the JSON of its `data:` line
+//! to read or replace while every other line (`event:`, `id:`) and the line ending stay as
+//! they were.
+
+use bytes::{Bytes, BytesMut};
+use serde_json::Value;
+
+pub(crate) struct Frame<'a> {
+    lines: Vec<&'a str>,
+    data_at: usize,
+    crlf: bool,
+}
+
+impl<'a> Frame<'a> {
+    /// `None` when the frame is not UTF-8 or has no `data:` line.
+    pub(crate) fn parse(frame: &'a [u8]) -> Option<Frame<'a>> {
+        let crlf = frame.windows(2).any(|w| w == b"\r\n");
+        let text = std::str::from_utf8(frame).ok()?;
+        let mut lines: Vec<&str> = text
+            .split('\n')
+            .map(|l| l.strip_suffix('\r').unwrap_or(l))
+            .collect();
+        // The frame ends with its blank line: the split leaves two empty strings.
+        while lines.last() == Some(&"") {
+            lines.pop();
+        }
+        let data_at = lines.iter().position(|l| l.starts_with("data:"))?;
+        Some(Frame {
+            lines,
+            data_at,
+            crlf,
+        })
+    }
+
+    /// The `data:` line's JSON object, if it holds one.
+    pub(crate) fn json(&self) -> Option<Value> {
+        let data = self.lines[self.data_at]["data:".len()..].trim_start();
+        serde_json::from_str(data).ok().filter(Value::is_object)
+    }
+
+    /// The frame again with `json` as its data.
+    pub(crate) fn with_json(&self, json: &Value) -> Option<Bytes> {
+        let json = serde_json::to_string(json).ok()?;
+        let newline: &[u8] = if self.crlf { b"\r\n" } else { b"\n" };
+        let size = self.lines.iter().map(|l| l.len() + 2).sum::<usize>() + json.len() + 8;
+        let mut out = BytesMut::with_capacity(size);
+        for (i, line) in self.lines.iter().enumerate() {
+            if i == self.data_at {
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(json.as_bytes());
+            } else {
+                out.extend_from_slice(line.as_bytes());
+            }
+            out.extend_from_slice(newline);
+        }
+        out.extend_from_slice(newline);
+        Some(out.freeze())
+    }
+}

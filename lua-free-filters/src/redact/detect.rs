@@ -1,0 +1,459 @@
+//! Finding sensitive values in text: the built-in detectors (each a bounded regular
+//! expression, several with a checksum that weeds out look-alikes) and operators' own
+//! expressions, compiled once per config snapshot.
+//!
+//! Two questions are asked of a text. [`Detector::find`]: which values does it hold, without
+//! overlaps, leftmost first, longest on a tie, the more specific detector on a full tie (an
+//! IPv4 address is not a phone number). [`Detector::hold_from`]: from where could a value
+//! still be growing at the end of the text — the stream side keeps that tail back until the
+//! next event says. The second runs the expressions as one anchored lazy DFA from each
+//! candidate start: a start whose DFA is not dead when the text ends could be a value
+//! that continues in the next event.
+
+use std::net::Ipv6Addr;
+
+use regex::Regex;
+use regex_automata::hybrid::dfa::{Cache, DFA};
+use regex_automata::{Anchored, Input};
+
+use crate::FilterError;
+
+/// How far back a stream may hold text for a value that might continue: the longest
+/// value a detector can match, but never more than this (a custom expression without a
+/// bound is matched within it when split across events, and whole within one).
+pub const MAX_HOLD: usize = 8 << 10;
+
+/// What a value is, in the placeholder or hash that replaces it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Label(pub String);
+
+/// A check of a found value beyond its expression (a checksum, a parse).
+type Check = fn(&str) -> bool;
+
+/// A built-in detector: its config name, label, expression and check.
+struct Builtin {
+    name: &'static str,
+    label: &'static str,
+    regex: &'static str,
+    check: Check,
+}
+
+/// Most specific first: on a full tie the earlier one wins.
+const BUILTINS: &[Builtin] = &[
+    Builtin {
+        name: "jwt",
+        label: "JWT",
+        regex: r"eyJ[A-Za-z0-9_-]{4,1500}\.eyJ[A-Za-z0-9_-]{4,3000}\.[A-Za-z0-9_-]{0,700}",
+        check: always,
+    },
+    Builtin {
+        name: "api-key",
+        label: "SECRET",
+        regex: r"(?:sk-[A-Za-z0-9_-]{20,200}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{36}|xox[abprs]-[A-Za-z0-9-]{10,100}|AIza[0-9A-Za-z_-]{35})",
+        check: always,
+    },
+    Builtin {
+        name: "email",
+        label: "EMAIL",
+        regex: r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,6}\.[A-Za-z]{2,24}",
+        check: always,
+    },
+    Builtin {
+        name: "iban",
+        label: "IBAN",
+        regex: r"(?-u:\b)[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}(?-u:\b)",
+        check: iban_checksum,
+    },
+    Builtin {
+        name: "credit-card",
+        label: "CARD",
+        regex: r"(?-u:\b)[0-9](?:[ -]?[0-9]){12,18}(?-u:\b)",
+        check: luhn,
+    },
+    Builtin {
+        name: "ipv4",
+        label: "IP",
+        regex: r"(?-u:\b)(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(?-u:\b)",
+        check: always,
+    },
+    Builtin {
+        name: "ipv6",
+        label: "IP",
+        regex: r"(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}",
+        check: ipv6,
+    },
+    Builtin {
+        name: "phone",
+        label: "PHONE",
+        regex: r"(?:\+[1-9](?:[ .-]?[0-9]){6,14}|\([0-9]{2,4}\)[ .-]?[0-9]{3,4}[ .-]?[0-9]{3,4}|(?-u:\b)[0-9]{2,4}[ .-][0-9]{3,4}[ .-]?[0-9]{3,4}|(?-u:\b)0[1-9][0-9]{8,10})(?-u:\b)",
+        check: phone_digits,
+    },
+];
+
+/// The names `patterns:` accepts, for error messages.
+pub fn builtin_names() -> String {
+    let mut names: Vec<&str> = BUILTINS.iter().map(|b| b.name).collect();
+    names.push("ip");
+    names.join(", ")
+}
+
+/// One detector as configured.
+pub struct Pattern {
+    pub label: Label,
+    pub regex: String,
+    check: Check,
+}
+
+impl Pattern {
+    /// A built-in by its config name (`ip` is both address families).
+    pub fn builtin(name: &str) -> Option<Vec<Pattern>> {
+        let wanted: Vec<&Builtin> = BUILTINS
+            .iter()
+            .filter(|b| b.name == name || (name == "ip" && b.name.starts_with("ip")))
+            .collect();
+        (!wanted.is_empty()).then(|| {
+            wanted
+                .into_iter()
+                .map(|b| Pattern {
+                    label: Label(b.label.to_owned()),
+                    regex: b.regex.to_owned(),
+                    check: b.check,
+                })
+                .collect()
+        })
+    }
+
+    /// Every built-in.
+    pub fn all_builtins() -> Vec<Pattern> {
+        BUILTINS
+            .iter()
+            .map(|b| Pattern {
+                label: Label(b.label.to_owned()),
+                regex: b.regex.to_owned(),
+                check: b.check,
+            })
+            .collect()
+    }
+
+    /// An operator's expression, labelled by its name.
+    pub fn custom(name: &str, regex: &str) -> Pattern {
+        let label = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        Pattern {
+            label: Label(label),
+            regex: regex.to_owned(),
+            check: always,
+        }
+    }
+
+    /// The placeholders this filter writes (`[EMAIL_3]`), found again in answers to restore.
+    pub fn placeholder() -> Pattern {
+        Pattern {
+            label: Label(String::new()),
+            regex: r"\[[A-Z0-9_]{1,40}_[0-9]{1,6}\]".to_owned(),
+            check: always,
+        }
+    }
+}
+
+/// A value found in a text: its byte range and which pattern found it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Found {
+    pub start: usize,
+    pub end: usize,
+    pub pattern: usize,
+}
+
+/// A compiled set of patterns.
+pub struct Detector {
+    /// Any of them, for the common answer: nothing here.
+    any: regex::RegexSet,
+    each: Vec<(Regex, Check)>,
+    labels: Vec<Label>,
+    /// All of them as one lazy DFA, run anchored for stream tails.
+    tail: DFA,
+    hold: usize,
+}
+
+impl std::fmt::Debug for Detector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Detector")
+            .field("labels", &self.labels)
+            .field("hold", &self.hold)
+            .finish()
+    }
+}
+
+/// Compiled expressions are bounded like every other buffer: a pathological pattern fails
+/// the config instead of the process.
+const SIZE_LIMIT: usize = 16 << 20;
+
+impl Detector {
+    pub fn new(patterns: Vec<Pattern>) -> Result<Detector, FilterError> {
+        let invalid = |regex: &str, e: &dyn std::fmt::Display| {
+            FilterError::InvalidOption(format!("pattern {regex:?} does not compile: {e}"))
+        };
+        let mut each = Vec::with_capacity(patterns.len());
+        let mut hold = 0usize;
+        for p in &patterns {
+            let regex = regex::RegexBuilder::new(&p.regex)
+                .size_limit(SIZE_LIMIT)
+                .build()
+                .map_err(|e| invalid(&p.regex, &e))?;
+            let longest = regex_syntax::Parser::new()
+                .parse(&p.regex)
+                .map_err(|e| invalid(&p.regex, &e))?
+                .properties()
+                .maximum_len()
+                .unwrap_or(MAX_HOLD);
+            hold = hold.max(longest.min(MAX_HOLD));
+            each.push((regex, p.check));
+        }
+        let sources: Vec<&str> = patterns.iter().map(|p| p.regex.as_str()).collect();
+        let any = regex::RegexSetBuilder::new(&sources)
+            .size_limit(SIZE_LIMIT)
+            .build()
+            .map_err(|e| invalid("(all patterns)", &e))?;
+        let tail = DFA::builder()
+            .configure(
+                DFA::config()
+                    // Operators' `\b` is Unicode-aware: the DFA gives up on non-ASCII text
+                    // next to one, and a give-up counts as "could continue".
+                    .unicode_word_boundary(true)
+                    .cache_capacity(4 << 20),
+            )
+            .syntax(regex_automata::util::syntax::Config::new())
+            .build_many(&sources)
+            .map_err(|e| invalid("(all patterns)", &e))?;
+        Ok(Detector {
+            any,
+            each,
+            labels: patterns.into_iter().map(|p| p.label).collect(),
+            tail,
+            hold,
+        })
+    }
+
+    pub fn label(&self, pattern: usize) -> &Label {
+        // `pattern` comes from `find`, which only yields indexes of `each` (same length).
+        &self.labels[pattern]
+    }
+
+    /// The values in `text`: validated, without overlaps, in order.
+    pub fn find(&self, text: &str) -> Vec<Found> {
+        if !self.any.is_match(text) {
+            return Vec::new();
+        }
+        let mut found = Vec::new();
+        for (pattern, (regex, check)) in self.each.iter().enumerate() {
+            for m in regex.find_iter(text) {
+                if check(m.as_str()) {
+                    found.push(Found {
+                        start: m.start(),
+                        end: m.end(),
+                        pattern,
+                    });
+                }
+            }
+        }
+        found.sort_by_key(|f| (f.start, std::cmp::Reverse(f.end), f.pattern));
+        let mut kept: Vec<Found> = Vec::with_capacity(found.len());
+        for f in found {
+            if kept.last().is_none_or(|last| f.start >= last.end) {
+                kept.push(f);
+            }
+        }
+        kept
+    }
+
+    /// A cache for [`Detector::hold_from`], one per stream.
+    pub fn cache(&self) -> Cache {
+        self.tail.create_cache()
+    }
+
+    /// The earliest byte (a char boundary) from which a value could start and still be
+    /// continuing at the end of `text`; `text.len()` when none could. Only the last
+    /// [`MAX_HOLD`]-bounded window is considered.
+    pub fn hold_from(&self, text: &str, cache: &mut Cache) -> usize {
+        let from = text.len().saturating_sub(self.hold);
+        for start in (from..text.len()).filter(|&i| text.is_char_boundary(i)) {
+            if self.may_continue(text, start, cache) {
+                return start;
+            }
+        }
+        text.len()
+    }
+
+    fn may_continue(&self, text: &str, start: usize, cache: &mut Cache) -> bool {
+        let input = Input::new(text).range(start..).anchored(Anchored::Yes);
+        let Ok(mut state) = self.tail.start_state_forward(cache, &input) else {
+            return true;
+        };
+        for &byte in &text.as_bytes()[start..] {
+            if state.is_dead() {
+                return false;
+            }
+            if state.is_quit() {
+                return true;
+            }
+            state = match self.tail.next_state(cache, state, byte) {
+                Ok(next) => next,
+                // The cache thrashed: assume the worst, the tail is bounded anyway.
+                Err(_) => return true,
+            };
+        }
+        !state.is_dead()
+    }
+}
+
+fn always(_: &str) -> bool {
+    true
+}
+
+/// Card numbers: 13 to 19 digits passing the Luhn check.
+fn luhn(value: &str) -> bool {
+    let digits: Vec<u32> = value.chars().filter_map(|c| c.to_digit(10)).collect();
+    if !(13..=19).contains(&digits.len()) {
+        return false;
+    }
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| {
+            if i % 2 == 1 {
+                let doubled = d * 2;
+                if doubled > 9 {
+                    doubled - 9
+                } else {
+                    doubled
+                }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum % 10 == 0
+}
+
+/// IBANs: ISO 13616's mod-97 check over the rearranged characters.
+fn iban_checksum(value: &str) -> bool {
+    let compact: Vec<char> = value.chars().filter(|c| !c.is_whitespace()).collect();
+    if !(15..=34).contains(&compact.len()) {
+        return false;
+    }
+    let rearranged = compact[4..].iter().chain(&compact[..4]);
+    let mut remainder = 0u32;
+    for c in rearranged {
+        let n = match c.to_digit(36) {
+            Some(n) => n,
+            None => return false,
+        };
+        remainder = if n < 10 {
+            (remainder * 10 + n) % 97
+        } else {
+            (remainder * 100 + n) % 97
+        };
+    }
+    remainder == 1
+}
+
+/// IPv6: what the standard library parses, with at least one hex digit (`::` alone and
+/// times such as `12:30:45` are not addresses).
+fn ipv6(value: &str) -> bool {
+    value.parse::<Ipv6Addr>().is_ok() && value.chars().any(|c| c.is_ascii_hexdigit())
+}
+
+/// Phone numbers: 7 to 15 digits (E.164's range), and not an ISO date.
+fn phone_digits(value: &str) -> bool {
+    let digits = value.chars().filter(char::is_ascii_digit).count();
+    let date = value.len() == 10
+        && value.as_bytes().get(4) == Some(&b'-')
+        && value.as_bytes().get(7) == Some(&b'-');
+    (7..=15).contains(&digits) && !date
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all() -> Detector {
+        Detector::new(Pattern::all_builtins()).unwrap()
+    }
+
+    fn labels(text: &str) -> Vec<(String, String)> {
+        let d = all();
+        d.find(text)
+            .into_iter()
+            .map(|f| {
+                (
+                    d.label(f.pattern).0.clone(),
+                    text[f.start..f.end].to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn builtins_find_what_they_name_and_skip_look_alikes() {
+        let text = "mail jane.doe+x@mail.example.co.uk, call +44 20 7946 0958 or (555) 123-4567, \
+                    card 4111 1111 1111 1111 (not 4111111111111112), iban DE89 3704 0044 0532 0130 00 \
+                    (not DE89370400440532013001), hosts 192.168.10.20 and 2001:db8::8a2e:370:7334, \
+                    at 12:30:45 on 2026-12-05, key sk-proj-abcdefghijklmnopqrstuvwxyz012345 and AKIAIOSFODNN7EXAMPLE";
+        let found = labels(text);
+        let want = [
+            ("EMAIL", "jane.doe+x@mail.example.co.uk"),
+            ("PHONE", "+44 20 7946 0958"),
+            ("PHONE", "(555) 123-4567"),
+            ("CARD", "4111 1111 1111 1111"),
+            ("IBAN", "DE89 3704 0044 0532 0130 00"),
+            ("IP", "192.168.10.20"),
+            ("IP", "2001:db8::8a2e:370:7334"),
+            ("SECRET", "sk-proj-abcdefghijklmnopqrstuvwxyz012345"),
+            ("SECRET", "AKIAIOSFODNN7EXAMPLE"),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(l, v)| (l.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(found, want);
+    }
+
+    #[test]
+    fn a_jwt_is_one_value() {
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLWJ5dGVz";
+        assert_eq!(
+            labels(&format!("token {jwt} end")),
+            [("JWT".into(), jwt.into())]
+        );
+    }
+
+    #[test]
+    fn a_tail_is_held_only_where_a_value_could_continue() {
+        let d = Detector::new(Pattern::builtin("email").unwrap()).unwrap();
+        let mut cache = d.cache();
+        // Ends in a word: it could be an address's local part.
+        assert_eq!(d.hold_from("write to jane", &mut cache), 9);
+        // Ends in a space: nothing could continue.
+        assert_eq!(d.hold_from("write to ", &mut cache), 9);
+        assert_eq!(d.hold_from("write to jane@exa", &mut cache), 9);
+        let cards = Detector::new(Pattern::builtin("credit-card").unwrap()).unwrap();
+        let mut cache = cards.cache();
+        assert_eq!(cards.hold_from("hello world", &mut cache), 11);
+        assert_eq!(cards.hold_from("pay 4111 11", &mut cache), 4);
+    }
+
+    #[test]
+    fn bad_patterns_fail_with_their_text() {
+        let err = Detector::new(vec![Pattern::custom("x", "(unclosed")]).unwrap_err();
+        assert!(err.to_string().contains("(unclosed"), "{err}");
+    }
+}

@@ -1,0 +1,263 @@
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use super::*;
+
+fn build(yaml: &str) -> Redact {
+    serde_yaml::from_str::<RedactSpec>(yaml)
+        .unwrap()
+        .build()
+        .unwrap()
+}
+
+fn body(text: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({"model": "m", "messages": [{"role": "user", "content": text}]}))
+        .unwrap()
+}
+
+fn content(body: &[u8]) -> String {
+    let doc: Value = serde_json::from_slice(body).unwrap();
+    doc["messages"][0]["content"].as_str().unwrap().to_owned()
+}
+
+const TEXT: &str = "Mail jane@example.com or pay with 4111 1111 1111 1111, jane@example.com again.";
+
+#[test]
+fn requests_are_masked_hashed_or_given_numbered_placeholders() {
+    let mut memo = Memo::default();
+    let masked = build("patterns: [email, credit-card]")
+        .on_request_body(&body(TEXT), &mut memo)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        content(&masked),
+        "Mail **************** or pay with *******************, **************** again."
+    );
+    let hashed = build("patterns: [email]\nmode: hash\nsalt: s3cret")
+        .on_request_body(&body(TEXT), &mut memo)
+        .unwrap()
+        .unwrap();
+    let hashed = content(&hashed);
+    assert!(hashed.starts_with("Mail [EMAIL:"), "{hashed}");
+    assert!(!hashed.contains("jane"), "{hashed}");
+    let mut memo = Memo::default();
+    let placed = build("patterns: [email, credit-card]\nmode: placeholder")
+        .on_request_body(&body(TEXT), &mut memo)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        content(&placed),
+        "Mail [EMAIL_1] or pay with [CARD_1], [EMAIL_1] again."
+    );
+    // The format's own fields are not text.
+    let doc: Value = serde_json::from_slice(&placed).unwrap();
+    assert_eq!(doc["model"], "m");
+    assert_eq!(doc["messages"][0]["role"], "user");
+}
+
+#[test]
+fn placeholders_come_back_in_the_answer_and_new_values_are_still_redacted() {
+    let filter = build("patterns: [email]\nmode: placeholder\nrestore: true");
+    let mut memo = Memo::default();
+    filter.on_request_body(&body(TEXT), &mut memo).unwrap();
+    let answer = serde_json::to_vec(&json!({"choices": [{"message": {"role": "assistant",
+        "content": "I wrote to [EMAIL_1] and cc'd bob@example.org; [EMAIL_9] is unknown."}}]}))
+    .unwrap();
+    let out = filter.on_response_body(&answer, &memo).unwrap().unwrap();
+    let doc: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(
+        doc["choices"][0]["message"]["content"],
+        "I wrote to jane@example.com and cc'd [EMAIL_2]; [EMAIL_9] is unknown."
+    );
+}
+
+#[test]
+fn specs_that_cannot_work_are_refused() {
+    for (yaml, needle) in [
+        ("restore: true", "mode: placeholder"),
+        ("mode: hash", "salt"),
+        ("patterns: [emails]", "unknown pattern \"emails\""),
+        ("patterns: [{ name: x, regex: \"(\" }]", "does not compile"),
+        (
+            "mode: placeholder\nrestore: true\non: [response]",
+            "request",
+        ),
+    ] {
+        let err = serde_yaml::from_str::<RedactSpec>(yaml)
+            .unwrap()
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "{yaml}: {err}");
+    }
+}
+
+/// An answer's text as events of one format.
+#[derive(Clone, Copy, Debug)]
+enum Format {
+    Chat,
+    Anthropic,
+    Gemini,
+    Responses,
+}
+
+fn event(format: Format, text: &str) -> Bytes {
+    let (name, data) = match format {
+        Format::Chat => (
+            None,
+            json!({"id": "c1", "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]}),
+        ),
+        Format::Anthropic => (
+            Some("content_block_delta"),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}),
+        ),
+        Format::Gemini => (
+            None,
+            json!({"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}}]}),
+        ),
+        Format::Responses => (
+            Some("response.output_text.delta"),
+            json!({"type": "response.output_text.delta", "item_id": "m1", "output_index": 0, "content_index": 0, "delta": text}),
+        ),
+    };
+    let prefix = name.map(|n| format!("event: {n}\n")).unwrap_or_default();
+    Bytes::from(format!("{prefix}data: {data}\n\n"))
+}
+
+fn end_event(format: Format) -> Bytes {
+    Bytes::from(match format {
+        Format::Chat => "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+        Format::Anthropic => "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+        Format::Gemini => "data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"\"}]},\"finishReason\":\"STOP\"}]}\n\n",
+        Format::Responses => "event: response.output_text.done\ndata: {\"type\":\"response.output_text.done\",\"text\":\"\"}\n\n",
+    })
+}
+
+/// The text the client reads from a stream's events.
+fn read_text(events: &[Bytes]) -> String {
+    let mut text = String::new();
+    for e in events {
+        let Some(frame) = crate::event::Frame::parse(e) else {
+            continue;
+        };
+        let Some(mut doc) = frame.json() else {
+            continue;
+        };
+        if let Some((slot, _)) = stream::Slot::find(&doc) {
+            text.push_str(slot.text(&mut doc).unwrap());
+        }
+    }
+    text
+}
+
+fn run(filter: &Redact, memo: &Memo, format: Format, pieces: &[&str]) -> Vec<Bytes> {
+    let mut stream = filter.on_stream(memo).unwrap();
+    let mut out = Vec::new();
+    for piece in pieces {
+        stream.on_event(event(format, piece), &mut out).unwrap();
+    }
+    stream.on_event(end_event(format), &mut out).unwrap();
+    stream.on_end(&mut out);
+    out
+}
+
+#[test]
+fn a_value_split_across_events_at_any_byte_is_redacted_in_every_format() {
+    let filter = build("patterns: [email, credit-card]\non: [response]");
+    let want = "Mail **************** or pay with *******************, **************** again.";
+    for format in [
+        Format::Chat,
+        Format::Anthropic,
+        Format::Gemini,
+        Format::Responses,
+    ] {
+        for cut in 1..TEXT.len() {
+            let out = run(
+                &filter,
+                &Memo::default(),
+                format,
+                &[&TEXT[..cut], &TEXT[cut..]],
+            );
+            assert_eq!(read_text(&out), want, "{format:?} cut at {cut}");
+        }
+        // And one byte per event.
+        let bytes: Vec<String> = TEXT.chars().map(String::from).collect();
+        let pieces: Vec<&str> = bytes.iter().map(String::as_str).collect();
+        let out = run(&filter, &Memo::default(), format, &pieces);
+        assert_eq!(read_text(&out), want, "{format:?} byte by byte");
+    }
+}
+
+#[test]
+fn placeholders_split_across_events_are_restored() {
+    let filter = build("patterns: [email]\nmode: placeholder\nrestore: true");
+    let mut memo = Memo::default();
+    filter
+        .on_request_body(&body("to jane@example.com"), &mut memo)
+        .unwrap();
+    let answer = "Sent to [EMAIL_1] today.";
+    for cut in 1..answer.len() {
+        let out = run(
+            &filter,
+            &memo,
+            Format::Chat,
+            &[&answer[..cut], &answer[cut..]],
+        );
+        assert_eq!(
+            read_text(&out),
+            "Sent to jane@example.com today.",
+            "cut at {cut}"
+        );
+    }
+}
+
+#[test]
+fn text_that_cannot_start_a_value_passes_untouched_and_at_once() {
+    let filter = build("patterns: [credit-card]\non: [response]");
+    let mut stream = filter.on_stream(&Memo::default()).unwrap();
+    let mut out = Vec::new();
+    let first = event(Format::Chat, "Hello there, ");
+    stream.on_event(first.clone(), &mut out).unwrap();
+    // Same bytes, not a copy.
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].as_ptr(), first.as_ptr());
+    // A number that may be a card's start is held, and only that.
+    stream
+        .on_event(event(Format::Chat, "card 4111 11"), &mut out)
+        .unwrap();
+    assert_eq!(read_text(&out[1..]), "card ");
+    stream
+        .on_event(event(Format::Chat, "11 1111 1111 done"), &mut out)
+        .unwrap();
+    assert_eq!(
+        read_text(&out),
+        "Hello there, card ******************* done"
+    );
+}
+
+#[test]
+fn a_held_tail_goes_out_before_the_finish_and_the_stream_end() {
+    let filter = build("patterns: [email]\non: [response]");
+    let mut stream = filter.on_stream(&Memo::default()).unwrap();
+    let mut out = Vec::new();
+    stream
+        .on_event(event(Format::Chat, "bye jane"), &mut out)
+        .unwrap();
+    assert_eq!(read_text(&out), "bye ");
+    stream.on_event(end_event(Format::Chat), &mut out).unwrap();
+    assert_eq!(read_text(&out), "bye jane");
+    // The tail came before the finish, which is last.
+    let last: Value = serde_json::from_str(
+        std::str::from_utf8(&out[out.len() - 1]).unwrap()["data: ".len()..].trim(),
+    )
+    .unwrap();
+    assert_eq!(last["choices"][0]["finish_reason"], "stop");
+    // A stream that just ends flushes too.
+    let mut stream = filter.on_stream(&Memo::default()).unwrap();
+    let mut out = Vec::new();
+    stream
+        .on_event(event(Format::Anthropic, "hi bob@x.io"), &mut out)
+        .unwrap();
+    stream.on_end(&mut out);
+    assert_eq!(read_text(&out), "hi ********");
+}

@@ -32,6 +32,9 @@ pub struct Metrics {
     pub circuit_state: IntGaugeVec,
     pub rate_limited: IntCounterVec,
     pub filter_denied: IntCounterVec,
+    pub cache_requests: IntCounterVec,
+    pub cache_saved_tokens: IntCounterVec,
+    pub cache_bytes: IntGauge,
     pub budget_remaining: GaugeVec,
     pub limits_store_up: IntGauge,
 }
@@ -179,6 +182,12 @@ impl Metrics {
                 IntGauge::new("sira_limits_store_up", "1 while the limits store answers (memory: always).").unwrap_or_else(|e| unreachable_metric(e)),
             ),
             filter_denied: counter_vec!(r, "sira_filter_denied_total", "Requests a deny filter refused, by key.", &["key"]),
+            cache_requests: counter_vec!(r, "sira_cache_requests_total", "Cacheable requests by result: hit, miss, bypass (the client's cache-control), coalesced (answered by an identical request in flight), store (an answer kept).", &["result"]),
+            cache_saved_tokens: counter_vec!(r, "sira_cache_saved_tokens_total", "Tokens a cached or coalesced answer saved (what its provider reported for it), by model, key and kind (input, output).", &["model", "key", "kind"]),
+            cache_bytes: register(
+                r,
+                IntGauge::new("sira_cache_bytes", "Bytes of answers in the response cache's memory.").unwrap_or_else(|e| unreachable_metric(e)),
+            ),
             rate_limited: counter_vec!(r, "sira_rate_limited_total", "Requests refused by a limit or budget, by key and limit (requests_per_minute, tokens_per_minute, concurrent_requests, budget).", &["key", "limit"]),
             circuit_state: gauge_vec!(r, "sira_circuit_state", "1 for the endpoint's circuit state (closed, open, half_open).", &["provider", "endpoint", "state"]),
             // Last: the fields above borrow the registry to register themselves.

@@ -39,6 +39,7 @@ pub struct Registry {
     health: Interned<HealthGroup>,
     latencies: Interned<PeakEwma>,
     response_stores: Interned<crate::responses_store::ResponseStore>,
+    response_caches: Interned<crate::cache::ResponseCache>,
     limit_counters: Interned<crate::limits::Counter>,
     limit_stores: Interned<crate::limits::shared::SharedStore>,
     /// The store of the snapshot installed last: where scopes no snapshot names (JWT
@@ -146,6 +147,15 @@ impl Registry {
         make: impl FnOnce() -> crate::responses_store::ResponseStore,
     ) -> Arc<crate::responses_store::ResponseStore> {
         self.response_stores.get_or(key, make).0
+    }
+
+    /// The response cache: a reload that keeps its settings keeps what it holds.
+    pub fn response_cache(
+        &self,
+        key: &str,
+        make: impl FnOnce() -> crate::cache::ResponseCache,
+    ) -> Arc<crate::cache::ResponseCache> {
+        self.response_caches.get_or(key, make).0
     }
 
     /// The running limits of one scope (`key team-a`, `tenant acme`, `model gpt-4o`):

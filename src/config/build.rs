@@ -33,13 +33,6 @@ impl Builder<'_> {
         self.problems.push(ConfigProblem::new(path, message));
     }
 
-    /// Rejects a section this build does not implement, naming it plainly.
-    pub(super) fn unsupported(&mut self, path: &str, value: &Option<Value>) {
-        if value.is_some() {
-            self.problem(path, "not supported by this version of sira yet; remove it");
-        }
-    }
-
     fn entries(&mut self, value: Option<Value>, path: &str) -> Entries {
         value
             .and_then(|v| section::<Entries>(v, path, self.problems))
@@ -69,7 +62,7 @@ pub(super) fn build(
     let limits_store = super::limits::store(&mut b, limits);
     let tenants = super::limits::tenants(&mut b, tenants);
     let alerts = super::limits::alerts(&mut b, alerts);
-    b.unsupported("cache", &cache);
+    let cache = super::cache::cache(&mut b, cache);
 
     let server = super::server::server_settings(&mut b, server);
     let filters = build_filters(&mut b, filters);
@@ -105,6 +98,7 @@ pub(super) fn build(
         alerts,
         logging: logging?,
         responses_store: responses_store?,
+        cache,
         limits_store: limits_store?,
         meta,
     })
@@ -395,6 +389,7 @@ fn build_model(
         prompt_cache,
         web_search,
         limits,
+        cache,
     } = config;
     let problems_before = b.problems.len();
     if targets.is_empty() {
@@ -512,6 +507,7 @@ fn build_model(
     route.prompt_cache = prompt_cache != Some(super::file::PromptCache::Off);
     route.web_search = web_search == Some(super::file::WebSearchMode::Native);
     route.limits = super::limits::limits(b, limits, &format!("{path}.limits"));
+    route.cache = super::cache::model_cache(b, cache, &format!("{path}.cache"));
     route.counter = super::limits::counter(&format!("model {name}"), &route.limits);
     Some(route)
 }

@@ -247,6 +247,9 @@ pub struct ModelConfig {
     /// Limits on the model entry, whoever calls it.
     #[serde(default)]
     pub limits: Option<Value>,
+    /// Whether and how long the response cache keeps this entry's answers.
+    #[serde(default)]
+    pub cache: Option<Value>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]

@@ -7,6 +7,7 @@
 //! is left for request time, and nothing here runs on the request path.
 
 mod build;
+pub mod cache;
 mod defaults;
 pub mod file;
 mod interpolate;
@@ -178,6 +179,8 @@ pub struct Snapshot {
     pub seal: crate::translate::Seal,
     /// Where `store: true` responses are kept; `None` with `responses_store: off`.
     pub responses_store: Option<Arc<crate::responses_store::ResponseStore>>,
+    /// `cache:`: the response cache, and whether its answers are shared by every caller.
+    pub cache: Option<cache::CacheSection>,
     /// `limits.store: {redis: …}`: the fleet's store of limits; `None` keeps them in memory.
     pub limits_store: Option<Arc<crate::limits::shared::SharedStore>>,
     pub meta: ConfigMeta,

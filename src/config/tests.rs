@@ -168,11 +168,28 @@ fn empty_api_key_is_a_problem() {
 }
 
 #[test]
-fn unimplemented_sections_are_refused_plainly() {
-    let p = problems("cache: { memory: {} }\n");
+fn cache_settings_are_checked() {
+    assert!(parse(
+        "cache: { memory: { capacity: 1MiB, ttl: 1m }, shared: true }\n",
+        None,
+        &source()
+    )
+    .is_ok());
+    let p = problems(
+        "cache: { memory: { capacity: 1MiB, ttl: 0s }, max_entry: 2MiB, redis: { url: \"nope://x\" } }\n",
+    );
     assert_eq!(
         p,
-        ["cache: not supported by this version of sira yet; remove it"]
+        [
+            "cache.memory.ttl: must be longer than 0s",
+            "cache.max_entry: must be more than 0 bytes and at most the memory's capacity",
+            "cache.redis.url: not a valid Redis URL (redis://[user:password@]host[:port][/db] or unix:///path)",
+        ]
+    );
+    let p = problems("cache: { memroy: {} }\n");
+    assert!(
+        p[0].starts_with("cache.memroy: unknown field `memroy`"),
+        "{p:?}"
     );
 }
 

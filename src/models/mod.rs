@@ -140,6 +140,8 @@ pub struct ModelRoute {
     /// Limits on the entry, whoever calls it, and their running state.
     pub limits: crate::limits::Limits,
     pub counter: Option<std::sync::Arc<crate::limits::Counter>>,
+    /// `cache:` on the entry: whether and how long its answers are cached.
+    pub cache: crate::config::cache::ModelCache,
 }
 
 /// `hedge: { after, max }`: when no response header came within `after`, another attempt
@@ -167,6 +169,7 @@ impl ModelRoute {
             web_search: false,
             limits: crate::limits::Limits::default(),
             counter: None,
+            cache: crate::config::cache::ModelCache::default(),
         }
     }
 

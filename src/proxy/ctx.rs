@@ -72,6 +72,7 @@ pub struct RequestCtx {
     pub translation: TranslationState,
     pub accounting: AccountingState,
     pub filters: FilterState,
+    pub cache: CacheState,
     pub stored: StoredState,
     pub limits: LimitState,
     /// Tokens spent, from the provider's report.
@@ -117,6 +118,9 @@ pub struct ResponseState {
     pub client_gone: bool,
     /// sira answered itself (a local answer or an error), not a provider.
     pub local: bool,
+    /// The local answer is a provider's answer replayed (a cache hit, a coalesced
+    /// request): the modules on the client's side of translation treat it as an answer.
+    pub replay: bool,
     /// The provider's response is an SSE stream.
     pub sse: bool,
     /// A module must see the whole body before the header is sent (a translated JSON
@@ -200,6 +204,31 @@ pub struct FilterState {
     pub memo: lua_free_filters::Memo,
 }
 
+/// Written by the response cache.
+#[derive(Default)]
+pub struct CacheState {
+    /// The client said `cache-control: no-cache`: no lookup (the answer is still kept).
+    pub no_lookup: bool,
+    /// The client said `cache-control: no-store`: no lookup, and the answer is not kept.
+    pub no_store: bool,
+    /// The request's key, when it is cacheable.
+    pub key: Option<crate::cache::Key>,
+    /// `x-sira-cache`, and the metric's result.
+    pub result: Option<&'static str>,
+    /// How long the entry keeps its answers (`models.<name>.cache.ttl`).
+    pub ttl: Option<std::time::Duration>,
+    /// This request makes the answer identical requests in flight wait for.
+    pub lead: Option<crate::cache::Lead>,
+    /// The answer is being gathered to be kept.
+    pub collect: bool,
+    pub pieces: Vec<bytes::Bytes>,
+    pub size: usize,
+    /// The whole answer was gathered (the provider's body ended cleanly).
+    pub complete: bool,
+    /// A replayed answer's usage: what the hit saved.
+    pub saved: Option<crate::usage::Usage>,
+}
+
 /// Written by the limits module.
 #[derive(Default)]
 pub struct LimitState {
@@ -279,6 +308,7 @@ impl RequestCtx {
             translation: TranslationState::default(),
             accounting: AccountingState::default(),
             filters: FilterState::default(),
+            cache: CacheState::default(),
             stored: StoredState::default(),
             limits: LimitState::default(),
             usage: Usage::default(),

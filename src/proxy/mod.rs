@@ -47,6 +47,7 @@ pub mod modules;
 pub mod phases;
 mod policy;
 mod relay;
+mod replay;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -71,7 +72,7 @@ use crate::access_log::AccessLog;
 use crate::config::Live;
 use crate::error::GatewayError;
 use crate::shutdown::Drain;
-use phases::{Chain, LocalResponse, RequestBody};
+use phases::{Answer, Chain, LocalResponse, RequestBody};
 
 /// The main listeners' application.
 pub struct Gateway {
@@ -217,8 +218,12 @@ impl Gateway {
             downstream::read_body(session, server.max_request_body, server.body_timeout).await?;
         let peek = body::peek(&bytes)?;
         let mut body = RequestBody { bytes, peek };
-        if let Some(answer) = self.chain.request_body_filter(&mut body, ctx).await? {
-            return self.answer(session, ctx, answer).await;
+        match self.chain.request_body_filter(&mut body, ctx).await? {
+            Some(Answer::Local(answer)) => return self.answer(session, ctx, answer).await,
+            Some(Answer::Replay(replay)) => {
+                return replay::replay(self, session, ctx, replay).await
+            }
+            None => {}
         }
         let upstream = policy::proxy_upstream(self, session, ctx, &body).await?;
         relay::relay(self, session, ctx, upstream).await

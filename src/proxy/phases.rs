@@ -53,6 +53,11 @@ pub enum Flow {
     /// future owns what it needs (it cannot borrow the context), so nothing is boxed unless a
     /// module actually has to wait.
     Wait(Pending),
+    /// The request is answered with a provider's answer sira already has (a cache hit) or
+    /// is receiving for an identical request (coalescing). Like [`Flow::Respond`], the
+    /// remaining request phases and the upstream are skipped; the response phases see the
+    /// answer as the client's format has it (`ctx.response.replay`).
+    Replay(crate::cache::Replay),
     /// What a wait found, applied to the request: the module's decision once its I/O has
     /// answered (a stored conversation put into the body, a caller known once the
     /// issuer's keys were fetched). In a request-header phase the body it is given is
@@ -66,6 +71,12 @@ pub type Apply =
 
 /// A request phase's wait (see [`Flow::Wait`]).
 pub type Pending = Pin<Box<dyn Future<Output = Result<Flow, GatewayError>> + Send>>;
+
+/// How the request phases ended before any provider: an answer of sira's own, or a replay.
+pub enum Answer {
+    Local(LocalResponse),
+    Replay(crate::cache::Replay),
+}
 
 /// A JSON answer sira gives itself.
 pub struct LocalResponse {
@@ -270,6 +281,11 @@ impl Chain {
             // x-request-id and x-sira-*: before the client-side filters on the way out, so
             // those may still edit them.
             Box::new(SiraHeaders),
+            // Exact answers to exact requests, and identical requests in flight coalesced:
+            // after the filters (the key is the request the provider would see, the entry
+            // the answer before the client-side filters run on it again), before limits (a
+            // hit spends nothing).
+            Box::new(ResponseCacheModule),
             // `store: true` and `previous_response_id`: the conversation as the client
             // speaks it, kept when answered and replayed before translation.
             Box::new(StoredResponses),
@@ -312,6 +328,8 @@ impl Chain {
                 flow = match flow {
                     Flow::Continue => break,
                     Flow::Respond(answer) => return Ok(Some(answer)),
+                    // The answer depends on the body, which is not read yet.
+                    Flow::Replay(_) => break,
                     Flow::Wait(pending) => pending.await?,
                     Flow::Apply(apply) => {
                         let mut unread = RequestBody {
@@ -331,13 +349,14 @@ impl Chain {
         &self,
         body: &mut RequestBody,
         ctx: &mut RequestCtx,
-    ) -> Result<Option<LocalResponse>, GatewayError> {
+    ) -> Result<Option<Answer>, GatewayError> {
         for module in &self.modules {
             let mut flow = module.request_body_filter(body, ctx)?;
             loop {
                 flow = match flow {
                     Flow::Continue => break,
-                    Flow::Respond(answer) => return Ok(Some(answer)),
+                    Flow::Respond(answer) => return Ok(Some(Answer::Local(answer))),
+                    Flow::Replay(replay) => return Ok(Some(Answer::Replay(replay))),
                     Flow::Wait(pending) => pending.await?,
                     Flow::Apply(apply) => apply(body, ctx)?,
                 };
@@ -623,7 +642,7 @@ mod tests {
             .request_body_filter(&mut body, &mut ctx)
             .await
             .unwrap();
-        assert_eq!(answer.map(|a| a.status), Some(200));
+        assert!(matches!(answer, Some(Answer::Local(a)) if a.status == 200));
         assert_eq!(*calls.lock().unwrap(), ["a:body", "b:body"]);
     }
 

@@ -17,7 +17,6 @@
 //! store is kept across reloads while its settings do not change ([`crate::runtime`]).
 
 pub mod record;
-mod redis_backend;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,8 +24,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+use crate::redis_kv::RedisKv;
 pub use record::{expand, history, input_items, ChainError, Expanded, History, Record};
-use redis_backend::RedisBackend;
 
 /// Where stored responses live.
 pub struct ResponseStore {
@@ -44,13 +43,19 @@ impl std::fmt::Debug for ResponseStore {
 
 enum Backend {
     Memory(moka::sync::Cache<String, Bytes>),
-    Redis(Box<RedisBackend>),
+    Redis(Box<RedisKv>),
 }
 
 /// The store could not be read or written (Redis down or too slow).
 #[derive(Debug, thiserror::Error)]
 #[error("the response store is unavailable: {0}")]
 pub struct StoreError(pub String);
+
+impl From<crate::redis_kv::KvError> for StoreError {
+    fn from(e: crate::redis_kv::KvError) -> StoreError {
+        StoreError(e.0)
+    }
+}
 
 /// The longest a record may be kept: moka refuses durations beyond ~1000 years, and no
 /// conversation needs more than this.
@@ -91,7 +96,7 @@ impl ResponseStore {
     ) -> ResponseStore {
         let describe = format!("redis (prefix {prefix:?}, ttl {}s)", ttl.as_secs());
         ResponseStore {
-            backend: Backend::Redis(Box::new(RedisBackend::new(client, prefix, ttl, timeout))),
+            backend: Backend::Redis(Box::new(RedisKv::new(client, prefix, ttl, timeout, true))),
             describe,
         }
     }
@@ -101,7 +106,7 @@ impl ResponseStore {
         let slot = slot(owner, id);
         match &self.backend {
             Backend::Memory(cache) => Ok(cache.get(&slot)),
-            Backend::Redis(redis) => redis.get(&slot).await,
+            Backend::Redis(redis) => Ok(redis.get(&slot).await?),
         }
     }
 
@@ -132,7 +137,7 @@ impl ResponseStore {
         let slot = slot(owner, id);
         match &self.backend {
             Backend::Memory(cache) => Ok(cache.remove(&slot).is_some()),
-            Backend::Redis(redis) => redis.delete(&slot).await,
+            Backend::Redis(redis) => Ok(redis.delete(&slot).await?),
         }
     }
 }

@@ -11,6 +11,7 @@ mod auth;
 mod balancing;
 mod bodies;
 mod bounds;
+mod cache;
 mod cli;
 mod dns;
 mod errors;

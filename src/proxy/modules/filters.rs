@@ -113,7 +113,7 @@ impl Phase for OperatorFilters {
         for filter in attached(ctx) {
             filter.on_client_response(&mut edit);
         }
-        let editing = !ctx.response.local
+        let editing = (!ctx.response.local || ctx.response.replay)
             && ctx.response.status < 400
             && attached(ctx).any(|f| f.edits_response_body());
         if !editing {

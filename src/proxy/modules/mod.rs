@@ -6,6 +6,7 @@
 mod accounting;
 mod auth;
 pub(crate) mod budget_cut;
+mod cache;
 mod filters;
 mod headers;
 mod limits;
@@ -18,6 +19,7 @@ mod translation;
 
 pub use accounting::Accounting;
 pub use auth::Authenticate;
+pub use cache::ResponseCacheModule;
 pub use filters::OperatorFilters;
 pub(crate) use headers::header_error;
 pub use headers::{Credentials, ProviderRequest, SiraHeaders, X_REQUEST_ID};

@@ -91,6 +91,14 @@ impl Phase for Observe {
                 .str(key!("error_class"), error.class());
         }
         line.bool(key!("client_gone"), ctx.response.client_gone);
+        if let Some(result) = ctx.cache.result {
+            line.str(key!("cache"), result);
+            if let Some(saved) = ctx.cache.saved {
+                // What the provider reported for the answer this one replayed: spent once,
+                // saved here.
+                line.u64(key!("cache_saved_tokens"), saved.input + saved.output);
+            }
+        }
         if let Some(crate::auth::Principal::Jwt(caller)) = &ctx.principal {
             line.str(key!("subject"), &caller.subject);
         }

@@ -1,0 +1,124 @@
+//! The cache key: what makes two requests the same request.
+//!
+//! A SHA-256 over the scope (who may share the answer), the client's format and operation,
+//! whether it streams, the model entry it was routed to, and the body in a canonical form:
+//! object keys sorted, no whitespace, so that key order and formatting do not matter.
+//! Fields that do not change the answer (`stream`, which is hashed on its own,
+//! `stream_options`, `user`, `metadata`) are left out.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+pub type Key = [u8; 32];
+
+/// Top-level fields that never change what the model answers.
+const IGNORED: &[&str] = &["stream", "stream_options", "user", "metadata"];
+
+/// What identifies a request besides its body.
+pub struct KeyParts<'a> {
+    pub scope: &'a str,
+    pub surface: &'a str,
+    pub operation: &'a str,
+    pub stream: bool,
+    pub entry: &'a str,
+}
+
+/// The key of a request; `None` when its body is not a JSON object (nothing sira would
+/// send anyway).
+pub fn key(parts: &KeyParts<'_>, body: &[u8]) -> Option<Key> {
+    let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
+        return None;
+    };
+    let mut hash = Sha256::new();
+    for part in [parts.scope, parts.surface, parts.operation, parts.entry] {
+        // Length-prefixed, so that no two different lists of parts hash alike.
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part.as_bytes());
+    }
+    hash.update([u8::from(parts.stream)]);
+    let mut names: Vec<&String> = fields
+        .keys()
+        .filter(|k| !IGNORED.contains(&k.as_str()))
+        .collect();
+    names.sort();
+    hash.update(b"{");
+    for name in names {
+        canonical(&Value::String(name.clone()), &mut hash);
+        hash.update(b":");
+        canonical(&fields[name.as_str()], &mut hash);
+        hash.update(b",");
+    }
+    hash.update(b"}");
+    Some(hash.finalize().into())
+}
+
+/// Feeds `value` to the hash with sorted object keys and no whitespace.
+fn canonical(value: &Value, hash: &mut Sha256) {
+    match value {
+        Value::Object(fields) => {
+            let mut names: Vec<&String> = fields.keys().collect();
+            names.sort();
+            hash.update(b"{");
+            for name in names {
+                canonical(&Value::String(name.clone()), hash);
+                hash.update(b":");
+                canonical(&fields[name.as_str()], hash);
+                hash.update(b",");
+            }
+            hash.update(b"}");
+        }
+        Value::Array(items) => {
+            hash.update(b"[");
+            for item in items {
+                canonical(item, hash);
+                hash.update(b",");
+            }
+            hash.update(b"]");
+        }
+        // Strings, numbers, booleans and null as serde_json writes them: one form each.
+        other => {
+            let text = other.to_string();
+            hash.update(text.as_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(scope: &str, stream: bool) -> KeyParts<'_> {
+        KeyParts {
+            scope,
+            surface: "openai",
+            operation: "chat",
+            stream,
+            entry: "gpt-4o",
+        }
+    }
+
+    #[test]
+    fn key_order_whitespace_and_ignored_fields_do_not_matter() {
+        let a =
+            br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"temperature":0}"#;
+        let b = br#"{ "temperature": 0, "user": "u1", "stream": true,
+                      "messages": [ { "content": "hi", "role": "user" } ], "model": "gpt-4o" }"#;
+        assert_eq!(key(&parts("k", false), a), key(&parts("k", false), b));
+    }
+
+    #[test]
+    fn what_changes_the_answer_changes_the_key() {
+        let base = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+        let k = key(&parts("k", false), base).unwrap();
+        for other in [
+            &br#"{"model":"m","messages":[{"role":"user","content":"hi!"}]}"#[..],
+            br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":1}"#,
+            br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[]}"#,
+        ] {
+            assert_ne!(key(&parts("k", false), other), Some(k));
+        }
+        assert_ne!(key(&parts("other", false), base), Some(k));
+        assert_ne!(key(&parts("k", true), base), Some(k));
+        assert_eq!(key(&parts("k", false), b"[1]"), None);
+    }
+}

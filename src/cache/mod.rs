@@ -1,0 +1,339 @@
+//! The response cache: exact answers to exact requests, kept in memory (L1) and, when
+//! configured, in Redis shared by a fleet (L2), with in-flight coalescing ([`flight`]).
+//!
+//! An entry is the answer as the client received it in its own format, before the
+//! client-side filters (so that a filter such as `redact … restore: true` runs again, with
+//! this request's placeholders, on the replay), together with what it cost: the provider,
+//! the upstream model and the usage, which a hit reports as saved.
+//!
+//! L1 is a `moka` cache bounded by bytes with TinyLFU admission (a one-off answer does not
+//! push out answers asked for again and again) and a TTL per entry (the model's, capped by
+//! the memory's). L2 is read when L1 misses, within the Redis timeout, and written in the
+//! background; a Redis that is down costs a miss, never an error.
+
+pub mod flight;
+mod key;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ahash::AHashMap;
+use bytes::{BufMut, Bytes, BytesMut};
+
+pub use flight::{Flight, Joined, Lead};
+pub use key::{key, Key, KeyParts};
+
+use crate::redis_kv::RedisKv;
+use crate::usage::Usage;
+
+/// One cached answer.
+#[derive(Debug)]
+pub struct Entry {
+    /// An SSE stream (else a JSON body).
+    pub sse: bool,
+    pub body: Bytes,
+    pub provider: String,
+    pub upstream_model: String,
+    /// What the provider reported for it: saved by every hit.
+    pub usage: Usage,
+    /// How long it is kept.
+    pub ttl: Duration,
+}
+
+/// Bytes an entry costs beyond its body (its struct, the key, moka's bookkeeping).
+const ENTRY_OVERHEAD: usize = 256;
+
+impl Entry {
+    fn weight(&self) -> u32 {
+        u32::try_from(self.body.len() + self.provider.len() + self.upstream_model.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(ENTRY_OVERHEAD as u32)
+    }
+
+    /// For Redis: a JSON header line, then the body as it is.
+    fn encode(&self) -> Bytes {
+        let header = serde_json::json!({
+            "v": 1,
+            "sse": self.sse,
+            "provider": self.provider,
+            "model": self.upstream_model,
+            "input": self.usage.input,
+            "output": self.usage.output,
+            "cached_input": self.usage.cached_input,
+            "ttl_ms": u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX),
+        })
+        .to_string();
+        let mut out = BytesMut::with_capacity(header.len() + 1 + self.body.len());
+        out.put_slice(header.as_bytes());
+        out.put_u8(b'\n');
+        out.put_slice(&self.body);
+        out.freeze()
+    }
+
+    fn decode(bytes: Bytes) -> Option<Entry> {
+        let newline = bytes.iter().position(|&b| b == b'\n')?;
+        let header: serde_json::Value = serde_json::from_slice(&bytes[..newline]).ok()?;
+        if header["v"] != 1 {
+            return None;
+        }
+        let number = |name: &str| header[name].as_u64().unwrap_or(0);
+        Some(Entry {
+            sse: header["sse"].as_bool()?,
+            body: bytes.slice(newline + 1..),
+            provider: header["provider"].as_str()?.to_owned(),
+            upstream_model: header["model"].as_str()?.to_owned(),
+            usage: Usage {
+                input: number("input"),
+                output: number("output"),
+                cached_input: number("cached_input"),
+                ..Usage::default()
+            },
+            ttl: Duration::from_millis(number("ttl_ms")),
+        })
+    }
+}
+
+/// Each entry lives its own TTL.
+struct PerEntry;
+
+impl moka::Expiry<Key, Arc<Entry>> for PerEntry {
+    fn expire_after_create(
+        &self,
+        _key: &Key,
+        entry: &Arc<Entry>,
+        _created: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(entry.ttl)
+    }
+}
+
+/// The settings a cache is made with (a reload that keeps them keeps the cache).
+pub struct Settings {
+    pub capacity: u64,
+    pub memory_ttl: Duration,
+    /// `(client, prefix, ttl, timeout)`.
+    pub redis: Option<(redis::Client, String, Duration, Duration)>,
+    /// The largest answer kept.
+    pub max_entry: usize,
+}
+
+pub struct ResponseCache {
+    memory: moka::sync::Cache<Key, Arc<Entry>>,
+    memory_ttl: Duration,
+    redis: Option<(RedisKv, Duration)>,
+    pub max_entry: usize,
+    flights: Mutex<AHashMap<Key, Arc<Flight>>>,
+    /// What `sira check` says of it (never the Redis URL: it may hold a password).
+    pub describe: String,
+}
+
+impl std::fmt::Debug for ResponseCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe)
+    }
+}
+
+/// The longest an entry may be kept (moka refuses durations of centuries).
+pub const MAX_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// What a request is answered with instead of a provider's answer.
+pub enum Replay {
+    /// A whole answer: from the cache, or from an identical request that just finished.
+    Stored(Arc<Entry>),
+    /// An identical request's stream, still arriving.
+    Follow(Arc<Flight>),
+}
+
+/// Whether this request leads its flight or follows another's.
+pub enum Role {
+    Lead(Lead),
+    Follow(Arc<Flight>),
+}
+
+impl ResponseCache {
+    pub fn new(settings: Settings) -> ResponseCache {
+        let memory = moka::sync::Cache::builder()
+            .max_capacity(settings.capacity)
+            .weigher(|_key: &Key, entry: &Arc<Entry>| entry.weight())
+            .expire_after(PerEntry)
+            .build();
+        let mut describe = format!(
+            "memory (capacity {} bytes, ttl {}s)",
+            settings.capacity,
+            settings.memory_ttl.as_secs()
+        );
+        let redis = settings.redis.map(|(client, prefix, ttl, timeout)| {
+            describe.push_str(&format!(
+                ", redis (prefix {prefix:?}, ttl {}s)",
+                ttl.as_secs()
+            ));
+            (RedisKv::new(client, prefix, ttl, timeout, false), ttl)
+        });
+        ResponseCache {
+            memory,
+            memory_ttl: settings.memory_ttl,
+            redis,
+            max_entry: settings.max_entry,
+            flights: Mutex::default(),
+            describe,
+        }
+    }
+
+    /// The answer in memory, if any.
+    pub fn get_local(&self, key: &Key) -> Option<Arc<Entry>> {
+        self.memory.get(key)
+    }
+
+    pub fn has_remote(&self) -> bool {
+        self.redis.is_some()
+    }
+
+    /// The answer in Redis, if any (kept in memory too from then on). A Redis that is
+    /// down or slow is a miss.
+    pub async fn get_remote(&self, key: &Key) -> Option<Arc<Entry>> {
+        let (redis, _) = self.redis.as_ref()?;
+        let bytes = match redis.get(&hex::encode(key)).await {
+            Ok(found) => found?,
+            Err(e) => {
+                tracing::debug!(error = %e, "the cache's Redis was not read");
+                return None;
+            }
+        };
+        let mut entry = Entry::decode(bytes)?;
+        entry.ttl = entry.ttl.min(self.memory_ttl);
+        let entry = Arc::new(entry);
+        self.memory.insert(*key, entry.clone());
+        self.gauge();
+        Some(entry)
+    }
+
+    /// Keeps an answer: in memory at once, in Redis in the background. `ttl` is the model
+    /// entry's, else each tier keeps it its own TTL (memory never longer than its own).
+    pub fn put(self: &Arc<Self>, key: Key, mut entry: Entry, ttl: Option<Duration>) -> Arc<Entry> {
+        if let Some((_, redis_ttl)) = &self.redis {
+            entry.ttl = ttl.unwrap_or(*redis_ttl);
+            let encoded = entry.encode();
+            let remote_ttl = entry.ttl;
+            let cache = self.clone();
+            tokio::spawn(async move {
+                if let Some((redis, _)) = &cache.redis {
+                    let written = redis.put_for(&hex::encode(key), encoded, remote_ttl).await;
+                    if let Err(e) = written {
+                        tracing::debug!(error = %e, "an answer was not cached in Redis");
+                    }
+                }
+            });
+        }
+        entry.ttl = ttl.unwrap_or(self.memory_ttl).min(self.memory_ttl);
+        let entry = Arc::new(entry);
+        self.memory.insert(key, entry.clone());
+        self.gauge();
+        entry
+    }
+
+    fn gauge(&self) {
+        // moka applies writes (and evictions) in batches: its size is right once they ran.
+        // A put is once per miss, beside a provider's round trip.
+        self.memory.run_pending_tasks();
+        crate::metrics::metrics()
+            .cache_bytes
+            .set(i64::try_from(self.memory.weighted_size()).unwrap_or(i64::MAX));
+    }
+
+    /// Leads the flight for `key`, or follows the one under way.
+    pub fn fly(self: &Arc<Self>, key: Key) -> Role {
+        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(flight) = flights.get(&key) {
+            return Role::Follow(flight.clone());
+        }
+        let flight = Arc::new(Flight::default());
+        flights.insert(key, flight.clone());
+        Role::Lead(Lead::new(flight, self.clone(), key))
+    }
+
+    /// The flight for `key` is over: later requests look the cache up again.
+    fn land(&self, key: &Key, flight: &Arc<Flight>) {
+        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        if flights.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
+            flights.remove(key);
+        }
+    }
+
+    /// Entries in memory, after pending evictions ran (for tests and the admin API).
+    pub fn entries(&self) -> u64 {
+        self.memory.run_pending_tasks();
+        self.memory.entry_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(body: &'static str, ttl: Duration) -> Arc<Entry> {
+        Arc::new(Entry {
+            sse: false,
+            body: Bytes::from_static(body.as_bytes()),
+            provider: "oai".into(),
+            upstream_model: "gpt-4o".into(),
+            usage: Usage {
+                input: 3,
+                output: 4,
+                ..Usage::default()
+            },
+            ttl,
+        })
+    }
+
+    #[test]
+    fn entries_round_trip_through_their_redis_form() {
+        let e = entry("{\"a\":\n1}", Duration::from_secs(9));
+        let back = Entry::decode(e.encode()).unwrap();
+        assert_eq!(back.body, e.body);
+        assert_eq!(back.usage, e.usage);
+        assert_eq!((back.provider.as_str(), back.ttl), ("oai", e.ttl));
+        assert!(Entry::decode(Bytes::from_static(b"garbage")).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_flight_is_led_once_and_its_followers_get_the_answer() {
+        let cache = Arc::new(ResponseCache::new(Settings {
+            capacity: 1 << 20,
+            memory_ttl: Duration::from_secs(60),
+            redis: None,
+            max_entry: 1 << 20,
+        }));
+        let k = [7u8; 32];
+        let Role::Lead(lead) = cache.fly(k) else {
+            panic!("the first request leads")
+        };
+        let Role::Follow(flight) = cache.fly(k) else {
+            panic!("the second follows")
+        };
+        let waiting = tokio::spawn(async move { matches!(flight.join().await, Joined::Done(_)) });
+        let e = Arc::try_unwrap(entry("{}", Duration::from_secs(60))).unwrap();
+        let e = cache.put(k, e, None);
+        lead.finish(e);
+        assert!(waiting.await.unwrap());
+        // Landed: the next request leads a new flight (and would find the entry first).
+        assert!(matches!(cache.fly(k), Role::Lead(_)));
+        assert!(cache.get_local(&k).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_failed_flight_sends_its_followers_upstream() {
+        let cache = Arc::new(ResponseCache::new(Settings {
+            capacity: 1 << 20,
+            memory_ttl: Duration::from_secs(60),
+            redis: None,
+            max_entry: 1 << 20,
+        }));
+        let k = [1u8; 32];
+        let lead = cache.fly(k);
+        let Role::Follow(flight) = cache.fly(k) else {
+            panic!("the second follows")
+        };
+        drop(lead);
+        assert!(matches!(flight.join().await, Joined::Failed));
+    }
+}

@@ -1,0 +1,289 @@
+//! The response cache on the request path ([`crate::cache`]): a request whose exact twin
+//! was answered is answered again without a provider (`x-sira-cache: hit`); one whose twin
+//! is being answered right now waits for that answer or follows its stream; any other is a
+//! miss, which keeps its answer once it is complete.
+//!
+//! What is cacheable: Chat Completions, Messages, Gemini `generateContent` (streamed or
+//! not), embeddings, and Responses requests that keep no state (`store: false`, no
+//! `previous_response_id`). A client's `cache-control: no-cache` skips the lookup and
+//! `no-store` skips the cache altogether (`x-sira-cache: bypass`).
+
+use std::sync::Arc;
+
+use http::HeaderValue;
+use pingora_http::{RequestHeader, ResponseHeader};
+
+use crate::cache::{key, Entry, Joined, KeyParts, ResponseCache, Role};
+use crate::error::GatewayError;
+use crate::metrics::metrics;
+use crate::proxy::ctx::RequestCtx;
+use crate::proxy::downstream::join;
+use crate::proxy::phases::{Flow, Phase, RequestBody};
+use crate::routes::Operation;
+
+pub const X_SIRA_CACHE: &str = "x-sira-cache";
+
+pub struct ResponseCacheModule;
+
+impl Phase for ResponseCacheModule {
+    fn name(&self) -> &'static str {
+        "cache"
+    }
+
+    /// Reads the client's `cache-control` (and HTTP/1.0 `pragma`).
+    fn request_filter(
+        &self,
+        req: &RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<Flow, GatewayError> {
+        if ctx.snap.cache.is_none() {
+            return Ok(Flow::Continue);
+        }
+        for value in req
+            .headers
+            .get_all(http::header::CACHE_CONTROL)
+            .iter()
+            .chain(req.headers.get_all(http::header::PRAGMA))
+        {
+            let Ok(text) = value.to_str() else { continue };
+            for directive in text.split(',').map(str::trim) {
+                if directive.eq_ignore_ascii_case("no-store") {
+                    ctx.cache.no_store = true;
+                    ctx.cache.no_lookup = true;
+                } else if directive.eq_ignore_ascii_case("no-cache") {
+                    ctx.cache.no_lookup = true;
+                }
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Reads: `ctx.entry`, `ctx.op`, `ctx.stream`, the caller, the body as the provider's
+    /// side will get it. Writes: `ctx.cache`.
+    fn request_body_filter(
+        &self,
+        body: &mut RequestBody,
+        ctx: &mut RequestCtx,
+    ) -> Result<Flow, GatewayError> {
+        let snap = ctx.snap.clone();
+        let Some(section) = &snap.cache else {
+            return Ok(Flow::Continue);
+        };
+        let Some(entry) = ctx.entry.clone() else {
+            return Ok(Flow::Continue);
+        };
+        if entry.cache.off {
+            return Ok(Flow::Continue);
+        }
+        let Some(operation) = cacheable(ctx.op, body) else {
+            return Ok(Flow::Continue);
+        };
+        if ctx.cache.no_store {
+            ctx.cache.result = Some("bypass");
+            return Ok(Flow::Continue);
+        }
+        let shared = entry.cache.shared.unwrap_or(section.shared);
+        let scope = match (shared, ctx.principal.as_ref().and_then(|p| p.tenant())) {
+            (true, _) => "*".into(),
+            (false, Some(tenant)) => format!("tenant:{}", tenant.name).into(),
+            (false, None) => ctx.owner(),
+        };
+        let parts = KeyParts {
+            scope: &scope,
+            surface: ctx.format.as_str(),
+            operation,
+            stream: ctx.stream,
+            entry: &entry.name,
+        };
+        let Some(key) = key(&parts, &body.bytes) else {
+            return Ok(Flow::Continue);
+        };
+        ctx.cache.key = Some(key);
+        ctx.cache.ttl = entry.cache.ttl;
+        if ctx.cache.no_lookup {
+            ctx.cache.result = Some("bypass");
+            return Ok(Flow::Continue);
+        }
+        let cache = section.cache.clone();
+        if let Some(hit) = cache.get_local(&key) {
+            return Ok(replay(ctx, hit, "hit"));
+        }
+        if !cache.has_remote() {
+            return Ok(fly(cache, key, ctx));
+        }
+        Ok(Flow::Wait(Box::pin(async move {
+            let found = cache.get_remote(&key).await;
+            Ok(Flow::Apply(Box::new(move |_, ctx| {
+                Ok(match found {
+                    Some(hit) => replay(ctx, hit, "hit"),
+                    None => fly(cache, key, ctx),
+                })
+            })))
+        })))
+    }
+
+    /// `x-sira-cache`; and, for an answer to keep, the gathering of its body.
+    fn response_filter(
+        &self,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), GatewayError> {
+        let Some(result) = ctx.cache.result else {
+            return Ok(());
+        };
+        let shown = if result == "coalesced" { "hit" } else { result };
+        resp.insert_header(X_SIRA_CACHE, HeaderValue::from_static(shown))
+            .map_err(super::header_error)?;
+        let keep = ctx.cache.key.is_some()
+            && !ctx.cache.no_store
+            && !ctx.response.local
+            && ctx.response.status == 200;
+        if keep {
+            ctx.cache.collect = true;
+            if let Some(lead) = &ctx.cache.lead {
+                lead.flight.start(ctx.response.sse);
+            }
+        } else {
+            // Nothing to publish: whoever waits on this request goes to the provider.
+            ctx.cache.lead = None;
+        }
+        Ok(())
+    }
+
+    fn wants_response_body(&self, ctx: &RequestCtx) -> bool {
+        ctx.cache.collect
+    }
+
+    /// Gathers the answer (shared pieces, no copy), and publishes it to the requests that
+    /// follow this one; past `cache.max_entry` it is neither kept nor followed.
+    fn response_body_filter(
+        &self,
+        body: &mut Vec<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), GatewayError> {
+        if !ctx.cache.collect {
+            return Ok(());
+        }
+        let max = ctx.snap.cache.as_ref().map_or(0, |s| s.cache.max_entry);
+        ctx.cache.size += body.iter().map(bytes::Bytes::len).sum::<usize>();
+        if ctx.cache.size > max {
+            ctx.cache.collect = false;
+            ctx.cache.pieces = Vec::new();
+            ctx.cache.lead = None;
+            return Ok(());
+        }
+        ctx.cache.pieces.extend(body.iter().cloned());
+        if let Some(lead) = &ctx.cache.lead {
+            lead.flight.push(body, max);
+        }
+        // A stream a budget cut short ends with sira's finish, not the provider's.
+        if end_of_stream && !ctx.response.finish_now {
+            ctx.cache.complete = true;
+        }
+        Ok(())
+    }
+
+    /// Keeps a complete answer (with its usage, settled by now), finishes the flight, and
+    /// counts what a replay saved.
+    fn logging(&self, _req: &RequestHeader, ctx: &mut RequestCtx) {
+        let Some(result) = ctx.cache.result else {
+            return;
+        };
+        let m = metrics();
+        m.cache_requests.with_label_values(&[result]).inc();
+        if let Some(saved) = ctx.cache.saved {
+            let labels = |kind| [ctx.model_label(), ctx.key_name(), kind];
+            m.cache_saved_tokens
+                .with_label_values(&labels("input"))
+                .inc_by(saved.input);
+            m.cache_saved_tokens
+                .with_label_values(&labels("output"))
+                .inc_by(saved.output);
+        }
+        let lead = ctx.cache.lead.take();
+        let keep = ctx.cache.complete
+            && ctx.error.is_none()
+            && !ctx.response.client_gone
+            && !ctx.response.aborted
+            && !ctx.limits.estimated
+            && !ctx.accounting.estimated;
+        let (Some(key), Some(section)) = (ctx.cache.key, ctx.snap.cache.as_ref()) else {
+            return;
+        };
+        if !keep {
+            return;
+        }
+        let entry = Entry {
+            sse: ctx.response.sse,
+            body: join(&mut std::mem::take(&mut ctx.cache.pieces)),
+            provider: ctx.provider_label().to_owned(),
+            upstream_model: ctx.upstream.model.clone().unwrap_or_default(),
+            usage: ctx.usage,
+            ttl: std::time::Duration::ZERO,
+        };
+        let entry = section.cache.put(key, entry, ctx.cache.ttl);
+        m.cache_requests.with_label_values(&["store"]).inc();
+        if let Some(lead) = lead {
+            lead.finish(entry);
+        }
+    }
+}
+
+/// The operation's name in the key, when its answers may be cached.
+fn cacheable(op: Option<Operation>, body: &RequestBody) -> Option<&'static str> {
+    match op? {
+        Operation::ChatCompletions => Some("chat"),
+        Operation::Messages => Some("messages"),
+        Operation::GenerateContent { .. } => Some("generate"),
+        Operation::Embeddings => Some("embeddings"),
+        // A stored response has an id of its own, and a continued one depends on the
+        // store: only stateless requests are the same request twice.
+        Operation::Responses => {
+            let doc: serde_json::Value = serde_json::from_slice(&body.bytes).ok()?;
+            let stateless = doc.get("store") == Some(&serde_json::Value::Bool(false))
+                && doc.get("previous_response_id").is_none_or(|v| v.is_null())
+                && doc.get("background") != Some(&serde_json::Value::Bool(true));
+            stateless.then_some("responses")
+        }
+        _ => None,
+    }
+}
+
+/// Answers with `entry`, reported as the provider and model that made it.
+fn replay(ctx: &mut RequestCtx, entry: Arc<Entry>, result: &'static str) -> Flow {
+    ctx.cache.result = Some(result);
+    ctx.cache.saved = Some(entry.usage);
+    ctx.upstream.provider = ctx.snap.providers.get(entry.provider.as_str()).cloned();
+    ctx.upstream.model = Some(entry.upstream_model.clone());
+    Flow::Replay(crate::cache::Replay::Stored(entry))
+}
+
+/// A miss: lead the identical requests that come while this one is answered, or follow
+/// the one already under way.
+fn fly(cache: Arc<ResponseCache>, key: crate::cache::Key, ctx: &mut RequestCtx) -> Flow {
+    match cache.fly(key) {
+        Role::Lead(lead) => {
+            ctx.cache.result = Some("miss");
+            ctx.cache.lead = Some(lead);
+            Flow::Continue
+        }
+        Role::Follow(flight) => Flow::Wait(Box::pin(async move {
+            let joined = flight.join().await;
+            Ok(Flow::Apply(Box::new(move |_, ctx| {
+                Ok(match joined {
+                    Joined::Done(entry) => replay(ctx, entry, "coalesced"),
+                    Joined::Stream => {
+                        ctx.cache.result = Some("coalesced");
+                        Flow::Replay(crate::cache::Replay::Follow(flight))
+                    }
+                    // Its answer will not be shared: this request makes its own.
+                    Joined::Failed => {
+                        ctx.cache.result = Some("miss");
+                        Flow::Continue
+                    }
+                })
+            })))
+        })),
+    }
+}

@@ -1,0 +1,273 @@
+//! The response cache through the binary: hits and misses per scope, streams replayed in
+//! the client's format, the client's cache-control, expiry, the memory bound, a Redis L2
+//! shared by two sira processes, and identical requests in flight coalesced into one
+//! upstream call.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sira_mock::MockProvider;
+
+use crate::redis::Redis;
+use crate::streaming::data_events;
+use crate::support::{client, keys_section, receive, request, Sira, KEY_B};
+
+fn config(cache: &str, model_extra: &str) -> String {
+    format!(
+        "providers:\n  oai: {{ kind: openai, endpoints: [\"{{mock}}\"], api_key: sk-upstream }}\ncache:\n{cache}models:\n  gpt-4o:\n    targets: [{{ provider: oai }}]\n{model_extra}  claude:\n    targets: [{{ provider: oai, model: gpt-4o }}]\n{}",
+        keys_section()
+    )
+}
+
+const MEMORY: &str = "  memory: { capacity: 1MiB, ttl: 1m }\n";
+
+fn chat(stream: bool) -> Value {
+    json!({"model": "gpt-4o", "stream": stream, "temperature": 0,
+           "messages": [{"role": "user", "content": "What is sira?"}]})
+}
+
+async fn post(sira: &Sira, body: &Value) -> (String, String) {
+    let resp = request(sira, "/v1/chat/completions")
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let cache = header(&resp, "x-sira-cache");
+    let received = receive(resp).await;
+    assert!(received.complete);
+    (cache, received.text)
+}
+
+fn header(resp: &reqwest::Response, name: &str) -> String {
+    resp.headers()
+        .get(name)
+        .map_or("-".into(), |v| v.to_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn the_same_request_is_answered_once_by_the_provider_then_from_the_cache() {
+    let mock = MockProvider::start();
+    let sira = Sira::start(&config(MEMORY, ""), &mock.url());
+    let (first, answer) = post(&sira, &chat(false)).await;
+    assert_eq!(first, "miss");
+    // Key order, whitespace and `user` do not make another request.
+    let reordered: Value = serde_json::from_str(
+        r#"{"messages": [{"content": "What is sira?", "role": "user"}], "user": "u-9",
+            "temperature": 0, "model": "gpt-4o", "stream": false}"#,
+    )
+    .unwrap();
+    let (second, replayed) = post(&sira, &reordered).await;
+    assert_eq!(second, "hit");
+    assert_eq!(replayed, answer);
+    assert_eq!(mock.requests().len(), 1);
+    // Another key does not share it; another question is another answer.
+    let resp = client()
+        .post(sira.url("/v1/chat/completions"))
+        .bearer_auth(KEY_B)
+        .json(&chat(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&resp, "x-sira-cache"), "miss");
+    let mut other = chat(false);
+    other["temperature"] = json!(1);
+    assert_eq!(post(&sira, &other).await.0, "miss");
+    assert_eq!(mock.requests().len(), 3);
+
+    let metrics = sira.metrics().await;
+    assert_eq!(
+        crate::support::metric_value(&metrics, "sira_cache_requests_total{result=\"hit\"}"),
+        1.0
+    );
+    assert_eq!(
+        crate::support::metric_value(&metrics, "sira_cache_requests_total{result=\"store\"}"),
+        3.0
+    );
+    assert!(
+        crate::support::metric_value(
+            &metrics,
+            "sira_cache_saved_tokens_total{key=\"team-a\",kind=\"output\",model=\"gpt-4o\"}"
+        ) > 0.0
+    );
+    assert!(crate::support::metric_value(&metrics, "sira_cache_bytes") > 0.0);
+    let log = sira.wait_access_log(4);
+    let hit = log
+        .iter()
+        .find(|l| l["cache"] == "hit")
+        .expect("a hit in the access log");
+    assert_eq!(hit["cost_usd"], 0.0);
+    assert!(hit["cache_saved_tokens"].as_u64().unwrap() > 0, "{hit}");
+}
+
+#[tokio::test]
+async fn streams_are_kept_whole_and_replayed_as_the_client_speaks() {
+    let mock = MockProvider::start();
+    let sira = Sira::start(&config(MEMORY, ""), &mock.url());
+    let (first, stream) = post(&sira, &chat(true)).await;
+    assert_eq!(first, "miss");
+    let (second, replayed) = post(&sira, &chat(true)).await;
+    assert_eq!(second, "hit");
+    assert_eq!(data_events(&replayed), data_events(&stream));
+    assert_eq!(data_events(&replayed).last().unwrap(), "[DONE]");
+    // The JSON form of the same question is another entry.
+    assert_eq!(post(&sira, &chat(false)).await.0, "miss");
+
+    // An Anthropic client, translated, gets its own events back from the cache.
+    let body = json!({"model": "claude", "max_tokens": 64, "stream": true,
+                      "messages": [{"role": "user", "content": "What is sira?"}]});
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let resp = request(&sira, "/v1/messages")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        seen.push(header(&resp, "x-sira-cache"));
+        let received = receive(resp).await;
+        received.expect("event: message_stop");
+        received.expect("content_block_delta");
+    }
+    assert_eq!(seen, ["miss", "hit"]);
+    assert_eq!(mock.requests().len(), 3);
+}
+
+#[tokio::test]
+async fn cache_control_bypasses_and_errors_are_never_kept() {
+    let mock = MockProvider::start();
+    let sira = Sira::start(&config(MEMORY, ""), &mock.url());
+    let send = |control: Option<&'static str>| {
+        let mut req = request(&sira, "/v1/chat/completions").json(&chat(false));
+        if let Some(control) = control {
+            req = req.header("cache-control", control);
+        }
+        req.send()
+    };
+    // no-store: not looked up, not kept.
+    let resp = send(Some("no-store")).await.unwrap();
+    assert_eq!(header(&resp, "x-sira-cache"), "bypass");
+    assert_eq!(header(&send(None).await.unwrap(), "x-sira-cache"), "miss");
+    // no-cache: not looked up, but the fresh answer is kept.
+    assert_eq!(
+        header(&send(Some("no-cache")).await.unwrap(), "x-sira-cache"),
+        "bypass"
+    );
+    assert_eq!(header(&send(None).await.unwrap(), "x-sira-cache"), "hit");
+    assert_eq!(mock.requests().len(), 3);
+
+    // A provider error is not an answer to keep.
+    let mut failing = chat(false);
+    failing["temperature"] = json!(0.5);
+    for _ in 0..2 {
+        let resp = request(&sira, "/v1/chat/completions")
+            .header("x-mock-status", "400")
+            .json(&failing)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400);
+        assert_eq!(header(&resp, "x-sira-cache"), "miss");
+    }
+}
+
+#[tokio::test]
+async fn entries_expire_with_their_models_ttl_and_memory_stays_bounded() {
+    let mock = MockProvider::start();
+    let cache = "  memory: { capacity: 64KiB, ttl: 1m }\n  max_entry: 8KiB\n";
+    let sira = Sira::start(&config(cache, "    cache: { ttl: 1s }\n"), &mock.url());
+    assert_eq!(post(&sira, &chat(false)).await.0, "miss");
+    assert_eq!(post(&sira, &chat(false)).await.0, "hit");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(post(&sira, &chat(false)).await.0, "miss");
+
+    // Far more answers than the memory holds: it stays within its capacity.
+    for i in 0..120 {
+        let mut body = chat(false);
+        body["messages"][0]["content"] = json!(format!("question {i} {}", "x".repeat(400)));
+        post(&sira, &body).await;
+    }
+    let bytes = sira.metric("sira_cache_bytes").await;
+    assert!(bytes > 0.0 && bytes <= 64.0 * 1024.0, "{bytes}");
+}
+
+#[tokio::test]
+async fn a_redis_cache_is_shared_by_two_sira_processes() {
+    let redis = Redis::start();
+    let mock = MockProvider::start();
+    let cache = format!(
+        "{MEMORY}  redis: {{ url: \"{}\", ttl: 1m, timeout: 500ms }}\n",
+        redis.url()
+    );
+    let a = Sira::start(&config(&cache, ""), &mock.url());
+    let b = Sira::start(&config(&cache, ""), &mock.url());
+    for stream in [false, true] {
+        let (first, answer) = post(&a, &chat(stream)).await;
+        assert_eq!(first, "miss");
+        // Written to Redis in the background: give it a moment.
+        let mut found = String::new();
+        for _ in 0..50 {
+            let (result, text) = post(&b, &chat(stream)).await;
+            if result == "hit" {
+                found = text;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(found, answer, "stream: {stream}");
+    }
+    // b's misses before the write landed were answered by the provider too; a's two
+    // first requests and at most a few of b's.
+    let upstream = mock.requests().len();
+    assert!((2..=6).contains(&upstream), "{upstream}");
+}
+
+#[tokio::test]
+async fn fifty_identical_requests_in_flight_make_one_upstream_call() {
+    let mock = MockProvider::start();
+    let sira = Sira::start(&config(MEMORY, ""), &mock.url());
+    for stream in [false, true] {
+        let before = mock.requests().len();
+        let mut body = chat(stream);
+        body["messages"][0]["content"] = json!(format!("coalesce {stream}"));
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let req = request(&sira, "/v1/chat/completions")
+                    .header("x-mock-hang-ms", "400")
+                    .header("x-mock-delay-ms", "20")
+                    .json(&body);
+                tokio::spawn(async move {
+                    let resp = req.send().await.unwrap();
+                    assert_eq!(resp.status(), 200);
+                    let cache = header(&resp, "x-sira-cache");
+                    let received = receive(resp).await;
+                    assert!(received.complete);
+                    (cache, received.text)
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for task in tasks {
+            answers.push(task.await.unwrap());
+        }
+        assert_eq!(mock.requests().len() - before, 1, "stream: {stream}");
+        let misses = answers.iter().filter(|(c, _)| c == "miss").count();
+        assert_eq!(misses, 1, "stream: {stream}");
+        let first = if stream {
+            data_events(&answers[0].1)
+        } else {
+            vec![answers[0].1.clone()]
+        };
+        for (_, text) in &answers {
+            let got = if stream {
+                data_events(text)
+            } else {
+                vec![text.clone()]
+            };
+            assert_eq!(got, first, "stream: {stream}");
+        }
+    }
+    let coalesced = sira
+        .metric("sira_cache_requests_total{result=\"coalesced\"}")
+        .await;
+    assert_eq!(coalesced, 98.0);
+}

@@ -11,6 +11,11 @@ pub(crate) struct Frame<'a> {
     crlf: bool,
 }
 
+fn data_of(line: &str) -> Option<&str> {
+    line.strip_prefix("data:")
+        .map(|d| d.strip_prefix(' ').unwrap_or(d))
+}
+
 impl<'a> Frame<'a> {
     /// `None` when the frame is not UTF-8 or has no `data:` line.
     pub(crate) fn parse(frame: &'a [u8]) -> Option<Frame<'a>> {
@@ -32,13 +37,31 @@ impl<'a> Frame<'a> {
         })
     }
 
-    /// The `data:` line's JSON object, if it holds one.
-    pub(crate) fn json(&self) -> Option<Value> {
-        let data = self.lines[self.data_at]["data:".len()..].trim_start();
-        serde_json::from_str(data).ok().filter(Value::is_object)
+    /// The event's data: its `data:` lines joined by newlines, as SSE defines it.
+    pub(crate) fn data(&self) -> std::borrow::Cow<'a, str> {
+        let mut data = self.lines.iter().filter_map(|l| data_of(l));
+        let first = data.next().unwrap_or_default();
+        match data.next() {
+            None => std::borrow::Cow::Borrowed(first),
+            Some(second) => {
+                let mut joined = format!("{first}\n{second}");
+                for more in data {
+                    joined.push('\n');
+                    joined.push_str(more);
+                }
+                std::borrow::Cow::Owned(joined)
+            }
+        }
     }
 
-    /// The frame again with `json` as its data.
+    /// The event's data as a JSON object, if it is one.
+    pub(crate) fn json(&self) -> Option<Value> {
+        serde_json::from_str(self.data().trim_start())
+            .ok()
+            .filter(Value::is_object)
+    }
+
+    /// The frame again with `json` as its data (on one `data:` line).
     pub(crate) fn with_json(&self, json: &Value) -> Option<Bytes> {
         let json = serde_json::to_string(json).ok()?;
         let newline: &[u8] = if self.crlf { b"\r\n" } else { b"\n" };
@@ -48,6 +71,8 @@ impl<'a> Frame<'a> {
             if i == self.data_at {
                 out.extend_from_slice(b"data: ");
                 out.extend_from_slice(json.as_bytes());
+            } else if data_of(line).is_some() {
+                continue;
             } else {
                 out.extend_from_slice(line.as_bytes());
             }

@@ -94,25 +94,40 @@ pub(crate) fn any_string(value: &serde_json::Value, f: &mut dyn FnMut(&str) -> b
 
 /// What filters remember of one request between its request and its answer: the
 /// placeholders `redact` put in the request, to restore them in the answer.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Memo {
     /// (placeholder, original value), in the order they were made.
     placeholders: Vec<(String, String)>,
+    /// Indexes into `placeholders`, by value and by placeholder.
+    by_value: std::collections::HashMap<String, usize>,
+    by_placeholder: std::collections::HashMap<String, usize>,
+    /// Placeholder-like text the client sent itself: never given to a value.
+    reserved: Vec<String>,
+}
+
+impl fmt::Debug for Memo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the values: they are what redaction hides.
+        write!(f, "Memo({} placeholders)", self.placeholders.len())
+    }
 }
 
 impl Memo {
     fn placeholder_of(&self, value: &str) -> Option<&str> {
-        self.placeholders
-            .iter()
-            .find(|(_, original)| original == value)
-            .map(|(p, _)| p.as_str())
+        let i = *self.by_value.get(value)?;
+        self.placeholders.get(i).map(|(p, _)| p.as_str())
     }
 
     fn original(&self, placeholder: &str) -> Option<&str> {
-        self.placeholders
-            .iter()
-            .find(|(p, _)| p == placeholder)
-            .map(|(_, original)| original.as_str())
+        let i = *self.by_placeholder.get(placeholder)?;
+        self.placeholders.get(i).map(|(_, v)| v.as_str())
+    }
+
+    fn remember(&mut self, placeholder: String, value: String) {
+        let i = self.placeholders.len();
+        self.by_value.insert(value.clone(), i);
+        self.by_placeholder.insert(placeholder.clone(), i);
+        self.placeholders.push((placeholder, value));
     }
 }
 

@@ -85,7 +85,10 @@ const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "phone",
         label: "PHONE",
-        regex: r"(?:\+[1-9](?:[ .-]?[0-9]){6,14}|\([0-9]{2,4}\)[ .-]?[0-9]{3,4}[ .-]?[0-9]{3,4}|(?-u:\b)[0-9]{2,4}[ .-][0-9]{3,4}[ .-]?[0-9]{3,4}|(?-u:\b)0[1-9][0-9]{8,10})(?-u:\b)",
+        // E.164; a parenthesised area code; North American 3-3-4; a national number with
+        // its trunk 0, grouped or not. Not any run of grouped digits: amounts, ids and
+        // dotted versions are not phone numbers.
+        regex: r"(?:\+[1-9](?:[ .-]?[0-9]){6,14}|\([0-9]{2,4}\)[ .-]?[0-9]{3,4}[ .-]?[0-9]{3,4}|(?-u:\b)[2-9][0-9]{2}[ .-][0-9]{3}[ .-][0-9]{4}|(?-u:\b)0[1-9][0-9]{0,3}[ -][0-9]{3,4}[ -]?[0-9]{3,4}|(?-u:\b)0[1-9][0-9]{8,10})(?-u:\b)",
         check: phone_digits,
     },
 ];
@@ -176,7 +179,9 @@ pub struct Found {
 pub struct Detector {
     /// Any of them, for the common answer: nothing here.
     any: regex::RegexSet,
-    each: Vec<(Regex, Check)>,
+    /// Each pattern, and the same anchored at both ends (to try a shorter value when the
+    /// longest one fails its check).
+    each: Vec<(Regex, Regex, Check)>,
     labels: Vec<Label>,
     /// All of them as one lazy DFA, run anchored for stream tails.
     tail: DFA,
@@ -215,7 +220,11 @@ impl Detector {
                 .maximum_len()
                 .unwrap_or(MAX_HOLD);
             hold = hold.max(longest.min(MAX_HOLD));
-            each.push((regex, p.check));
+            let whole = regex::RegexBuilder::new(&format!("^(?:{})$", p.regex))
+                .size_limit(SIZE_LIMIT)
+                .build()
+                .map_err(|e| invalid(&p.regex, &e))?;
+            each.push((regex, whole, p.check));
         }
         let sources: Vec<&str> = patterns.iter().map(|p| p.regex.as_str()).collect();
         let any = regex::RegexSetBuilder::new(&sources)
@@ -228,7 +237,7 @@ impl Detector {
                     // Operators' `\b` is Unicode-aware: the DFA gives up on non-ASCII text
                     // next to one, and a give-up counts as "could continue".
                     .unicode_word_boundary(true)
-                    .cache_capacity(4 << 20),
+                    .cache_capacity(1 << 20),
             )
             .syntax(regex_automata::util::syntax::Config::new())
             .build_many(&sources)
@@ -253,12 +262,21 @@ impl Detector {
             return Vec::new();
         }
         let mut found = Vec::new();
-        for (pattern, (regex, check)) in self.each.iter().enumerate() {
+        for (pattern, (regex, whole, check)) in self.each.iter().enumerate() {
             for m in regex.find_iter(text) {
-                if check(m.as_str()) {
+                // The longest match may carry a neighbour (a card number and its expiry
+                // date): then the longest shorter value that passes is the value.
+                let end = (m.start() + 1..=m.end())
+                    .rev()
+                    .filter(|&end| text.is_char_boundary(end))
+                    .find(|&end| {
+                        let value = &text[m.start()..end];
+                        (end == m.end() || whole.is_match(value)) && check(value)
+                    });
+                if let Some(end) = end {
                     found.push(Found {
                         start: m.start(),
-                        end: m.end(),
+                        end,
                         pattern,
                     });
                 }
@@ -272,6 +290,11 @@ impl Detector {
             }
         }
         kept
+    }
+
+    /// The longest tail [`Detector::hold_from`] holds back.
+    pub fn hold(&self) -> usize {
+        self.hold
     }
 
     /// A cache for [`Detector::hold_from`], one per stream.
@@ -366,10 +389,13 @@ fn iban_checksum(value: &str) -> bool {
     remainder == 1
 }
 
-/// IPv6: what the standard library parses, with at least one hex digit (`::` alone and
-/// times such as `12:30:45` are not addresses).
+/// IPv6: what the standard library parses, with three groups or more, or two with five hex
+/// digits (`fe80::1`): `std::vector`, `Vec::new` and `a::b` in code are not addresses, nor
+/// times such as `12:30:45`.
 fn ipv6(value: &str) -> bool {
-    value.parse::<Ipv6Addr>().is_ok() && value.chars().any(|c| c.is_ascii_hexdigit())
+    let groups = value.split(':').filter(|g| !g.is_empty()).count();
+    let digits = value.chars().filter(char::is_ascii_hexdigit).count();
+    value.parse::<Ipv6Addr>().is_ok() && (groups >= 3 || (groups == 2 && digits >= 5))
 }
 
 /// Phone numbers: 7 to 15 digits (E.164's range), and not an ISO date.
@@ -405,6 +431,7 @@ mod tests {
     #[test]
     fn builtins_find_what_they_name_and_skip_look_alikes() {
         let text = "mail jane.doe+x@mail.example.co.uk, call +44 20 7946 0958 or (555) 123-4567, \
+                    or 555-123-4567 or 020 7946 0958, not 12.345.678 nor 10 000 000 nor v1.2.3, \
                     card 4111 1111 1111 1111 (not 4111111111111112), iban DE89 3704 0044 0532 0130 00 \
                     (not DE89370400440532013001), hosts 192.168.10.20 and 2001:db8::8a2e:370:7334, \
                     at 12:30:45 on 2026-12-05, key sk-proj-abcdefghijklmnopqrstuvwxyz012345 and AKIAIOSFODNN7EXAMPLE";
@@ -413,6 +440,8 @@ mod tests {
             ("EMAIL", "jane.doe+x@mail.example.co.uk"),
             ("PHONE", "+44 20 7946 0958"),
             ("PHONE", "(555) 123-4567"),
+            ("PHONE", "555-123-4567"),
+            ("PHONE", "020 7946 0958"),
             ("CARD", "4111 1111 1111 1111"),
             ("IBAN", "DE89 3704 0044 0532 0130 00"),
             ("IP", "192.168.10.20"),
@@ -425,6 +454,23 @@ mod tests {
             .map(|(l, v)| (l.to_string(), v.to_string()))
             .collect();
         assert_eq!(found, want);
+    }
+
+    #[test]
+    fn a_value_that_fails_its_check_with_a_neighbour_is_found_without_it() {
+        assert_eq!(
+            labels("pay 4111 1111 1111 1111 05 27 or DE89370400440532013000 EUR"),
+            [
+                ("CARD".into(), "4111 1111 1111 1111".into()),
+                ("IBAN".into(), "DE89370400440532013000".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn code_is_not_an_address() {
+        assert!(labels("std::vector<int> v; Vec::new(); a::b; x[1::2]; 12:30:45").is_empty());
+        assert_eq!(labels("fe80::1 and 2001:db8::1")[0].1, "fe80::1");
     }
 
     #[test]

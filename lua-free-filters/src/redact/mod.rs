@@ -77,7 +77,18 @@ pub struct RedactSpec {
     #[serde(default)]
     pub restore: bool,
     #[serde(default)]
-    pub salt: Option<String>,
+    pub salt: Option<Salt>,
+}
+
+/// The HMAC key of `mode: hash`: a secret, never printed.
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct Salt(String);
+
+impl std::fmt::Debug for Salt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
 }
 
 impl RedactSpec {
@@ -89,7 +100,7 @@ impl RedactSpec {
         if self.restore && !self.on.contains(&Direction::Request) {
             return option("restore: true needs `request` in on: (nothing would be replaced)");
         }
-        if self.mode == Mode::Hash && self.salt.as_deref().is_none_or(str::is_empty) {
+        if self.mode == Mode::Hash && self.salt.as_ref().is_none_or(|s| s.0.is_empty()) {
             return option("mode: hash needs a salt (without one a hash can be looked up)");
         }
         if self.on.is_empty() {
@@ -142,7 +153,14 @@ impl RedactSpec {
                 response,
                 placeholder,
                 mode: self.mode,
-                salt: self.salt.clone().unwrap_or_default().into_bytes(),
+                salt: self
+                    .salt
+                    .clone()
+                    .map(|s| s.0)
+                    .unwrap_or_default()
+                    .into_bytes(),
+                placeholders: regex::Regex::new(&Pattern::placeholder().regex)
+                    .map_err(|e| FilterError::InvalidOption(e.to_string()))?,
             }),
         })
     }
@@ -154,7 +172,6 @@ pub struct Redact {
 }
 
 /// The compiled filter, shared by the streams it follows.
-#[derive(Debug)]
 pub(crate) struct Rewriter {
     request: Option<Detector>,
     /// The answer's detector: the patterns when `on` has `response`, and the placeholders
@@ -163,9 +180,24 @@ pub(crate) struct Rewriter {
     placeholder: Option<usize>,
     mode: Mode,
     salt: Vec<u8>,
+    /// What a placeholder looks like, to find those a request already holds.
+    placeholders: regex::Regex,
 }
 
-/// Fields that are the format's, not text: never rewritten.
+impl std::fmt::Debug for Rewriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the salt.
+        f.debug_struct("Rewriter")
+            .field("request", &self.request)
+            .field("response", &self.response)
+            .field("mode", &self.mode)
+            .finish()
+    }
+}
+
+/// Fields whose string values are the format's, not text: never rewritten. Signed
+/// reasoning (`thinking`, with its `signature`) is among them, since a provider refuses a
+/// conversation whose reasoning was changed.
 const NOT_TEXT: &[&str] = &[
     "id",
     "model",
@@ -186,10 +218,12 @@ const NOT_TEXT: &[&str] = &[
     "mime_type",
     "mimeType",
     "media_type",
+    "thinking",
 ];
 
-/// Calls `f` on every string of `value` that is text (see [`NOT_TEXT`]); whether any call
-/// changed something.
+/// Calls `f` on every string of `value` that is text (see [`NOT_TEXT`]: only a string under
+/// one of those keys is skipped, an object under one is searched like any other); whether
+/// any call changed something.
 pub(crate) fn each_text(value: &mut Value, f: &mut dyn FnMut(&mut String) -> bool) -> bool {
     match value {
         Value::String(text) => f(text),
@@ -198,7 +232,7 @@ pub(crate) fn each_text(value: &mut Value, f: &mut dyn FnMut(&mut String) -> boo
             .fold(false, |changed, v| each_text(v, f) | changed),
         Value::Object(fields) => fields
             .iter_mut()
-            .filter(|(k, _)| !NOT_TEXT.contains(&k.as_str()))
+            .filter(|(k, v)| !(v.is_string() && NOT_TEXT.contains(&k.as_str())))
             .fold(false, |changed, (_, v)| each_text(v, f) | changed),
         _ => false,
     }
@@ -264,14 +298,19 @@ impl Rewriter {
                     out.push(']');
                     return;
                 }
-                let n = 1 + memo
+                let mut n = 1 + memo
                     .placeholders
                     .iter()
                     .filter(|(p, _)| is_placeholder_of(p, label))
                     .count();
-                let placeholder = format!("[{label}_{n}]");
+                let mut placeholder = format!("[{label}_{n}]");
+                // One the client wrote itself is not ours to restore.
+                while memo.reserved.contains(&placeholder) {
+                    n += 1;
+                    placeholder = format!("[{label}_{n}]");
+                }
                 out.push_str(&placeholder);
-                memo.placeholders.push((placeholder, value.to_owned()));
+                memo.remember(placeholder, value.to_owned());
             }
         }
     }
@@ -284,6 +323,17 @@ impl Rewriter {
         memo: &mut Memo,
     ) -> Result<Option<Vec<u8>>, FilterError> {
         let mut doc = json_body(body)?;
+        if self.mode == Mode::Placeholder {
+            let text = String::from_utf8_lossy(body);
+            for found in self.placeholders.find_iter(&text) {
+                if memo.original(found.as_str()).is_none()
+                    && !memo.reserved.iter().any(|r| r == found.as_str())
+                    && memo.reserved.len() < MAX_PLACEHOLDERS
+                {
+                    memo.reserved.push(found.as_str().to_owned());
+                }
+            }
+        }
         let changed = each_text(
             &mut doc,
             &mut |text| match self.rewrite(detector, text, memo) {

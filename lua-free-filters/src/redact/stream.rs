@@ -5,13 +5,16 @@
 //! held back; everything before the first place where a value could still be growing goes
 //! out at once, redacted, and only that tail (bounded by the longest value a pattern can
 //! match) waits for the next event. Text that ends where no value could continue is never
-//! delayed. A held tail goes out when the text ends: before any event that is not a text
-//! delta (a finish, a block's end, usage), in an event shaped like the last delta.
+//! delayed. A held tail goes out when its text ends — before a finish, a block's end,
+//! usage, `[DONE]` or the stream's end, in an event shaped like its last delta — and never
+//! on events that interrupt nothing (pings, comments).
 //!
-//! The text deltas followed are those of a single choice or part: OpenAI Chat
-//! `choices[0].delta.content`, Anthropic `text_delta`, Gemini `candidates[0]` text parts,
-//! Responses `response.output_text.delta`. Everything else (reasoning, tool arguments,
-//! several choices at once) is redacted event by event.
+//! The text followed is each choice's, block's or candidate's own (by its index): OpenAI
+//! Chat `choices[].delta.content`, Anthropic `text_delta`, Gemini text parts, Responses
+//! `response.output_text.delta`. Every other string of every event is redacted event by
+//! event (reasoning and tool-argument deltas are not followed across events), and Chat
+//! `logprobs`, which spell the text token by token, are dropped. An event that is not
+//! UTF-8 ends the stream: what cannot be read cannot be redacted.
 
 use std::sync::Arc;
 
@@ -32,8 +35,32 @@ pub(super) enum Slot {
     Responses,
 }
 
+/// The index that tells one text from another in a stream: the choice, the block, the
+/// candidate, the output item.
+fn index_of(doc: &Value) -> u64 {
+    let index = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
+    if let Some([first, ..]) = doc
+        .get("choices")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+    {
+        return index(first.get("index"));
+    }
+    if let Some([first, ..]) = doc
+        .get("candidates")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+    {
+        return index(first.get("index"));
+    }
+    if doc.get("output_index").is_some() {
+        return index(doc.get("output_index"));
+    }
+    index(doc.get("index"))
+}
+
 impl Slot {
-    /// The event's text delta, and whether the event ends its choice (after which nothing
+    /// The event's text delta, and whether the event ends its text (after which nothing
     /// may be held back).
     pub(super) fn find(doc: &Value) -> Option<(Slot, bool)> {
         if let Some([choice]) = doc
@@ -96,14 +123,27 @@ impl Slot {
     }
 }
 
+/// Events that interrupt no text: a held tail waits through them.
+fn interrupts_nothing(doc: &Value) -> bool {
+    matches!(doc.get("type").and_then(Value::as_str), Some("ping"))
+}
+
+/// One text being followed.
+struct Held {
+    index: u64,
+    /// Text not sent yet: it may be the start of a value.
+    text: String,
+    /// The last event of this text, to carry the tail out in.
+    template: Bytes,
+    slot: Slot,
+}
+
 pub(crate) struct RedactStream {
     rewriter: Arc<Rewriter>,
     /// The request's placeholders, and those of values first seen in this answer.
     memo: Memo,
-    /// Text not sent yet: it may be the start of a value.
-    held: String,
-    /// The last text event, to carry a held tail out when the text ends.
-    template: Option<(Bytes, Slot)>,
+    /// The texts with a tail held back (one per choice or block that has one).
+    held: Vec<Held>,
     cache: Option<Cache>,
 }
 
@@ -112,46 +152,78 @@ impl RedactStream {
         RedactStream {
             rewriter,
             memo,
-            held: String::new(),
-            template: None,
+            held: Vec::new(),
             cache: None,
         }
     }
 
-    /// Sends what is held, redacted, in an event shaped like the last text delta.
-    fn flush(&mut self, out: &mut Vec<Bytes>) {
-        if self.held.is_empty() {
-            return;
-        }
-        let held = std::mem::take(&mut self.held);
+    /// Sends the held tails (of `index`, or all), redacted, each in an event shaped like
+    /// its text's last delta.
+    fn flush(&mut self, index: Option<u64>, out: &mut Vec<Bytes>) {
         let Some(detector) = self.rewriter.response.as_ref() else {
             return;
         };
-        let text = self
-            .rewriter
-            .rewrite(detector, &held, &mut self.memo)
-            .unwrap_or(held);
-        let Some((template, slot)) = &self.template else {
-            return;
-        };
-        let Some(frame) = Frame::parse(template) else {
-            return;
-        };
-        let Some(mut doc) = frame.json() else {
-            return;
-        };
-        // The tail belongs to the text, not to a finish the template may carry.
-        if let Some(choice) = doc.pointer_mut("/choices/0") {
-            if let Some(reason) = choice.get_mut("finish_reason") {
-                *reason = Value::Null;
+        let mut kept = Vec::new();
+        for held in std::mem::take(&mut self.held) {
+            if index.is_some_and(|i| i != held.index) {
+                kept.push(held);
+                continue;
+            }
+            let text = self
+                .rewriter
+                .rewrite(detector, &held.text, &mut self.memo)
+                .unwrap_or(held.text);
+            let Some(frame) = Frame::parse(&held.template) else {
+                continue;
+            };
+            let Some(mut doc) = frame.json() else {
+                continue;
+            };
+            // The tail belongs to the text, not to a finish the template may carry.
+            if let Some(choice) = doc.pointer_mut("/choices/0") {
+                if let Some(reason) = choice.get_mut("finish_reason") {
+                    *reason = Value::Null;
+                }
+            }
+            if let Some(slot_text) = held.slot.text(&mut doc) {
+                *slot_text = text;
+                if let Some(event) = frame.with_json(&doc) {
+                    out.push(event);
+                }
             }
         }
-        if let Some(slot_text) = slot.text(&mut doc) {
-            *slot_text = text;
-            if let Some(event) = frame.with_json(&doc) {
-                out.push(event);
+        self.held = kept;
+    }
+
+    /// Every string of `doc` but its text delta, redacted; Chat `logprobs` dropped.
+    fn rewrite_rest(&mut self, doc: &mut Value, slot: Option<Slot>) -> bool {
+        let Some(detector) = self.rewriter.response.as_ref() else {
+            return false;
+        };
+        let mut changed = false;
+        if let Some(choice) = doc.pointer_mut("/choices/0").and_then(Value::as_object_mut) {
+            if choice.get("logprobs").is_some_and(|l| !l.is_null()) {
+                choice.insert("logprobs".into(), Value::Null);
+                changed = true;
             }
         }
+        // The text delta is redacted (or restored) already: out of the way meanwhile.
+        let text = slot.and_then(|s| s.text(doc)).map(std::mem::take);
+        let memo = &mut self.memo;
+        let rewriter = &self.rewriter;
+        changed |= each_text(doc, &mut |s| match rewriter.rewrite(detector, s, memo) {
+            Some(new) => {
+                *s = new;
+                true
+            }
+            None => false,
+        });
+        if let (Some(text), Some(slot)) = (text, slot) {
+            if let Some(place) = slot.text(doc) {
+                *place = text;
+            }
+        }
+        changed
     }
 }
 
@@ -162,40 +234,52 @@ impl StreamFilter for RedactStream {
             out.push(frame);
             return Ok(());
         };
+        if std::str::from_utf8(&frame).is_err() {
+            return Err(FilterError::Body("a stream event is not UTF-8".into()));
+        }
         let Some(parsed) = Frame::parse(&frame) else {
-            self.flush(out);
+            // A comment or a blank keep-alive: no text in it, none interrupted.
             out.push(frame);
             return Ok(());
         };
         let Some(mut doc) = parsed.json() else {
-            self.flush(out);
+            // `[DONE]`, or data that is not an object: whatever was held is complete.
+            self.flush(None, out);
             out.push(frame);
             return Ok(());
         };
+        if interrupts_nothing(&doc) {
+            out.push(frame);
+            return Ok(());
+        }
+        let index = index_of(&doc);
         let Some((slot, last)) = Slot::find(&doc) else {
-            self.flush(out);
-            let memo = &mut self.memo;
-            let changed = each_text(&mut doc, &mut |text| match rewriter
-                .rewrite(detector, text, memo)
-            {
-                Some(new) => {
-                    *text = new;
-                    true
-                }
-                None => false,
-            });
+            // A finish, a block's end, usage: the text of this index (of every index when
+            // the event names none of its own) is over.
+            let named = doc
+                .get("choices")
+                .and_then(Value::as_array)
+                .is_some_and(|c| !c.is_empty())
+                || doc.get("index").is_some()
+                || doc.get("output_index").is_some();
+            self.flush(named.then_some(index), out);
+            let changed = self.rewrite_rest(&mut doc, None);
             match changed.then(|| parsed.with_json(&doc)).flatten() {
                 Some(edited) => out.push(edited),
                 None => out.push(frame),
             }
             return Ok(());
         };
+        let held = match self.held.iter().position(|h| h.index == index) {
+            Some(at) => Some(self.held.swap_remove(at)),
+            None => None,
+        };
+        let was_holding = held.is_some();
         let Some(text) = slot.text(&mut doc) else {
             out.push(frame);
             return Ok(());
         };
-        let was_holding = !self.held.is_empty();
-        let mut whole = std::mem::take(&mut self.held);
+        let mut whole = held.map(|h| h.text).unwrap_or_default();
         whole.push_str(text);
         let cut = if last {
             whole.len()
@@ -208,24 +292,39 @@ impl StreamFilter for RedactStream {
                     cut = found.start;
                 }
             }
-            cut
+            // But never more than the longest value back: the tail stays bounded.
+            let mut floor = whole.len().saturating_sub(detector.hold());
+            while !whole.is_char_boundary(floor) {
+                floor += 1;
+            }
+            cut.max(floor)
         };
         let rewritten = rewriter.rewrite(detector, &whole[..cut], &mut self.memo);
-        let unchanged = !was_holding && cut == whole.len() && rewritten.is_none();
-        self.held = whole.split_off(cut);
-        if unchanged {
-            out.push(frame.clone());
-        } else {
+        let tail = whole.split_off(cut);
+        let text_changed = was_holding || !tail.is_empty() || rewritten.is_some();
+        if let Some(text) = slot.text(&mut doc) {
             *text = rewritten.unwrap_or(whole);
+        }
+        let rest_changed = self.rewrite_rest(&mut doc, Some(slot));
+        if text_changed || rest_changed {
             if let Some(edited) = parsed.with_json(&doc) {
                 out.push(edited);
             }
+        } else {
+            out.push(frame.clone());
         }
-        self.template = Some((frame, slot));
+        if !tail.is_empty() {
+            self.held.push(Held {
+                index,
+                text: tail,
+                template: frame,
+                slot,
+            });
+        }
         Ok(())
     }
 
     fn on_end(&mut self, out: &mut Vec<Bytes>) {
-        self.flush(out);
+        self.flush(None, out);
     }
 }

@@ -261,3 +261,116 @@ fn a_held_tail_goes_out_before_the_finish_and_the_stream_end() {
     stream.on_end(&mut out);
     assert_eq!(read_text(&out), "hi ********");
 }
+
+#[test]
+fn pings_and_comments_do_not_release_a_held_tail() {
+    let filter = build("patterns: [email]\non: [response]");
+    let mut stream = filter.on_stream(&Memo::default()).unwrap();
+    let mut out = Vec::new();
+    stream
+        .on_event(event(Format::Anthropic, "to jane@exa"), &mut out)
+        .unwrap();
+    stream
+        .on_event(
+            Bytes::from("event: ping\ndata: {\"type\": \"ping\"}\n\n"),
+            &mut out,
+        )
+        .unwrap();
+    stream
+        .on_event(Bytes::from(": keep-alive\n\n"), &mut out)
+        .unwrap();
+    stream
+        .on_event(event(Format::Anthropic, "mple.com now"), &mut out)
+        .unwrap();
+    stream.on_end(&mut out);
+    assert_eq!(read_text(&out), "to **************** now");
+}
+
+#[test]
+fn interleaved_choices_are_followed_each_on_its_own() {
+    let filter = build("patterns: [email]\non: [response]");
+    let mut stream = filter.on_stream(&Memo::default()).unwrap();
+    let mut out = Vec::new();
+    let choice = |index: u64, text: &str| {
+        Bytes::from(format!(
+            "data: {}\n\n",
+            json!({"choices": [{"index": index, "delta": {"content": text}, "finish_reason": null}]})
+        ))
+    };
+    for (index, text) in [
+        (0, "a jane@ex"),
+        (1, "b bob@ex"),
+        (0, "ample.com"),
+        (1, "ample.org"),
+    ] {
+        stream.on_event(choice(index, text), &mut out).unwrap();
+    }
+    stream.on_end(&mut out);
+    let mut texts = [String::new(), String::new()];
+    for e in &out {
+        let doc: Value =
+            serde_json::from_str(std::str::from_utf8(e).unwrap()["data: ".len()..].trim()).unwrap();
+        let i = doc["choices"][0]["index"].as_u64().unwrap() as usize;
+        texts[i].push_str(doc["choices"][0]["delta"]["content"].as_str().unwrap());
+    }
+    assert_eq!(texts, ["a ****************", "b ***************"]);
+}
+
+#[test]
+fn the_rest_of_an_event_is_redacted_and_logprobs_dropped() {
+    let filter = build("patterns: [email]\non: [response]");
+    let mut stream = filter.on_stream(&Memo::default()).unwrap();
+    let mut out = Vec::new();
+    let frame = json!({"choices": [{"index": 0, "delta": {"content": "hi ",
+        "tool_calls": [{"index": 0, "function": {"arguments": "{\"to\":\"jane@example.com\"}"}}]},
+        "logprobs": {"content": [{"token": "jane"}]}, "finish_reason": null}]});
+    stream
+        .on_event(Bytes::from(format!("data: {frame}\n\n")), &mut out)
+        .unwrap();
+    let text = std::str::from_utf8(&out[0]).unwrap();
+    assert!(!text.contains("jane"), "{text}");
+    assert!(text.contains("\"logprobs\":null"), "{text}");
+    // An event that cannot be read is not passed on unread.
+    assert!(stream
+        .on_event(Bytes::from_static(b"data: {\"x\":\"\xff\"}\n\n"), &mut out)
+        .is_err());
+}
+
+#[test]
+fn a_placeholder_the_client_wrote_is_never_given_to_a_value() {
+    let filter = build("patterns: [email]\nmode: placeholder\nrestore: true");
+    let mut memo = Memo::default();
+    let sent = filter
+        .on_request_body(
+            &body("I literally typed [EMAIL_1]; mail jane@example.com"),
+            &mut memo,
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        content(&sent),
+        "I literally typed [EMAIL_1]; mail [EMAIL_2]"
+    );
+    let answer = serde_json::to_vec(
+        &json!({"content": [{"type": "text", "text": "[EMAIL_1] and [EMAIL_2]"}]}),
+    )
+    .unwrap();
+    let back = filter.on_response_body(&answer, &memo).unwrap().unwrap();
+    let doc: Value = serde_json::from_slice(&back).unwrap();
+    assert_eq!(doc["content"][0]["text"], "[EMAIL_1] and jane@example.com");
+}
+
+#[test]
+fn objects_under_format_keys_are_still_searched() {
+    let filter = build("patterns: [email]");
+    let body = serde_json::to_vec(
+        &json!({"contents": [{"parts": [{"functionResponse": {"name": "lookup",
+        "response": {"data": {"owner": "jane@example.com"}}}}]}]}),
+    )
+    .unwrap();
+    let out = filter
+        .on_request_body(&body, &mut Memo::default())
+        .unwrap()
+        .unwrap();
+    assert!(!String::from_utf8(out).unwrap().contains("jane"));
+}

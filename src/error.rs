@@ -93,6 +93,10 @@ pub enum GatewayError {
     /// A store sira depends on (Redis) could not be reached in time.
     #[error(transparent)]
     Store(#[from] crate::responses_store::StoreError),
+    /// An operator's `webhook` guardrail failed (`on_error: deny`): the request is not sent
+    /// unchecked. The reason names the kind of failure, never the guardrail's answer.
+    #[error("the gateway's content guardrail is unavailable: {0}")]
+    GuardrailUnavailable(String),
     /// A limit or budget of the caller's key, tenant or model refused the request.
     #[error("{0}")]
     RateLimited(crate::limits::Refusal),
@@ -178,7 +182,7 @@ impl GatewayError {
                 Category::NotFound
             }
             GatewayError::PreviousResponse { .. } => Category::InvalidRequest,
-            GatewayError::Store(_) => Category::Dependency,
+            GatewayError::Store(_) | GatewayError::GuardrailUnavailable(_) => Category::Dependency,
             GatewayError::RateLimited(r) if r.kind == crate::limits::LimitKind::Store => {
                 Category::Dependency
             }
@@ -257,6 +261,7 @@ impl GatewayError {
             GatewayError::UpgradeRequired => Some("upgrade_required"),
             GatewayError::PreviousResponse { .. } => Some("previous_response_not_found"),
             GatewayError::Store(_) => Some("store_unavailable"),
+            GatewayError::GuardrailUnavailable(_) => Some("guardrail_unavailable"),
             GatewayError::RateLimited(r) if r.kind == crate::limits::LimitKind::Store => {
                 Some("store_unavailable")
             }

@@ -20,6 +20,8 @@
 //! - [`ip`]: who may call, by address (`ip-allow`, `ip-deny`).
 //! - [`prompt`]: refuse prompts estimated over a bound (`max-prompt-tokens`).
 //! - [`redact`]: replace sensitive values in requests, answers and streams (`redact`).
+//! - [`rewrite`]: send a key's requests for one model to another (`model-rewrite`).
+//! - [`webhook`]: ask an external guardrail about each request (`webhook`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -36,6 +38,8 @@ pub mod ip;
 pub mod path;
 pub mod prompt;
 pub mod redact;
+pub mod rewrite;
+pub mod webhook;
 
 /// Mutable access to a header map, implemented by the proxy for its request and response
 /// header types (which keep header-name case alongside the map and must stay in sync).
@@ -173,6 +177,23 @@ pub trait Filter: Send + Sync + fmt::Debug {
         Ok(())
     }
 
+    /// Whether [`Filter::rewrite_model`] does anything.
+    fn rewrites_model(&self) -> bool {
+        false
+    }
+
+    /// Runs before the model is resolved, on the name the client asked for; `Some` routes
+    /// the request to another name instead.
+    fn rewrite_model(&self, _model: &str) -> Option<String> {
+        None
+    }
+
+    /// An external guardrail to ask about the request (`webhook`): the proxy makes the
+    /// call, after the filters' own request-body hooks.
+    fn webhook(&self) -> Option<&webhook::Webhook> {
+        None
+    }
+
     /// Whether [`Filter::on_request_body`] does anything.
     fn edits_request_body(&self) -> bool {
         false
@@ -239,6 +260,10 @@ pub enum FilterSpec {
     MaxPromptTokens(prompt::MaxPromptSpec),
     /// Replace sensitive values in requests and answers.
     Redact(redact::RedactSpec),
+    /// Route a key's requests for one model to another.
+    ModelRewrite(rewrite::ModelRewriteSpec),
+    /// Ask an external guardrail.
+    Webhook(webhook::WebhookSpec),
 }
 
 impl FilterSpec {
@@ -254,6 +279,8 @@ impl FilterSpec {
             FilterSpec::IpDeny(spec) => Ok(Arc::new(spec.build(false)?)),
             FilterSpec::MaxPromptTokens(spec) => Ok(Arc::new(spec.build()?)),
             FilterSpec::Redact(spec) => Ok(Arc::new(spec.build()?)),
+            FilterSpec::ModelRewrite(spec) => Ok(Arc::new(spec.build()?)),
+            FilterSpec::Webhook(spec) => Ok(Arc::new(spec.build()?)),
         }
     }
 }

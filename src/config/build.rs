@@ -469,6 +469,14 @@ fn build_model(
             .map_or(retry_policy.max_backoff.max(retry_policy.backoff), |d| d.0);
     }
     let attached = resolve_filters(b, &format!("{path}.filters"), &filter_names, filters);
+    for (i, filter) in attached.iter().enumerate() {
+        if filter.rewrites_model() {
+            b.problem(
+                format!("{path}.filters[{i}]"),
+                "a model-rewrite filter chooses the model, so it belongs on keys (auth.keys[].filters), not on a model entry",
+            );
+        }
+    }
     if default_max_tokens == Some(0) {
         b.problem(format!("{path}.default_max_tokens"), "must be at least 1");
     }

@@ -367,3 +367,149 @@ async fn placeholders_and_values_split_across_stream_events_are_restored_and_red
     assert_eq!(text, "Sent to jane@example.com and cc [EMAIL_2] today");
     assert!(received.text.contains("message_stop"), "{}", received.text);
 }
+
+/// A guardrail on a raw socket: denies what mentions "forbidden", rewrites "rewrite me",
+/// answers "slowly" too late, fails on "garbage", allows the rest; keeps what it was asked.
+fn guardrail() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/check", listener.local_addr().unwrap());
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                    if let Some((name, value)) = line.split_once(':') {
+                        if name.eq_ignore_ascii_case("content-length") {
+                            length = value.trim().parse().unwrap();
+                        }
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let doc: Value = serde_json::from_slice(&body).unwrap();
+                seen.lock().unwrap().push(doc.clone());
+                let text = doc["request"].to_string();
+                let (status, answer) = if text.contains("forbidden") {
+                    (
+                        200,
+                        json!({"action": "deny", "message": "no forbidden things here"}),
+                    )
+                } else if text.contains("rewrite me") {
+                    let mut request = doc["request"].clone();
+                    request["messages"][0]["content"] = json!("rewritten by the guardrail");
+                    (200, json!({"action": "rewrite", "request": request}))
+                } else if text.contains("slowly") {
+                    std::thread::sleep(std::time::Duration::from_millis(1500));
+                    (200, json!({"action": "allow"}))
+                } else if text.contains("garbage") {
+                    (500, json!({"oops": true}))
+                } else {
+                    (200, json!({"action": "allow"}))
+                };
+                let answer = answer.to_string();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+            });
+        }
+    });
+    (url, asked)
+}
+
+#[tokio::test]
+async fn a_webhook_guardrail_allows_denies_rewrites_and_fails_as_configured() {
+    let mock = MockProvider::start();
+    let (url, asked) = guardrail();
+    let filters = format!(
+        "  guard: {{ kind: webhook, url: \"{url}\", timeout: 300ms, headers: {{ authorization: Bearer guard-token }} }}\n  lenient: {{ kind: webhook, url: \"{url}\", timeout: 300ms, on_error: allow }}\n"
+    );
+    let cfg = config(&filters, "guard").replace(
+        "  claude:\n    targets: [{ provider: ant, model: claude-sonnet-4-5 }]\n    filters: [guard]",
+        "  claude:\n    targets: [{ provider: ant, model: claude-sonnet-4-5 }]\n    filters: [lenient]",
+    );
+    let sira = Sira::start(&cfg, &mock.url());
+    let chat = |model: &str, text: &str| {
+        request(&sira, "/v1/chat/completions").json(&json!({"model": model, "max_tokens": 8,
+            "messages": [{"role": "user", "content": text}]}))
+    };
+    // Allowed: the provider gets it; the guardrail saw who asked and what.
+    let resp = chat("gpt-4o", "hello").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let first = asked.lock().unwrap()[0].clone();
+    assert_eq!(first["model"], "gpt-4o");
+    assert_eq!(first["key"], "team-a");
+    assert_eq!(first["surface"], "openai");
+    assert_eq!(first["request"]["messages"][0]["content"], "hello");
+    // Denied: a 400 in the client's shape, never sent.
+    let resp = chat("gpt-4o", "something forbidden").send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "content_policy_violation");
+    assert_eq!(body["error"]["message"], "no forbidden things here");
+    // Rewritten: the provider gets the guardrail's version.
+    let resp = chat("gpt-4o", "please rewrite me").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(mock.requests().len(), 2);
+    assert_eq!(
+        mock.requests()[1].json()["messages"][0]["content"],
+        "rewritten by the guardrail"
+    );
+    // Too slow or broken with on_error: deny: 503, never sent unchecked.
+    for text in ["answer slowly", "garbage"] {
+        let resp = chat("gpt-4o", text).send().await.unwrap();
+        assert_eq!(resp.status(), 503, "{text}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "guardrail_unavailable", "{text}");
+    }
+    assert_eq!(mock.requests().len(), 2);
+    // With on_error: allow the request goes on.
+    let resp = chat("claude", "answer slowly").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(mock.requests().len(), 3);
+    assert!(!sira.stderr().contains("guard-token"));
+}
+
+#[tokio::test]
+async fn model_rewrite_sends_a_keys_requests_to_another_model() {
+    let mock = MockProvider::start();
+    let cfg = format!(
+        "providers:\n  oai: {{ kind: openai, endpoints: [\"{{mock}}\"], api_key: sk-upstream }}\nfilters:\n  cheaper: {{ kind: model-rewrite, rules: [{{ from: \"gpt-4*\", to: gpt-4o-mini }}] }}\nmodels:\n  gpt-4o: {{ targets: [{{ provider: oai }}] }}\n  gpt-4o-mini: {{ targets: [{{ provider: oai }}] }}\nauth:\n  keys:\n    - {{ name: team-a, hash: \"{}\", filters: [cheaper] }}\n    - {{ name: team-b, hash: \"{}\" }}\n",
+        sira::auth::hash_key(crate::support::KEY_A),
+        sira::auth::hash_key(crate::support::KEY_B)
+    );
+    let sira = Sira::start(&cfg, &mock.url());
+    let resp = request(&sira, "/v1/chat/completions")
+        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(mock.requests()[0].json()["model"], "gpt-4o-mini");
+    // Another key's requests are its own.
+    let resp = client()
+        .post(sira.url("/v1/chat/completions"))
+        .bearer_auth(crate::support::KEY_B)
+        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(mock.requests()[1].json()["model"], "gpt-4o");
+    let log = sira.wait_access_log(2);
+    assert_eq!(log[0]["model"], "gpt-4o-mini");
+}

@@ -67,12 +67,31 @@ impl Phase for OperatorFilters {
         let edited = edit_request(attached(ctx), self.side, &body.bytes, &mut memo);
         ctx.filters.memo = memo;
         if let Some(edited) = counted(edited, ctx)? {
-            body.peek = body::peek(&edited)?;
-            body.bytes = edited;
-            ctx.stream = body.peek.stream
-                || matches!(ctx.op, Some(Operation::GenerateContent { stream: true }));
+            replace_body(body, ctx, edited)?;
         }
-        Ok(Flow::Continue)
+        let hooks: Vec<Arc<dyn Filter>> = attached(ctx)
+            .filter(|f| f.webhook().is_some())
+            .cloned()
+            .collect();
+        if hooks.is_empty() {
+            return Ok(Flow::Continue);
+        }
+        let asked = super::guard::Asked {
+            model: ctx.model.clone().unwrap_or_default(),
+            key: ctx.key_name().to_owned(),
+            surface: ctx.format.as_str(),
+        };
+        let request = body.bytes.clone();
+        Ok(Flow::Wait(Box::pin(async move {
+            let edited = super::guard::ask_all(&hooks, &asked, request).await?;
+            Ok(match edited {
+                None => Flow::Continue,
+                Some(edited) => Flow::Apply(Box::new(move |body, ctx| {
+                    replace_body(body, ctx, edited)?;
+                    Ok(Flow::Continue)
+                })),
+            })
+        })))
     }
 
     /// Provider side: the upstream request's headers after the provider's own were set, and
@@ -206,6 +225,19 @@ impl Phase for OperatorFilters {
         }
         failure.map_or(Ok(()), Err)
     }
+}
+
+/// Puts an edited body in place of the client's, peeked again.
+fn replace_body(
+    body: &mut RequestBody,
+    ctx: &mut RequestCtx,
+    edited: Bytes,
+) -> Result<(), GatewayError> {
+    body.peek = body::peek(&edited)?;
+    body.bytes = edited;
+    ctx.stream =
+        body.peek.stream || matches!(ctx.op, Some(Operation::GenerateContent { stream: true }));
+    Ok(())
 }
 
 /// Runs the request-body hooks of the filters on `side`; the new body if one changed it.

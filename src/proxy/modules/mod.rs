@@ -8,6 +8,7 @@ mod auth;
 pub(crate) mod budget_cut;
 mod cache;
 mod filters;
+mod guard;
 mod headers;
 mod limits;
 mod local;

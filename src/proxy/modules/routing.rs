@@ -7,6 +7,7 @@ use http::HeaderName;
 
 use crate::auth::Principal;
 use crate::error::GatewayError;
+use crate::proxy::body;
 use crate::proxy::ctx::RequestCtx;
 use crate::proxy::phases::{Flow, Phase, RequestBody};
 use crate::routes::{classify, Operation, RouteError};
@@ -78,7 +79,8 @@ impl Phase for Routing {
         body: &mut RequestBody,
         ctx: &mut RequestCtx,
     ) -> Result<Flow, GatewayError> {
-        let model = match (ctx.path_model.take(), &body.peek.model) {
+        let in_path = ctx.path_model.is_some();
+        let mut model = match (ctx.path_model.take(), &body.peek.model) {
             (Some(model), _) => model,
             (None, Some(model)) => model.clone(),
             (None, None) => {
@@ -88,6 +90,25 @@ impl Phase for Routing {
                 ))
             }
         };
+        if let Some(Principal::Key(key)) = &ctx.principal {
+            // The key's model-rewrite filters: the first that rewrites decides.
+            let rewritten = key
+                .filters
+                .iter()
+                .filter(|f| f.rewrites_model())
+                .find_map(|f| f.rewrite_model(&model));
+            if let Some(rewritten) = rewritten {
+                if !in_path {
+                    let edit = body::Rewrite {
+                        model: Some(&rewritten),
+                        include_usage: false,
+                    };
+                    body.bytes = body::rewrite(&body.bytes, &body.peek, &edit);
+                    body.peek = body::peek(&body.bytes)?;
+                }
+                model = rewritten;
+            }
+        }
         ctx.stream =
             body.peek.stream || matches!(ctx.op, Some(Operation::GenerateContent { stream: true }));
         if model.len() > MAX_MODEL_NAME {

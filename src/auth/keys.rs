@@ -54,6 +54,12 @@ impl KeyEntry {
         }
     }
 
+    /// What the key's cached answers are filed under: its name and a part of its digest, so
+    /// that a name given to another secret on a reload never reads the old key's answers.
+    pub fn cache_scope(&self) -> String {
+        format!("key:{}:{}", self.name, hex::encode(&self.digest[..8]))
+    }
+
     /// Whether this key may use the model the client asked for.
     pub fn allows(&self, model: &str) -> bool {
         match &self.models {

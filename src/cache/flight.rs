@@ -19,6 +19,25 @@ use super::{Entry, Key, ResponseCache};
 pub struct Flight {
     state: Mutex<State>,
     changed: Notify,
+    /// Requests waiting on or following this flight.
+    followers: std::sync::atomic::AtomicUsize,
+}
+
+/// A follower's presence, for as long as it waits or follows.
+pub struct Following(Arc<Flight>);
+
+impl Following {
+    pub fn flight(&self) -> &Flight {
+        &self.0
+    }
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        self.0
+            .followers
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 #[derive(Default)]
@@ -48,6 +67,18 @@ pub enum Joined {
 }
 
 impl Flight {
+    /// Counts a follower until the result is dropped.
+    pub fn follow(self: &Arc<Self>) -> Following {
+        self.followers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Following(self.clone())
+    }
+
+    /// Whether anyone waits on or follows this flight.
+    pub fn followed(&self) -> bool {
+        self.followers.load(std::sync::atomic::Ordering::Relaxed) > 0
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // The state is a list and flags: still consistent after a panic elsewhere.
         self.state.lock().unwrap_or_else(|p| p.into_inner())

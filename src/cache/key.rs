@@ -1,10 +1,11 @@
 //! The cache key: what makes two requests the same request.
 //!
 //! A SHA-256 over the scope (who may share the answer), the client's format and operation,
-//! whether it streams, the model entry it was routed to, and the body in a canonical form:
-//! object keys sorted, no whitespace, so that key order and formatting do not matter.
-//! Fields that do not change the answer (`stream`, which is hashed on its own,
-//! `stream_options`, `user`, `metadata`) are left out.
+//! whether it streams, the model entry it was routed to with the model asked for (a
+//! wildcard entry serves many; a Gemini path names it outside the body), a chosen target,
+//! the request headers that change an answer, and the body in a canonical form: object keys
+//! sorted, no whitespace, so that key order and formatting do not matter. Fields that do
+//! not change the answer (`stream`, hashed on its own, `user`, `metadata`) are left out.
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -12,7 +13,7 @@ use sha2::{Digest, Sha256};
 pub type Key = [u8; 32];
 
 /// Top-level fields that never change what the model answers.
-const IGNORED: &[&str] = &["stream", "stream_options", "user", "metadata"];
+const IGNORED: &[&str] = &["stream", "user", "metadata"];
 
 /// What identifies a request besides its body.
 pub struct KeyParts<'a> {
@@ -21,6 +22,12 @@ pub struct KeyParts<'a> {
     pub operation: &'a str,
     pub stream: bool,
     pub entry: &'a str,
+    /// The model asked for (after a key's rewrite).
+    pub model: &'a str,
+    /// `x-sira-route`'s target, or empty.
+    pub target: &'a str,
+    /// Request headers that change an answer (`anthropic-beta`, …), as sent.
+    pub variant: &'a str,
 }
 
 /// The key of a request; `None` when its body is not a JSON object (nothing sira would
@@ -30,7 +37,16 @@ pub fn key(parts: &KeyParts<'_>, body: &[u8]) -> Option<Key> {
         return None;
     };
     let mut hash = Sha256::new();
-    for part in [parts.scope, parts.surface, parts.operation, parts.entry] {
+    let list = [
+        parts.scope,
+        parts.surface,
+        parts.operation,
+        parts.entry,
+        parts.model,
+        parts.target,
+        parts.variant,
+    ];
+    for part in list {
         // Length-prefixed, so that no two different lists of parts hash alike.
         hash.update((part.len() as u64).to_le_bytes());
         hash.update(part.as_bytes());
@@ -94,6 +110,9 @@ mod tests {
             operation: "chat",
             stream,
             entry: "gpt-4o",
+            model: "gpt-4o",
+            target: "",
+            variant: "",
         }
     }
 

@@ -20,7 +20,7 @@ use std::time::Duration;
 use ahash::AHashMap;
 use bytes::{BufMut, Bytes, BytesMut};
 
-pub use flight::{Flight, Joined, Lead};
+pub use flight::{Flight, Following, Joined, Lead};
 pub use key::{key, Key, KeyParts};
 
 use crate::redis_kv::RedisKv;
@@ -60,7 +60,9 @@ impl Entry {
             "input": self.usage.input,
             "output": self.usage.output,
             "cached_input": self.usage.cached_input,
-            "ttl_ms": u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX),
+            // When it expires, as wall time: a host that reads it later keeps it only
+            // for what is left.
+            "expires_ms": now_ms().saturating_add(u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX)),
         })
         .to_string();
         let mut out = BytesMut::with_capacity(header.len() + 1 + self.body.len());
@@ -88,9 +90,19 @@ impl Entry {
                 cached_input: number("cached_input"),
                 ..Usage::default()
             },
-            ttl: Duration::from_millis(number("ttl_ms")),
+            ttl: Duration::from_millis(
+                number("expires_ms")
+                    .checked_sub(now_ms())
+                    .filter(|left| *left > 0)?,
+            ),
         })
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Each entry lives its own TTL.
@@ -141,7 +153,7 @@ pub enum Replay {
     /// A whole answer: from the cache, or from an identical request that just finished.
     Stored(Arc<Entry>),
     /// An identical request's stream, still arriving.
-    Follow(Arc<Flight>),
+    Follow(flight::Following),
 }
 
 /// Whether this request leads its flight or follows another's.
@@ -291,7 +303,9 @@ mod tests {
         let back = Entry::decode(e.encode()).unwrap();
         assert_eq!(back.body, e.body);
         assert_eq!(back.usage, e.usage);
-        assert_eq!((back.provider.as_str(), back.ttl), ("oai", e.ttl));
+        assert_eq!(back.provider.as_str(), "oai");
+        // What is left of its life, not a new one.
+        assert!(back.ttl <= e.ttl && back.ttl > e.ttl - Duration::from_secs(2));
         assert!(Entry::decode(Bytes::from_static(b"garbage")).is_none());
     }
 

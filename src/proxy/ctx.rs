@@ -136,6 +136,9 @@ pub struct ResponseState {
     /// The response was ended as broken (connection closed or stream reset): the
     /// connection is not reused.
     pub aborted: bool,
+    /// The provider's body was read to its clean end, even if the client left before it
+    /// (a stream identical requests were following).
+    pub upstream_complete: bool,
     /// The provider's body has neither a length nor chunked framing: it ends when the
     /// connection does, so a cut is only seen in the body itself.
     pub close_delimited: bool,
@@ -211,6 +214,8 @@ pub struct CacheState {
     pub no_lookup: bool,
     /// The client said `cache-control: no-store`: no lookup, and the answer is not kept.
     pub no_store: bool,
+    /// The request headers that change an answer, for the key.
+    pub variant: String,
     /// The request's key, when it is cacheable.
     pub key: Option<crate::cache::Key>,
     /// `x-sira-cache`, and the metric's result.

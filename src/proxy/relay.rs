@@ -114,6 +114,7 @@ async fn next(
     session: &mut ServerSession,
     ctx: &mut RequestCtx,
     upstream: &mut UpstreamResponse,
+    watch_client: bool,
 ) -> Next {
     let provider = ctx.provider_label();
     let broken = |reason: String| GatewayError::UpstreamBroken {
@@ -139,7 +140,7 @@ async fn next(
                 after: deadline.map(|(_, total)| total).unwrap_or_default(),
             }),
         },
-        _ = session.read_body_or_idle(true) => Next::ClientGone,
+        _ = session.read_body_or_idle(true), if watch_client => Next::ClientGone,
         () = gw.drain.expiry() => Next::Failed(GatewayError::ShuttingDown),
     };
     ctx.upstream.wait += started.elapsed();
@@ -157,6 +158,15 @@ async fn next(
     next
 }
 
+/// Whether identical requests follow this one's stream, so that it must be read to its end
+/// even when its own client is gone.
+fn followed(ctx: &RequestCtx) -> bool {
+    ctx.cache
+        .lead
+        .as_ref()
+        .is_some_and(|lead| lead.flight.followed())
+}
+
 /// A stream: events relayed in batches of what has arrived, through the body phases.
 async fn relay_stream(
     gw: &Gateway,
@@ -172,10 +182,13 @@ async fn relay_stream(
     }
     let mut pieces: Vec<Bytes> = Vec::new();
     let mut pending: Option<Next> = None;
+    // The client left, but identical requests follow this stream (`crate::cache`): it is
+    // read to its end for them, written nowhere.
+    let mut detached = false;
     loop {
         let read = match pending.take() {
             Some(read) => read,
-            None => next(gw, session, ctx, upstream).await,
+            None => next(gw, session, ctx, upstream, !detached).await,
         };
         let failure = match read {
             Next::Chunk(chunk) => {
@@ -213,23 +226,41 @@ async fn relay_stream(
                     // A module ended the stream with its own finish: what it left goes out
                     // as the end; the provider's rest is never read.
                     Ok(()) if ctx.response.finish_now => {
-                        write_pieces(session, ctx, &mut pieces, true).await;
+                        if !detached {
+                            write_pieces(session, ctx, &mut pieces, true).await;
+                        }
                         return Ok(());
                     }
+                    Ok(()) if detached => {
+                        pieces.clear();
+                        continue;
+                    }
                     Ok(()) if write_pieces(session, ctx, &mut pieces, false).await => continue,
+                    Ok(()) if followed(ctx) => {
+                        detached = true;
+                        pieces.clear();
+                        continue;
+                    }
                     Ok(()) => return Ok(()),
                     Err(e) => e,
                 }
             }
             Next::End => {
                 pieces.clear();
+                ctx.response.upstream_complete = true;
                 match gw.chain.response_body_filter(&mut pieces, true, ctx) {
                     Ok(()) => {
-                        write_pieces(session, ctx, &mut pieces, true).await;
+                        if !detached {
+                            write_pieces(session, ctx, &mut pieces, true).await;
+                        }
                         return Ok(());
                     }
                     Err(e) => e,
                 }
+            }
+            Next::ClientGone if followed(ctx) => {
+                detached = true;
+                continue;
             }
             Next::ClientGone => return Ok(()),
             Next::Failed(e) => {
@@ -267,7 +298,7 @@ async fn relay_body(
     }
     let mut pieces: Vec<Bytes> = Vec::new();
     loop {
-        let (end, failure) = match next(gw, session, ctx, upstream).await {
+        let (end, failure) = match next(gw, session, ctx, upstream, true).await {
             Next::Chunk(chunk) => {
                 pieces.push(chunk);
                 (false, None)
@@ -315,7 +346,7 @@ async fn relay_whole(
     };
     let mut whole = Gather::default();
     loop {
-        match next(gw, session, ctx, upstream).await {
+        match next(gw, session, ctx, upstream, true).await {
             Next::Chunk(chunk) => {
                 if whole.len() + chunk.len() > limit {
                     if error_status {

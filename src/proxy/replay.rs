@@ -17,6 +17,7 @@ use super::modules::header_error;
 use super::Gateway;
 use crate::cache::{flight::End, Replay};
 use crate::error::GatewayError;
+use crate::proxy::modules::stream_error_event;
 
 pub async fn replay(
     gateway: &Gateway,
@@ -65,7 +66,8 @@ pub async fn replay(
             downstream::write_pieces(session, ctx, &mut body, filtered.is_ok()).await;
             filtered
         }
-        Replay::Follow(flight) => {
+        Replay::Follow(following) => {
+            let flight = following.flight();
             downstream::set_streaming_framing(session, &mut header)?;
             if !downstream::write_header(session, ctx, header).await {
                 return Ok(());
@@ -91,10 +93,19 @@ pub async fn replay(
                 match end {
                     Some(End::Done(_)) => return Ok(()),
                     Some(End::Failed) => {
-                        return Err(GatewayError::UpstreamBroken {
+                        // Ended as the client's format ends a broken stream: its error
+                        // event, then no clean end.
+                        let error = GatewayError::UpstreamBroken {
                             provider: ctx.provider_label().to_owned(),
                             reason: "the identical request this one followed broke off".into(),
-                        })
+                        };
+                        let event = stream_error_event(
+                            ctx.format,
+                            &error,
+                            ctx.id.to_str().unwrap_or("req"),
+                        );
+                        downstream::write(session, ctx, event, false).await;
+                        return Err(error);
                     }
                     None => {}
                 }

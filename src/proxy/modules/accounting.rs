@@ -172,7 +172,7 @@ impl Phase for Accounting {
     /// and at least one token per event delivered, marked `estimated`.
     fn logging(&self, _req: &RequestHeader, ctx: &mut RequestCtx) {
         let began = ctx.response.status != 0 && ctx.response.status < 400 && !ctx.response.local;
-        let cut = ctx.response.client_gone
+        let cut = (ctx.response.client_gone && !ctx.response.upstream_complete)
             || ctx.response.aborted
             || ctx.error.is_some()
             || ctx.response.finish_now;

@@ -23,6 +23,9 @@ use crate::routes::Operation;
 
 pub const X_SIRA_CACHE: &str = "x-sira-cache";
 
+/// Request headers passed to providers that change what they answer.
+const VARIANT_HEADERS: &[&str] = &["anthropic-beta", "anthropic-version", "openai-beta"];
+
 pub struct ResponseCacheModule;
 
 impl Phase for ResponseCacheModule {
@@ -38,6 +41,16 @@ impl Phase for ResponseCacheModule {
     ) -> Result<Flow, GatewayError> {
         if ctx.snap.cache.is_none() {
             return Ok(Flow::Continue);
+        }
+        for name in VARIANT_HEADERS {
+            for value in req.headers.get_all(*name) {
+                ctx.cache.variant.push_str(name);
+                ctx.cache.variant.push(':');
+                ctx.cache
+                    .variant
+                    .push_str(&String::from_utf8_lossy(value.as_bytes()));
+                ctx.cache.variant.push('\n');
+            }
         }
         for value in req
             .headers
@@ -65,6 +78,9 @@ impl Phase for ResponseCacheModule {
         body: &mut RequestBody,
         ctx: &mut RequestCtx,
     ) -> Result<Flow, GatewayError> {
+        if ctx.snap.cache.is_none() {
+            return Ok(Flow::Continue);
+        }
         let snap = ctx.snap.clone();
         let Some(section) = &snap.cache else {
             return Ok(Flow::Continue);
@@ -82,18 +98,15 @@ impl Phase for ResponseCacheModule {
             ctx.cache.result = Some("bypass");
             return Ok(Flow::Continue);
         }
-        let shared = entry.cache.shared.unwrap_or(section.shared);
-        let scope = match (shared, ctx.principal.as_ref().and_then(|p| p.tenant())) {
-            (true, _) => "*".into(),
-            (false, Some(tenant)) => format!("tenant:{}", tenant.name).into(),
-            (false, None) => ctx.owner(),
-        };
         let parts = KeyParts {
-            scope: &scope,
+            scope: &scope(ctx, entry.cache.shared.unwrap_or(section.shared)),
             surface: ctx.format.as_str(),
             operation,
             stream: ctx.stream,
             entry: &entry.name,
+            model: ctx.model.as_deref().unwrap_or_default(),
+            target: ctx.route_choice.as_deref().unwrap_or_default(),
+            variant: &ctx.cache.variant,
         };
         let Some(key) = key(&parts, &body.bytes) else {
             return Ok(Flow::Continue);
@@ -143,7 +156,7 @@ impl Phase for ResponseCacheModule {
             if let Some(lead) = &ctx.cache.lead {
                 lead.flight.start(ctx.response.sse);
             }
-        } else {
+        } else if !ctx.response.replay {
             // Nothing to publish: whoever waits on this request goes to the provider.
             ctx.cache.lead = None;
         }
@@ -165,6 +178,14 @@ impl Phase for ResponseCacheModule {
         if !ctx.cache.collect {
             return Ok(());
         }
+        // A stream a budget cut short ends with sira's finish, not the provider's: neither
+        // kept nor shared.
+        if ctx.response.finish_now {
+            ctx.cache.collect = false;
+            ctx.cache.pieces = Vec::new();
+            ctx.cache.lead = None;
+            return Ok(());
+        }
         let max = ctx.snap.cache.as_ref().map_or(0, |s| s.cache.max_entry);
         ctx.cache.size += body.iter().map(bytes::Bytes::len).sum::<usize>();
         if ctx.cache.size > max {
@@ -177,8 +198,7 @@ impl Phase for ResponseCacheModule {
         if let Some(lead) = &ctx.cache.lead {
             lead.flight.push(body, max);
         }
-        // A stream a budget cut short ends with sira's finish, not the provider's.
-        if end_of_stream && !ctx.response.finish_now {
+        if end_of_stream {
             ctx.cache.complete = true;
         }
         Ok(())
@@ -202,12 +222,14 @@ impl Phase for ResponseCacheModule {
                 .inc_by(saved.output);
         }
         let lead = ctx.cache.lead.take();
+        // Ended by the provider's own successful end: a stream that carried an error
+        // event or ended without its format's last event is not an answer to replay.
         let keep = ctx.cache.complete
             && ctx.error.is_none()
-            && !ctx.response.client_gone
             && !ctx.response.aborted
             && !ctx.limits.estimated
-            && !ctx.accounting.estimated;
+            && !ctx.accounting.estimated
+            && (!ctx.response.sse || stream_succeeded(ctx.format, &ctx.cache.pieces));
         let (Some(key), Some(section)) = (ctx.cache.key, ctx.snap.cache.as_ref()) else {
             return;
         };
@@ -238,16 +260,62 @@ fn cacheable(op: Option<Operation>, body: &RequestBody) -> Option<&'static str> 
         Operation::GenerateContent { .. } => Some("generate"),
         Operation::Embeddings => Some("embeddings"),
         // A stored response has an id of its own, and a continued one depends on the
-        // store: only stateless requests are the same request twice.
+        // store: only stateless requests are the same request twice (a background
+        // response is always stored).
         Operation::Responses => {
-            let doc: serde_json::Value = serde_json::from_slice(&body.bytes).ok()?;
-            let stateless = doc.get("store") == Some(&serde_json::Value::Bool(false))
-                && doc.get("previous_response_id").is_none_or(|v| v.is_null())
-                && doc.get("background") != Some(&serde_json::Value::Bool(true));
+            let stateless =
+                body.peek.store == Some(false) && body.peek.previous_response_id.is_none();
             stateless.then_some("responses")
         }
         _ => None,
     }
+}
+
+/// Who shares an answer: everyone (`shared`), the caller's tenant, or the caller alone. A
+/// key with filters of its own never shares its tenant's answers: its requests and answers
+/// are edited in ways the others' are not.
+fn scope(ctx: &RequestCtx, shared: bool) -> String {
+    if shared {
+        return "*".into();
+    }
+    match &ctx.principal {
+        Some(crate::auth::Principal::Key(key)) => match &key.tenant {
+            Some(tenant) if key.filters.is_empty() => format!("tenant:{}", tenant.name),
+            _ => key.cache_scope(),
+        },
+        Some(principal) => match principal.tenant() {
+            Some(tenant) => format!("tenant:{}", tenant.name),
+            None => principal.owner().into_owned(),
+        },
+        None => "-".into(),
+    }
+}
+
+/// Whether a stream, as the client got it, ended with its format's successful last event
+/// and carried no error event.
+fn stream_succeeded(format: crate::format::Format, pieces: &[bytes::Bytes]) -> bool {
+    use crate::format::Format;
+    // The ends are in the last events; an error event is, too, since it ends a stream.
+    let mut tail: Vec<u8> = Vec::new();
+    for piece in pieces.iter().rev() {
+        tail.splice(0..0, piece.iter().copied());
+        if tail.len() >= 8 << 10 {
+            break;
+        }
+    }
+    let tail = String::from_utf8_lossy(&tail);
+    let errored = tail.contains("event: error")
+        || tail.contains("\"type\":\"error\"")
+        || tail.contains("data: {\"error\"")
+        || tail.contains("response.failed")
+        || tail.contains("response.incomplete");
+    let ended = match format {
+        Format::OpenAiChat => tail.contains("data: [DONE]"),
+        Format::Anthropic => tail.contains("message_stop"),
+        Format::OpenAiResponses => tail.contains("response.completed"),
+        Format::Gemini => tail.contains("\"finishReason\""),
+    };
+    ended && !errored
 }
 
 /// Answers with `entry`, reported as the provider and model that made it.
@@ -269,19 +337,17 @@ fn fly(cache: Arc<ResponseCache>, key: crate::cache::Key, ctx: &mut RequestCtx) 
             Flow::Continue
         }
         Role::Follow(flight) => Flow::Wait(Box::pin(async move {
+            let following = flight.follow();
             let joined = flight.join().await;
             Ok(Flow::Apply(Box::new(move |_, ctx| {
                 Ok(match joined {
                     Joined::Done(entry) => replay(ctx, entry, "coalesced"),
                     Joined::Stream => {
                         ctx.cache.result = Some("coalesced");
-                        Flow::Replay(crate::cache::Replay::Follow(flight))
+                        Flow::Replay(crate::cache::Replay::Follow(following))
                     }
-                    // Its answer will not be shared: this request makes its own.
-                    Joined::Failed => {
-                        ctx.cache.result = Some("miss");
-                        Flow::Continue
-                    }
+                    // Its answer will not be shared: one of those waiting leads the next try.
+                    Joined::Failed => fly(cache, key, ctx),
                 })
             })))
         })),

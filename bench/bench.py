@@ -771,6 +771,54 @@ def scenario_l(env, t):
     return run_load(env, tls, req, s["conns"], s["load_s"], "(l)")
 
 
+# The prompt of (m) and (n): personal data the redact filter replaces with placeholders.
+PII_PROMPT = ("Hello! Write to jane.doe@example.com or call +1 415 555 0100 about card "
+              "4111 1111 1111 1111. What is the capital of France?")
+
+
+def scenario_m(env, t):
+    """(a) to a model with `redact` on request and response: the prompt's email, phone and
+    card become placeholders, the answer is parsed for values and placeholders. The cost of
+    redaction is (m) − (a)."""
+    s = env.args.s
+    req = chat_req(env, t.name, model="gpt-4o-redact", content=PII_PROMPT, name="redact")
+    return run_load(env, t, req, s["conns"], s["load_s"], "(m)")
+
+
+def scenario_n(env, t):
+    """(c) to the same model: every one of the 100 events is followed for values split
+    across events. The cost is (n) − (c)."""
+    req = chat_req(env, t.name, model="gpt-4o-redact", stream=True, content=PII_PROMPT,
+                   headers=["x-mock-events: 96"], name="redact-stream")
+    return stream_scenario(env, t, req, "(n)")
+
+
+def cache_load(env, t, req, conns, label):
+    """A load whose every request after the first is a cache hit: no upstream work, so
+    sira counts no new tokens and the accounting check of `run_load` does not apply."""
+    s = env.args.s
+    check_one(t, req)
+    body = check_one(t, req)
+    warm(env, t, req, conns)
+    r = measured(env, t, lambda: env.wrk(t.base + req.path, req, conns, s["load_s"]))
+    r["check"] = len(body)
+    return r
+
+
+def scenario_o(env, t):
+    """(a)'s request answered from the response cache: the cost of a hit against a
+    passthrough request is (o) against (a)."""
+    req = chat_req(env, t.name, model="gpt-4o-cached", name="cached")
+    return cache_load(env, t, req, env.args.s["conns"], "(o)")
+
+
+def scenario_p(env, t):
+    """(c)'s stream replayed from the response cache: (p) against (c)."""
+    req = chat_req(env, t.name, model="gpt-4o-cached", stream=True,
+                   headers=["x-mock-events: 96"], name="cached-stream")
+    return cache_load(env, t, req, env.args.s["stream_conns"], "(p)")
+
+
 SCENARIOS = [
     ("a", "small chat JSON, key auth + accounting", scenario_a, PASSTHROUGH),
     ("b", "small chat JSON, translated OpenAI→Anthropic", scenario_b, TARGETS),
@@ -790,6 +838,10 @@ SCENARIOS = [
     ("k", "small chat JSON over TLS (kept-alive connections)", scenario_k, ["nginx", "sira"]),
     ("l", "small chat JSON over TLS, a new connection and handshake each", scenario_l,
      ["nginx", "sira"]),
+    ("m", "small chat JSON, redact on request and response", scenario_m, ["sira"]),
+    ("n", "100-event SSE stream, redact on every event", scenario_n, ["sira"]),
+    ("o", "small chat JSON, response cache hit", scenario_o, ["sira"]),
+    ("p", "100-event SSE stream, response cache hit", scenario_p, ["sira"]),
 ]
 
 
@@ -990,6 +1042,21 @@ def verdicts(results, smoke):
     add("(j) JWT auth CPU per request, (j) − (a)", "≤ 3 µs",
         None if ha is None or hj is None else f"{hj - ha:+.2f} µs",
         None if ha is None or hj is None else hj - ha <= 3.0)
+    hm = get(results, "m", "sira", "cpu_us")
+    add("(m) redaction CPU per request over (a)", "≤ +10 %",
+        None if ha is None or hm is None else f"{(hm / ha - 1) * 100:+.1f} %",
+        None if ha is None or hm is None else hm <= ha * 1.10)
+    hc, hn = get(results, "c", "sira", "cpu_us"), get(results, "n", "sira", "cpu_us")
+    add("(n) redaction CPU per stream over (c)", "≤ +10 %",
+        None if hc is None or hn is None else f"{(hn / hc - 1) * 100:+.1f} %",
+        None if hc is None or hn is None else hn <= hc * 1.10)
+    ho, hp = get(results, "o", "sira", "cpu_us"), get(results, "p", "sira", "cpu_us")
+    add("(o) cache hit CPU per request vs (a) passthrough", "< (a)",
+        None if ha is None or ho is None else f"{ho:.1f} µs vs {ha:.1f} µs",
+        None if ha is None or ho is None else ho < ha)
+    add("(p) cached stream CPU vs (c) passthrough", "< (c)",
+        None if hc is None or hp is None else f"{hp:.1f} µs vs {hc:.1f} µs",
+        None if hc is None or hp is None else hp < hc)
     idle = get(results, "e", "sira", "idle_rss_mb")
     add("(e) idle RSS", f"≤ {IDLE_RSS_MB} MB", fmt(idle, 1, " MB"),
         None if idle is None else idle <= IDLE_RSS_MB)

@@ -27,7 +27,11 @@ case "$scenario" in
     r) n=${2:-200}; events=96; stream=true; model=gpt-4o ;;
     # (a) through the three-endpoint consistent-hash pool: p − a is the selection's cost.
     p) n=${2:-2000}; events=7; stream=false; model=gpt-4o-pool ;;
-    *) echo "usage: bash bench/profile.sh a|b|c|d|r|p [N]" >&2; exit 2 ;;
+    # (a) and (c) with `redact` on request and response (bench scenarios m and n): m − a
+    # and n − c are redaction's cost.
+    m) n=${2:-2000}; events=7; stream=false; model=gpt-4o-redact ;;
+    n) n=${2:-200}; events=96; stream=true; model=gpt-4o-redact ;;
+    *) echo "usage: bash bench/profile.sh a|b|c|d|r|p|m|n [N]" >&2; exit 2 ;;
 esac
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
 bin=${SIRA_BIN_DIR:-target/release}
@@ -50,7 +54,11 @@ read -r line <&"${MOCK[0]}"
 upstream=${line##* }
 port=$(free_port)
 admin=$(free_port)
+# bench/sira.yaml has a TLS listener too (scenario k): it needs a certificate.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+    -subj /CN=localhost -keyout "$out/key.pem" -out "$out/cert.pem" 2>/dev/null
 BENCH_LISTEN=127.0.0.1:$port BENCH_ADMIN=127.0.0.1:$admin BENCH_UPSTREAM=$upstream \
+BENCH_TLS_LISTEN=127.0.0.1:$(free_port) BENCH_TLS_CERT=$out/cert.pem BENCH_TLS_KEY=$out/key.pem \
 BENCH_TMP=$out SIRA_UPGRADE_SOCK=$out/upgrade.sock \
     valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out" \
     "$bin/sira" run -c bench/sira.yaml 2>"$out/valgrind.log" &
@@ -72,6 +80,10 @@ elif [ "$stream" = true ]; then
 else
     body='{"model":"'$model'","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Hello! What is the capital of France?"}],"max_tokens":256}'
     expect=''
+fi
+if [ "$scenario" = m ] || [ "$scenario" = n ]; then
+    # The bench's prompt with personal data (bench.py's PII_PROMPT).
+    body=${body/Hello! What is the capital of France?/Hello! Write to jane.doe@example.com or call +1 415 555 0100 about card 4111 1111 1111 1111. What is the capital of France?}
 fi
 printf '%s' "$body" >"$out/body.json"
 drive() {

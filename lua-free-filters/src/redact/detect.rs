@@ -292,6 +292,12 @@ impl Detector {
         kept
     }
 
+    /// Whether `text` holds anything any pattern would match (before checks).
+    pub fn any(&self, text: &[u8]) -> bool {
+        // Patterns match text; bytes that are not UTF-8 are not text to match.
+        std::str::from_utf8(text).is_ok_and(|t| self.any.is_match(t))
+    }
+
     /// The longest tail [`Detector::hold_from`] holds back.
     pub fn hold(&self) -> usize {
         self.hold

@@ -21,6 +21,7 @@
 //! at any byte is still found (see [`stream`]).
 
 mod detect;
+mod raw;
 mod stream;
 
 use std::sync::Arc;
@@ -322,6 +323,11 @@ impl Rewriter {
         body: &[u8],
         memo: &mut Memo,
     ) -> Result<Option<Vec<u8>>, FilterError> {
+        // The common case, nothing to replace, is known from the bytes: a value cannot hide
+        // in a JSON string but behind a `\u` escape.
+        if memchr::memmem::find(body, b"\\u").is_none() && !detector.any(body) {
+            return Ok(None);
+        }
         let mut doc = json_body(body)?;
         if self.mode == Mode::Placeholder {
             let text = String::from_utf8_lossy(body);

@@ -133,10 +133,17 @@ struct Held {
     index: u64,
     /// Text not sent yet: it may be the start of a value.
     text: String,
+    /// Events held back whole, unchanged, whose texts make `text` (each with its text's
+    /// length): sent as they came when `text` turns out to be no value. Empty when `text`
+    /// is a tail cut from an event already sent.
+    events: Vec<(Bytes, usize)>,
     /// The last event of this text, to carry the tail out in.
     template: Bytes,
     slot: Slot,
 }
+
+/// Most events held back whole for one text; past it the text is carried in one event.
+const MAX_HELD_EVENTS: usize = 64;
 
 pub(crate) struct RedactStream {
     rewriter: Arc<Rewriter>,
@@ -169,10 +176,14 @@ impl RedactStream {
                 kept.push(held);
                 continue;
             }
-            let text = self
-                .rewriter
-                .rewrite(detector, &held.text, &mut self.memo)
-                .unwrap_or(held.text);
+            let text = match self.rewriter.rewrite(detector, &held.text, &mut self.memo) {
+                // Held back whole and nothing to change: they go as they came.
+                None if !held.events.is_empty() => {
+                    out.extend(held.events.into_iter().map(|(event, _)| event));
+                    continue;
+                }
+                rewritten => rewritten.unwrap_or(held.text),
+            };
             let Some(frame) = Frame::parse(&held.template) else {
                 continue;
             };
@@ -227,6 +238,148 @@ impl RedactStream {
     }
 }
 
+impl RedactStream {
+    /// `text`, this event's delta of the text `index`, after what that text held back:
+    /// what goes out now (`None`: `text` itself, unchanged) and the tail to hold.
+    fn follow(
+        &mut self,
+        detector: &super::Detector,
+        index: u64,
+        text: &str,
+        last: bool,
+    ) -> (Option<String>, String) {
+        let held = match self.held.iter().position(|h| h.index == index) {
+            Some(at) => Some(self.held.swap_remove(at)),
+            None => None,
+        };
+        let was_holding = held.is_some();
+        let mut whole = held.map(|h| h.text).unwrap_or_default();
+        whole.push_str(text);
+        let cut = if last {
+            whole.len()
+        } else {
+            let cache = self.cache.get_or_insert_with(|| detector.cache());
+            let mut cut = detector.hold_from(&whole, cache);
+            // A value that ends past the cut starts the held tail, whole.
+            for found in detector.find(&whole) {
+                if found.start < cut && found.end > cut {
+                    cut = found.start;
+                }
+            }
+            // But never more than the longest value back: the tail stays bounded.
+            let mut floor = whole.len().saturating_sub(detector.hold());
+            while !whole.is_char_boundary(floor) {
+                floor += 1;
+            }
+            cut.max(floor)
+        };
+        let rewritten = self
+            .rewriter
+            .rewrite(detector, &whole[..cut], &mut self.memo);
+        let tail = whole.split_off(cut);
+        let changed = was_holding || !tail.is_empty() || rewritten.is_some();
+        (changed.then(|| rewritten.unwrap_or(whole)), tail)
+    }
+
+    fn hold(&mut self, index: u64, tail: String, frame: Bytes, slot: Slot) {
+        if !tail.is_empty() {
+            self.held.push(Held {
+                index,
+                text: tail,
+                events: Vec::new(),
+                template: frame,
+                slot,
+            });
+        }
+    }
+
+    /// The text event handled in its bytes ([`raw`]); `false` when it is not one the bytes
+    /// say enough about, and nothing was done.
+    ///
+    /// Events whose text could still be the start of a value are held back whole rather
+    /// than cut, and go out as they came once the next says it was no value: no event is
+    /// rewritten unless a value is there.
+    fn on_raw_event(
+        &mut self,
+        detector: &super::Detector,
+        frame: &Bytes,
+        out: &mut Vec<Bytes>,
+    ) -> bool {
+        let Some(found) = super::raw::find(frame) else {
+            return false;
+        };
+        let Ok(text) = std::str::from_utf8(&frame[found.start..found.end]) else {
+            return false;
+        };
+        let at = self.held.iter().position(|h| h.index == found.index);
+        let whole_events = at.is_none_or(|at| !self.held[at].events.is_empty());
+        if whole_events {
+            let held = at.map(|at| self.held.swap_remove(at));
+            let (mut events, mut whole) = match held {
+                Some(h) => (h.events, h.text),
+                None => (Vec::new(), String::new()),
+            };
+            whole.push_str(text);
+            let values = detector.find(&whole);
+            if values.is_empty() {
+                let cache = self.cache.get_or_insert_with(|| detector.cache());
+                let cut = detector.hold_from(&whole, cache);
+                // Events whose text ends before the cut are final: out as they came.
+                let mut sent = 0;
+                let mut released = 0;
+                for (_, len) in &events {
+                    if sent + len > cut {
+                        break;
+                    }
+                    sent += len;
+                    released += 1;
+                }
+                out.extend(events.drain(..released).map(|(event, _)| event));
+                if cut == whole.len() {
+                    out.push(frame.clone());
+                    return true;
+                }
+                if events.len() < MAX_HELD_EVENTS && whole.len() - sent <= detector.hold() {
+                    events.push((frame.clone(), text.len()));
+                    self.held.push(Held {
+                        index: found.index,
+                        text: whole.split_off(sent),
+                        events,
+                        template: frame.clone(),
+                        slot: found.slot,
+                    });
+                    return true;
+                }
+                whole.drain(..sent);
+            }
+            // A value to replace (or too much held): the held events' text is carried by
+            // this one, cut and rewritten below.
+            self.held.push(Held {
+                index: found.index,
+                text: whole[..whole.len() - text.len()].to_owned(),
+                events: Vec::new(),
+                template: frame.clone(),
+                slot: found.slot,
+            });
+        }
+        let (new_text, tail) = self.follow(detector, found.index, text, false);
+        match new_text {
+            None => out.push(frame.clone()),
+            Some(new_text) => {
+                let quoted = serde_json::Value::String(new_text).to_string();
+                let mut edited = bytes::BytesMut::with_capacity(frame.len() + quoted.len());
+                // The quotes around the text are replaced with the new text's own.
+                edited.extend_from_slice(&frame[..found.start - 1]);
+                edited.extend_from_slice(quoted.as_bytes());
+                edited.extend_from_slice(&frame[found.end + 1..]);
+                out.push(edited.freeze());
+            }
+        }
+        self.hold(found.index, tail, frame.clone(), found.slot);
+        true
+    }
+}
+
 impl StreamFilter for RedactStream {
     fn on_event(&mut self, frame: Bytes, out: &mut Vec<Bytes>) -> Result<(), FilterError> {
         let rewriter = Arc::clone(&self.rewriter);
@@ -236,6 +389,9 @@ impl StreamFilter for RedactStream {
         };
         if std::str::from_utf8(&frame).is_err() {
             return Err(FilterError::Body("a stream event is not UTF-8".into()));
+        }
+        if self.on_raw_event(detector, &frame, out) {
+            return Ok(());
         }
         let Some(parsed) = Frame::parse(&frame) else {
             // A comment or a blank keep-alive: no text in it, none interrupted.
@@ -270,40 +426,14 @@ impl StreamFilter for RedactStream {
             }
             return Ok(());
         };
-        let held = match self.held.iter().position(|h| h.index == index) {
-            Some(at) => Some(self.held.swap_remove(at)),
-            None => None,
-        };
-        let was_holding = held.is_some();
         let Some(text) = slot.text(&mut doc) else {
             out.push(frame);
             return Ok(());
         };
-        let mut whole = held.map(|h| h.text).unwrap_or_default();
-        whole.push_str(text);
-        let cut = if last {
-            whole.len()
-        } else {
-            let cache = self.cache.get_or_insert_with(|| detector.cache());
-            let mut cut = detector.hold_from(&whole, cache);
-            // A value that ends past the cut starts the held tail, whole.
-            for found in detector.find(&whole) {
-                if found.start < cut && found.end > cut {
-                    cut = found.start;
-                }
-            }
-            // But never more than the longest value back: the tail stays bounded.
-            let mut floor = whole.len().saturating_sub(detector.hold());
-            while !whole.is_char_boundary(floor) {
-                floor += 1;
-            }
-            cut.max(floor)
-        };
-        let rewritten = rewriter.rewrite(detector, &whole[..cut], &mut self.memo);
-        let tail = whole.split_off(cut);
-        let text_changed = was_holding || !tail.is_empty() || rewritten.is_some();
-        if let Some(text) = slot.text(&mut doc) {
-            *text = rewritten.unwrap_or(whole);
+        let (new_text, tail) = self.follow(detector, index, text, last);
+        let text_changed = new_text.is_some();
+        if let (Some(new_text), Some(text)) = (new_text, slot.text(&mut doc)) {
+            *text = new_text;
         }
         let rest_changed = self.rewrite_rest(&mut doc, Some(slot));
         if text_changed || rest_changed {
@@ -313,14 +443,7 @@ impl StreamFilter for RedactStream {
         } else {
             out.push(frame.clone());
         }
-        if !tail.is_empty() {
-            self.held.push(Held {
-                index,
-                text: tail,
-                template: frame,
-                slot,
-            });
-        }
+        self.hold(index, tail, frame, slot);
         Ok(())
     }
 

@@ -10,3 +10,11 @@ bash packaging/deps.sh redis-server:redis-server
 # Link the system's zstd when it is there (.cargo/config.toml says why).
 if pkg-config --exists libzstd 2>/dev/null; then export ZSTD_SYS_USE_PKG_CONFIG=1; fi
 cargo test --workspace --all-targets "$@"
+
+# Supply chain (deny.toml): every dependency's licence, banned crates, crates.io only; and no
+# dependency declared but unused. The advisory database needs the network: `cargo deny check
+# advisories` is run by hand where there is one (README, Operations).
+command -v cargo-deny >/dev/null || cargo install --locked cargo-deny
+command -v cargo-machete >/dev/null || cargo install --locked cargo-machete
+cargo deny --offline check licenses bans sources
+cargo machete

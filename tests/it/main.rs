@@ -24,6 +24,7 @@ mod observability;
 mod pooling;
 mod raw;
 mod reload;
+mod secrets;
 mod serving;
 mod shared_limits;
 mod stored;

@@ -323,10 +323,17 @@ impl Rewriter {
         body: &[u8],
         memo: &mut Memo,
     ) -> Result<Option<Vec<u8>>, FilterError> {
-        // The common case, nothing to replace, is known from the bytes: a value cannot hide
-        // in a JSON string but behind a `\u` escape.
-        if memchr::memmem::find(body, b"\\u").is_none() && !detector.any(body) {
-            return Ok(None);
+        // The common case, nothing to replace, is known from the bytes of a body without
+        // escapes (after `\n` a value would not start at a word boundary; `\u` could hide
+        // any character).
+        if memchr::memchr(b'\\', body).is_none() {
+            if let Ok(text) = std::str::from_utf8(body) {
+                // Placeholder-like text the client wrote must be recorded (below).
+                let typed = self.mode == Mode::Placeholder && self.placeholders.is_match(text);
+                if !typed && !detector.any(body) {
+                    return Ok(None);
+                }
+            }
         }
         let mut doc = json_body(body)?;
         if self.mode == Mode::Placeholder {

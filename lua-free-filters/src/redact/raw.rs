@@ -9,7 +9,7 @@
 
 use std::sync::LazyLock;
 
-use memchr::memmem::{self, Finder};
+use memchr::memmem::Finder;
 
 use super::stream::Slot;
 
@@ -24,6 +24,7 @@ struct Needles {
     block_delta: Finder<'static>,
     text_delta: Finder<'static>,
     text: Finder<'static>,
+    part_text: Finder<'static>,
     output_delta: Finder<'static>,
     output_index: Finder<'static>,
     delta: Finder<'static>,
@@ -37,10 +38,13 @@ static NEEDLES: LazyLock<Needles> = LazyLock::new(|| Needles {
     choices: Finder::new(b"\"choices\":[{"),
     finish_null: Finder::new(b"\"finish_reason\":null"),
     index: Finder::new(b"\"index\":"),
-    content: Finder::new(b"\"content\":\""),
+    // The text where each format puts it, its key in the position the format writes it:
+    // the same word elsewhere is not the text.
+    content: Finder::new(b"\"delta\":{\"content\":\""),
     block_delta: Finder::new(b"\"type\":\"content_block_delta\""),
     text_delta: Finder::new(b"\"type\":\"text_delta\""),
-    text: Finder::new(b"\"text\":\""),
+    text: Finder::new(b"\"type\":\"text_delta\",\"text\":\""),
+    part_text: Finder::new(b"\"parts\":[{\"text\":\""),
     output_delta: Finder::new(b"\"type\":\"response.output_text.delta\""),
     output_index: Finder::new(b"\"output_index\":"),
     delta: Finder::new(b"\"delta\":\""),
@@ -151,9 +155,8 @@ pub(super) fn find(frame: &[u8]) -> Option<RawSlot> {
             return None;
         }
         let index = only_number(frame, &n.index)?;
-        let (start, end) = only_string(frame, &n.text)?;
-        // The text must be the first part's (the parsing path's slot).
-        if memmem::find(&frame[first..start], b"},{").is_some() {
+        let (start, end) = only_string(frame, &n.part_text)?;
+        if start < first {
             return None;
         }
         return Some(RawSlot {

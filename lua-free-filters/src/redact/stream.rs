@@ -123,6 +123,18 @@ impl Slot {
     }
 }
 
+/// A held text event without its text (carried by a later event), everything else kept.
+fn without_text(event: Bytes) -> Bytes {
+    let Some(found) = super::raw::find(&event) else {
+        // Only events the bytes path found are held whole: this does not happen.
+        return event;
+    };
+    let mut out = bytes::BytesMut::with_capacity(event.len());
+    out.extend_from_slice(&event[..found.start]);
+    out.extend_from_slice(&event[found.end..]);
+    out.freeze()
+}
+
 /// Events that interrupt no text: a held tail waits through them.
 fn interrupts_nothing(doc: &Value) -> bool {
     matches!(doc.get("type").and_then(Value::as_str), Some("ping"))
@@ -167,7 +179,8 @@ impl RedactStream {
     /// Sends the held tails (of `index`, or all), redacted, each in an event shaped like
     /// its text's last delta.
     fn flush(&mut self, index: Option<u64>, out: &mut Vec<Bytes>) {
-        let Some(detector) = self.rewriter.response.as_ref() else {
+        let rewriter = Arc::clone(&self.rewriter);
+        let Some(detector) = rewriter.response.as_ref() else {
             return;
         };
         let mut kept = Vec::new();
@@ -176,13 +189,20 @@ impl RedactStream {
                 kept.push(held);
                 continue;
             }
-            let text = match self.rewriter.rewrite(detector, &held.text, &mut self.memo) {
+            let text = match rewriter.rewrite(detector, &held.text, &mut self.memo) {
                 // Held back whole and nothing to change: they go as they came.
                 None if !held.events.is_empty() => {
                     out.extend(held.events.into_iter().map(|(event, _)| event));
                     continue;
                 }
-                rewritten => rewritten.unwrap_or(held.text),
+                rewritten => {
+                    out.extend(
+                        held.events
+                            .into_iter()
+                            .map(|(event, _)| without_text(event)),
+                    );
+                    rewritten.unwrap_or(held.text)
+                }
             };
             let Some(frame) = Frame::parse(&held.template) else {
                 continue;
@@ -198,6 +218,8 @@ impl RedactStream {
             }
             if let Some(slot_text) = held.slot.text(&mut doc) {
                 *slot_text = text;
+                // The template's other strings go out again: redacted like any event's.
+                self.rewrite_rest(&mut doc, Some(held.slot));
                 if let Some(event) = frame.with_json(&doc) {
                     out.push(event);
                 }
@@ -308,6 +330,16 @@ impl RedactStream {
         let Some(found) = super::raw::find(frame) else {
             return false;
         };
+        // Every other string of the event holds nothing to redact or restore, as far as its
+        // bytes tell (an escape could split a value from its word boundary: parsed then).
+        let (before, after) = (&frame[..found.start - 1], &frame[found.end + 1..]);
+        if memchr::memchr(b'\\', before).is_some()
+            || memchr::memchr(b'\\', after).is_some()
+            || detector.any(before)
+            || detector.any(after)
+        {
+            return false;
+        }
         let Ok(text) = std::str::from_utf8(&frame[found.start..found.end]) else {
             return false;
         };
@@ -352,8 +384,10 @@ impl RedactStream {
                 }
                 whole.drain(..sent);
             }
-            // A value to replace (or too much held): the held events' text is carried by
-            // this one, cut and rewritten below.
+            // A value to replace (or too much held): the held events go out with their
+            // text taken out (what else they carry stays, in order), and this one carries
+            // it all, cut and rewritten below.
+            out.extend(events.into_iter().map(|(event, _)| without_text(event)));
             self.held.push(Held {
                 index: found.index,
                 text: whole[..whole.len() - text.len()].to_owned(),
@@ -426,6 +460,10 @@ impl StreamFilter for RedactStream {
             }
             return Ok(());
         };
+        // Events this text held back whole: out first, their text carried by this one.
+        if let Some(held) = self.held.iter_mut().find(|h| h.index == index) {
+            out.extend(held.events.drain(..).map(|(event, _)| without_text(event)));
+        }
         let Some(text) = slot.text(&mut doc) else {
             out.push(frame);
             return Ok(());

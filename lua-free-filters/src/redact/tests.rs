@@ -386,3 +386,49 @@ fn objects_under_format_keys_are_still_searched() {
         .unwrap();
     assert!(!String::from_utf8(out).unwrap().contains("jane"));
 }
+
+#[test]
+fn values_after_an_escape_are_found() {
+    let filter = build("patterns: [credit-card, ipv4]");
+    let body = br#"{"messages":[{"role":"user","content":"Card:\n4111111111111111\tfrom\t192.168.1.20"}]}"#;
+    let out = filter
+        .on_request_body(body, &mut Memo::default())
+        .unwrap()
+        .expect("redacted");
+    let out = String::from_utf8(out).unwrap();
+    assert!(!out.contains("4111") && !out.contains("192.168"), "{out}");
+}
+
+#[test]
+fn held_events_keep_what_else_they_carry_and_other_strings_are_redacted() {
+    let filter = build("patterns: [email]\non: [response]");
+    let mut stream = filter.on_stream(&Memo::default()).unwrap();
+    let mut out = Vec::new();
+    let first = r#"data: {"choices":[{"index":0,"delta":{"content":"Mail jane","role":"assistant"},"finish_reason":null}]}"#;
+    stream
+        .on_event(Bytes::from(format!("{first}\n\n")), &mut out)
+        .unwrap();
+    stream
+        .on_event(event(Format::Chat, "@example.com now"), &mut out)
+        .unwrap();
+    stream.on_end(&mut out);
+    let all: String = out
+        .iter()
+        .map(|e| String::from_utf8_lossy(e).into_owned())
+        .collect();
+    assert!(all.contains(r#""role":"assistant""#), "{all}");
+    assert_eq!(read_text(&out), "Mail **************** now");
+    // A value in a field beside the text is not passed on either.
+    let mut stream = filter.on_stream(&Memo::default()).unwrap();
+    let mut out = Vec::new();
+    let frame = r#"data: {"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}],"user":"jane@example.com"}"#;
+    stream
+        .on_event(Bytes::from(format!("{frame}\n\n")), &mut out)
+        .unwrap();
+    stream.on_end(&mut out);
+    let all: String = out
+        .iter()
+        .map(|e| String::from_utf8_lossy(e).into_owned())
+        .collect();
+    assert!(!all.contains("jane"), "{all}");
+}

@@ -258,12 +258,20 @@ impl Detector {
 
     /// The values in `text`: validated, without overlaps, in order.
     pub fn find(&self, text: &str) -> Vec<Found> {
-        if !self.any.is_match(text) {
+        self.find_from(text, 0)
+    }
+
+    /// The values of `text` that start at `from` or later, judged with what comes before
+    /// `from` as their context (a value must start at a word boundary: `4111…` is no card
+    /// inside `x4111…`).
+    pub fn find_from(&self, text: &str, from: usize) -> Vec<Found> {
+        if !self.any.is_match_at(text, from) {
             return Vec::new();
         }
         let mut found = Vec::new();
         for (pattern, (regex, whole, check)) in self.each.iter().enumerate() {
-            for m in regex.find_iter(text) {
+            let mut at = from;
+            while let Some(m) = regex.find_at(text, at) {
                 // The longest match may carry a neighbour (a card number and its expiry
                 // date): then the longest shorter value that passes is the value.
                 let end = (m.start() + 1..=m.end())
@@ -273,12 +281,25 @@ impl Detector {
                         let value = &text[m.start()..end];
                         (end == m.end() || whole.is_match(value)) && check(value)
                     });
-                if let Some(end) = end {
-                    found.push(Found {
-                        start: m.start(),
-                        end,
-                        pattern,
-                    });
+                let next = text[m.start()..]
+                    .chars()
+                    .next()
+                    .map_or(text.len() + 1, |c| m.start() + c.len_utf8());
+                at = match end {
+                    Some(end) => {
+                        found.push(Found {
+                            start: m.start(),
+                            end,
+                            pattern,
+                        });
+                        end.max(next)
+                    }
+                    // No value here: one that starts inside this candidate may still be
+                    // (and the answer does not depend on where the search began).
+                    None => next,
+                };
+                if at > text.len() {
+                    break;
                 }
             }
         }
@@ -312,7 +333,13 @@ impl Detector {
     /// continuing at the end of `text`; `text.len()` when none could. Only the last
     /// [`MAX_HOLD`]-bounded window is considered.
     pub fn hold_from(&self, text: &str, cache: &mut Cache) -> usize {
-        let from = text.len().saturating_sub(self.hold);
+        self.hold_after(text, 0, cache)
+    }
+
+    /// [`Detector::hold_from`] for starts at `from` or later, with what comes before as
+    /// context.
+    pub fn hold_after(&self, text: &str, from: usize, cache: &mut Cache) -> usize {
+        let from = from.max(text.len().saturating_sub(self.hold));
         for start in (from..text.len()).filter(|&i| text.is_char_boundary(i)) {
             if self.may_continue(text, start, cache) {
                 return start;

@@ -251,12 +251,24 @@ impl Rewriter {
         text: &str,
         memo: &mut Memo,
     ) -> Option<String> {
-        let found = detector.find(text);
+        self.rewrite_from(detector, text, 0, memo)
+    }
+
+    /// `text[from..]` with what `detector` finds there replaced, `text[..from]` being the
+    /// context before it; `None` when it finds nothing.
+    pub(crate) fn rewrite_from(
+        &self,
+        detector: &Detector,
+        text: &str,
+        from: usize,
+        memo: &mut Memo,
+    ) -> Option<String> {
+        let found = detector.find_from(text, from);
         if found.is_empty() {
             return None;
         }
         let mut out = String::with_capacity(text.len() + 16);
-        let mut at = 0;
+        let mut at = from;
         for f in found {
             out.push_str(&text[at..f.start]);
             let value = &text[f.start..f.end];

@@ -163,6 +163,9 @@ pub(crate) struct RedactStream {
     memo: Memo,
     /// The texts with a tail held back (one per choice or block that has one).
     held: Vec<Held>,
+    /// Each text's last character sent: the context a value after it is judged in (a
+    /// value starts at a word boundary).
+    sent: Vec<(u64, char)>,
     cache: Option<Cache>,
 }
 
@@ -172,7 +175,28 @@ impl RedactStream {
             rewriter,
             memo,
             held: Vec::new(),
+            sent: Vec::new(),
             cache: None,
+        }
+    }
+
+    /// The context of text `index`: its last character sent, or nothing.
+    fn context(&self, index: u64) -> String {
+        self.sent
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map(|(_, c)| c.to_string())
+            .unwrap_or_default()
+    }
+
+    /// Records what text `index` sent last (`sent` ends with it).
+    fn sent_text(&mut self, index: u64, sent: &str) {
+        let Some(last) = sent.chars().next_back() else {
+            return;
+        };
+        match self.sent.iter_mut().find(|(i, _)| *i == index) {
+            Some(entry) => entry.1 = last,
+            None => self.sent.push((index, last)),
         }
     }
 
@@ -189,7 +213,11 @@ impl RedactStream {
                 kept.push(held);
                 continue;
             }
-            let text = match rewriter.rewrite(detector, &held.text, &mut self.memo) {
+            let mut whole = self.context(held.index);
+            let from = whole.len();
+            whole.push_str(&held.text);
+            self.sent_text(held.index, &whole);
+            let text = match rewriter.rewrite_from(detector, &whole, from, &mut self.memo) {
                 // Held back whole and nothing to change: they go as they came.
                 None if !held.events.is_empty() => {
                     out.extend(held.events.into_iter().map(|(event, _)| event));
@@ -275,21 +303,24 @@ impl RedactStream {
             None => None,
         };
         let was_holding = held.is_some();
-        let mut whole = held.map(|h| h.text).unwrap_or_default();
+        // The text after its context: values are judged as they stand in the whole answer.
+        let mut whole = self.context(index);
+        let from = whole.len();
+        whole.push_str(&held.map(|h| h.text).unwrap_or_default());
         whole.push_str(text);
         let cut = if last {
             whole.len()
         } else {
             let cache = self.cache.get_or_insert_with(|| detector.cache());
-            let mut cut = detector.hold_from(&whole, cache);
+            let mut cut = detector.hold_after(&whole, from, cache);
             // A value that ends past the cut starts the held tail, whole.
-            for found in detector.find(&whole) {
+            for found in detector.find_from(&whole, from) {
                 if found.start < cut && found.end > cut {
                     cut = found.start;
                 }
             }
             // But never more than the longest value back: the tail stays bounded.
-            let mut floor = whole.len().saturating_sub(detector.hold());
+            let mut floor = whole.len().saturating_sub(detector.hold()).max(from);
             while !whole.is_char_boundary(floor) {
                 floor += 1;
             }
@@ -297,10 +328,14 @@ impl RedactStream {
         };
         let rewritten = self
             .rewriter
-            .rewrite(detector, &whole[..cut], &mut self.memo);
+            .rewrite_from(detector, &whole[..cut], from, &mut self.memo);
         let tail = whole.split_off(cut);
+        self.sent_text(index, &whole);
         let changed = was_holding || !tail.is_empty() || rewritten.is_some();
-        (changed.then(|| rewritten.unwrap_or(whole)), tail)
+        (
+            changed.then(|| rewritten.unwrap_or_else(|| whole.split_off(from))),
+            tail,
+        )
     }
 
     fn hold(&mut self, index: u64, tail: String, frame: Bytes, slot: Slot) {
@@ -347,17 +382,20 @@ impl RedactStream {
         let whole_events = at.is_none_or(|at| !self.held[at].events.is_empty());
         if whole_events {
             let held = at.map(|at| self.held.swap_remove(at));
-            let (mut events, mut whole) = match held {
+            let (mut events, held_text) = match held {
                 Some(h) => (h.events, h.text),
                 None => (Vec::new(), String::new()),
             };
+            let mut whole = self.context(found.index);
+            let from = whole.len();
+            whole.push_str(&held_text);
             whole.push_str(text);
-            let values = detector.find(&whole);
-            if values.is_empty() {
+            let mut carried = held_text;
+            if detector.find_from(&whole, from).is_empty() {
                 let cache = self.cache.get_or_insert_with(|| detector.cache());
-                let cut = detector.hold_from(&whole, cache);
+                let cut = detector.hold_after(&whole, from, cache);
                 // Events whose text ends before the cut are final: out as they came.
-                let mut sent = 0;
+                let mut sent = from;
                 let mut released = 0;
                 for (_, len) in &events {
                     if sent + len > cut {
@@ -368,9 +406,11 @@ impl RedactStream {
                 }
                 out.extend(events.drain(..released).map(|(event, _)| event));
                 if cut == whole.len() {
+                    self.sent_text(found.index, &whole);
                     out.push(frame.clone());
                     return true;
                 }
+                self.sent_text(found.index, &whole[..sent]);
                 if events.len() < MAX_HELD_EVENTS && whole.len() - sent <= detector.hold() {
                     events.push((frame.clone(), text.len()));
                     self.held.push(Held {
@@ -382,7 +422,7 @@ impl RedactStream {
                     });
                     return true;
                 }
-                whole.drain(..sent);
+                carried = whole[sent..whole.len() - text.len()].to_owned();
             }
             // A value to replace (or too much held): the held events go out with their
             // text taken out (what else they carry stays, in order), and this one carries
@@ -390,7 +430,7 @@ impl RedactStream {
             out.extend(events.into_iter().map(|(event, _)| without_text(event)));
             self.held.push(Held {
                 index: found.index,
-                text: whole[..whole.len() - text.len()].to_owned(),
+                text: carried,
                 events: Vec::new(),
                 template: frame.clone(),
                 slot: found.slot,

@@ -432,3 +432,22 @@ fn held_events_keep_what_else_they_carry_and_other_strings_are_redacted() {
         .collect();
     assert!(!all.contains("jane"), "{all}");
 }
+
+#[test]
+fn a_value_is_judged_with_the_text_before_it_even_when_that_text_went_out() {
+    // Found by fuzz/redact_stream: "1 1111 1111 1112" passes Luhn, but inside
+    // "4111 1111 1111 1112" it is no value (no word boundary before it).
+    let filter = build("on: [response]");
+    let pieces = [
+        "Mail jane",
+        ".doe@e.com, card ",
+        "411",
+        "1 1111 1111 1112, c100, kbcdefghij",
+        "klmnopqrstu kbcdefghijklmnopqrstuvwxystuvwxyz12",
+    ];
+    let out = run(&filter, &Memo::default(), Format::Chat, &pieces);
+    assert_eq!(
+        read_text(&out),
+        "Mail **************, card 4111 1111 1111 1112, c100, kbcdefghijklmnopqrstu kbcdefghijklmnopqrstuvwxystuvwxyz12"
+    );
+}

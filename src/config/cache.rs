@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 
 use super::build::Builder;
 use super::section;
+use super::store::{MemoryConfig, RedisConfig};
 use super::units::{ByteSize, HumanDuration};
 use crate::cache::{ResponseCache, Settings, MAX_TTL};
 
@@ -45,27 +46,6 @@ struct CacheConfig {
     max_entry: Option<ByteSize>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MemoryConfig {
-    #[serde(default)]
-    capacity: Option<ByteSize>,
-    #[serde(default)]
-    ttl: Option<HumanDuration>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RedisConfig {
-    url: String,
-    #[serde(default)]
-    ttl: Option<HumanDuration>,
-    #[serde(default)]
-    prefix: Option<String>,
-    #[serde(default)]
-    timeout: Option<HumanDuration>,
-}
-
 /// The snapshot's cache and whether its answers are shared by every caller.
 #[derive(Debug)]
 pub struct CacheSection {
@@ -87,10 +67,7 @@ fn ttl(b: &mut Builder, ttl: Option<HumanDuration>, default: Duration, path: &st
 /// `None` without a `cache:` section (or with a problem, recorded).
 pub(super) fn cache(b: &mut Builder, value: Option<Value>) -> Option<CacheSection> {
     let config = section::<CacheConfig>(value?, "cache", b.problems)?;
-    let memory = config.memory.unwrap_or(MemoryConfig {
-        capacity: None,
-        ttl: None,
-    });
+    let memory = config.memory.unwrap_or_default();
     let capacity = memory.capacity.map_or(DEFAULT_CAPACITY, |c| c.0);
     if capacity == 0 {
         b.problem("cache.memory.capacity", "must be more than 0 bytes");

@@ -29,26 +29,28 @@ struct StoreConfig {
     redis: Option<RedisConfig>,
 }
 
-#[derive(Deserialize)]
+/// A store's `memory:` (the response store's and the response cache's).
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct MemoryConfig {
+pub(super) struct MemoryConfig {
     #[serde(default)]
-    capacity: Option<ByteSize>,
+    pub capacity: Option<ByteSize>,
     #[serde(default)]
-    ttl: Option<HumanDuration>,
+    pub ttl: Option<HumanDuration>,
 }
 
+/// A store's `redis:` (the response store's and the response cache's).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RedisConfig {
-    url: String,
+pub(super) struct RedisConfig {
+    pub url: String,
     #[serde(default)]
-    ttl: Option<HumanDuration>,
+    pub ttl: Option<HumanDuration>,
     #[serde(default)]
-    prefix: Option<String>,
+    pub prefix: Option<String>,
     /// Bound on each Redis operation (and on connecting).
     #[serde(default)]
-    timeout: Option<HumanDuration>,
+    pub timeout: Option<HumanDuration>,
 }
 
 /// `Some(None)` for `responses_store: off`; `None` when the section has a problem.
@@ -84,10 +86,7 @@ pub(super) fn responses_store(
             None
         }
         (memory, None) => {
-            let memory = memory.unwrap_or(MemoryConfig {
-                capacity: None,
-                ttl: None,
-            });
+            let memory = memory.unwrap_or_default();
             let capacity = memory.capacity.map_or(DEFAULT_CAPACITY, |c| c.0);
             if capacity == 0 {
                 b.problem(

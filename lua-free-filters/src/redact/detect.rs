@@ -114,28 +114,20 @@ impl Pattern {
             .iter()
             .filter(|b| b.name == name || (name == "ip" && b.name.starts_with("ip")))
             .collect();
-        (!wanted.is_empty()).then(|| {
-            wanted
-                .into_iter()
-                .map(|b| Pattern {
-                    label: Label(b.label.to_owned()),
-                    regex: b.regex.to_owned(),
-                    check: b.check,
-                })
-                .collect()
-        })
+        (!wanted.is_empty()).then(|| wanted.into_iter().map(Pattern::of).collect())
     }
 
     /// Every built-in.
     pub fn all_builtins() -> Vec<Pattern> {
-        BUILTINS
-            .iter()
-            .map(|b| Pattern {
-                label: Label(b.label.to_owned()),
-                regex: b.regex.to_owned(),
-                check: b.check,
-            })
-            .collect()
+        BUILTINS.iter().map(Pattern::of).collect()
+    }
+
+    fn of(builtin: &Builtin) -> Pattern {
+        Pattern {
+            label: Label(builtin.label.to_owned()),
+            regex: builtin.regex.to_owned(),
+            check: builtin.check,
+        }
     }
 
     /// An operator's expression, labelled by its name.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::json;
 use sira_mock::MockProvider;
 
-use crate::support::{client, Sira, KEY_A};
+use crate::support::{client, run_cli_with_env, Sira, KEY_A};
 
 const PROVIDER_KEY: &str = "sk-upstream-SECRET-0a1b2c3d4e5f";
 const BACKUP_KEY: &str = "sk-backup-SECRET-9z8y7x6w5v4u";
@@ -179,29 +179,13 @@ async fn no_secret_reaches_logs_metrics_the_admin_api_check_or_any_response() {
         "/admin/usage?key=team-a",
         "/metrics",
     ] {
-        answers.push(seen(client().get(sira.admin_url(path)).send().await.unwrap()).await);
-        answers.push(
-            seen(
-                client()
-                    .get(sira.admin_url(path))
-                    .bearer_auth("wrong-token")
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await,
-        );
-        answers.push(
-            seen(
-                client()
-                    .get(sira.admin_url(path))
-                    .bearer_auth(ADMIN_TOKEN)
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await,
-        );
+        for token in [None, Some("wrong-token"), Some(ADMIN_TOKEN)] {
+            let mut get = client().get(sira.admin_url(path));
+            if let Some(token) = token {
+                get = get.bearer_auth(token);
+            }
+            answers.push(seen(get.send().await.unwrap()).await);
+        }
     }
     answers.push(
         seen(
@@ -244,22 +228,7 @@ async fn no_secret_reaches_logs_metrics_the_admin_api_check_or_any_response() {
     )
     .unwrap();
     for file in ["ok.yaml", "bad.yaml"] {
-        let (_, out, err) = run_cli_env(&["check", "-c", file], dir.path());
+        let (_, out, err) = run_cli_with_env(&["check", "-c", file], "", dir.path(), &env());
         clean(&format!("sira check {file}"), &format!("{out}{err}"));
     }
-}
-
-/// `sira` with the test's secrets in its environment.
-fn run_cli_env(args: &[&str], cwd: &std::path::Path) -> (i32, String, String) {
-    let out = std::process::Command::new(crate::support::SIRA)
-        .args(args)
-        .current_dir(cwd)
-        .envs(env())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }

@@ -320,11 +320,22 @@ fn answers_with_config(admin: SocketAddr, config: &Path, token: Option<&str>) ->
 
 /// Runs the `sira` binary with `args` and stdin, returning (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str], stdin: &str, cwd: &Path) -> (i32, String, String) {
+    run_cli_with_env(args, stdin, cwd, &[])
+}
+
+/// [`run_cli`] with `env` added to the binary's environment.
+pub fn run_cli_with_env(
+    args: &[&str],
+    stdin: &str,
+    cwd: &Path,
+    env: &[(&str, &str)],
+) -> (i32, String, String) {
     use std::io::Write;
     let mut child = Command::new(SIRA)
         .args(args)
         .current_dir(cwd)
         .env_remove("SIRA_CONFIG")
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -296,13 +296,17 @@ fn scope(ctx: &RequestCtx, shared: bool) -> String {
 fn stream_succeeded(format: crate::format::Format, pieces: &[bytes::Bytes]) -> bool {
     use crate::format::Format;
     // The ends are in the last events; an error event is, too, since it ends a stream.
-    let mut tail: Vec<u8> = Vec::new();
-    for piece in pieces.iter().rev() {
-        tail.splice(0..0, piece.iter().copied());
-        if tail.len() >= 8 << 10 {
-            break;
-        }
-    }
+    let mut kept = 0;
+    let last = pieces
+        .iter()
+        .rev()
+        .take_while(|piece| {
+            let more = kept < 8 << 10;
+            kept += piece.len();
+            more
+        })
+        .count();
+    let tail: Vec<u8> = pieces[pieces.len() - last..].concat();
     let tail = String::from_utf8_lossy(&tail);
     let errored = tail.contains("event: error")
         || tail.contains("\"type\":\"error\"")

@@ -38,6 +38,16 @@ struct PeekWire<'a> {
     store: Option<bool>,
     #[serde(default)]
     previous_response_id: Option<String>,
+    // Read only to be refused when out of range (a negative count, 1e400): a passthrough
+    // request is held to the rule every translated one meets, and limits never reserve
+    // against a number sira could not read. (Gemini's sits in `generationConfig`, which its
+    // translation reads.)
+    #[serde(default, rename = "max_tokens")]
+    _max_tokens: Option<u64>,
+    #[serde(default, rename = "max_completion_tokens")]
+    _max_completion_tokens: Option<u64>,
+    #[serde(default, rename = "max_output_tokens")]
+    _max_output_tokens: Option<u64>,
 }
 
 /// `Some` whenever the key is present, `null` included: a plain `Option` would read `null`
@@ -50,6 +60,64 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValu
 struct StreamOptions {
     #[serde(default)]
     include_usage: Option<bool>,
+}
+
+/// How deep a client's JSON may nest: serde_json's own recursion limit, which every
+/// translated request meets, so that a passthrough request (whose unread parts serde skips
+/// without a limit) is held to the same rule.
+pub const MAX_NESTING: usize = 128;
+
+/// What a client's body must be before any part of sira or a provider reads it: UTF-8 (a
+/// passthrough body is otherwise forwarded unread, while a translated one is refused) and
+/// nested no deeper than [`MAX_NESTING`]. One pass that skips string contents with memchr.
+pub fn check_untrusted(body: &[u8]) -> Result<(), GatewayError> {
+    if std::str::from_utf8(body).is_err() {
+        return Err(GatewayError::invalid("request body is not valid UTF-8"));
+    }
+    if nests_deeper_than(body, MAX_NESTING) {
+        return Err(GatewayError::invalid(format!(
+            "request body nests arrays and objects deeper than {MAX_NESTING} levels"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `[`/`{` outside strings open more than `limit` levels at once. Malformed JSON
+/// (an unterminated string, unbalanced brackets) is left to the parser that follows.
+fn nests_deeper_than(body: &[u8], limit: usize) -> bool {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while let Some(&b) = body.get(i) {
+        match b {
+            b'"' => {
+                i += 1;
+                loop {
+                    let Some(off) = body
+                        .get(i..)
+                        .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+                    else {
+                        return false;
+                    };
+                    i += off;
+                    if body[i] == b'"' {
+                        break;
+                    }
+                    // An escape: the byte after the backslash is never the string's end.
+                    i += 2;
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    false
 }
 
 /// Parses the body just enough to route it. Everything else is skipped by serde (validated
@@ -191,6 +259,23 @@ mod tests {
     #[test]
     fn rejects_bad_bodies() {
         assert!(peek(b"").is_err());
+    }
+
+    #[test]
+    fn nesting_is_counted_outside_strings_only() {
+        let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(!nests_deeper_than(nested(128).as_bytes(), 128));
+        assert!(nests_deeper_than(nested(129).as_bytes(), 128));
+        let quoted = format!(r#"{{"a":"{}","b":"\"[[[\\"}}"#, "[".repeat(500));
+        assert!(!nests_deeper_than(quoted.as_bytes(), 2));
+        // Escapes at the very end, unterminated strings: no panic, no verdict.
+        for tail in [&br"\"[..], br#""\"#, br#""abc"#, br#""\""#] {
+            assert!(!nests_deeper_than(tail, 0));
+        }
+        assert!(check_untrusted(b"{\"a\":\"\xff\"}").is_err());
+        assert!(
+            check_untrusted(r#"{"model":"m","messages":[{"content":"\"é"}]}"#.as_bytes()).is_ok()
+        );
         assert!(peek(b"[1,2]").is_err());
         assert!(peek(b"{\"model\": 5}").is_err());
         assert!(

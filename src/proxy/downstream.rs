@@ -62,10 +62,18 @@ async fn read_all(
     let mut joined: Option<BytesMut> = None;
     let mut total: u64 = 0;
     loop {
-        let chunk = session
-            .read_request_body()
-            .await
-            .map_err(|e| GatewayError::invalid(format!("cannot read request body: {e}")))?;
+        let chunk = match session.read_request_body().await {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                // A body whose framing broke (a bad chunk size, a cut) leaves no way to tell
+                // where the next request would start: the connection closes after the answer.
+                session.set_keepalive(None);
+                return Err(GatewayError::BadFraming(format!(
+                    "cannot read the request body ({})",
+                    super::exchange::describe(&e)
+                )));
+            }
+        };
         let Some(chunk) = chunk else { break };
         total += chunk.len() as u64;
         if total > limit {

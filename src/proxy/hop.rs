@@ -88,6 +88,13 @@ pub fn upstream_request(client: &HeaderMap) -> Result<RequestHeader, GatewayErro
             req.remove_header(&named);
         }
     }
+    // Said outright: a request without the field accepts any coding (RFC 9110 §12.5.3),
+    // and sira reads every answer (usage, translation, redaction) as it arrives.
+    req.insert_header(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    )
+    .map_err(build_error)?;
     Ok(req)
 }
 
@@ -159,6 +166,7 @@ mod tests {
             ("transfer-encoding", "chunked"),
             ("anthropic-beta", "tools"),
             ("user-agent", "sdk"),
+            ("accept-encoding", "gzip, br"),
         ] {
             client.append(
                 HeaderName::from_static(name),
@@ -168,7 +176,9 @@ mod tests {
         let req = upstream_request(&client).unwrap();
         let mut names: Vec<_> = req.headers.keys().map(HeaderName::as_str).collect();
         names.sort_unstable();
-        assert_eq!(names, ["anthropic-beta", "user-agent"]);
+        // sira's own `accept-encoding` in place of the client's.
+        assert_eq!(names, ["accept-encoding", "anthropic-beta", "user-agent"]);
+        assert_eq!(req.headers["accept-encoding"], "identity");
     }
 
     #[test]

@@ -216,6 +216,7 @@ impl Gateway {
         let server = &ctx.snap.server;
         let bytes =
             downstream::read_body(session, server.max_request_body, server.body_timeout).await?;
+        body::check_untrusted(&bytes)?;
         let peek = body::peek(&bytes)?;
         let mut body = RequestBody { bytes, peek };
         match self.chain.request_body_filter(&mut body, ctx).await? {

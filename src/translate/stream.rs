@@ -113,6 +113,8 @@ pub struct StreamTranslator {
     answer: usize,
     answer_limit: usize,
     finished: bool,
+    /// Provider events translated: what a cut stream's estimate counts as delivered.
+    translated: u64,
 }
 
 impl StreamTranslator {
@@ -154,6 +156,7 @@ impl StreamTranslator {
             answer: 0,
             answer_limit: usize::MAX,
             finished: false,
+            translated: 0,
         }
     }
 
@@ -202,8 +205,11 @@ impl StreamTranslator {
         let mut first_error = None;
         let mut frames = std::mem::take(&mut self.frames);
         for frame in frames.drain(..) {
-            if let Err(e) = self.frame(&frame, out) {
-                first_error.get_or_insert(e);
+            match self.frame(&frame, out) {
+                Ok(()) => self.translated += 1,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
             if let Some(e) = self.outgrown() {
                 first_error.get_or_insert(e);
@@ -272,6 +278,11 @@ impl StreamTranslator {
     }
 
     /// Usage seen so far (final totals once the stream has ended).
+    /// How many provider events were translated so far.
+    pub fn translated_events(&self) -> u64 {
+        self.translated
+    }
+
     pub fn usage(&self) -> Usage {
         self.usage
     }
@@ -310,6 +321,7 @@ impl StreamTranslator {
             answer: self.answer,
             answer_limit: self.answer_limit,
             finished: self.finished,
+            translated: self.translated,
         }
     }
 

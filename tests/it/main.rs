@@ -6,6 +6,7 @@ mod redis;
 mod support;
 
 mod accounting;
+mod adversarial;
 mod agents;
 mod auth;
 mod balancing;
@@ -16,6 +17,7 @@ mod cli;
 mod dns;
 mod errors;
 mod failover;
+mod faults;
 mod filters;
 mod jwt;
 mod lifecycle;

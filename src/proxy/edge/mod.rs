@@ -257,7 +257,7 @@ fn classify(e: &pingora_error::Error) -> Option<GatewayError> {
             // what kind of fault it is goes back, and to the log.
             let reason = match cause.downcast_ref::<httparse::Error>() {
                 Some(parse) => format!("malformed request header ({parse})"),
-                None => "ambiguous or invalid framing (Content-Length, Transfer-Encoding)".into(),
+                None => "ambiguous or invalid request head (its framing, Host or target)".into(),
             };
             Some(GatewayError::BadFraming(reason))
         }
@@ -290,6 +290,14 @@ fn check_header(
             server.max_headers
         )));
     }
+    // httparse takes a bare LF for a line end, as RFC 9112 §2.2 allows; a proxy in front
+    // of sira that does not would read other fields than sira does (a field it sees as part
+    // of a value is one sira obeys). Refused, as Node's parser does.
+    if has_bare_lf(&raw) {
+        return Some(GatewayError::BadFraming(
+            "a line of the request head ends in LF without CR".into(),
+        ));
+    }
     // Pingora drops `Content-Length` when `Transfer-Encoding` is present (RFC 9112 §6.3
     // allows either); a proxy that forwards such a request lets two parsers disagree on
     // where it ends. Refused instead.
@@ -299,6 +307,11 @@ fn check_header(
         ));
     }
     None
+}
+
+/// Whether a raw HTTP/1 head has a line ended by LF alone.
+fn has_bare_lf(raw: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', raw).any(|i| i == 0 || raw[i - 1] != b'\r')
 }
 
 /// Whether a raw HTTP/1 header has a `Content-Length` field.

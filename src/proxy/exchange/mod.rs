@@ -226,12 +226,36 @@ async fn exchange(stream: Stream, wire: &RequestWire<'_>) -> Result<HttpSession,
                 ))
             }
             100..=199 => continue,
-            _ => return Ok(session),
+            _ => return encoded(&session).map_or(Ok(session), |e| Err(Failure::BadResponse(e))),
         }
     }
     Err(Failure::BadResponse(format!(
         "more than {MAX_INFORMATIONAL} informational responses"
     )))
+}
+
+/// Why a response whose body is content-coded cannot be relayed: sira asks for `identity`
+/// and reads each answer as it arrives, so a provider that compresses anyway (a misconfigured
+/// server in front of a model) is broken, and its bytes would reach the client unaccounted
+/// and untranslated. Refused before a byte of the body is read.
+fn encoded(session: &HttpSession) -> Option<String> {
+    let coding = session
+        .resp_header()?
+        .headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(|c| c.trim_ascii())
+        .find(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"identity"))?;
+    // The coding's name only, printable and short: it is the provider's text.
+    let name: String = String::from_utf8_lossy(coding)
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(32)
+        .collect();
+    Some(format!(
+        "the response is content-coded ({name}), which sira did not ask for"
+    ))
 }
 
 /// A response header from a provider, with the connection its body is read from.

@@ -220,6 +220,9 @@ impl Phase for Translation {
             if !out.is_empty() {
                 body.push(out.split().freeze());
             }
+            // A translated stream has no provider tap in accounting: the events it
+            // translated are what a cut stream's estimate counts as delivered.
+            ctx.accounting.frames = ctx.accounting.frames.max(translator.translated_events());
             let usage = translator.usage();
             ctx.usage = usage;
             ctx.usage_seen = !usage.is_zero();
@@ -228,9 +231,12 @@ impl Phase for Translation {
                     if let TranslateError::TooLarge { buffer, .. } = &e {
                         metrics().buffer_limit(*buffer);
                     }
-                    Err(broken(format!(
-                        "cannot translate the provider's stream: {e}"
-                    )))
+                    Err(broken(match e {
+                        TranslateError::Json(e) => {
+                            format!("an event of the provider's stream is not valid JSON: {e}")
+                        }
+                        e => format!("cannot translate the provider's stream: {e}"),
+                    }))
                 }
                 None => Ok(()),
             };

@@ -23,7 +23,7 @@ fixtures = pathlib.Path("tests/fixtures")
 formats = {"openai": 0, "azure": 0, "openai_compat": 0, "openai_responses": 1,
            "anthropic": 2, "gemini": 3}
 targets = ["sse_framer", "stream_translate", "request_translate", "response_translate",
-           "config", "jwt", "cache_key", "redact_stream"]
+           "config", "jwt", "cache_key", "redact_stream", "http_head"]
 for t in targets:
     (root / t).mkdir(parents=True, exist_ok=True)
 def seed(target, name, data):
@@ -59,15 +59,38 @@ for f in sorted(pathlib.Path("conf").rglob("*.yaml")):
     seed("config", f.name, f.read_bytes())
 seed("redact_stream", "pii", bytes([4, 9, 17, 3, 30]) +
      b"Mail jane.doe@example.com, card 4111 1111 1111 1111, call +1 415 555 0100, key sk-abcdefghijklmnopqrstuvwxyz12")
+# The heads the SDKs and agents send, each key placement, and the framings sira refuses.
+heads = {
+    "openai": b"POST /v1/chat/completions HTTP/1.1\r\nhost: api.example\r\nauthorization: Bearer sk-fuzz-key\r\ncontent-type: application/json\r\naccept-encoding: gzip\r\ncontent-length: 2\r\n\r\n",
+    "anthropic": b"POST /v1/messages HTTP/1.1\r\nhost: h\r\nx-api-key: sk-fuzz-key\r\nanthropic-version: 2023-06-01\r\nconnection: keep-alive, x-hop\r\nx-hop: 1\r\ncontent-length: 2\r\n\r\n",
+    "gemini": b"POST /v1beta/models/flash:streamGenerateContent?alt=sse&key=sk-fuzz-key HTTP/1.1\r\nhost: h\r\ntransfer-encoding: chunked\r\n\r\n",
+    "azure": b"POST /openai/deployments/d/chat/completions?api-version=2024-10-21 HTTP/1.1\r\nhost: h\r\napi-key: sk-fuzz-key\r\ncookie: s=1\r\n\r\n",
+    "smuggle": b"POST /v1/chat/completions HTTP/1.1\r\nhost: h\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\nx-a: b\n\r\n",
+}
+for name, head in heads.items():
+    seed("http_head", name, head)
 PY
+
+# A dictionary per input language: the formats' own tokens for what reads them.
+dict_for() {
+    case "$1" in
+        http_head) echo http ;;
+        config) echo config common ;;
+        jwt) echo common ;;
+        redact_stream) echo redact common openai anthropic gemini responses ;;
+        *) echo common openai anthropic gemini responses ;;
+    esac
+}
 
 cargo +nightly fuzz build -O
 failed=0
 for target in $(cargo +nightly fuzz list); do
     log=$(mktemp)
+    dict=$(mktemp)
+    for part in $(dict_for "$target"); do cat "fuzz/dict/$part.dict" >>"$dict"; done
     if cargo +nightly fuzz run -O "$target" "fuzz/corpus/$target" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-        -dict=fuzz/dict/formats.dict -print_final_stats=1 >"$log" 2>&1; then
+        -dict="$dict" -print_final_stats=1 >"$log" 2>&1; then
         runs=$(grep -m1 'stat::number_of_executed_units' "$log" | awk '{print $2}')
         echo "fuzz $target: ${runs:-?} executions in ${seconds}s, no crash"
     else
@@ -75,6 +98,6 @@ for target in $(cargo +nightly fuzz list); do
         tail -40 "$log"
         failed=1
     fi
-    rm -f "$log"
+    rm -f "$log" "$dict"
 done
 exit "$failed"

@@ -42,7 +42,7 @@ pub mod downstream;
 pub mod edge;
 pub mod exchange;
 mod hedge;
-mod hop;
+pub mod hop;
 pub mod modules;
 pub mod phases;
 mod policy;

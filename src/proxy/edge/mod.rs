@@ -290,10 +290,16 @@ fn check_header(
             server.max_headers
         )));
     }
+    ambiguous_head(&raw, req.headers.contains_key(header::TRANSFER_ENCODING))
+}
+
+/// The framing rules a raw HTTP/1 head must keep beyond what httparse checks; `Some` when
+/// it is refused. Public for the `http_head` fuzz target.
+pub fn ambiguous_head(raw: &[u8], transfer_encoding: bool) -> Option<GatewayError> {
     // httparse takes a bare LF for a line end, as RFC 9112 §2.2 allows; a proxy in front
     // of sira that does not would read other fields than sira does (a field it sees as part
     // of a value is one sira obeys). Refused, as Node's parser does.
-    if has_bare_lf(&raw) {
+    if has_bare_lf(raw) {
         return Some(GatewayError::BadFraming(
             "a line of the request head ends in LF without CR".into(),
         ));
@@ -301,7 +307,7 @@ fn check_header(
     // Pingora drops `Content-Length` when `Transfer-Encoding` is present (RFC 9112 §6.3
     // allows either); a proxy that forwards such a request lets two parsers disagree on
     // where it ends. Refused instead.
-    if req.headers.contains_key(header::TRANSFER_ENCODING) && names_content_length(&raw) {
+    if transfer_encoding && names_content_length(raw) {
         return Some(GatewayError::BadFraming(
             "both Content-Length and Transfer-Encoding are present".into(),
         ));

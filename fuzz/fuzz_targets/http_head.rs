@@ -1,0 +1,87 @@
+//! The HTTP/1 request head as sira sees it: parsed by httparse (Pingora's parser), then
+//! sira's own framing rules, the route, the key lookup, and the header set sent upstream.
+//! Never a panic; a key is accepted only when the head carries it; no credential of the
+//! client's and no hop-by-hop field ever reaches the provider.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use libfuzzer_sys::fuzz_target;
+use sira::auth::{authenticate, hash_key, parse_hash, KeyEntry, KeyTable};
+
+const KEY: &str = "sk-fuzz-key";
+
+fn table() -> &'static KeyTable {
+    static TABLE: OnceLock<KeyTable> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut table = KeyTable::default();
+        let digest = parse_hash(&hash_key(KEY)).expect("a hash sira made parses");
+        table.insert(KeyEntry::new("fuzz", digest, None, Vec::new()));
+        table
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut fields = [httparse::EMPTY_HEADER; 128];
+    let mut req = httparse::Request::new(&mut fields);
+    let Ok(httparse::Status::Complete(len)) = req.parse(data) else {
+        return;
+    };
+    let raw = &data[..len];
+    let mut headers = HeaderMap::new();
+    for field in req.headers.iter() {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(field.name.as_bytes()),
+            HeaderValue::from_bytes(field.value),
+        ) else {
+            return;
+        };
+        headers.append(name, value);
+    }
+    let refused = sira::proxy::edge::ambiguous_head(
+        raw,
+        headers.contains_key(http::header::TRANSFER_ENCODING),
+    );
+    if refused.is_some() {
+        return;
+    }
+    if let (Some(method), Some(target)) = (req.method, req.path) {
+        if let Ok(method) = Method::from_bytes(method.as_bytes()) {
+            let path = target.split_once('?').map_or(target, |(p, _)| p);
+            let _ = sira::routes::classify(&method, path);
+        }
+    }
+    let query = req.path.and_then(|t| t.split_once('?')).map(|(_, q)| q);
+    if authenticate(table(), &headers, query, None).is_ok() {
+        let carried = memmem(raw, KEY.as_bytes());
+        assert!(carried, "a key was accepted that the head does not carry");
+    }
+    if let Ok(upstream) = sira::proxy::hop::upstream_request(&headers) {
+        for name in [
+            "authorization",
+            "x-api-key",
+            "api-key",
+            "x-goog-api-key",
+            "cookie",
+            "proxy-authorization",
+            "connection",
+            "transfer-encoding",
+            "content-length",
+            "host",
+        ] {
+            assert!(
+                !upstream.headers.contains_key(name),
+                "{name} would reach the provider"
+            );
+        }
+        assert_eq!(
+            upstream.headers.get_all("accept-encoding").iter().count(),
+            1
+        );
+    }
+});
+
+fn memmem(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}

@@ -25,6 +25,7 @@ What it asserts (exit status 1 otherwise):
 """
 
 import argparse
+import atexit
 import http.client
 import json
 import os
@@ -280,7 +281,7 @@ def worker(port, stop, stats, seed, interval):
         if i is None:
             try:
                 stats.record("client cancels mid-stream", cancel(port))
-            except OSError as e:
+            except Exception as e:  # noqa: BLE001
                 stats.record("client cancels mid-stream", f"{type(e).__name__}: {e}")
             continue
         kind = KINDS[i]
@@ -298,12 +299,23 @@ def worker(port, stop, stats, seed, interval):
             if closes:
                 conn.close()
                 conn = None
-        except (OSError, http.client.HTTPException) as e:
+        except Exception as e:  # noqa: BLE001 - every failure is a finding, none may end the worker
             stats.record(kind[0], f"{type(e).__name__}: {e}")
             conn.close()
             conn = None
     if conn is not None:
         conn.close()
+
+
+# Every process the soak starts: killed at exit, however the run ends.
+SPAWNED = []
+
+
+@atexit.register
+def kill_spawned():
+    for p in SPAWNED:
+        if p.poll() is None:
+            p.kill()
 
 
 class Mock:
@@ -316,6 +328,7 @@ class Mock:
         self.proc = subprocess.Popen(
             [str(self.bin / "sira-mock"), "--listen", f"127.0.0.1:{self.port}", "--threads", "1"],
             stdout=subprocess.DEVNULL, stderr=open(self.tmp / f"{self.name}.log", "a"))
+        SPAWNED.append(self.proc)
         wait_port(self.port, self.proc)
 
     def kill(self):
@@ -388,6 +401,7 @@ def main():
     env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}
     sira = subprocess.Popen([str(bin_dir / "sira"), "run", "-c", str(conf)], env=env,
                             stdout=subprocess.DEVNULL, stderr=open(sira_log, "w"))
+    SPAWNED.append(sira)
     wait_port(port, sira)
     log(f"sira pid {sira.pid} on {port}, admin {admin}, mocks {[m.addr for m in procs]}, tmp {tmp}")
 
@@ -466,7 +480,9 @@ def main():
     if failure:
         problems.append(failure)
     end_fds = settle_fds(sira.pid, baseline_fds, args.fd_slack, 30) if sira.poll() is None else -1
-    applied = metric_sum(admin, "sira_config_reloads_total", 'result="ok"') if sira.poll() is None else -1
+    alive = sira.poll() is None
+    applied = metric_sum(admin, "sira_config_reloads_total", 'result="ok"') if alive else -1
+    cache_hits = metric_sum(admin, "sira_cache_requests_total", 'result="hit"') if alive else 0
     total = sum(stats.count.values())
     bad = sum(stats.errors.values())
 
@@ -489,6 +505,16 @@ def main():
 
     if bad:
         problems.append(f"{bad} unexplained errors")
+    # A run that passes on little traffic proves nothing: every kind must have run, and the
+    # workers must all have lasted to the end.
+    kinds = [k[0] for k in KINDS] + ["client cancels mid-stream"]
+    rare = [k for k in kinds if stats.count.get(k, 0) < 10]
+    if rare:
+        problems.append(f"kinds that hardly ran: {rare}")
+    if any(t.is_alive() for t in threads):
+        problems.append("a client thread did not stop")
+    if cache_hits < 1:
+        problems.append("the cache never answered a request")
     if tail_mean > warm_peak + bound:
         problems.append(f"RSS grew: last fifth averages {tail_mean/1024:.1f} MiB, warm-up peak "
                         f"{warm_peak/1024:.1f} MiB (bound +{bound/1024:.1f} MiB)")
@@ -510,6 +536,7 @@ def main():
 |---|---|
 | requests | {total} ({total / elapsed:.0f}/s); unexplained errors: {bad}; 502s of requests in flight on an endpoint when it was killed: {explained} |
 | reloads (SIGHUP, config changed each time) | {reloads} sent, {applied:.0f} applied |
+| cache hits | {cache_hits:.0f} |
 | pool endpoint killed and restarted | {chaos} times |
 | RSS | warm-up peak {warm_peak/1024:.1f} MiB, run peak {peak/1024:.1f} MiB, last fifth mean {tail_mean/1024:.1f} MiB (bound: warm-up peak + {bound/1024:.1f} MiB); trend after warm-up {slope:+.1f} MiB/hour |
 | file descriptors | baseline {baseline_fds}, peak under load {fd_peak}, after the clients left {end_fds} |

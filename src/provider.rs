@@ -343,6 +343,10 @@ impl Provider {
         request
             .insert_header(http::header::USER_AGENT, "sira-health-check")
             .ok()?;
+        // Without the field any coding is acceptable, and the exchange refuses coded answers.
+        request
+            .insert_header(http::header::ACCEPT_ENCODING, "identity")
+            .ok()?;
         for (name, value) in &self.headers {
             request.insert_header(name.clone(), value.clone()).ok()?;
         }

@@ -295,6 +295,40 @@ impl ClientIdentity {
     }
 }
 
+/// A verified client certificate on an open connection: its identity, for as long as the
+/// listener's client verification accepts its chain. A reload that removes or replaces the
+/// CA withdraws the identity from connections opened before it too: the first request after
+/// a change verifies the chain again against the new material (once per connection and
+/// change).
+pub struct VerifiedPeer {
+    identity: ClientIdentity,
+    chain: Vec<CertificateDer<'static>>,
+    verifier: Arc<Verifier>,
+    /// The material that last accepted the chain.
+    accepted_by: ArcSwapOption<ClientAuth>,
+}
+
+impl VerifiedPeer {
+    /// The identity, if the listener's current client verification still accepts it.
+    pub fn identity(&self) -> Option<&ClientIdentity> {
+        let current = self.verifier.0.load_full()?;
+        let accepted = self
+            .accepted_by
+            .load()
+            .as_ref()
+            .is_some_and(|by| Arc::ptr_eq(by, &current));
+        if !accepted {
+            let (leaf, intermediates) = self.chain.split_first()?;
+            current
+                .verifier
+                .verify_client_cert(leaf, intermediates, UnixTime::now())
+                .ok()?;
+            self.accepted_by.store(Some(current));
+        }
+        Some(&self.identity)
+    }
+}
+
 /// Reads the client's identity after the handshake and hangs it on the connection's TLS
 /// digest for the requests on it. The chain is verified here again against the listener's
 /// current client verification: a resumed session skips the handshake's verification, and
@@ -308,15 +342,19 @@ impl pingora_core::listeners::TlsAccept for IdentityCallback {
         &self,
         tls: &pingora_core::protocols::tls::TlsRef,
     ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
-        let (leaf, intermediates) = tls.peer_cert_chain_der()?.split_first()?;
-        if !self.0.offer_client_auth() {
-            return None;
-        }
-        self.0
+        let chain = tls.peer_cert_chain_der()?;
+        let (leaf, intermediates) = chain.split_first()?;
+        let auth = self.0 .0.load_full()?;
+        auth.verifier
             .verify_client_cert(leaf, intermediates, UnixTime::now())
             .ok()?;
         let identity = ClientIdentity::from_der(leaf)?;
-        Some(Arc::new(identity))
+        Some(Arc::new(VerifiedPeer {
+            identity,
+            chain: chain.to_vec(),
+            verifier: self.0.clone(),
+            accepted_by: ArcSwapOption::from(Some(auth)),
+        }))
     }
 }
 

@@ -88,13 +88,6 @@ pub fn upstream_request(client: &HeaderMap) -> Result<RequestHeader, GatewayErro
             req.remove_header(&named);
         }
     }
-    // Said outright: a request without the field accepts any coding (RFC 9110 §12.5.3),
-    // and sira reads every answer (usage, translation, redaction) as it arrives.
-    req.insert_header(
-        header::ACCEPT_ENCODING,
-        HeaderValue::from_static("identity"),
-    )
-    .map_err(build_error)?;
     Ok(req)
 }
 
@@ -176,9 +169,8 @@ mod tests {
         let req = upstream_request(&client).unwrap();
         let mut names: Vec<_> = req.headers.keys().map(HeaderName::as_str).collect();
         names.sort_unstable();
-        // sira's own `accept-encoding` in place of the client's.
-        assert_eq!(names, ["accept-encoding", "anthropic-beta", "user-agent"]);
-        assert_eq!(req.headers["accept-encoding"], "identity");
+        // The client's codings stay behind (the provider module asks for identity).
+        assert_eq!(names, ["anthropic-beta", "user-agent"]);
     }
 
     #[test]

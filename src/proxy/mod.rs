@@ -183,7 +183,8 @@ impl Gateway {
         ctx.client_identity = session
             .digest()
             .and_then(|d| d.ssl_digest.as_ref())
-            .and_then(|tls| tls.extension.get::<crate::tls::ClientIdentity>())
+            .and_then(|tls| tls.extension.get::<crate::tls::VerifiedPeer>())
+            .and_then(crate::tls::VerifiedPeer::identity)
             .map(|identity| Arc::new(identity.clone()));
         let result = match refused {
             Some(error) => Err(error),

@@ -277,12 +277,12 @@ impl StreamTranslator {
         }
     }
 
-    /// Usage seen so far (final totals once the stream has ended).
     /// How many provider events were translated so far.
     pub fn translated_events(&self) -> u64 {
         self.translated
     }
 
+    /// Usage seen so far (final totals once the stream has ended).
     pub fn usage(&self) -> Usage {
         self.usage
     }

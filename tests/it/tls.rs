@@ -304,6 +304,24 @@ async fn a_client_certificate_authenticates_as_its_key() {
     // A certificate from another CA never completes the handshake.
     let rogue = client(&server_ca, Some((s.dir.path(), "rogue")));
     assert!(chat(&rogue, &url, None).await.is_err());
+
+    // The CA is replaced: the runner's connection, open since before the reload, loses its
+    // identity at its next request (a new connection could not even complete a handshake,
+    // so a 401 here is the old connection answering).
+    std::fs::write(s.dir.path().join("clients.pem"), rogue_ca.pem()).unwrap();
+    s.sira.sighup();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s
+        .sira
+        .metric("sira_config_reloads_total{result=\"ok\"}")
+        .await
+        < 1.0
+    {
+        assert!(Instant::now() < deadline, "the reload never happened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let resp = chat(&runner, &url, None).await.unwrap();
+    assert_eq!(resp.status(), 401, "{}", resp.text().await.unwrap());
 }
 
 #[tokio::test]

@@ -317,6 +317,13 @@ pub fn ambiguous_head(raw: &[u8], transfer_encoding: bool) -> Option<GatewayErro
 
 /// Whether a raw HTTP/1 head has a line ended by LF alone.
 fn has_bare_lf(raw: &[u8]) -> bool {
+    // Empty lines before the request line are skipped by the parser (RFC 9112 §2.2 asks a
+    // server to ignore them), whatever their ends: a stray LF after a body is no head line.
+    let start = raw
+        .iter()
+        .position(|b| *b != b'\r' && *b != b'\n')
+        .unwrap_or(raw.len());
+    let raw = &raw[start..];
     memchr::memchr_iter(b'\n', raw).any(|i| i == 0 || raw[i - 1] != b'\r')
 }
 

@@ -177,7 +177,7 @@ fn key_lookup(c: &mut Criterion) {
             &table,
             |b, t| {
                 b.iter(|| {
-                    let p = authenticate(t, black_box(&headers), None, None);
+                    let p = authenticate(t, &KeyTable::default(), black_box(&headers), None, None);
                     black_box(p.map(|p| p.allows("gpt-4o")))
                 })
             },

@@ -1,5 +1,5 @@
 //! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/admin/config`, `/admin/reload`,
-//! `/admin/upstreams`.
+//! `/admin/upstreams`, `/admin/usage`, `/admin/keys` ([`crate::keystore`]).
 //!
 //! Kept on its own listener (loopback by default) so that metrics and reload never share a
 //! port with client traffic. `/admin/*` requires `server.admin_token` as a bearer token
@@ -110,6 +110,16 @@ impl Admin {
             (Method::GET, "/admin/upstreams") => {
                 Reply::json(200, crate::pool::admin::describe(&snap))
             }
+            (method, path) if path == "/admin/keys" || path.starts_with("/admin/keys/") => {
+                let body = match read_key_request(session, &method).await {
+                    Ok(body) => body,
+                    Err(reply) => return reply,
+                };
+                match crate::keystore::handle(&snap, &method, path, &body).await {
+                    Some((status, value)) => Reply::json(status, value),
+                    None => Reply::json(404, json!({"error": "not found"})),
+                }
+            }
             (Method::POST, "/admin/reload") => {
                 let _ = session.drain_request_body().await;
                 let reloader = self.reloader.clone();
@@ -137,6 +147,51 @@ impl Admin {
                 | "/admin/upstreams",
             ) => Reply::json(405, json!({"error": "method not allowed"})),
             _ => Reply::json(404, json!({"error": "not found"})),
+        }
+    }
+}
+
+/// The largest body `/admin/keys` reads.
+const KEY_REQUEST_LIMIT: usize = 64 * 1024;
+
+/// The body of a key request, bounded. A POST must say it is JSON: a web page can send a
+/// form or text cross-site to a loopback admin listener without asking, JSON only after a
+/// CORS preflight sira never grants.
+async fn read_key_request(session: &mut ServerSession, method: &Method) -> Result<Vec<u8>, Reply> {
+    if *method == Method::POST {
+        let json = session
+            .req_header()
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("application/json")
+            });
+        if !json {
+            return Err(Reply::json(
+                415,
+                json!({"error": "send the request as JSON (content-type: application/json)"}),
+            ));
+        }
+    }
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > KEY_REQUEST_LIMIT {
+                    return Err(Reply::json(413, json!({"error": "request body too large"})));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(_) => {
+                return Err(Reply::json(
+                    400,
+                    json!({"error": "unreadable request body"}),
+                ))
+            }
         }
     }
 }

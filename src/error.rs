@@ -247,6 +247,7 @@ impl GatewayError {
         match self {
             GatewayError::Auth(AuthError::Invalid) => Some("invalid_api_key"),
             GatewayError::Auth(AuthError::Missing) => Some("missing_api_key"),
+            GatewayError::Auth(AuthError::Expired) => Some("expired_api_key"),
             GatewayError::ContentDenied(_) => Some("content_policy_violation"),
             GatewayError::AddressDenied => Some("ip_not_allowed"),
             GatewayError::UnknownModel { .. } => Some("model_not_found"),

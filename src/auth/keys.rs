@@ -22,7 +22,13 @@ const KEY_PREFIX: &str = "sk-sira-";
 pub struct KeyEntry {
     /// Shown in logs and metrics; the secret never is.
     pub name: Arc<str>,
+    /// The first of the key's hashes: what its cached answers are filed under.
     digest: [u8; 32],
+    /// Every hash the key is presented as (more than one while a rotation overlaps), each
+    /// with the Unix second it stops working at, if it does.
+    hashes: Vec<([u8; 32], Option<u64>)>,
+    /// The Unix second the whole key stops working at.
+    pub expires_at: Option<u64>,
     /// `None` = every model.
     models: Option<Vec<Glob>>,
     pub filters: Vec<Arc<dyn Filter>>,
@@ -45,6 +51,8 @@ impl KeyEntry {
         KeyEntry {
             name: name.into(),
             digest,
+            hashes: vec![(digest, None)],
+            expires_at: None,
             models,
             filters,
             route_header: false,
@@ -52,6 +60,20 @@ impl KeyEntry {
             counter: None,
             tenant: None,
         }
+    }
+
+    /// The key is also presented as `digest` (a rotation's other hash), until `expires_at`.
+    pub fn add_hash(&mut self, digest: [u8; 32], expires_at: Option<u64>) {
+        if let Some(first) = self.hashes.iter_mut().find(|(d, _)| *d == digest) {
+            first.1 = expires_at;
+        } else {
+            self.hashes.push((digest, expires_at));
+        }
+    }
+
+    /// How many hashes present this key.
+    pub fn hash_count(&self) -> usize {
+        self.hashes.len()
     }
 
     /// What the key's cached answers are filed under: its name and a part of its digest, so
@@ -69,10 +91,29 @@ impl KeyEntry {
     }
 }
 
+/// One way a key is presented: a hash, and when it stops working (the earlier of the
+/// hash's own end and the key's).
+#[derive(Debug)]
+struct Slot {
+    digest: [u8; 32],
+    expires_at: Option<u64>,
+    entry: Arc<KeyEntry>,
+}
+
+/// What a presented secret matched.
+pub enum Found<'a> {
+    Key(&'a Arc<KeyEntry>),
+    /// A real key (or one of its hashes) past its `expires_at`.
+    Expired,
+}
+
 /// Every configured key, looked up by digest.
 #[derive(Debug, Default)]
 pub struct KeyTable {
-    buckets: AHashMap<u64, Vec<Arc<KeyEntry>>>,
+    buckets: AHashMap<u64, Vec<Slot>>,
+    /// `auth.mode: keys`: a key is required even while the table is empty (keys issued
+    /// through the admin API only).
+    pub require_key: bool,
     /// Keys claimed by a client certificate's subject name (`mtls_subject`).
     mtls: AHashMap<String, Arc<KeyEntry>>,
     /// Every entry in config order, for listings.
@@ -83,10 +124,17 @@ impl KeyTable {
     pub fn insert(&mut self, entry: KeyEntry) -> Arc<KeyEntry> {
         let entry = Arc::new(entry);
         self.ordered.push(entry.clone());
-        self.buckets
-            .entry(bucket(&entry.digest))
-            .or_default()
-            .push(entry.clone());
+        for (digest, expires_at) in &entry.hashes {
+            let expires_at = match (*expires_at, entry.expires_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            self.buckets.entry(bucket(digest)).or_default().push(Slot {
+                digest: *digest,
+                expires_at,
+                entry: entry.clone(),
+            });
+        }
         entry
     }
 
@@ -118,25 +166,55 @@ impl KeyTable {
         self.ordered.is_empty()
     }
 
+    /// The key of that name, if the table has one.
+    pub fn named(&self, name: &str) -> Option<&Arc<KeyEntry>> {
+        self.ordered.iter().find(|e| &*e.name == name)
+    }
+
     pub fn contains_digest(&self, digest: &[u8; 32]) -> bool {
         self.buckets
             .get(&bucket(digest))
-            .is_some_and(|entries| entries.iter().any(|e| &e.digest == digest))
+            .is_some_and(|slots| slots.iter().any(|s| &s.digest == digest))
     }
 
     /// Finds the entry whose digest matches the presented secret.
     pub fn find(&self, secret: &[u8]) -> Option<&Arc<KeyEntry>> {
-        let digest: [u8; 32] = Sha256::digest(secret).into();
-        self.buckets
-            .get(&bucket(&digest))?
+        match self.find_digest(&digest(secret), now_secs) {
+            Some(Found::Key(entry)) => Some(entry),
+            _ => None,
+        }
+    }
+
+    /// The slot whose hash is `digest`, compared in constant time; `now` (Unix seconds)
+    /// tells whether it expired.
+    pub fn find_digest(&self, digest: &[u8; 32], now: impl Fn() -> u64) -> Option<Found<'_>> {
+        let slot = self
+            .buckets
+            .get(&bucket(digest))?
             .iter()
-            .find(|entry| bool::from(entry.digest.ct_eq(&digest)))
+            .find(|slot| bool::from(slot.digest.ct_eq(digest)))?;
+        match slot.expires_at {
+            Some(end) if now() >= end => Some(Found::Expired),
+            _ => Some(Found::Key(&slot.entry)),
+        }
     }
 
     /// Every entry, in config order.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<KeyEntry>> {
         self.ordered.iter()
     }
+}
+
+/// The SHA-256 of a presented secret: computed once, looked up in every table.
+pub fn digest(secret: &[u8]) -> [u8; 32] {
+    Sha256::digest(secret).into()
+}
+
+/// The wall clock in Unix seconds, read only when a matched key has an end.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn bucket(digest: &[u8; 32]) -> u64 {
@@ -191,6 +269,26 @@ mod tests {
         assert!(t.find(b"secret-c").is_none());
         assert!(t.find(b"").is_none());
         assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn rotated_and_expiring_hashes() {
+        let mut entry = KeyEntry::new("k", parse_hash(&hash_key("new")).unwrap(), None, Vec::new());
+        entry.add_hash(parse_hash(&hash_key("old")).unwrap(), Some(1_000));
+        entry.expires_at = Some(2_000);
+        let mut t = KeyTable::default();
+        t.insert(entry);
+        let at = |secret: &str, now: u64| match t.find_digest(&digest(secret.as_bytes()), || now) {
+            Some(Found::Key(e)) => Some(e.name.to_string()),
+            Some(Found::Expired) => Some("expired".into()),
+            None => None,
+        };
+        assert_eq!(at("old", 999).as_deref(), Some("k"));
+        assert_eq!(at("old", 1_000).as_deref(), Some("expired"));
+        assert_eq!(at("new", 1_999).as_deref(), Some("k"));
+        assert_eq!(at("new", 2_000).as_deref(), Some("expired"));
+        assert_eq!(at("other", 0), None);
+        assert_eq!(t.named("k").unwrap().hash_count(), 2);
     }
 
     #[test]

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 
-pub use keys::{hash_key, new_key, parse_hash, KeyEntry, KeyTable, HASH_PREFIX};
+pub use keys::{
+    digest, hash_key, new_key, now_secs, parse_hash, Found, KeyEntry, KeyTable, HASH_PREFIX,
+};
 
 /// The authenticated caller of one request.
 #[derive(Clone, Debug)]
@@ -66,6 +68,9 @@ pub enum AuthError {
     Missing,
     #[error("invalid API key")]
     Invalid,
+    /// Said only to a caller who presented the key's secret: it learns nothing new.
+    #[error("this API key has expired")]
+    Expired,
     #[error("invalid token: {0}")]
     Token(#[from] jwt::JwtError),
 }
@@ -81,34 +86,33 @@ pub enum Authenticated {
 /// Authenticates a request: a JWT bearer token against `issuers`, anything else against
 /// the key table. Neither configured: the gateway is open.
 pub fn authenticate_any(
-    table: &KeyTable,
-    issuers: &[jwt::Issuer],
-    verified: &jwt::Verified,
-    tenants: &ahash::AHashMap<String, Arc<crate::config::limits::Tenant>>,
+    snap: &crate::config::Snapshot,
+    issued: &KeyTable,
     headers: &HeaderMap,
     query: Option<&str>,
     identity: Option<&crate::tls::ClientIdentity>,
 ) -> Result<Authenticated, AuthError> {
+    let (table, issuers, tenants) = (&snap.keys, &snap.jwt, &snap.tenants);
     if !issuers.is_empty() {
         if let Some(token) = bearer(headers).filter(|t| jwt::looks_like_jwt(t)) {
             let token = std::str::from_utf8(token).map_err(|_| jwt::JwtError::Malformed)?;
-            if let Some(caller) = verified.get(token) {
+            if let Some(caller) = snap.verified.get(token) {
                 return Ok(Authenticated::Caller(Principal::Jwt(caller)));
             }
             return Ok(match jwt::verify(issuers, token, tenants, false)? {
                 jwt::Verdict::Caller(caller) => {
                     let caller = Arc::new(caller);
-                    verified.insert(token, caller.clone());
+                    snap.verified.insert(token, caller.clone());
                     Authenticated::Caller(Principal::Jwt(caller))
                 }
                 jwt::Verdict::Refetch(jwks) => Authenticated::Refetch(jwks, token.to_owned()),
             });
         }
-        if table.is_empty() {
+        if table.is_empty() && issued.is_empty() && !table.require_key {
             return Err(AuthError::Missing);
         }
     }
-    authenticate(table, headers, query, identity).map(Authenticated::Caller)
+    authenticate(table, issued, headers, query, identity).map(Authenticated::Caller)
 }
 
 /// The credential of `Authorization: Bearer <credential>`.
@@ -120,14 +124,16 @@ fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
         .map(|_| value[7..].trim_ascii())
 }
 
-/// Authenticates a request from its headers and query string.
+/// Authenticates a request from its headers and query string, against the config's keys
+/// and then the keys issued through the admin API.
 pub fn authenticate(
     table: &KeyTable,
+    issued: &KeyTable,
     headers: &HeaderMap,
     query: Option<&str>,
     identity: Option<&crate::tls::ClientIdentity>,
 ) -> Result<Principal, AuthError> {
-    if table.is_empty() {
+    if table.is_empty() && issued.is_empty() && !table.require_key {
         return Ok(Principal::Anonymous);
     }
     // A key presented wins; without one, a verified client certificate may claim a key.
@@ -137,10 +143,15 @@ pub fn authenticate(
             .map(|entry| Principal::Key(entry.clone()))
             .ok_or(AuthError::Missing);
     };
-    table
-        .find(secret)
-        .map(|entry| Principal::Key(entry.clone()))
-        .ok_or(AuthError::Invalid)
+    let digest = digest(secret);
+    let found = table
+        .find_digest(&digest, now_secs)
+        .or_else(|| issued.find_digest(&digest, now_secs));
+    match found {
+        Some(Found::Key(entry)) => Ok(Principal::Key(entry.clone())),
+        Some(Found::Expired) => Err(AuthError::Expired),
+        None => Err(AuthError::Invalid),
+    }
 }
 
 /// The key the client presented, in the first place any SDK puts it.
@@ -177,6 +188,10 @@ mod tests {
         t
     }
 
+    fn none() -> KeyTable {
+        KeyTable::default()
+    }
+
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
@@ -194,9 +209,19 @@ mod tests {
             headers(&[("x-api-key", "sk-good")]),
             headers(&[("x-goog-api-key", "sk-good")]),
         ] {
-            assert_eq!(authenticate(&t, &h, None, None).unwrap().name(), "team-a");
+            assert_eq!(
+                authenticate(&t, &none(), &h, None, None).unwrap().name(),
+                "team-a"
+            );
         }
-        let q = authenticate(&t, &HeaderMap::new(), Some("alt=sse&key=sk-good"), None).unwrap();
+        let q = authenticate(
+            &t,
+            &none(),
+            &HeaderMap::new(),
+            Some("alt=sse&key=sk-good"),
+            None,
+        )
+        .unwrap();
         assert_eq!(q.name(), "team-a");
     }
 
@@ -204,24 +229,59 @@ mod tests {
     fn rejects_missing_and_bad_keys() {
         let t = table();
         assert_eq!(
-            authenticate(&t, &HeaderMap::new(), None, None).unwrap_err(),
+            authenticate(&t, &none(), &HeaderMap::new(), None, None).unwrap_err(),
             AuthError::Missing
         );
         let bad = headers(&[("authorization", "Bearer sk-bad")]);
         assert_eq!(
-            authenticate(&t, &bad, None, None).unwrap_err(),
+            authenticate(&t, &none(), &bad, None, None).unwrap_err(),
             AuthError::Invalid
         );
         let basic = headers(&[("authorization", "Basic Zm9vOmJhcg==")]);
         assert_eq!(
-            authenticate(&t, &basic, None, None).unwrap_err(),
+            authenticate(&t, &none(), &basic, None, None).unwrap_err(),
             AuthError::Missing
         );
     }
 
     #[test]
     fn empty_table_means_open() {
-        let open = authenticate(&KeyTable::default(), &HeaderMap::new(), None, None).unwrap();
+        let open = authenticate(&none(), &none(), &HeaderMap::new(), None, None).unwrap();
         assert_eq!(open.name(), "anonymous");
+    }
+
+    #[test]
+    fn issued_keys_authenticate_and_close_an_open_gateway() {
+        let bearer = headers(&[("authorization", "Bearer sk-good")]);
+        let found = authenticate(&none(), &table(), &bearer, None, None).unwrap();
+        assert_eq!(found.name(), "team-a");
+        assert_eq!(
+            authenticate(&none(), &table(), &HeaderMap::new(), None, None).unwrap_err(),
+            AuthError::Missing
+        );
+        let mut required = KeyTable::default();
+        required.require_key = true;
+        assert_eq!(
+            authenticate(&required, &none(), &bearer, None, None).unwrap_err(),
+            AuthError::Invalid
+        );
+    }
+
+    #[test]
+    fn an_expired_key_is_told_so() {
+        let mut entry = KeyEntry::new(
+            "old",
+            parse_hash(&hash_key("sk-old")).unwrap(),
+            None,
+            Vec::new(),
+        );
+        entry.expires_at = Some(1);
+        let mut t = KeyTable::default();
+        t.insert(entry);
+        let h = headers(&[("x-api-key", "sk-old")]);
+        assert_eq!(
+            authenticate(&t, &none(), &h, None, None).unwrap_err(),
+            AuthError::Expired
+        );
     }
 }

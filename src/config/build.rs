@@ -68,12 +68,18 @@ pub(super) fn build(
     let filters = build_filters(&mut b, filters);
     let providers = build_providers(&mut b, providers);
     let models = build_models(&mut b, models, &providers, &filters);
-    let mut jwt = None;
-    let mut open = false;
+    let mut auth_rest = super::keys::AuthRest::default();
     let keys = super::keys::build_keys(
-        &mut b, auth, &models, &filters, &tenants, &mut jwt, &mut open,
+        &mut b,
+        auth,
+        &super::keys::KeyScope {
+            models: &models,
+            filters: &filters,
+            tenants: &tenants,
+        },
+        &mut auth_rest,
     );
-    let jwt = super::jwt::issuers(&mut b, jwt);
+    let jwt = super::jwt::issuers(&mut b, auth_rest.jwt);
     check_pins(&mut b, &models, &keys);
     let logging = logging_settings(&mut b, logging);
     let responses_store = super::store::responses_store(&mut b, responses_store);
@@ -84,7 +90,18 @@ pub(super) fn build(
             "an mtls_subject needs a server.tls listener with client_ca to verify certificates",
         );
     }
-    refuse_silently_open(&mut b, &server, keys.is_empty() && jwt.is_empty(), open);
+    let open = auth_rest.mode == Some(super::file::AuthMode::Open);
+    if open && keys.require_key {
+        b.problem("auth.mode", "is either open or keys");
+    }
+    let no_auth = keys.is_empty() && !keys.require_key && jwt.is_empty();
+    refuse_silently_open(&mut b, &server, no_auth, open);
+    let key_store = super::keys::key_store(
+        &mut b,
+        auth_rest.key_store.as_deref(),
+        meta.path.as_deref(),
+        limits_store.as_ref().and_then(Option::as_ref),
+    );
     let seal = seal(&server, &providers);
     Some(Snapshot {
         server,
@@ -92,6 +109,9 @@ pub(super) fn build(
         providers,
         models,
         keys,
+        issued: Default::default(),
+        key_store,
+        filters,
         jwt,
         verified: crate::auth::jwt::Verified::default(),
         tenants,
@@ -117,7 +137,7 @@ fn refuse_silently_open(
     if let (Some(addr), true, false) = (exposed, no_auth, open) {
         b.problem(
             "auth",
-            format!("{addr} is reachable beyond loopback but no auth.keys or auth.jwt is configured: add them, or set `auth: {{ mode: open }}` to serve without authentication"),
+            format!("{addr} is reachable beyond loopback but no auth.keys or auth.jwt is configured: add them, set `auth: {{ mode: keys }}` to require keys issued through /admin/keys, or `auth: {{ mode: open }}` to serve without authentication"),
         );
     }
     if let Some(admin) = server.admin.filter(|a| !a.ip().is_loopback()) {

@@ -328,24 +328,60 @@ pub struct AuthConfig {
     pub mode: Option<AuthMode>,
     #[serde(default)]
     pub keys: Option<Value>,
-    /// JWT validation: not implemented in this build.
+    /// `auth.jwt`: one issuer or a list.
     #[serde(default)]
     pub jwt: Option<Value>,
+    /// Where keys issued through `POST /admin/keys` live: a file path, `redis` (the
+    /// `limits.store` Redis), or `off`. Default: Redis when `limits.store` is Redis, else
+    /// `$STATE_DIRECTORY/keys.json` under systemd, else `keys.json` beside the config.
+    #[serde(default)]
+    pub key_store: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
+    /// Serve without authentication, even beyond loopback.
     Open,
+    /// Require a key even when the config lists none (keys issued through the admin API).
+    Keys,
+}
+
+/// `hash:` one `sha256:` digest, or several while a rotation overlaps, each optionally
+/// with its own end.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum HashSpec {
+    One(String),
+    Many(Vec<HashItem>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum HashItem {
+    Plain(String),
+    Timed(TimedHash),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimedHash {
+    pub hash: String,
+    /// RFC 3339 UTC (`2027-01-31T00:00:00Z`): the hash stops working then.
+    #[serde(default)]
+    pub expires_at: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     pub name: String,
-    /// `sha256:<64 hex digits>` of the secret key.
+    /// `sha256:<64 hex digits>` of the secret key, or a list of them (rotation).
     #[serde(default)]
-    pub hash: Option<String>,
+    pub hash: Option<HashSpec>,
+    /// RFC 3339 UTC: the key stops working then (401 `expired_api_key`).
+    #[serde(default)]
+    pub expires_at: Option<String>,
     /// A verified client certificate whose subject common name or an alternative name is
     /// this authenticates as this key (on a `server.tls` listener with `client_ca`).
     #[serde(default)]

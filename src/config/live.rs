@@ -36,8 +36,10 @@ impl Live {
         metrics().set_config(&snapshot.meta.sha256);
         crate::limits::shared::install(&snapshot);
         crate::tls::install(&snapshot);
+        let snapshot = Arc::new(snapshot);
+        crate::keystore::install(&snapshot);
         Live {
-            current: ArcSwap::from_pointee(snapshot),
+            current: ArcSwap::new(snapshot),
             path,
             reloading: Mutex::new(()),
         }
@@ -76,6 +78,7 @@ impl Live {
         let next = Arc::new(next);
         crate::limits::shared::install(&next);
         crate::tls::install(&next);
+        crate::keystore::install(&next);
         self.current.store(next.clone());
         metrics().config_reloads.with_label_values(&["ok"]).inc();
         metrics().set_config(&next.meta.sha256);

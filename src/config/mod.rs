@@ -12,7 +12,7 @@ mod defaults;
 pub mod file;
 mod interpolate;
 mod jwt;
-mod keys;
+pub mod keys;
 pub mod limits;
 pub mod live;
 mod pool;
@@ -164,8 +164,15 @@ pub struct Snapshot {
     pub server: ServerSettings,
     pub providers: IndexMap<Arc<str>, Arc<Provider>>,
     pub models: ModelTable,
-    /// Empty = clients are not authenticated.
+    /// Empty (and no issued keys, no `auth.mode: keys`) = clients are not authenticated.
     pub keys: KeyTable,
+    /// Keys issued through `/admin/keys`, compiled against this snapshot and swapped
+    /// whenever the key store changes ([`crate::keystore`]).
+    pub issued: arc_swap::ArcSwap<KeyTable>,
+    /// Where issued keys are kept; `None` with `auth.key_store: off` or no config file.
+    pub key_store: Option<crate::keystore::Location>,
+    /// `filters:` by name, for issued keys that name them.
+    pub filters: ahash::AHashMap<String, Arc<dyn lua_free_filters::Filter>>,
     /// `auth.jwt`: the issuers whose tokens are accepted.
     pub jwt: Vec<crate::auth::jwt::Issuer>,
     /// Tokens this snapshot's issuers already verified.

@@ -19,6 +19,7 @@ mod errors;
 mod failover;
 mod faults;
 mod filters;
+mod issued_keys;
 mod jwt;
 mod lifecycle;
 mod limits;

@@ -249,6 +249,33 @@ impl SharedStore {
         }
     }
 
+    /// `suffix` under this store's prefix (its hash tag included).
+    pub(crate) fn key(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.prefix)
+    }
+
+    /// One command or script for another part of sira sharing this Redis (issued keys),
+    /// bounded by the store's timeout; the error names the kind of failure only.
+    pub(crate) async fn run<T: redis::FromRedisValue>(
+        &self,
+        request: StoreRequest<'_>,
+    ) -> Result<T, String> {
+        let mut conn = self.connection().await?;
+        let answer = match request {
+            StoreRequest::Cmd(cmd) => {
+                tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await
+            }
+            StoreRequest::Script(invocation) => {
+                tokio::time::timeout(self.timeout, invocation.invoke_async::<T>(&mut conn)).await
+            }
+        };
+        match answer {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(describe(&e)),
+            Err(_) => Err("timed out".to_owned()),
+        }
+    }
+
     fn host_ttl_ms(&self) -> u64 {
         (self.sync.as_millis() as u64).saturating_mul(5).max(2000)
     }
@@ -347,6 +374,12 @@ impl SharedStore {
             }
         }
     }
+}
+
+/// What [`SharedStore::run`] sends.
+pub(crate) enum StoreRequest<'a> {
+    Cmd(&'a redis::Cmd),
+    Script(&'a redis::ScriptInvocation<'a>),
 }
 
 /// An exchange sent and not yet answered: resent as it is until it is.

@@ -23,15 +23,45 @@ impl Phase for Authenticate {
         ctx: &mut RequestCtx,
     ) -> Result<Flow, GatewayError> {
         let snap = &ctx.snap;
-        let found = authenticate_any(
-            &snap.keys,
-            &snap.jwt,
-            &snap.verified,
-            &snap.tenants,
+        let issued = snap.issued.load();
+        let found = match authenticate_any(
+            snap,
+            &issued,
             &req.headers,
             req.uri.query(),
             ctx.client_identity.as_deref(),
-        )?;
+        ) {
+            Ok(found) => found,
+            // Just started on a Redis key store not read yet: an unknown key may be an
+            // issued one, so it waits for that first read (bounded) and is checked again.
+            Err(AuthError::Invalid) if crate::keystore::first_read_pending(snap) => {
+                let headers = req.headers.clone();
+                let query = req.uri.query().map(str::to_owned);
+                return Ok(Flow::Wait(Box::pin(async move {
+                    crate::keystore::first_read().await;
+                    Ok(Flow::Apply(Box::new(move |_, ctx| {
+                        let snap = ctx.snap.clone();
+                        let issued = snap.issued.load();
+                        let identity = ctx.client_identity.clone();
+                        match authenticate_any(
+                            &snap,
+                            &issued,
+                            &headers,
+                            query.as_deref(),
+                            identity.as_deref(),
+                        )? {
+                            Authenticated::Caller(principal) => {
+                                ctx.principal = Some(principal);
+                                Ok(Flow::Continue)
+                            }
+                            // A JWT never reaches the key tables.
+                            Authenticated::Refetch(..) => Err(AuthError::Invalid.into()),
+                        }
+                    })))
+                })));
+            }
+            Err(e) => return Err(e.into()),
+        };
         match found {
             Authenticated::Caller(principal) => {
                 if matches!(principal, Principal::Anonymous) {

@@ -235,7 +235,7 @@ async fn issued_keys_survive_reloads_and_restarts_and_expire() {
     let store_dir = tempfile::tempdir().unwrap();
     let store = store_dir.path().join("keys.json");
     let auth_extra = format!("  key_store: {}", store.display());
-    let mut sira = start(&mock, &auth_extra, "");
+    let sira = start(&mock, &auth_extra, "");
     let kept = issue(&sira, json!({"name": "kept", "tenant": "acme"})).await;
     let brief = issue(&sira, json!({"name": "brief", "expires_in": "2s"})).await;
     assert_eq!(chat(&sira, &kept, "gpt-4o").await.0, 200);

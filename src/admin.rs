@@ -90,6 +90,24 @@ impl Admin {
         if path.starts_with("/admin/") && !authorized(&snap, session) {
             return Reply::json(401, json!({"error": "missing or invalid admin token"}));
         }
+        // Without a token the admin listener is on loopback (the config requires one beyond
+        // it), and a web page the operator opens could still reach it by DNS rebinding and
+        // read what it answers. The key routes answer secrets: only to loopback Host names.
+        let key_route = path == "/admin/keys" || path.starts_with("/admin/keys/");
+        if key_route && snap.server.admin_token.is_none() {
+            let host = session
+                .req_header()
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or_default();
+            if !crate::auth::is_loopback_host(host) {
+                return Reply::json(
+                    403,
+                    json!({"error": "the Host is not a loopback name (set server.admin_token to reach the admin API by another name)"}),
+                );
+            }
+        }
         match (method, path.as_str()) {
             (Method::GET, "/metrics") => {
                 crate::pool::admin::publish_gauges(&snap);
@@ -260,6 +278,6 @@ fn describe(snap: &Snapshot) -> serde_json::Value {
         "providers": providers,
         "models": models,
         "keys": snap.keys.iter().map(|k| k.name.to_string()).collect::<Vec<_>>(),
-        "auth": if snap.keys.is_empty() { "off" } else { "api_keys" },
+        "auth": if snap.keys.is_empty() && !snap.keys.require_key { "off" } else { "api_keys" },
     })
 }

@@ -22,6 +22,9 @@ const KEY_PREFIX: &str = "sk-sira-";
 pub struct KeyEntry {
     /// Shown in logs and metrics; the secret never is.
     pub name: Arc<str>,
+    /// What the key's spend and stored responses are kept under: its name for a config key,
+    /// name and a random id for an issued one (a name issued again starts afresh).
+    pub scope: Arc<str>,
     /// The first of the key's hashes: what its cached answers are filed under.
     digest: [u8; 32],
     /// Every hash the key is presented as (more than one while a rotation overlaps), each
@@ -48,8 +51,10 @@ impl KeyEntry {
         models: Option<Vec<Glob>>,
         filters: Vec<Arc<dyn Filter>>,
     ) -> KeyEntry {
+        let name: Arc<str> = name.into();
         KeyEntry {
-            name: name.into(),
+            scope: name.clone(),
+            name,
             digest,
             hashes: vec![(digest, None)],
             expires_at: None,
@@ -152,9 +157,14 @@ impl KeyTable {
         !self.mtls.is_empty()
     }
 
-    /// The key a verified client certificate's names claim, the first name that does.
-    pub fn find_mtls(&self, identity: &crate::tls::ClientIdentity) -> Option<&Arc<KeyEntry>> {
-        identity.names.iter().find_map(|name| self.mtls.get(name))
+    /// The key a verified client certificate's names claim, the first name that does (or
+    /// [`Found::Expired`] past the key's end).
+    pub fn find_mtls(&self, identity: &crate::tls::ClientIdentity) -> Option<Found<'_>> {
+        let entry = identity.names.iter().find_map(|name| self.mtls.get(name))?;
+        match entry.expires_at {
+            Some(end) if now_secs() >= end => Some(Found::Expired),
+            _ => Some(Found::Key(entry)),
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -39,7 +39,7 @@ impl Principal {
     pub fn owner(&self) -> std::borrow::Cow<'_, str> {
         match self {
             Principal::Anonymous => std::borrow::Cow::Borrowed("anonymous"),
-            Principal::Key(entry) => std::borrow::Cow::Owned(format!("key:{}", entry.name)),
+            Principal::Key(entry) => std::borrow::Cow::Owned(format!("key:{}", entry.scope)),
             Principal::Jwt(caller) => std::borrow::Cow::Borrowed(&caller.owner),
         }
     }
@@ -108,11 +108,24 @@ pub fn authenticate_any(
                 jwt::Verdict::Refetch(jwks) => Authenticated::Refetch(jwks, token.to_owned()),
             });
         }
-        if table.is_empty() && issued.is_empty() && !table.require_key {
+        if table.is_empty() && !table.require_key && issued.is_empty() {
             return Err(AuthError::Missing);
         }
     }
     authenticate(table, issued, headers, query, identity).map(Authenticated::Caller)
+}
+
+/// Whether a `Host` header value names this machine: `localhost` or a loopback address,
+/// with or without a port. What DNS rebinding cannot forge.
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The credential of `Authorization: Bearer <credential>`.
@@ -125,7 +138,9 @@ fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
 }
 
 /// Authenticates a request from its headers and query string, against the config's keys
-/// and then the keys issued through the admin API.
+/// and then the keys issued through the admin API. Whether keys are required at all is the
+/// config's decision: issued keys are only served under a config that authenticates
+/// (`auth.keys`, `auth.jwt` or `mode: keys`), so they never turn an open gateway half-closed.
 pub fn authenticate(
     table: &KeyTable,
     issued: &KeyTable,
@@ -133,15 +148,16 @@ pub fn authenticate(
     query: Option<&str>,
     identity: Option<&crate::tls::ClientIdentity>,
 ) -> Result<Principal, AuthError> {
-    if table.is_empty() && issued.is_empty() && !table.require_key {
+    if table.is_empty() && !table.require_key && issued.is_empty() {
         return Ok(Principal::Anonymous);
     }
     // A key presented wins; without one, a verified client certificate may claim a key.
     let Some(secret) = presented_key(headers, query) else {
-        return identity
-            .and_then(|identity| table.find_mtls(identity))
-            .map(|entry| Principal::Key(entry.clone()))
-            .ok_or(AuthError::Missing);
+        return match identity.and_then(|identity| table.find_mtls(identity)) {
+            Some(Found::Key(entry)) => Ok(Principal::Key(entry.clone())),
+            Some(Found::Expired) => Err(AuthError::Expired),
+            None => Err(AuthError::Missing),
+        };
     };
     let digest = digest(secret);
     let found = table
@@ -251,20 +267,58 @@ mod tests {
     }
 
     #[test]
-    fn issued_keys_authenticate_and_close_an_open_gateway() {
+    fn issued_keys_authenticate_where_the_config_requires_keys() {
         let bearer = headers(&[("authorization", "Bearer sk-good")]);
-        let found = authenticate(&none(), &table(), &bearer, None, None).unwrap();
-        assert_eq!(found.name(), "team-a");
-        assert_eq!(
-            authenticate(&none(), &table(), &HeaderMap::new(), None, None).unwrap_err(),
-            AuthError::Missing
-        );
         let mut required = KeyTable::default();
         required.require_key = true;
+        let found = authenticate(&required, &table(), &bearer, None, None).unwrap();
+        assert_eq!(found.name(), "team-a");
+        assert_eq!(
+            authenticate(&required, &table(), &HeaderMap::new(), None, None).unwrap_err(),
+            AuthError::Missing
+        );
         assert_eq!(
             authenticate(&required, &none(), &bearer, None, None).unwrap_err(),
             AuthError::Invalid
         );
+    }
+
+    #[test]
+    fn an_expired_key_is_refused_through_a_client_certificate_too() {
+        let mut entry = KeyEntry::new("cert", [7; 32], None, Vec::new());
+        entry.expires_at = Some(1);
+        let mut t = KeyTable::default();
+        let entry = t.insert(entry);
+        t.claim_mtls("dns:client.example".into(), entry);
+        let identity = crate::tls::ClientIdentity {
+            names: vec!["dns:client.example".into()],
+        };
+        assert_eq!(
+            authenticate(&t, &none(), &HeaderMap::new(), None, Some(&identity)).unwrap_err(),
+            AuthError::Expired
+        );
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for host in [
+            "localhost",
+            "LOCALHOST:8080",
+            "127.0.0.1",
+            "127.0.0.2:9",
+            "[::1]:80",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "",
+            "evil.example",
+            "127.0.0.1.evil.example",
+            "[::2]",
+            "10.0.0.1:80",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
     }
 
     #[test]

@@ -67,13 +67,15 @@ pub(super) fn build_keys(
                 ),
             );
         }
-        add_key(b, &path, key, scope, &mut table, None);
+        add_key(b, &path, key, scope, &mut table, None, None);
     }
     table
 }
 
 /// Compiles one key into `table`, recording its problems under `path`. `others` is a
-/// table whose hashes the key must not share (the config's, for an issued key).
+/// table whose hashes the key must not share (the config's, for an issued key): an issued
+/// key with a problem is left out, while a config key is kept so that the keys after it
+/// are checked against it (the config is refused anyway).
 fn add_key(
     b: &mut Builder,
     path: &str,
@@ -81,6 +83,7 @@ fn add_key(
     scope: &KeyScope,
     table: &mut KeyTable,
     others: Option<&KeyTable>,
+    id: Option<&str>,
 ) -> bool {
     let KeyConfig {
         name,
@@ -162,7 +165,8 @@ fn add_key(
     let Some(&(first, first_end)) = hashes.first() else {
         return false;
     };
-    if b.problems.len() > before {
+    let clean = b.problems.len() == before;
+    if !clean && others.is_some() {
         return false;
     }
     let mut entry = KeyEntry::new(&name, first, globs, attached);
@@ -172,14 +176,17 @@ fn add_key(
     }
     entry.expires_at = expires_at;
     entry.route_header = route_header;
-    entry.counter = super::limits::counter(&format!("key {name}"), &limits);
+    if let Some(id) = id {
+        entry.scope = format!("{name}#{id}").into();
+    }
+    entry.counter = super::limits::counter(&format!("key {}", entry.scope), &limits);
     entry.limits = limits;
     entry.tenant = tenant;
     let entry = table.insert(entry);
     if let Some(subject) = mtls_subject.filter(|s| !s.is_empty()) {
         table.claim_mtls(subject, entry);
     }
-    true
+    clean
 }
 
 /// `hash:` as digests with their ends; a list must not be empty.
@@ -225,17 +232,24 @@ fn unix_time(b: &mut Builder, path: &str, text: &str) -> Option<u64> {
     parse_time(text).map_err(|e| b.problem(path, e)).ok()
 }
 
-/// Unix seconds as RFC 3339 UTC.
+/// The last second an end may be set to: 9999-12-31T23:59:59Z, what RFC 3339 can write.
+pub(crate) const LATEST: u64 = 253_402_300_799;
+
+/// Unix seconds as RFC 3339 UTC (clamped to [`LATEST`]).
 pub(crate) fn format_time(secs: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
-        .to_string()
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.min(LATEST));
+    humantime::format_rfc3339_seconds(at).to_string()
 }
 
-/// A key issued through the admin API, as its store keeps it.
+/// A key issued through the admin API, as its store keeps it. Unknown fields are ignored:
+/// an older binary running beside a newer one (an upgrade) still reads what it wrote.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct IssuedKey {
     pub name: String,
+    /// Drawn at issue: what the key's spend and stored responses are kept under, so that a
+    /// name issued again after a revocation starts afresh.
+    #[serde(default)]
+    pub id: String,
     /// `sha256:` digests; more than one while a rotation overlaps.
     pub hashes: Vec<IssuedHash>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -253,7 +267,6 @@ pub struct IssuedKey {
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct IssuedHash {
     pub hash: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -290,6 +303,9 @@ impl IssuedKey {
     }
 }
 
+/// Why a config serves no issued key.
+pub const AUTH_OFF: &str = "the config does not authenticate clients: issued keys need auth.keys, auth.jwt or auth.mode: keys";
+
 /// The issued keys as `snap` serves them. A key the snapshot cannot take (its tenant or
 /// a filter gone from the config, a name the config now uses) is left out and reported
 /// with its problems; it comes back once the config has what it needs.
@@ -304,15 +320,33 @@ pub fn issued_table(snap: &Snapshot, keys: &[IssuedKey]) -> (KeyTable, Vec<Confi
     let mut b = Builder {
         problems: &mut problems,
     };
+    let authenticates = !snap.keys.is_empty() || snap.keys.require_key || !snap.jwt.is_empty();
     for key in keys {
         let path = format!("issued key {:?}", key.name);
+        if !authenticates {
+            b.problem(path, AUTH_OFF);
+            continue;
+        }
+        if let Err(e) = crate::keystore::check_name(&key.name) {
+            b.problem(path, e.to_string());
+            continue;
+        }
         if snap.keys.named(&key.name).is_some() {
             b.problem(path, "auth.keys has a key of the same name, which wins");
             continue;
         }
         match key.config() {
             Ok(config) => {
-                add_key(&mut b, &path, config, &scope, &mut table, Some(&snap.keys));
+                let others = Some(&snap.keys);
+                add_key(
+                    &mut b,
+                    &path,
+                    config,
+                    &scope,
+                    &mut table,
+                    others,
+                    Some(&key.id),
+                );
             }
             Err(e) => b.problem(format!("{path}.limits"), e),
         }

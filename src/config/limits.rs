@@ -195,14 +195,17 @@ pub(super) fn store(b: &mut Builder, value: Option<Value>) -> Option<Option<Arc<
     }
     let on_unavailable = config.on_unavailable.unwrap_or(OnUnavailable::Local);
     // One store per Redis and settings, kept across reloads with what its scopes hold.
+    let place = format!(
+        "{}|{prefix}",
+        hex::encode(Sha256::digest(config.redis.as_bytes()))
+    );
     let id = format!(
-        "{}|{prefix}|{}|{}|{on_unavailable:?}",
-        hex::encode(Sha256::digest(config.redis.as_bytes())),
+        "{place}|{}|{}|{on_unavailable:?}",
         sync.as_millis(),
         timeout.as_millis()
     );
     Some(Some(crate::runtime::registry().limit_store(&id, || {
-        SharedStore::new(backend, prefix, sync, timeout, on_unavailable)
+        SharedStore::new(backend, prefix, sync, timeout, on_unavailable, place)
     })))
 }
 

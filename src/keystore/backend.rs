@@ -9,21 +9,23 @@ use super::{KeyStoreError, Location};
 use crate::config::keys::IssuedKey;
 use crate::limits::shared::StoreRequest;
 
-/// What was read last, to tell whether the store changed since.
+/// What was read last, to tell whether the store changed since: for a file its
+/// modification time, length and inode (every write is a new file renamed into place).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Version {
-    File(Option<SystemTime>, u64),
+    File(Option<SystemTime>, u64, u64),
     Redis(i64),
 }
 
-/// The records as read, with Redis' text of each (a change is made only if the record is
-/// still what was read).
-pub struct Current(pub Vec<IssuedKey>, Vec<String>);
+/// The records as read for a change, with Redis' text of each (a change is made only if
+/// the record is still what was read) or the file store's lock, held until the change is
+/// written: two processes sharing the file (the old and new binary of an upgrade) never
+/// write over each other's change.
+pub struct Current(pub Vec<IssuedKey>, Vec<String>, Option<std::fs::File>);
 
 type Read = (Vec<IssuedKey>, Option<Version>);
 
 #[derive(serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
 struct KeyFile {
     keys: Vec<IssuedKey>,
 }
@@ -34,7 +36,13 @@ fn unavailable(e: impl std::fmt::Display) -> KeyStoreError {
 
 fn file_version(path: &Path) -> std::io::Result<Option<Version>> {
     match std::fs::metadata(path) {
-        Ok(meta) => Ok(Some(Version::File(meta.modified().ok(), meta.len()))),
+        Ok(meta) => {
+            #[cfg(unix)]
+            let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+            #[cfg(not(unix))]
+            let inode = 0;
+            Ok(Some(Version::File(meta.modified().ok(), meta.len(), inode)))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
@@ -66,7 +74,7 @@ fn write_file(path: &Path, keys: &[IssuedKey]) -> Result<Option<Version>, KeySto
         name.to_string_lossy(),
         std::process::id()
     ));
-    let written = (|| {
+    let written = (|| -> std::io::Result<()> {
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create(true).truncate(true);
         #[cfg(unix)]
@@ -74,7 +82,12 @@ fn write_file(path: &Path, keys: &[IssuedKey]) -> Result<Option<Version>, KeySto
         let mut file = options.open(&temporary)?;
         file.write_all(&text)?;
         file.sync_all()?;
-        std::fs::rename(&temporary, path)
+        std::fs::rename(&temporary, path)?;
+        // The rename itself survives a crash only once the directory is on disk.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     if let Err(e) = written {
         let _ = std::fs::remove_file(&temporary);
@@ -87,22 +100,41 @@ fn write_file(path: &Path, keys: &[IssuedKey]) -> Result<Option<Version>, KeySto
     file_version(path).map_err(|e| unavailable(e.kind()))
 }
 
-/// Every record, read afresh.
+/// Every record, read afresh for a change (a file store is locked until it is written).
 pub async fn read(location: &Location) -> Result<Current, KeyStoreError> {
     match location {
         Location::File(path) => {
             let path = path.clone();
-            let (keys, _) = tokio::task::spawn_blocking(move || read_file(&path))
-                .await
-                .map_err(unavailable)?
-                .map_err(unavailable)?;
-            Ok(Current(keys, Vec::new()))
+            tokio::task::spawn_blocking(move || {
+                let lock = lock_file(&path)?;
+                let (keys, _) = read_file(&path).map_err(unavailable)?;
+                Ok(Current(keys, Vec::new(), Some(lock)))
+            })
+            .await
+            .map_err(unavailable)?
         }
         Location::Redis(store) => {
             let (_, keys, raw) = read_redis(store).await.map_err(unavailable)?;
-            Ok(Current(keys, raw))
+            Ok(Current(keys, raw, None))
         }
     }
+}
+
+/// An exclusive lock on `<store>.lock` beside the store (the store itself is replaced by
+/// renames, so it cannot carry the lock).
+fn lock_file(path: &Path) -> Result<std::fs::File, KeyStoreError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options
+        .open(&name)
+        .map_err(|e| unavailable(format!("locking {}: {}", path.display(), e.kind())))?;
+    file.lock()
+        .map_err(|e| unavailable(format!("locking {}: {}", path.display(), e.kind())))?;
+    Ok(file)
 }
 
 static READ_ALL: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
@@ -181,14 +213,11 @@ pub async fn insert(
     current: Current,
     record: IssuedKey,
 ) -> Result<Read, KeyStoreError> {
-    let mut keys = current.0;
+    let Current(mut keys, _, lock) = current;
     match location {
         Location::File(path) => {
             keys.push(record);
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || write_file(&path, &keys).map(|v| (keys, v)))
-                .await
-                .map_err(unavailable)?
+            write_locked(path, keys, lock).await
         }
         Location::Redis(store) => {
             let text = serde_json::to_string(&record).map_err(unavailable)?;
@@ -207,7 +236,7 @@ pub async fn update(
     old: &IssuedKey,
     record: IssuedKey,
 ) -> Result<Read, KeyStoreError> {
-    let Current(mut keys, raw) = current;
+    let Current(mut keys, raw, lock) = current;
     let at = keys
         .iter()
         .position(|k| k.name == old.name)
@@ -215,16 +244,15 @@ pub async fn update(
     match location {
         Location::File(path) => {
             keys[at] = record;
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || write_file(&path, &keys).map(|v| (keys, v)))
-                .await
-                .map_err(unavailable)?
+            write_locked(path, keys, lock).await
         }
         Location::Redis(store) => {
             let text = serde_json::to_string(&record).map_err(unavailable)?;
             let was = raw.get(at).map(String::as_str).unwrap_or_default();
             if change(store, &UPDATE, &[&record.name, was, &text]).await? == 0 {
-                return Err(unavailable("the key changed meanwhile; try again"));
+                return Err(KeyStoreError::Conflict(
+                    "the key changed meanwhile; try again",
+                ));
             }
             keys[at] = record;
             Ok((keys, None))
@@ -237,15 +265,10 @@ pub async fn remove(
     current: Current,
     name: &str,
 ) -> Result<Read, KeyStoreError> {
-    let mut keys = current.0;
+    let Current(mut keys, _, lock) = current;
     keys.retain(|k| k.name != name);
     match location {
-        Location::File(path) => {
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || write_file(&path, &keys).map(|v| (keys, v)))
-                .await
-                .map_err(unavailable)?
-        }
+        Location::File(path) => write_locked(path, keys, lock).await,
         Location::Redis(store) => {
             if change(store, &REMOVE, &[name]).await? == 0 {
                 return Err(KeyStoreError::NotFound(name.to_owned()));
@@ -253,6 +276,23 @@ pub async fn remove(
             Ok((keys, None))
         }
     }
+}
+
+/// Writes `keys` to the file store while `lock` (taken by [`read`]) is held; the version
+/// is read before the lock is let go, so it is this write's.
+async fn write_locked(
+    path: &Path,
+    keys: Vec<IssuedKey>,
+    lock: Option<std::fs::File>,
+) -> Result<Read, KeyStoreError> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let version = write_file(&path, &keys);
+        drop(lock);
+        version.map(|v| (keys, v))
+    })
+    .await
+    .map_err(unavailable)?
 }
 
 /// The records when the store changed since `seen`; `None` when it did not.

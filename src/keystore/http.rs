@@ -29,7 +29,10 @@ pub async fn handle(
             Err(e) => bad_request(format!("the body is not a key request: {e}")),
         },
         (&Method::POST, tail) if tail.ends_with("/rotate") => {
-            let name = tail.trim_start_matches('/').trim_end_matches("/rotate");
+            let name = tail
+                .strip_prefix('/')
+                .and_then(|t| t.strip_suffix("/rotate"))
+                .unwrap_or_default();
             match overlap(body) {
                 Ok(overlap) => answer(super::rotate(snap, name, overlap).await, 200),
                 Err(message) => bad_request(message),
@@ -86,7 +89,10 @@ fn answer(result: Result<Issued, KeyStoreError>, status: u16) -> Reply {
 
 fn failure(e: &KeyStoreError) -> Reply {
     let status = match e {
-        KeyStoreError::NoStore | KeyStoreError::Exists(_) | KeyStoreError::ConfigKey(_) => 409,
+        KeyStoreError::NoStore
+        | KeyStoreError::Exists(_)
+        | KeyStoreError::ConfigKey(_)
+        | KeyStoreError::Conflict(_) => 409,
         KeyStoreError::NotFound(_) => 404,
         KeyStoreError::Invalid(_) => 400,
         KeyStoreError::Unavailable(_) => 503,

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::config::keys::{format_time, issued_table, IssuedHash, IssuedKey};
+use crate::config::keys::{format_time, issued_table, IssuedHash, IssuedKey, AUTH_OFF, LATEST};
 use crate::config::Snapshot;
 use crate::limits::shared::SharedStore;
 
@@ -44,7 +44,7 @@ impl Location {
     fn same(&self, other: &Location) -> bool {
         match (self, other) {
             (Location::File(a), Location::File(b)) => a == b,
-            (Location::Redis(a), Location::Redis(b)) => Arc::ptr_eq(a, b),
+            (Location::Redis(a), Location::Redis(b)) => a.place == b.place,
             _ => false,
         }
     }
@@ -61,6 +61,8 @@ pub enum KeyStoreError {
     Exists(String),
     #[error("no issued key is named {0:?}")]
     NotFound(String),
+    #[error("{0}")]
+    Conflict(&'static str),
     #[error("{0:?} is defined in the config file (auth.keys): change it there")]
     ConfigKey(String),
     #[error("{}", .0.join("; "))]
@@ -89,6 +91,8 @@ fn state() -> std::sync::MutexGuard<'static, State> {
 /// Whether the Redis store installed last has been read once (or tried): until then an
 /// unknown key may be an issued one this process has not seen yet.
 static FIRST_READ_DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+/// Counts installs of a new store, so that a read of an older one never ends the wait.
+static STORE_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 static FIRST_READ: tokio::sync::Notify = tokio::sync::Notify::const_new();
 /// How long a request with an unknown key waits for that first read.
 const FIRST_READ_WAIT: Duration = Duration::from_secs(1);
@@ -111,7 +115,10 @@ pub async fn first_read() {
     .await;
 }
 
-fn first_read_done() {
+fn first_read_done(generation: u64) {
+    if STORE_GENERATION.load(std::sync::atomic::Ordering::Acquire) != generation {
+        return;
+    }
     FIRST_READ_DONE.store(true, std::sync::atomic::Ordering::Release);
     FIRST_READ.notify_waiters();
 }
@@ -133,6 +140,7 @@ pub fn install(snap: &Arc<Snapshot>) {
         state.keys.clear();
         state.seen = None;
         state.from = snap.key_store.clone();
+        STORE_GENERATION.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         if matches!(snap.key_store, Some(Location::Redis(_))) {
             FIRST_READ_DONE.store(false, std::sync::atomic::Ordering::Release);
             KEYS_WAKE.notify_one();
@@ -161,6 +169,12 @@ fn compile(state: &State) {
     let (table, problems) = issued_table(snap, &state.keys);
     for problem in problems {
         tracing::warn!(%problem, "an issued key is not served under this config");
+    }
+    // Limited issued keys share their limits through the snapshot's store, as config keys.
+    for key in table.iter() {
+        if let Some(counter) = &key.counter {
+            counter.bind(snap.limits_store.as_ref(), key.limits);
+        }
     }
     snap.issued.store(Arc::new(table));
 }
@@ -207,16 +221,22 @@ pub struct Issued {
     pub secret: String,
 }
 
-/// Names appear in metrics, logs and admin URLs: a short, plain alphabet.
-fn check_name(name: &str) -> Result<(), KeyStoreError> {
+/// Names appear in metrics, logs and admin URLs: a short, plain alphabet, starting with a
+/// letter or digit (so never `.` or `..`, which clients normalise out of paths).
+pub fn check_name(name: &str) -> Result<(), KeyStoreError> {
     let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-    if name.is_empty() || name.len() > 64 || !name.chars().all(plain) {
+    let starts_plain = name.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if !starts_plain || name.len() > 64 || !name.chars().all(plain) {
         return Err(KeyStoreError::Invalid(vec![
-            "name: 1 to 64 letters, digits, '-', '_' or '.'".into(),
+            "name: 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit"
+                .into(),
         ]));
     }
     Ok(())
 }
+
+/// At most this many issued keys: each is compiled on every change and reload.
+const MAX_ISSUED: usize = 10_000;
 
 fn end_time(request: &IssueRequest, now: u64) -> Result<Option<String>, KeyStoreError> {
     let invalid = |m: String| KeyStoreError::Invalid(vec![m]);
@@ -239,7 +259,13 @@ fn end_time(request: &IssueRequest, now: u64) -> Result<Option<String>, KeyStore
             if d.is_zero() {
                 return Err(invalid("expires_in: must be above zero".into()));
             }
-            Ok(Some(format_time(now.saturating_add(d.as_secs().max(1)))))
+            let end = now.saturating_add(d.as_secs().max(1));
+            if end > LATEST {
+                return Err(invalid(
+                    "expires_in: ends after 9999-12-31T23:59:59Z".into(),
+                ));
+            }
+            Ok(Some(format_time(end)))
         }
         (None, None) => Ok(None),
     }
@@ -286,15 +312,22 @@ fn store_of(snap: &Snapshot) -> Result<&Location, KeyStoreError> {
 pub async fn issue(snap: &Arc<Snapshot>, request: IssueRequest) -> Result<Issued, KeyStoreError> {
     let location = store_of(snap)?;
     check_name(&request.name)?;
+    if snap.keys.is_empty() && !snap.keys.require_key && snap.jwt.is_empty() {
+        return Err(KeyStoreError::Conflict(AUTH_OFF));
+    }
     if snap.keys.named(&request.name).is_some() {
         return Err(KeyStoreError::ConfigKey(request.name));
     }
+    let mut id = [0u8; 8];
+    getrandom::fill(&mut id)
+        .map_err(|_| KeyStoreError::Unavailable("no randomness for a key".into()))?;
     let now = now_secs();
     let expires_at = end_time(&request, now)?;
     let secret = crate::auth::new_key()
         .map_err(|_| KeyStoreError::Unavailable("no randomness for a key".into()))?;
     let record = IssuedKey {
         name: request.name,
+        id: hex::encode(id),
         hashes: vec![IssuedHash {
             hash: crate::auth::hash_key(&secret),
             expires_at: None,
@@ -311,6 +344,11 @@ pub async fn issue(snap: &Arc<Snapshot>, request: IssueRequest) -> Result<Issued
     if current.0.iter().any(|k| k.name == record.name) {
         return Err(KeyStoreError::Exists(record.name));
     }
+    if current.0.len() >= MAX_ISSUED {
+        return Err(KeyStoreError::Conflict(
+            "the key store holds 10,000 issued keys: revoke some first",
+        ));
+    }
     validate(snap, &current.0, &record)?;
     let (keys, version) = backend::insert(location, current, record.clone()).await?;
     replace(location, keys, version);
@@ -324,6 +362,7 @@ pub async fn rotate(
     overlap: Duration,
 ) -> Result<Issued, KeyStoreError> {
     let location = store_of(snap)?;
+    check_name(name)?;
     let secret = crate::auth::new_key()
         .map_err(|_| KeyStoreError::Unavailable("no randomness for a key".into()))?;
     let now = now_secs();
@@ -333,7 +372,7 @@ pub async fn rotate(
         return Err(not_found(snap, name));
     };
     let mut record = old.clone();
-    let old_end = now.saturating_add(overlap.as_secs());
+    let old_end = now.saturating_add(overlap.as_secs()).min(LATEST);
     record.hashes.retain_mut(|h| {
         let end = h
             .expires_at
@@ -358,6 +397,7 @@ pub async fn rotate(
 /// Revokes an issued key at once.
 pub async fn revoke(snap: &Arc<Snapshot>, name: &str) -> Result<(), KeyStoreError> {
     let location = store_of(snap)?;
+    check_name(name)?;
     let _changing = CHANGING.lock().await;
     let current = backend::read(location).await?;
     if !current.0.iter().any(|k| k.name == name) {
@@ -389,10 +429,12 @@ pub struct KeySyncService;
 #[async_trait::async_trait]
 impl pingora_core::services::background::BackgroundService for KeySyncService {
     async fn start(&self, mut shutdown: pingora_core::server::ShutdownWatch) {
+        let mut failing = false;
         loop {
-            let (location, seen) = {
+            let (location, seen, generation) = {
                 let state = state();
-                (state.from.clone(), state.seen.clone())
+                let generation = STORE_GENERATION.load(std::sync::atomic::Ordering::Acquire);
+                (state.from.clone(), state.seen.clone(), generation)
             };
             let mut every = Duration::from_secs(1);
             if let Some(location) = location {
@@ -400,12 +442,26 @@ impl pingora_core::services::background::BackgroundService for KeySyncService {
                     every = every.min(store.sync);
                 }
                 match backend::changed(&location, seen.as_ref()).await {
-                    Ok(Some((keys, version))) => replace(&location, keys, version),
-                    Ok(None) => {}
-                    Err(e) => tracing::debug!(error = %e, "key store not read"),
+                    Ok(changed) => {
+                        if failing {
+                            tracing::info!(store = ?location, "the key store is read again");
+                            failing = false;
+                        }
+                        if let Some((keys, version)) = changed {
+                            replace(&location, keys, version);
+                        }
+                    }
+                    Err(e) => {
+                        // Once per outage: issued keys stay as last read meanwhile, so a
+                        // revocation made elsewhere is not seen here until it ends.
+                        if !failing {
+                            tracing::warn!(store = ?location, error = %e, "the key store cannot be read; issued keys stay as last read");
+                            failing = true;
+                        }
+                    }
                 }
                 // Tried once: requests stop waiting for it, whatever it found.
-                first_read_done();
+                first_read_done(generation);
             }
             tokio::select! {
                 _ = KEYS_WAKE.notified() => {}

@@ -19,7 +19,7 @@ pub fn describe(snap: &Snapshot, query: Option<&str>) -> Value {
         wanted.is_empty() || wanted.iter().any(|(k, v)| *k == kind && *v == name)
     };
     let mut scopes = Vec::new();
-    for key in snap.keys.iter() {
+    for key in snap.keys.iter().chain(snap.issued.load().iter()) {
         if let (Some(counter), true) = (&key.counter, pick("key", &key.name)) {
             scopes.push(scope(counter, &key.limits));
         }

@@ -521,7 +521,7 @@ pub fn admit(scopes: Scopes, demand: Demand) -> Result<Reservation, Refusal> {
 
 /// Calls `f` with every limited scope of `snap`: its keys, tenants and model entries.
 pub fn each_scope(snap: &crate::config::Snapshot, mut f: impl FnMut(&Arc<Counter>, &Limits)) {
-    for key in snap.keys.iter() {
+    for key in snap.keys.iter().chain(snap.issued.load().iter()) {
         if let Some(counter) = &key.counter {
             f(counter, &key.limits);
         }

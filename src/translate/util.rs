@@ -295,7 +295,7 @@ pub(crate) fn split_signature(id: &str) -> (&str, Option<String>) {
                     c => c,
                 })
                 .collect();
-            while sig.len() % 4 != 0 {
+            while !sig.len().is_multiple_of(4) {
                 sig.push('=');
             }
             (&id[..pos], Some(sig))

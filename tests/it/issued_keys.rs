@@ -227,6 +227,63 @@ async fn a_key_issued_through_the_admin_api_is_kept_hashed_limited_rotated_and_r
         409
     );
     assert_eq!(chat(&sira, KEY_A, "gpt-4o").await.0, 200);
+
+    // The name issued again is a new key: it does not inherit the old one's spent limit.
+    let again = issue(
+        &sira,
+        json!({"name": "ci-bot", "models": ["gpt-4o"], "limits": {"requests_per_minute": 2}}),
+    )
+    .await;
+    assert_eq!(chat(&sira, &again, "gpt-4o").await.0, 200);
+
+    // Paths name one key, by the same rules as issuing.
+    for path in [
+        "/admin/keys/ci-bot/rotate/rotate",
+        "/admin/keys/../rotate",
+        "/admin/keys//ci-bot/rotate",
+    ] {
+        let (status, _) = admin(&sira, reqwest::Method::POST, path, Some(json!({}))).await;
+        assert!(status == 400 || status == 404, "{path}: {status}");
+    }
+    let (status, answer) = admin(
+        &sira,
+        reqwest::Method::POST,
+        "/admin/keys",
+        Some(json!({"name": "far", "expires_in": "20000years"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+}
+
+#[tokio::test]
+async fn an_open_loopback_gateway_issues_no_keys_and_its_admin_answers_loopback_names_only() {
+    let mock = MockProvider::start();
+    let keys = format!(
+        "auth:\n  keys:\n    - {{ name: team-a, hash: \"{}\" }}\n",
+        sira::auth::hash_key(KEY_A)
+    );
+    let body = config("", "").replace(&keys, "");
+    assert!(!body.contains("auth:"));
+    let sira = Sira::start(&body, &mock.url());
+    let resp = client()
+        .post(sira.admin_url("/admin/keys"))
+        .json(&json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 409);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("mode: keys"), "{text}");
+    // DNS rebinding: a page served from another name that resolves to 127.0.0.1.
+    let rebound = client()
+        .get(sira.admin_url("/admin/keys"))
+        .header("host", format!("evil.example:{}", sira.admin.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status(), 403);
+    let local = client().get(sira.admin_url("/admin/keys")).send().await;
+    assert_eq!(local.unwrap().status(), 200);
 }
 
 #[tokio::test]
@@ -326,9 +383,17 @@ async fn hosts_sharing_redis_see_an_issue_and_a_revocation() {
     );
     let a = start(&mock, "", &extra);
     let b = start(&mock, "", &extra);
-    let key = issue(&a, json!({"name": "fleet", "models": ["gpt-4o"]})).await;
+    let key = issue(
+        &a,
+        json!({"name": "fleet", "models": ["gpt-4o"], "limits": {"requests_per_minute": 1000}}),
+    )
+    .await;
     assert_eq!(chat(&a, &key, "gpt-4o").await.0, 200);
     until_status(&b, &key, 200).await;
+    // Its limits are a scope of each host's usage, kept in the shared store.
+    let (_, usage) = admin(&b, reqwest::Method::GET, "/admin/usage?key=fleet", None).await;
+    assert_eq!(usage["scopes"].as_array().map(Vec::len), Some(1), "{usage}");
+    assert!(usage["store"]["redis"].is_object(), "{usage}");
     let (_, listing) = admin(&b, reqwest::Method::GET, "/admin/keys", None).await;
     assert_eq!(listing["store"]["kind"], "redis");
     assert_eq!(listing["keys"][1]["name"], "fleet");

@@ -389,7 +389,7 @@ fn luhn(value: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// IBANs: ISO 13616's mod-97 check over the rearranged characters.

@@ -64,6 +64,9 @@ pub struct SharedStore {
     pub on_unavailable: OnUnavailable,
     /// This process, among the hosts sharing the store.
     host: String,
+    /// Which Redis and prefix (a digest of the URL, never the URL): stores that differ only
+    /// in their timing settings share what they keep.
+    pub(crate) place: String,
     up: AtomicBool,
     /// Hosts that passed within the last few syncs (this one included), at least 1.
     hosts: AtomicU64,
@@ -94,6 +97,7 @@ impl SharedStore {
         sync: Duration,
         timeout: Duration,
         on_unavailable: OnUnavailable,
+        place: String,
     ) -> SharedStore {
         let mut random = [0u8; 8];
         // A host id that collides (no randomness at all) only merges two hosts' published
@@ -107,6 +111,7 @@ impl SharedStore {
             timeout,
             on_unavailable,
             host: hex::encode(random),
+            place,
             up: AtomicBool::new(true),
             hosts: AtomicU64::new(1),
             counters: Mutex::default(),

@@ -112,15 +112,7 @@ fn browser_guard(
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri.host())
         .unwrap_or_default();
-    let name = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
-    };
-    let loopback = name.eq_ignore_ascii_case("localhost")
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if !loopback {
+    if !crate::auth::is_loopback_host(host) {
         return Err(GatewayError::LocalOnly("the Host is not a loopback name"));
     }
     if req.method == http::Method::POST {

@@ -270,7 +270,7 @@ pub(crate) fn base64(bytes: &[u8], out: &mut Out) {
 /// " Hello", so the concatenation of the first N words is always well defined.
 pub(crate) fn word(i: usize) -> &'static str {
     const WORDS: [&str; 7] = ["Hello", " from", " the", " sira", " mock", " provider", "."];
-    if i > 0 && i % WORDS.len() == 0 {
+    if i > 0 && i.is_multiple_of(WORDS.len()) {
         " Hello"
     } else {
         WORDS[i % WORDS.len()]

@@ -239,6 +239,12 @@ pub struct CacheState {
 pub struct LimitState {
     /// What this request holds in each limited scope until it ends.
     pub reservation: Option<crate::limits::Reservation>,
+    /// What the request would reserve: kept when a fallback model entry has limits of its
+    /// own, which the request must fit before that entry is tried.
+    pub demand: Option<crate::limits::Demand>,
+    /// Reservations in fallback model entries tried, by entry (settled at the end: the
+    /// entry that served to the usage, the others to nothing).
+    pub fallbacks: Vec<(Arc<crate::models::ModelRoute>, crate::limits::Reservation)>,
     /// The prompt's estimated tokens, settled when the provider reports no usage.
     pub input_estimate: u64,
     /// A refusal's wait, for `retry-after`.

@@ -63,6 +63,13 @@ pub async fn proxy_upstream(
     };
     for (n, candidate) in candidates.into_iter().enumerate() {
         let route = candidate.route.clone();
+        // A fallback entry's own limits must admit the request before it is tried.
+        if n > 0 {
+            if let Err(refusal) = crate::proxy::modules::limits::admit_fallback(ctx, &route) {
+                last_error = Some(GatewayError::RateLimited(refusal));
+                continue;
+            }
+        }
         let hints = OrderHints {
             key: key.as_deref(),
             // The client chose among the targets of the model it named, not its fallbacks'.

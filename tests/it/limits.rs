@@ -469,3 +469,55 @@ async fn a_stream_past_its_budget_is_cut_with_a_proper_finish() {
     let last = text.trim_end().rsplit("data: ").next().unwrap();
     assert!(last.contains("\"finishReason\":\"MAX_TOKENS\""), "{text}");
 }
+
+/// A fallback entry's own limits hold for requests that reach it as a fallback: it serves
+/// while they admit the request, and is passed over (a 429 when nothing else is left) once
+/// they refuse; its spend is settled like any entry's.
+#[tokio::test]
+async fn a_fallback_model_is_tried_only_within_its_own_limits() {
+    let mock = MockProvider::start();
+    let body = format!(
+        r#"providers:
+  dead: {{ kind: openai, endpoints: ["http://127.0.0.1:1"], api_key: sk-a, timeouts: {{ connect: 500ms }} }}
+  oai: {{ kind: openai, endpoints: ["{{mock}}"], api_key: sk-upstream }}
+models:
+  cheap:
+    targets: [{{ provider: dead }}]
+    fallbacks: [dear]
+  dear:
+    targets: [{{ provider: oai, model: gpt-4o }}]
+    limits: {{ requests_per_minute: 2 }}
+auth:
+  keys:
+    - {{ name: team-a, hash: "{}" }}
+"#,
+        sira::auth::hash_key(KEY_A)
+    );
+    let sira = Sira::start(&body, &mock.url());
+    let ask = || async {
+        client()
+            .post(sira.url("/v1/chat/completions"))
+            .bearer_auth(KEY_A)
+            .json(&json!({"model": "cheap", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap()
+    };
+    for _ in 0..2 {
+        assert_eq!(ask().await.status(), 200);
+    }
+    let refused = ask().await;
+    assert_eq!(refused.status(), 429);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
+    assert_eq!(
+        mock.requests().len(),
+        2,
+        "the third never reached the fallback"
+    );
+    let usage = sira.admin_json("/admin/usage?model=dear").await;
+    assert_eq!(
+        usage["scopes"][0]["requests_per_minute"]["remaining"], 0,
+        "{usage}"
+    );
+}

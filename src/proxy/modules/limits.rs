@@ -3,6 +3,7 @@
 //! request ends, with OpenAI's `x-ratelimit-*` headers on every answer to a limited key and
 //! `retry-after` on a refusal.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::{HeaderName, HeaderValue};
@@ -11,7 +12,7 @@ use serde::Deserialize;
 
 use crate::auth::Principal;
 use crate::error::GatewayError;
-use crate::limits::{admit, alerts, reset_header, Demand, Scopes};
+use crate::limits::{admit, alerts, reset_header, Demand, Reservation, Scopes};
 use crate::metrics::metrics;
 use crate::proxy::ctx::RequestCtx;
 use crate::proxy::phases::{Flow, Phase, RequestBody};
@@ -49,12 +50,20 @@ impl Phase for Admission {
         // Kept (shared, not copied) for the estimate of an answer whose usage never comes.
         ctx.accounting.request = Some(body.bytes.clone());
         let scopes = scopes(ctx);
-        if !generates || scopes.is_empty() {
+        let fallback_limited = ctx.entry.as_ref().is_some_and(|entry| {
+            entry.fallbacks.iter().any(|name| {
+                ctx.snap
+                    .models
+                    .resolve(name)
+                    .is_some_and(|found| found.route.counter.is_some())
+            })
+        });
+        if !generates || (scopes.is_empty() && !fallback_limited) {
             return Ok(Flow::Continue);
         }
         let mut demand = Demand::default();
         let (mut input_usd, mut output_usd) = (0.0, 0.0);
-        if scopes.iter().any(|(_, limits)| limits.counts_tokens()) {
+        if fallback_limited || scopes.iter().any(|(_, limits)| limits.counts_tokens()) {
             let input = crate::translate::estimate_input_tokens(ctx.format, &body.bytes)
                 .unwrap_or(body.bytes.len() as u64 / 4);
             let route = ctx.entry.as_deref();
@@ -92,6 +101,12 @@ impl Phase for Admission {
                 }),
             };
             ctx.limits.input_estimate = input;
+        }
+        if fallback_limited {
+            ctx.limits.demand = Some(demand);
+        }
+        if scopes.is_empty() {
+            return Ok(Flow::Continue);
         }
         // Kept only to know which scope refused, when someone is told.
         let watched = ctx.snap.alerts.as_ref().map(|_| scopes.clone());
@@ -219,9 +234,10 @@ impl Phase for Admission {
     /// accounting, which logs first). An answer whose usage never came (a stream cut or
     /// left early) is settled to its prompt estimate: never billed as zero.
     fn logging(&self, _req: &RequestHeader, ctx: &mut RequestCtx) {
-        let Some(reservation) = ctx.limits.reservation.take() else {
+        let fallbacks = std::mem::take(&mut ctx.limits.fallbacks);
+        if ctx.limits.reservation.is_none() && fallbacks.is_empty() {
             return;
-        };
+        }
         ctx.limits.estimated |= ctx.accounting.estimated;
         let actual = if ctx.usage_seen {
             Demand {
@@ -248,12 +264,25 @@ impl Phase for Admission {
             // Refused or failed before a provider answered: nothing was generated.
             Demand::default()
         };
-        let scopes = ctx
-            .snap
-            .alerts
-            .as_ref()
-            .map(|_| reservation.scopes().clone());
-        reservation.settle(actual);
+        // A fallback entry is charged when it served (the entry tried last), else released.
+        let mut settled: Vec<Reservation> = Vec::with_capacity(fallbacks.len() + 1);
+        for (route, reservation) in fallbacks {
+            if ctx.route.as_ref().is_some_and(|r| Arc::ptr_eq(r, &route)) {
+                settled.push(reservation);
+            } else {
+                reservation.settle(Demand::default());
+            }
+        }
+        settled.extend(ctx.limits.reservation.take());
+        let scopes = ctx.snap.alerts.as_ref().map(|_| {
+            settled
+                .iter()
+                .flat_map(|r| r.scopes().iter().cloned())
+                .collect::<Vec<_>>()
+        });
+        for reservation in settled {
+            reservation.settle(actual);
+        }
         if let (Some(alerts), Some(scopes)) = (&ctx.snap.alerts, scopes) {
             for (counter, limits) in &scopes {
                 if let Some((threshold, spent, usd)) = counter.crossed(limits, &alerts.thresholds) {
@@ -276,6 +305,28 @@ impl Phase for Admission {
             }
         }
     }
+}
+
+/// Before a fallback model entry with limits of its own is tried, the request must fit
+/// them too: reserved there (settled at the end), or refused, and the entry is passed over.
+pub fn admit_fallback(
+    ctx: &mut RequestCtx,
+    route: &Arc<crate::models::ModelRoute>,
+) -> Result<(), crate::limits::Refusal> {
+    let (Some(counter), Some(demand)) = (&route.counter, ctx.limits.demand) else {
+        return Ok(());
+    };
+    if ctx
+        .limits
+        .fallbacks
+        .iter()
+        .any(|(r, _)| Arc::ptr_eq(r, route))
+    {
+        return Ok(());
+    }
+    let reservation = admit(vec![(counter.clone(), route.limits)], demand)?;
+    ctx.limits.fallbacks.push((route.clone(), reservation));
+    Ok(())
 }
 
 /// The caller's key, its tenant and the model entry, those with limits.

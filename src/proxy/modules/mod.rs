@@ -10,7 +10,7 @@ mod cache;
 mod filters;
 mod guard;
 mod headers;
-mod limits;
+pub(crate) mod limits;
 mod local;
 mod observe;
 mod routing;

@@ -4,11 +4,19 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
+/// `0.1.0 (git 1a2b3c4d5e6f, features: rustls)`: the revision is the build's (build.rs).
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("SIRA_GIT_REVISION"),
+    ", features: rustls)"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "sira",
     about = "An AI API gateway on Pingora",
-    disable_version_flag = true
+    version = LONG_VERSION
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -70,13 +70,27 @@ fn main() -> ExitCode {
             match load(path.as_deref()) {
                 Ok(snapshot) => {
                     println!(
-                        "{}: ok ({} providers, {} models, {} keys)",
+                        "{}: ok ({}, {}, {})",
                         describe(path.as_deref()),
-                        snapshot.providers.len(),
-                        snapshot.models.len(),
-                        snapshot.keys.len()
+                        count(snapshot.providers.len(), "provider"),
+                        count(snapshot.models.len(), "model"),
+                        count(snapshot.keys.len(), "key")
                     );
+                    for note in &snapshot.notes {
+                        println!("  note: {note}");
+                    }
                     ExitCode::SUCCESS
+                }
+                Err(ConfigError::Invalid(problems)) => {
+                    println!(
+                        "{}: {}:",
+                        describe(path.as_deref()),
+                        count(problems.len(), "problem")
+                    );
+                    for problem in &problems {
+                        println!("  {problem}");
+                    }
+                    ExitCode::FAILURE
                 }
                 Err(e) => {
                     println!("{e}");
@@ -114,11 +128,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Version => {
-            println!(
-                "sira {} (git {}, features: rustls)",
-                env!("CARGO_PKG_VERSION"),
-                option_env!("SIRA_GIT_REVISION").unwrap_or("unknown")
-            );
+            println!("sira {}", sira::cli::LONG_VERSION);
             ExitCode::SUCCESS
         }
     }
@@ -128,6 +138,15 @@ fn load(path: Option<&std::path::Path>) -> Result<Snapshot, ConfigError> {
     match path {
         Some(path) => config::load(path),
         None => config::builtin_default(&ProcessSource),
+    }
+}
+
+/// `1 key`, `2 keys`.
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 
@@ -144,8 +163,11 @@ fn init_logging(snapshot: &Snapshot) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&snapshot.logging.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only for a person at a terminal: the journal and log files get plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     let result = match snapshot.logging.format {
         LogFormat::Json => builder.json().try_init(),

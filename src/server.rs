@@ -191,6 +191,22 @@ pub fn run(snapshot: Snapshot, options: RunOptions) -> std::io::Result<()> {
         "sira starting"
     );
     let snap = live.load_full();
+    for note in &snap.notes {
+        tracing::warn!("{note}");
+    }
+    if live.path().is_none() {
+        // The built-in default serves the providers whose keys are in the environment.
+        if snap.providers.is_empty() {
+            tracing::warn!("no config file and no provider key in the environment (OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY): sira serves, but every model is unknown until one is set or a config file names providers");
+        } else {
+            let found: Vec<String> = snap
+                .providers
+                .keys()
+                .map(|name| format!("{name} (as \"{name}/<model>\")"))
+                .collect();
+            tracing::info!(providers = %found.join(", "), "no config file: serving the providers whose keys are in the environment");
+        }
+    }
     if snap.server.reasoning_key.is_none() && snap.providers.values().all(|p| p.api_key.is_none()) {
         tracing::warn!("no server.reasoning_key and no provider credential to derive one from: the reasoning carried by Responses clients is sealed with a key of this process only, so it is dropped after a restart or on another host");
     }

@@ -26,6 +26,9 @@ use crate::provider::{Endpoint, Provider, ProviderKind, Timeouts, DEFAULT_ANTHRO
 /// carries on so later sections are checked too.
 pub(super) struct Builder<'p> {
     pub(super) problems: &'p mut Vec<ConfigProblem>,
+    /// Providers written in the file but refused: a reference to one is not a second
+    /// problem (one cause, one message).
+    pub(super) broken_providers: Vec<String>,
 }
 
 impl Builder<'_> {
@@ -45,7 +48,10 @@ pub(super) fn build(
     meta: ConfigMeta,
     problems: &mut Vec<ConfigProblem>,
 ) -> Option<Snapshot> {
-    let mut b = Builder { problems };
+    let mut b = Builder {
+        problems,
+        broken_providers: Vec::new(),
+    };
     let RawFile {
         server,
         providers,
@@ -103,7 +109,9 @@ pub(super) fn build(
         limits_store.as_ref().and_then(Option::as_ref),
     );
     let seal = seal(&server, &providers);
+    let notes = notes(&providers);
     Some(Snapshot {
+        notes,
         server,
         seal,
         providers,
@@ -122,6 +130,23 @@ pub(super) fn build(
         limits_store: limits_store?,
         meta,
     })
+}
+
+/// What a valid config leaves out that an operator likely meant to set: shown by `sira
+/// check` and logged at start.
+fn notes(providers: &IndexMap<Arc<str>, Arc<Provider>>) -> Vec<String> {
+    use crate::provider::ProviderKind;
+    let mut notes = Vec::new();
+    for provider in providers.values() {
+        let hosted = !matches!(provider.kind, ProviderKind::OpenaiCompatible);
+        if hosted && provider.api_key.is_none() {
+            notes.push(format!(
+                "providers.{}: no api_key (its variable is unset?): requests to it carry no credential and the provider will refuse them",
+                provider.name
+            ));
+        }
+    }
+    notes
 }
 
 /// A gateway anyone on the network can spend through must be asked for: listeners beyond
@@ -207,10 +232,14 @@ fn build_providers(b: &mut Builder, value: Option<Value>) -> IndexMap<Arc<str>, 
     for (name, raw) in b.entries(value, "providers") {
         let path = format!("providers.{name}");
         let Some(config) = section::<ProviderConfig>(raw, &path, b.problems) else {
+            b.broken_providers.push(name);
             continue;
         };
-        if let Some(provider) = build_provider(b, &name, &path, config) {
-            providers.insert(provider.name.clone(), Arc::new(provider));
+        match build_provider(b, &name, &path, config) {
+            Some(provider) => {
+                providers.insert(provider.name.clone(), Arc::new(provider));
+            }
+            None => b.broken_providers.push(name),
         }
     }
     providers
@@ -284,13 +313,9 @@ fn build_provider(
         }
     }
     let api_key = match api_key {
-        Some(key) if key.is_empty() => {
-            b.problem(
-                format!("{path}.api_key"),
-                "is empty (the referenced environment variable may be unset or empty)",
-            );
-            None
-        }
+        // `${VAR:-}` with VAR unset: no credential, said by `sira check` and at start
+        // (a plain `${VAR}` that is unset is refused by interpolation).
+        Some(key) if key.is_empty() => None,
         Some(key) if HeaderValue::from_str(&key).is_err() => {
             b.problem(
                 format!("{path}.api_key"),
@@ -419,10 +444,12 @@ fn build_model(
     for (i, target) in targets.into_iter().enumerate() {
         let target_path = format!("{path}.targets[{i}]");
         let Some(provider) = providers.get(target.provider.as_str()) else {
-            b.problem(
-                format!("{target_path}.provider"),
-                format!("unknown provider {:?}", target.provider),
-            );
+            if !b.broken_providers.contains(&target.provider) {
+                b.problem(
+                    format!("{target_path}.provider"),
+                    format!("unknown provider {:?}", target.provider),
+                );
+            }
             continue;
         };
         if target.weight == Some(0) {

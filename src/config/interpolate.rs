@@ -122,6 +122,11 @@ fn resolve(reference: &str, source: &dyn Source) -> Result<String, String> {
     }
     // As in POSIX shells, `:-` also replaces a set-but-empty variable.
     match (source.env(name), default) {
+        // A plain reference promises a value: set but empty is as wrong as unset (an
+        // empty key or token would otherwise pass for "none"); `${NAME:-}` allows it.
+        (Some(value), None) if value.is_empty() => Err(format!(
+            "environment variable {name} is empty (write ${{{name}:-}} if empty is meant)"
+        )),
         (Some(value), None) => Ok(value),
         (Some(value), Some(_)) if !value.is_empty() => Ok(value),
         (_, Some(default)) => Ok(default.to_owned()),
@@ -179,7 +184,10 @@ pub(crate) mod tests {
         );
         assert_eq!(interpolate("${MISSING:-dflt}", &s), Ok("dflt".into()));
         assert_eq!(interpolate("${EMPTY:-dflt}", &s), Ok("dflt".into()));
-        assert_eq!(interpolate("${EMPTY}", &s), Ok(String::new()));
+        assert!(interpolate("${EMPTY}", &s)
+            .unwrap_err()
+            .contains("EMPTY is empty"));
+        assert_eq!(interpolate("${EMPTY:-}", &s), Ok(String::new()));
         assert_eq!(
             interpolate("${file:/run/secret}", &s),
             Ok("from-file".into())

@@ -245,7 +245,11 @@ pub(super) fn alerts(
         }
         hooks.push(Arc::new(Hook {
             url: hook.url,
-            secret: hook.secret.map(super::Secret::new),
+            // `${VAR:-}` with VAR unset: sent unsigned.
+            secret: hook
+                .secret
+                .filter(|s| !s.is_empty())
+                .map(super::Secret::new),
         }));
     }
     let mut thresholds = config.budget_thresholds.unwrap_or_else(|| vec![80, 100]);

@@ -17,6 +17,8 @@ use crate::metrics::metrics;
 /// The swappable config handle shared by every service.
 pub struct Live {
     current: ArcSwap<Snapshot>,
+    /// What the process bound and set up at start, which only a restart changes.
+    started: StartOnly,
     /// `None` when running on the built-in default, which has nothing to reload.
     path: Option<PathBuf>,
     /// Serialises reloads (SIGHUP and `/admin/reload` may race); requests never take it.
@@ -39,6 +41,7 @@ impl Live {
         let snapshot = Arc::new(snapshot);
         crate::keystore::install(&snapshot);
         Live {
+            started: StartOnly::of(&snapshot),
             current: ArcSwap::new(snapshot),
             path,
             reloading: Mutex::new(()),
@@ -73,8 +76,9 @@ impl Live {
                 return Err(e);
             }
         };
-        let previous = self.current.load();
-        let needs_restart = restart_only_changes(&previous, &next);
+        // Against what is bound, not the previous file: a change reverted by a later reload
+        // needs no restart, and one made by an earlier reload still does.
+        let needs_restart = self.started.differences(&StartOnly::of(&next));
         let next = Arc::new(next);
         crate::limits::shared::install(&next);
         crate::tls::install(&next);
@@ -89,31 +93,55 @@ impl Live {
     }
 }
 
-fn restart_only_changes(old: &Snapshot, new: &Snapshot) -> Vec<&'static str> {
-    let (a, b) = (&old.server, &new.server);
-    let mut changed = Vec::new();
-    if a.listen != b.listen {
-        changed.push("server.listen");
+/// The settings read only at start.
+#[derive(Clone, PartialEq)]
+struct StartOnly {
+    listen: Vec<std::net::SocketAddr>,
+    tls_listen: Vec<std::net::SocketAddr>,
+    admin: Option<std::net::SocketAddr>,
+    threads: usize,
+    grace_period: std::time::Duration,
+    resolver: Vec<std::net::SocketAddr>,
+    logging: (String, crate::config::LogFormat),
+}
+
+impl StartOnly {
+    fn of(snap: &Snapshot) -> StartOnly {
+        let s = &snap.server;
+        StartOnly {
+            listen: s.listen.clone(),
+            tls_listen: s.tls.iter().map(|t| t.listen).collect(),
+            admin: s.admin,
+            threads: s.threads,
+            grace_period: s.grace_period,
+            resolver: s.resolver.clone(),
+            logging: (snap.logging.level.clone(), snap.logging.format),
+        }
     }
-    let tls_addrs =
-        |s: &crate::config::ServerSettings| -> Vec<_> { s.tls.iter().map(|t| t.listen).collect() };
-    if tls_addrs(a) != tls_addrs(b) {
-        changed.push("server.tls[].listen");
+
+    fn differences(&self, new: &StartOnly) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if self.listen != new.listen {
+            changed.push("server.listen");
+        }
+        if self.tls_listen != new.tls_listen {
+            changed.push("server.tls[].listen");
+        }
+        if self.admin != new.admin {
+            changed.push("server.admin");
+        }
+        if self.threads != new.threads {
+            changed.push("server.threads");
+        }
+        if self.grace_period != new.grace_period {
+            changed.push("server.grace_period");
+        }
+        if self.resolver != new.resolver {
+            changed.push("server.resolver");
+        }
+        if self.logging != new.logging {
+            changed.push("logging.level/format");
+        }
+        changed
     }
-    if a.admin != b.admin {
-        changed.push("server.admin");
-    }
-    if a.threads != b.threads {
-        changed.push("server.threads");
-    }
-    if a.grace_period != b.grace_period {
-        changed.push("server.grace_period");
-    }
-    if a.resolver != b.resolver {
-        changed.push("server.resolver");
-    }
-    if old.logging.level != new.logging.level || old.logging.format != new.logging.format {
-        changed.push("logging.level/format");
-    }
-    changed
 }

@@ -191,6 +191,9 @@ pub struct Snapshot {
     /// `limits.store: {redis: …}`: the fleet's store of limits; `None` keeps them in memory.
     pub limits_store: Option<Arc<crate::limits::shared::SharedStore>>,
     pub meta: ConfigMeta,
+    /// What the config leaves out that was likely meant (a provider without a key): shown
+    /// by `sira check`, logged at start.
+    pub notes: Vec<String>,
 }
 
 /// Reads and compiles a config file, expanding references from the process environment.
@@ -220,7 +223,7 @@ pub fn parse(
         Err(e) => {
             return Err(ConfigError::Invalid(vec![ConfigProblem::new(
                 "",
-                yaml_syntax_message(&e),
+                yaml_syntax_message(&e, path),
             )]))
         }
     };
@@ -289,9 +292,25 @@ fn redact_values(message: &str) -> String {
     }
 }
 
-fn yaml_syntax_message(e: &serde_yaml::Error) -> String {
-    // Syntax errors are positioned in the file itself (interpolation has not run yet).
-    format!("invalid YAML: {e}")
+fn yaml_syntax_message(e: &serde_yaml::Error, path: Option<&Path>) -> String {
+    // Syntax errors are positioned in the file itself (interpolation has not run yet), so
+    // the file is named with its line and column, as an editor jumps to them.
+    match (path, e.location()) {
+        (Some(path), Some(at)) => {
+            // The position leads the line; serde_yaml's own " at line L column C" goes.
+            let text = e.to_string();
+            let said = format!(" at line {} column {}", at.line(), at.column());
+            format!(
+                "{}:{}:{}: invalid YAML: {}",
+                path.display(),
+                at.line(),
+                at.column(),
+                text.replacen(&said, "", 1)
+            )
+        }
+        (Some(path), None) => format!("{}: invalid YAML: {e}", path.display()),
+        (None, _) => format!("invalid YAML: {e}"),
+    }
 }
 
 #[cfg(test)]

@@ -110,14 +110,14 @@ pub(super) fn server_settings(b: &mut Builder, value: Option<Value>) -> Option<S
         None => DEFAULT_MAX_REQUEST_BODY,
     };
     let admin_token = match admin_token {
-        Some(token) if token.is_empty() => {
-            b.problem("server.admin_token", "is empty (the referenced variable may be unset); omit the key to disable admin auth");
-            None
-        }
+        // `${VAR:-}` with VAR unset: no token (a listener beyond loopback then refuses it).
+        Some(token) if token.is_empty() => None,
         Some(token) => Some(Secret::new(token)),
         None => None,
     };
     let reasoning_key = match reasoning_key {
+        // `${VAR:-}` with VAR unset: derived from the provider credentials instead.
+        Some(key) if key.is_empty() => None,
         Some(key) if key.len() < 16 => {
             b.problem(
                 "server.reasoning_key",

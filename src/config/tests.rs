@@ -152,7 +152,7 @@ fn missing_environment_variables_are_reported() {
 }
 
 #[test]
-fn empty_api_key_is_a_problem() {
+fn empty_api_key_is_a_problem_unless_allowed() {
     let mut s = source();
     s.env.insert("EMPTY".into(), String::new());
     let err = parse(
@@ -162,8 +162,22 @@ fn empty_api_key_is_a_problem() {
     )
     .unwrap_err();
     assert!(
-        err.to_string().contains("providers.o.api_key: is empty"),
+        err.to_string()
+            .contains("providers.o.api_key: environment variable EMPTY is empty"),
         "{err}"
+    );
+    // Written to allow it: no credential, and a note says so.
+    let snap = parse(
+        "providers:\n  o:\n    kind: openai\n    api_key: ${EMPTY:-}\nmodels:\n  m: { targets: [{ provider: o }] }\n",
+        None,
+        &s,
+    )
+    .unwrap();
+    assert!(snap.providers["o"].api_key.is_none());
+    assert!(
+        snap.notes[0].starts_with("providers.o: no api_key"),
+        "{:?}",
+        snap.notes
     );
 }
 

@@ -14,17 +14,21 @@ fn check_accepts_every_shipped_config() {
     files.sort();
     assert!(files.len() >= 5, "{files:?}");
     for file in files {
-        let out = std::process::Command::new(crate::support::SIRA)
-            .args(["check", "-c"])
-            .arg(&file)
-            .env("OPENAI_API_KEY", "x")
-            .env("ANTHROPIC_API_KEY", "x")
-            .env("AZURE_OPENAI_KEY", "x")
-            .env("OPENAI_BACKUP_KEY", "x")
-            .env("SIRA_ADMIN_TOKEN", "x")
-            .env("SIRA_REASONING_KEY", "a-reasoning-key-for-the-test")
-            .output()
-            .unwrap();
+        // As on a fresh clone: none of the variables the files name is set.
+        let mut check = std::process::Command::new(crate::support::SIRA);
+        check.args(["check", "-c"]).arg(&file);
+        for name in [
+            "OPENAI_API_KEY",
+            "ANTHROPIC_API_KEY",
+            "AZURE_OPENAI_KEY",
+            "OPENAI_BACKUP_KEY",
+            "GEMINI_API_KEY",
+            "SIRA_ADMIN_TOKEN",
+            "SIRA_REASONING_KEY",
+        ] {
+            check.env_remove(name);
+        }
+        let out = check.output().unwrap();
         assert!(
             out.status.success(),
             "{}: {}",
@@ -90,9 +94,97 @@ fn key_new_and_hash_agree() {
 }
 
 #[test]
-fn version_prints() {
+fn version_prints_the_revision_it_was_built_from() {
     let dir = tempfile::tempdir().unwrap();
     let (code, stdout, _) = run_cli(&["version"], "", dir.path());
     assert_eq!(code, 0);
-    assert!(stdout.starts_with("sira "), "{stdout}");
+    let (code, flag, _) = run_cli(&["--version"], "", dir.path());
+    assert_eq!(code, 0);
+    assert_eq!(stdout, flag);
+    assert!(
+        stdout.starts_with(concat!("sira ", env!("CARGO_PKG_VERSION"), " (git ")),
+        "{stdout}"
+    );
+    // Built from a git checkout (as every test run is): the revision is the checkout's.
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    if let Some(head) = head {
+        assert!(
+            stdout.contains(&format!("(git {head}")),
+            "{stdout} vs {head}"
+        );
+    }
+}
+
+#[test]
+fn check_names_the_file_of_a_syntax_error_and_counts_in_english() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("broken.yaml");
+    std::fs::write(&file, "models: {a: [\n").unwrap();
+    let (code, stdout, _) = run_cli(&["check", "-c", file.to_str().unwrap()], "", dir.path());
+    assert_eq!(code, 1);
+    assert!(
+        stdout.starts_with(&format!("{}: 1 problem:", file.display())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("{}:2:1: invalid YAML", file.display())),
+        "{stdout}"
+    );
+
+    // A broken provider is one problem, not also an unknown provider where it is used.
+    std::fs::write(
+        &file,
+        "providers:\n  p: { kind: nope }\n  q: { kind: openai, endpoints: [\"http://127.0.0.1:9\"] }\nmodels:\n  m: { targets: [{ provider: p }] }\n  n: { targets: [{ provider: zz }] }\n",
+    )
+    .unwrap();
+    let (_, stdout, _) = run_cli(&["check", "-c", file.to_str().unwrap()], "", dir.path());
+    assert!(stdout.contains(": 2 problems:"), "{stdout}");
+    assert!(stdout.contains("providers.p.kind"), "{stdout}");
+    assert!(!stdout.contains("unknown provider \"p\""), "{stdout}");
+    assert!(stdout.contains("unknown provider \"zz\""), "{stdout}");
+
+    std::fs::write(
+        &file,
+        "providers:\n  q: { kind: openai, api_key: \"${SIRA_TEST_UNSET:-}\" }\nmodels:\n  m: { targets: [{ provider: q }] }\n",
+    )
+    .unwrap();
+    let (code, stdout, _) = run_cli(&["check", "-c", file.to_str().unwrap()], "", dir.path());
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains("ok (1 provider, 1 model, 0 keys)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("note: providers.q: no api_key"), "{stdout}");
+}
+
+#[test]
+fn text_logs_carry_no_colour_codes_when_not_at_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sira.yaml");
+    let (port, admin) = (crate::support::free_port(), crate::support::free_port());
+    std::fs::write(
+        &file,
+        format!("server:\n  listen: [\"127.0.0.1:{port}\"]\n  admin: \"127.0.0.1:{admin}\"\nlogging: {{ format: text }}\nproviders:\n  q: {{ kind: openai, api_key: \"${{SIRA_TEST_UNSET:-}}\" }}\nmodels:\n  m: {{ targets: [{{ provider: q }}] }}\n"),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(crate::support::SIRA)
+        .args(["run", "-c"])
+        .arg(&file)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("no api_key"), "{log}");
+    assert!(!log.contains('\u{1b}'), "{log}");
 }

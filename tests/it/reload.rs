@@ -171,3 +171,31 @@ async fn sighup_reopens_the_access_log_file() {
     );
     assert_eq!(std::fs::read_to_string(rotated).unwrap().lines().count(), 1);
 }
+
+/// `needs_restart` names what the file changes against what the process bound at start:
+/// still named by a second reload of the same file, gone once the file is back.
+#[tokio::test]
+async fn needs_restart_compares_with_what_is_bound() {
+    let mock = MockProvider::start();
+    let sira = Sira::start(
+        &config("  m: { targets: [{ provider: oai }] }\n"),
+        &mock.url(),
+    );
+    let original = std::fs::read_to_string(&sira.config_path).unwrap();
+    assert!(original.contains("threads: 2"), "{original}");
+    let reload = || async {
+        client()
+            .post(sira.admin_url("/admin/reload"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    sira.write_raw_config(&original.replace("threads: 2", "threads: 3"));
+    assert_eq!(reload().await["needs_restart"], json!(["server.threads"]));
+    assert_eq!(reload().await["needs_restart"], json!(["server.threads"]));
+    sira.write_raw_config(&original);
+    assert_eq!(reload().await["needs_restart"], json!([]));
+}

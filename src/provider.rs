@@ -320,28 +320,53 @@ impl Provider {
     /// The active health check's request: the configured path, or the kind's model list,
     /// which every provider serves for free. Never a completion.
     fn health_request(&self, endpoint: &Endpoint, policy: &HealthPolicy) -> Option<RequestHeader> {
-        let base = &endpoint.base_path;
         let path = match &policy.path {
             Some(path) => path.clone(),
-            None => match self.kind {
-                ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::Anthropic => {
-                    format!("{base}/v1/models")
-                }
-                ProviderKind::Gemini => format!("{base}/v1beta/models"),
-                ProviderKind::Azure => format!(
-                    "{base}/openai/models?api-version={}",
-                    self.api_version
-                        .as_deref()
-                        .unwrap_or(DEFAULT_AZURE_API_VERSION)
-                ),
-            },
+            None => self.models_path(endpoint, false),
         };
+        self.get_request(endpoint, &path, "sira-health-check")
+    }
+
+    /// The provider's model list (`GET /v1/models` of [`crate::models::catalog`]), asked
+    /// for in one page.
+    pub fn models_request(&self, endpoint: &Endpoint) -> Option<RequestHeader> {
+        self.get_request(endpoint, &self.models_path(endpoint, true), "sira")
+    }
+
+    fn models_path(&self, endpoint: &Endpoint, whole: bool) -> String {
+        let base = &endpoint.base_path;
+        match (self.kind, whole) {
+            (ProviderKind::Anthropic, true) => format!("{base}/v1/models?limit=1000"),
+            (
+                ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::Anthropic,
+                _,
+            ) => {
+                format!("{base}/v1/models")
+            }
+            (ProviderKind::Gemini, true) => format!("{base}/v1beta/models?pageSize=1000"),
+            (ProviderKind::Gemini, false) => format!("{base}/v1beta/models"),
+            (ProviderKind::Azure, _) => format!(
+                "{base}/openai/models?api-version={}",
+                self.api_version
+                    .as_deref()
+                    .unwrap_or(DEFAULT_AZURE_API_VERSION)
+            ),
+        }
+    }
+
+    /// A GET to this provider with its credentials and fixed headers.
+    fn get_request(
+        &self,
+        endpoint: &Endpoint,
+        path: &str,
+        agent: &'static str,
+    ) -> Option<RequestHeader> {
         let mut request = RequestHeader::build("GET", path.as_bytes(), None).ok()?;
         request
             .insert_header(http::header::HOST, endpoint.authority.clone())
             .ok()?;
         request
-            .insert_header(http::header::USER_AGENT, "sira-health-check")
+            .insert_header(http::header::USER_AGENT, agent)
             .ok()?;
         // Without the field any coding is acceptable, and the exchange refuses coded answers.
         request

@@ -171,6 +171,10 @@ pub fn run(snapshot: Snapshot, options: RunOptions) -> std::io::Result<()> {
         crate::limits::shared::LimitSyncService,
     ));
     server.add_service(background_service(
+        "sira-models",
+        crate::models::catalog::CatalogService { live: live.clone() },
+    ));
+    server.add_service(background_service(
         "sira-keys",
         crate::keystore::KeySyncService,
     ));

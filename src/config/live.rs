@@ -86,6 +86,7 @@ impl Live {
         self.current.store(next.clone());
         metrics().config_reloads.with_label_values(&["ok"]).inc();
         metrics().set_config(&next.meta.sha256);
+        crate::models::catalog::catalog().wake.notify_one();
         Ok(Reloaded {
             snapshot: next,
             needs_restart,

@@ -12,6 +12,7 @@ use ahash::AHashMap;
 use lua_free_filters::Filter;
 
 use crate::glob::Glob;
+pub mod catalog;
 mod order;
 
 pub use order::{estimate_tokens, OrderHints, RouteStrategy};
@@ -264,6 +265,11 @@ impl ModelTable {
         self.listed
             .iter()
             .chain(self.wildcards.iter().map(|(_, route)| route))
+    }
+
+    /// The wildcard entries with their patterns, most specific first.
+    pub fn wildcards(&self) -> impl Iterator<Item = (&Glob, &Arc<ModelRoute>)> {
+        self.wildcards.iter().map(|(glob, route)| (glob, route))
     }
 
     pub fn wildcard_patterns(&self) -> impl Iterator<Item = &str> {

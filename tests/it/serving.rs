@@ -163,40 +163,62 @@ async fn embeddings_route_to_openai_providers() {
 
 #[tokio::test]
 async fn models_lists_what_the_key_may_use() {
-    let (_mock, sira) = start();
-    let all: Value = client()
-        .get(sira.url("/v1/models"))
-        .bearer_auth(KEY_A)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ids: Vec<&str> = all["data"]
-        .as_array()
-        .unwrap()
+    let (mock, sira) = start();
+    let list = |key: &'static str| {
+        let url = sira.url("/v1/models");
+        async move {
+            let all: Value = client()
+                .get(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(all["object"], "list");
+            all["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<String>>()
+        }
+    };
+    // The exact entries first, then what the providers behind `openai/*` and
+    // `anthropic/*` listed (the mock lists four models for both), asked for on this first
+    // listing.
+    let ids = list(KEY_A).await;
+    assert_eq!(
+        ids[..5],
+        ["gpt-4o", "claude", "local", "azure-gpt", "flash"]
+    );
+    for name in [
+        "openai/gpt-4o",
+        "openai/gpt-5-nano",
+        "anthropic/gpt-4o-mini",
+    ] {
+        assert!(ids.iter().any(|id| id == name), "{name} in {ids:?}");
+    }
+    assert_eq!(ids.len(), 5 + 8, "{ids:?}");
+    let asked: Vec<String> = mock
+        .requests()
         .iter()
-        .map(|m| m["id"].as_str().unwrap())
+        .map(|r| r.path_and_query.clone())
         .collect();
-    assert_eq!(ids, ["gpt-4o", "claude", "local", "azure-gpt", "flash"]);
-    assert_eq!(all["object"], "list");
-    let limited: Value = client()
-        .get(sira.url("/v1/models"))
-        .bearer_auth(KEY_B)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ids: Vec<&str> = limited["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, ["gpt-4o"]);
+    assert!(asked.contains(&"/v1/models".to_owned()), "{asked:?}");
+    assert!(
+        asked.contains(&"/v1/models?limit=1000".to_owned()),
+        "{asked:?}"
+    );
+    // team-b may use `gpt-4o*` and `anthropic/*` only.
+    let ids = list(KEY_B).await;
+    assert_eq!(ids[0], "gpt-4o");
+    assert_eq!(ids.len(), 1 + 4, "{ids:?}");
+    assert!(
+        ids[1..].iter().all(|id| id.starts_with("anthropic/")),
+        "{ids:?}"
+    );
 }
 
 #[tokio::test]

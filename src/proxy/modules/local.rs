@@ -27,6 +27,25 @@ impl Phase for LocalAnswers {
         if ctx.op != Some(Operation::ListModels) {
             return Ok(Flow::Continue);
         }
+        // The providers behind wildcard entries are asked for their lists on the first
+        // listing (and kept fresh after): it waits for their first answers.
+        let catalog = crate::models::catalog::catalog();
+        let unasked: Vec<std::sync::Arc<str>> = crate::models::catalog::listable(&ctx.snap)
+            .iter()
+            .filter(|p| !catalog.was_asked(&p.name))
+            .map(|p| p.name.clone())
+            .collect();
+        if !unasked.is_empty() {
+            return Ok(Flow::Wait(Box::pin(async move {
+                catalog.first_lists(unasked).await;
+                Ok(Flow::Apply(Box::new(|_, ctx| {
+                    Ok(Flow::Respond(LocalResponse {
+                        status: 200,
+                        body: list_models(ctx)?,
+                    }))
+                })))
+            })));
+        }
         Ok(Flow::Respond(LocalResponse {
             status: 200,
             body: list_models(ctx)?,
@@ -79,8 +98,9 @@ fn counts_upstream(route: &ModelRoute, models: &crate::models::ModelTable) -> bo
             .any(|name| models.resolve(name).is_some_and(|f| counts(f.route)))
 }
 
-/// The exact model names this caller may use, in OpenAI's list format. Wildcard entries
-/// cannot be enumerated and are left out.
+/// The model names this caller may use, in OpenAI's list format: the exact entries, then
+/// for each `prefix*` entry the models its providers listed (`crate::models::catalog`),
+/// prefixed, where no exact entry already has the name.
 fn list_models(ctx: &RequestCtx) -> Result<Bytes, GatewayError> {
     #[derive(Serialize)]
     struct List<'a> {
@@ -89,7 +109,7 @@ fn list_models(ctx: &RequestCtx) -> Result<Bytes, GatewayError> {
     }
     #[derive(Serialize)]
     struct Model<'a> {
-        id: &'a str,
+        id: std::borrow::Cow<'a, str>,
         object: &'static str,
         created: u64,
         owned_by: &'a str,
@@ -101,18 +121,49 @@ fn list_models(ctx: &RequestCtx) -> Result<Bytes, GatewayError> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let principal = ctx.principal.as_ref();
-    let data = ctx
+    let allowed = |name: &str| principal.is_some_and(|p| p.allows(name));
+    let mut data: Vec<Model> = ctx
         .snap
         .models
         .listed()
-        .filter(|route| principal.is_some_and(|p| p.allows(&route.name)))
+        .filter(|route| allowed(&route.name))
         .map(|route| Model {
-            id: &route.name,
+            id: std::borrow::Cow::Borrowed(&route.name),
             object: "model",
             created,
             owned_by: route.targets.first().map_or("sira", |t| &t.provider.name),
         })
         .collect();
+    let mut seen: ahash::AHashSet<String> = data.iter().map(|m| m.id.to_string()).collect();
+    let catalog = crate::models::catalog::catalog();
+    for (glob, route) in ctx.snap.models.wildcards() {
+        let Some(prefix) = crate::models::catalog::trailing_prefix(glob.as_str()) else {
+            continue;
+        };
+        for target in route.targets.iter().filter(|t| t.model.is_none()) {
+            let Some(ids) = catalog.ids(&target.provider.name) else {
+                continue;
+            };
+            for id in ids.iter() {
+                let name = format!("{prefix}{id}");
+                // A more specific entry may route this name elsewhere: only names this
+                // entry serves are listed as its.
+                let serves = ctx
+                    .snap
+                    .models
+                    .resolve(&name)
+                    .is_some_and(|found| std::sync::Arc::ptr_eq(found.route, route));
+                if serves && allowed(&name) && seen.insert(name.clone()) {
+                    data.push(Model {
+                        id: std::borrow::Cow::Owned(name),
+                        object: "model",
+                        created,
+                        owned_by: &target.provider.name,
+                    });
+                }
+            }
+        }
+    }
     serde_json::to_vec(&List {
         object: "list",
         data,

@@ -771,6 +771,66 @@ def scenario_l(env, t):
     return run_load(env, tls, req, s["conns"], s["load_s"], "(l)")
 
 
+def scenario_q(env, t):
+    """Resumed TLS handshakes per second: `openssl s_time -reuse` opens a connection per
+    request, resuming the first one's session, and asks for a path both gateways answer
+    locally (sira's 404, nginx's `return 404`). CPU per connection is read as for a
+    request."""
+    s = env.args.s
+    host_port = t.tls_base.split("://", 1)[1]
+    seconds = max(2, int(s["load_s"]))
+
+    def run():
+        cmd = env.taskset(["openssl", "s_time", "-connect", host_port, "-reuse",
+                           "-www", "/tls-probe", "-time", str(seconds)])
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+        m = re.search(r"(\d+) connections in ([\d.]+)s", r.stdout)
+        if not m:
+            raise BenchError(f"openssl s_time: {(r.stdout + r.stderr)[-400:]}")
+        n, elapsed = int(m.group(1)), float(m.group(2))
+        return {"requests": n, "rps": n / max(elapsed, 1e-9), "errors": 0,
+                "p50_ms": None, "p99_ms": None, "p999_ms": None}
+
+    return measured(env, t, run)
+
+
+def scenario_r(env, t):
+    """(c)'s 100-event SSE stream over TLS on kept-alive connections: the cost of
+    encrypting a stream event by event is (r) − (c)."""
+    s = env.args.s
+    tls = Target(t.name, t.tls_base, t.proc, t.admin)
+    req = chat_req(env, t.name, stream=True, headers=["x-mock-events: 96"], name="stream-tls")
+    return run_load(env, tls, req, s["stream_conns"], s["load_s"], "(r)")
+
+
+def scenario_s(env, t):
+    """HTTP/2 over TLS: one connection carrying 100 concurrent streams of (a)'s request
+    (h2load -c1 -m100), for as many requests as (a)'s load makes in its time."""
+    s = env.args.s
+    req = chat_req(env, t.name, name="h2")
+    check_one(t, req)
+    total = 2000 if s["load_s"] < 5 else 20000
+
+    def run():
+        headers = ["content-type: application/json", *req.headers]
+        if req.key:
+            headers.append(f"authorization: Bearer {req.key}")
+        cmd = env.taskset(["h2load", "-c1", "-m100", "-n", str(total), "-d", req.body_file,
+                           *sum((["-H", h] for h in headers), []), t.tls_base + req.path])
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, "
+                         r"(\d+) failed, (\d+) errored", r.stdout)
+        rate = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", r.stdout)
+        proto = re.search(r"Application protocol: (\S+)", r.stdout)
+        if not done or not proto or proto.group(1) != "h2":
+            raise BenchError(f"h2load: {(r.stdout + r.stderr)[-500:]}")
+        ok, failed, errored = int(done.group(2)), int(done.group(3)), int(done.group(4))
+        return {"requests": ok, "rps": float(rate.group(1)) if rate else None,
+                "errors": failed + errored, "p50_ms": None, "p99_ms": None, "p999_ms": None}
+
+    return measured(env, t, run)
+
+
 # The prompt of (m) and (n): personal data the redact filter replaces with placeholders.
 PII_PROMPT = ("Hello! Write to jane.doe@example.com or call +1 415 555 0100 about card "
               "4111 1111 1111 1111. What is the capital of France?")
@@ -842,6 +902,11 @@ SCENARIOS = [
     ("n", "100-event SSE stream, redact on every event", scenario_n, ["sira"]),
     ("o", "small chat JSON, response cache hit", scenario_o, ["sira"]),
     ("p", "100-event SSE stream, response cache hit", scenario_p, ["sira"]),
+    ("q", "resumed TLS handshakes, a connection each", scenario_q, ["nginx", "sira"]),
+    ("r", "100-event SSE stream over TLS (kept-alive connections)", scenario_r,
+     ["nginx", "sira"]),
+    ("s", "HTTP/2 over TLS, 100 concurrent streams on one connection", scenario_s,
+     ["nginx", "sira"]),
 ]
 
 

@@ -54,6 +54,9 @@ missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 command -v taskset >/dev/null || missing+=(util-linux)
 command -v python3 >/dev/null || missing+=(python3)
+# (r): HTTP/2 with 100 streams on one connection; (q): resumed TLS handshakes.
+command -v h2load >/dev/null || missing+=(nghttp2-client)
+command -v openssl >/dev/null || missing+=(openssl)
 if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
     missing+=(nginx-light)
 fi

@@ -784,12 +784,20 @@ def scenario_q(env, t):
         cmd = env.taskset(["openssl", "s_time", "-connect", host_port, "-reuse",
                            "-www", "/tls-probe", "-time", str(seconds)])
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
-        m = re.search(r"(\d+) connections in ([\d.]+)s", r.stdout)
+        # "N connections in T real seconds": the first summary line's seconds are the
+        # client's own CPU time, not the wall clock.
+        m = re.search(r"(\d+) connections in (\d+) real seconds", r.stdout)
         if not m:
             raise BenchError(f"openssl s_time: {(r.stdout + r.stderr)[-400:]}")
         n, elapsed = int(m.group(1)), float(m.group(2))
+        # One mark per connection: `r` resumed, `*` a full handshake. A target that does
+        # not resume would be measured doing full handshakes: refuse the figure.
+        marks = "".join(re.findall(r"^[r*]+$", r.stdout, re.M))
+        resumed = marks.count("r")
+        if marks and resumed < 0.9 * len(marks):
+            raise BenchError(f"(q): only {resumed} of {len(marks)} handshakes resumed")
         return {"requests": n, "rps": n / max(elapsed, 1e-9), "errors": 0,
-                "p50_ms": None, "p99_ms": None, "p999_ms": None}
+                "resumed": resumed, "p50_ms": None, "p99_ms": None, "p999_ms": None}
 
     return measured(env, t, run)
 

@@ -29,6 +29,8 @@ pub(super) struct Builder<'p> {
     /// Providers written in the file but refused: a reference to one is not a second
     /// problem (one cause, one message).
     pub(super) broken_providers: Vec<String>,
+    /// What a valid file likely left out by mistake (see [`notes`]).
+    pub(super) notes: Vec<String>,
 }
 
 impl Builder<'_> {
@@ -51,6 +53,7 @@ pub(super) fn build(
     let mut b = Builder {
         problems,
         broken_providers: Vec::new(),
+        notes: Vec::new(),
     };
     let RawFile {
         server,
@@ -109,9 +112,11 @@ pub(super) fn build(
         limits_store.as_ref().and_then(Option::as_ref),
     );
     let seal = seal(&server, &providers);
-    let notes = notes(&providers);
+    let mut notes = std::mem::take(&mut b.notes);
+    notes.extend(self::notes(&providers));
     Some(Snapshot {
         notes,
+        auth_open: open,
         server,
         seal,
         providers,

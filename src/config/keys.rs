@@ -320,6 +320,7 @@ pub fn issued_table(snap: &Snapshot, keys: &[IssuedKey]) -> (KeyTable, Vec<Confi
     let mut b = Builder {
         problems: &mut problems,
         broken_providers: Vec::new(),
+        notes: Vec::new(),
     };
     let authenticates = !snap.keys.is_empty() || snap.keys.require_key || !snap.jwt.is_empty();
     for key in keys {

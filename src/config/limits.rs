@@ -243,6 +243,11 @@ pub(super) fn alerts(
             );
             continue;
         }
+        if hook.secret.as_deref().is_none_or(str::is_empty) {
+            b.notes.push(format!(
+                "alerts.webhooks[{i}]: no secret, so its alerts are sent unsigned"
+            ));
+        }
         hooks.push(Arc::new(Hook {
             url: hook.url,
             // `${VAR:-}` with VAR unset: sent unsigned.

@@ -79,6 +79,12 @@ impl Live {
         // Against what is bound, not the previous file: a change reverted by a later reload
         // needs no restart, and one made by an earlier reload still does.
         let needs_restart = self.started.differences(&StartOnly::of(&next));
+        // The file's addresses take effect only at a restart: whether the new auth leaves a
+        // listener open is judged by what is bound now.
+        if let Some(problem) = self.started.left_open(&next) {
+            metrics().config_reloads.with_label_values(&["error"]).inc();
+            return Err(ConfigError::Invalid(vec![problem]));
+        }
         let next = Arc::new(next);
         crate::limits::shared::install(&next);
         crate::tls::install(&next);
@@ -86,7 +92,7 @@ impl Live {
         self.current.store(next.clone());
         metrics().config_reloads.with_label_values(&["ok"]).inc();
         metrics().set_config(&next.meta.sha256);
-        crate::models::catalog::catalog().wake.notify_one();
+        crate::models::catalog::catalog().refresh_all();
         Ok(Reloaded {
             snapshot: next,
             needs_restart,
@@ -120,6 +126,34 @@ impl StartOnly {
         }
     }
 
+    /// A listener bound beyond loopback that `next` would leave without authentication, or
+    /// an admin listener beyond loopback it would leave without a token.
+    fn left_open(&self, next: &Snapshot) -> Option<super::ConfigProblem> {
+        let no_auth = next.keys.is_empty() && !next.keys.require_key && next.jwt.is_empty();
+        if let Some(addr) = self
+            .listen
+            .iter()
+            .chain(&self.tls_listen)
+            .find(|a| !a.ip().is_loopback())
+        {
+            if no_auth && !next.auth_open {
+                return Some(super::ConfigProblem::new(
+                    "auth",
+                    format!("{addr} is bound beyond loopback (until a restart) and this file leaves it without auth.keys or auth.jwt: add them, or set auth.mode"),
+                ));
+            }
+        }
+        if let Some(admin) = self.admin.filter(|a| !a.ip().is_loopback()) {
+            if next.server.admin_token.is_none() {
+                return Some(super::ConfigProblem::new(
+                    "server.admin_token",
+                    format!("the admin listener {admin} is bound beyond loopback (until a restart): it needs an admin_token"),
+                ));
+            }
+        }
+        None
+    }
+
     fn differences(&self, new: &StartOnly) -> Vec<&'static str> {
         let mut changed = Vec::new();
         if self.listen != new.listen {
@@ -144,5 +178,31 @@ impl StartOnly {
             changed.push("logging.level/format");
         }
         changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(text: &str) -> Snapshot {
+        crate::config::parse(text, None, &ProcessSource).unwrap()
+    }
+
+    #[test]
+    fn a_reload_cannot_leave_what_is_bound_beyond_loopback_open() {
+        let bound = StartOnly::of(&snap(
+            "server: { listen: [\"0.0.0.0:8080\"], admin: \"0.0.0.0:9901\", admin_token: t0123 }\nauth: { mode: open }\n",
+        ));
+        // A file that moves the listeners to loopback, dropping auth and the token: its
+        // addresses only apply at a restart, so it would open the bound ones.
+        let next = snap("server: { listen: [\"127.0.0.1:8080\"], admin: \"127.0.0.1:9901\" }\n");
+        assert_eq!(bound.left_open(&next).unwrap().path, "auth");
+        let keyed = snap(
+            "server: { listen: [\"127.0.0.1:8080\"], admin: \"127.0.0.1:9901\" }\nauth: { keys: [{ name: a, hash: \"sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\" }] }\n",
+        );
+        assert_eq!(bound.left_open(&keyed).unwrap().path, "server.admin_token");
+        let local = StartOnly::of(&next);
+        assert!(local.left_open(&next).is_none());
     }
 }

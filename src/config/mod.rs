@@ -194,6 +194,8 @@ pub struct Snapshot {
     /// What the config leaves out that was likely meant (a provider without a key): shown
     /// by `sira check`, logged at start.
     pub notes: Vec<String>,
+    /// `auth.mode: open`: serving without authentication beyond loopback was asked for.
+    pub auth_open: bool,
 }
 
 /// Reads and compiles a config file, expanding references from the process environment.

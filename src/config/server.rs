@@ -111,7 +111,10 @@ pub(super) fn server_settings(b: &mut Builder, value: Option<Value>) -> Option<S
     };
     let admin_token = match admin_token {
         // `${VAR:-}` with VAR unset: no token (a listener beyond loopback then refuses it).
-        Some(token) if token.is_empty() => None,
+        Some(token) if token.is_empty() => {
+            b.notes.push("server.admin_token: empty (its variable is unset?), so local programs may use the admin API without a token".to_owned());
+            None
+        }
         Some(token) => Some(Secret::new(token)),
         None => None,
     };

@@ -71,7 +71,7 @@ impl Catalog {
     pub fn was_asked(&self, provider: &str) -> bool {
         self.lists()
             .get(provider)
-            .is_some_and(|l| l.asked.is_some())
+            .is_some_and(|l| l.ok || l.asked.is_some())
     }
 
     /// A client wants the lists: waits (bounded) until each of `providers` was asked.
@@ -89,6 +89,17 @@ impl Catalog {
             }
         })
         .await;
+    }
+
+    /// After a reload (a provider's key or endpoint may have changed): every list is asked
+    /// for again at once, the last one kept until then.
+    pub fn refresh_all(&self) {
+        for listed in self.lists().values_mut() {
+            if listed.ok {
+                listed.asked = None;
+            }
+        }
+        self.wake.notify_one();
     }
 
     fn due(&self, provider: &str, now: Instant) -> bool {
@@ -125,7 +136,13 @@ pub fn listable(snap: &crate::config::Snapshot) -> Vec<Arc<Provider>> {
         if trailing_prefix(glob.as_str()).is_none() {
             continue;
         }
-        for target in route.targets.iter().filter(|t| t.model.is_none()) {
+        // Azure lists the resource's base models, not its deployments (what a name
+        // addresses there): nothing to list.
+        let listed = route
+            .targets
+            .iter()
+            .filter(|t| t.model.is_none() && t.provider.kind != ProviderKind::Azure);
+        for target in listed {
             if !out.iter().any(|p| Arc::ptr_eq(p, &target.provider)) {
                 out.push(target.provider.clone());
             }
@@ -203,8 +220,13 @@ pub fn parse(kind: ProviderKind, body: &[u8]) -> Result<Vec<String>, String> {
             .map(str::to_owned)
             .collect(),
     };
-    // Only names a client could send back as a model: one plain path segment.
-    ids.retain(|id| crate::provider::check_path_segment(id).is_ok());
+    // Only names a client could send back as a model. Gemini's go into the URL path: one
+    // plain segment. The others go in the body, so `meta-llama/Llama-3` or `llama3:8b` are
+    // names too; nothing over 256 bytes or with control characters.
+    ids.retain(|id| match kind {
+        ProviderKind::Gemini => crate::provider::check_path_segment(id).is_ok(),
+        _ => !id.is_empty() && id.len() <= 256 && !id.chars().any(char::is_control),
+    });
     ids.sort();
     ids.dedup();
     ids.truncate(MAX_MODELS);
@@ -252,10 +274,10 @@ mod tests {
 
     #[test]
     fn every_kind_of_list_is_read() {
-        let openai = br#"{"object":"list","data":[{"id":"gpt-4o"},{"id":"o3"},{"id":"a/b"}]}"#;
+        let openai = br#"{"object":"list","data":[{"id":"gpt-4o"},{"id":"meta-llama/L-3"},{"id":"a\u0000b"},{"id":""}]}"#;
         assert_eq!(
             parse(ProviderKind::Openai, openai).unwrap(),
-            ["gpt-4o", "o3"]
+            ["gpt-4o", "meta-llama/L-3"]
         );
         let anthropic = br#"{"data":[{"type":"model","id":"claude-sonnet-4-5"}],"has_more":false}"#;
         assert_eq!(
@@ -264,7 +286,8 @@ mod tests {
         );
         let gemini = br#"{"models":[
             {"name":"models/gemini-2.0-flash","supportedGenerationMethods":["generateContent","countTokens"]},
-            {"name":"models/text-embedding-004","supportedGenerationMethods":["embedContent"]}]}"#;
+            {"name":"models/text-embedding-004","supportedGenerationMethods":["embedContent"]},
+            {"name":"models/a/b"}]}"#;
         assert_eq!(
             parse(ProviderKind::Gemini, gemini).unwrap(),
             ["gemini-2.0-flash"]

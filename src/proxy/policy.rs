@@ -66,6 +66,8 @@ pub async fn proxy_upstream(
         // A fallback entry's own limits must admit the request before it is tried.
         if n > 0 {
             if let Err(refusal) = crate::proxy::modules::limits::admit_fallback(ctx, &route) {
+                // The client is told to come back (429, retry-after) rather than of the
+                // failure before: a request the fallback would take later is worth retrying.
                 last_error = Some(GatewayError::RateLimited(refusal));
                 continue;
             }

@@ -508,6 +508,7 @@ auth:
     }
     let refused = ask().await;
     assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
     assert_eq!(

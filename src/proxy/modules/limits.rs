@@ -309,6 +309,8 @@ impl Phase for Admission {
 
 /// Before a fallback model entry with limits of its own is tried, the request must fit
 /// them too: reserved there (settled at the end), or refused, and the entry is passed over.
+/// The request is priced and capped as for the entry the client named (its estimate is
+/// made once); a fallback's `on_exceed: cut` does not apply to it.
 pub fn admit_fallback(
     ctx: &mut RequestCtx,
     route: &Arc<crate::models::ModelRoute>,
@@ -324,9 +326,25 @@ pub fn admit_fallback(
     {
         return Ok(());
     }
-    let reservation = admit(vec![(counter.clone(), route.limits)], demand)?;
-    ctx.limits.fallbacks.push((route.clone(), reservation));
-    Ok(())
+    // The entry tried before this one failed without an answer: what it held goes back now,
+    // not when this request ends.
+    for (_, tried) in ctx.limits.fallbacks.drain(..) {
+        tried.settle(Demand::default());
+    }
+    match admit(vec![(counter.clone(), route.limits)], demand) {
+        Ok(reservation) => {
+            ctx.limits.fallbacks.push((route.clone(), reservation));
+            Ok(())
+        }
+        Err(refusal) => {
+            metrics()
+                .rate_limited
+                .with_label_values(&[ctx.key_name(), refusal.kind.as_str()])
+                .inc();
+            ctx.limits.retry_after.get_or_insert(refusal.retry_after);
+            Err(refusal)
+        }
+    }
 }
 
 /// The caller's key, its tenant and the model entry, those with limits.

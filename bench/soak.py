@@ -479,7 +479,9 @@ def main():
     problems = []
     if failure:
         problems.append(failure)
-    end_fds = settle_fds(sira.pid, baseline_fds, args.fd_slack, 30) if sira.poll() is None else -1
+    # Idle upstream connections stay pooled for up to 60 s (src/proxy/exchange/pool.rs,
+    # IDLE_TIMEOUT) and are swept every 5 s: the count is read once they may have expired.
+    end_fds = settle_fds(sira.pid, baseline_fds, args.fd_slack, 75) if sira.poll() is None else -1
     alive = sira.poll() is None
     applied = metric_sum(admin, "sira_config_reloads_total", 'result="ok"') if alive else -1
     cache_hits = metric_sum(admin, "sira_cache_requests_total", 'result="hit"') if alive else 0

@@ -817,7 +817,7 @@ def scenario_s(env, t):
     s = env.args.s
     req = chat_req(env, t.name, name="h2")
     check_one(t, req)
-    total = 2000 if s["load_s"] < 5 else 20000
+    total = 2000 if s["load_s"] < 5 else 100000
 
     def run():
         headers = ["content-type: application/json", *req.headers]

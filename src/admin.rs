@@ -176,23 +176,11 @@ const KEY_REQUEST_LIMIT: usize = 64 * 1024;
 /// form or text cross-site to a loopback admin listener without asking, JSON only after a
 /// CORS preflight sira never grants.
 async fn read_key_request(session: &mut ServerSession, method: &Method) -> Result<Vec<u8>, Reply> {
-    if *method == Method::POST {
-        let json = session
-            .req_header()
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.trim_start()
-                    .to_ascii_lowercase()
-                    .starts_with("application/json")
-            });
-        if !json {
-            return Err(Reply::json(
-                415,
-                json!({"error": "send the request as JSON (content-type: application/json)"}),
-            ));
-        }
+    if *method == Method::POST && !crate::auth::says_json(&session.req_header().headers) {
+        return Err(Reply::json(
+            415,
+            json!({"error": "send the request as JSON (content-type: application/json)"}),
+        ));
     }
     let mut body = Vec::new();
     loop {

@@ -128,6 +128,19 @@ pub fn is_loopback_host(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Whether a request says its body is JSON: what a web page can only send cross-site after
+/// a CORS preflight, which sira never grants (a form or text POST needs none).
+pub fn says_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        })
+}
+
 /// The credential of `Authorization: Bearer <credential>`.
 fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
     let value = headers.get(http::header::AUTHORIZATION)?.as_bytes();

@@ -115,19 +115,8 @@ fn browser_guard(
     if !crate::auth::is_loopback_host(host) {
         return Err(GatewayError::LocalOnly("the Host is not a loopback name"));
     }
-    if req.method == http::Method::POST {
-        let json = req
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.trim_start()
-                    .to_ascii_lowercase()
-                    .starts_with("application/json")
-            });
-        if !json {
-            return Err(GatewayError::LocalOnly("send the body as application/json"));
-        }
+    if req.method == http::Method::POST && !crate::auth::says_json(&req.headers) {
+        return Err(GatewayError::LocalOnly("send the body as application/json"));
     }
     Ok(())
 }

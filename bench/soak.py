@@ -376,8 +376,11 @@ def main():
     args = ap.parse_args()
 
     bin_dir = Path(args.bin_dir).resolve()
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                         text=True).stdout.strip() or "?"
+    # The binary's own revision (`sira --version`): the one soaked, wherever it was built.
+    version = subprocess.run([str(bin_dir / "sira"), "--version"], capture_output=True,
+                             text=True).stdout
+    found = re.search(r"\(git ([^,)]+)", version)
+    git = found.group(1) if found else "?"
     tmp = Path(tempfile.mkdtemp(prefix="sira-soak-"))
     global KEY_HASH
     KEY_HASH = subprocess.run([str(bin_dir / "sira"), "key", "hash"], input=KEY, text=True,

@@ -162,7 +162,7 @@ fn add_key(
         patterns.iter().map(|p| Glob::new(p)).collect()
     });
     let attached = resolve_filters(b, &format!("{path}.filters"), &filter_names, scope.filters);
-    let Some(&(first, first_end)) = hashes.first() else {
+    let Some(&(first, _)) = hashes.first() else {
         return false;
     };
     let clean = b.problems.len() == before;
@@ -170,8 +170,8 @@ fn add_key(
         return false;
     }
     let mut entry = KeyEntry::new(&name, first, globs, attached);
-    entry.add_hash(first, first_end);
-    for &(digest, end) in &hashes[1..] {
+    // The first hash is already in place: this sets its end, and adds the others.
+    for &(digest, end) in &hashes {
         entry.add_hash(digest, end);
     }
     entry.expires_at = expires_at;

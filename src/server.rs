@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::ListenerConfig;
 use pingora_core::protocols::l4::stream::{L4BufferSettings, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora_core::server::configuration::{Opt, ServerConf};
@@ -87,9 +86,17 @@ pub fn run(snapshot: Snapshot, options: RunOptions) -> std::io::Result<()> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
+    let mut endpoints = Vec::new();
+    for listener in &settings.tls {
+        let handles = crate::runtime::registry().tls_handles(listener);
+        let endpoint = crate::tls::Endpoint::new(&handles)
+            .map_err(|e| std::io::Error::other(format!("TLS listener {}: {e}", listener.listen)))?;
+        endpoints.push((listener.listen, Arc::new(endpoint)));
+    }
     let mut gateway = Service::new(
         "sira".to_owned(),
         Edge {
+            tls: endpoints,
             gateway: Arc::new(Gateway::new(
                 live.clone(),
                 access_log.clone(),
@@ -106,16 +113,8 @@ pub fn run(snapshot: Snapshot, options: RunOptions) -> std::io::Result<()> {
         gateway.add_listener(listener);
     }
     for listener in &settings.tls {
-        let handles = crate::runtime::registry().tls_handles(listener);
-        let identity = crate::tls::IdentityCallback(handles.verifier.clone());
-        let mut tls = TlsSettings::with_callbacks(Box::new(identity))
-            .map_err(|e| std::io::Error::other(format!("TLS listener {}: {e}", listener.listen)))?;
-        tls.set_cert_resolver(handles.resolver.clone());
-        tls.set_client_cert_verifier(handles.verifier.clone());
-        // HTTP/2 preferred, HTTP/1.1 allowed (ALPN).
-        tls.enable_h2();
+        // Accepted as TCP; `Edge` makes the handshake with sira's own TLS config.
         let listener = ListenerConfig::tcp(listener.listen.to_string())
-            .tls(tls)
             .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE));
         gateway.add_listener(listener);
     }

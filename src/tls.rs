@@ -440,6 +440,78 @@ pub struct Handles {
     pub verifier: Arc<Verifier>,
 }
 
+/// One TLS listener's handshake: sira's own rustls `ServerConfig` (Pingora's listener
+/// builds one without a ticketer, so it resumed sessions only from a per-process cache of
+/// 256), with the listener's live certificates and client verification.
+pub struct Endpoint {
+    acceptor: pingora_core::listeners::tls::Acceptor,
+    identity: IdentityCallback,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("tls::Endpoint")
+    }
+}
+
+/// Why a client's TLS handshake did not complete; logged at debug (scanners and health
+/// probes fail handshakes all day).
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("TLS handshake not completed within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("TLS handshake failed: {0}")]
+    Failed(String),
+    #[error("the accepted connection is not a TCP or Unix stream")]
+    Transport,
+}
+
+impl Endpoint {
+    pub fn new(handles: &Handles) -> Result<Endpoint, TlsError> {
+        let invalid = |e: rustls::Error| TlsError::Invalid("TLS listener".into(), e.to_string());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(invalid)?
+            .with_client_cert_verifier(handles.verifier.clone())
+            .with_cert_resolver(handles.resolver.clone());
+        // Stateless resumption: any worker resumes any session without a shared cache, and
+        // the ticket keys rotate (a new one every 6 hours, the previous still accepted).
+        // The session cache stays for clients that offer no ticket support.
+        config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(invalid)?;
+        // HTTP/2 preferred, HTTP/1.1 allowed.
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Endpoint {
+            acceptor: pingora_core::listeners::tls::Acceptor::from_server_config(Arc::new(config)),
+            identity: IdentityCallback(handles.verifier.clone()),
+        })
+    }
+
+    /// Completes the server side of the handshake on a freshly accepted connection, within
+    /// `limit`.
+    pub async fn accept(
+        &self,
+        stream: pingora_core::protocols::Stream,
+        limit: std::time::Duration,
+    ) -> Result<pingora_core::protocols::Stream, HandshakeError> {
+        use pingora_core::protocols::l4::stream::Stream as L4Stream;
+        // Pingora's plain listener hands each connection over as its L4 stream, boxed.
+        let l4: Box<L4Stream> = stream
+            .into_any()
+            .downcast()
+            .map_err(|_| HandshakeError::Transport)?;
+        let handshake = pingora_core::protocols::tls::server::handshake_with_callback(
+            &self.acceptor,
+            *l4,
+            &self.identity,
+        );
+        match tokio::time::timeout(limit, handshake).await {
+            Ok(Ok(tls)) => Ok(Box::new(tls)),
+            Ok(Err(e)) => Err(HandshakeError::Failed(e.to_string())),
+            Err(_) => Err(HandshakeError::Timeout(limit)),
+        }
+    }
+}
+
 /// Hands a new snapshot's certificates and client verification to the listeners already
 /// running: the next handshake uses them, open connections keep what they have.
 pub fn install(snap: &crate::config::Snapshot) {

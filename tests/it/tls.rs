@@ -692,3 +692,105 @@ async fn http2_streams_share_a_connection_and_are_accounted_one_by_one() {
     assert!(gone["output_tokens"].as_u64().unwrap() < 100, "{gone}");
     assert_eq!(gone["estimated"], true, "{gone}");
 }
+
+/// Completes a handshake with `config` and reads one answer on it (a TLS 1.3 server sends
+/// its tickets after the handshake); returns how the handshake went.
+async fn handshake_kind(
+    config: &std::sync::Arc<rustls::ClientConfig>,
+    addr: SocketAddr,
+) -> rustls::HandshakeKind {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let connector = tokio_rustls::TlsConnector::from(config.clone());
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let kind = tls.get_ref().1.handshake_kind().unwrap();
+    tls.write_all(b"GET /v1/models HTTP/1.1\r\nhost: sira\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tls.read_to_end(&mut answer).await.unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 "), "{answer:?}");
+    kind
+}
+
+#[tokio::test]
+async fn sessions_resume_from_tickets_however_many_sessions_came_between() {
+    let mock = MockProvider::start();
+    let ca = Ca::new("sira test CA");
+    let dir = tempfile::tempdir().unwrap();
+    ca.issue(dir.path(), "server", "sira", &["127.0.0.1"], false);
+    let s = start(&mock, dir, "", "");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert.der().clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let config = |resume: bool| {
+            let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_protocol_versions(&[version])
+                .unwrap()
+                .with_root_certificates(roots.clone())
+                .with_no_client_auth();
+            if !resume {
+                config.resumption = rustls::client::Resumption::disabled();
+            }
+            std::sync::Arc::new(config)
+        };
+        let (remembering, forgetful) = (config(true), config(false));
+        assert_eq!(
+            handshake_kind(&remembering, s.addr).await,
+            rustls::HandshakeKind::Full
+        );
+        // More sessions than a server-side session cache keeps (rustls's holds 256): only
+        // a ticket, which the client holds, still resumes the first session after them.
+        for _ in 0..300 {
+            assert_eq!(
+                handshake_kind(&forgetful, s.addr).await,
+                rustls::HandshakeKind::Full
+            );
+        }
+        assert_eq!(
+            handshake_kind(&remembering, s.addr).await,
+            rustls::HandshakeKind::Resumed,
+            "{version:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_client_dripping_its_handshake_is_closed_at_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mock = MockProvider::start();
+    let ca = Ca::new("sira test CA");
+    let dir = tempfile::tempdir().unwrap();
+    ca.issue(dir.path(), "server", "sira", &["127.0.0.1"], false);
+    // A sibling of `tls:` under `server:`.
+    let s = start(&mock, dir, "  timeouts:\n    header: 1s\n", "");
+    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let started = Instant::now();
+    // The start of a ClientHello record, a byte at a time, and never its end.
+    let record = [
+        0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    let mut closed = false;
+    for byte in record.iter().cycle().take(40) {
+        if tcp.write_all(&[*byte]).await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(Duration::from_millis(250), tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(_)) | Err(_) => {}
+        }
+    }
+    let took = started.elapsed();
+    assert!(closed, "still open after {took:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+}

@@ -20,6 +20,7 @@
 //! header limits are set from the same config ([`Gateway`]'s `h2_options`).
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,6 +44,9 @@ use client::{ClientStream, HeaderDeadline, HeaderOverflow, Watch};
 /// keep-alive loop.
 pub struct Edge {
     pub gateway: Arc<Gateway>,
+    /// The TLS listeners by address: their connections are accepted as plain TCP and the
+    /// handshake is made here (see [`crate::tls::Endpoint`]).
+    pub tls: Vec<(SocketAddr, Arc<crate::tls::Endpoint>)>,
 }
 
 /// How long a new HTTP/2 connection is given for its first requests before a shutdown may
@@ -92,6 +96,17 @@ impl ServerApp for Edge {
         ));
         // A connection accepted before a shutdown gets its first request served.
         watch.count();
+        // The handshake is part of the first request's header time, as in nginx.
+        let stream = match self.endpoint(&stream) {
+            None => stream,
+            Some(tls) => match tls.accept(stream, server.header_timeout).await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::debug!(error = %e, "client connection closed");
+                    return None;
+                }
+            },
+        };
         let mut stream = Box::new(ClientStream {
             inner: stream,
             ahead: Bytes::new(),
@@ -133,6 +148,24 @@ impl ServerApp for Edge {
 }
 
 impl Edge {
+    /// The TLS listener that accepted `stream`, if a TLS one did.
+    fn endpoint(&self, stream: &Stream) -> Option<&crate::tls::Endpoint> {
+        if self.tls.is_empty() {
+            return None;
+        }
+        let digest = stream.get_socket_digest()?;
+        let local = *digest.local_addr()?.as_inet()?;
+        // An exact address first; a listener on 0.0.0.0 or [::] accepts on any address
+        // of its port.
+        let exact = self.tls.iter().find(|(addr, _)| *addr == local);
+        let any = || {
+            self.tls
+                .iter()
+                .find(|(addr, _)| addr.ip().is_unspecified() && addr.port() == local.port())
+        };
+        exact.or_else(any).map(|(_, endpoint)| &**endpoint)
+    }
+
     /// HTTP/1: one request after the other on the connection, for as long as both sides
     /// keep it alive.
     async fn serve_h1(

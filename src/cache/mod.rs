@@ -38,6 +38,37 @@ pub struct Entry {
     pub usage: Usage,
     /// How long it is kept.
     pub ttl: Duration,
+    /// A stream's timing, for a replay at the original pace (`cache.replay: original`);
+    /// empty for a JSON answer.
+    pub pace: Arc<[Mark]>,
+}
+
+/// Where a stream's body stood when a batch of it arrived, and when, from its first byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mark {
+    pub offset: u32,
+    pub after_ms: u32,
+}
+
+/// Batches closer together than this replay together: the pace of a stream is its pauses,
+/// not the scheduling noise between two reads.
+const MARK_RESOLUTION_MS: u32 = 2;
+/// Marks per stream at most (8 bytes each): a longer stream's later batches replay
+/// together with the last marked one.
+pub const MAX_MARKS: usize = 4096;
+
+/// Notes a batch of `offset` bytes into the stream, `after_ms` from its start.
+pub fn mark(marks: &mut Vec<Mark>, offset: usize, after_ms: u64) {
+    let (Ok(offset), Ok(after_ms)) = (u32::try_from(offset), u32::try_from(after_ms)) else {
+        return;
+    };
+    let close = marks
+        .last()
+        .is_some_and(|last| after_ms.saturating_sub(last.after_ms) < MARK_RESOLUTION_MS);
+    if close || marks.len() >= MAX_MARKS {
+        return;
+    }
+    marks.push(Mark { offset, after_ms });
 }
 
 /// Bytes an entry costs beyond its body (its struct, the key, moka's bookkeeping).
@@ -45,7 +76,8 @@ const ENTRY_OVERHEAD: usize = 256;
 
 impl Entry {
     fn weight(&self) -> u32 {
-        u32::try_from(self.body.len() + self.provider.len() + self.upstream_model.len())
+        let pace = self.pace.len() * std::mem::size_of::<Mark>();
+        u32::try_from(self.body.len() + self.provider.len() + self.upstream_model.len() + pace)
             .unwrap_or(u32::MAX)
             .saturating_add(ENTRY_OVERHEAD as u32)
     }
@@ -63,6 +95,7 @@ impl Entry {
             // When it expires, as wall time: a host that reads it later keeps it only
             // for what is left.
             "expires_ms": now_ms().saturating_add(u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX)),
+            "pace": self.pace.iter().flat_map(|m| [m.offset, m.after_ms]).collect::<Vec<u32>>(),
         })
         .to_string();
         let mut out = BytesMut::with_capacity(header.len() + 1 + self.body.len());
@@ -79,9 +112,11 @@ impl Entry {
             return None;
         }
         let number = |name: &str| header[name].as_u64().unwrap_or(0);
+        let body = bytes.slice(newline + 1..);
         Some(Entry {
             sse: header["sse"].as_bool()?,
-            body: bytes.slice(newline + 1..),
+            pace: decode_pace(&header["pace"], body.len())?,
+            body,
             provider: header["provider"].as_str()?.to_owned(),
             upstream_model: header["model"].as_str()?.to_owned(),
             usage: Usage {
@@ -97,6 +132,33 @@ impl Entry {
             ),
         })
     }
+}
+
+/// A stored stream's marks, checked: offsets and times never go back, offsets stay in the
+/// body. Missing (an entry written before marks were kept): none.
+fn decode_pace(value: &serde_json::Value, body_len: usize) -> Option<Arc<[Mark]>> {
+    let Some(flat) = value.as_array() else {
+        return Some(Arc::from([]));
+    };
+    if flat.len() % 2 != 0 || flat.len() / 2 > MAX_MARKS {
+        return None;
+    }
+    let mut marks: Vec<Mark> = Vec::with_capacity(flat.len() / 2);
+    for pair in flat.chunks_exact(2) {
+        let number = |v: &serde_json::Value| v.as_u64().and_then(|n| u32::try_from(n).ok());
+        let mark = Mark {
+            offset: number(&pair[0])?,
+            after_ms: number(&pair[1])?,
+        };
+        let ordered = marks
+            .last()
+            .is_none_or(|last| mark.offset >= last.offset && mark.after_ms >= last.after_ms);
+        if !ordered || mark.offset as usize > body_len {
+            return None;
+        }
+        marks.push(mark);
+    }
+    Some(marks.into())
 }
 
 fn now_ms() -> u64 {
@@ -294,7 +356,36 @@ mod tests {
                 ..Usage::default()
             },
             ttl,
+            pace: Arc::from([Mark {
+                offset: 0,
+                after_ms: 0,
+            }]),
         })
+    }
+
+    #[test]
+    fn marks_merge_close_batches_and_stop_at_the_bound() {
+        let mut marks = Vec::new();
+        mark(&mut marks, 0, 0);
+        mark(&mut marks, 10, 1);
+        mark(&mut marks, 20, 50);
+        assert_eq!(
+            marks,
+            [
+                Mark {
+                    offset: 0,
+                    after_ms: 0
+                },
+                Mark {
+                    offset: 20,
+                    after_ms: 50
+                }
+            ]
+        );
+        for i in 0..10_000u64 {
+            mark(&mut marks, 30 + i as usize, 100 + i * 10);
+        }
+        assert_eq!(marks.len(), MAX_MARKS);
     }
 
     #[test]
@@ -306,7 +397,20 @@ mod tests {
         assert_eq!(back.provider.as_str(), "oai");
         // What is left of its life, not a new one.
         assert!(back.ttl <= e.ttl && back.ttl > e.ttl - Duration::from_secs(2));
+        assert_eq!(back.pace, e.pace);
         assert!(Entry::decode(Bytes::from_static(b"garbage")).is_none());
+        // Marks that point past the body or go back in time are a broken entry.
+        let broken = |pace: &str| {
+            let text = format!(
+                "{{\"v\":1,\"sse\":true,\"provider\":\"p\",\"model\":\"m\",\"expires_ms\":{},\"pace\":{pace}}}\nabc",
+                now_ms() + 60_000
+            );
+            Entry::decode(Bytes::from(text))
+        };
+        assert!(broken("[0,0,3,5]").is_some());
+        assert!(broken("[0,0,4,5]").is_none());
+        assert!(broken("[0,9,1,5]").is_none());
+        assert!(broken("[0]").is_none());
     }
 
     #[tokio::test]

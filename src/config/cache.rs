@@ -7,9 +7,10 @@
 //!   redis: { url: "redis://127.0.0.1:6379/1", ttl: 1h, prefix: "sira:cache:", timeout: 50ms }
 //!   shared: false        # true: one answer for every caller; else per tenant, or per key
 //!   max_entry: 8MiB      # larger answers are not kept
+//!   replay: instant      # or `original`: a stored stream is replayed at the pace it came
 //! models:
 //!   gpt-4o:
-//!     cache: { ttl: 1h }            # or `cache: off`, or { enabled: false }
+//!     cache: { ttl: 1h }            # or `cache: off`, or { enabled: false }, { replay: … }
 //! ```
 
 use std::sync::Arc;
@@ -44,6 +45,20 @@ struct CacheConfig {
     shared: bool,
     #[serde(default)]
     max_entry: Option<ByteSize>,
+    #[serde(default)]
+    replay: Option<Pace>,
+}
+
+/// How a stored stream is replayed.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Pace {
+    /// All at once: the client gets the whole answer as fast as it reads.
+    #[default]
+    Instant,
+    /// With the pauses the provider made, for clients (and demos) that expect a stream to
+    /// look like one.
+    Original,
 }
 
 /// The snapshot's cache and whether its answers are shared by every caller.
@@ -51,6 +66,7 @@ struct CacheConfig {
 pub struct CacheSection {
     pub cache: Arc<ResponseCache>,
     pub shared: bool,
+    pub replay: Pace,
 }
 
 fn ttl(b: &mut Builder, ttl: Option<HumanDuration>, default: Duration, path: &str) -> Duration {
@@ -120,6 +136,7 @@ pub(super) fn cache(b: &mut Builder, value: Option<Value>) -> Option<CacheSectio
     Some(CacheSection {
         cache,
         shared: config.shared,
+        replay: config.replay.unwrap_or_default(),
     })
 }
 
@@ -132,6 +149,8 @@ pub struct ModelCache {
     pub ttl: Option<Duration>,
     /// Overrides `cache.shared` for this entry.
     pub shared: Option<bool>,
+    /// Overrides `cache.replay` for this entry.
+    pub replay: Option<Pace>,
 }
 
 #[derive(Deserialize)]
@@ -143,6 +162,8 @@ struct ModelCacheConfig {
     ttl: Option<HumanDuration>,
     #[serde(default)]
     shared: Option<bool>,
+    #[serde(default)]
+    replay: Option<Pace>,
 }
 
 pub(super) fn model_cache(b: &mut Builder, value: Option<Value>, path: &str) -> ModelCache {
@@ -167,6 +188,7 @@ pub(super) fn model_cache(b: &mut Builder, value: Option<Value>, path: &str) -> 
                 off: config.enabled == Some(false),
                 ttl,
                 shared: config.shared,
+                replay: config.replay,
             }
         }
     }

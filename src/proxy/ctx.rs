@@ -232,6 +232,11 @@ pub struct CacheState {
     pub complete: bool,
     /// A replayed answer's usage: what the hit saved.
     pub saved: Option<crate::usage::Usage>,
+    /// A stored stream is replayed at its original pace.
+    pub paced: bool,
+    /// When the gathered stream's first piece came, and its timing since.
+    pub first_piece: Option<std::time::Instant>,
+    pub marks: Vec<crate::cache::Mark>,
 }
 
 /// Written by the limits module.

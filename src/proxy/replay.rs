@@ -6,6 +6,8 @@
 //! and the client-side filters, which run on it again for this request (a `redact …
 //! restore: true` puts this request's values back).
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::{header, HeaderValue};
 use pingora_core::protocols::http::ServerSession;
@@ -15,7 +17,7 @@ use super::ctx::RequestCtx;
 use super::downstream::{self, join};
 use super::modules::header_error;
 use super::Gateway;
-use crate::cache::{flight::End, Replay};
+use crate::cache::{flight::End, Entry, Replay};
 use crate::error::GatewayError;
 use crate::proxy::modules::stream_error_event;
 
@@ -55,6 +57,13 @@ pub async fn replay(
                 downstream::write(session, ctx, body, true).await;
             }
             Ok(())
+        }
+        Replay::Stored(entry) if ctx.cache.paced && entry.pace.len() > 1 => {
+            downstream::set_streaming_framing(session, &mut header)?;
+            if !downstream::write_header(session, ctx, header).await {
+                return Ok(());
+            }
+            paced(gateway, session, ctx, &entry).await
         }
         Replay::Stored(entry) => {
             downstream::set_streaming_framing(session, &mut header)?;
@@ -112,4 +121,33 @@ pub async fn replay(
             }
         }
     }
+}
+
+/// A stored stream written with the pauses it came with: each batch at the time it arrived
+/// after the first.
+async fn paced(
+    gateway: &Gateway,
+    session: &mut ServerSession,
+    ctx: &mut RequestCtx,
+    entry: &Entry,
+) -> Result<(), GatewayError> {
+    let start = tokio::time::Instant::now();
+    let marks = &entry.pace;
+    for (i, mark) in marks.iter().enumerate() {
+        // Offsets were checked when the entry was made or read: in order and in the body.
+        let from = if i == 0 { 0 } else { mark.offset as usize };
+        let to = marks
+            .get(i + 1)
+            .map_or(entry.body.len(), |next| next.offset as usize);
+        let last = i + 1 == marks.len();
+        tokio::time::sleep_until(start + Duration::from_millis(u64::from(mark.after_ms))).await;
+        let mut body = vec![entry.body.slice(from..to)];
+        let filtered = gateway.chain.response_body_filter(&mut body, last, ctx);
+        let ended = last && filtered.is_ok();
+        if !downstream::write_pieces(session, ctx, &mut body, ended).await {
+            return Ok(());
+        }
+        filtered?;
+    }
+    Ok(())
 }

@@ -314,3 +314,61 @@ async fn a_stream_that_ends_in_an_error_is_not_kept() {
     }
     assert_eq!(mock.requests().len(), 2);
 }
+
+/// A streamed chat request for `model` whose provider pauses `delay_ms` between events:
+/// `x-sira-cache`, the whole body, and when its first and last bytes came.
+async fn timed_stream(
+    sira: &Sira,
+    model: &str,
+    delay_ms: u64,
+) -> (String, String, Duration, Duration) {
+    let mut body = chat(true);
+    body["model"] = json!(model);
+    let started = std::time::Instant::now();
+    let mut resp = request(sira, "/v1/chat/completions")
+        .header("x-mock-events", "6")
+        .header("x-mock-delay-ms", delay_ms.to_string())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let cache = header(&resp, "x-sira-cache");
+    let (mut text, mut first) = (Vec::new(), None);
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        first.get_or_insert_with(|| started.elapsed());
+        text.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8(text).unwrap();
+    (cache, text, first.unwrap(), started.elapsed())
+}
+
+#[tokio::test]
+async fn a_stored_stream_replays_at_its_original_pace_where_asked() {
+    let mock = MockProvider::start();
+    // gpt-4o replays with the provider's pauses; claude (the same model upstream) at once.
+    let sira = Sira::start(
+        &config(MEMORY, "    cache: { replay: original }\n"),
+        &mock.url(),
+    );
+    let (miss, original, _, took) = timed_stream(&sira, "gpt-4o", 100).await;
+    assert_eq!(miss, "miss");
+    assert!(took >= Duration::from_millis(500), "{took:?}");
+    let (hit, replayed, first, took) = timed_stream(&sira, "gpt-4o", 100).await;
+    assert_eq!(hit, "hit");
+    assert_eq!(data_events(&replayed), data_events(&original));
+    // The first event at once, the last as long after it as the provider took.
+    assert!(first < Duration::from_millis(150), "{first:?}");
+    assert!(
+        took - first >= Duration::from_millis(400),
+        "{:?}",
+        took - first
+    );
+
+    let (miss, _, _, _) = timed_stream(&sira, "claude", 100).await;
+    assert_eq!(miss, "miss");
+    let (hit, _, _, took) = timed_stream(&sira, "claude", 100).await;
+    assert_eq!(hit, "hit");
+    assert!(took < Duration::from_millis(300), "{took:?}");
+    assert_eq!(mock.requests().len(), 2);
+}

@@ -14,6 +14,7 @@ use http::HeaderValue;
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use crate::cache::{key, Entry, Joined, KeyParts, ResponseCache, Role};
+use crate::config::cache::Pace;
 use crate::error::GatewayError;
 use crate::metrics::metrics;
 use crate::proxy::ctx::RequestCtx;
@@ -113,6 +114,7 @@ impl Phase for ResponseCacheModule {
         };
         ctx.cache.key = Some(key);
         ctx.cache.ttl = entry.cache.ttl;
+        ctx.cache.paced = entry.cache.replay.unwrap_or(section.replay) == Pace::Original;
         if ctx.cache.no_lookup {
             ctx.cache.result = Some("bypass");
             return Ok(Flow::Continue);
@@ -194,6 +196,15 @@ impl Phase for ResponseCacheModule {
             ctx.cache.lead = None;
             return Ok(());
         }
+        if ctx.response.sse && !body.is_empty() {
+            let first = *ctx
+                .cache
+                .first_piece
+                .get_or_insert_with(std::time::Instant::now);
+            let after_ms = u64::try_from(first.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let offset = ctx.cache.size - body.iter().map(bytes::Bytes::len).sum::<usize>();
+            crate::cache::mark(&mut ctx.cache.marks, offset, after_ms);
+        }
         ctx.cache.pieces.extend(body.iter().cloned());
         if let Some(lead) = &ctx.cache.lead {
             lead.flight.push(body, max);
@@ -243,6 +254,7 @@ impl Phase for ResponseCacheModule {
             upstream_model: ctx.upstream.model.clone().unwrap_or_default(),
             usage: ctx.usage,
             ttl: std::time::Duration::ZERO,
+            pace: std::mem::take(&mut ctx.cache.marks).into(),
         };
         let entry = section.cache.put(key, entry, ctx.cache.ttl);
         m.cache_requests.with_label_values(&["store"]).inc();

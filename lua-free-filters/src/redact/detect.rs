@@ -167,18 +167,37 @@ pub struct Found {
     pub pattern: usize,
 }
 
+/// Whether `whole` matches exactly `text[start..end]`, its look-arounds (`\b`) seeing the
+/// text around the span: `6666666666666` is no card where a `6` follows it.
+fn matches_exactly(
+    whole: &regex_automata::meta::Regex,
+    text: &str,
+    start: usize,
+    end: usize,
+) -> bool {
+    let input = Input::new(text).range(start..end).anchored(Anchored::Yes);
+    // All-matches semantics from an anchored start report the longest match in the span.
+    whole.search(&input).is_some_and(|m| m.end() == end)
+}
+
 /// A compiled set of patterns.
 pub struct Detector {
     /// Any of them, for the common answer: nothing here.
     any: regex::RegexSet,
-    /// Each pattern, and the same anchored at both ends (to try a shorter value when the
-    /// longest one fails its check).
-    each: Vec<(Regex, Regex, Check)>,
+    /// Each pattern, and the same for matching exactly a span of the text in its context
+    /// (to try a shorter value when the longest one fails its check).
+    each: Vec<(Regex, regex_automata::meta::Regex, Check)>,
     labels: Vec<Label>,
     /// All of them as one lazy DFA, run anchored for stream tails.
     tail: DFA,
+    /// Its caches, kept between streams: a cache holds the DFA states determinized so far,
+    /// which a new cache would build again for every stream.
+    caches: std::sync::Mutex<Vec<Cache>>,
     hold: usize,
 }
+
+/// Caches kept for the next streams, at most (each holds at most its DFA's capacity).
+const KEPT_CACHES: usize = 8;
 
 impl std::fmt::Debug for Detector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -212,9 +231,15 @@ impl Detector {
                 .maximum_len()
                 .unwrap_or(MAX_HOLD);
             hold = hold.max(longest.min(MAX_HOLD));
-            let whole = regex::RegexBuilder::new(&format!("^(?:{})$", p.regex))
-                .size_limit(SIZE_LIMIT)
-                .build()
+            // Longest-match semantics, run anchored on a span of the text: a shorter value is
+            // judged with its real neighbours (`\b` sees the digit after a cut-short card).
+            let whole = regex_automata::meta::Regex::builder()
+                .configure(
+                    regex_automata::meta::Regex::config()
+                        .match_kind(regex_automata::MatchKind::All)
+                        .nfa_size_limit(Some(SIZE_LIMIT)),
+                )
+                .build(&p.regex)
                 .map_err(|e| invalid(&p.regex, &e))?;
             each.push((regex, whole, p.check));
         }
@@ -239,6 +264,7 @@ impl Detector {
             each,
             labels: patterns.into_iter().map(|p| p.label).collect(),
             tail,
+            caches: std::sync::Mutex::new(Vec::new()),
             hold,
         })
     }
@@ -257,11 +283,26 @@ impl Detector {
     /// `from` as their context (a value must start at a word boundary: `4111…` is no card
     /// inside `x4111…`).
     pub fn find_from(&self, text: &str, from: usize) -> Vec<Found> {
+        // Most texts hold nothing: one search with the set's prefilter says so. Then which
+        // patterns match at all, in one more pass: only those are run one by one.
         if !self.any.is_match_at(text, from) {
             return Vec::new();
         }
+        let mut few = [false; 16];
+        let mut many = Vec::new();
+        let matched: &mut [bool] = match few.get_mut(..self.each.len()) {
+            Some(few) => few,
+            None => {
+                many.resize(self.each.len(), false);
+                &mut many
+            }
+        };
+        if !self.any.read_matches_at(matched, text, from) {
+            return Vec::new();
+        }
         let mut found = Vec::new();
-        for (pattern, (regex, whole, check)) in self.each.iter().enumerate() {
+        let candidates = self.each.iter().enumerate().filter(|(i, _)| matched[*i]);
+        for (pattern, (regex, whole, check)) in candidates {
             let mut at = from;
             while let Some(m) = regex.find_at(text, at) {
                 // The longest match may carry a neighbour (a card number and its expiry
@@ -271,7 +312,8 @@ impl Detector {
                     .filter(|&end| text.is_char_boundary(end))
                     .find(|&end| {
                         let value = &text[m.start()..end];
-                        (end == m.end() || whole.is_match(value)) && check(value)
+                        (end == m.end() || matches_exactly(whole, text, m.start(), end))
+                            && check(value)
                     });
                 let next = text[m.start()..]
                     .chars()
@@ -311,14 +353,30 @@ impl Detector {
         std::str::from_utf8(text).is_ok_and(|t| self.any.is_match(t))
     }
 
+    /// [`Detector::any`] for a text already known to be UTF-8.
+    pub fn any_in(&self, text: &str) -> bool {
+        self.any.is_match(text)
+    }
+
     /// The longest tail [`Detector::hold_from`] holds back.
     pub fn hold(&self) -> usize {
         self.hold
     }
 
-    /// A cache for [`Detector::hold_from`], one per stream.
+    /// A cache for [`Detector::hold_from`], one per stream: one a finished stream gave
+    /// back, or a new one.
     pub fn cache(&self) -> Cache {
-        self.tail.create_cache()
+        let kept = self.caches.lock().map(|mut c| c.pop()).unwrap_or(None);
+        kept.unwrap_or_else(|| self.tail.create_cache())
+    }
+
+    /// Keeps a stream's cache for the next (up to [`KEPT_CACHES`]).
+    pub fn give_back(&self, cache: Cache) {
+        if let Ok(mut caches) = self.caches.lock() {
+            if caches.len() < KEPT_CACHES {
+                caches.push(cache);
+            }
+        }
     }
 
     /// The earliest byte (a char boundary) from which a value could start and still be
@@ -490,6 +548,15 @@ mod tests {
                 ("IBAN".into(), "DE89370400440532013000".into())
             ]
         );
+    }
+
+    #[test]
+    fn a_checked_prefix_of_a_longer_run_is_no_value() {
+        // Fourteen digits fail Luhn; their first thirteen pass, but a digit follows them, so
+        // they are not a number of their own (found in a stream cut after the fourteenth).
+        let run = "6".repeat(14);
+        assert!(labels(&format!("\u{3}{run}")).is_empty());
+        assert!(labels(&format!("x {run}6666 y")).is_empty());
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! at any byte is still found (see [`stream`]).
 
 mod detect;
+mod json;
 mod raw;
 mod stream;
 
@@ -31,7 +32,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::Sha256;
 
-pub use detect::{builtin_names, Detector, Pattern, MAX_HOLD};
+pub use detect::{builtin_names, Detector, Found, Pattern, MAX_HOLD};
 
 use crate::fields::Direction;
 use crate::{json_body, Filter, FilterError, Memo, StreamFilter};
@@ -264,6 +265,18 @@ impl Rewriter {
         memo: &mut Memo,
     ) -> Option<String> {
         let found = detector.find_from(text, from);
+        self.rewrite_found(detector, text, from, &found, memo)
+    }
+
+    /// `text[from..]` with the values `found` there replaced; `None` when there are none.
+    pub(crate) fn rewrite_found(
+        &self,
+        detector: &Detector,
+        text: &str,
+        from: usize,
+        found: &[Found],
+        memo: &mut Memo,
+    ) -> Option<String> {
         if found.is_empty() {
             return None;
         }
@@ -335,21 +348,19 @@ impl Rewriter {
         body: &[u8],
         memo: &mut Memo,
     ) -> Result<Option<Vec<u8>>, FilterError> {
+        let text = std::str::from_utf8(body).ok();
         // The common case, nothing to replace, is known from the bytes of a body without
         // escapes (after `\n` a value would not start at a word boundary; `\u` could hide
         // any character).
-        if memchr::memchr(b'\\', body).is_none() {
-            if let Ok(text) = std::str::from_utf8(body) {
-                // Placeholder-like text the client wrote must be recorded (below).
-                let typed = self.mode == Mode::Placeholder && self.placeholders.is_match(text);
-                if !typed && !detector.any(body) {
-                    return Ok(None);
-                }
+        if let Some(text) = text.filter(|_| memchr::memchr(b'\\', body).is_none()) {
+            // Placeholder-like text the client wrote must be recorded (below).
+            let typed = self.mode == Mode::Placeholder && self.placeholders.is_match(text);
+            if !typed && !detector.any_in(text) {
+                return Ok(None);
             }
         }
-        let mut doc = json_body(body)?;
         if self.mode == Mode::Placeholder {
-            let text = String::from_utf8_lossy(body);
+            let text = text.map_or_else(|| String::from_utf8_lossy(body), std::borrow::Cow::from);
             for found in self.placeholders.find_iter(&text) {
                 if memo.original(found.as_str()).is_none()
                     && !memo.reserved.iter().any(|r| r == found.as_str())
@@ -359,6 +370,27 @@ impl Rewriter {
                 }
             }
         }
+        // The texts rewritten in the document's own bytes; the tree only for what the walk
+        // cannot follow (which then fails to parse, as it should).
+        if let Some(text) = text {
+            let rewritten =
+                json::rewrite_texts(text, NOT_TEXT, &mut |t| self.rewrite(detector, t, memo));
+            if let Ok(result) = rewritten {
+                return Ok(result);
+            }
+        }
+        self.rewrite_tree(detector, body, memo)
+    }
+
+    /// [`Rewriter::rewrite_json`] through a parsed tree: for documents the walk cannot
+    /// follow, and the reference the walk is tested against.
+    fn rewrite_tree(
+        &self,
+        detector: &Detector,
+        body: &[u8],
+        memo: &mut Memo,
+    ) -> Result<Option<Vec<u8>>, FilterError> {
+        let mut doc = json_body(body)?;
         let changed = each_text(
             &mut doc,
             &mut |text| match self.rewrite(detector, text, memo) {

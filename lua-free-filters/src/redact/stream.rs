@@ -167,6 +167,48 @@ pub(crate) struct RedactStream {
     /// value starts at a word boundary).
     sent: Vec<(u64, char)>,
     cache: Option<Cache>,
+    /// The bytes around the text of the last event handled in its bytes.
+    framing: Option<Framing>,
+}
+
+/// A text event's bytes around its text (the quotes included), known to hold nothing to
+/// redact: a stream's events repeat them (id, model, created, the index), so an event with
+/// the same ones is the same event around another text, found without another search.
+struct Framing {
+    before: Bytes,
+    after: Bytes,
+    slot: Slot,
+    index: u64,
+}
+
+impl Framing {
+    /// Where the text of `frame` is, if `frame` is this framing around a text without
+    /// escapes.
+    fn fits(&self, frame: &[u8]) -> Option<super::raw::RawSlot> {
+        let start = self.before.len();
+        let rest = frame.strip_prefix(&self.before[..])?;
+        let len = memchr::memchr2(b'"', b'\\', rest)?;
+        let end = start + len;
+        let fits = rest[len] == b'"'
+            && frame[end..] == self.after[..]
+            // The text itself makes no second data line.
+            && memchr::memmem::find(&rest[..len], b"data:").is_none();
+        fits.then_some(super::raw::RawSlot {
+            start,
+            end,
+            slot: self.slot,
+            index: self.index,
+        })
+    }
+}
+
+impl Drop for RedactStream {
+    fn drop(&mut self) {
+        if let (Some(cache), Some(detector)) = (self.cache.take(), self.rewriter.response.as_ref())
+        {
+            detector.give_back(cache);
+        }
+    }
 }
 
 impl RedactStream {
@@ -177,6 +219,7 @@ impl RedactStream {
             held: Vec::new(),
             sent: Vec::new(),
             cache: None,
+            framing: None,
         }
     }
 
@@ -308,15 +351,18 @@ impl RedactStream {
         let from = whole.len();
         whole.push_str(&held.map(|h| h.text).unwrap_or_default());
         whole.push_str(text);
+        // Values as they stand in all the text there is: the text before a cut is not
+        // judged as if it ended there (`+1 415 575` is no number where `f` follows).
+        let mut found = detector.find_from(&whole, from);
         let cut = if last {
             whole.len()
         } else {
             let cache = self.cache.get_or_insert_with(|| detector.cache());
             let mut cut = detector.hold_after(&whole, from, cache);
             // A value that ends past the cut starts the held tail, whole.
-            for found in detector.find_from(&whole, from) {
-                if found.start < cut && found.end > cut {
-                    cut = found.start;
+            for value in &found {
+                if value.start < cut && value.end > cut {
+                    cut = value.start;
                 }
             }
             // But never more than the longest value back: the tail stays bounded.
@@ -326,9 +372,10 @@ impl RedactStream {
             }
             cut.max(floor)
         };
-        let rewritten = self
-            .rewriter
-            .rewrite_from(detector, &whole[..cut], from, &mut self.memo);
+        found.retain(|value| value.end <= cut);
+        let rewritten =
+            self.rewriter
+                .rewrite_found(detector, &whole[..cut], from, &found, &mut self.memo);
         let tail = whole.split_off(cut);
         self.sent_text(index, &whole);
         let changed = was_holding || !tail.is_empty() || rewritten.is_some();
@@ -362,19 +409,30 @@ impl RedactStream {
         frame: &Bytes,
         out: &mut Vec<Bytes>,
     ) -> bool {
-        let Some(found) = super::raw::find(frame) else {
-            return false;
+        let found = match self.framing.as_ref().and_then(|f| f.fits(frame)) {
+            Some(found) => found,
+            None => {
+                let Some(found) = super::raw::find(frame) else {
+                    return false;
+                };
+                // Every other string of the event holds nothing to redact or restore, as far
+                // as its bytes tell (an escape could split a value from its word boundary:
+                // parsed then).
+                let (before, after) = (&frame[..found.start - 1], &frame[found.end + 1..]);
+                let clean =
+                    |part: &[u8]| memchr::memchr(b'\\', part).is_none() && !detector.any(part);
+                if !clean(before) || !clean(after) {
+                    return false;
+                }
+                self.framing = Some(Framing {
+                    before: frame.slice(..found.start),
+                    after: frame.slice(found.end..),
+                    slot: found.slot,
+                    index: found.index,
+                });
+                found
+            }
         };
-        // Every other string of the event holds nothing to redact or restore, as far as its
-        // bytes tell (an escape could split a value from its word boundary: parsed then).
-        let (before, after) = (&frame[..found.start - 1], &frame[found.end + 1..]);
-        if memchr::memchr(b'\\', before).is_some()
-            || memchr::memchr(b'\\', after).is_some()
-            || detector.any(before)
-            || detector.any(after)
-        {
-            return false;
-        }
         let Ok(text) = std::str::from_utf8(&frame[found.start..found.end]) else {
             return false;
         };

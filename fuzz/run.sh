@@ -69,6 +69,11 @@ heads = {
 }
 for name, head in heads.items():
     seed("http_head", name, head)
+# What the runs found once, replayed first by every run as regression inputs.
+for f in sorted(pathlib.Path("fuzz/known").glob("*")):
+    target = next((t for t in targets if f.name.startswith(t + "-")), None)
+    if target:
+        seed(target, f"known-{f.name}", f.read_bytes())
 PY
 
 # A dictionary per input language: the formats' own tokens for what reads them.

@@ -44,9 +44,8 @@ struct WithUsageMetadata {
 pub fn usage_from_json(format: Format, body: &[u8]) -> Option<Usage> {
     if let Some(object) = usage_object(body) {
         let quick = match format {
-            Format::OpenAiChat => {
-                first_value::<ChatUsage>(object).map(|u| openai_chat::usage_from(&u))
-            }
+            Format::OpenAiChat => chat_usage_quick(object)
+                .or_else(|| first_value::<ChatUsage>(object).map(|u| openai_chat::usage_from(&u))),
             Format::OpenAiResponses => {
                 first_value::<UsageIo>(object).map(|u| responses::usage_from(&u))
             }
@@ -104,6 +103,125 @@ fn object_after_key(from_key: &[u8]) -> Option<&[u8]> {
 }
 
 /// Deserialises the first JSON value of `bytes`, ignoring what follows it.
+/// OpenAI Chat's usage object read by hand. Every JSON answer an OpenAI client gets is read
+/// for it, and serde spends some 20 instructions a byte on an object of counters. Reads
+/// objects whose members are unsigned integers or objects of them; `None` for anything
+/// else (a null, a string, a float, a negative number, a repeated counter), which serde
+/// then reads and judges.
+fn chat_usage_quick(object: &[u8]) -> Option<Usage> {
+    let mut reader = Flat {
+        bytes: object,
+        at: 0,
+    };
+    let mut usage = Usage::default();
+    // The counters read so far, one bit each: a repeated one is serde's to refuse.
+    let mut seen = 0u8;
+    let mut count = |field: &mut u64, bit: u8, value: u64| {
+        let first = seen & bit == 0;
+        seen |= bit;
+        *field = value;
+        first.then_some(())
+    };
+    reader.object(&mut |reader, key| match key {
+        b"prompt_tokens" => count(&mut usage.input, 1, reader.number()?),
+        b"completion_tokens" => count(&mut usage.output, 2, reader.number()?),
+        b"prompt_tokens_details" => reader.object(&mut |reader, key| match key {
+            b"cached_tokens" => count(&mut usage.cached_input, 4, reader.number()?),
+            b"cache_write_tokens" => count(&mut usage.cache_creation_input, 8, reader.number()?),
+            _ => reader.number().map(drop),
+        }),
+        b"completion_tokens_details" => reader.object(&mut |reader, key| match key {
+            b"reasoning_tokens" => count(&mut usage.reasoning, 16, reader.number()?),
+            _ => reader.number().map(drop),
+        }),
+        _ => reader.number_or_object(),
+    })?;
+    Some(usage)
+}
+
+/// A cursor over a JSON object of counters (see [`chat_usage_quick`]).
+struct Flat<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Flat<'a> {
+    fn skip_space(&mut self) {
+        while matches!(self.bytes.get(self.at), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+            self.at += 1;
+        }
+    }
+
+    fn next_is(&mut self, byte: u8) -> bool {
+        self.skip_space();
+        let is = self.bytes.get(self.at) == Some(&byte);
+        if is {
+            self.at += 1;
+        }
+        is
+    }
+
+    /// An unsigned integer that fits in 64 bits.
+    fn number(&mut self) -> Option<u64> {
+        self.skip_space();
+        let digits = self.bytes[self.at..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        let end = self.at + digits;
+        // A fraction or an exponent: not a counter.
+        if digits == 0 || matches!(self.bytes.get(end), Some(b'.' | b'e' | b'E')) {
+            return None;
+        }
+        let value = std::str::from_utf8(&self.bytes[self.at..end])
+            .ok()?
+            .parse()
+            .ok()?;
+        self.at = end;
+        Some(value)
+    }
+
+    fn number_or_object(&mut self) -> Option<()> {
+        self.skip_space();
+        if self.bytes.get(self.at) == Some(&b'{') {
+            self.object(&mut |reader, _| reader.number().map(drop))
+        } else {
+            self.number().map(drop)
+        }
+    }
+
+    /// Calls `member` with each key of the object at the cursor, the cursor on its value.
+    fn object(&mut self, member: &mut dyn FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
+        if !self.next_is(b'{') {
+            return None;
+        }
+        if self.next_is(b'}') {
+            return Some(());
+        }
+        loop {
+            if !self.next_is(b'"') {
+                return None;
+            }
+            let start = self.at;
+            let len = memchr::memchr2(b'"', b'\\', &self.bytes[start..])?;
+            if self.bytes[start + len] != b'"' {
+                return None;
+            }
+            self.at = start + len + 1;
+            if !self.next_is(b':') {
+                return None;
+            }
+            member(self, &self.bytes[start..start + len])?;
+            if self.next_is(b'}') {
+                return Some(());
+            }
+            if !self.next_is(b',') {
+                return None;
+            }
+        }
+    }
+}
+
 fn first_value<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Option<T> {
     T::deserialize(&mut serde_json::Deserializer::from_slice(bytes)).ok()
 }
@@ -385,6 +503,42 @@ mod tests {
             }
         }
         assert!(checked > 20, "{checked}");
+    }
+
+    #[test]
+    fn chat_usage_read_by_hand_is_what_serde_reads_or_left_to_it() {
+        let serde =
+            |o: &str| first_value::<ChatUsage>(o.as_bytes()).map(|u| openai_chat::usage_from(&u));
+        for object in [
+            r#"{"prompt_tokens": 19, "completion_tokens": 10, "total_tokens": 29,
+                "prompt_tokens_details": {"cached_tokens": 3, "audio_tokens": 0},
+                "completion_tokens_details": {"reasoning_tokens": 4, "audio_tokens": 0,
+                "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}, "x": 1"#,
+            r#"{"prompt_tokens":5,"completion_tokens":0,"prompt_tokens_details":{"cache_write_tokens":2}}"#,
+            r#"{}"#,
+            r#"{"completion_tokens": 18446744073709551615}"#,
+        ] {
+            assert_eq!(
+                chat_usage_quick(object.as_bytes()),
+                serde(object),
+                "{object}"
+            );
+            assert!(chat_usage_quick(object.as_bytes()).is_some(), "{object}");
+        }
+        for object in [
+            r#"{"prompt_tokens": null}"#,
+            r#"{"prompt_tokens": 1.0}"#,
+            r#"{"prompt_tokens": -1}"#,
+            r#"{"prompt_tokens": 1, "prompt_tokens": 2}"#,
+            r#"{"prompt_tokens": 18446744073709551616}"#,
+            r#"{"prompt_tokens_details": null, "prompt_tokens": 4}"#,
+            r#"{"service_tier": "default", "prompt_tokens": 4}"#,
+            r#"{"prompt_tokens": 4,}"#,
+            r#"{"prompt_tokens" 4}"#,
+            r#"{"prompt_tokens": 4"#,
+        ] {
+            assert_eq!(chat_usage_quick(object.as_bytes()), None, "{object}");
+        }
     }
 
     #[test]

@@ -300,51 +300,61 @@ impl Detector {
         if !self.any.read_matches_at(matched, text, from) {
             return Vec::new();
         }
-        let mut found = Vec::new();
-        let candidates = self.each.iter().enumerate().filter(|(i, _)| matched[*i]);
-        for (pattern, (regex, whole, check)) in candidates {
-            let mut at = from;
-            while let Some(m) = regex.find_at(text, at) {
-                // The longest match may carry a neighbour (a card number and its expiry
-                // date): then the longest shorter value that passes is the value.
-                let end = (m.start() + 1..=m.end())
-                    .rev()
-                    .filter(|&end| text.is_char_boundary(end))
-                    .find(|&end| {
-                        let value = &text[m.start()..end];
-                        (end == m.end() || matches_exactly(whole, text, m.start(), end))
-                            && check(value)
-                    });
-                let next = text[m.start()..]
-                    .chars()
-                    .next()
-                    .map_or(text.len() + 1, |c| m.start() + c.len_utf8());
-                at = match end {
-                    Some(end) => {
-                        found.push(Found {
-                            start: m.start(),
-                            end,
-                            pattern,
-                        });
-                        end.max(next)
-                    }
-                    // No value here: one that starts inside this candidate may still be
-                    // (and the answer does not depend on where the search began).
-                    None => next,
-                };
-                if at > text.len() {
-                    break;
+        // Leftmost value first (the longest on a tie, then the more specific pattern); the
+        // search goes on after it. Each pattern's next value is looked for again only when
+        // the one it had overlaps what was taken: a candidate that loses never hides a
+        // value of its own pattern further on.
+        let mut next: Vec<(usize, Option<Found>)> = (0..self.each.len())
+            .filter(|&i| matched[i])
+            .map(|i| (i, self.next_value(i, text, from)))
+            .collect();
+        let mut kept = Vec::new();
+        loop {
+            let best = next
+                .iter()
+                .filter_map(|(_, f)| *f)
+                .min_by_key(|f| (f.start, std::cmp::Reverse(f.end), f.pattern));
+            let Some(best) = best else {
+                return kept;
+            };
+            kept.push(best);
+            for (pattern, slot) in &mut next {
+                if slot.is_some_and(|f| f.start < best.end) {
+                    *slot = self.next_value(*pattern, text, best.end);
                 }
             }
         }
-        found.sort_by_key(|f| (f.start, std::cmp::Reverse(f.end), f.pattern));
-        let mut kept: Vec<Found> = Vec::with_capacity(found.len());
-        for f in found {
-            if kept.last().is_none_or(|last| f.start >= last.end) {
-                kept.push(f);
+    }
+
+    /// The first value of `pattern` that starts at `from` or later, judged in its context.
+    fn next_value(&self, pattern: usize, text: &str, from: usize) -> Option<Found> {
+        let (regex, whole, check) = &self.each[pattern];
+        let mut at = from;
+        while at <= text.len() {
+            let m = regex.find_at(text, at)?;
+            // The longest match may carry a neighbour (a card number and its expiry date):
+            // then the longest shorter value that passes is the value.
+            let end = (m.start() + 1..=m.end())
+                .rev()
+                .filter(|&end| text.is_char_boundary(end))
+                .find(|&end| {
+                    let value = &text[m.start()..end];
+                    (end == m.end() || matches_exactly(whole, text, m.start(), end)) && check(value)
+                });
+            if let Some(end) = end {
+                return Some(Found {
+                    start: m.start(),
+                    end,
+                    pattern,
+                });
             }
+            // No value here: one that starts inside this candidate may still be.
+            at = text[m.start()..]
+                .chars()
+                .next()
+                .map_or(text.len() + 1, |c| m.start() + c.len_utf8());
         }
-        kept
+        None
     }
 
     /// Whether `text` holds anything any pattern would match (before checks).

@@ -531,3 +531,29 @@ fn the_text_before_a_held_tail_is_judged_with_what_follows() {
     let text = read_text(&out);
     assert!(text.contains("+1 415 575f"), "{text}");
 }
+
+/// Found by strict fuzzing: a card candidate that overlapped the phone number before it,
+/// and lost to it, hid the card number after it (a stream cut between them found it).
+#[test]
+fn a_candidate_that_loses_hides_nothing_after_it() {
+    let filter = build("on: [response]");
+    let text = " card 83+1 415 15415 155 01005 01002 1105 111";
+    let whole = serde_json::to_vec(&json!({"choices": [{"message": {"content": text}}]})).unwrap();
+    let out = filter
+        .on_response_body(&whole, &Memo::default())
+        .unwrap()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&out).unwrap();
+    let masked = doc["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(!masked.contains("01005"), "{masked}");
+    // Split anywhere, the stream reads the same.
+    for cut in 1..text.len() {
+        let out = run(
+            &filter,
+            &Memo::default(),
+            Format::Chat,
+            &[&text[..cut], &text[cut..]],
+        );
+        assert_eq!(read_text(&out), masked, "cut at {cut}");
+    }
+}

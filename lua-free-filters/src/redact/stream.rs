@@ -123,15 +123,12 @@ impl Slot {
     }
 }
 
-/// A held text event without its text (carried by a later event), everything else kept.
-fn without_text(event: Bytes) -> Bytes {
-    let Some(found) = super::raw::find(&event) else {
-        // Only events the bytes path found are held whole: this does not happen.
-        return event;
-    };
+/// A held text event without its text (carried by a later event), everything else kept;
+/// `text` is where its text is (found when it was held: its bytes alone may not tell).
+fn without_text(event: Bytes, text: std::ops::Range<usize>) -> Bytes {
     let mut out = bytes::BytesMut::with_capacity(event.len());
-    out.extend_from_slice(&event[..found.start]);
-    out.extend_from_slice(&event[found.end..]);
+    out.extend_from_slice(&event[..text.start]);
+    out.extend_from_slice(&event[text.end..]);
     out.freeze()
 }
 
@@ -145,10 +142,10 @@ struct Held {
     index: u64,
     /// Text not sent yet: it may be the start of a value.
     text: String,
-    /// Events held back whole, unchanged, whose texts make `text` (each with its text's
-    /// length): sent as they came when `text` turns out to be no value. Empty when `text`
+    /// Events held back whole, unchanged, whose texts make `text` (each with where its
+    /// text is in it): sent as they came when `text` turns out to be no value. Empty when `text`
     /// is a tail cut from an event already sent.
-    events: Vec<(Bytes, usize)>,
+    events: Vec<(Bytes, std::ops::Range<usize>)>,
     /// The last event of this text, to carry the tail out in.
     template: Bytes,
     slot: Slot,
@@ -270,7 +267,7 @@ impl RedactStream {
                     out.extend(
                         held.events
                             .into_iter()
-                            .map(|(event, _)| without_text(event)),
+                            .map(|(event, text)| without_text(event, text)),
                     );
                     rewritten.unwrap_or(held.text)
                 }
@@ -455,11 +452,11 @@ impl RedactStream {
                 // Events whose text ends before the cut are final: out as they came.
                 let mut sent = from;
                 let mut released = 0;
-                for (_, len) in &events {
-                    if sent + len > cut {
+                for (_, held_text) in &events {
+                    if sent + held_text.len() > cut {
                         break;
                     }
-                    sent += len;
+                    sent += held_text.len();
                     released += 1;
                 }
                 out.extend(events.drain(..released).map(|(event, _)| event));
@@ -470,7 +467,7 @@ impl RedactStream {
                 }
                 self.sent_text(found.index, &whole[..sent]);
                 if events.len() < MAX_HELD_EVENTS && whole.len() - sent <= detector.hold() {
-                    events.push((frame.clone(), text.len()));
+                    events.push((frame.clone(), found.start..found.end));
                     self.held.push(Held {
                         index: found.index,
                         text: whole.split_off(sent),
@@ -485,7 +482,11 @@ impl RedactStream {
             // A value to replace (or too much held): the held events go out with their
             // text taken out (what else they carry stays, in order), and this one carries
             // it all, cut and rewritten below.
-            out.extend(events.into_iter().map(|(event, _)| without_text(event)));
+            out.extend(
+                events
+                    .into_iter()
+                    .map(|(event, text)| without_text(event, text)),
+            );
             self.held.push(Held {
                 index: found.index,
                 text: carried,
@@ -560,7 +561,11 @@ impl StreamFilter for RedactStream {
         };
         // Events this text held back whole: out first, their text carried by this one.
         if let Some(held) = self.held.iter_mut().find(|h| h.index == index) {
-            out.extend(held.events.drain(..).map(|(event, _)| without_text(event)));
+            out.extend(
+                held.events
+                    .drain(..)
+                    .map(|(event, text)| without_text(event, text)),
+            );
         }
         let Some(text) = slot.text(&mut doc) else {
             out.push(frame);

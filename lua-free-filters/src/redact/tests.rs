@@ -557,3 +557,48 @@ fn a_candidate_that_loses_hides_nothing_after_it() {
         assert_eq!(read_text(&out), masked, "cut at {cut}");
     }
 }
+
+/// What the client reads of `pieces` streamed, against the whole text redacted at once.
+fn streamed_and_whole(filter: &Redact, pieces: &[&str]) -> (String, String) {
+    let out = run(filter, &Memo::default(), Format::Chat, pieces);
+    let text: String = pieces.concat();
+    let body = serde_json::to_vec(&json!({"choices": [{"message": {"content": text}}]})).unwrap();
+    let whole = match filter.on_response_body(&body, &Memo::default()).unwrap() {
+        Some(out) => {
+            let doc: Value = serde_json::from_slice(&out).unwrap();
+            doc["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+        None => text,
+    };
+    (read_text(&out), whole)
+}
+
+/// Found by strict fuzzing: an event held back whole whose text names another field
+/// (`finishReason`) was sent again with its text, since its bytes alone no longer told
+/// where the text was.
+#[test]
+fn a_held_event_whose_text_names_a_field_goes_out_once() {
+    let filter = build("on: [response]");
+    let f = "\u{c}";
+    let pieces = [
+        f.repeat(12),
+        format!("{f}{f}\u{8}{}", f.repeat(9)),
+        f.repeat(12),
+        f.repeat(12),
+        format!("{}\"f", f.repeat(10)),
+        "in)sh_reason".to_owned(),
+        format!("\u{1b}{}", f.repeat(11)),
+        format!("{}\u{11}\"ch", f.repeat(8)),
+        format!("oices\"{}\"", f.repeat(5)),
+        "finishReason".to_owned(),
+        format!("\"{}", f.repeat(11)),
+        f.repeat(12),
+        format!("{}\u{11}\u{11}\u{1}K", f.repeat(13)),
+    ];
+    let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    let (streamed, whole) = streamed_and_whole(&filter, &pieces);
+    assert_eq!(streamed, whole);
+}

@@ -102,7 +102,6 @@ fn object_after_key(from_key: &[u8]) -> Option<&[u8]> {
     (value.first() == Some(&b'{')).then_some(value)
 }
 
-/// Deserialises the first JSON value of `bytes`, ignoring what follows it.
 /// OpenAI Chat's usage object read by hand. Every JSON answer an OpenAI client gets is read
 /// for it, and serde spends some 20 instructions a byte on an object of counters. Reads
 /// objects whose members are unsigned integers or objects of them; `None` for anything
@@ -114,27 +113,61 @@ fn chat_usage_quick(object: &[u8]) -> Option<Usage> {
         at: 0,
     };
     let mut usage = Usage::default();
-    // The counters read so far, one bit each: a repeated one is serde's to refuse.
+    // The fields read so far, one bit each: a repeated one is serde's to refuse.
     let mut seen = 0u8;
-    let mut count = |field: &mut u64, bit: u8, value: u64| {
-        let first = seen & bit == 0;
+    let mut first = |bit: u8| {
+        let new = seen & bit == 0;
         seen |= bit;
-        *field = value;
-        first.then_some(())
+        new.then_some(())
     };
-    reader.object(&mut |reader, key| match key {
-        b"prompt_tokens" => count(&mut usage.input, 1, reader.number()?),
-        b"completion_tokens" => count(&mut usage.output, 2, reader.number()?),
-        b"prompt_tokens_details" => reader.object(&mut |reader, key| match key {
-            b"cached_tokens" => count(&mut usage.cached_input, 4, reader.number()?),
-            b"cache_write_tokens" => count(&mut usage.cache_creation_input, 8, reader.number()?),
-            _ => reader.number().map(drop),
-        }),
-        b"completion_tokens_details" => reader.object(&mut |reader, key| match key {
-            b"reasoning_tokens" => count(&mut usage.reasoning, 16, reader.number()?),
-            _ => reader.number().map(drop),
-        }),
-        _ => reader.number_or_object(),
+    reader.object(&mut |reader, key| {
+        match key {
+            b"prompt_tokens" => {
+                first(1)?;
+                usage.input = reader.number()?;
+            }
+            b"completion_tokens" => {
+                first(2)?;
+                usage.output = reader.number()?;
+            }
+            b"total_tokens" => {
+                first(4)?;
+                reader.number()?;
+            }
+            b"prompt_tokens_details" => {
+                first(8)?;
+                reader.object(&mut |reader, key| {
+                    match key {
+                        b"cached_tokens" => {
+                            first(16)?;
+                            usage.cached_input = reader.number()?;
+                        }
+                        b"cache_write_tokens" => {
+                            first(32)?;
+                            usage.cache_creation_input = reader.number()?;
+                        }
+                        _ => {
+                            reader.number()?;
+                        }
+                    }
+                    Some(())
+                })?;
+            }
+            b"completion_tokens_details" => {
+                first(64)?;
+                reader.object(&mut |reader, key| {
+                    if key == b"reasoning_tokens" {
+                        first(128)?;
+                        usage.reasoning = reader.number()?;
+                    } else {
+                        reader.number()?;
+                    }
+                    Some(())
+                })?;
+            }
+            _ => reader.number_or_object()?,
+        }
+        Some(())
     })?;
     Some(usage)
 }
@@ -169,8 +202,9 @@ impl<'a> Flat<'a> {
             .take_while(|b| b.is_ascii_digit())
             .count();
         let end = self.at + digits;
-        // A fraction or an exponent: not a counter.
-        if digits == 0 || matches!(self.bytes.get(end), Some(b'.' | b'e' | b'E')) {
+        // A fraction or an exponent: not a counter; a leading zero: not JSON.
+        let leading_zero = digits > 1 && self.bytes[self.at] == b'0';
+        if digits == 0 || leading_zero || matches!(self.bytes.get(end), Some(b'.' | b'e' | b'E')) {
             return None;
         }
         let value = std::str::from_utf8(&self.bytes[self.at..end])
@@ -204,14 +238,16 @@ impl<'a> Flat<'a> {
             }
             let start = self.at;
             let len = memchr::memchr2(b'"', b'\\', &self.bytes[start..])?;
-            if self.bytes[start + len] != b'"' {
+            let key = &self.bytes[start..start + len];
+            // An escape, a control character or beyond ASCII: serde's to read.
+            if self.bytes[start + len] != b'"' || key.iter().any(|b| !(0x20..0x80).contains(b)) {
                 return None;
             }
             self.at = start + len + 1;
             if !self.next_is(b':') {
                 return None;
             }
-            member(self, &self.bytes[start..start + len])?;
+            member(self, key)?;
             if self.next_is(b'}') {
                 return Some(());
             }
@@ -222,6 +258,7 @@ impl<'a> Flat<'a> {
     }
 }
 
+/// Deserialises the first JSON value of `bytes`, ignoring what follows it.
 fn first_value<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Option<T> {
     T::deserialize(&mut serde_json::Deserializer::from_slice(bytes)).ok()
 }
@@ -536,6 +573,10 @@ mod tests {
             r#"{"prompt_tokens": 4,}"#,
             r#"{"prompt_tokens" 4}"#,
             r#"{"prompt_tokens": 4"#,
+            r#"{"prompt_tokens": 01}"#,
+            r#"{"total_tokens": 1, "total_tokens": 1}"#,
+            r#"{"completion_tokens_details": {}, "completion_tokens_details": {}}"#,
+            "{\"pr\u{1}\": 1}",
         ] {
             assert_eq!(chat_usage_quick(object.as_bytes()), None, "{object}");
         }

@@ -97,6 +97,7 @@ pub fn run(snapshot: Snapshot, options: RunOptions) -> std::io::Result<()> {
         "sira".to_owned(),
         Edge {
             tls: endpoints,
+            plain: settings.listen.clone(),
             gateway: Arc::new(Gateway::new(
                 live.clone(),
                 access_log.clone(),

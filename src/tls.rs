@@ -464,6 +464,8 @@ pub enum HandshakeError {
     Failed(String),
     #[error("the accepted connection is not a TCP or Unix stream")]
     Transport,
+    #[error("a resumed session without a verified client certificate, where one is required")]
+    NoClientCertificate,
 }
 
 impl Endpoint {
@@ -504,11 +506,30 @@ impl Endpoint {
             *l4,
             &self.identity,
         );
-        match tokio::time::timeout(limit, handshake).await {
-            Ok(Ok(tls)) => Ok(Box::new(tls)),
-            Ok(Err(e)) => Err(HandshakeError::Failed(e.to_string())),
-            Err(_) => Err(HandshakeError::Timeout(limit)),
+        let tls = match tokio::time::timeout(limit, handshake).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => return Err(HandshakeError::Failed(e.to_string())),
+            Err(_) => return Err(HandshakeError::Timeout(limit)),
+        };
+        // A resumed session skips the certificate request: rustls restores the chain the
+        // session had, or none. Where a certificate is required now (a reload may have
+        // made it so since), a connection without a verified one is refused here.
+        let required = self
+            .identity
+            .0
+             .0
+            .load()
+            .as_ref()
+            .is_some_and(|a| a.required);
+        if required {
+            let verified = tls
+                .ssl_digest()
+                .is_some_and(|d| d.extension.get::<VerifiedPeer>().is_some());
+            if !verified {
+                return Err(HandshakeError::NoClientCertificate);
+            }
         }
+        Ok(Box::new(tls))
     }
 }
 

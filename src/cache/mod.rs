@@ -57,6 +57,10 @@ const MARK_RESOLUTION_MS: u32 = 2;
 /// together with the last marked one.
 pub const MAX_MARKS: usize = 4096;
 
+/// The longest pause a replay makes between two batches: a provider that stalled once is
+/// not a reason to hold a client (and its connection) as long again on every hit.
+pub const MAX_PAUSE_MS: u32 = 10_000;
+
 /// Notes a batch of `offset` bytes into the stream, `after_ms` from its start.
 pub fn mark(marks: &mut Vec<Mark>, offset: usize, after_ms: u64) {
     let (Ok(offset), Ok(after_ms)) = (u32::try_from(offset), u32::try_from(after_ms)) else {
@@ -68,6 +72,9 @@ pub fn mark(marks: &mut Vec<Mark>, offset: usize, after_ms: u64) {
     if close || marks.len() >= MAX_MARKS {
         return;
     }
+    let after_ms = marks.last().map_or(after_ms, |last| {
+        after_ms.min(last.after_ms.saturating_add(MAX_PAUSE_MS))
+    });
     marks.push(Mark { offset, after_ms });
 }
 
@@ -135,7 +142,7 @@ impl Entry {
 }
 
 /// A stored stream's marks, checked: offsets and times never go back, offsets stay in the
-/// body. Missing (an entry written before marks were kept): none.
+/// body, no pause is longer than [`MAX_PAUSE_MS`]. Missing (an entry written before marks were kept): none.
 fn decode_pace(value: &serde_json::Value, body_len: usize) -> Option<Arc<[Mark]>> {
     let Some(flat) = value.as_array() else {
         return Some(Arc::from([]));
@@ -150,9 +157,11 @@ fn decode_pace(value: &serde_json::Value, body_len: usize) -> Option<Arc<[Mark]>
             offset: number(&pair[0])?,
             after_ms: number(&pair[1])?,
         };
-        let ordered = marks
-            .last()
-            .is_none_or(|last| mark.offset >= last.offset && mark.after_ms >= last.after_ms);
+        let ordered = marks.last().is_none_or(|last| {
+            mark.offset >= last.offset
+                && mark.after_ms >= last.after_ms
+                && mark.after_ms - last.after_ms <= MAX_PAUSE_MS
+        });
         if !ordered || mark.offset as usize > body_len {
             return None;
         }
@@ -386,6 +395,11 @@ mod tests {
             mark(&mut marks, 30 + i as usize, 100 + i * 10);
         }
         assert_eq!(marks.len(), MAX_MARKS);
+        // A stall is kept as the longest pause a replay makes, not as long as it was.
+        let mut stalled = Vec::new();
+        mark(&mut stalled, 0, 0);
+        mark(&mut stalled, 5, 3_600_000);
+        assert_eq!(stalled[1].after_ms, MAX_PAUSE_MS);
     }
 
     #[test]
@@ -411,6 +425,8 @@ mod tests {
         assert!(broken("[0,0,4,5]").is_none());
         assert!(broken("[0,9,1,5]").is_none());
         assert!(broken("[0]").is_none());
+        assert!(broken("[0,0,1,10000]").is_some());
+        assert!(broken("[0,0,1,10001]").is_none());
     }
 
     #[tokio::test]

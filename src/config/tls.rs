@@ -87,6 +87,11 @@ pub(super) fn listeners(b: &mut Builder, value: Option<Value>) -> Vec<TlsListene
             );
             continue;
         }
+        if listen.port() == 0 {
+            // Its connections are told from plain ones by their port.
+            b.problem(format!("{path}.listen"), "needs a port (not 0)");
+            continue;
+        }
         let load = |b: &mut Builder, at: String, cert: &str, key: &str, ocsp: Option<&str>| {
             match certified_key(Path::new(cert), Path::new(key), ocsp.map(Path::new)) {
                 Ok(key) => Some(key),

@@ -340,7 +340,7 @@ async fn required_client_certificates_and_check_refuses_broken_tls() {
         .await
         .is_err());
 
-    let cases: [(&str, &str); 4] = [
+    let cases: [(&str, &str); 5] = [
         (
             "cert: /nonexistent/cert.pem",
             "cannot read /nonexistent/cert.pem",
@@ -351,6 +351,7 @@ async fn required_client_certificates_and_check_refuses_broken_tls() {
             "is not a server name",
         ),
         ("listen: nonsense", "server.tls[0].listen"),
+        ("listen: \"127.0.0.1:0\"", "needs a port"),
     ];
     for (change, expected) in cases {
         let cert = path(s.dir.path(), "server.pem");
@@ -694,24 +695,97 @@ async fn http2_streams_share_a_connection_and_are_accounted_one_by_one() {
 }
 
 /// Completes a handshake with `config` and reads one answer on it (a TLS 1.3 server sends
-/// its tickets after the handshake); returns how the handshake went.
-async fn handshake_kind(
+/// its tickets after the handshake); returns how the handshake went, or `None` when the
+/// connection failed before an answer.
+async fn try_handshake(
     config: &std::sync::Arc<rustls::ClientConfig>,
     addr: SocketAddr,
-) -> rustls::HandshakeKind {
+) -> Option<rustls::HandshakeKind> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let connector = tokio_rustls::TlsConnector::from(config.clone());
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let mut tls = connector.connect(name, tcp).await.unwrap();
-    let kind = tls.get_ref().1.handshake_kind().unwrap();
+    let mut tls = connector.connect(name, tcp).await.ok()?;
+    let kind = tls.get_ref().1.handshake_kind()?;
     tls.write_all(b"GET /v1/models HTTP/1.1\r\nhost: sira\r\nconnection: close\r\n\r\n")
         .await
-        .unwrap();
+        .ok()?;
     let mut answer = Vec::new();
-    tls.read_to_end(&mut answer).await.unwrap();
-    assert!(answer.starts_with(b"HTTP/1.1 "), "{answer:?}");
-    kind
+    let _ = tls.read_to_end(&mut answer).await;
+    answer.starts_with(b"HTTP/1.1 ").then_some(kind)
+}
+
+async fn handshake_kind(
+    config: &std::sync::Arc<rustls::ClientConfig>,
+    addr: SocketAddr,
+) -> rustls::HandshakeKind {
+    try_handshake(config, addr)
+        .await
+        .expect("a handshake and an answer")
+}
+
+/// A client config trusting `ca`, for one TLS version, remembering sessions or not.
+fn session_client(
+    ca: &Ca,
+    version: &'static rustls::SupportedProtocolVersion,
+    resume: bool,
+) -> std::sync::Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert.der().clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    if !resume {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
+    std::sync::Arc::new(config)
+}
+
+/// Found in review: a session resumed from before a reload that made client certificates
+/// required skipped the certificate request; it is refused now.
+#[tokio::test]
+async fn a_resumed_session_without_a_certificate_is_refused_once_one_is_required() {
+    let mock = MockProvider::start();
+    let ca = Ca::new("sira test CA");
+    let client_ca = Ca::new("client CA");
+    let dir = tempfile::tempdir().unwrap();
+    ca.issue(dir.path(), "server", "sira", &["127.0.0.1"], false);
+    std::fs::write(dir.path().join("clients.pem"), client_ca.pem()).unwrap();
+    let s = start(&mock, dir, "", "");
+    let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
+    let mut remembering = Vec::new();
+    for version in versions {
+        let client = session_client(&ca, version, true);
+        assert_eq!(
+            try_handshake(&client, s.addr).await,
+            Some(rustls::HandshakeKind::Full)
+        );
+        remembering.push(client);
+    }
+    let key = path(s.dir.path(), "server.key");
+    let text = std::fs::read_to_string(&s.sira.config_path).unwrap();
+    let required = format!(
+        "      key: {key}\n      client_ca: {}\n      client_auth: required\n",
+        path(s.dir.path(), "clients.pem")
+    );
+    s.sira
+        .write_raw_config(&text.replace(&format!("      key: {key}\n"), &required));
+    s.sira.sighup();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let fresh = session_client(&ca, versions[0], false);
+    while try_handshake(&fresh, s.addr).await.is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the reload never required certificates"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (client, version) in remembering.iter().zip(versions) {
+        assert_eq!(try_handshake(client, s.addr).await, None, "{version:?}");
+    }
 }
 
 #[tokio::test]
@@ -721,22 +795,11 @@ async fn sessions_resume_from_tickets_however_many_sessions_came_between() {
     let dir = tempfile::tempdir().unwrap();
     ca.issue(dir.path(), "server", "sira", &["127.0.0.1"], false);
     let s = start(&mock, dir, "", "");
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.cert.der().clone()).unwrap();
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
-        let config = |resume: bool| {
-            let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
-                .with_protocol_versions(&[version])
-                .unwrap()
-                .with_root_certificates(roots.clone())
-                .with_no_client_auth();
-            if !resume {
-                config.resumption = rustls::client::Resumption::disabled();
-            }
-            std::sync::Arc::new(config)
-        };
-        let (remembering, forgetful) = (config(true), config(false));
+        let (remembering, forgetful) = (
+            session_client(&ca, version, true),
+            session_client(&ca, version, false),
+        );
         assert_eq!(
             handshake_kind(&remembering, s.addr).await,
             rustls::HandshakeKind::Full

@@ -367,7 +367,15 @@ impl RedactStream {
             while !whole.is_char_boundary(floor) {
                 floor += 1;
             }
-            cut.max(floor)
+            let mut cut = cut.max(floor);
+            // A value the floor would split goes out now, whole and replaced: never its
+            // start as text, with the rest judged alone later.
+            for value in &found {
+                if value.start < cut && value.end > cut {
+                    cut = value.end;
+                }
+            }
+            cut
         };
         found.retain(|value| value.end <= cut);
         let rewritten =

@@ -602,3 +602,15 @@ fn a_held_event_whose_text_names_a_field_goes_out_once() {
     let (streamed, whole) = streamed_and_whole(&filter, &pieces);
     assert_eq!(streamed, whole);
 }
+
+/// Found in review: with a short hold (one short pattern), a value the tail's bound cut in
+/// two had its start sent as text.
+#[test]
+fn a_value_at_the_tails_bound_goes_out_whole_and_replaced() {
+    let filter = build("patterns: [credit-card]\non: [response]");
+    let card = " 4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 0 0 0 0 0";
+    let first = format!("{}{card}", "X".repeat(50));
+    let (streamed, _) = streamed_and_whole(&filter, &[&first, "."]);
+    assert!(!streamed.contains(" 4 1"), "{streamed}");
+    assert!(streamed.ends_with('.'), "{streamed}");
+}

@@ -47,6 +47,28 @@ pub struct Edge {
     /// The TLS listeners by address: their connections are accepted as plain TCP and the
     /// handshake is made here (see [`crate::tls::Endpoint`]).
     pub tls: Vec<(SocketAddr, Arc<crate::tls::Endpoint>)>,
+    /// The plain listeners' addresses, to tell their connections from the TLS ones'.
+    pub plain: Vec<SocketAddr>,
+}
+
+/// The listener a connection came through.
+enum Accepted<'a> {
+    Plain,
+    Tls(&'a crate::tls::Endpoint),
+    Unknown,
+}
+
+/// Whether a listener bound to `listen` accepts connections on the local address `local`:
+/// the same address; or the unspecified address of its family on the same port (a socket
+/// on `[::]` also takes IPv4 clients, as IPv4-mapped addresses); or, for a listener on port
+/// 0, any port of its address.
+fn listens_on(listen: SocketAddr, local: SocketAddr) -> bool {
+    let ip_matches = listen.ip() == local.ip()
+        || match listen.ip() {
+            std::net::IpAddr::V4(ip) => ip.is_unspecified() && local.is_ipv4(),
+            std::net::IpAddr::V6(ip) => ip.is_unspecified() && local.is_ipv6(),
+        };
+    ip_matches && (listen.port() == local.port() || listen.port() == 0)
 }
 
 /// How long a new HTTP/2 connection is given for its first requests before a shutdown may
@@ -97,15 +119,19 @@ impl ServerApp for Edge {
         // A connection accepted before a shutdown gets its first request served.
         watch.count();
         // The handshake is part of the first request's header time, as in nginx.
-        let stream = match self.endpoint(&stream) {
-            None => stream,
-            Some(tls) => match tls.accept(stream, server.header_timeout).await {
+        let stream = match self.listener_of(&stream) {
+            Accepted::Plain => stream,
+            Accepted::Tls(tls) => match tls.accept(stream, server.header_timeout).await {
                 Ok(stream) => stream,
                 Err(e) => {
                     tracing::debug!(error = %e, "client connection closed");
                     return None;
                 }
             },
+            Accepted::Unknown => {
+                tracing::warn!("a connection on an address no listener is configured for: closed");
+                return None;
+            }
         };
         let mut stream = Box::new(ClientStream {
             inner: stream,
@@ -148,22 +174,25 @@ impl ServerApp for Edge {
 }
 
 impl Edge {
-    /// The TLS listener that accepted `stream`, if a TLS one did.
-    fn endpoint(&self, stream: &Stream) -> Option<&crate::tls::Endpoint> {
+    /// Which listener accepted `stream`: a TLS one (its endpoint), a plain one, or none
+    /// that sira knows of (closed: a TLS port never falls back to plain HTTP).
+    fn listener_of(&self, stream: &Stream) -> Accepted<'_> {
         if self.tls.is_empty() {
-            return None;
+            return Accepted::Plain;
         }
-        let digest = stream.get_socket_digest()?;
-        let local = *digest.local_addr()?.as_inet()?;
-        // An exact address first; a listener on 0.0.0.0 or [::] accepts on any address
-        // of its port.
-        let exact = self.tls.iter().find(|(addr, _)| *addr == local);
-        let any = || {
-            self.tls
-                .iter()
-                .find(|(addr, _)| addr.ip().is_unspecified() && addr.port() == local.port())
+        let local = stream
+            .get_socket_digest()
+            .and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied());
+        let Some(local) = local else {
+            return Accepted::Unknown;
         };
-        exact.or_else(any).map(|(_, endpoint)| &**endpoint)
+        if let Some((_, endpoint)) = self.tls.iter().find(|(addr, _)| listens_on(*addr, local)) {
+            return Accepted::Tls(endpoint);
+        }
+        if self.plain.iter().any(|addr| listens_on(*addr, local)) {
+            return Accepted::Plain;
+        }
+        Accepted::Unknown
     }
 
     /// HTTP/1: one request after the other on the connection, for as long as both sides
@@ -414,5 +443,27 @@ mod tests {
         assert!(names_content_length(raw));
         let raw = b"POST / HTTP/1.1\r\nx-content-length: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert!(!names_content_length(raw));
+    }
+
+    #[test]
+    fn a_connection_belongs_to_the_listener_bound_to_its_address() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(listens_on(addr("127.0.0.1:8443"), addr("127.0.0.1:8443")));
+        assert!(!listens_on(addr("127.0.0.1:8443"), addr("127.0.0.2:8443")));
+        assert!(!listens_on(addr("127.0.0.1:8443"), addr("127.0.0.1:8080")));
+        assert!(listens_on(addr("0.0.0.0:8443"), addr("10.1.2.3:8443")));
+        // IPv6-only sockets: `0.0.0.0` and `[::]` on one port are two listeners.
+        assert!(!listens_on(
+            addr("0.0.0.0:8443"),
+            addr("[2001:db8::1]:8443")
+        ));
+        assert!(!listens_on(addr("[::]:8443"), addr("10.1.2.3:8443")));
+        // A dual-stack `[::]` sees IPv4 clients as mapped addresses.
+        assert!(listens_on(
+            addr("[::]:8443"),
+            addr("[::ffff:10.1.2.3]:8443")
+        ));
+        // A plain listener on port 0 (tests) took whatever port it was given.
+        assert!(listens_on(addr("127.0.0.1:0"), addr("127.0.0.1:40123")));
     }
 }

@@ -1,6 +1,8 @@
 //! Redaction of a streamed answer split into events at arbitrary bytes: never a panic, and
 //! the text the client reads is exactly the whole answer redacted at once (mask mode, every
-//! built-in). What this found is replayed from `fuzz/known/` by every run.
+//! built-in); with two short patterns alone, whose values meet the held tail's bound, at
+//! least everything the whole reading masks is masked. What this found is replayed from
+//! `fuzz/known/` by every run.
 #![no_main]
 
 use std::sync::{Arc, LazyLock};
@@ -30,7 +32,8 @@ mod common;
 
 fuzz_target!(|data: &[u8]| {
     // Bit 4 of the first byte (which `pieces` reads modulo 16 for the cuts) picks the filter.
-    let filter = &FILTERS[usize::from(data.first().is_some_and(|b| b & 0x10 != 0))];
+    let short = data.first().is_some_and(|b| b & 0x10 != 0);
+    let filter = &FILTERS[usize::from(short)];
     let mut stream = filter
         .on_stream(&Memo::default())
         .expect("redaction follows streams");
@@ -76,6 +79,23 @@ fuzz_target!(|data: &[u8]| {
                 .unwrap_or_default()
                 .to_owned()
         })
-        .unwrap_or(sent);
-    assert_eq!(read, expected);
+        .unwrap_or_else(|| sent.clone());
+    if !short {
+        assert_eq!(read, expected);
+        return;
+    }
+    // A short hold: a value the tail's bound reaches goes out as found then, which may
+    // differ from the whole answer's reading. Masking keeps every character's place, so
+    // what must hold is that nothing the whole reading masks reaches the client.
+    let (read, expected, sent): (Vec<char>, Vec<char>, Vec<char>) = (
+        read.chars().collect(),
+        expected.chars().collect(),
+        sent.chars().collect(),
+    );
+    assert_eq!(read.len(), sent.len());
+    for (i, (&whole, &original)) in expected.iter().zip(&sent).enumerate() {
+        if whole == '*' && original != '*' {
+            assert_eq!(read[i], '*', "a masked character reached the client at {i}");
+        }
+    }
 });

@@ -34,5 +34,6 @@ mod stored;
 mod streaming;
 mod targets;
 mod tls;
+mod tls_sessions;
 mod translation;
 mod wire;

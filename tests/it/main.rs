@@ -35,5 +35,6 @@ mod streaming;
 mod targets;
 mod tls;
 mod tls_sessions;
+mod tls_upstream;
 mod translation;
 mod wire;

@@ -5,9 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use sira_mock::MockProvider;
-
-use crate::tls::{path, start, Ca};
+use crate::tls::{path, start_signed, Ca};
 
 /// Completes a handshake with `config` and reads one answer on it (a TLS 1.3 server sends
 /// its tickets after the handshake); returns how the handshake went, or `None` when the
@@ -63,13 +61,9 @@ fn session_client(
 /// required skipped the certificate request; it is refused now.
 #[tokio::test]
 async fn a_resumed_session_without_a_certificate_is_refused_once_one_is_required() {
-    let mock = MockProvider::start();
-    let ca = Ca::new("sira test CA");
+    let (_mock, ca, s) = start_signed("");
     let client_ca = Ca::new("client CA");
-    let dir = tempfile::tempdir().unwrap();
-    ca.issue(dir.path(), "server", "sira", &["127.0.0.1"], false);
-    std::fs::write(dir.path().join("clients.pem"), client_ca.pem()).unwrap();
-    let s = start(&mock, dir, "", "");
+    std::fs::write(s.dir.path().join("clients.pem"), client_ca.pem()).unwrap();
     let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
     let mut remembering = Vec::new();
     for version in versions {
@@ -105,11 +99,7 @@ async fn a_resumed_session_without_a_certificate_is_refused_once_one_is_required
 
 #[tokio::test]
 async fn sessions_resume_from_tickets_however_many_sessions_came_between() {
-    let mock = MockProvider::start();
-    let ca = Ca::new("sira test CA");
-    let dir = tempfile::tempdir().unwrap();
-    ca.issue(dir.path(), "server", "sira", &["127.0.0.1"], false);
-    let s = start(&mock, dir, "", "");
+    let (_mock, ca, s) = start_signed("");
     for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
         let (remembering, forgetful) = (
             session_client(&ca, version, true),
@@ -138,12 +128,8 @@ async fn sessions_resume_from_tickets_however_many_sessions_came_between() {
 #[tokio::test]
 async fn a_client_dripping_its_handshake_is_closed_at_the_header_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mock = MockProvider::start();
-    let ca = Ca::new("sira test CA");
-    let dir = tempfile::tempdir().unwrap();
-    ca.issue(dir.path(), "server", "sira", &["127.0.0.1"], false);
     // A sibling of `tls:` under `server:`.
-    let s = start(&mock, dir, "  timeouts:\n    header: 1s\n", "");
+    let (_mock, _ca, s) = start_signed("  timeouts:\n    header: 1s\n");
     let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
     let started = Instant::now();
     // The start of a ClientHello record, a byte at a time, and never its end.

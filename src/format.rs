@@ -29,6 +29,18 @@ impl Format {
             Format::Gemini => "gemini",
         }
     }
+
+    /// The format [`Format::as_str`] names.
+    pub fn parse(name: &str) -> Option<Format> {
+        [
+            Format::OpenAiChat,
+            Format::OpenAiResponses,
+            Format::Anthropic,
+            Format::Gemini,
+        ]
+        .into_iter()
+        .find(|format| format.as_str() == name)
+    }
 }
 
 impl fmt::Display for Format {

@@ -13,10 +13,12 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 use super::{Entry, Key, ResponseCache};
+use crate::format::Format;
 
 /// One answer being made.
-#[derive(Default)]
 pub struct Flight {
+    /// The leader's format, which its answer is in.
+    pub format: Format,
     state: Mutex<State>,
     changed: Notify,
     /// Requests waiting on or following this flight.
@@ -44,7 +46,7 @@ impl Drop for Following {
 struct State {
     /// Known once the leader's response header came: whether it is a stream.
     sse: Option<bool>,
-    /// The answer so far (the client's format, before the client-side filters).
+    /// The answer so far (the leader's format, before the client-side filters).
     pieces: Vec<Bytes>,
     size: usize,
     end: Option<End>,
@@ -67,6 +69,15 @@ pub enum Joined {
 }
 
 impl Flight {
+    pub fn new(format: Format) -> Flight {
+        Flight {
+            format,
+            state: Mutex::default(),
+            changed: Notify::new(),
+            followers: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
     /// Counts a follower until the result is dropped.
     pub fn follow(self: &Arc<Self>) -> Following {
         self.followers

@@ -1,11 +1,15 @@
 //! The cache key: what makes two requests the same request.
 //!
-//! A SHA-256 over the scope (who may share the answer), the client's format and operation,
-//! whether it streams, the model entry it was routed to with the model asked for (a
-//! wildcard entry serves many; a Gemini path names it outside the body), a chosen target,
-//! the request headers that change an answer, and the body in a canonical form: object keys
-//! sorted, no whitespace, so that key order and formatting do not matter. Fields that do
-//! not change the answer (`stream`, hashed on its own, `user`, `metadata`) are left out.
+//! A SHA-256 over the scope (who may share the answer), the class of the request (the
+//! provider format its body is written in, and what of the answer its client leaves out),
+//! the operation, whether it streams, the model entry it was routed to with the model asked
+//! for (a wildcard entry serves many; a Gemini path names it outside the body), a chosen
+//! target, the request headers that change an answer, and the body in a canonical form:
+//! object keys sorted, no whitespace, so that key order and formatting do not matter. The
+//! body is the request as the provider would get it, so that clients of different formats
+//! asking the same thing share a key. Fields that do not change the answer (`stream`,
+//! hashed on its own, `user`, `metadata`, and Anthropic's `cache_control` breakpoints at any
+//! depth) are left out.
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -15,10 +19,16 @@ pub type Key = [u8; 32];
 /// Top-level fields that never change what the model answers.
 const IGNORED: &[&str] = &["stream", "user", "metadata"];
 
+/// Fields at any depth that never change what the model answers: where the provider may
+/// cache a prefix (sira places them itself for clients of other formats).
+const IGNORED_ANYWHERE: &str = "cache_control";
+
 /// What identifies a request besides its body.
 pub struct KeyParts<'a> {
     pub scope: &'a str,
-    pub surface: &'a str,
+    /// Who may be answered alike: the provider format the body is in, and what the client
+    /// leaves out of the answer (an OpenAI stream without its usage chunk).
+    pub class: &'a str,
     pub operation: &'a str,
     pub stream: bool,
     pub entry: &'a str,
@@ -30,16 +40,12 @@ pub struct KeyParts<'a> {
     pub variant: &'a str,
 }
 
-/// The key of a request; `None` when its body is not a JSON object (nothing sira would
-/// send anyway).
-pub fn key(parts: &KeyParts<'_>, body: &[u8]) -> Option<Key> {
-    let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
-        return None;
-    };
+/// The key of a request whose body has these fields.
+pub fn key(parts: &KeyParts<'_>, fields: &serde_json::Map<String, Value>) -> Key {
     let mut hash = Sha256::new();
     let list = [
         parts.scope,
-        parts.surface,
+        parts.class,
         parts.operation,
         parts.entry,
         parts.model,
@@ -65,14 +71,17 @@ pub fn key(parts: &KeyParts<'_>, body: &[u8]) -> Option<Key> {
         hash.update(b",");
     }
     hash.update(b"}");
-    Some(hash.finalize().into())
+    hash.finalize().into()
 }
 
 /// Feeds `value` to the hash with sorted object keys and no whitespace.
 fn canonical(value: &Value, hash: &mut Sha256) {
     match value {
         Value::Object(fields) => {
-            let mut names: Vec<&String> = fields.keys().collect();
+            let mut names: Vec<&String> = fields
+                .keys()
+                .filter(|k| k.as_str() != IGNORED_ANYWHERE)
+                .collect();
             names.sort();
             hash.update(b"{");
             for name in names {
@@ -106,13 +115,20 @@ mod tests {
     fn parts(scope: &str, stream: bool) -> KeyParts<'_> {
         KeyParts {
             scope,
-            surface: "openai",
+            class: "openai",
             operation: "chat",
             stream,
             entry: "gpt-4o",
             model: "gpt-4o",
             target: "",
             variant: "",
+        }
+    }
+
+    fn key(parts: &KeyParts<'_>, body: &[u8]) -> Option<Key> {
+        match serde_json::from_slice(body) {
+            Ok(Value::Object(fields)) => Some(super::key(parts, &fields)),
+            _ => None,
         }
     }
 
@@ -123,6 +139,14 @@ mod tests {
         let b = br#"{ "temperature": 0, "user": "u1", "stream": true,
                       "messages": [ { "content": "hi", "role": "user" } ], "model": "gpt-4o" }"#;
         assert_eq!(key(&parts("k", false), a), key(&parts("k", false), b));
+        let marked = br#"{"model":"gpt-4o","messages":[{"role":"user","content":[{"type":"text",
+            "text":"hi","cache_control":{"type":"ephemeral"}}]}]}"#;
+        let plain = br#"{"model":"gpt-4o","messages":[{"role":"user","content":[{"type":"text",
+            "text":"hi"}]}]}"#;
+        assert_eq!(
+            key(&parts("k", false), marked),
+            key(&parts("k", false), plain)
+        );
     }
 
     #[test]
@@ -138,6 +162,10 @@ mod tests {
         }
         assert_ne!(key(&parts("other", false), base), Some(k));
         assert_ne!(key(&parts("k", true), base), Some(k));
-        assert_eq!(key(&parts("k", false), b"[1]"), None);
+        let hidden = KeyParts {
+            class: "openai/usage-hidden",
+            ..parts("k", false)
+        };
+        assert_ne!(key(&hidden, base), Some(k));
     }
 }

@@ -1,10 +1,12 @@
 //! The response cache: exact answers to exact requests, kept in memory (L1) and, when
 //! configured, in Redis shared by a fleet (L2), with in-flight coalescing ([`flight`]).
 //!
-//! An entry is the answer as the client received it in its own format, before the
-//! client-side filters (so that a filter such as `redact … restore: true` runs again, with
-//! this request's placeholders, on the replay), together with what it cost: the provider,
-//! the upstream model and the usage, which a hit reports as saved.
+//! An entry is the answer as the client that asked first received it in its own format,
+//! before the client-side filters (so that a filter such as `redact … restore: true` runs
+//! again, with this request's placeholders, on the replay), together with what it cost: the
+//! provider, the upstream model and the usage, which a hit reports as saved. The key is the
+//! request as the provider would get it ([`key`]), so a client of another format may be
+//! answered from it too: the replay translates it into that client's format.
 //!
 //! L1 is a `moka` cache bounded by bytes with TinyLFU admission (a one-off answer does not
 //! push out answers asked for again and again) and a TTL per entry (the model's, capped by
@@ -23,12 +25,15 @@ use bytes::{BufMut, Bytes, BytesMut};
 pub use flight::{Flight, Following, Joined, Lead};
 pub use key::{key, Key, KeyParts};
 
+use crate::format::Format;
 use crate::redis_kv::RedisKv;
 use crate::usage::Usage;
 
 /// One cached answer.
 #[derive(Debug)]
 pub struct Entry {
+    /// The format the answer is in: that of the client that asked first.
+    pub format: Format,
     /// An SSE stream (else a JSON body).
     pub sse: bool,
     pub body: Bytes,
@@ -92,7 +97,8 @@ impl Entry {
     /// For Redis: a JSON header line, then the body as it is.
     fn encode(&self) -> Bytes {
         let header = serde_json::json!({
-            "v": 1,
+            "v": ENTRY_VERSION,
+            "format": self.format.as_str(),
             "sse": self.sse,
             "provider": self.provider,
             "model": self.upstream_model,
@@ -115,12 +121,14 @@ impl Entry {
     fn decode(bytes: Bytes) -> Option<Entry> {
         let newline = bytes.iter().position(|&b| b == b'\n')?;
         let header: serde_json::Value = serde_json::from_slice(&bytes[..newline]).ok()?;
-        if header["v"] != 1 {
+        if header["v"] != ENTRY_VERSION {
             return None;
         }
+        let format = Format::parse(header["format"].as_str()?)?;
         let number = |name: &str| header[name].as_u64().unwrap_or(0);
         let body = bytes.slice(newline + 1..);
         Some(Entry {
+            format,
             sse: header["sse"].as_bool()?,
             pace: decode_pace(&header["pace"], body.len())?,
             body,
@@ -140,6 +148,10 @@ impl Entry {
         })
     }
 }
+
+/// The form of entries in Redis. 2: entries carry their format, and keys are the
+/// provider's request (an entry of form 1 is a miss, and its key is never asked for again).
+const ENTRY_VERSION: u64 = 2;
 
 /// A stored stream's marks, checked: offsets and times never go back, offsets stay in the
 /// body, no pause is longer than [`MAX_PAUSE_MS`]. Missing (an entry written before marks were kept): none.
@@ -323,13 +335,14 @@ impl ResponseCache {
             .set(i64::try_from(self.memory.weighted_size()).unwrap_or(i64::MAX));
     }
 
-    /// Leads the flight for `key`, or follows the one under way.
-    pub fn fly(self: &Arc<Self>, key: Key) -> Role {
+    /// Leads the flight for `key`, whose answer will be in `format`, or follows the one
+    /// under way.
+    pub fn fly(self: &Arc<Self>, key: Key, format: Format) -> Role {
         let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(flight) = flights.get(&key) {
             return Role::Follow(flight.clone());
         }
-        let flight = Arc::new(Flight::default());
+        let flight = Arc::new(Flight::new(format));
         flights.insert(key, flight.clone());
         Role::Lead(Lead::new(flight, self.clone(), key))
     }
@@ -355,6 +368,7 @@ mod tests {
 
     fn entry(body: &'static str, ttl: Duration) -> Arc<Entry> {
         Arc::new(Entry {
+            format: Format::OpenAiChat,
             sse: false,
             body: Bytes::from_static(body.as_bytes()),
             provider: "oai".into(),
@@ -404,8 +418,10 @@ mod tests {
 
     #[test]
     fn entries_round_trip_through_their_redis_form() {
-        let e = entry("{\"a\":\n1}", Duration::from_secs(9));
+        let mut e = Arc::into_inner(entry("{\"a\":\n1}", Duration::from_secs(9))).unwrap();
+        e.format = Format::Anthropic;
         let back = Entry::decode(e.encode()).unwrap();
+        assert_eq!(back.format, Format::Anthropic);
         assert_eq!(back.body, e.body);
         assert_eq!(back.usage, e.usage);
         assert_eq!(back.provider.as_str(), "oai");
@@ -416,7 +432,7 @@ mod tests {
         // Marks that point past the body or go back in time are a broken entry.
         let broken = |pace: &str| {
             let text = format!(
-                "{{\"v\":1,\"sse\":true,\"provider\":\"p\",\"model\":\"m\",\"expires_ms\":{},\"pace\":{pace}}}\nabc",
+                "{{\"v\":2,\"format\":\"openai\",\"sse\":true,\"provider\":\"p\",\"model\":\"m\",\"expires_ms\":{},\"pace\":{pace}}}\nabc",
                 now_ms() + 60_000
             );
             Entry::decode(Bytes::from(text))
@@ -427,6 +443,12 @@ mod tests {
         assert!(broken("[0]").is_none());
         assert!(broken("[0,0,1,10000]").is_some());
         assert!(broken("[0,0,1,10001]").is_none());
+        // An entry of the first form (no format, keyed on the client's request) is a miss.
+        let first_form = format!(
+            "{{\"v\":1,\"sse\":false,\"provider\":\"p\",\"model\":\"m\",\"expires_ms\":{},\"pace\":[]}}\n{{}}",
+            now_ms() + 60_000
+        );
+        assert!(Entry::decode(Bytes::from(first_form)).is_none());
     }
 
     #[tokio::test]
@@ -438,10 +460,10 @@ mod tests {
             max_entry: 1 << 20,
         }));
         let k = [7u8; 32];
-        let Role::Lead(lead) = cache.fly(k) else {
+        let Role::Lead(lead) = cache.fly(k, Format::OpenAiChat) else {
             panic!("the first request leads")
         };
-        let Role::Follow(flight) = cache.fly(k) else {
+        let Role::Follow(flight) = cache.fly(k, Format::OpenAiChat) else {
             panic!("the second follows")
         };
         let waiting = tokio::spawn(async move { matches!(flight.join().await, Joined::Done(_)) });
@@ -450,7 +472,7 @@ mod tests {
         lead.finish(e);
         assert!(waiting.await.unwrap());
         // Landed: the next request leads a new flight (and would find the entry first).
-        assert!(matches!(cache.fly(k), Role::Lead(_)));
+        assert!(matches!(cache.fly(k, Format::OpenAiChat), Role::Lead(_)));
         assert!(cache.get_local(&k).is_some());
     }
 
@@ -463,8 +485,8 @@ mod tests {
             max_entry: 1 << 20,
         }));
         let k = [1u8; 32];
-        let lead = cache.fly(k);
-        let Role::Follow(flight) = cache.fly(k) else {
+        let lead = cache.fly(k, Format::OpenAiChat);
+        let Role::Follow(flight) = cache.fly(k, Format::OpenAiChat) else {
             panic!("the second follows")
         };
         drop(lead);

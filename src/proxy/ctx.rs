@@ -232,6 +232,9 @@ pub struct CacheState {
     pub complete: bool,
     /// A replayed answer's usage: what the hit saved.
     pub saved: Option<crate::usage::Usage>,
+    /// A replayed answer kept in another client's format: that format, and how this
+    /// client's answer is written (from its request).
+    pub convert: Option<(crate::format::Format, crate::translate::ResponseContext)>,
     /// A stored stream is replayed at its original pace.
     pub paced: bool,
     /// When the gathered stream's first piece came, and its timing since.

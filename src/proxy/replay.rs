@@ -1,14 +1,15 @@
 //! Writing an answer sira already has: a cached one, or the one an identical request in
 //! flight is receiving ([`crate::cache::Replay`]).
 //!
-//! The answer is in the client's format already (it was kept after translation), so it
-//! goes through the response phases as a local answer: sira's headers, `x-sira-cache`,
-//! and the client-side filters, which run on it again for this request (a `redact …
-//! restore: true` puts this request's values back).
+//! The answer is in the format of the client that asked first (it was kept after
+//! translation); for a client of another format it is translated as it is written, as a
+//! provider's answer would be. It goes through the response phases as a local answer:
+//! sira's headers, `x-sira-cache`, and the client-side filters, which run on it again for
+//! this request (a `redact … restore: true` puts this request's values back).
 
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{header, HeaderValue};
 use pingora_core::protocols::http::ServerSession;
 use pingora_http::ResponseHeader;
@@ -19,7 +20,10 @@ use super::modules::header_error;
 use super::Gateway;
 use crate::cache::{flight::End, Entry, Replay};
 use crate::error::GatewayError;
+use crate::format::Format;
+use crate::proxy::modules::response_options;
 use crate::proxy::modules::stream_error_event;
+use crate::translate::{translate_response_with, ResponseContext, StreamLimits, StreamTranslator};
 
 pub async fn replay(
     gateway: &Gateway,
@@ -45,9 +49,11 @@ pub async fn replay(
         .insert_header(header::CONTENT_TYPE, HeaderValue::from_static(content_type))
         .map_err(header_error)?;
     gateway.chain.response_filter(&mut header, ctx)?;
+    let mut convert = Conversion::new(ctx, sse);
     match replay {
         Replay::Stored(entry) if !entry.sse => {
             let mut body = vec![entry.body.clone()];
+            convert.apply(ctx, &mut body, true)?;
             gateway.chain.response_body_filter(&mut body, true, ctx)?;
             let body = join(&mut body);
             header
@@ -63,7 +69,7 @@ pub async fn replay(
             if !downstream::write_header(session, ctx, header).await {
                 return Ok(());
             }
-            paced(gateway, session, ctx, &entry).await
+            paced(gateway, session, ctx, &entry, &mut convert).await
         }
         Replay::Stored(entry) => {
             downstream::set_streaming_framing(session, &mut header)?;
@@ -71,7 +77,9 @@ pub async fn replay(
                 return Ok(());
             }
             let mut body = vec![entry.body.clone()];
-            let filtered = gateway.chain.response_body_filter(&mut body, true, ctx);
+            let filtered = convert
+                .apply(ctx, &mut body, true)
+                .and_then(|()| gateway.chain.response_body_filter(&mut body, true, ctx));
             downstream::write_pieces(session, ctx, &mut body, filtered.is_ok()).await;
             filtered
         }
@@ -93,7 +101,9 @@ pub async fn replay(
                     }
                     _ => false,
                 };
-                let filtered = gateway.chain.response_body_filter(&mut body, done, ctx);
+                let filtered = convert
+                    .apply(ctx, &mut body, done)
+                    .and_then(|()| gateway.chain.response_body_filter(&mut body, done, ctx));
                 let ended = done && filtered.is_ok();
                 if !downstream::write_pieces(session, ctx, &mut body, ended).await {
                     return Ok(());
@@ -130,6 +140,7 @@ async fn paced(
     session: &mut ServerSession,
     ctx: &mut RequestCtx,
     entry: &Entry,
+    convert: &mut Conversion,
 ) -> Result<(), GatewayError> {
     let start = tokio::time::Instant::now();
     let marks = &entry.pace;
@@ -142,7 +153,9 @@ async fn paced(
         let last = i + 1 == marks.len();
         tokio::time::sleep_until(start + Duration::from_millis(u64::from(mark.after_ms))).await;
         let mut body = vec![entry.body.slice(from..to)];
-        let filtered = gateway.chain.response_body_filter(&mut body, last, ctx);
+        let filtered = convert
+            .apply(ctx, &mut body, last)
+            .and_then(|()| gateway.chain.response_body_filter(&mut body, last, ctx));
         let ended = last && filtered.is_ok();
         if !downstream::write_pieces(session, ctx, &mut body, ended).await {
             return Ok(());
@@ -150,4 +163,79 @@ async fn paced(
         filtered?;
     }
     Ok(())
+}
+
+/// An answer kept in another client's format, translated into this client's piece by
+/// piece (a stream) or at once (a JSON body), as a provider's answer in that format would
+/// be.
+enum Conversion {
+    None,
+    Whole(Format, Box<ResponseContext>),
+    Stream(Box<StreamTranslator>, BytesMut),
+}
+
+impl Conversion {
+    fn new(ctx: &mut RequestCtx, sse: bool) -> Conversion {
+        let Some((from, context)) = ctx.cache.convert.take() else {
+            return Conversion::None;
+        };
+        if !sse {
+            return Conversion::Whole(from, Box::new(context));
+        }
+        let mut translator =
+            StreamTranslator::with_context(from, ctx.format, response_options(ctx), context);
+        let server = &ctx.snap.server;
+        translator.set_limits(StreamLimits {
+            event: server.max_sse_event,
+            tool_arguments: server.max_tool_arguments,
+            answer: server.max_response_body,
+        });
+        Conversion::Stream(Box::new(translator), BytesMut::new())
+    }
+
+    fn apply(
+        &mut self,
+        ctx: &RequestCtx,
+        body: &mut Vec<Bytes>,
+        end: bool,
+    ) -> Result<(), GatewayError> {
+        let broken = |reason: String| GatewayError::UpstreamBroken {
+            provider: ctx.provider_label().to_owned(),
+            reason,
+        };
+        match self {
+            Conversion::None => Ok(()),
+            Conversion::Whole(from, context) => {
+                let whole = join(body);
+                let translated = translate_response_with(
+                    *from,
+                    ctx.format,
+                    &whole,
+                    &response_options(ctx),
+                    context,
+                )
+                .map_err(|e| broken(format!("cannot translate the kept answer: {e}")))?;
+                body.push(Bytes::from(translated.body));
+                Ok(())
+            }
+            Conversion::Stream(translator, out) => {
+                let mut failure = None;
+                for piece in body.drain(..) {
+                    if let Err(e) = translator.feed(piece, out) {
+                        failure.get_or_insert(e);
+                    }
+                }
+                if end {
+                    translator.finish(out);
+                }
+                if !out.is_empty() {
+                    body.push(out.split().freeze());
+                }
+                match failure {
+                    Some(e) => Err(broken(format!("cannot translate the kept stream: {e}"))),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
 }

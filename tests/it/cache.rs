@@ -11,6 +11,7 @@ use sira_mock::MockProvider;
 use crate::redis::Redis;
 use crate::streaming::data_events;
 use crate::support::{client, keys_section, receive, request, Sira, KEY_B};
+use crate::translation::{json_text, stream_text, Surface};
 
 fn config(cache: &str, model_extra: &str) -> String {
     format!(
@@ -371,4 +372,110 @@ async fn a_stored_stream_replays_at_its_original_pace_where_asked() {
     assert_eq!(hit, "hit");
     assert!(took < Duration::from_millis(300), "{took:?}");
     assert_eq!(mock.requests().len(), 2);
+}
+
+/// The same question from an OpenAI, an Anthropic and a Gemini client, as each SDK writes
+/// it: one request to the provider once translated, and the path and body of each.
+fn three_clients(question: &str, stream: bool) -> [(Surface, String, Value); 3] {
+    let mut openai = json!({"model": "gpt-4o", "max_completion_tokens": 64, "stream": stream,
+                            "messages": [{"role": "user", "content": question}]});
+    if stream {
+        openai["stream_options"] = json!({"include_usage": true});
+    }
+    let anthropic = json!({"model": "gpt-4o", "max_tokens": 64, "stream": stream,
+                           "messages": [{"role": "user", "content": question}]});
+    let gemini = json!({"contents": [{"role": "user", "parts": [{"text": question}]}],
+                        "generationConfig": {"maxOutputTokens": 64}});
+    let gemini_path = if stream {
+        "/v1beta/models/gpt-4o:streamGenerateContent?alt=sse"
+    } else {
+        "/v1beta/models/gpt-4o:generateContent"
+    };
+    [
+        (Surface::Chat, "/v1/chat/completions".into(), openai),
+        (Surface::Anthropic, "/v1/messages".into(), anthropic),
+        (Surface::Gemini, gemini_path.into(), gemini),
+    ]
+}
+
+/// `x-sira-cache` and the answer's text in the client's own shape (which must parse as
+/// that format's answer, and a stream end as that format ends one).
+async fn ask(sira: &Sira, surface: Surface, path: &str, body: &Value) -> (String, String) {
+    answer_of(surface, path, asking(sira, path, body, 0)).await
+}
+
+fn asking(sira: &Sira, path: &str, body: &Value, hang_ms: u32) -> reqwest::RequestBuilder {
+    request(sira, path)
+        .header("x-mock-hang-ms", hang_ms.to_string())
+        .json(body)
+}
+
+async fn answer_of(surface: Surface, path: &str, req: reqwest::RequestBuilder) -> (String, String) {
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{surface:?}");
+    let cache = header(&resp, "x-sira-cache");
+    let received = receive(resp).await;
+    assert!(received.complete, "{surface:?}");
+    let text = if path.contains("stream")
+        || received.text.starts_with("data:")
+        || received.text.starts_with("event:")
+    {
+        let (text, ended) = stream_text(surface, &received.text);
+        assert!(ended, "{surface:?}: {}", received.text);
+        text
+    } else {
+        json_text(surface, &serde_json::from_str(&received.text).unwrap())
+    };
+    assert!(!text.is_empty(), "{surface:?}: {}", received.text);
+    (cache, text)
+}
+
+#[tokio::test]
+async fn clients_of_different_formats_share_answers_and_flights() {
+    let mock = MockProvider::start();
+    let sira = Sira::start(&config(MEMORY, ""), &mock.url());
+    for stream in [false, true] {
+        // Kept: asked first as OpenAI, then answered from the cache in each client's shape.
+        let before = mock.requests().len();
+        let clients = three_clients(&format!("kept, stream {stream}"), stream);
+        let mut answers = Vec::new();
+        for (surface, path, body) in &clients {
+            answers.push(ask(&sira, *surface, path, body).await);
+        }
+        let results: Vec<&str> = answers.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(results, ["miss", "hit", "hit"], "stream: {stream}");
+        assert!(
+            answers.iter().all(|(_, text)| *text == answers[0].1),
+            "{answers:?}"
+        );
+        assert_eq!(mock.requests().len() - before, 1, "stream: {stream}");
+
+        // In flight: ten of each at once, led by whichever came first.
+        let before = mock.requests().len();
+        let clients = three_clients(&format!("in flight, stream {stream}"), stream);
+        let tasks: Vec<_> = (0..30)
+            .map(|i| {
+                let (surface, path, body) = clients[i % 3].clone();
+                let req = asking(&sira, &path, &body, 400);
+                tokio::spawn(async move { answer_of(surface, &path, req).await })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for task in tasks {
+            answers.push(task.await.unwrap());
+        }
+        assert_eq!(mock.requests().len() - before, 1, "stream: {stream}");
+        let misses = answers.iter().filter(|(c, _)| c == "miss").count();
+        assert_eq!(misses, 1, "stream: {stream}");
+        assert!(
+            answers.iter().all(|(_, text)| *text == answers[0].1),
+            "{answers:?}"
+        );
+    }
+    // Told apart still: an OpenAI stream without the usage chunk is another request (its
+    // kept answer would lack the usage the others need).
+    let mut hidden = three_clients("kept, stream true", true)[0].2.clone();
+    hidden.as_object_mut().unwrap().remove("stream_options");
+    let (result, _) = ask(&sira, Surface::Chat, "/v1/chat/completions", &hidden).await;
+    assert_eq!(result, "miss");
 }

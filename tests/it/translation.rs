@@ -8,7 +8,7 @@ use crate::streaming::data_events;
 use crate::support::{client, standard_config, Sira, KEY_A};
 
 #[derive(Clone, Copy, Debug)]
-enum Surface {
+pub enum Surface {
     Chat,
     Responses,
     Anthropic,
@@ -59,7 +59,7 @@ fn request(surface: Surface, model: &str, stream: bool, extra: Value) -> (String
 }
 
 /// The assistant text of a JSON answer in the client's format.
-fn json_text(surface: Surface, v: &Value) -> String {
+pub fn json_text(surface: Surface, v: &Value) -> String {
     match surface {
         Surface::Chat => v["choices"][0]["message"]["content"]
             .as_str()
@@ -95,7 +95,7 @@ fn gemini_text(v: &Value) -> String {
 }
 
 /// The assistant text of a stream in the client's format, and whether it ended properly.
-fn stream_text(surface: Surface, body: &str) -> (String, bool) {
+pub fn stream_text(surface: Surface, body: &str) -> (String, bool) {
     let events: Vec<String> = data_events(body);
     let parsed: Vec<Value> = events
         .iter()

@@ -30,4 +30,4 @@ pub use observe::Observe;
 pub use routing::Routing;
 pub use selection::Selection;
 pub use stored::StoredResponses;
-pub use translation::{stream_error_event, Translation};
+pub use translation::{response_options, stream_error_event, Translation};

@@ -380,7 +380,7 @@ fn fresh_response_id() -> String {
 }
 
 /// What response translators need to fill in fields the provider may not send.
-fn response_options(ctx: &RequestCtx) -> ResponseOptions {
+pub fn response_options(ctx: &RequestCtx) -> ResponseOptions {
     ResponseOptions {
         model: ctx.upstream.model.clone().unwrap_or_default(),
         request_id: ctx.id.to_str().unwrap_or("req").to_owned(),

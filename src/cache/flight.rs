@@ -46,6 +46,8 @@ impl Drop for Following {
 struct State {
     /// Known once the leader's response header came: whether it is a stream.
     sse: Option<bool>,
+    /// And the provider and upstream model that answer it.
+    made_by: Option<(Box<str>, String)>,
     /// The answer so far (the leader's format, before the client-side filters).
     pieces: Vec<Bytes>,
     size: usize,
@@ -131,9 +133,17 @@ impl Flight {
         }
     }
 
-    pub fn start(&self, sse: bool) {
-        self.state().sse = Some(sse);
+    pub fn start(&self, sse: bool, provider: Box<str>, model: String) {
+        let mut state = self.state();
+        state.sse = Some(sse);
+        state.made_by = Some((provider, model));
+        drop(state);
         self.changed.notify_waiters();
+    }
+
+    /// The provider and upstream model answering, once the answer started.
+    pub fn made_by(&self) -> Option<(Box<str>, String)> {
+        self.state().made_by.clone()
     }
 
     /// Adds pieces of the answer; `false` (and the flight failed) past `max` bytes.

@@ -8,8 +8,7 @@
 //! object keys sorted, no whitespace, so that key order and formatting do not matter. The
 //! body is the request as the provider would get it, so that clients of different formats
 //! asking the same thing share a key. Fields that do not change the answer (`stream`,
-//! hashed on its own, `user`, `metadata`, and Anthropic's `cache_control` breakpoints at any
-//! depth) are left out.
+//! hashed on its own, `user`, `metadata`) are left out.
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -18,10 +17,6 @@ pub type Key = [u8; 32];
 
 /// Top-level fields that never change what the model answers.
 const IGNORED: &[&str] = &["stream", "user", "metadata"];
-
-/// Fields at any depth that never change what the model answers: where the provider may
-/// cache a prefix (sira places them itself for clients of other formats).
-const IGNORED_ANYWHERE: &str = "cache_control";
 
 /// What identifies a request besides its body.
 pub struct KeyParts<'a> {
@@ -78,10 +73,7 @@ pub fn key(parts: &KeyParts<'_>, fields: &serde_json::Map<String, Value>) -> Key
 fn canonical(value: &Value, hash: &mut Sha256) {
     match value {
         Value::Object(fields) => {
-            let mut names: Vec<&String> = fields
-                .keys()
-                .filter(|k| k.as_str() != IGNORED_ANYWHERE)
-                .collect();
+            let mut names: Vec<&String> = fields.keys().collect();
             names.sort();
             hash.update(b"{");
             for name in names {
@@ -139,14 +131,6 @@ mod tests {
         let b = br#"{ "temperature": 0, "user": "u1", "stream": true,
                       "messages": [ { "content": "hi", "role": "user" } ], "model": "gpt-4o" }"#;
         assert_eq!(key(&parts("k", false), a), key(&parts("k", false), b));
-        let marked = br#"{"model":"gpt-4o","messages":[{"role":"user","content":[{"type":"text",
-            "text":"hi","cache_control":{"type":"ephemeral"}}]}]}"#;
-        let plain = br#"{"model":"gpt-4o","messages":[{"role":"user","content":[{"type":"text",
-            "text":"hi"}]}]}"#;
-        assert_eq!(
-            key(&parts("k", false), marked),
-            key(&parts("k", false), plain)
-        );
     }
 
     #[test]

@@ -232,8 +232,11 @@ pub struct CacheState {
     pub complete: bool,
     /// A replayed answer's usage: what the hit saved.
     pub saved: Option<crate::usage::Usage>,
-    /// A replayed answer kept in another client's format: that format, and how this
-    /// client's answer is written (from its request).
+    /// The provider format the key sees the request in, when it does: answers kept in it
+    /// may be translated for clients of other formats.
+    pub shared_format: Option<crate::format::Format>,
+    /// A replayed answer kept in the provider's format: that format, and how this client's
+    /// answer is written (from its request).
     pub convert: Option<(crate::format::Format, crate::translate::ResponseContext)>,
     /// A stored stream is replayed at its original pace.
     pub paced: bool,

@@ -2,8 +2,9 @@
 //! flight is receiving ([`crate::cache::Replay`]).
 //!
 //! The answer is in the format of the client that asked first (it was kept after
-//! translation); for a client of another format it is translated as it is written, as a
-//! provider's answer would be. It goes through the response phases as a local answer:
+//! translation); one kept in the provider's own format is translated for a client of
+//! another format as a provider's answer is (a JSON body before it was chosen, a stream as
+//! it is written). It goes through the response phases as a local answer:
 //! sira's headers, `x-sira-cache`, and the client-side filters, which run on it again for
 //! this request (a `redact … restore: true` puts this request's values back).
 
@@ -20,10 +21,9 @@ use super::modules::header_error;
 use super::Gateway;
 use crate::cache::{flight::End, Entry, Replay};
 use crate::error::GatewayError;
-use crate::format::Format;
 use crate::proxy::modules::response_options;
 use crate::proxy::modules::stream_error_event;
-use crate::translate::{translate_response_with, ResponseContext, StreamLimits, StreamTranslator};
+use crate::translate::{StreamLimits, StreamTranslator};
 
 pub async fn replay(
     gateway: &Gateway,
@@ -52,8 +52,8 @@ pub async fn replay(
     let mut convert = Conversion::new(ctx, sse);
     match replay {
         Replay::Stored(entry) if !entry.sse => {
+            // A JSON answer was put into this client's format before it was chosen.
             let mut body = vec![entry.body.clone()];
-            convert.apply(ctx, &mut body, true)?;
             gateway.chain.response_body_filter(&mut body, true, ctx)?;
             let body = join(&mut body);
             header
@@ -80,8 +80,13 @@ pub async fn replay(
             let filtered = convert
                 .apply(ctx, &mut body, true)
                 .and_then(|()| gateway.chain.response_body_filter(&mut body, true, ctx));
-            downstream::write_pieces(session, ctx, &mut body, filtered.is_ok()).await;
-            filtered
+            if !downstream::write_pieces(session, ctx, &mut body, filtered.is_ok()).await {
+                return Ok(());
+            }
+            match filtered {
+                Ok(()) => Ok(()),
+                Err(error) => break_off(session, ctx, error).await,
+            }
         }
         Replay::Follow(following) => {
             let flight = following.flight();
@@ -108,23 +113,17 @@ pub async fn replay(
                 if !downstream::write_pieces(session, ctx, &mut body, ended).await {
                     return Ok(());
                 }
-                filtered?;
+                if let Err(error) = filtered {
+                    return break_off(session, ctx, error).await;
+                }
                 match end {
                     Some(End::Done(_)) => return Ok(()),
                     Some(End::Failed) => {
-                        // Ended as the client's format ends a broken stream: its error
-                        // event, then no clean end.
                         let error = GatewayError::UpstreamBroken {
                             provider: ctx.provider_label().to_owned(),
                             reason: "the identical request this one followed broke off".into(),
                         };
-                        let event = stream_error_event(
-                            ctx.format,
-                            &error,
-                            ctx.id.to_str().unwrap_or("req"),
-                        );
-                        downstream::write(session, ctx, event, false).await;
-                        return Err(error);
+                        return break_off(session, ctx, error).await;
                     }
                     None => {}
                 }
@@ -160,33 +159,45 @@ async fn paced(
         if !downstream::write_pieces(session, ctx, &mut body, ended).await {
             return Ok(());
         }
-        filtered?;
+        if let Err(error) = filtered {
+            return break_off(session, ctx, error).await;
+        }
     }
     Ok(())
 }
 
-/// An answer kept in another client's format, translated into this client's piece by
-/// piece (a stream) or at once (a JSON body), as a provider's answer in that format would
-/// be.
+/// Ends a stream under way as the client's format ends a broken one: its error event, then
+/// no clean end.
+async fn break_off(
+    session: &mut ServerSession,
+    ctx: &mut RequestCtx,
+    error: GatewayError,
+) -> Result<(), GatewayError> {
+    let event = stream_error_event(ctx.format, &error, ctx.id.to_str().unwrap_or("req"));
+    downstream::write(session, ctx, event, false).await;
+    Err(error)
+}
+
+/// A stream kept in the provider's format, translated into this client's piece by piece,
+/// as a provider's stream is.
 enum Conversion {
     None,
-    Whole(Format, Box<ResponseContext>),
     Stream(Box<StreamTranslator>, BytesMut),
 }
 
 impl Conversion {
     fn new(ctx: &mut RequestCtx, sse: bool) -> Conversion {
-        let Some((from, context)) = ctx.cache.convert.take() else {
+        let Some((from, context)) = ctx.cache.convert.take().filter(|_| sse) else {
             return Conversion::None;
         };
-        if !sse {
-            return Conversion::Whole(from, Box::new(context));
-        }
         let mut translator =
             StreamTranslator::with_context(from, ctx.format, response_options(ctx), context);
+        // The kept stream passed the provider-side limits once already; what bounds it here
+        // is the size of an entry, which the whole answer is within.
         let server = &ctx.snap.server;
+        let entry = ctx.snap.cache.as_ref().map_or(0, |c| c.cache.max_entry);
         translator.set_limits(StreamLimits {
-            event: server.max_sse_event,
+            event: server.max_sse_event.max(entry),
             tool_arguments: server.max_tool_arguments,
             answer: server.max_response_body,
         });
@@ -199,43 +210,27 @@ impl Conversion {
         body: &mut Vec<Bytes>,
         end: bool,
     ) -> Result<(), GatewayError> {
-        let broken = |reason: String| GatewayError::UpstreamBroken {
-            provider: ctx.provider_label().to_owned(),
-            reason,
+        let Conversion::Stream(translator, out) = self else {
+            return Ok(());
         };
-        match self {
-            Conversion::None => Ok(()),
-            Conversion::Whole(from, context) => {
-                let whole = join(body);
-                let translated = translate_response_with(
-                    *from,
-                    ctx.format,
-                    &whole,
-                    &response_options(ctx),
-                    context,
-                )
-                .map_err(|e| broken(format!("cannot translate the kept answer: {e}")))?;
-                body.push(Bytes::from(translated.body));
-                Ok(())
+        let mut failure = None;
+        for piece in body.drain(..) {
+            if let Err(e) = translator.feed(piece, out) {
+                failure.get_or_insert(e);
             }
-            Conversion::Stream(translator, out) => {
-                let mut failure = None;
-                for piece in body.drain(..) {
-                    if let Err(e) = translator.feed(piece, out) {
-                        failure.get_or_insert(e);
-                    }
-                }
-                if end {
-                    translator.finish(out);
-                }
-                if !out.is_empty() {
-                    body.push(out.split().freeze());
-                }
-                match failure {
-                    Some(e) => Err(broken(format!("cannot translate the kept stream: {e}"))),
-                    None => Ok(()),
-                }
-            }
+        }
+        if end {
+            translator.finish(out);
+        }
+        if !out.is_empty() {
+            body.push(out.split().freeze());
+        }
+        match failure {
+            Some(e) => Err(GatewayError::UpstreamBroken {
+                provider: ctx.provider_label().to_owned(),
+                reason: format!("cannot translate the kept stream: {e}"),
+            }),
+            None => Ok(()),
         }
     }
 }

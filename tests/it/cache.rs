@@ -424,7 +424,22 @@ async fn answer_of(surface: Surface, path: &str, req: reqwest::RequestBuilder) -
         assert!(ended, "{surface:?}: {}", received.text);
         text
     } else {
-        json_text(surface, &serde_json::from_str(&received.text).unwrap())
+        let answer: Value = serde_json::from_str(&received.text).unwrap();
+        // How it ended and what it used, in this format's own fields.
+        let (finish, used) = match surface {
+            Surface::Chat => (
+                &answer["choices"][0]["finish_reason"],
+                &answer["usage"]["completion_tokens"],
+            ),
+            Surface::Anthropic => (&answer["stop_reason"], &answer["usage"]["output_tokens"]),
+            _ => (
+                &answer["candidates"][0]["finishReason"],
+                &answer["usageMetadata"]["candidatesTokenCount"],
+            ),
+        };
+        assert!(finish.is_string(), "{surface:?}: {answer}");
+        assert!(used.as_u64().unwrap_or(0) > 0, "{surface:?}: {answer}");
+        json_text(surface, &answer)
     };
     assert!(!text.is_empty(), "{surface:?}: {}", received.text);
     (cache, text)
@@ -450,23 +465,29 @@ async fn clients_of_different_formats_share_answers_and_flights() {
         );
         assert_eq!(mock.requests().len() - before, 1, "stream: {stream}");
 
-        // In flight: ten of each at once, led by whichever came first.
+        // In flight: an OpenAI client first (its answer is the provider's own), then ten
+        // of each format while it is answered.
         let before = mock.requests().len();
         let clients = three_clients(&format!("in flight, stream {stream}"), stream);
-        let tasks: Vec<_> = (0..30)
-            .map(|i| {
-                let (surface, path, body) = clients[i % 3].clone();
-                let req = asking(&sira, &path, &body, 400);
-                tokio::spawn(async move { answer_of(surface, &path, req).await })
-            })
-            .collect();
+        let (surface, path, body) = clients[0].clone();
+        let first = asking(&sira, &path, &body, 400);
+        let mut tasks = vec![tokio::spawn(async move {
+            answer_of(surface, &path, first).await
+        })];
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        tasks.extend((0..29).map(|i| {
+            let (surface, path, body) = clients[i % 3].clone();
+            let req = asking(&sira, &path, &body, 400);
+            tokio::spawn(async move { answer_of(surface, &path, req).await })
+        }));
         let mut answers = Vec::new();
         for task in tasks {
             answers.push(task.await.unwrap());
         }
         assert_eq!(mock.requests().len() - before, 1, "stream: {stream}");
-        let misses = answers.iter().filter(|(c, _)| c == "miss").count();
-        assert_eq!(misses, 1, "stream: {stream}");
+        let results: Vec<&str> = answers.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(results[0], "miss");
+        assert!(results[1..].iter().all(|c| *c == "hit"), "{results:?}");
         assert!(
             answers.iter().all(|(_, text)| *text == answers[0].1),
             "{answers:?}"
@@ -478,4 +499,47 @@ async fn clients_of_different_formats_share_answers_and_flights() {
     hidden.as_object_mut().unwrap().remove("stream_options");
     let (result, _) = ask(&sira, Surface::Chat, "/v1/chat/completions", &hidden).await;
     assert_eq!(result, "miss");
+}
+
+/// Where the answer is kept in a client's format other than the provider's, it is given
+/// only to that format (a second translation would lose what the first did not carry); the
+/// provider's own format then asks again, and its answer serves everyone. An entry whose
+/// targets speak different formats is keyed on each client's own request.
+#[tokio::test]
+async fn answers_cross_formats_only_from_the_providers_own_format() {
+    let mock = MockProvider::start();
+    let config = format!(
+        "providers:\n  oai: {{ kind: openai, endpoints: [\"{{mock}}\"], api_key: sk-upstream }}\n  ant: {{ kind: anthropic, endpoints: [\"{{mock}}\"], api_key: sk-ant }}\ncache:\n{MEMORY}models:\n  gpt-4o:\n    targets: [{{ provider: ant, model: claude-sonnet-4-5 }}]\n  mixed:\n    targets: [{{ provider: ant, model: claude-sonnet-4-5 }}, {{ provider: oai, model: gpt-4o }}]\n{}",
+        keys_section()
+    );
+    let sira = Sira::start(&config, &mock.url());
+    for stream in [false, true] {
+        let before = mock.requests().len();
+        let [chat, anthropic, gemini] = three_clients(&format!("order, stream {stream}"), stream);
+        let mut results = Vec::new();
+        for (surface, path, body) in [&chat, &anthropic, &chat, &gemini, &anthropic] {
+            results.push(ask(&sira, *surface, path, body).await.0);
+        }
+        assert_eq!(
+            results,
+            ["miss", "miss", "hit", "hit", "hit"],
+            "stream: {stream}"
+        );
+        assert_eq!(mock.requests().len() - before, 2, "stream: {stream}");
+    }
+    // Targets of two formats: a request is what its client sent, so the formats do not
+    // share, and fields one target would drop still tell requests apart.
+    let before = mock.requests().len();
+    let [mut chat, mut anthropic, _] = three_clients("mixed", false);
+    chat.1 = "/v1/chat/completions".into();
+    chat.2["model"] = json!("mixed");
+    anthropic.2["model"] = json!("mixed");
+    assert_eq!(ask(&sira, chat.0, &chat.1, &chat.2).await.0, "miss");
+    assert_eq!(
+        ask(&sira, anthropic.0, &anthropic.1, &anthropic.2).await.0,
+        "miss"
+    );
+    chat.2["seed"] = json!(7);
+    assert_eq!(ask(&sira, chat.0, &chat.1, &chat.2).await.0, "miss");
+    assert_eq!(mock.requests().len() - before, 3);
 }

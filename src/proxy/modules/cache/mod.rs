@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::HeaderValue;
 use pingora_http::{RequestHeader, ResponseHeader};
 
@@ -18,13 +19,13 @@ use crate::config::cache::Pace;
 use crate::error::GatewayError;
 use crate::format::Format;
 use crate::metrics::metrics;
-use crate::models::ModelRoute;
-use crate::provider::ProviderKind;
 use crate::proxy::ctx::RequestCtx;
 use crate::proxy::downstream::join;
 use crate::proxy::phases::{Flow, Phase, RequestBody};
 use crate::routes::Operation;
-use crate::translate::{translate_request, RequestOptions};
+use crate::translate::{translate_request, translate_response_with, RequestOptions};
+
+mod view;
 
 pub const X_SIRA_CACHE: &str = "x-sira-cache";
 
@@ -104,9 +105,10 @@ impl Phase for ResponseCacheModule {
             return Ok(Flow::Continue);
         }
         let scope = scope(ctx, entry.cache.shared.unwrap_or(section.shared));
-        let Some(view) = provider_view(ctx, &entry, operation, body) else {
+        let Some(view) = view::key_view(ctx, &entry, operation, body) else {
             return Ok(Flow::Continue);
         };
+        ctx.cache.shared_format = view.provider;
         let parts = KeyParts {
             scope: &scope,
             class: &view.class,
@@ -127,7 +129,7 @@ impl Phase for ResponseCacheModule {
         }
         let cache = section.cache.clone();
         if let Some(hit) = cache.get_local(&key) {
-            return Ok(replay(ctx, body, hit, "hit"));
+            return Ok(replay(cache, key, ctx, body, hit, "hit"));
         }
         if !cache.has_remote() {
             return Ok(fly(cache, key, ctx));
@@ -136,7 +138,7 @@ impl Phase for ResponseCacheModule {
             let found = cache.get_remote(&key).await;
             Ok(Flow::Apply(Box::new(move |body, ctx| {
                 Ok(match found {
-                    Some(hit) => replay(ctx, body, hit, "hit"),
+                    Some(hit) => replay(cache, key, ctx, body, hit, "hit"),
                     None => fly(cache, key, ctx),
                 })
             })))
@@ -162,7 +164,9 @@ impl Phase for ResponseCacheModule {
         if keep {
             ctx.cache.collect = true;
             if let Some(lead) = &ctx.cache.lead {
-                lead.flight.start(ctx.response.sse);
+                let model = ctx.upstream.model.clone().unwrap_or_default();
+                lead.flight
+                    .start(ctx.response.sse, ctx.provider_label().into(), model);
             }
         } else if !ctx.response.replay {
             // Nothing to publish: whoever waits on this request goes to the provider.
@@ -341,27 +345,76 @@ fn stream_succeeded(format: crate::format::Format, pieces: &[bytes::Bytes]) -> b
     ended && !errored
 }
 
-/// Answers with `entry`, reported as the provider and model that made it; in this
-/// client's format, translated if it was kept in another's. An answer that cannot be put
-/// into this client's format is a miss: this request goes to the provider, and its answer is
-/// not kept (the entry stays as it is).
+/// Answers with `entry`, reported as the provider and model that made it, in this
+/// client's format ([`prepare`]). An entry this client cannot be answered from is passed
+/// over ([`pass_over`]).
 fn replay(
+    cache: Arc<ResponseCache>,
+    key: crate::cache::Key,
     ctx: &mut RequestCtx,
     body: &RequestBody,
     entry: Arc<Entry>,
     result: &'static str,
 ) -> Flow {
-    ctx.upstream.model = Some(entry.upstream_model.clone());
-    if !convert_from(ctx, body, entry.format) {
-        ctx.upstream.model = None;
-        ctx.cache.result = Some("miss");
-        ctx.cache.key = None;
-        return Flow::Continue;
+    match prepare(ctx, body, entry) {
+        Some(entry) => {
+            ctx.cache.result = Some(result);
+            ctx.cache.saved = Some(entry.usage);
+            Flow::Replay(crate::cache::Replay::Stored(entry))
+        }
+        None => pass_over(cache, key, ctx),
     }
-    ctx.cache.result = Some(result);
-    ctx.cache.saved = Some(entry.usage);
+}
+
+/// `entry` as this client's answer: as it is when kept in this client's format; translated
+/// when kept in the provider's (a JSON body at once, here, so that a body that does not
+/// translate is known before anything is sent; a stream as it is written). `None` when it
+/// was kept in another client's format (translated once already: a second translation
+/// would lose what the first did not carry) or does not translate.
+fn prepare(ctx: &mut RequestCtx, body: &RequestBody, entry: Arc<Entry>) -> Option<Arc<Entry>> {
+    ctx.upstream.model = Some(entry.upstream_model.clone());
     ctx.upstream.provider = ctx.snap.providers.get(entry.provider.as_str()).cloned();
-    Flow::Replay(crate::cache::Replay::Stored(entry))
+    if !convert_from(ctx, body, entry.format) {
+        return None;
+    }
+    if entry.sse {
+        return Some(entry);
+    }
+    let Some((from, context)) = ctx.cache.convert.take() else {
+        return Some(entry);
+    };
+    let options = crate::proxy::modules::response_options(ctx);
+    let translated =
+        translate_response_with(from, ctx.format, &entry.body, &options, &context).ok()?;
+    Some(Arc::new(Entry {
+        format: ctx.format,
+        sse: false,
+        body: Bytes::from(translated.body),
+        provider: entry.provider.clone(),
+        upstream_model: entry.upstream_model.clone(),
+        usage: entry.usage,
+        ttl: entry.ttl,
+        pace: entry.pace.clone(),
+    }))
+}
+
+/// An answer this client cannot be given: a client of the provider's own format leads a
+/// new flight, whose answer replaces the entry; any other goes to the provider alone, its
+/// answer neither shared nor kept.
+fn pass_over(cache: Arc<ResponseCache>, key: crate::cache::Key, ctx: &mut RequestCtx) -> Flow {
+    ctx.upstream.model = None;
+    ctx.upstream.provider = None;
+    ctx.cache.convert = None;
+    if ctx.cache.shared_format == Some(ctx.format) {
+        return fly(cache, key, ctx);
+    }
+    alone(ctx)
+}
+
+fn alone(ctx: &mut RequestCtx) -> Flow {
+    ctx.cache.result = Some("miss");
+    ctx.cache.key = None;
+    Flow::Continue
 }
 
 /// A miss: lead the identical requests that come while this one is answered, or follow
@@ -378,16 +431,25 @@ fn fly(cache: Arc<ResponseCache>, key: crate::cache::Key, ctx: &mut RequestCtx) 
             let joined = flight.join().await;
             Ok(Flow::Apply(Box::new(move |body, ctx| {
                 Ok(match joined {
-                    Joined::Done(entry) => replay(ctx, body, entry, "coalesced"),
-                    Joined::Stream if convert_from(ctx, body, flight.format) => {
-                        ctx.cache.result = Some("coalesced");
-                        Flow::Replay(crate::cache::Replay::Follow(following))
-                    }
-                    // A stream this client's format cannot take: its own way to the provider.
+                    Joined::Done(entry) => match prepare(ctx, body, entry) {
+                        Some(entry) => {
+                            ctx.cache.result = Some("coalesced");
+                            ctx.cache.saved = Some(entry.usage);
+                            Flow::Replay(crate::cache::Replay::Stored(entry))
+                        }
+                        None => alone(ctx),
+                    },
                     Joined::Stream => {
-                        ctx.cache.result = Some("miss");
-                        ctx.cache.key = None;
-                        Flow::Continue
+                        if let Some((provider, model)) = flight.made_by() {
+                            ctx.upstream.provider = ctx.snap.providers.get(&*provider).cloned();
+                            ctx.upstream.model = Some(model);
+                        }
+                        if convert_from(ctx, body, flight.format) {
+                            ctx.cache.result = Some("coalesced");
+                            Flow::Replay(crate::cache::Replay::Follow(following))
+                        } else {
+                            alone(ctx)
+                        }
                     }
                     // Its answer will not be shared: one of those waiting leads the next try.
                     Joined::Failed => fly(cache, key, ctx),
@@ -397,176 +459,19 @@ fn fly(cache: Arc<ResponseCache>, key: crate::cache::Key, ctx: &mut RequestCtx) 
     }
 }
 
-/// What the key is made of besides the scope: the request as the model entry's first
-/// target (or the chosen one) would get it, in the provider's format, so that clients of
-/// different formats asking the same thing share an answer.
-struct ProviderView {
-    class: String,
-    operation: &'static str,
-    variant: String,
-    fields: serde_json::Map<String, serde_json::Value>,
-}
-
-/// The request as the provider would get it; `None` when the body is not a JSON object.
-///
-/// Answers are shared across formats only where the kept answer holds all any client may
-/// be given: not for Responses clients (their answers carry tools and reasoning in forms of
-/// their own; they share among themselves), nor for embeddings, nor for an OpenAI stream
-/// whose client did not ask for the usage chunk (its answer lacks it). Those keep their
-/// client's own body and format in the key.
-fn provider_view(
-    ctx: &RequestCtx,
-    entry: &ModelRoute,
-    operation: &'static str,
-    body: &RequestBody,
-) -> Option<ProviderView> {
-    let target = key_target(ctx, entry);
-    let shareable = ctx.format != Format::OpenAiResponses && operation != "embeddings";
-    if let (Some(target), true) = (target, shareable) {
-        let requested = ctx.model.as_deref().unwrap_or_default();
-        let model = ModelRoute::upstream_model(target, requested, ctx.capture.as_deref());
-        let provider = target.provider.kind.format_for(ctx.format);
-        if let Some(fields) = provider_fields(ctx, entry, target, provider, model, body) {
-            let usage_hidden =
-                ctx.format == Format::OpenAiChat && ctx.stream && !body.peek.include_usage;
-            let mut class = provider.as_str().to_owned();
-            if usage_hidden {
-                class.push_str("/usage-hidden");
-            }
-            return Some(ProviderView {
-                class,
-                operation: provider_operation(provider),
-                variant: variant_for(ctx, target),
-                fields,
-            });
-        }
-    }
-    let serde_json::Value::Object(fields) = serde_json::from_slice(&body.bytes).ok()? else {
-        return None;
-    };
-    Some(ProviderView {
-        class: format!("client:{}", ctx.format.as_str()),
-        operation,
-        variant: ctx.cache.variant.clone(),
-        fields,
-    })
-}
-
-/// The target whose request the key is made of: the one the client chose, else the first.
-fn key_target<'a>(ctx: &RequestCtx, entry: &'a ModelRoute) -> Option<&'a crate::models::Target> {
-    ctx.route_choice
-        .as_deref()
-        .and_then(|choice| entry.targets.iter().find(|t| &*t.name == choice))
-        .or_else(|| entry.targets.first())
-}
-
-/// The body `target` would get, as a JSON object: translated when the formats differ,
-/// else the client's with the upstream model and (OpenAI streams) the usage chunk asked
-/// for, as each try writes it. `None` when it cannot be written in the provider's format.
-fn provider_fields(
-    ctx: &RequestCtx,
-    entry: &ModelRoute,
-    target: &crate::models::Target,
-    provider: Format,
-    model: &str,
-    body: &RequestBody,
-) -> Option<serde_json::Map<String, serde_json::Value>> {
-    let written;
-    let bytes: &[u8] = if provider == ctx.format {
-        &body.bytes
-    } else {
-        let translated = translate_request(
-            ctx.format,
-            provider,
-            &body.bytes,
-            &RequestOptions {
-                model,
-                stream: ctx.stream,
-                default_max_tokens: entry.default_max_tokens,
-                legacy_max_tokens: target.provider.kind == ProviderKind::OpenaiCompatible,
-                // Breakpoints are left out of the key.
-                prompt_cache: false,
-                web_search: entry.web_search,
-                seal: &ctx.snap.seal,
-            },
-        )
-        .ok()?;
-        written = translated.body;
-        &written
-    };
-    let serde_json::Value::Object(mut fields) = serde_json::from_slice(bytes).ok()? else {
-        return None;
-    };
-    if provider == ctx.format {
-        if provider != Format::Gemini {
-            fields.insert("model".into(), model.into());
-        }
-        if provider == Format::OpenAiChat && ctx.stream {
-            let options = fields
-                .entry("stream_options")
-                .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
-            if let serde_json::Value::Object(options) = options {
-                options.insert("include_usage".into(), true.into());
-            }
-        }
-    }
-    Some(fields)
-}
-
-/// The operation's name for a provider of this format.
-fn provider_operation(provider: Format) -> &'static str {
-    match provider {
-        Format::OpenAiChat => "chat",
-        Format::OpenAiResponses => "responses",
-        Format::Anthropic => "messages",
-        Format::Gemini => "generate",
-    }
-}
-
-/// The variant headers as `target` would get them: Anthropic's go to Anthropic only, with
-/// the provider's `anthropic-version` where the client sent none.
-fn variant_for(ctx: &RequestCtx, target: &crate::models::Target) -> String {
-    let anthropic = target.provider.kind == ProviderKind::Anthropic;
-    let mut variant = String::new();
-    let mut version_sent = false;
-    for line in ctx.cache.variant.lines() {
-        if line.starts_with("anthropic-") {
-            if !anthropic {
-                continue;
-            }
-            version_sent |= line.starts_with("anthropic-version:");
-        }
-        variant.push_str(line);
-        variant.push('\n');
-    }
-    if anthropic && !version_sent {
-        variant.push_str("anthropic-version:");
-        variant.push_str(&String::from_utf8_lossy(
-            target.provider.anthropic_version.as_bytes(),
-        ));
-        variant.push('\n');
-    }
-    variant
-}
-
-/// Prepares the replay of an answer kept in `from`'s format: `false` when it cannot be put
-/// into this client's format (the request cannot be read as one of `from`'s).
+/// Prepares the replay of an answer kept in `from`'s format: `false` when this client
+/// cannot be answered from it. An answer in this client's format is replayed as it is;
+/// one in the provider's format (the key's view) is translated as a provider's answer
+/// is, told by this client's request how to write it (usage chunk, tool names).
 fn convert_from(ctx: &mut RequestCtx, body: &RequestBody, from: Format) -> bool {
     ctx.cache.convert = None;
     if from == ctx.format {
         return true;
     }
-    // The client's request, read as a translation to `from` reads it, tells how its answer
-    // is written (usage chunk, tool names).
-    let route = ctx.entry.clone();
-    if ctx.upstream.model.is_none() {
-        // Following a stream still under way: named as the target the key was made for.
-        let requested = ctx.model.as_deref().unwrap_or_default();
-        ctx.upstream.model = route
-            .as_deref()
-            .and_then(|entry| key_target(ctx, entry))
-            .map(|t| ModelRoute::upstream_model(t, requested, ctx.capture.as_deref()).to_owned());
+    if ctx.cache.shared_format != Some(from) {
+        return false;
     }
+    let route = ctx.entry.clone();
     let model = ctx.upstream.model.clone().unwrap_or_default();
     let translated = translate_request(
         ctx.format,

@@ -102,12 +102,22 @@ pub(crate) fn any_string(value: &serde_json::Value, f: &mut dyn FnMut(&str) -> b
 pub struct Memo {
     /// (placeholder, original value), in the order they were made.
     placeholders: Vec<(String, String)>,
-    /// Indexes into `placeholders`, by value and by placeholder.
-    by_value: std::collections::HashMap<String, usize>,
-    by_placeholder: std::collections::HashMap<String, usize>,
+    /// Indexes into `placeholders`, by value and by placeholder: built once there are more
+    /// than [`SCANNED`] (a request has a handful; hashing them would cost more than
+    /// comparing them, and every answer clones the memo).
+    index: Option<Box<MemoIndex>>,
     /// Placeholder-like text the client sent itself: never given to a value.
     reserved: Vec<String>,
 }
+
+#[derive(Clone, Default)]
+struct MemoIndex {
+    by_value: std::collections::HashMap<String, usize>,
+    by_placeholder: std::collections::HashMap<String, usize>,
+}
+
+/// Placeholders looked up by comparison, before an index is built.
+const SCANNED: usize = 16;
 
 impl fmt::Debug for Memo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -118,20 +128,42 @@ impl fmt::Debug for Memo {
 
 impl Memo {
     fn placeholder_of(&self, value: &str) -> Option<&str> {
-        let i = *self.by_value.get(value)?;
+        let i = match &self.index {
+            Some(index) => *index.by_value.get(value)?,
+            None => self.placeholders.iter().position(|(_, v)| v == value)?,
+        };
         self.placeholders.get(i).map(|(p, _)| p.as_str())
     }
 
     fn original(&self, placeholder: &str) -> Option<&str> {
-        let i = *self.by_placeholder.get(placeholder)?;
+        let i = match &self.index {
+            Some(index) => *index.by_placeholder.get(placeholder)?,
+            None => self
+                .placeholders
+                .iter()
+                .position(|(p, _)| p == placeholder)?,
+        };
         self.placeholders.get(i).map(|(_, v)| v.as_str())
     }
 
     fn remember(&mut self, placeholder: String, value: String) {
-        let i = self.placeholders.len();
-        self.by_value.insert(value.clone(), i);
-        self.by_placeholder.insert(placeholder.clone(), i);
         self.placeholders.push((placeholder, value));
+        if self.placeholders.len() <= SCANNED {
+            return;
+        }
+        let index = self.index.get_or_insert_with(|| {
+            let mut index = Box::<MemoIndex>::default();
+            // The first SCANNED, indexed now; the one just pushed below.
+            for (i, (p, v)) in self.placeholders[..SCANNED].iter().enumerate() {
+                index.by_value.entry(v.clone()).or_insert(i);
+                index.by_placeholder.entry(p.clone()).or_insert(i);
+            }
+            index
+        });
+        let i = self.placeholders.len() - 1;
+        let (p, v) = &self.placeholders[i];
+        index.by_value.entry(v.clone()).or_insert(i);
+        index.by_placeholder.entry(p.clone()).or_insert(i);
     }
 }
 

@@ -329,11 +329,11 @@ impl Rewriter {
                     .iter()
                     .filter(|(p, _)| is_placeholder_of(p, label))
                     .count();
-                let mut placeholder = format!("[{label}_{n}]");
+                let mut placeholder = numbered(label, n);
                 // One the client wrote itself is not ours to restore.
                 while memo.reserved.contains(&placeholder) {
                     n += 1;
-                    placeholder = format!("[{label}_{n}]");
+                    placeholder = numbered(label, n);
                 }
                 out.push_str(&placeholder);
                 memo.remember(placeholder, value.to_owned());
@@ -408,6 +408,31 @@ impl Rewriter {
             .map(Some)
             .map_err(|e| FilterError::Body(e.to_string()))
     }
+}
+
+/// `[LABEL_n]`, written without the formatting machinery (a request numbers every value).
+fn numbered(label: &str, n: usize) -> String {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        // A digit: always ASCII.
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let mut placeholder = String::with_capacity(label.len() + 3 + digits.len() - at);
+    placeholder.push('[');
+    placeholder.push_str(label);
+    placeholder.push('_');
+    for &d in &digits[at..] {
+        placeholder.push(char::from(d));
+    }
+    placeholder.push(']');
+    placeholder
 }
 
 /// Whether `placeholder` is `[LABEL_n]` for this label (not a longer label sharing its

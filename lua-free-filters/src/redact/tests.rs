@@ -71,6 +71,38 @@ fn placeholders_come_back_in_the_answer_and_new_values_are_still_redacted() {
     );
 }
 
+/// Past the few a memo compares one by one it indexes them: every value keeps its number
+/// and comes back, whichever way it was looked up.
+#[test]
+fn many_placeholders_are_numbered_and_restored_alike() {
+    let filter = build("patterns: [email]\nmode: placeholder\nrestore: true");
+    let mut memo = Memo::default();
+    let text: String = (0..40)
+        .map(|i| format!("u{}@example.com and u{}@example.com; ", i % 30, i % 30))
+        .collect();
+    let out = filter
+        .on_request_body(&body(&text), &mut memo)
+        .unwrap()
+        .unwrap();
+    let sent = content(&out);
+    for n in 1..=30 {
+        assert_eq!(
+            sent.matches(&format!("[EMAIL_{n}]")).count(),
+            if n <= 10 { 4 } else { 2 },
+            "{sent}"
+        );
+    }
+    assert!(!sent.contains("[EMAIL_31]"), "{sent}");
+    let answer = serde_json::to_vec(&json!({"choices": [{"message": {"role": "assistant",
+        "content": sent}}]}))
+    .unwrap();
+    let back = filter.on_response_body(&answer, &memo).unwrap().unwrap();
+    let doc: Value = serde_json::from_slice(&back).unwrap();
+    assert_eq!(doc["choices"][0]["message"]["content"], text);
+    assert_eq!(numbered("EMAIL", 0), "[EMAIL_0]");
+    assert_eq!(numbered("IP", 4096), "[IP_4096]");
+}
+
 #[test]
 fn specs_that_cannot_work_are_refused() {
     for (yaml, needle) in [

@@ -87,6 +87,11 @@ impl Flight {
         Following(self.clone())
     }
 
+    /// Whether its answer is complete or failed.
+    pub fn ended(&self) -> bool {
+        self.state().end.is_some()
+    }
+
     /// Whether anyone waits on or follows this flight.
     pub fn followed(&self) -> bool {
         self.followers.load(std::sync::atomic::Ordering::Relaxed) > 0

@@ -69,6 +69,16 @@ pub fn key(parts: &KeyParts<'_>, fields: &serde_json::Map<String, Value>) -> Key
     hash.finalize().into()
 }
 
+/// The key of the request `key` names, answered in this client format: where the kept
+/// answer of `key` cannot be given to that format, its clients share one of their own.
+pub fn in_format(key: &Key, format: &str) -> Key {
+    let mut hash = Sha256::new();
+    hash.update(b"in-format\0");
+    hash.update(key);
+    hash.update(format.as_bytes());
+    hash.finalize().into()
+}
+
 /// Feeds `value` to the hash with sorted object keys and no whitespace.
 fn canonical(value: &Value, hash: &mut Sha256) {
     match value {

@@ -23,7 +23,7 @@ use ahash::AHashMap;
 use bytes::{BufMut, Bytes, BytesMut};
 
 pub use flight::{Flight, Following, Joined, Lead};
-pub use key::{key, Key, KeyParts};
+pub use key::{in_format, key, Key, KeyParts};
 
 use crate::format::Format;
 use crate::redis_kv::RedisKv;
@@ -339,7 +339,9 @@ impl ResponseCache {
     /// under way.
     pub fn fly(self: &Arc<Self>, key: Key, format: Format) -> Role {
         let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(flight) = flights.get(&key) {
+        // One that ended is as good as gone: its leader removes it in a moment, and a
+        // request that could not use its answer must not find it again.
+        if let Some(flight) = flights.get(&key).filter(|f| !f.ended()) {
             return Role::Follow(flight.clone());
         }
         let flight = Arc::new(Flight::new(format));

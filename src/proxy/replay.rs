@@ -175,6 +175,8 @@ async fn break_off(
 ) -> Result<(), GatewayError> {
     let event = stream_error_event(ctx.format, &error, ctx.id.to_str().unwrap_or("req"));
     downstream::write(session, ctx, event, false).await;
+    // An answer that did not reach the client whole saved nothing.
+    ctx.cache.saved = None;
     Err(error)
 }
 

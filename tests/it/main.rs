@@ -13,6 +13,7 @@ mod balancing;
 mod bodies;
 mod bounds;
 mod cache;
+mod cache_formats;
 mod cli;
 mod dns;
 mod errors;

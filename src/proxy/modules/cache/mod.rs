@@ -127,22 +127,7 @@ impl Phase for ResponseCacheModule {
             ctx.cache.result = Some("bypass");
             return Ok(Flow::Continue);
         }
-        let cache = section.cache.clone();
-        if let Some(hit) = cache.get_local(&key) {
-            return Ok(replay(cache, key, ctx, body, hit, "hit"));
-        }
-        if !cache.has_remote() {
-            return Ok(fly(cache, key, ctx));
-        }
-        Ok(Flow::Wait(Box::pin(async move {
-            let found = cache.get_remote(&key).await;
-            Ok(Flow::Apply(Box::new(move |body, ctx| {
-                Ok(match found {
-                    Some(hit) => replay(cache, key, ctx, body, hit, "hit"),
-                    None => fly(cache, key, ctx),
-                })
-            })))
-        })))
+        Ok(look_up(section.cache.clone(), key, ctx, body))
     }
 
     /// `x-sira-cache`; and, for an answer to keep, the gathering of its body.
@@ -345,6 +330,30 @@ fn stream_succeeded(format: crate::format::Format, pieces: &[bytes::Bytes]) -> b
     ended && !errored
 }
 
+/// The answer kept for `key` (memory, then Redis), or a flight to lead or follow.
+fn look_up(
+    cache: Arc<ResponseCache>,
+    key: crate::cache::Key,
+    ctx: &mut RequestCtx,
+    body: &RequestBody,
+) -> Flow {
+    if let Some(hit) = cache.get_local(&key) {
+        return replay(cache, key, ctx, body, hit, "hit");
+    }
+    if !cache.has_remote() {
+        return fly(cache, key, ctx);
+    }
+    Flow::Wait(Box::pin(async move {
+        let found = cache.get_remote(&key).await;
+        Ok(Flow::Apply(Box::new(move |body, ctx| {
+            Ok(match found {
+                Some(hit) => replay(cache, key, ctx, body, hit, "hit"),
+                None => fly(cache, key, ctx),
+            })
+        })))
+    }))
+}
+
 /// Answers with `entry`, reported as the provider and model that made it, in this
 /// client's format ([`prepare`]). An entry this client cannot be answered from is passed
 /// over ([`pass_over`]).
@@ -362,7 +371,7 @@ fn replay(
             ctx.cache.saved = Some(entry.usage);
             Flow::Replay(crate::cache::Replay::Stored(entry))
         }
-        None => pass_over(cache, key, ctx),
+        None => pass_over(cache, key, ctx, body),
     }
 }
 
@@ -398,23 +407,43 @@ fn prepare(ctx: &mut RequestCtx, body: &RequestBody, entry: Arc<Entry>) -> Optio
     }))
 }
 
-/// An answer this client cannot be given: a client of the provider's own format leads a
-/// new flight, whose answer replaces the entry; any other goes to the provider alone, its
-/// answer neither shared nor kept.
-fn pass_over(cache: Arc<ResponseCache>, key: crate::cache::Key, ctx: &mut RequestCtx) -> Flow {
-    ctx.upstream.model = None;
-    ctx.upstream.provider = None;
-    ctx.cache.convert = None;
-    if ctx.cache.shared_format == Some(ctx.format) {
-        return fly(cache, key, ctx);
+/// An answer (kept or under way) this client cannot be given. A client of the provider's
+/// own format leads a new flight, whose answer replaces the entry. A client of another
+/// format is looked up again under a key of its own format (the same request, answered in
+/// that format), so that its identical requests still share one answer among themselves.
+/// Past that, it goes to the provider alone.
+fn pass_over(
+    cache: Arc<ResponseCache>,
+    key: crate::cache::Key,
+    ctx: &mut RequestCtx,
+    body: &RequestBody,
+) -> Flow {
+    forget_source(ctx);
+    match ctx.cache.shared_format {
+        Some(provider) if provider == ctx.format => fly(cache, key, ctx),
+        Some(_) => {
+            ctx.cache.shared_format = None;
+            let own = crate::cache::in_format(&key, ctx.format.as_str());
+            ctx.cache.key = Some(own);
+            look_up(cache, own, ctx, body)
+        }
+        None => alone(ctx),
     }
-    alone(ctx)
 }
 
+/// To the provider, with nothing shared or kept.
 fn alone(ctx: &mut RequestCtx) -> Flow {
+    forget_source(ctx);
     ctx.cache.result = Some("miss");
     ctx.cache.key = None;
     Flow::Continue
+}
+
+/// What a passed-over answer said of itself, which must not name this request's provider.
+fn forget_source(ctx: &mut RequestCtx) {
+    ctx.upstream.model = None;
+    ctx.upstream.provider = None;
+    ctx.cache.convert = None;
 }
 
 /// A miss: lead the identical requests that come while this one is answered, or follow
@@ -437,7 +466,7 @@ fn fly(cache: Arc<ResponseCache>, key: crate::cache::Key, ctx: &mut RequestCtx) 
                             ctx.cache.saved = Some(entry.usage);
                             Flow::Replay(crate::cache::Replay::Stored(entry))
                         }
-                        None => alone(ctx),
+                        None => pass_over(cache, key, ctx, body),
                     },
                     Joined::Stream => {
                         if let Some((provider, model)) = flight.made_by() {
@@ -448,7 +477,8 @@ fn fly(cache: Arc<ResponseCache>, key: crate::cache::Key, ctx: &mut RequestCtx) 
                             ctx.cache.result = Some("coalesced");
                             Flow::Replay(crate::cache::Replay::Follow(following))
                         } else {
-                            alone(ctx)
+                            drop(following);
+                            pass_over(cache, key, ctx, body)
                         }
                     }
                     // Its answer will not be shared: one of those waiting leads the next try.

@@ -1,7 +1,10 @@
 //! The response cache on the request path ([`crate::cache`]): a request whose exact twin
 //! was answered is answered again without a provider (`x-sira-cache: hit`); one whose twin
 //! is being answered right now waits for that answer or follows its stream; any other is a
-//! miss, which keeps its answer once it is complete.
+//! miss, which keeps its answer once it is complete. Twins are told by the request the
+//! provider would get ([`view`]), so they may be of different client formats: an answer
+//! kept in the provider's own format is translated for each ([`prepare`]); one kept in
+//! another client's format serves only that format ([`pass_over`]).
 //!
 //! What is cacheable: Chat Completions, Messages, Gemini `generateContent` (streamed or
 //! not), embeddings, and Responses requests that keep no state (`store: false`, no

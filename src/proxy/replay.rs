@@ -77,9 +77,7 @@ pub async fn replay(
                 return Ok(());
             }
             let mut body = vec![entry.body.clone()];
-            let filtered = convert
-                .apply(ctx, &mut body, true)
-                .and_then(|()| gateway.chain.response_body_filter(&mut body, true, ctx));
+            let filtered = convert.run(gateway, ctx, &mut body, true);
             if !downstream::write_pieces(session, ctx, &mut body, filtered.is_ok()).await {
                 return Ok(());
             }
@@ -106,9 +104,7 @@ pub async fn replay(
                     }
                     _ => false,
                 };
-                let filtered = convert
-                    .apply(ctx, &mut body, done)
-                    .and_then(|()| gateway.chain.response_body_filter(&mut body, done, ctx));
+                let filtered = convert.run(gateway, ctx, &mut body, done);
                 let ended = done && filtered.is_ok();
                 if !downstream::write_pieces(session, ctx, &mut body, ended).await {
                     return Ok(());
@@ -152,9 +148,7 @@ async fn paced(
         let last = i + 1 == marks.len();
         tokio::time::sleep_until(start + Duration::from_millis(u64::from(mark.after_ms))).await;
         let mut body = vec![entry.body.slice(from..to)];
-        let filtered = convert
-            .apply(ctx, &mut body, last)
-            .and_then(|()| gateway.chain.response_body_filter(&mut body, last, ctx));
+        let filtered = convert.run(gateway, ctx, &mut body, last);
         let ended = last && filtered.is_ok();
         if !downstream::write_pieces(session, ctx, &mut body, ended).await {
             return Ok(());
@@ -206,6 +200,19 @@ impl Conversion {
         Conversion::Stream(Box::new(translator), BytesMut::new())
     }
 
+    /// A batch of the kept answer as this client gets it: translated, then through the
+    /// response phases.
+    fn run(
+        &mut self,
+        gateway: &Gateway,
+        ctx: &mut RequestCtx,
+        body: &mut Vec<Bytes>,
+        end: bool,
+    ) -> Result<(), GatewayError> {
+        self.apply(ctx, body, end)?;
+        gateway.chain.response_body_filter(body, end, ctx)
+    }
+
     fn apply(
         &mut self,
         ctx: &RequestCtx,
@@ -215,24 +222,11 @@ impl Conversion {
         let Conversion::Stream(translator, out) = self else {
             return Ok(());
         };
-        let mut failure = None;
-        for piece in body.drain(..) {
-            if let Err(e) = translator.feed(piece, out) {
-                failure.get_or_insert(e);
-            }
-        }
-        if end {
-            translator.finish(out);
-        }
-        if !out.is_empty() {
-            body.push(out.split().freeze());
-        }
-        match failure {
-            Some(e) => Err(GatewayError::UpstreamBroken {
+        translator
+            .translate_batch(body, out, end)
+            .map_err(|e| GatewayError::UpstreamBroken {
                 provider: ctx.provider_label().to_owned(),
                 reason: format!("cannot translate the kept stream: {e}"),
-            }),
-            None => Ok(()),
-        }
+            })
     }
 }

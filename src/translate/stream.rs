@@ -195,6 +195,35 @@ impl StreamTranslator {
         })
     }
 
+    /// One batch of provider pieces in, replaced in `body` by one piece of client events
+    /// (`out` is the buffer they are written to, reused once the previous batch was sent);
+    /// `end` closes the stream. Every piece is fed even after one fails: the first failure
+    /// is returned.
+    pub fn translate_batch(
+        &mut self,
+        body: &mut Vec<Bytes>,
+        out: &mut BytesMut,
+        end: bool,
+    ) -> Result<(), TranslateError> {
+        let mut failure = None;
+        for piece in body.drain(..) {
+            // Client events are about twice the size of the provider's (ids and model
+            // names repeated in every OpenAI chunk): one reservation per piece rather than
+            // growth event by event.
+            out.reserve(2 * piece.len() + 256);
+            if let Err(e) = self.feed(piece, out) {
+                failure.get_or_insert(e);
+            }
+        }
+        if end {
+            self.finish(out);
+        }
+        if !out.is_empty() {
+            body.push(out.split().freeze());
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
     /// Feeds whatever bytes arrived; appends every translated event that became complete.
     /// A frame that cannot be parsed is reported after the rest of the chunk was processed.
     pub fn feed(&mut self, input: Bytes, out: &mut BytesMut) -> Result<(), TranslateError> {

@@ -202,24 +202,9 @@ impl Phase for Translation {
         let provider = ctx.provider_label().to_owned();
         let broken = move |reason: String| GatewayError::UpstreamBroken { provider, reason };
         if let Some(translator) = ctx.translation.stream.as_mut() {
-            let out = &mut ctx.translation.out;
-            let mut failure = None;
-            for piece in body.drain(..) {
-                // Client events are about twice the size of the provider's (ids and model
-                // names repeated in every OpenAI chunk): one reservation per chunk rather than
-                // growth event by event. Once the previous batch was written its buffer is
-                // ours alone again and is reused.
-                out.reserve(2 * piece.len() + 256);
-                if let Err(e) = translator.feed(piece, out) {
-                    failure.get_or_insert(e);
-                }
-            }
-            if end_of_stream {
-                translator.finish(out);
-            }
-            if !out.is_empty() {
-                body.push(out.split().freeze());
-            }
+            let failure = translator
+                .translate_batch(body, &mut ctx.translation.out, end_of_stream)
+                .err();
             // A translated stream has no provider tap in accounting: the events it
             // translated are what a cut stream's estimate counts as delivered.
             ctx.accounting.frames = ctx.accounting.frames.max(translator.translated_events());

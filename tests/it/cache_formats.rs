@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use sira_mock::MockProvider;
 
 use crate::cache::{config, header, MEMORY};
+use crate::redis::Redis;
 use crate::streaming::data_events;
 use crate::support::{keys_section, receive, request, Sira};
 use crate::translation::{json_text, stream_text, Surface};
@@ -245,4 +246,70 @@ async fn a_third_format_shares_among_its_own_when_the_kept_answer_is_not_for_it(
     // And a request that went to the provider names the provider that answered it.
     let log = sira.wait_access_log(13);
     assert!(log.iter().all(|l| l["provider"] == "ant"), "{log:?}");
+}
+
+/// An answer read back from Redis that does not translate into this client's format is
+/// never given out as one: a JSON body is passed over (this client asks the provider), a
+/// stream ends with the client format's error event, never its clean end.
+#[tokio::test]
+async fn a_kept_answer_that_does_not_translate_is_passed_over_or_broken_off() {
+    let redis = Redis::start();
+    let mock = MockProvider::start();
+    let cache = format!(
+        "{MEMORY}  redis: {{ url: \"{}\", ttl: 1m, timeout: 500ms }}\n",
+        redis.url()
+    );
+    let writer = Sira::start(&config(&cache, ""), &mock.url());
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    for stream in [false, true] {
+        let [chat, anthropic, _] = three_clients(&format!("broken, stream {stream}"), stream);
+        let before: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
+        assert_eq!(ask(&writer, chat.0, &chat.1, &chat.2).await.0, "miss");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let after: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
+        let kept: Vec<&String> = after.iter().filter(|k| !before.contains(k)).collect();
+        assert_eq!(kept.len(), 1, "{after:?}");
+        // The entry's header kept, its body replaced by one no translation reads.
+        let value: Vec<u8> = redis::cmd("GET").arg(kept[0]).query(&mut conn).unwrap();
+        let newline = value.iter().position(|&b| b == b'\n').unwrap();
+        let mut broken = value[..=newline].to_vec();
+        broken.extend_from_slice(if stream {
+            b"data: {\"choices\": [oops\n\n".as_slice()
+        } else {
+            b"{\"choices\": [".as_slice()
+        });
+        let ttl: i64 = redis::cmd("PTTL").arg(kept[0]).query(&mut conn).unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(kept[0])
+            .arg(broken)
+            .arg("PX")
+            .arg(ttl)
+            .query(&mut conn)
+            .unwrap();
+
+        // A host with nothing in memory reads it for an Anthropic client.
+        let reader = Sira::start(&config(&cache, ""), &mock.url());
+        let calls = mock.requests().len();
+        let resp = asking(&reader, &anthropic.1, &anthropic.2, 0)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let result = header(&resp, "x-sira-cache");
+        let text = receive(resp).await.text;
+        if stream {
+            assert_eq!(result, "hit");
+            assert!(text.contains("event: error"), "{text}");
+            assert!(!text.contains("message_stop"), "{text}");
+            assert_eq!(mock.requests().len(), calls);
+        } else {
+            assert_eq!(result, "miss");
+            let answer: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(answer["type"], "message", "{text}");
+            assert_eq!(mock.requests().len(), calls + 1);
+        }
+    }
 }

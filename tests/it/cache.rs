@@ -19,6 +19,14 @@ pub fn config(cache: &str, model_extra: &str) -> String {
     )
 }
 
+/// The memory tier and, behind it, `redis` as the shared one.
+pub fn redis_cache(redis: &Redis) -> String {
+    format!(
+        "{MEMORY}  redis: {{ url: \"{}\", ttl: 1m, timeout: 500ms }}\n",
+        redis.url()
+    )
+}
+
 pub const MEMORY: &str = "  memory: { capacity: 1MiB, ttl: 1m }\n";
 
 fn chat(stream: bool) -> Value {
@@ -194,10 +202,7 @@ async fn entries_expire_with_their_models_ttl_and_memory_stays_bounded() {
 async fn a_redis_cache_is_shared_by_two_sira_processes() {
     let redis = Redis::start();
     let mock = MockProvider::start();
-    let cache = format!(
-        "{MEMORY}  redis: {{ url: \"{}\", ttl: 1m, timeout: 500ms }}\n",
-        redis.url()
-    );
+    let cache = redis_cache(&redis);
     let a = Sira::start(&config(&cache, ""), &mock.url());
     let b = Sira::start(&config(&cache, ""), &mock.url());
     for stream in [false, true] {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sira_mock::MockProvider;
 
-use crate::cache::{config, header, MEMORY};
+use crate::cache::{config, header, redis_cache, MEMORY};
 use crate::redis::Redis;
 use crate::streaming::data_events;
 use crate::support::{keys_section, receive, request, Sira};
@@ -166,6 +166,15 @@ async fn clients_of_different_formats_share_answers_and_flights() {
     );
 }
 
+/// `gpt-4o` served by an Anthropic provider (`ant`; an OpenAI one, `oai`, is there for
+/// `more` models to use), with the memory cache.
+fn anthropic_config(more: &str) -> String {
+    format!(
+        "providers:\n  oai: {{ kind: openai, endpoints: [\"{{mock}}\"], api_key: sk-upstream }}\n  ant: {{ kind: anthropic, endpoints: [\"{{mock}}\"], api_key: sk-ant }}\ncache:\n{MEMORY}models:\n  gpt-4o:\n    targets: [{{ provider: ant, model: claude-sonnet-4-5 }}]\n{more}{}",
+        keys_section()
+    )
+}
+
 /// Where the answer is kept in a client's format other than the provider's, it is given
 /// only to that format (a second translation would lose what the first did not carry); the
 /// provider's own format then asks again, and its answer serves everyone. An entry whose
@@ -173,11 +182,8 @@ async fn clients_of_different_formats_share_answers_and_flights() {
 #[tokio::test]
 async fn answers_cross_formats_only_from_the_providers_own_format() {
     let mock = MockProvider::start();
-    let config = format!(
-        "providers:\n  oai: {{ kind: openai, endpoints: [\"{{mock}}\"], api_key: sk-upstream }}\n  ant: {{ kind: anthropic, endpoints: [\"{{mock}}\"], api_key: sk-ant }}\ncache:\n{MEMORY}models:\n  gpt-4o:\n    targets: [{{ provider: ant, model: claude-sonnet-4-5 }}]\n  mixed:\n    targets: [{{ provider: ant, model: claude-sonnet-4-5 }}, {{ provider: oai, model: gpt-4o }}]\n{}",
-        keys_section()
-    );
-    let sira = Sira::start(&config, &mock.url());
+    let mixed = "  mixed:\n    targets: [{ provider: ant, model: claude-sonnet-4-5 }, { provider: oai, model: gpt-4o }]\n";
+    let sira = Sira::start(&anthropic_config(mixed), &mock.url());
     for stream in [false, true] {
         let before = mock.requests().len();
         let [chat, anthropic, gemini] = three_clients(&format!("order, stream {stream}"), stream);
@@ -215,11 +221,7 @@ async fn answers_cross_formats_only_from_the_providers_own_format() {
 #[tokio::test]
 async fn a_third_format_shares_among_its_own_when_the_kept_answer_is_not_for_it() {
     let mock = MockProvider::start();
-    let config = format!(
-        "providers:\n  ant: {{ kind: anthropic, endpoints: [\"{{mock}}\"], api_key: sk-ant }}\ncache:\n{MEMORY}models:\n  gpt-4o:\n    targets: [{{ provider: ant, model: claude-sonnet-4-5 }}]\n{}",
-        keys_section()
-    );
-    let sira = Sira::start(&config, &mock.url());
+    let sira = Sira::start(&anthropic_config(""), &mock.url());
     let [chat, _, gemini] = three_clients("a third format", false);
     assert_eq!(ask(&sira, chat.0, &chat.1, &chat.2).await.0, "miss");
     let tasks: Vec<_> = (0..10)
@@ -255,10 +257,7 @@ async fn a_third_format_shares_among_its_own_when_the_kept_answer_is_not_for_it(
 async fn a_kept_answer_that_does_not_translate_is_passed_over_or_broken_off() {
     let redis = Redis::start();
     let mock = MockProvider::start();
-    let cache = format!(
-        "{MEMORY}  redis: {{ url: \"{}\", ttl: 1m, timeout: 500ms }}\n",
-        redis.url()
-    );
+    let cache = redis_cache(&redis);
     let writer = Sira::start(&config(&cache, ""), &mock.url());
     let mut conn = redis::Client::open(redis.url())
         .unwrap()

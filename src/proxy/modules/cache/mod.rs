@@ -463,14 +463,7 @@ fn fly(cache: Arc<ResponseCache>, key: crate::cache::Key, ctx: &mut RequestCtx) 
             let joined = flight.join().await;
             Ok(Flow::Apply(Box::new(move |body, ctx| {
                 Ok(match joined {
-                    Joined::Done(entry) => match prepare(ctx, body, entry) {
-                        Some(entry) => {
-                            ctx.cache.result = Some("coalesced");
-                            ctx.cache.saved = Some(entry.usage);
-                            Flow::Replay(crate::cache::Replay::Stored(entry))
-                        }
-                        None => pass_over(cache, key, ctx, body),
-                    },
+                    Joined::Done(entry) => replay(cache, key, ctx, body, entry, "coalesced"),
                     Joined::Stream => {
                         if let Some((provider, model)) = flight.made_by() {
                             ctx.upstream.provider = ctx.snap.providers.get(&*provider).cloned();

@@ -74,7 +74,7 @@ pub(super) fn key_view(
 }
 
 /// The target whose request the key is made of: the one the client chose, else the first.
-pub(super) fn key_target<'a>(ctx: &RequestCtx, entry: &'a ModelRoute) -> Option<&'a Target> {
+fn key_target<'a>(ctx: &RequestCtx, entry: &'a ModelRoute) -> Option<&'a Target> {
     ctx.route_choice
         .as_deref()
         .and_then(|choice| entry.targets.iter().find(|t| &*t.name == choice))

@@ -258,11 +258,75 @@ fn model_routing(c: &mut Criterion) {
     group.finish();
 }
 
+/// The bench's (m) request: a prompt with an email, a phone number and a card number.
+const PII_REQUEST: &str = r#"{"model":"gpt-4o-redact","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Hello! Write to jane.doe@example.com or call +1 415 555 0100 about card 4111 1111 1111 1111. What is the capital of France?"}],"max_tokens":256}"#;
+
+/// The mock provider's answer to it, indented as OpenAI indents its answers.
+const MOCK_ANSWER: &str = r#"{
+  "id": "chatcmpl-luX4ZOFYzcnOJ7zpteiErBIA1fOeo",
+  "object": "chat.completion",
+  "created": 1796508297,
+  "model": "gpt-4o-redact",
+  "choices": [
+    {
+      "index": 0,
+      "message": {
+        "role": "assistant",
+        "content": "Hello from the sira mock provider.",
+        "refusal": null,
+        "annotations": []
+      },
+      "finish_reason": "stop"
+    }
+  ],
+  "usage": {
+    "prompt_tokens": 67,
+    "completion_tokens": 7,
+    "total_tokens": 74,
+    "prompt_tokens_details": {
+      "cached_tokens": 0,
+      "audio_tokens": 0
+    },
+    "completion_tokens_details": {
+      "reasoning_tokens": 0,
+      "audio_tokens": 0,
+      "accepted_prediction_tokens": 0,
+      "rejected_prediction_tokens": 0
+    }
+  },
+  "service_tier": "default",
+  "system_fingerprint": null
+}"#;
+
+/// `redact` as bench/sira.yaml configures it for (m), on the request and on the answer: the
+/// time (m) adds to (a), without the sockets.
+fn redaction(c: &mut Criterion) {
+    let spec: lua_free_filters::FilterSpec = serde_yaml::from_str(
+        "{kind: redact, patterns: [email, phone, credit-card], mode: placeholder, restore: true}",
+    )
+    .expect("the bench's filter");
+    let filter = spec.build().expect("the bench's filter compiles");
+    let mut group = c.benchmark_group("redaction");
+    group.bench_function("request_json", |b| {
+        b.iter(|| {
+            let mut memo = lua_free_filters::Memo::default();
+            black_box(filter.on_request_body(black_box(PII_REQUEST.as_bytes()), &mut memo))
+        })
+    });
+    let mut memo = lua_free_filters::Memo::default();
+    let _ = filter.on_request_body(PII_REQUEST.as_bytes(), &mut memo);
+    group.bench_function("answer_json", |b| {
+        b.iter(|| black_box(filter.on_response_body(black_box(MOCK_ANSWER.as_bytes()), &memo)))
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     usage_per_event,
     usage_per_body,
     key_lookup,
-    model_routing
+    model_routing,
+    redaction
 );
 criterion_main!(benches);

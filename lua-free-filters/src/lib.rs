@@ -231,6 +231,14 @@ pub trait Filter: Send + Sync + fmt::Debug {
         false
     }
 
+    /// Whether [`Filter::on_request_body`] changes only the text inside string values of a
+    /// valid JSON body: never a key, a number, the nesting, or the format's own fields
+    /// (`model`, ids). The gateway then keeps what it read of the body instead of reading
+    /// it again.
+    fn edits_only_texts(&self) -> bool {
+        false
+    }
+
     /// Runs on the request body (JSON, in the format of [`Filter::side`]); `Some` replaces
     /// it. An error refuses the request with a 400 naming the filter's reason. What the
     /// answer's hooks need to know of the request goes in `memo`.

@@ -157,6 +157,71 @@ pub fn peek(body: &[u8]) -> Result<Peek, GatewayError> {
     Ok(peek)
 }
 
+impl Peek {
+    /// This peek for `edited`, a body that differs from `original` only in the text of
+    /// string values (redaction): the fields stay as read, and their spans move by what the
+    /// edits before them added. `None` when that cannot be told from the bytes: a span in
+    /// the changed stretch, a carried span whose bytes are not the same, or a string field
+    /// the edit may have reached (`previous_response_id`).
+    pub fn after_text_edit(&self, original: &[u8], edited: &[u8]) -> Option<Peek> {
+        if self.previous_response_id.is_some() {
+            return None;
+        }
+        let same_start = common_prefix(original, edited);
+        let most_end = original.len().min(edited.len()) - same_start;
+        let same_end = common_prefix_rev(original, edited).min(most_end);
+        let changed_from = same_start;
+        let changed_to = original.len() - same_end;
+        let moved = |span: &Range<usize>| -> Option<Range<usize>> {
+            let new = if span.end <= changed_from {
+                span.clone()
+            } else if span.start >= changed_to {
+                // `at` ≥ `changed_to`, so this never goes below zero.
+                let shift = |at: usize| at + edited.len() - original.len();
+                shift(span.start)..shift(span.end)
+            } else {
+                return None;
+            };
+            (edited.get(new.clone())? == &original[span.clone()]).then_some(new)
+        };
+        let mut peek = self.clone();
+        if let Some(span) = &self.model_span {
+            peek.model_span = Some(moved(span)?);
+        }
+        if let Some(span) = &self.stream_options_span {
+            peek.stream_options_span = Some(moved(span)?);
+        }
+        Some(peek)
+    }
+}
+
+/// How many leading bytes `a` and `b` share (compared eight at a time).
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let len = a.len().min(b.len());
+    let mut at = 0;
+    while at + 8 <= len && a[at..at + 8] == b[at..at + 8] {
+        at += 8;
+    }
+    while at < len && a[at] == b[at] {
+        at += 1;
+    }
+    at
+}
+
+/// How many trailing bytes `a` and `b` share.
+fn common_prefix_rev(a: &[u8], b: &[u8]) -> usize {
+    let len = a.len().min(b.len());
+    let (a, b) = (&a[a.len() - len..], &b[b.len() - len..]);
+    let mut n = 0;
+    while n + 8 <= len && a[len - n - 8..len - n] == b[len - n - 8..len - n] {
+        n += 8;
+    }
+    while n < len && a[len - n - 1] == b[len - n - 1] {
+        n += 1;
+    }
+    n
+}
+
 /// Where `part`, a slice borrowed from `whole`, sits in it.
 fn span_of(whole: &[u8], part: &str) -> Range<usize> {
     let start = part.as_ptr() as usize - whole.as_ptr() as usize;
@@ -338,5 +403,52 @@ mod tests {
             v,
             json!({"model":"n","stream":true,"stream_options":{"include_usage":true}})
         );
+    }
+
+    #[test]
+    fn a_peek_carried_over_a_text_edit_is_the_peek_of_the_edited_body() {
+        let cases = [
+            // Text before the fields, after them, on both sides, and none.
+            (
+                r#"{"messages":[{"content":"a@b.co"}],"model":"m","stream_options":{"include_usage":false}}"#,
+                r#"{"messages":[{"content":"[EMAIL_1]"}],"model":"m","stream_options":{"include_usage":false}}"#,
+                true,
+            ),
+            (
+                r#"{"model":"m","stream_options":null,"messages":[{"content":"card 4111111111111111"}]}"#,
+                r#"{"model":"m","stream_options":null,"messages":[{"content":"card [CARD_1]"}]}"#,
+                true,
+            ),
+            (
+                r#"{"messages":["x@y.io"],"model":"m","input":"x@y.io"}"#,
+                r#"{"messages":["[EMAIL_1]"],"model":"m","input":"[EMAIL_1]"}"#,
+                false,
+            ),
+            // The replacement shares bytes with what it replaced at both of its ends.
+            (
+                r#"{"t":"ab","model":"ab"}"#,
+                r#"{"t":"abab","model":"ab"}"#,
+                true,
+            ),
+        ];
+        for (original, edited, carried) in cases {
+            let before = peek(original.as_bytes()).unwrap();
+            let reread = peek(edited.as_bytes()).unwrap();
+            let got = before.after_text_edit(original.as_bytes(), edited.as_bytes());
+            assert_eq!(got.is_some(), carried, "{edited}");
+            if let Some(got) = got {
+                assert_eq!(got.model, reread.model);
+                assert_eq!(got.model_span, reread.model_span, "{edited}");
+                assert_eq!(got.stream_options_span, reread.stream_options_span);
+                assert_eq!(got.include_usage, reread.include_usage);
+            }
+        }
+        // A string field redaction may reach is read again.
+        let original = br#"{"model":"m","previous_response_id":"resp_1","input":"a@b.co"}"#;
+        let edited = br#"{"model":"m","previous_response_id":"resp_1","input":"[EMAIL_1]"}"#;
+        assert!(peek(original)
+            .unwrap()
+            .after_text_edit(original, edited)
+            .is_none());
     }
 }

@@ -33,15 +33,18 @@ enum Expect {
 }
 
 /// Calls `rewrite` on every text string of `body` (a string that is not the direct value
-/// of a field named in `skip`); the document with the new texts if any call returned one.
+/// of a field whose name `skip` accepts); the document with the new texts if any call
+/// returned one.
 pub(crate) fn rewrite_texts(
     body: &str,
-    skip: &[&str],
+    skip: fn(&str) -> bool,
     rewrite: &mut dyn FnMut(&str) -> Option<String>,
 ) -> Result<Option<Vec<u8>>, Unfollowable> {
     let bytes = body.as_bytes();
-    // Whether each open container is an object.
-    let mut stack: Vec<bool> = Vec::new();
+    // Whether each open container is an object (a fixed array: the depth is bounded, and a
+    // request should not allocate for it).
+    let mut stack = [false; MAX_DEPTH];
+    let mut depth = 0;
     let mut expect = Expect::Value;
     // The current field's key is one whose string value is not text.
     let mut skipped_key = false;
@@ -56,20 +59,35 @@ pub(crate) fn rewrite_texts(
         match byte {
             b' ' | b'\t' | b'\n' | b'\r' => {
                 at += 1;
+                // Indented documents (OpenAI's answers) have runs of spaces: eight at a time.
+                while let Some(&chunk) = bytes.get(at..).and_then(|rest| rest.first_chunk::<8>()) {
+                    let other = u64::from_le_bytes(chunk) ^ u64::from_le_bytes([b' '; 8]);
+                    if other != 0 {
+                        at += (other.trailing_zeros() / 8) as usize;
+                        break;
+                    }
+                    at += 8;
+                }
+                while at < bytes.len() && matches!(bytes[at], b' ' | b'\t' | b'\n' | b'\r') {
+                    at += 1;
+                }
                 continue;
             }
             _ if done => return Err(Unfollowable),
             b'"' => {
-                let end = string_end(bytes, at)?;
+                let (end, escaped) = string_end(bytes, at)?;
                 match expect {
                     Expect::KeyOrClose | Expect::Key => {
-                        skipped_key = is_skipped(&body[at..end], skip)?;
+                        skipped_key = is_skipped(&body[at..end], escaped, skip)?;
                         expect = Expect::Colon;
                     }
                     Expect::Value | Expect::ValueOrClose => {
-                        let in_field = stack.last() == Some(&true);
+                        let in_field = depth > 0 && stack[depth - 1];
                         if !(in_field && skipped_key) {
-                            if let Some(new) = rewrite_string(&body[at..end], rewrite)? {
+                            if let Some(new) = rewrite_string(&body[at..end], escaped, rewrite)? {
+                                if !changed {
+                                    out.reserve(bytes.len() + new.len());
+                                }
                                 out.extend_from_slice(&bytes[copied..at]);
                                 // A `String` always serializes.
                                 let _ = serde_json::to_writer(&mut out, new.as_str());
@@ -87,11 +105,12 @@ pub(crate) fn rewrite_texts(
                 if !matches!(expect, Expect::Value | Expect::ValueOrClose) {
                     return Err(Unfollowable);
                 }
-                if stack.len() >= MAX_DEPTH {
+                if depth >= MAX_DEPTH {
                     return Err(Unfollowable);
                 }
                 let object = byte == b'{';
-                stack.push(object);
+                stack[depth] = object;
+                depth += 1;
                 expect = if object {
                     Expect::KeyOrClose
                 } else {
@@ -107,9 +126,10 @@ pub(crate) fn rewrite_texts(
                     Expect::ValueOrClose => !object,
                     _ => false,
                 };
-                if !closes || stack.pop() != Some(object) {
+                if !closes || depth == 0 || stack[depth - 1] != object {
                     return Err(Unfollowable);
                 }
+                depth -= 1;
                 expect = Expect::CommaOrClose;
                 at += 1;
             }
@@ -121,7 +141,7 @@ pub(crate) fn rewrite_texts(
                 at += 1;
             }
             b',' => {
-                expect = match (expect, stack.last()) {
+                expect = match (expect, depth.checked_sub(1).map(|top| stack[top])) {
                     (Expect::CommaOrClose, Some(true)) => Expect::Key,
                     (Expect::CommaOrClose, Some(false)) => Expect::Value,
                     _ => return Err(Unfollowable),
@@ -145,7 +165,7 @@ pub(crate) fn rewrite_texts(
             }
             _ => return Err(Unfollowable),
         }
-        if stack.is_empty() && expect == Expect::CommaOrClose {
+        if depth == 0 && expect == Expect::CommaOrClose {
             done = true;
         }
     }
@@ -159,15 +179,18 @@ pub(crate) fn rewrite_texts(
     Ok(Some(out))
 }
 
-/// The end (one past the closing quote) of the string that opens at `start`.
-fn string_end(bytes: &[u8], start: usize) -> Result<usize, Unfollowable> {
+/// The end (one past the closing quote) of the string that opens at `start`, and whether
+/// it holds an escape.
+fn string_end(bytes: &[u8], start: usize) -> Result<(usize, bool), Unfollowable> {
     let mut at = start + 1;
+    let mut escaped = false;
     loop {
         let next = memchr::memchr2(b'"', b'\\', &bytes[at..]).ok_or(Unfollowable)?;
         at += next;
         if bytes[at] == b'"' {
-            return Ok(at + 1);
+            return Ok((at + 1, escaped));
         }
+        escaped = true;
         // An escape: the byte after the backslash is never the string's end.
         at += 2;
         if at > bytes.len() {
@@ -177,22 +200,23 @@ fn string_end(bytes: &[u8], start: usize) -> Result<usize, Unfollowable> {
 }
 
 /// Whether the key `quoted` (with its quotes) names a field whose string is not text.
-fn is_skipped(quoted: &str, skip: &[&str]) -> Result<bool, Unfollowable> {
+fn is_skipped(quoted: &str, escaped: bool, skip: fn(&str) -> bool) -> Result<bool, Unfollowable> {
     let inner = &quoted[1..quoted.len() - 1];
-    if !inner.contains('\\') {
-        return Ok(skip.contains(&inner));
+    if !escaped {
+        return Ok(skip(inner));
     }
     let key: String = serde_json::from_str(quoted).map_err(|_| Unfollowable)?;
-    Ok(skip.contains(&key.as_str()))
+    Ok(skip(&key))
 }
 
 /// The new text of the string `quoted` (with its quotes), if `rewrite` changes it.
 fn rewrite_string(
     quoted: &str,
+    escaped: bool,
     rewrite: &mut dyn FnMut(&str) -> Option<String>,
 ) -> Result<Option<String>, Unfollowable> {
     let inner = &quoted[1..quoted.len() - 1];
-    if !inner.contains('\\') {
+    if !escaped {
         if inner.bytes().any(|b| b < 0x20) {
             // A raw control character: not JSON.
             return Err(Unfollowable);
@@ -212,7 +236,7 @@ mod tests {
     }
 
     fn run(body: &str) -> Result<Option<String>, Unfollowable> {
-        rewrite_texts(body, &["id", "model"], &mut upper_x)
+        rewrite_texts(body, |k| matches!(k, "id" | "model"), &mut upper_x)
             .map(|o| o.map(|b| String::from_utf8(b).unwrap()))
     }
 

@@ -25,6 +25,7 @@ mod json;
 mod raw;
 mod stream;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use hmac::{Hmac, Mac};
@@ -199,31 +200,33 @@ impl std::fmt::Debug for Rewriter {
 
 /// Fields whose string values are the format's, not text: never rewritten. Signed
 /// reasoning (`thinking`, with its `signature`) is among them, since a provider refuses a
-/// conversation whose reasoning was changed.
-const NOT_TEXT: &[&str] = &[
-    "id",
-    "model",
-    "role",
-    "type",
-    "object",
-    "name",
-    "call_id",
-    "tool_call_id",
-    "tool_use_id",
-    "signature",
-    "encrypted_content",
-    "finish_reason",
-    "stop_reason",
-    "finishReason",
-    "system_fingerprint",
-    "data",
-    "mime_type",
-    "mimeType",
-    "media_type",
-    "thinking",
-];
+/// conversation whose reasoning was changed. (A `match`: asked of every key of every body.)
+fn is_not_text(key: &str) -> bool {
+    matches!(
+        key,
+        "id" | "model"
+            | "role"
+            | "type"
+            | "object"
+            | "name"
+            | "call_id"
+            | "tool_call_id"
+            | "tool_use_id"
+            | "signature"
+            | "encrypted_content"
+            | "finish_reason"
+            | "stop_reason"
+            | "finishReason"
+            | "system_fingerprint"
+            | "data"
+            | "mime_type"
+            | "mimeType"
+            | "media_type"
+            | "thinking"
+    )
+}
 
-/// Calls `f` on every string of `value` that is text (see [`NOT_TEXT`]: only a string under
+/// Calls `f` on every string of `value` that is text (see [`is_not_text`]: only a string under
 /// one of those keys is skipped, an object under one is searched like any other); whether
 /// any call changed something.
 pub(crate) fn each_text(value: &mut Value, f: &mut dyn FnMut(&mut String) -> bool) -> bool {
@@ -234,7 +237,7 @@ pub(crate) fn each_text(value: &mut Value, f: &mut dyn FnMut(&mut String) -> boo
             .fold(false, |changed, v| each_text(v, f) | changed),
         Value::Object(fields) => fields
             .iter_mut()
-            .filter(|(k, v)| !(v.is_string() && NOT_TEXT.contains(&k.as_str())))
+            .filter(|(k, v)| !(v.is_string() && is_not_text(k)))
             .fold(false, |changed, (_, v)| each_text(v, f) | changed),
         _ => false,
     }
@@ -250,7 +253,7 @@ impl Rewriter {
         &self,
         detector: &Detector,
         text: &str,
-        memo: &mut Memo,
+        memo: &mut Cow<'_, Memo>,
     ) -> Option<String> {
         self.rewrite_from(detector, text, 0, memo)
     }
@@ -262,7 +265,7 @@ impl Rewriter {
         detector: &Detector,
         text: &str,
         from: usize,
-        memo: &mut Memo,
+        memo: &mut Cow<'_, Memo>,
     ) -> Option<String> {
         let found = detector.find_from(text, from);
         self.rewrite_found(detector, text, from, &found, memo)
@@ -275,7 +278,7 @@ impl Rewriter {
         text: &str,
         from: usize,
         found: &[Found],
-        memo: &mut Memo,
+        memo: &mut Cow<'_, Memo>,
     ) -> Option<String> {
         if found.is_empty() {
             return None;
@@ -296,7 +299,7 @@ impl Rewriter {
         Some(out)
     }
 
-    fn replace(&self, label: &str, value: &str, memo: &mut Memo, out: &mut String) {
+    fn replace(&self, label: &str, value: &str, memo: &mut Cow<'_, Memo>, out: &mut String) {
         match self.mode {
             Mode::Mask => out.extend(std::iter::repeat_n('*', value.chars().count())),
             Mode::Hash => {
@@ -336,7 +339,8 @@ impl Rewriter {
                     placeholder = numbered(label, n);
                 }
                 out.push_str(&placeholder);
-                memo.remember(placeholder, value.to_owned());
+                // The one write: an answer's memo is copied only when it numbers a value.
+                memo.to_mut().remember(placeholder, value.to_owned());
             }
         }
     }
@@ -346,27 +350,20 @@ impl Rewriter {
         &self,
         detector: &Detector,
         body: &[u8],
-        memo: &mut Memo,
+        memo: &mut Cow<'_, Memo>,
     ) -> Result<Option<Vec<u8>>, FilterError> {
         let text = std::str::from_utf8(body).ok();
-        // The common case, nothing to replace, is known from the bytes of a body without
-        // escapes (after `\n` a value would not start at a word boundary; `\u` could hide
-        // any character).
-        if let Some(text) = text.filter(|_| memchr::memchr(b'\\', body).is_none()) {
-            // Placeholder-like text the client wrote must be recorded (below).
-            let typed = self.mode == Mode::Placeholder && self.placeholders.is_match(text);
-            if !typed && !detector.any_in(text) {
-                return Ok(None);
-            }
-        }
-        if self.mode == Mode::Placeholder {
+        // Placeholder-like text the client wrote is recorded first, so no value is numbered
+        // into it. Every such text ends in a digit and `]`: most bodies never get as far as
+        // the expression.
+        if self.mode == Mode::Placeholder && may_hold_placeholder(body) {
             let text = text.map_or_else(|| String::from_utf8_lossy(body), std::borrow::Cow::from);
             for found in self.placeholders.find_iter(&text) {
                 if memo.original(found.as_str()).is_none()
                     && !memo.reserved.iter().any(|r| r == found.as_str())
                     && memo.reserved.len() < MAX_PLACEHOLDERS
                 {
-                    memo.reserved.push(found.as_str().to_owned());
+                    memo.to_mut().reserved.push(found.as_str().to_owned());
                 }
             }
         }
@@ -374,7 +371,7 @@ impl Rewriter {
         // cannot follow (which then fails to parse, as it should).
         if let Some(text) = text {
             let rewritten =
-                json::rewrite_texts(text, NOT_TEXT, &mut |t| self.rewrite(detector, t, memo));
+                json::rewrite_texts(text, is_not_text, &mut |t| self.rewrite(detector, t, memo));
             if let Ok(result) = rewritten {
                 return Ok(result);
             }
@@ -388,7 +385,7 @@ impl Rewriter {
         &self,
         detector: &Detector,
         body: &[u8],
-        memo: &mut Memo,
+        memo: &mut Cow<'_, Memo>,
     ) -> Result<Option<Vec<u8>>, FilterError> {
         let mut doc = json_body(body)?;
         let changed = each_text(
@@ -408,6 +405,12 @@ impl Rewriter {
             .map(Some)
             .map_err(|e| FilterError::Body(e.to_string()))
     }
+}
+
+/// Whether `body` has a `]` right after a digit, as every placeholder does: a search for
+/// one byte, where the placeholder expression would be a second pass over the body.
+fn may_hold_placeholder(body: &[u8]) -> bool {
+    memchr::memchr_iter(b']', body).any(|i| i > 0 && body[i - 1].is_ascii_digit())
 }
 
 /// `[LABEL_n]`, written without the formatting machinery (a request numbers every value).
@@ -451,13 +454,26 @@ impl Filter for Redact {
         self.inner.request.is_some()
     }
 
+    /// Only the texts of [`each_text`]: the walk writes back string values alone, and a
+    /// valid body is always walked (the tree, which writes keys in its own order, is only
+    /// for documents the walk cannot follow, and those do not parse).
+    fn edits_only_texts(&self) -> bool {
+        true
+    }
+
     fn on_request_body(
         &self,
         body: &[u8],
         memo: &mut Memo,
     ) -> Result<Option<Vec<u8>>, FilterError> {
         match &self.inner.request {
-            Some(detector) => self.inner.rewrite_json(detector, body, memo),
+            Some(detector) => {
+                // Owned: what the request numbers is kept for its answer.
+                let mut owned = Cow::Owned(std::mem::take(memo));
+                let edited = self.inner.rewrite_json(detector, body, &mut owned);
+                *memo = owned.into_owned();
+                edited
+            }
             None => Ok(None),
         }
     }
@@ -469,7 +485,9 @@ impl Filter for Redact {
     fn on_response_body(&self, body: &[u8], memo: &Memo) -> Result<Option<Vec<u8>>, FilterError> {
         match &self.inner.response {
             // Values first seen in the answer are numbered after the request's.
-            Some(detector) => self.inner.rewrite_json(detector, body, &mut memo.clone()),
+            Some(detector) => self
+                .inner
+                .rewrite_json(detector, body, &mut Cow::Borrowed(memo)),
             None => Ok(None),
         }
     }

@@ -16,6 +16,7 @@
 //! `logprobs`, which spell the text token by token, are dropped. An event that is not
 //! UTF-8 ends the stream: what cannot be read cannot be redacted.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -157,7 +158,7 @@ const MAX_HELD_EVENTS: usize = 64;
 pub(crate) struct RedactStream {
     rewriter: Arc<Rewriter>,
     /// The request's placeholders, and those of values first seen in this answer.
-    memo: Memo,
+    memo: Cow<'static, Memo>,
     /// The texts with a tail held back (one per choice or block that has one).
     held: Vec<Held>,
     /// Each text's last character sent: the context a value after it is judged in (a
@@ -212,7 +213,7 @@ impl RedactStream {
     pub(crate) fn new(rewriter: Arc<Rewriter>, memo: Memo) -> RedactStream {
         RedactStream {
             rewriter,
-            memo,
+            memo: Cow::Owned(memo),
             held: Vec::new(),
             sent: Vec::new(),
             cache: None,

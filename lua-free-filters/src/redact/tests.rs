@@ -518,11 +518,19 @@ fn the_walk_over_bytes_rewrites_what_the_tree_rewrites() {
         for body in [original, pretty] {
             let walked = filter
                 .inner
-                .rewrite_json(detector, &body, &mut Memo::default())
+                .rewrite_json(
+                    detector,
+                    &body,
+                    &mut std::borrow::Cow::Owned(Memo::default()),
+                )
                 .unwrap();
             let tree = filter
                 .inner
-                .rewrite_tree(detector, &body, &mut Memo::default())
+                .rewrite_tree(
+                    detector,
+                    &body,
+                    &mut std::borrow::Cow::Owned(Memo::default()),
+                )
                 .unwrap();
             let parse =
                 |b: Option<Vec<u8>>| b.map(|b| serde_json::from_slice::<Value>(&b).unwrap());

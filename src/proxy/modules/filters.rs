@@ -67,7 +67,7 @@ impl Phase for OperatorFilters {
         let edited = edit_request(attached(ctx), self.side, &body.bytes, &mut memo);
         ctx.filters.memo = memo;
         if let Some(edited) = counted(edited, ctx)? {
-            replace_body(body, ctx, edited)?;
+            replace_body(body, ctx, edited.bytes, edited.texts_only)?;
         }
         let hooks: Vec<Arc<dyn Filter>> = attached(ctx)
             .filter(|f| f.webhook().is_some())
@@ -87,7 +87,7 @@ impl Phase for OperatorFilters {
             Ok(match edited {
                 None => Flow::Continue,
                 Some(edited) => Flow::Apply(Box::new(move |body, ctx| {
-                    replace_body(body, ctx, edited)?;
+                    replace_body(body, ctx, edited, false)?;
                     Ok(Flow::Continue)
                 })),
             })
@@ -112,7 +112,7 @@ impl Phase for OperatorFilters {
         let edited = edit_request(attached(ctx), self.side, &upstream.body, &mut memo);
         ctx.filters.memo = memo;
         if let Some(edited) = counted(edited, ctx)? {
-            upstream.body = edited;
+            upstream.body = edited.bytes;
         }
         Ok(())
     }
@@ -227,17 +227,34 @@ impl Phase for OperatorFilters {
     }
 }
 
-/// Puts an edited body in place of the client's, peeked again.
+/// Puts an edited body in place of the client's, peeked again (or, when only texts
+/// changed, its peek carried over: reading the whole body again costs more than most
+/// edits).
 fn replace_body(
     body: &mut RequestBody,
     ctx: &mut RequestCtx,
     edited: Bytes,
+    texts_only: bool,
 ) -> Result<(), GatewayError> {
-    body.peek = body::peek(&edited)?;
+    let carried = texts_only
+        .then(|| body.peek.after_text_edit(&body.bytes, &edited))
+        .flatten();
+    body.peek = match carried {
+        Some(peek) => peek,
+        None => body::peek(&edited)?,
+    };
     body.bytes = edited;
     ctx.stream =
         body.peek.stream || matches!(ctx.op, Some(Operation::GenerateContent { stream: true }));
     Ok(())
+}
+
+/// A request body the filters changed.
+struct Edited {
+    bytes: Bytes,
+    /// Every change was to the text of string values: keys, nesting, numbers and the
+    /// format's own fields are as they were.
+    texts_only: bool,
 }
 
 /// Runs the request-body hooks of the filters on `side`; the new body if one changed it.
@@ -246,17 +263,22 @@ fn edit_request<'a>(
     side: FilterSide,
     original: &Bytes,
     memo: &mut lua_free_filters::Memo,
-) -> Result<Option<Bytes>, GatewayError> {
-    let mut edited: Option<Bytes> = None;
+) -> Result<Option<Edited>, GatewayError> {
+    let mut edited: Option<Edited> = None;
     for filter in filters.filter(|f| f.side() == side && f.edits_request_body()) {
-        let current = edited.as_ref().unwrap_or(original);
+        let current = edited.as_ref().map_or(original, |e| &e.bytes);
         let changed = filter.on_request_body(current, memo).map_err(|e| match e {
             FilterError::Denied(message) => GatewayError::ContentDenied(message),
             FilterError::PromptTooLong(message) => GatewayError::invalid_param("messages", message),
             e => GatewayError::invalid(format!("refused by a filter: {e}")),
         })?;
         if let Some(new) = changed {
-            edited = Some(Bytes::from(new));
+            let texts_only =
+                filter.edits_only_texts() && edited.as_ref().is_none_or(|e| e.texts_only);
+            edited = Some(Edited {
+                bytes: Bytes::from(new),
+                texts_only,
+            });
         }
     }
     Ok(edited)
@@ -286,10 +308,10 @@ fn check_client(ctx: &RequestCtx) -> Result<(), GatewayError> {
 }
 
 /// Counts a request a deny filter refused (`sira_filter_denied_total{key}`).
-fn counted(
-    result: Result<Option<Bytes>, GatewayError>,
+fn counted<T>(
+    result: Result<Option<T>, GatewayError>,
     ctx: &RequestCtx,
-) -> Result<Option<Bytes>, GatewayError> {
+) -> Result<Option<T>, GatewayError> {
     if let Err(GatewayError::ContentDenied(_)) = &result {
         crate::metrics::metrics()
             .filter_denied

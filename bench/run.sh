@@ -11,7 +11,9 @@
 # minutes of build on 2 cores, so the default run leaves it out.
 #
 # Other options (passed to bench/bench.py): --only ac (scenario letters), --targets
-# nginx,sira, --out FILE, --json FILE, --keep-tmp, --no-profile (skip callgrind), --bin-dir
+# nginx,sira, --rounds N (the scenarios N times interleaved, each figure the round with the
+# median CPU: `--only am --rounds 5` for redaction's ±10 %), --out FILE, --json FILE,
+# --keep-tmp, --no-profile (skip callgrind), --bin-dir
 # DIR (default target/release; target/debug builds the debug profile instead); and for this
 # script: --no-build (use the binaries as they are), --install-oha (cargo install oha, several
 # minutes on 2 cores, for fixed-rate latency; without oha, wrk paced by a Lua delay() stands

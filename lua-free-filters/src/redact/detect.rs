@@ -12,9 +12,9 @@
 
 use std::net::Ipv6Addr;
 
+use regex::Regex;
 use regex_automata::hybrid::dfa::{Cache, DFA};
-use regex_automata::meta::Regex as MetaRegex;
-use regex_automata::{Anchored, Input, MatchKind};
+use regex_automata::{Anchored, Input};
 
 use crate::FilterError;
 
@@ -167,42 +167,26 @@ pub struct Found {
     pub pattern: usize,
 }
 
-/// The patterns as one regex with this match semantics, bounded like every buffer.
-fn meta(kind: MatchKind, patterns: &[&str]) -> Result<MetaRegex, String> {
-    MetaRegex::builder()
-        .configure(
-            MetaRegex::config()
-                .match_kind(kind)
-                .nfa_size_limit(Some(SIZE_LIMIT)),
-        )
-        .build_many(patterns)
-        .map_err(|e| e.to_string())
-}
-
 /// Whether `whole` matches exactly `text[start..end]`, its look-arounds (`\b`) seeing the
 /// text around the span: `6666666666666` is no card where a `6` follows it.
-fn matches_exactly(whole: &MetaRegex, text: &str, start: usize, end: usize) -> bool {
+fn matches_exactly(
+    whole: &regex_automata::meta::Regex,
+    text: &str,
+    start: usize,
+    end: usize,
+) -> bool {
     let input = Input::new(text).range(start..end).anchored(Anchored::Yes);
     // All-matches semantics from an anchored start report the longest match in the span.
     whole.search(&input).is_some_and(|m| m.end() == end)
 }
 
 /// A compiled set of patterns.
-///
-/// A text is searched with as few automata as possible: every search is paid in cache
-/// misses on their tables more than in instructions, and a request runs them between
-/// everything else a gateway does. `first` finds where the next match of any pattern
-/// starts (and answers the common "nothing here"); `longest`, run anchored there, finds the
-/// longest match at that start and its pattern. Only a match that fails its pattern's check
-/// brings in the patterns one by one.
 pub struct Detector {
-    /// All patterns, leftmost-first.
-    first: MetaRegex,
-    /// All patterns, all-matches: anchored, the longest match, the lowest pattern on a tie.
-    longest: MetaRegex,
-    /// Each pattern alone, all-matches (to try a shorter value when the longest one fails
-    /// its check), and its check.
-    each: Vec<(MetaRegex, Check)>,
+    /// Any of them, for the common answer: nothing here.
+    any: regex::RegexSet,
+    /// Each pattern, and the same for matching exactly a span of the text in its context
+    /// (to try a shorter value when the longest one fails its check).
+    each: Vec<(Regex, regex_automata::meta::Regex, Check)>,
     labels: Vec<Label>,
     /// All of them as one lazy DFA, run anchored for stream tails.
     tail: DFA,
@@ -236,6 +220,10 @@ impl Detector {
         let mut each = Vec::with_capacity(patterns.len());
         let mut hold = 0usize;
         for p in &patterns {
+            let regex = regex::RegexBuilder::new(&p.regex)
+                .size_limit(SIZE_LIMIT)
+                .build()
+                .map_err(|e| invalid(&p.regex, &e))?;
             let longest = regex_syntax::Parser::new()
                 .parse(&p.regex)
                 .map_err(|e| invalid(&p.regex, &e))?
@@ -245,14 +233,21 @@ impl Detector {
             hold = hold.max(longest.min(MAX_HOLD));
             // Longest-match semantics, run anchored on a span of the text: a shorter value is
             // judged with its real neighbours (`\b` sees the digit after a cut-short card).
-            let whole =
-                meta(MatchKind::All, &[p.regex.as_str()]).map_err(|e| invalid(&p.regex, &e))?;
-            each.push((whole, p.check));
+            let whole = regex_automata::meta::Regex::builder()
+                .configure(
+                    regex_automata::meta::Regex::config()
+                        .match_kind(regex_automata::MatchKind::All)
+                        .nfa_size_limit(Some(SIZE_LIMIT)),
+                )
+                .build(&p.regex)
+                .map_err(|e| invalid(&p.regex, &e))?;
+            each.push((regex, whole, p.check));
         }
         let sources: Vec<&str> = patterns.iter().map(|p| p.regex.as_str()).collect();
-        let first =
-            meta(MatchKind::LeftmostFirst, &sources).map_err(|e| invalid("(all patterns)", &e))?;
-        let longest = meta(MatchKind::All, &sources).map_err(|e| invalid("(all patterns)", &e))?;
+        let any = regex::RegexSetBuilder::new(&sources)
+            .size_limit(SIZE_LIMIT)
+            .build()
+            .map_err(|e| invalid("(all patterns)", &e))?;
         let tail = DFA::builder()
             .configure(
                 DFA::config()
@@ -265,8 +260,7 @@ impl Detector {
             .build_many(&sources)
             .map_err(|e| invalid("(all patterns)", &e))?;
         Ok(Detector {
-            first,
-            longest,
+            any,
             each,
             labels: patterns.into_iter().map(|p| p.label).collect(),
             tail,
@@ -287,77 +281,74 @@ impl Detector {
 
     /// The values of `text` that start at `from` or later, judged with what comes before
     /// `from` as their context (a value must start at a word boundary: `4111…` is no card
-    /// inside `x4111…`). The leftmost value is taken, the longest at its start (the more
-    /// specific pattern on a tie), and the search goes on after it.
+    /// inside `x4111…`).
     pub fn find_from(&self, text: &str, from: usize) -> Vec<Found> {
-        let mut found = Vec::new();
-        let mut at = from;
-        while at <= text.len() {
-            let Some(next) = self.first.search(&Input::new(text).range(at..)) else {
-                break;
+        // Most texts hold nothing: one search with the set's prefilter says so. Then each
+        // pattern looks for its first value: a pattern that has none costs one forward scan,
+        // less than asking the set which patterns match (an overlapping scan of the text).
+        if !self.any.is_match_at(text, from) {
+            return Vec::new();
+        }
+        // Leftmost value first (the longest on a tie, then the more specific pattern); the
+        // search goes on after it. Each pattern's next value is looked for again only when
+        // the one it had overlaps what was taken: a candidate that loses never hides a
+        // value of its own pattern further on.
+        let mut next: Vec<(usize, Option<Found>)> = (0..self.each.len())
+            .map(|i| (i, self.next_value(i, text, from)))
+            .collect();
+        let mut kept = Vec::new();
+        loop {
+            let best = next
+                .iter()
+                .filter_map(|(_, f)| *f)
+                .min_by_key(|f| (f.start, std::cmp::Reverse(f.end), f.pattern));
+            let Some(best) = best else {
+                return kept;
             };
-            let start = next.start();
-            match self.value_at(text, start) {
-                Some(value) => {
-                    at = value.end;
-                    found.push(value);
-                }
-                // No value here: one that starts inside this match may still be.
-                None => {
-                    at = text[start..]
-                        .chars()
-                        .next()
-                        .map_or(text.len() + 1, |c| start + c.len_utf8())
+            kept.push(best);
+            for (pattern, slot) in &mut next {
+                if slot.is_some_and(|f| f.start < best.end) {
+                    *slot = self.next_value(*pattern, text, best.end);
                 }
             }
         }
-        found
     }
 
-    /// The value that starts at `start`, if one does: the longest match there that passes
-    /// its pattern's check.
-    fn value_at(&self, text: &str, start: usize) -> Option<Found> {
-        let anchored = Input::new(text).range(start..).anchored(Anchored::Yes);
-        let longest = self.longest.search(&anchored)?;
-        let pattern = longest.pattern().as_usize();
-        let (_, check) = self.each.get(pattern)?;
-        if longest.end() > start && check(&text[start..longest.end()]) {
-            return Some(Found {
-                start,
-                end: longest.end(),
-                pattern,
-            });
-        }
-        // The longest match carries a neighbour (a card number and its expiry date), or is
-        // no value at all: each pattern's longest shorter match that passes.
-        let mut best: Option<Found> = None;
-        for (pattern, (whole, check)) in self.each.iter().enumerate() {
-            let Some(m) = whole.search(&anchored) else {
-                continue;
-            };
-            let end = (start + 1..=m.end())
+    /// The first value of `pattern` that starts at `from` or later, judged in its context.
+    fn next_value(&self, pattern: usize, text: &str, from: usize) -> Option<Found> {
+        let (regex, whole, check) = &self.each[pattern];
+        let mut at = from;
+        while at <= text.len() {
+            let m = regex.find_at(text, at)?;
+            // The longest match may carry a neighbour (a card number and its expiry date):
+            // then the longest shorter value that passes is the value.
+            let end = (m.start() + 1..=m.end())
                 .rev()
                 .filter(|&end| text.is_char_boundary(end))
-                .take_while(|&end| best.is_none_or(|b| end > b.end))
                 .find(|&end| {
-                    (end == m.end() || matches_exactly(whole, text, start, end))
-                        && check(&text[start..end])
+                    let value = &text[m.start()..end];
+                    (end == m.end() || matches_exactly(whole, text, m.start(), end)) && check(value)
                 });
             if let Some(end) = end {
-                best = Some(Found {
-                    start,
+                return Some(Found {
+                    start: m.start(),
                     end,
                     pattern,
                 });
             }
+            // No value here: one that starts inside this candidate may still be.
+            at = text[m.start()..]
+                .chars()
+                .next()
+                .map_or(text.len() + 1, |c| m.start() + c.len_utf8());
         }
-        best
+        None
     }
 
     /// Whether `text` holds anything any pattern would match (before checks).
     pub fn any(&self, text: &[u8]) -> bool {
         // Patterns match text; bytes that are not UTF-8 are not text to match.
-        std::str::from_utf8(text).is_ok_and(|t| self.first.is_match(t))
+        std::str::from_utf8(text).is_ok_and(|t| self.any.is_match(t))
     }
 
     /// The longest tail [`Detector::hold_from`] holds back.
@@ -596,12 +587,13 @@ mod tests {
         assert!(err.to_string().contains("(unclosed"), "{err}");
     }
 
-    /// The rule [`Detector::find_from`] keeps, written the slow way: each pattern's own
-    /// leftmost values (its longest passing match at each start), the leftmost of all taken,
-    /// the search going on after it.
+    /// The rule [`Detector::find_from`] keeps for the built-ins, written the slow way: each
+    /// pattern's leftmost values (its longest passing match at each start: for the built-ins
+    /// the leftmost-first match is the longest), the leftmost of all taken, the search going
+    /// on after it.
     fn reference(d: &Detector, text: &str) -> Vec<Found> {
         let value_of = |pattern: usize, from: usize| -> Option<Found> {
-            let (whole, check) = &d.each[pattern];
+            let (_, whole, check) = &d.each[pattern];
             (from..text.len())
                 .filter(|&start| text.is_char_boundary(start))
                 .find_map(|start| {
@@ -633,7 +625,7 @@ mod tests {
     }
 
     #[test]
-    fn the_fast_search_finds_what_each_pattern_alone_finds() {
+    fn the_search_finds_the_leftmost_longest_checked_values() {
         let d = all();
         // Pieces values are made of, and look-alikes, strung together at random.
         let pieces = [

@@ -375,6 +375,14 @@ impl Rewriter {
             if let Ok(result) = rewritten {
                 return Ok(result);
             }
+            // Not JSON (an answer in another shape): passed on as it is when nothing in its
+            // bytes could be a value or a placeholder (no escape could hide one).
+            if memchr::memchr(b'\\', body).is_none()
+                && !may_hold_placeholder(body)
+                && !detector.any(body)
+            {
+                return Ok(None);
+            }
         }
         self.rewrite_tree(detector, body, memo)
     }

@@ -654,3 +654,21 @@ fn a_value_at_the_tails_bound_goes_out_whole_and_replaced() {
     assert!(!streamed.contains(" 4 1"), "{streamed}");
     assert!(streamed.ends_with('.'), "{streamed}");
 }
+
+#[test]
+fn an_answer_that_is_not_json_passes_only_when_it_holds_nothing_to_redact() {
+    let filter = build("{patterns: [email], mode: placeholder, restore: true}");
+    let memo = Memo::default();
+    assert_eq!(
+        filter
+            .on_response_body(b"upstream says: try later", &memo)
+            .unwrap(),
+        None
+    );
+    assert!(filter
+        .on_response_body(b"upstream says: write to jane@example.com", &memo)
+        .is_err());
+    assert!(filter
+        .on_response_body(b"<html>[EMAIL_1]</html>", &memo)
+        .is_err());
+}

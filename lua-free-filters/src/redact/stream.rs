@@ -221,13 +221,14 @@ impl RedactStream {
         }
     }
 
-    /// The context of text `index`: its last character sent, or nothing.
-    fn context(&self, index: u64) -> String {
-        self.sent
-            .iter()
-            .find(|(i, _)| *i == index)
-            .map(|(_, c)| c.to_string())
-            .unwrap_or_default()
+    /// The context of text `index` (its last character sent, or nothing), in a string with
+    /// room for `more` bytes after it: what follows is pushed onto it, every event.
+    fn context(&self, index: u64, more: usize) -> String {
+        let mut context = String::with_capacity(4 + more);
+        if let Some((_, c)) = self.sent.iter().find(|(i, _)| *i == index) {
+            context.push(*c);
+        }
+        context
     }
 
     /// Records what text `index` sent last (`sent` ends with it).
@@ -254,7 +255,7 @@ impl RedactStream {
                 kept.push(held);
                 continue;
             }
-            let mut whole = self.context(held.index);
+            let mut whole = self.context(held.index, held.text.len());
             let from = whole.len();
             whole.push_str(&held.text);
             self.sent_text(held.index, &whole);
@@ -345,7 +346,8 @@ impl RedactStream {
         };
         let was_holding = held.is_some();
         // The text after its context: values are judged as they stand in the whole answer.
-        let mut whole = self.context(index);
+        let held_len = held.as_ref().map_or(0, |h| h.text.len());
+        let mut whole = self.context(index, held_len + text.len());
         let from = whole.len();
         whole.push_str(&held.map(|h| h.text).unwrap_or_default());
         whole.push_str(text);
@@ -450,7 +452,7 @@ impl RedactStream {
                 Some(h) => (h.events, h.text),
                 None => (Vec::new(), String::new()),
             };
-            let mut whole = self.context(found.index);
+            let mut whole = self.context(found.index, held_text.len() + text.len());
             let from = whole.len();
             whole.push_str(&held_text);
             whole.push_str(text);

@@ -1,0 +1,203 @@
+use super::*;
+
+fn all() -> Detector {
+    Detector::new(Pattern::all_builtins()).unwrap()
+}
+
+fn labels(text: &str) -> Vec<(String, String)> {
+    let d = all();
+    d.find(text)
+        .into_iter()
+        .map(|f| {
+            (
+                d.label(f.pattern).0.clone(),
+                text[f.start..f.end].to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn builtins_find_what_they_name_and_skip_look_alikes() {
+    let text = "mail jane.doe+x@mail.example.co.uk, call +44 20 7946 0958 or (555) 123-4567, \
+                or 555-123-4567 or 020 7946 0958, not 12.345.678 nor 10 000 000 nor v1.2.3, \
+                card 4111 1111 1111 1111 (not 4111111111111112), iban DE89 3704 0044 0532 0130 00 \
+                (not DE89370400440532013001), hosts 192.168.10.20 and 2001:db8::8a2e:370:7334, \
+                at 12:30:45 on 2026-12-05, key sk-proj-abcdefghijklmnopqrstuvwxyz012345 and AKIAIOSFODNN7EXAMPLE";
+    let found = labels(text);
+    let want = [
+        ("EMAIL", "jane.doe+x@mail.example.co.uk"),
+        ("PHONE", "+44 20 7946 0958"),
+        ("PHONE", "(555) 123-4567"),
+        ("PHONE", "555-123-4567"),
+        ("PHONE", "020 7946 0958"),
+        ("CARD", "4111 1111 1111 1111"),
+        ("IBAN", "DE89 3704 0044 0532 0130 00"),
+        ("IP", "192.168.10.20"),
+        ("IP", "2001:db8::8a2e:370:7334"),
+        ("SECRET", "sk-proj-abcdefghijklmnopqrstuvwxyz012345"),
+        ("SECRET", "AKIAIOSFODNN7EXAMPLE"),
+    ];
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(l, v)| (l.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(found, want);
+}
+
+#[test]
+fn a_value_that_fails_its_check_with_a_neighbour_is_found_without_it() {
+    assert_eq!(
+        labels("pay 4111 1111 1111 1111 05 27 or DE89370400440532013000 EUR"),
+        [
+            ("CARD".into(), "4111 1111 1111 1111".into()),
+            ("IBAN".into(), "DE89370400440532013000".into())
+        ]
+    );
+}
+
+#[test]
+fn a_checked_prefix_of_a_longer_run_is_no_value() {
+    // Fourteen digits fail Luhn; their first thirteen pass, but a digit follows them, so
+    // they are not a number of their own (found in a stream cut after the fourteenth).
+    let run = "6".repeat(14);
+    assert!(labels(&format!("\u{3}{run}")).is_empty());
+    assert!(labels(&format!("x {run}6666 y")).is_empty());
+}
+
+#[test]
+fn code_is_not_an_address() {
+    assert!(labels("std::vector<int> v; Vec::new(); a::b; x[1::2]; 12:30:45").is_empty());
+    assert_eq!(labels("fe80::1 and 2001:db8::1")[0].1, "fe80::1");
+}
+
+#[test]
+fn a_jwt_is_one_value() {
+    let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLWJ5dGVz";
+    assert_eq!(
+        labels(&format!("token {jwt} end")),
+        [("JWT".into(), jwt.into())]
+    );
+}
+
+#[test]
+fn a_tail_is_held_only_where_a_value_could_continue() {
+    let d = Detector::new(Pattern::builtin("email").unwrap()).unwrap();
+    let mut cache = d.cache();
+    // Ends in a word: it could be an address's local part.
+    assert_eq!(d.hold_from("write to jane", &mut cache), 9);
+    // Ends in a space: nothing could continue.
+    assert_eq!(d.hold_from("write to ", &mut cache), 9);
+    assert_eq!(d.hold_from("write to jane@exa", &mut cache), 9);
+    let cards = Detector::new(Pattern::builtin("credit-card").unwrap()).unwrap();
+    let mut cache = cards.cache();
+    assert_eq!(cards.hold_from("hello world", &mut cache), 11);
+    assert_eq!(cards.hold_from("pay 4111 11", &mut cache), 4);
+}
+
+#[test]
+fn bad_patterns_fail_with_their_text() {
+    let err = Detector::new(vec![Pattern::custom("x", "(unclosed")]).unwrap_err();
+    assert!(err.to_string().contains("(unclosed"), "{err}");
+}
+
+/// The rule [`Detector::find_from`] keeps for the built-ins, written the slow way: each
+/// pattern's leftmost values (its longest passing match at each start: for the built-ins
+/// the leftmost-first match is the longest), the leftmost of all taken, the search going
+/// on after it.
+fn reference(d: &Detector, text: &str) -> Vec<Found> {
+    let value_of = |pattern: usize, from: usize| -> Option<Found> {
+        let (_, whole, check) = &d.each[pattern];
+        (from..text.len())
+            .filter(|&start| text.is_char_boundary(start))
+            .find_map(|start| {
+                let m = whole.search(&Input::new(text).range(start..).anchored(Anchored::Yes))?;
+                (start + 1..=m.end())
+                    .rev()
+                    .filter(|&end| text.is_char_boundary(end))
+                    .find(|&end| {
+                        matches_exactly(whole, text, start, end) && check(&text[start..end])
+                    })
+                    .map(|end| Found {
+                        start,
+                        end,
+                        pattern,
+                    })
+            })
+    };
+    let mut found = Vec::new();
+    let mut at = 0;
+    while let Some(best) = (0..d.each.len())
+        .filter_map(|p| value_of(p, at))
+        .min_by_key(|f| (f.start, std::cmp::Reverse(f.end), f.pattern))
+    {
+        found.push(best);
+        at = best.end;
+    }
+    found
+}
+
+#[test]
+fn the_search_finds_the_leftmost_longest_checked_values() {
+    let d = all();
+    // Pieces values are made of, and look-alikes, strung together at random.
+    let pieces = [
+        "4111",
+        " 1111",
+        "-1111",
+        "1",
+        "0",
+        "9",
+        " ",
+        "-",
+        ".",
+        "@",
+        "a",
+        "jane",
+        ".co",
+        "+44",
+        " 20 ",
+        "(555) ",
+        "123-4567",
+        "DE89",
+        " 3704",
+        "0044 ",
+        "192.168.",
+        "10.",
+        "::",
+        "2001:db8:",
+        "sk-",
+        "abcdefghij",
+        "AKIA",
+        "IOSFODNN7EXAMPLE",
+        "eyJhbGci",
+        "x",
+        "é",
+        "_",
+    ];
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..3000 {
+        let len = 1 + (next() % 24) as usize;
+        let text: String = (0..len)
+            .map(|_| pieces[(next() % pieces.len() as u64) as usize])
+            .collect();
+        assert_eq!(d.find(&text), reference(&d, &text), "{text:?}");
+    }
+}
+
+#[test]
+fn a_tie_at_the_longest_end_goes_to_the_earlier_pattern() {
+    // Both match all of `aaa`; the first listed wins, whichever order they come in.
+    for (patterns, want) in [(["[a-z]+", "a+"], 0), (["a+", "[a-z]+"], 0)] {
+        let d = Detector::new(patterns.iter().map(|p| Pattern::custom("x", p)).collect()).unwrap();
+        let found = d.find("aaa");
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].end, found[0].pattern), (3, want));
+    }
+}

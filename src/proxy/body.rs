@@ -158,21 +158,24 @@ pub fn peek(body: &[u8]) -> Result<Peek, GatewayError> {
 }
 
 impl Peek {
-    /// This peek for `edited`, a body that differs from `original` only in the text of
-    /// string values (redaction): the fields stay as read, and their spans move by what the
-    /// edits before them added. `None` when that cannot be told from the bytes: a span in
-    /// the changed stretch, a carried span whose bytes are not the same, or a string field
-    /// the edit may have reached (`previous_response_id`).
-    pub fn after_text_edit(&self, original: &[u8], edited: &[u8]) -> Option<Peek> {
+    /// Makes this peek that of `edited`, a body that differs from `original` only in the
+    /// text of string values (redaction): the fields stay as read, and their spans move by
+    /// what the edits before them added. `false`, and the peek untouched, when that cannot be
+    /// told from the bytes: a span in the changed stretch, a moved span whose bytes are not
+    /// the same, or a string field the edit may have reached (`previous_response_id`).
+    pub fn follow_text_edit(&mut self, original: &[u8], edited: &[u8]) -> bool {
         if self.previous_response_id.is_some() {
-            return None;
+            return false;
         }
         let same_start = common_prefix(original, edited);
         let most_end = original.len().min(edited.len()) - same_start;
-        let same_end = common_prefix_rev(original, edited).min(most_end);
+        let same_end = common_suffix(original, edited).min(most_end);
         let changed_from = same_start;
         let changed_to = original.len() - same_end;
-        let moved = |span: &Range<usize>| -> Option<Range<usize>> {
+        let moved = |span: &Option<Range<usize>>| -> Option<Option<Range<usize>>> {
+            let Some(span) = span else {
+                return Some(None);
+            };
             let new = if span.end <= changed_from {
                 span.clone()
             } else if span.start >= changed_to {
@@ -182,16 +185,16 @@ impl Peek {
             } else {
                 return None;
             };
-            (edited.get(new.clone())? == &original[span.clone()]).then_some(new)
+            (edited.get(new.clone())? == &original[span.clone()]).then_some(Some(new))
         };
-        let mut peek = self.clone();
-        if let Some(span) = &self.model_span {
-            peek.model_span = Some(moved(span)?);
-        }
-        if let Some(span) = &self.stream_options_span {
-            peek.stream_options_span = Some(moved(span)?);
-        }
-        Some(peek)
+        let (Some(model), Some(options)) =
+            (moved(&self.model_span), moved(&self.stream_options_span))
+        else {
+            return false;
+        };
+        self.model_span = model;
+        self.stream_options_span = options;
+        true
     }
 }
 
@@ -209,7 +212,7 @@ fn common_prefix(a: &[u8], b: &[u8]) -> usize {
 }
 
 /// How many trailing bytes `a` and `b` share.
-fn common_prefix_rev(a: &[u8], b: &[u8]) -> usize {
+fn common_suffix(a: &[u8], b: &[u8]) -> usize {
     let len = a.len().min(b.len());
     let (a, b) = (&a[a.len() - len..], &b[b.len() - len..]);
     let mut n = 0;
@@ -432,11 +435,11 @@ mod tests {
             ),
         ];
         for (original, edited, carried) in cases {
-            let before = peek(original.as_bytes()).unwrap();
+            let mut got = peek(original.as_bytes()).unwrap();
             let reread = peek(edited.as_bytes()).unwrap();
-            let got = before.after_text_edit(original.as_bytes(), edited.as_bytes());
-            assert_eq!(got.is_some(), carried, "{edited}");
-            if let Some(got) = got {
+            let followed = got.follow_text_edit(original.as_bytes(), edited.as_bytes());
+            assert_eq!(followed, carried, "{edited}");
+            if followed {
                 assert_eq!(got.model, reread.model);
                 assert_eq!(got.model_span, reread.model_span, "{edited}");
                 assert_eq!(got.stream_options_span, reread.stream_options_span);
@@ -446,9 +449,6 @@ mod tests {
         // A string field redaction may reach is read again.
         let original = br#"{"model":"m","previous_response_id":"resp_1","input":"a@b.co"}"#;
         let edited = br#"{"model":"m","previous_response_id":"resp_1","input":"[EMAIL_1]"}"#;
-        assert!(peek(original)
-            .unwrap()
-            .after_text_edit(original, edited)
-            .is_none());
+        assert!(!peek(original).unwrap().follow_text_edit(original, edited));
     }
 }

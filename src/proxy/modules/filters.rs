@@ -236,13 +236,9 @@ fn replace_body(
     edited: Bytes,
     texts_only: bool,
 ) -> Result<(), GatewayError> {
-    let carried = texts_only
-        .then(|| body.peek.after_text_edit(&body.bytes, &edited))
-        .flatten();
-    body.peek = match carried {
-        Some(peek) => peek,
-        None => body::peek(&edited)?,
-    };
+    if !(texts_only && body.peek.follow_text_edit(&body.bytes, &edited)) {
+        body.peek = body::peek(&edited)?;
+    }
     body.bytes = edited;
     ctx.stream =
         body.peek.stream || matches!(ctx.op, Some(Operation::GenerateContent { stream: true }));

@@ -318,7 +318,52 @@ fn redaction(c: &mut Criterion) {
     group.bench_function("answer_json", |b| {
         b.iter(|| black_box(filter.on_response_body(black_box(MOCK_ANSWER.as_bytes()), &memo)))
     });
+    group.bench_function("stream_96_events", |b| {
+        let events = mock_stream(96);
+        b.iter(|| {
+            let mut stream = filter.on_stream(&memo).expect("redact follows streams");
+            let mut out = Vec::with_capacity(4);
+            for event in &events {
+                out.clear();
+                stream
+                    .on_event(event.clone(), &mut out)
+                    .expect("a clean event");
+                black_box(&out);
+            }
+            stream.on_end(&mut out);
+            black_box(out)
+        })
+    });
     group.finish();
+}
+
+/// The mock provider's Chat stream of `n` words, as (n) relays it: the role event, one
+/// event per word, the finish, the usage, `[DONE]`.
+fn mock_stream(n: usize) -> Vec<Bytes> {
+    const WORDS: [&str; 7] = ["Hello", " from", " the", " sira", " mock", " provider", "."];
+    let head = r#"data: {"id":"chatcmpl-luX4ZOFYzcnOJ7zpteiErBIA1fOeo","object":"chat.completion.chunk","created":1796518525,"model":"gpt-4o","service_tier":"default","system_fingerprint":null,"choices":[{"index":0,"delta":"#;
+    let tail = r#","finish_reason":null}],"usage":null,"obfuscation":"sira"}"#;
+    let mut events = vec![format!(
+        r#"{head}{{"role":"assistant","content":"","refusal":null}}{tail}"#
+    )];
+    for i in 0..n {
+        let word = if i > 0 && i % WORDS.len() == 0 {
+            " Hello"
+        } else {
+            WORDS[i % WORDS.len()]
+        };
+        events.push(format!(r#"{head}{{"content":"{word}"}}{tail}"#));
+    }
+    events.push(format!(
+        "{head}{{}}{}",
+        tail.replace("null}]", r#""stop"}]"#)
+    ));
+    events.push(r#"data: {"id":"chatcmpl-luX4ZOFYzcnOJ7zpteiErBIA1fOeo","object":"chat.completion.chunk","created":1796518525,"model":"gpt-4o","service_tier":"default","system_fingerprint":null,"choices":[],"usage":{"prompt_tokens":29,"completion_tokens":96,"total_tokens":125},"obfuscation":"sira"}"#.to_owned());
+    events.push("data: [DONE]".to_owned());
+    events
+        .into_iter()
+        .map(|e| Bytes::from(format!("{e}\n\n")))
+        .collect()
 }
 
 criterion_group!(

@@ -6,15 +6,18 @@
 //! overlaps, leftmost first, longest on a tie, the more specific detector on a full tie (an
 //! IPv4 address is not a phone number). [`Detector::hold_from`]: from where could a value
 //! still be growing at the end of the text — the stream side keeps that tail back until the
-//! next event says. The second runs the expressions as one anchored lazy DFA from each
-//! candidate start: a start whose DFA is not dead when the text ends could be a value
-//! that continues in the next event.
+//! next event says. The second is one backward pass from the end of the text: the
+//! expressions are rewritten to match every prefix of their values (see [`prefixes`]), and
+//! the earliest start from which the rest of the text is such a prefix is the tail.
 
 use std::net::Ipv6Addr;
 
 use regex::Regex;
 use regex_automata::hybrid::dfa::{Cache, DFA};
+use regex_automata::nfa::thompson;
+use regex_automata::MatchKind;
 use regex_automata::{Anchored, Input};
+use regex_syntax::hir::{Hir, HirKind, Literal, Look, Repetition};
 
 use crate::FilterError;
 
@@ -188,12 +191,17 @@ pub struct Detector {
     /// (to try a shorter value when the longest one fails its check).
     each: Vec<(Regex, regex_automata::meta::Regex, Check)>,
     labels: Vec<Label>,
-    /// All of them as one lazy DFA, run anchored for stream tails.
+    /// Every prefix of every pattern's values, as one lazy DFA run backwards from the end of
+    /// a stream's text.
     tail: DFA,
     /// Its caches, kept between streams: a cache holds the DFA states determinized so far,
     /// which a new cache would build again for every stream.
     caches: std::sync::Mutex<Vec<Cache>>,
     hold: usize,
+    /// Whether every pattern judges a value by its neighbours alone (`\b` at most, no `^` or
+    /// `$`): then a value inside a JSON string matches the same in the raw bytes around
+    /// it, the quote standing for the string's edge.
+    edge_blind: bool,
 }
 
 /// Caches kept for the next streams, at most (each holds at most its DFA's capacity).
@@ -219,17 +227,29 @@ impl Detector {
         };
         let mut each = Vec::with_capacity(patterns.len());
         let mut hold = 0usize;
+        let mut edge_blind = true;
+        let mut prefix_hirs = Vec::with_capacity(patterns.len());
         for p in &patterns {
             let regex = regex::RegexBuilder::new(&p.regex)
                 .size_limit(SIZE_LIMIT)
                 .build()
                 .map_err(|e| invalid(&p.regex, &e))?;
-            let longest = regex_syntax::Parser::new()
+            let hir = regex_syntax::Parser::new()
                 .parse(&p.regex)
-                .map_err(|e| invalid(&p.regex, &e))?
-                .properties()
-                .maximum_len()
-                .unwrap_or(MAX_HOLD);
+                .map_err(|e| invalid(&p.regex, &e))?;
+            let longest = hir.properties().maximum_len().unwrap_or(MAX_HOLD);
+            edge_blind &= hir.properties().look_set().iter().all(|look| {
+                !matches!(
+                    look,
+                    Look::Start
+                        | Look::End
+                        | Look::StartLF
+                        | Look::EndLF
+                        | Look::StartCRLF
+                        | Look::EndCRLF
+                )
+            });
+            prefix_hirs.push(prefixes(&hir));
             hold = hold.max(longest.min(MAX_HOLD));
             // Longest-match semantics, run anchored on a span of the text: a shorter value is
             // judged with its real neighbours (`\b` sees the digit after a cut-short card).
@@ -248,17 +268,29 @@ impl Detector {
             .size_limit(SIZE_LIMIT)
             .build()
             .map_err(|e| invalid("(all patterns)", &e))?;
+        let nfa = thompson::Compiler::new()
+            .configure(
+                thompson::Config::new()
+                    .reverse(true)
+                    .which_captures(thompson::WhichCaptures::None)
+                    // Only empty matches could split a character; the hold is rounded to one.
+                    .utf8(false)
+                    .nfa_size_limit(Some(SIZE_LIMIT)),
+            )
+            .build_many_from_hir(&prefix_hirs)
+            .map_err(|e| invalid("(all patterns' prefixes)", &e))?;
         let tail = DFA::builder()
             .configure(
                 DFA::config()
+                    // Every prefix, not the first found: the earliest start is wanted.
+                    .match_kind(MatchKind::All)
                     // Operators' `\b` is Unicode-aware: the DFA gives up on non-ASCII text
-                    // next to one, and a give-up counts as "could continue".
+                    // next to one, and a give-up holds the whole window.
                     .unicode_word_boundary(true)
                     .cache_capacity(1 << 20),
             )
-            .syntax(regex_automata::util::syntax::Config::new())
-            .build_many(&sources)
-            .map_err(|e| invalid("(all patterns)", &e))?;
+            .build_from_nfa(nfa)
+            .map_err(|e| invalid("(all patterns' prefixes)", &e))?;
         Ok(Detector {
             any,
             each,
@@ -266,6 +298,7 @@ impl Detector {
             tail,
             caches: std::sync::Mutex::new(Vec::new()),
             hold,
+            edge_blind,
         })
     }
 
@@ -351,6 +384,11 @@ impl Detector {
         std::str::from_utf8(text).is_ok_and(|t| self.any.is_match(t))
     }
 
+    /// Whether a stream's events may be judged in their bytes (see `edge_blind`).
+    pub fn reads_raw(&self) -> bool {
+        self.edge_blind
+    }
+
     /// The longest tail [`Detector::hold_from`] holds back.
     pub fn hold(&self) -> usize {
         self.hold
@@ -379,37 +417,109 @@ impl Detector {
         self.hold_after(text, 0, cache)
     }
 
-    /// [`Detector::hold_from`] for starts at `from` or later, with what comes before as
-    /// context.
+    /// [`Detector::hold_from`] for starts at `from` (a char boundary) or later, with what
+    /// comes before as context.
     pub fn hold_after(&self, text: &str, from: usize, cache: &mut Cache) -> usize {
-        let from = from.max(text.len().saturating_sub(self.hold));
-        for start in (from..text.len()).filter(|&i| text.is_char_boundary(i)) {
-            if self.may_continue(text, start, cache) {
-                return start;
-            }
+        let mut window = from.max(text.len().saturating_sub(self.hold));
+        while !text.is_char_boundary(window) {
+            window += 1;
         }
-        text.len()
+        // Gave up (non-ASCII text by a Unicode `\b`, or a thrashing cache): the whole
+        // window is held, which is bounded.
+        let Some(mut start) = self.earliest_prefix(text, window, cache) else {
+            return window;
+        };
+        while !text.is_char_boundary(start) {
+            start -= 1;
+        }
+        start
     }
 
-    fn may_continue(&self, text: &str, start: usize, cache: &mut Cache) -> bool {
-        let input = Input::new(text).range(start..).anchored(Anchored::Yes);
-        let Ok(mut state) = self.tail.start_state_forward(cache, &input) else {
-            return true;
-        };
-        for &byte in &text.as_bytes()[start..] {
-            if state.is_dead() {
-                return false;
+    /// Anchored at the end, backwards: every start where the rest of the text is a prefix
+    /// of a value is a match (the empty prefix at the end included), and the scan runs
+    /// until no prefix can grow; the earliest start. (The library's reverse search does
+    /// the same with more set-up than a stream event's few bytes are worth.)
+    fn earliest_prefix(&self, text: &str, window: usize, cache: &mut Cache) -> Option<usize> {
+        let input = Input::new(text).range(window..).anchored(Anchored::Yes);
+        let dfa = &self.tail;
+        let mut state = dfa.start_state_reverse(cache, &input).ok()?;
+        let bytes = text.as_bytes();
+        let mut earliest = text.len();
+        let mut at = text.len();
+        while at > window {
+            at -= 1;
+            state = dfa.next_state(cache, state, bytes[at]).ok()?;
+            // A match state reports the match one byte late: a prefix starting after `at`.
+            if state.is_match() {
+                earliest = at + 1;
+            } else if state.is_dead() {
+                return Some(earliest);
+            } else if state.is_quit() {
+                return None;
             }
-            if state.is_quit() {
-                return true;
-            }
-            state = match self.tail.next_state(cache, state, byte) {
-                Ok(next) => next,
-                // The cache thrashed: assume the worst, the tail is bounded anyway.
-                Err(_) => return true,
-            };
         }
-        !state.is_dead()
+        // The byte before the window is the context a start there is judged in.
+        state = match window.checked_sub(1) {
+            Some(before) => dfa.next_state(cache, state, bytes[before]).ok()?,
+            None => dfa.next_eoi_state(cache, state).ok()?,
+        };
+        if state.is_quit() {
+            return None;
+        }
+        if state.is_match() {
+            earliest = window;
+        }
+        Some(earliest)
+    }
+}
+
+/// An expression matching every prefix of what `hir` matches, the empty one and the whole
+/// included: where a value may have got to when its text stops.
+///
+/// A look-around (`\b`) at the very end of a prefix is dropped — what follows it is not
+/// known yet — and kept wherever bytes follow it. A sequence nests (`P(ab) = P(a) | a·P(b)`)
+/// and a repetition keeps its bound (`P(x{n,m}) = x{0,m-1}·P(x)`), so the result stays
+/// within a small multiple of the expression's size.
+fn prefixes(hir: &Hir) -> Hir {
+    let either = |a: Hir, b: Hir| Hir::alternation(vec![a, b]);
+    // `P(first) | first·P(rest)`, from the last item back.
+    let sequence = |items: Vec<Hir>| {
+        items.into_iter().rev().fold(Hir::empty(), |rest, item| {
+            either(prefixes(&item), Hir::concat(vec![item, rest]))
+        })
+    };
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => Hir::empty(),
+        HirKind::Literal(Literal(bytes)) => {
+            // Cut between characters only: a text ends on a whole one. `P(c·rest)` is
+            // `ε | c·P(rest)` for one character `c`.
+            let pieces: Vec<Hir> = match std::str::from_utf8(bytes) {
+                Ok(text) => text
+                    .chars()
+                    .map(|c| Hir::literal(c.to_string().into_bytes()))
+                    .collect(),
+                Err(_) => bytes.iter().map(|&b| Hir::literal(vec![b])).collect(),
+            };
+            pieces.into_iter().rev().fold(Hir::empty(), |rest, piece| {
+                either(Hir::empty(), Hir::concat(vec![piece, rest]))
+            })
+        }
+        HirKind::Class(_) => either(Hir::empty(), hir.clone()),
+        HirKind::Repetition(rep) => match rep.max {
+            Some(0) => Hir::empty(),
+            max => Hir::concat(vec![
+                Hir::repetition(Repetition {
+                    min: 0,
+                    max: max.map(|m| m - 1),
+                    greedy: rep.greedy,
+                    sub: rep.sub.clone(),
+                }),
+                prefixes(&rep.sub),
+            ]),
+        },
+        HirKind::Capture(capture) => prefixes(&capture.sub),
+        HirKind::Concat(items) => sequence(items.clone()),
+        HirKind::Alternation(items) => Hir::alternation(items.iter().map(prefixes).collect()),
     }
 }
 

@@ -21,6 +21,7 @@ struct Needles {
     finish_null: Finder<'static>,
     index: Finder<'static>,
     content: Finder<'static>,
+    role_content: Finder<'static>,
     block_delta: Finder<'static>,
     text_delta: Finder<'static>,
     text: Finder<'static>,
@@ -41,6 +42,8 @@ static NEEDLES: LazyLock<Needles> = LazyLock::new(|| Needles {
     // The text where each format puts it, its key in the position the format writes it:
     // the same word elsewhere is not the text.
     content: Finder::new(b"\"delta\":{\"content\":\""),
+    // A stream's first Chat event, which names the role.
+    role_content: Finder::new(b"\"delta\":{\"role\":\"assistant\",\"content\":\""),
     block_delta: Finder::new(b"\"type\":\"content_block_delta\""),
     text_delta: Finder::new(b"\"type\":\"text_delta\""),
     text: Finder::new(b"\"type\":\"text_delta\",\"text\":\""),
@@ -119,7 +122,8 @@ pub(super) fn find(frame: &[u8]) -> Option<RawSlot> {
         // Not a finish: then the text ends here.
         n.finish_null.find(frame)?;
         let index = only_number(frame, &n.index)?;
-        let (start, end) = only_string(frame, &n.content)?;
+        let (start, end) =
+            only_string(frame, &n.content).or_else(|| only_string(frame, &n.role_content))?;
         return Some(RawSlot {
             start,
             end,
@@ -167,4 +171,126 @@ pub(super) fn find(frame: &[u8]) -> Option<RawSlot> {
         });
     }
     None
+}
+
+/// Which texts an event without a text delta ends, as the parsed path would judge it
+/// ([`super::stream`]'s `on_event`): a finish, a block's end, usage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Ends {
+    /// The text of this index.
+    Text(u64),
+    /// Every text (the event names no index of its own).
+    Every,
+}
+
+/// Searchers for [`plain_event`], built once.
+struct Keys {
+    content: Finder<'static>,
+    text: Finder<'static>,
+    delta: Finder<'static>,
+    text_delta: Finder<'static>,
+    ping: Finder<'static>,
+    logprobs: Finder<'static>,
+    choices: Finder<'static>,
+    choices_some: Finder<'static>,
+    choices_none: Finder<'static>,
+    candidates: Finder<'static>,
+    index: Finder<'static>,
+    index_colon: Finder<'static>,
+    output_index: Finder<'static>,
+    output_index_colon: Finder<'static>,
+}
+
+static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys {
+    content: Finder::new(b"\"content\""),
+    text: Finder::new(b"\"text\""),
+    delta: Finder::new(b"\"delta\""),
+    text_delta: Finder::new(b"text_delta"),
+    ping: Finder::new(b"ping"),
+    logprobs: Finder::new(b"\"logprobs\""),
+    choices: Finder::new(b"\"choices\""),
+    choices_some: Finder::new(b"\"choices\":[{"),
+    choices_none: Finder::new(b"\"choices\":[]"),
+    candidates: Finder::new(b"\"candidates\""),
+    index: Finder::new(b"\"index\""),
+    index_colon: Finder::new(b"\"index\":"),
+    output_index: Finder::new(b"\"output_index\""),
+    output_index_colon: Finder::new(b"\"output_index\":"),
+});
+
+/// Whether some `key` in `hay` has a string value (whitespace allowed around the colon):
+/// where a text delta could be.
+fn has_string_value(hay: &[u8], key: &Finder<'_>) -> bool {
+    let skip = |at: usize| {
+        at + hay[at..]
+            .iter()
+            .take_while(|b| b.is_ascii_whitespace())
+            .count()
+    };
+    key.find_iter(hay).any(|at| {
+        let colon = skip(at + key.needle().len());
+        hay.get(colon) == Some(&b':') && hay.get(skip(colon + 1)) == Some(&b'"')
+    })
+}
+
+/// The number after `key` (with its colon), when the bare key occurs exactly once, with
+/// no space before its colon and digits right after it; 0 when the key is absent.
+fn sole_number(hay: &[u8], bare: &Finder<'_>, key: &Finder<'_>) -> Option<u64> {
+    match bare.find_iter(hay).count() {
+        0 => Some(0),
+        1 if key.find(hay).is_some() => only_number(hay, key),
+        _ => None,
+    }
+}
+
+/// An event that carries no text delta, has nothing to redact or restore (`clean`: no
+/// escape and no pattern matches its bytes, checked by the caller) and no `logprobs` to
+/// drop passes as it came; this says which texts it ends. `None` when its bytes do not
+/// say for sure — whitespace the keys are looked up without, several indexes, a ping, a
+/// data line that is not one JSON object — and it is parsed instead.
+///
+/// Every verdict here ends no more texts than the parsed path would: ending a text early
+/// could cut a value in two, ending fewer only holds a tail a little longer.
+pub(super) fn plain_event(frame: &[u8]) -> Option<Ends> {
+    let n = &*NEEDLES;
+    let k = &*KEYS;
+    let mut data = n.data.find_iter(frame);
+    let at = data.next()?;
+    if data.next().is_some() {
+        return None;
+    }
+    let json = frame[at + 5..].trim_ascii_start();
+    if json.first() != Some(&b'{')
+        || has_string_value(frame, &k.content)
+        || has_string_value(frame, &k.text)
+        || has_string_value(frame, &k.delta)
+        || k.text_delta.find(frame).is_some()
+        || k.ping.find(frame).is_some()
+        || k.logprobs
+            .find_iter(frame)
+            .any(|at| !frame[at + k.logprobs.needle().len()..].starts_with(b":null"))
+    {
+        return None;
+    }
+    let has = |key: &Finder<'_>| key.find(frame).is_some();
+    if has(&k.choices) {
+        if k.choices.find_iter(frame).count() != 1 {
+            return None;
+        }
+        if has(&k.choices_some) {
+            return sole_number(frame, &k.index, &k.index_colon).map(Ends::Text);
+        }
+        let unnamed = has(&k.choices_none) && !has(&k.index) && !has(&k.output_index);
+        return unnamed.then_some(Ends::Every);
+    }
+    if has(&k.output_index) {
+        return sole_number(frame, &k.output_index, &k.output_index_colon).map(Ends::Text);
+    }
+    if has(&k.index) {
+        if has(&k.candidates) {
+            return None;
+        }
+        return sole_number(frame, &k.index, &k.index_colon).map(Ends::Text);
+    }
+    Some(Ends::Every)
 }

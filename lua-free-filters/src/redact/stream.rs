@@ -23,6 +23,7 @@ use bytes::Bytes;
 use regex_automata::hybrid::dfa::Cache;
 use serde_json::Value;
 
+use super::raw::Ends;
 use super::{each_text, Rewriter};
 use crate::event::Frame;
 use crate::{FilterError, Memo, StreamFilter};
@@ -69,9 +70,7 @@ impl Slot {
             .and_then(Value::as_array)
             .map(Vec::as_slice)
         {
-            let text = choice
-                .pointer("/delta/content")
-                .is_some_and(Value::is_string);
+            let text = field(choice, &["delta", "content"]).is_some_and(Value::is_string);
             let last = choice.get("finish_reason").is_some_and(|r| !r.is_null());
             return text.then_some((Slot::Chat, last));
         }
@@ -80,9 +79,7 @@ impl Slot {
             .and_then(Value::as_array)
             .map(Vec::as_slice)
         {
-            let parts = candidate
-                .pointer("/content/parts")
-                .and_then(Value::as_array)?;
+            let parts = field(candidate, &["content", "parts"]).and_then(Value::as_array)?;
             let mut texts = parts
                 .iter()
                 .enumerate()
@@ -94,7 +91,7 @@ impl Slot {
         }
         match doc.get("type").and_then(Value::as_str) {
             Some("content_block_delta")
-                if doc.pointer("/delta/type").and_then(Value::as_str) == Some("text_delta") =>
+                if field(doc, &["delta", "type"]).and_then(Value::as_str) == Some("text_delta") =>
             {
                 Some((Slot::Anthropic, false))
             }
@@ -109,10 +106,13 @@ impl Slot {
 
     pub(super) fn text(self, doc: &mut Value) -> Option<&mut String> {
         let value = match self {
-            Slot::Chat => doc.pointer_mut("/choices/0/delta/content"),
-            Slot::Anthropic => doc.pointer_mut("/delta/text"),
-            Slot::Gemini(i) => doc
-                .pointer_mut("/candidates/0/content/parts")
+            Slot::Chat => first_mut(doc, "choices")
+                .and_then(|choice| choice.get_mut("delta"))
+                .and_then(|delta| delta.get_mut("content")),
+            Slot::Anthropic => doc.get_mut("delta").and_then(|delta| delta.get_mut("text")),
+            Slot::Gemini(i) => first_mut(doc, "candidates")
+                .and_then(|candidate| candidate.get_mut("content"))
+                .and_then(|content| content.get_mut("parts"))
                 .and_then(|parts| parts.get_mut(i))
                 .and_then(|part| part.get_mut("text")),
             Slot::Responses => doc.get_mut("delta"),
@@ -124,6 +124,17 @@ impl Slot {
     }
 }
 
+/// `doc[keys[0]][keys[1]]…` (a JSON pointer's walk without its parse and its copies of
+/// each key: asked of every event that is parsed).
+fn field<'a>(doc: &'a Value, keys: &[&str]) -> Option<&'a Value> {
+    keys.iter().try_fold(doc, |value, key| value.get(key))
+}
+
+/// The first element of the array `doc[key]`.
+fn first_mut<'a>(doc: &'a mut Value, key: &str) -> Option<&'a mut Value> {
+    doc.get_mut(key)?.as_array_mut()?.first_mut()
+}
+
 /// A held text event without its text (carried by a later event), everything else kept;
 /// `text` is where its text is (found when it was held: its bytes alone may not tell).
 fn without_text(event: Bytes, text: std::ops::Range<usize>) -> Bytes {
@@ -131,6 +142,32 @@ fn without_text(event: Bytes, text: std::ops::Range<usize>) -> Bytes {
     out.extend_from_slice(&event[..text.start]);
     out.extend_from_slice(&event[text.end..]);
     out.freeze()
+}
+
+/// An event without a text delta that passes as it came, read from its bytes: what it
+/// ends (see [`super::raw::plain_event`]). Its bytes hold no escape (which could hide a
+/// value's edge) and nothing any pattern matches.
+fn plain_event(detector: &super::Detector, frame: &[u8]) -> Option<Ends> {
+    let ends = super::raw::plain_event(frame)?;
+    let clean =
+        detector.reads_raw() && memchr::memchr(b'\\', frame).is_none() && !detector.any(frame);
+    clean.then_some(ends)
+}
+
+/// Which texts a (parsed) event without a text delta ends: its index's, or every one when
+/// it names none of its own.
+pub(super) fn ends_of(doc: &Value) -> Ends {
+    let named = doc
+        .get("choices")
+        .and_then(Value::as_array)
+        .is_some_and(|c| !c.is_empty())
+        || doc.get("index").is_some()
+        || doc.get("output_index").is_some();
+    if named {
+        Ends::Text(index_of(doc))
+    } else {
+        Ends::Every
+    }
 }
 
 /// Events that interrupt no text: a held tail waits through them.
@@ -281,7 +318,7 @@ impl RedactStream {
                 continue;
             };
             // The tail belongs to the text, not to a finish the template may carry.
-            if let Some(choice) = doc.pointer_mut("/choices/0") {
+            if let Some(choice) = first_mut(&mut doc, "choices") {
                 if let Some(reason) = choice.get_mut("finish_reason") {
                     *reason = Value::Null;
                 }
@@ -304,7 +341,7 @@ impl RedactStream {
             return false;
         };
         let mut changed = false;
-        if let Some(choice) = doc.pointer_mut("/choices/0").and_then(Value::as_object_mut) {
+        if let Some(choice) = first_mut(doc, "choices").and_then(Value::as_object_mut) {
             if choice.get("logprobs").is_some_and(|l| !l.is_null()) {
                 choice.insert("logprobs".into(), Value::Null);
                 changed = true;
@@ -417,9 +454,17 @@ impl RedactStream {
         frame: &Bytes,
         out: &mut Vec<Bytes>,
     ) -> bool {
+        if !detector.reads_raw() {
+            return false;
+        }
         let found = match self.framing.as_ref().and_then(|f| f.fits(frame)) {
+            // Its bytes around the text are the framing's, known to be UTF-8; the text's
+            // own are checked below.
             Some(found) => found,
             None => {
+                if std::str::from_utf8(frame).is_err() {
+                    return false;
+                }
                 let Some(found) = super::raw::find(frame) else {
                     return false;
                 };
@@ -531,10 +576,21 @@ impl StreamFilter for RedactStream {
             out.push(frame);
             return Ok(());
         };
+        if self.on_raw_event(detector, &frame, out) {
+            return Ok(());
+        }
         if std::str::from_utf8(&frame).is_err() {
             return Err(FilterError::Body("a stream event is not UTF-8".into()));
         }
-        if self.on_raw_event(detector, &frame, out) {
+        if let Some(ends) = plain_event(detector, &frame) {
+            self.flush(
+                match ends {
+                    Ends::Text(index) => Some(index),
+                    Ends::Every => None,
+                },
+                out,
+            );
+            out.push(frame);
             return Ok(());
         }
         let Some(parsed) = Frame::parse(&frame) else {
@@ -556,13 +612,13 @@ impl StreamFilter for RedactStream {
         let Some((slot, last)) = Slot::find(&doc) else {
             // A finish, a block's end, usage: the text of this index (of every index when
             // the event names none of its own) is over.
-            let named = doc
-                .get("choices")
-                .and_then(Value::as_array)
-                .is_some_and(|c| !c.is_empty())
-                || doc.get("index").is_some()
-                || doc.get("output_index").is_some();
-            self.flush(named.then_some(index), out);
+            self.flush(
+                match ends_of(&doc) {
+                    Ends::Text(index) => Some(index),
+                    Ends::Every => None,
+                },
+                out,
+            );
             let changed = self.rewrite_rest(&mut doc, None);
             match changed.then(|| parsed.with_json(&doc)).flatten() {
                 Some(edited) => out.push(edited),
@@ -603,3 +659,6 @@ impl StreamFilter for RedactStream {
         self.flush(None, out);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -201,3 +201,131 @@ fn a_tie_at_the_longest_end_goes_to_the_earlier_pattern() {
         assert_eq!((found[0].end, found[0].pattern), (3, want));
     }
 }
+
+/// The tail computed the slow way: the expressions run forward, anchored, from every start
+/// in the window; the earliest from which the text can still become a value — some next
+/// byte keeps the automaton alive, or the text is one already.
+fn forward_hold(dfa: &DFA, cache: &mut Cache, text: &str, from: usize, hold: usize) -> usize {
+    let window = from.max(text.len().saturating_sub(hold));
+    let alive = |start: usize, cache: &mut Cache| {
+        let input = Input::new(text).range(start..).anchored(Anchored::Yes);
+        let Ok(mut state) = dfa.start_state_forward(cache, &input) else {
+            return true;
+        };
+        for &byte in &text.as_bytes()[start..] {
+            if state.is_dead() {
+                return false;
+            }
+            if state.is_quit() {
+                return true;
+            }
+            state = dfa.next_state(cache, state, byte).unwrap();
+        }
+        if state.is_dead() {
+            return false;
+        }
+        // A match state may only be reporting a value that ended a byte before: alive
+        // when some byte goes on, or the text itself matches.
+        (0..=255u8).any(|b| !dfa.next_state(cache, state, b).unwrap().is_dead())
+            || dfa.next_eoi_state(cache, state).unwrap().is_match()
+    };
+    (window..text.len())
+        .filter(|&i| text.is_char_boundary(i))
+        .find(|&start| alive(start, cache))
+        .unwrap_or(text.len())
+}
+
+#[test]
+fn the_backward_pass_holds_what_a_run_from_every_start_holds() {
+    let customs = [
+        r"id:[a-z]+?",
+        r"(?-u:\b)EMP-[0-9]{6}(?-u:\b)",
+        r"(?:foo|foobar)baz",
+        r"x(?:ab)*y",
+        r"ünï[ç]ode",
+    ];
+    let mut sources: Vec<String> = Pattern::all_builtins()
+        .into_iter()
+        .map(|p| p.regex)
+        .collect();
+    sources.extend(customs.iter().map(|c| (*c).to_owned()));
+    let mut patterns = Pattern::all_builtins();
+    patterns.extend(customs.iter().map(|c| Pattern::custom("c", c)));
+    let d = Detector::new(patterns).unwrap();
+    let forward = DFA::builder()
+        .configure(
+            DFA::config()
+                .unicode_word_boundary(true)
+                .match_kind(regex_automata::MatchKind::All),
+        )
+        .build_many(&sources)
+        .unwrap();
+    let mut forward_cache = forward.create_cache();
+    let pieces = [
+        "4111",
+        " 1111",
+        "-",
+        "1",
+        " ",
+        ".",
+        "@",
+        "a",
+        "jane",
+        ".co",
+        "+44",
+        " 20 ",
+        "(555) ",
+        "DE89",
+        " 3704",
+        "192.168.",
+        "::",
+        "2001:db8:",
+        "sk-",
+        "abcdefghij",
+        "AKIA",
+        "eyJhbGci",
+        "id:",
+        "EMP-",
+        "123456",
+        "foo",
+        "bar",
+        "baz",
+        "x",
+        "ab",
+        "y",
+        "ünï",
+        "ç",
+        "é",
+        "_",
+    ];
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut cache = d.cache();
+    let mut held = 0;
+    for _ in 0..3000 {
+        let len = 1 + (next() % 16) as usize;
+        let text: String = (0..len)
+            .map(|_| pieces[(next() % pieces.len() as u64) as usize])
+            .collect();
+        let from = (0..=text.len())
+            .filter(|&i| text.is_char_boundary(i))
+            .nth((next() % 3) as usize)
+            .unwrap_or(0);
+        let got = d.hold_after(&text, from, &mut cache);
+        let want = forward_hold(&forward, &mut forward_cache, &text, from, d.hold());
+        assert_eq!(got, want, "{text:?} from {from}");
+        held += usize::from(got < text.len());
+    }
+    // Most texts end where a value could go on, some do not: both sides are compared.
+    assert!((500..2900).contains(&held), "{held} of 3000 held");
+    // A Unicode `\b` by non-ASCII text makes the automaton give up: the window is held.
+    let unicode = Detector::new(vec![Pattern::custom("c", r"\bEMP-[0-9]{6}\b")]).unwrap();
+    let mut cache = unicode.cache();
+    assert_eq!(unicode.hold_from("né EMP-12", &mut cache), 0);
+    assert_eq!(unicode.hold_from("ne EMP-12", &mut cache), 3);
+}

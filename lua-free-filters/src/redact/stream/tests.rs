@@ -1,0 +1,158 @@
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::super::raw::{plain_event, Ends};
+use super::{ends_of, interrupts_nothing, Slot};
+use crate::event::Frame;
+use crate::Filter;
+
+/// Events without a text delta as providers write them, and as they could: compact,
+/// spaced, with several indexes, nested look-alikes.
+const EVENTS: &[&str] = &[
+    // OpenAI Chat: the finish, the usage, a finish with logprobs.
+    r#"data: {"id":"c","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}],"usage":null}"#,
+    r#"data: {"id":"c","choices":[{"index":2,"delta":{},"finish_reason":"length"}]}"#,
+    r#"data: {"id":"c","choices":[{"delta":{},"finish_reason":"stop"}]}"#,
+    r#"data: {"id":"c","choices":[],"usage":{"prompt_tokens":29,"completion_tokens":96}}"#,
+    r#"data: {"id":"c","choices": [{"index": 1, "delta": {}, "finish_reason": "stop"}]}"#,
+    r#"data: {"id":"c","choices" : [{"index":1,"delta":{},"finish_reason":"stop"}]}"#,
+    r#"data: {"id":"c","choices":[{"delta":{},"finish_reason":"stop","index" :1}]}"#,
+    r#"data: {"id":"c","choices":[{"index":0,"delta":{}},{"index":1,"delta":{}}]}"#,
+    r#"data: {"id":"c","choices":[{"index":0,"delta":{},"logprobs":{"content":[]}}]}"#,
+    r#"data: {"id":"c","choices":[],"usage":{"index":3}}"#,
+    r#"data: {"id":"index","choices":[{"delta":{},"finish_reason":"stop"}]}"#,
+    // Anthropic: a block's end, the message's delta and end, pings.
+    "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":1}",
+    "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\": 1}",
+    "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":5}}",
+    "event: message_stop\ndata: {\"type\":\"message_stop\"}",
+    "event: ping\ndata: {\"type\": \"ping\"}",
+    "event: ping\ndata: {\"type\":\"ping\"}",
+    "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}",
+    "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\"}}",
+    // Gemini: a finish with and without an index.
+    r#"data: {"candidates":[{"finishReason":"STOP","index":0}],"usageMetadata":{"totalTokenCount":9}}"#,
+    r#"data: {"candidates":[{"finishReason":"STOP"}]}"#,
+    // Responses: an item's end, the response's end.
+    "event: response.output_item.done\ndata: {\"type\":\"response.output_item.done\",\"output_index\":1,\"item\":{\"id\":\"m\",\"status\":\"completed\"}}",
+    "event: response.output_text.done\ndata: {\"type\":\"response.output_text.done\",\"output_index\":0,\"text\":\"all of it\"}",
+    // Not one JSON object.
+    "data: [DONE]",
+    "data: {\"a\":",
+    "data: {\"id\":\"c\"}\ndata: {\"choices\":[]}",
+];
+
+fn build(yaml: &str) -> super::super::Redact {
+    serde_yaml::from_str::<super::super::RedactSpec>(yaml)
+        .unwrap()
+        .build()
+        .unwrap()
+}
+
+fn frame(event: &str) -> Bytes {
+    Bytes::from(format!("{event}\n\n"))
+}
+
+/// What the parsed path does with an event: `None` when it carries a text delta (then the
+/// bytes' verdict must be `None` too), `Some(None)` when it ends nothing.
+fn parsed_verdict(event: &Bytes) -> Option<Option<Ends>> {
+    let Some(doc) = Frame::parse(event).and_then(|f| f.json()) else {
+        // `[DONE]` or not an object: every text ends.
+        return Some(Some(Ends::Every));
+    };
+    if interrupts_nothing(&doc) {
+        return Some(None);
+    }
+    if Slot::find(&doc).is_some() {
+        return None;
+    }
+    Some(Some(ends_of(&doc)))
+}
+
+#[test]
+fn an_event_read_in_its_bytes_ends_what_the_parsed_event_ends() {
+    let mut read = 0;
+    for event in EVENTS {
+        let event = frame(event);
+        let Some(bytes) = plain_event(&event) else {
+            continue;
+        };
+        read += 1;
+        assert_eq!(
+            parsed_verdict(&event),
+            Some(Some(bytes)),
+            "{}",
+            String::from_utf8_lossy(&event)
+        );
+    }
+    // The common ones are read in their bytes: the finishes, the usage, the block ends.
+    assert!(read >= 9, "only {read} events read in their bytes");
+    for common in [0, 1, 2, 3, 11, 13, 14, 20, 21] {
+        assert!(
+            plain_event(&frame(EVENTS[common])).is_some(),
+            "{}",
+            EVENTS[common]
+        );
+    }
+}
+
+/// A value split by a finish of another choice, a spaced ping and a usage event, in a
+/// stream whose deltas go the byte way: each text is still whole where it is judged.
+#[test]
+fn events_read_in_their_bytes_release_only_what_they_end() {
+    let filter = build("patterns: [email]\non: [response]");
+    let mut stream = filter.on_stream(&crate::Memo::default()).unwrap();
+    let delta = |index: u64, text: &str| {
+        frame(&format!(
+            r#"data: {{"id":"c","choices":[{{"index":{index},"delta":{{"content":"{text}"}},"finish_reason":null}}]}}"#
+        ))
+    };
+    let mut out = Vec::new();
+    for event in [
+        delta(0, "mail jane@exa"),
+        frame(r#"data: {"id":"c","choices":[{"index":1,"delta":{},"finish_reason":"stop"}]}"#),
+        frame("event: ping\ndata: {\"type\": \"ping\"}"),
+        delta(0, "mple.com now"),
+        frame(r#"data: {"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#),
+        frame(r#"data: {"id":"c","choices":[],"usage":{"prompt_tokens":1}}"#),
+    ] {
+        stream.on_event(event, &mut out).unwrap();
+    }
+    stream.on_end(&mut out);
+    let mut text = String::new();
+    for event in &out {
+        let Some(mut doc) = Frame::parse(event).and_then(|f| f.json()) else {
+            continue;
+        };
+        if let Some((slot, _)) = Slot::find(&doc) {
+            text.push_str(slot.text(&mut doc).unwrap());
+        }
+    }
+    assert_eq!(text, "mail **************** now");
+    // The events with nothing to change went out as they came.
+    let usage = r#"data: {"id":"c","choices":[],"usage":{"prompt_tokens":1}}"#;
+    assert!(out.iter().any(|e| e == &frame(usage)));
+}
+
+/// An operator's expression anchored to the text's edges (`^…$`) matches a string alone
+/// but not the same string inside an event's bytes: such a filter parses every event.
+#[test]
+fn anchored_expressions_are_judged_on_each_string_alone() {
+    let filter = build("patterns: [{name: code, regex: '^[A-Z]{3}-[0-9]{4}$'}]\non: [response]");
+    let mut stream = filter.on_stream(&crate::Memo::default()).unwrap();
+    let mut out = Vec::new();
+    for event in [
+        r#"data: {"id":"c","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}],"note":"ABC-1234"}"#,
+        r#"data: {"id":"c","choices":[{"index":0,"delta":{"content":"XYZ-9876"},"finish_reason":null}],"note":"ABC-1234"}"#,
+        r#"data: {"id":"c","choices":[],"usage":{"prompt_tokens":1},"note":"ABC-1234"}"#,
+    ] {
+        stream.on_event(frame(event), &mut out).unwrap();
+    }
+    stream.on_end(&mut out);
+    let all: Vec<Value> = out
+        .iter()
+        .filter_map(|e| Frame::parse(e).and_then(|f| f.json()))
+        .collect();
+    let text = serde_json::to_string(&all).unwrap();
+    assert!(!text.contains("ABC-1234"), "{text}");
+}

@@ -16,15 +16,31 @@ fn data_of(line: &str) -> Option<&str> {
         .map(|d| d.strip_prefix(' ').unwrap_or(d))
 }
 
+/// The lines of an SSE frame: SSE ends a line at CRLF, LF or a lone CR, and the stream's
+/// scanner cuts frames on all three (a lone-CR frame read by LF alone is one line with no
+/// `data:` field, which would pass unread).
+fn split_lines(text: &str) -> Vec<&str> {
+    let mut lines = Vec::with_capacity(4);
+    let mut rest = text;
+    while let Some(end) = rest.find(['\r', '\n']) {
+        lines.push(&rest[..end]);
+        let skip = if rest[end..].starts_with("\r\n") {
+            2
+        } else {
+            1
+        };
+        rest = &rest[end + skip..];
+    }
+    lines.push(rest);
+    lines
+}
+
 impl<'a> Frame<'a> {
     /// `None` when the frame is not UTF-8 or has no `data:` line.
     pub(crate) fn parse(frame: &'a [u8]) -> Option<Frame<'a>> {
         let crlf = frame.windows(2).any(|w| w == b"\r\n");
         let text = std::str::from_utf8(frame).ok()?;
-        let mut lines: Vec<&str> = text
-            .split('\n')
-            .map(|l| l.strip_suffix('\r').unwrap_or(l))
-            .collect();
+        let mut lines = split_lines(text);
         // The frame ends with its blank line: the split leaves two empty strings.
         while lines.last() == Some(&"") {
             lines.pop();

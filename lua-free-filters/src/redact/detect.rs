@@ -17,9 +17,11 @@ use regex_automata::hybrid::dfa::{Cache, DFA};
 use regex_automata::nfa::thompson;
 use regex_automata::MatchKind;
 use regex_automata::{Anchored, Input};
-use regex_syntax::hir::{Hir, HirKind, Literal, Look, Repetition};
+use regex_syntax::hir::Look;
 
 use crate::FilterError;
+use needs::Needs;
+use prefixes::prefixes;
 
 /// How far back a stream may hold text for a value that might continue: the longest
 /// value a detector can match, but never more than this (a custom expression without a
@@ -39,6 +41,8 @@ struct Builtin {
     label: &'static str,
     regex: &'static str,
     check: Check,
+    /// What a text must hold for `regex` to match in it.
+    needs: Needs,
 }
 
 /// Most specific first: on a full tie the earlier one wins.
@@ -48,42 +52,49 @@ const BUILTINS: &[Builtin] = &[
         label: "JWT",
         regex: r"eyJ[A-Za-z0-9_-]{4,1500}\.eyJ[A-Za-z0-9_-]{4,3000}\.[A-Za-z0-9_-]{0,700}",
         check: always,
+        needs: Needs::Literal(b"eyJ"),
     },
     Builtin {
         name: "api-key",
         label: "SECRET",
         regex: r"(?:sk-[A-Za-z0-9_-]{20,200}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{36}|xox[abprs]-[A-Za-z0-9-]{10,100}|AIza[0-9A-Za-z_-]{35})",
         check: always,
+        needs: Needs::Anything,
     },
     Builtin {
         name: "email",
         label: "EMAIL",
         regex: r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,6}\.[A-Za-z]{2,24}",
         check: always,
+        needs: Needs::Byte(b'@', 1),
     },
     Builtin {
         name: "iban",
         label: "IBAN",
         regex: r"(?-u:\b)[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}(?-u:\b)",
         check: iban_checksum,
+        needs: Needs::Digits(2),
     },
     Builtin {
         name: "credit-card",
         label: "CARD",
         regex: r"(?-u:\b)[0-9](?:[ -]?[0-9]){12,18}(?-u:\b)",
         check: luhn,
+        needs: Needs::Digits(13),
     },
     Builtin {
         name: "ipv4",
         label: "IP",
         regex: r"(?-u:\b)(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(?-u:\b)",
         check: always,
+        needs: Needs::Byte(b'.', 3),
     },
     Builtin {
         name: "ipv6",
         label: "IP",
         regex: r"(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}",
         check: ipv6,
+        needs: Needs::Byte(b':', 2),
     },
     Builtin {
         name: "phone",
@@ -93,6 +104,7 @@ const BUILTINS: &[Builtin] = &[
         // dotted versions are not phone numbers.
         regex: r"(?:\+[1-9](?:[ .-]?[0-9]){6,14}|\([0-9]{2,4}\)[ .-]?[0-9]{3,4}[ .-]?[0-9]{3,4}|(?-u:\b)[2-9][0-9]{2}[ .-][0-9]{3}[ .-][0-9]{4}|(?-u:\b)0[1-9][0-9]{0,3}[ -][0-9]{3,4}[ -]?[0-9]{3,4}|(?-u:\b)0[1-9][0-9]{8,10})(?-u:\b)",
         check: phone_digits,
+        needs: Needs::Digits(7),
     },
 ];
 
@@ -108,6 +120,7 @@ pub struct Pattern {
     pub label: Label,
     pub regex: String,
     check: Check,
+    needs: Needs,
 }
 
 impl Pattern {
@@ -130,6 +143,7 @@ impl Pattern {
             label: Label(builtin.label.to_owned()),
             regex: builtin.regex.to_owned(),
             check: builtin.check,
+            needs: builtin.needs,
         }
     }
 
@@ -149,6 +163,7 @@ impl Pattern {
             label: Label(label),
             regex: regex.to_owned(),
             check: always,
+            needs: Needs::Anything,
         }
     }
 
@@ -158,6 +173,7 @@ impl Pattern {
             label: Label(String::new()),
             regex: r"\[[A-Z0-9_]{1,40}_[0-9]{1,6}\]".to_owned(),
             check: always,
+            needs: Needs::Byte(b']', 1),
         }
     }
 }
@@ -185,6 +201,8 @@ fn matches_exactly(
 
 /// A compiled set of patterns.
 pub struct Detector {
+    /// What a text must hold for each of them to match: counted before any search.
+    needs: Vec<Needs>,
     /// Any of them, for the common answer: nothing here.
     any: regex::RegexSet,
     /// Each pattern, and the same for matching exactly a span of the text in its context
@@ -202,6 +220,34 @@ pub struct Detector {
     /// `$`): then a value inside a JSON string matches the same in the raw bytes around
     /// it, the quote standing for the string's edge.
     edge_blind: bool,
+}
+
+/// The automaton [`Detector::hold_after`] runs backwards from the end of a text.
+fn tail_automaton(prefixes: &[regex_syntax::hir::Hir]) -> Result<DFA, Box<dyn std::error::Error>> {
+    let nfa = thompson::Compiler::new()
+        .configure(
+            thompson::Config::new()
+                .reverse(true)
+                .which_captures(thompson::WhichCaptures::None)
+                // Only empty matches could split a character; the hold is rounded to one.
+                .utf8(false)
+                .nfa_size_limit(Some(SIZE_LIMIT)),
+        )
+        .build_many_from_hir(prefixes)?;
+    Ok(DFA::builder()
+        .configure(
+            DFA::config()
+                // Every prefix, not the first found: the earliest start is wanted.
+                .match_kind(MatchKind::All)
+                // Operators' `\b` is Unicode-aware: the DFA gives up on non-ASCII text next
+                // to one, and a give-up holds the whole window.
+                .unicode_word_boundary(true)
+                .cache_capacity(1 << 20)
+                // A large automaton may not fit: its searches give up, which holds the
+                // window, instead of failing the config.
+                .skip_cache_capacity_check(true),
+        )
+        .build_from_nfa(nfa)?)
 }
 
 /// Caches kept for the next streams, at most (each holds at most its DFA's capacity).
@@ -268,30 +314,14 @@ impl Detector {
             .size_limit(SIZE_LIMIT)
             .build()
             .map_err(|e| invalid("(all patterns)", &e))?;
-        let nfa = thompson::Compiler::new()
-            .configure(
-                thompson::Config::new()
-                    .reverse(true)
-                    .which_captures(thompson::WhichCaptures::None)
-                    // Only empty matches could split a character; the hold is rounded to one.
-                    .utf8(false)
-                    .nfa_size_limit(Some(SIZE_LIMIT)),
-            )
-            .build_many_from_hir(&prefix_hirs)
-            .map_err(|e| invalid("(all patterns' prefixes)", &e))?;
-        let tail = DFA::builder()
-            .configure(
-                DFA::config()
-                    // Every prefix, not the first found: the earliest start is wanted.
-                    .match_kind(MatchKind::All)
-                    // Operators' `\b` is Unicode-aware: the DFA gives up on non-ASCII text
-                    // next to one, and a give-up holds the whole window.
-                    .unicode_word_boundary(true)
-                    .cache_capacity(1 << 20),
-            )
-            .build_from_nfa(nfa)
+        // Prefixes too large for an automaton (an operator's expression of many thousand
+        // states) fall back to "anything": the whole window is held, which is bounded.
+        let anything = || prefixes::anything(patterns.len());
+        let tail = tail_automaton(&prefix_hirs)
+            .or_else(|_| tail_automaton(&anything()))
             .map_err(|e| invalid("(all patterns' prefixes)", &e))?;
         Ok(Detector {
+            needs: patterns.iter().map(|p| p.needs).collect(),
             any,
             each,
             labels: patterns.into_iter().map(|p| p.label).collect(),
@@ -319,7 +349,9 @@ impl Detector {
         // Most texts hold nothing: one search with the set's prefilter says so. Then each
         // pattern looks for its first value: a pattern that has none costs one forward scan,
         // less than asking the set which patterns match (an overlapping scan of the text).
-        if !self.any.is_match_at(text, from) {
+        if !needs::any_met(&self.needs, &text.as_bytes()[from..])
+            || !self.any.is_match_at(text, from)
+        {
             return Vec::new();
         }
         // Leftmost value first (the longest on a tie, then the more specific pattern); the
@@ -381,7 +413,8 @@ impl Detector {
     /// Whether `text` holds anything any pattern would match (before checks).
     pub fn any(&self, text: &[u8]) -> bool {
         // Patterns match text; bytes that are not UTF-8 are not text to match.
-        std::str::from_utf8(text).is_ok_and(|t| self.any.is_match(t))
+        std::str::from_utf8(text)
+            .is_ok_and(|t| needs::any_met(&self.needs, text) && self.any.is_match(t))
     }
 
     /// Whether a stream's events may be judged in their bytes (see `edge_blind`).
@@ -473,56 +506,6 @@ impl Detector {
     }
 }
 
-/// An expression matching every prefix of what `hir` matches, the empty one and the whole
-/// included: where a value may have got to when its text stops.
-///
-/// A look-around (`\b`) at the very end of a prefix is dropped — what follows it is not
-/// known yet — and kept wherever bytes follow it. A sequence nests (`P(ab) = P(a) | a·P(b)`)
-/// and a repetition keeps its bound (`P(x{n,m}) = x{0,m-1}·P(x)`), so the result stays
-/// within a small multiple of the expression's size.
-fn prefixes(hir: &Hir) -> Hir {
-    let either = |a: Hir, b: Hir| Hir::alternation(vec![a, b]);
-    // `P(first) | first·P(rest)`, from the last item back.
-    let sequence = |items: Vec<Hir>| {
-        items.into_iter().rev().fold(Hir::empty(), |rest, item| {
-            either(prefixes(&item), Hir::concat(vec![item, rest]))
-        })
-    };
-    match hir.kind() {
-        HirKind::Empty | HirKind::Look(_) => Hir::empty(),
-        HirKind::Literal(Literal(bytes)) => {
-            // Cut between characters only: a text ends on a whole one. `P(c·rest)` is
-            // `ε | c·P(rest)` for one character `c`.
-            let pieces: Vec<Hir> = match std::str::from_utf8(bytes) {
-                Ok(text) => text
-                    .chars()
-                    .map(|c| Hir::literal(c.to_string().into_bytes()))
-                    .collect(),
-                Err(_) => bytes.iter().map(|&b| Hir::literal(vec![b])).collect(),
-            };
-            pieces.into_iter().rev().fold(Hir::empty(), |rest, piece| {
-                either(Hir::empty(), Hir::concat(vec![piece, rest]))
-            })
-        }
-        HirKind::Class(_) => either(Hir::empty(), hir.clone()),
-        HirKind::Repetition(rep) => match rep.max {
-            Some(0) => Hir::empty(),
-            max => Hir::concat(vec![
-                Hir::repetition(Repetition {
-                    min: 0,
-                    max: max.map(|m| m - 1),
-                    greedy: rep.greedy,
-                    sub: rep.sub.clone(),
-                }),
-                prefixes(&rep.sub),
-            ]),
-        },
-        HirKind::Capture(capture) => prefixes(&capture.sub),
-        HirKind::Concat(items) => sequence(items.clone()),
-        HirKind::Alternation(items) => Hir::alternation(items.iter().map(prefixes).collect()),
-    }
-}
-
 fn always(_: &str) -> bool {
     true
 }
@@ -592,5 +575,7 @@ fn phone_digits(value: &str) -> bool {
     (7..=15).contains(&digits) && !date
 }
 
+mod needs;
+mod prefixes;
 #[cfg(test)]
 mod tests;

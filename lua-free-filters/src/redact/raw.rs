@@ -86,7 +86,96 @@ fn only_number(hay: &[u8], key: &Finder<'_>) -> Option<u64> {
     }
     let digits: &[u8] = &hay[at + key.needle().len()..];
     let len = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+    // A plain integer, as `as_u64` reads it: `1.0` or `1e0` is no index there.
+    if !matches!(digits.get(len), Some(b',' | b'}')) {
+        return None;
+    }
     std::str::from_utf8(&digits[..len]).ok()?.parse().ok()
+}
+
+/// The only `data:` field of a frame, at the start of a line (where SSE reads one): where
+/// it is.
+fn only_data_line(frame: &[u8]) -> Option<usize> {
+    let mut data = NEEDLES.data.find_iter(frame);
+    let at = data.next()?;
+    let line_start = at == 0 || matches!(frame[at - 1], b'\n' | b'\r');
+    (line_start && data.next().is_none()).then_some(at)
+}
+
+/// Where the JSON of the frame's data line starts.
+fn json_start(frame: &[u8], data_at: usize) -> usize {
+    let after = data_at + "data:".len();
+    after
+        + frame[after..]
+            .iter()
+            .take_while(|b| b.is_ascii_whitespace())
+            .count()
+}
+
+/// The nesting depth at `to` of the JSON read from `from` (strings skipped with their
+/// escapes, so a brace inside one counts for nothing), and whether a comma stood at depth
+/// `watch` on the way; `None` when `to` is inside a string.
+fn depth_at(frame: &[u8], from: usize, to: usize, watch: usize) -> Option<(usize, bool)> {
+    let (mut depth, mut in_string, mut escaped, mut comma) = (0usize, false, false, false);
+    for &b in frame.get(from..to).unwrap_or_default() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b',' if depth == watch => comma = true,
+            _ => {}
+        }
+    }
+    (!in_string).then_some((depth, comma))
+}
+
+/// Whether the first `key` in `frame` (if any) belongs to the top-level object of the JSON
+/// at `json`: a key nested deeper is not the one a reader of the event takes.
+fn at_top(frame: &[u8], json: usize, key: &Finder<'_>) -> bool {
+    key.find(frame)
+        .is_none_or(|at| depth_at(frame, json, at, 0).is_some_and(|(depth, _)| depth == 1))
+}
+
+/// Whether the only `"index"` (if any) is a key of the first element of the top-level
+/// `choices` array, as `index_of` reads it.
+fn first_choice_index(frame: &[u8], json: usize) -> bool {
+    let k = &*KEYS;
+    let Some(index) = k.index.find(frame) else {
+        return true;
+    };
+    let Some(choices) = k.choices.find(frame) else {
+        return false;
+    };
+    // The array's `[`: after the key, its colon and any whitespace.
+    let skip = |at: usize| {
+        at + frame[at..]
+            .iter()
+            .take_while(|b| b.is_ascii_whitespace())
+            .count()
+    };
+    let colon = skip(choices + k.choices.needle().len());
+    let open = skip(colon + 1);
+    at_top(frame, json, &k.choices)
+        && frame.get(colon) == Some(&b':')
+        && frame.get(open) == Some(&b'[')
+        && index > open
+        && depth_at(frame, open, index, 1) == Some((2, false))
+}
+
+/// Whether `key` occurs exactly once: a second one (a duplicate key, which a JSON reader
+/// takes the last of) could hide the real text behind a decoy.
+fn once(hay: &[u8], key: &Finder<'_>) -> bool {
+    let mut found = key.find_iter(hay);
+    found.next().is_some() && found.next().is_none()
 }
 
 /// The string that starts right after the only occurrence of `key` (which ends with its
@@ -106,11 +195,14 @@ fn only_string(hay: &[u8], key: &Finder<'_>) -> Option<(usize, usize)> {
 /// before it), when it can be found in the bytes.
 pub(super) fn find(frame: &[u8]) -> Option<RawSlot> {
     let n = &*NEEDLES;
+    let k = &*KEYS;
     // One data line: the JSON is on it, whole; no `\u` escape anywhere.
-    let mut data = n.data.find_iter(frame);
-    if data.next().is_none() || data.next().is_some() || n.unicode_escape.find(frame).is_some() {
+    let json = json_start(frame, only_data_line(frame)?);
+    if n.unicode_escape.find(frame).is_some() {
         return None;
     }
+    // The index read is the one the parsed event is followed by (see `index_of`).
+    let top = |key: &Finder<'_>| at_top(frame, json, key);
     // (The expression is a constant that compiles; without it nothing goes this way.)
     if OTHER_TEXT
         .as_ref()
@@ -122,6 +214,9 @@ pub(super) fn find(frame: &[u8]) -> Option<RawSlot> {
         // Not a finish: then the text ends here.
         n.finish_null.find(frame)?;
         let index = only_number(frame, &n.index)?;
+        if !once(frame, &k.content) || !top(&k.choices) || !first_choice_index(frame, json) {
+            return None;
+        }
         let (start, end) =
             only_string(frame, &n.content).or_else(|| only_string(frame, &n.role_content))?;
         return Some(RawSlot {
@@ -134,6 +229,9 @@ pub(super) fn find(frame: &[u8]) -> Option<RawSlot> {
     if n.block_delta.find(frame).is_some() {
         n.text_delta.find(frame)?;
         let index = only_number(frame, &n.index)?;
+        if !once(frame, &k.text) || !top(&k.index) {
+            return None;
+        }
         let (start, end) = only_string(frame, &n.text)?;
         return Some(RawSlot {
             start,
@@ -144,6 +242,9 @@ pub(super) fn find(frame: &[u8]) -> Option<RawSlot> {
     }
     if n.output_delta.find(frame).is_some() {
         let index = only_number(frame, &n.output_index)?;
+        if !once(frame, &k.delta) || !top(&k.output_index) {
+            return None;
+        }
         let (start, end) = only_string(frame, &n.delta)?;
         return Some(RawSlot {
             start,
@@ -158,7 +259,11 @@ pub(super) fn find(frame: &[u8]) -> Option<RawSlot> {
         if parts.next().is_some() {
             return None;
         }
-        let index = only_number(frame, &n.index)?;
+        // A candidate's index could be any candidate's: parsed instead.
+        if k.index.find(frame).is_some() || !once(frame, &k.text) {
+            return None;
+        }
+        let index = 0;
         let (start, end) = only_string(frame, &n.part_text)?;
         if start < first {
             return None;
@@ -252,15 +357,10 @@ fn sole_number(hay: &[u8], bare: &Finder<'_>, key: &Finder<'_>) -> Option<u64> {
 /// Every verdict here ends no more texts than the parsed path would: ending a text early
 /// could cut a value in two, ending fewer only holds a tail a little longer.
 pub(super) fn plain_event(frame: &[u8]) -> Option<Ends> {
-    let n = &*NEEDLES;
     let k = &*KEYS;
-    let mut data = n.data.find_iter(frame);
-    let at = data.next()?;
-    if data.next().is_some() {
-        return None;
-    }
-    let json = frame[at + 5..].trim_ascii_start();
-    if json.first() != Some(&b'{')
+    let json = json_start(frame, only_data_line(frame)?);
+    let top = |key: &Finder<'_>| at_top(frame, json, key);
+    if frame.get(json) != Some(&b'{')
         || has_string_value(frame, &k.content)
         || has_string_value(frame, &k.text)
         || has_string_value(frame, &k.delta)
@@ -274,20 +374,27 @@ pub(super) fn plain_event(frame: &[u8]) -> Option<Ends> {
     }
     let has = |key: &Finder<'_>| key.find(frame).is_some();
     if has(&k.choices) {
-        if k.choices.find_iter(frame).count() != 1 {
+        if k.choices.find_iter(frame).count() != 1 || !top(&k.choices) {
             return None;
         }
         if has(&k.choices_some) {
+            if !first_choice_index(frame, json) {
+                return None;
+            }
             return sole_number(frame, &k.index, &k.index_colon).map(Ends::Text);
         }
         let unnamed = has(&k.choices_none) && !has(&k.index) && !has(&k.output_index);
         return unnamed.then_some(Ends::Every);
     }
     if has(&k.output_index) {
+        // Beside candidates or an `index` the parsed event may be read by another key.
+        if has(&k.candidates) || has(&k.index) || !top(&k.output_index) {
+            return None;
+        }
         return sole_number(frame, &k.output_index, &k.output_index_colon).map(Ends::Text);
     }
     if has(&k.index) {
-        if has(&k.candidates) {
+        if has(&k.candidates) || !top(&k.index) {
             return None;
         }
         return sole_number(frame, &k.index, &k.index_colon).map(Ends::Text);

@@ -189,6 +189,10 @@ struct Held {
     slot: Slot,
 }
 
+/// Most texts (choices, blocks, candidates) one stream follows at once: an upstream that
+/// opens more ends its stream rather than grow what is held without bound.
+const MAX_TEXTS: usize = 256;
+
 /// Most events held back whole for one text; past it the text is carried in one event.
 const MAX_HELD_EVENTS: usize = 64;
 
@@ -275,7 +279,14 @@ impl RedactStream {
         };
         match self.sent.iter_mut().find(|(i, _)| *i == index) {
             Some(entry) => entry.1 = last,
-            None => self.sent.push((index, last)),
+            None => {
+                // Bounded like the texts held: the oldest context goes (a value after it is
+                // then judged as if at the start of its text, which finds more, never less).
+                if self.sent.len() >= MAX_TEXTS {
+                    self.sent.remove(0);
+                }
+                self.sent.push((index, last));
+            }
         }
     }
 
@@ -333,6 +344,21 @@ impl RedactStream {
             }
         }
         self.held = kept;
+    }
+
+    /// An event that carries no text of its own to follow, its strings redacted.
+    fn push_rest(
+        &mut self,
+        mut doc: Value,
+        parsed: &Frame<'_>,
+        frame: &Bytes,
+        out: &mut Vec<Bytes>,
+    ) {
+        let changed = self.rewrite_rest(&mut doc, None);
+        match changed.then(|| parsed.with_json(&doc)).flatten() {
+            Some(edited) => out.push(edited),
+            None => out.push(frame.clone()),
+        }
     }
 
     /// Every string of `doc` but its text delta, redacted; Chat `logprobs` dropped.
@@ -571,6 +597,22 @@ impl RedactStream {
 
 impl StreamFilter for RedactStream {
     fn on_event(&mut self, frame: Bytes, out: &mut Vec<Bytes>) -> Result<(), FilterError> {
+        self.on_frame(frame, out)?;
+        if self.held.len() > MAX_TEXTS {
+            return Err(FilterError::Body(format!(
+                "the stream holds back text of more than {MAX_TEXTS} choices or blocks at once"
+            )));
+        }
+        Ok(())
+    }
+
+    fn on_end(&mut self, out: &mut Vec<Bytes>) {
+        self.flush(None, out);
+    }
+}
+
+impl RedactStream {
+    fn on_frame(&mut self, frame: Bytes, out: &mut Vec<Bytes>) -> Result<(), FilterError> {
         let rewriter = Arc::clone(&self.rewriter);
         let Some(detector) = rewriter.response.as_ref() else {
             out.push(frame);
@@ -599,13 +641,18 @@ impl StreamFilter for RedactStream {
             return Ok(());
         };
         let Some(mut doc) = parsed.json() else {
-            // `[DONE]`, or data that is not an object: whatever was held is complete.
+            // `[DONE]`, or data that is not an object: whatever was held is complete. Its
+            // text is searched as it stands (no format says where text is in it).
             self.flush(None, out);
-            out.push(frame);
+            let text = std::str::from_utf8(&frame).unwrap_or_default();
+            match rewriter.rewrite(detector, text, &mut self.memo) {
+                Some(redacted) => out.push(Bytes::from(redacted)),
+                None => out.push(frame),
+            }
             return Ok(());
         };
         if interrupts_nothing(&doc) {
-            out.push(frame);
+            self.push_rest(doc, &parsed, &frame, out);
             return Ok(());
         }
         let index = index_of(&doc);
@@ -619,11 +666,7 @@ impl StreamFilter for RedactStream {
                 },
                 out,
             );
-            let changed = self.rewrite_rest(&mut doc, None);
-            match changed.then(|| parsed.with_json(&doc)).flatten() {
-                Some(edited) => out.push(edited),
-                None => out.push(frame),
-            }
+            self.push_rest(doc, &parsed, &frame, out);
             return Ok(());
         };
         // Events this text held back whole: out first, their text carried by this one.
@@ -635,7 +678,7 @@ impl StreamFilter for RedactStream {
             );
         }
         let Some(text) = slot.text(&mut doc) else {
-            out.push(frame);
+            self.push_rest(doc, &parsed, &frame, out);
             return Ok(());
         };
         let (new_text, tail) = self.follow(detector, index, text, last);
@@ -653,10 +696,6 @@ impl StreamFilter for RedactStream {
         }
         self.hold(index, tail, frame, slot);
         Ok(())
-    }
-
-    fn on_end(&mut self, out: &mut Vec<Bytes>) {
-        self.flush(None, out);
     }
 }
 

@@ -329,3 +329,63 @@ fn the_backward_pass_holds_what_a_run_from_every_start_holds() {
     assert_eq!(unicode.hold_from("né EMP-12", &mut cache), 0);
     assert_eq!(unicode.hold_from("ne EMP-12", &mut cache), 3);
 }
+
+#[test]
+fn what_a_pattern_needs_is_in_its_shortest_values() {
+    let shortest = [
+        "eyJabcd.eyJabcd.",
+        "a@b.cc",
+        "DE00AAAAAAAAAAA",
+        "1234567890123",
+        "1.2.3.4",
+        "::",
+        "+1234567",
+        "(12)345 678",
+        "212 555 1234",
+        "01 234 567",
+        "0123456789",
+        "[A_1]",
+    ];
+    let mut patterns = Pattern::all_builtins();
+    patterns.push(Pattern::placeholder());
+    let mut matched = 0;
+    for p in &patterns {
+        let regex = Regex::new(&p.regex).unwrap();
+        for value in shortest.iter().filter(|v| regex.find(v).is_some()) {
+            let found = regex.find(value).unwrap().as_str();
+            assert!(
+                needs::any_met(&[p.needs], found.as_bytes()),
+                "{} matches {found:?} without what it needs ({:?})",
+                p.regex,
+                p.needs
+            );
+            matched += 1;
+        }
+    }
+    assert!(matched >= shortest.len(), "only {matched} matched");
+}
+
+/// Config reloads build detectors on a blocking thread's 2 MiB stack: an operator's long
+/// literal or deeply nested expression must not overflow it, nor fail to build.
+#[test]
+fn long_and_nested_patterns_build_on_a_small_stack_and_still_hold() {
+    let nested = (0..30).fold("[a-z]{1,2000}".to_owned(), |p, _| format!("(x{p})"));
+    let long = "a".repeat(20_000);
+    let starts = ["a".repeat(40), format!("{}abc", "x".repeat(30))];
+    for (pattern, value_start) in [long, nested].into_iter().zip(starts) {
+        let held = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let d = Detector::new(vec![Pattern::custom("x", &pattern)]).unwrap();
+                let mut cache = d.cache();
+                let start = "some text then ".len();
+                let text = format!("some text then {value_start}");
+                (d.hold_from(&text, &mut cache), start)
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        // The start of a value is held (an over-approximation may hold more).
+        assert!(held.0 <= held.1, "{held:?}");
+    }
+}

@@ -40,6 +40,20 @@ const EVENTS: &[&str] = &[
     "data: [DONE]",
     "data: {\"a\":",
     "data: {\"id\":\"c\"}\ndata: {\"choices\":[]}",
+    // Look-alikes: `data:` that starts no line, an index that is not the first choice's or
+    // not at the top, a number that is not an integer, keys read by another name.
+    ": data: {}",
+    "event: data:{\"type\":\"x\"}",
+    r#"data: {"index":3,"choices":[{"delta":{},"finish_reason":"stop"}]}"#,
+    r#"data: {"choices":[{"delta":{},"finish_reason":"stop"},{"index":3,"delta":{}}]}"#,
+    r#"data: {"choices":[{"delta":{},"finish_reason":"stop","x":{"index":3}}]}"#,
+    "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":1.0}",
+    "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":1e0}",
+    r#"data: {"candidates":[{"finishReason":"STOP"}],"output_index":3}"#,
+    r#"data: {"type":"x","index":0,"meta":{"output_index":3}}"#,
+    r#"data: {"type":"x","meta":{"index":3}}"#,
+    r#"data: {"type":"x","note":"a}b","meta":{"index":3}}"#,
+    r#"data: {"x":{"choices":[{"index":3,"delta":{},"finish_reason":"stop"}]}}"#,
 ];
 
 fn build(yaml: &str) -> super::super::Redact {
@@ -56,7 +70,11 @@ fn frame(event: &str) -> Bytes {
 /// What the parsed path does with an event: `None` when it carries a text delta (then the
 /// bytes' verdict must be `None` too), `Some(None)` when it ends nothing.
 fn parsed_verdict(event: &Bytes) -> Option<Option<Ends>> {
-    let Some(doc) = Frame::parse(event).and_then(|f| f.json()) else {
+    let Some(parsed) = Frame::parse(event) else {
+        // No data field (a comment): nothing ends.
+        return Some(None);
+    };
+    let Some(doc) = parsed.json() else {
         // `[DONE]` or not an object: every text ends.
         return Some(Some(Ends::Every));
     };
@@ -155,4 +173,99 @@ fn anchored_expressions_are_judged_on_each_string_alone() {
         .collect();
     let text = serde_json::to_string(&all).unwrap();
     assert!(!text.contains("ABC-1234"), "{text}");
+}
+
+/// The text a client reads from a stream's events.
+fn read_text(out: &[Bytes]) -> String {
+    out.iter()
+        .filter_map(|e| {
+            let mut doc = Frame::parse(e)?.json()?;
+            let (slot, _) = Slot::find(&doc)?;
+            Some(slot.text(&mut doc)?.clone())
+        })
+        .collect()
+}
+
+fn chat_delta(text: &str) -> Bytes {
+    frame(&format!(
+        r#"data: {{"id":"c","choices":[{{"index":0,"delta":{{"content":"{text}"}},"finish_reason":null}}]}}"#
+    ))
+}
+
+#[test]
+fn a_line_that_only_mentions_data_releases_nothing() {
+    let filter = build("patterns: [email]\non: [response]");
+    let mut stream = filter.on_stream(&crate::Memo::default()).unwrap();
+    let mut out = Vec::new();
+    for event in [
+        chat_delta("mail jane@exa"),
+        frame(": data: {}"),
+        frame("event: data:{\"type\":\"x\"}"),
+        chat_delta("mple.com now"),
+    ] {
+        stream.on_event(event, &mut out).unwrap();
+    }
+    stream.on_end(&mut out);
+    assert_eq!(read_text(&out), "mail **************** now");
+}
+
+#[test]
+fn a_duplicate_text_key_is_no_decoy() {
+    let filter = build("patterns: [email]\non: [response]");
+    for first in [
+        r#"data: {"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":"","content":"mail jane@exa"},"finish_reason":null}]}"#,
+        r#"data: {"id":"c","choices":[{"index":0,"delta":{"content":"","content":"mail jane@exa"},"finish_reason":null}]}"#,
+    ] {
+        let mut stream = filter.on_stream(&crate::Memo::default()).unwrap();
+        let mut out = Vec::new();
+        stream.on_event(frame(first), &mut out).unwrap();
+        stream
+            .on_event(chat_delta("mple.com now"), &mut out)
+            .unwrap();
+        stream.on_end(&mut out);
+        let all = out
+            .iter()
+            .map(|e| String::from_utf8_lossy(e).into_owned())
+            .collect::<String>();
+        assert!(!all.contains("jane@exa"), "{all}");
+    }
+}
+
+/// Events the following leaves alone still have their strings redacted: a ping with more
+/// in it, a text delta without its text, data that is not JSON, a frame cut by lone CRs.
+#[test]
+fn every_event_is_redacted_whatever_its_shape() {
+    let filter = build("patterns: [email]\non: [response]");
+    for event in [
+        "event: ping\ndata: {\"type\":\"ping\",\"note\":\"jane@example.com\"}",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\"},\"note\":\"jane@example.com\"}",
+        "data: jane@example.com",
+        "event: content_block_delta\rdata: {\"type\": \"content_block_delta\", \"index\": 0, \"delta\": {\"type\": \"text_delta\", \"text\": \"jane@example.com\"}}\r",
+    ] {
+        let mut stream = filter.on_stream(&crate::Memo::default()).unwrap();
+        let mut out = Vec::new();
+        stream.on_event(frame(event), &mut out).unwrap();
+        stream.on_end(&mut out);
+        let all = out.iter().map(|e| String::from_utf8_lossy(e).into_owned()).collect::<String>();
+        assert!(!all.contains("jane@example.com"), "{event:?} became {all:?}");
+        assert!(all.contains("****"), "{event:?} became {all:?}");
+    }
+}
+
+#[test]
+fn a_stream_that_opens_too_many_texts_ends() {
+    let filter = build("patterns: [email]\non: [response]");
+    let mut stream = filter.on_stream(&crate::Memo::default()).unwrap();
+    let mut out = Vec::new();
+    let mut ended = false;
+    for index in 0..300 {
+        let event = frame(&format!(
+            r#"data: {{"choices":[{{"index":{index},"delta":{{"content":"jane"}},"finish_reason":null}}]}}"#
+        ));
+        if stream.on_event(event, &mut out).is_err() {
+            ended = true;
+            break;
+        }
+    }
+    assert!(ended, "300 held texts were kept");
 }

@@ -201,7 +201,8 @@ fn matches_exactly(
 
 /// A compiled set of patterns.
 pub struct Detector {
-    /// What a text must hold for each of them to match: counted before any search.
+    /// What a text must hold for each of them to match: counted before any search (empty
+    /// when one of them could match anything: then there is nothing to count).
     needs: Vec<Needs>,
     /// Any of them, for the common answer: nothing here.
     any: regex::RegexSet,
@@ -321,7 +322,11 @@ impl Detector {
             .or_else(|_| tail_automaton(&anything()))
             .map_err(|e| invalid("(all patterns' prefixes)", &e))?;
         Ok(Detector {
-            needs: patterns.iter().map(|p| p.needs).collect(),
+            needs: if patterns.iter().any(|p| p.needs == Needs::Anything) {
+                Vec::new()
+            } else {
+                patterns.iter().map(|p| p.needs).collect()
+            },
             any,
             each,
             labels: patterns.into_iter().map(|p| p.label).collect(),
@@ -349,7 +354,8 @@ impl Detector {
         // Most texts hold nothing: one search with the set's prefilter says so. Then each
         // pattern looks for its first value: a pattern that has none costs one forward scan,
         // less than asking the set which patterns match (an overlapping scan of the text).
-        if !needs::any_met(&self.needs, &text.as_bytes()[from..])
+        let counted = !self.needs.is_empty();
+        if counted && !needs::any_met(&self.needs, &text.as_bytes()[from..])
             || !self.any.is_match_at(text, from)
         {
             return Vec::new();
@@ -413,8 +419,9 @@ impl Detector {
     /// Whether `text` holds anything any pattern would match (before checks).
     pub fn any(&self, text: &[u8]) -> bool {
         // Patterns match text; bytes that are not UTF-8 are not text to match.
-        std::str::from_utf8(text)
-            .is_ok_and(|t| needs::any_met(&self.needs, text) && self.any.is_match(t))
+        std::str::from_utf8(text).is_ok_and(|t| {
+            (self.needs.is_empty() || needs::any_met(&self.needs, text)) && self.any.is_match(t)
+        })
     }
 
     /// Whether a stream's events may be judged in their bytes (see `edge_blind`).

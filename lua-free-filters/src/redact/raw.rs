@@ -116,26 +116,30 @@ fn json_start(frame: &[u8], data_at: usize) -> usize {
 /// escapes, so a brace inside one counts for nothing), and whether a comma stood at depth
 /// `watch` on the way; `None` when `to` is inside a string.
 fn depth_at(frame: &[u8], from: usize, to: usize, watch: usize) -> Option<(usize, bool)> {
-    let (mut depth, mut in_string, mut escaped, mut comma) = (0usize, false, false, false);
-    for &b in frame.get(from..to).unwrap_or_default() {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
+    let bytes = frame.get(from..to).unwrap_or_default();
+    let (mut depth, mut comma, mut i) = (0usize, false, 0);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                // A string, skipped to its closing quote (escapes jumped over whole).
+                i += 1;
+                loop {
+                    let at = i + memchr::memchr2(b'"', b'\\', bytes.get(i..)?)?;
+                    if bytes[at] == b'"' {
+                        i = at;
+                        break;
+                    }
+                    i = at + 2;
+                }
             }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
             b'{' | b'[' => depth += 1,
             b'}' | b']' => depth = depth.saturating_sub(1),
             b',' if depth == watch => comma = true,
             _ => {}
         }
+        i += 1;
     }
-    (!in_string).then_some((depth, comma))
+    Some((depth, comma))
 }
 
 /// Whether the first `key` in `frame` (if any) belongs to the top-level object of the JSON

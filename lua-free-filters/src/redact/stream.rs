@@ -72,7 +72,12 @@ pub(crate) struct RedactStream {
     cache: Option<Cache>,
     /// The bytes around the text of the last event handled in its bytes.
     framing: Option<Framing>,
+    /// A buffer a text and what it held back are joined in, kept between events.
+    scratch: String,
 }
+
+/// The largest scratch buffer kept between events.
+const SCRATCH: usize = 16 << 10;
 
 /// A text event's bytes around its text (the quotes included), known to hold nothing to
 /// redact: a stream's events repeat them (id, model, created, the index), so an event with
@@ -94,8 +99,10 @@ impl Framing {
         let end = start + len;
         let fits = rest[len] == b'"'
             && frame[end..] == self.after[..]
-            // The text itself makes no second data line.
-            && memchr::memmem::find(&rest[..len], b"data:").is_none();
+            // The text itself makes no second data line (a colon first: most texts have
+            // none, and looking for one costs less than setting up a substring search).
+            && (memchr::memchr(b':', &rest[..len]).is_none()
+                || memchr::memmem::find(&rest[..len], b"data:").is_none());
         fits.then_some(super::raw::RawSlot {
             start,
             end,
@@ -123,6 +130,7 @@ impl RedactStream {
             sent: Vec::new(),
             cache: None,
             framing: None,
+            scratch: String::new(),
         }
     }
 
@@ -134,6 +142,18 @@ impl RedactStream {
             context.push(*c);
         }
         context
+    }
+
+    /// The last character text `index` sent, if any.
+    fn last_sent(&self, index: u64) -> Option<char> {
+        self.sent.iter().find(|(i, _)| *i == index).map(|(_, c)| *c)
+    }
+
+    /// Keeps `whole`'s buffer for the next event, unless a large text made it large.
+    fn keep_scratch(&mut self, whole: String) {
+        if whole.capacity() <= SCRATCH {
+            self.scratch = whole;
+        }
     }
 
     /// Records what text `index` sent last (`sent` ends with it).
@@ -387,7 +407,11 @@ impl RedactStream {
                 Some(h) => (h.events, h.text),
                 None => (Vec::new(), String::new()),
             };
-            let mut whole = self.context(found.index, held_text.len() + text.len());
+            // Built in the stream's scratch buffer, and the held tail in the buffer the last
+            // one had: no allocation per event while a stream goes this way.
+            let mut whole = std::mem::take(&mut self.scratch);
+            whole.clear();
+            whole.extend(self.last_sent(found.index));
             let from = whole.len();
             whole.push_str(&held_text);
             whole.push_str(text);
@@ -408,23 +432,28 @@ impl RedactStream {
                 out.extend(events.drain(..released).map(|(event, _)| event));
                 if cut == whole.len() {
                     self.sent_text(found.index, &whole);
+                    self.keep_scratch(whole);
                     out.push(frame.clone());
                     return true;
                 }
                 self.sent_text(found.index, &whole[..sent]);
+                carried.clear();
                 if events.len() < MAX_HELD_EVENTS && whole.len() - sent <= detector.hold() {
                     events.push((frame.clone(), found.start..found.end));
+                    carried.push_str(&whole[sent..]);
+                    self.keep_scratch(whole);
                     self.held.push(Held {
                         index: found.index,
-                        text: whole.split_off(sent),
+                        text: carried,
                         events,
                         template: frame.clone(),
                         slot: found.slot,
                     });
                     return true;
                 }
-                carried = whole[sent..whole.len() - text.len()].to_owned();
+                carried.push_str(&whole[sent..whole.len() - text.len()]);
             }
+            self.keep_scratch(whole);
             // A value to replace (or too much held): the held events go out with their
             // text taken out (what else they carry stays, in order), and this one carries
             // it all, cut and rewritten below.

@@ -137,6 +137,16 @@ fn reference(d: &Detector, text: &str) -> Vec<Found> {
     found
 }
 
+/// A repeatable stream of pseudo-random numbers for the randomised comparisons.
+fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}
+
 #[test]
 fn the_search_finds_the_leftmost_longest_checked_values() {
     let d = all();
@@ -175,13 +185,7 @@ fn the_search_finds_the_leftmost_longest_checked_values() {
         "é",
         "_",
     ];
-    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = xorshift(0x2545_f491_4f6c_dd1d_u64);
     for _ in 0..3000 {
         let len = 1 + (next() % 24) as usize;
         let text: String = (0..len)
@@ -298,13 +302,7 @@ fn the_backward_pass_holds_what_a_run_from_every_start_holds() {
         "é",
         "_",
     ];
-    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15_u64);
     let mut cache = d.cache();
     let mut held = 0;
     for _ in 0..3000 {

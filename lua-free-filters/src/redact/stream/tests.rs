@@ -56,6 +56,17 @@ const EVENTS: &[&str] = &[
     r#"data: {"x":{"choices":[{"index":3,"delta":{},"finish_reason":"stop"}]}}"#,
 ];
 
+/// What a stream of `events` becomes under `filter`, its end included.
+fn run(filter: &super::super::Redact, events: impl IntoIterator<Item = Bytes>) -> Vec<Bytes> {
+    let mut stream = filter.on_stream(&crate::Memo::default()).unwrap();
+    let mut out = Vec::new();
+    for event in events {
+        stream.on_event(event, &mut out).unwrap();
+    }
+    stream.on_end(&mut out);
+    out
+}
+
 fn build(yaml: &str) -> super::super::Redact {
     serde_yaml::from_str::<super::super::RedactSpec>(yaml)
         .unwrap()
@@ -119,34 +130,23 @@ fn an_event_read_in_its_bytes_ends_what_the_parsed_event_ends() {
 #[test]
 fn events_read_in_their_bytes_release_only_what_they_end() {
     let filter = build("patterns: [email]\non: [response]");
-    let mut stream = filter.on_stream(&crate::Memo::default()).unwrap();
     let delta = |index: u64, text: &str| {
         frame(&format!(
             r#"data: {{"id":"c","choices":[{{"index":{index},"delta":{{"content":"{text}"}},"finish_reason":null}}]}}"#
         ))
     };
-    let mut out = Vec::new();
-    for event in [
-        delta(0, "mail jane@exa"),
-        frame(r#"data: {"id":"c","choices":[{"index":1,"delta":{},"finish_reason":"stop"}]}"#),
-        frame("event: ping\ndata: {\"type\": \"ping\"}"),
-        delta(0, "mple.com now"),
-        frame(r#"data: {"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#),
-        frame(r#"data: {"id":"c","choices":[],"usage":{"prompt_tokens":1}}"#),
-    ] {
-        stream.on_event(event, &mut out).unwrap();
-    }
-    stream.on_end(&mut out);
-    let mut text = String::new();
-    for event in &out {
-        let Some(mut doc) = Frame::parse(event).and_then(|f| f.json()) else {
-            continue;
-        };
-        if let Some((slot, _)) = Slot::find(&doc) {
-            text.push_str(slot.text(&mut doc).unwrap());
-        }
-    }
-    assert_eq!(text, "mail **************** now");
+    let out = run(
+        &filter,
+        [
+            delta(0, "mail jane@exa"),
+            frame(r#"data: {"id":"c","choices":[{"index":1,"delta":{},"finish_reason":"stop"}]}"#),
+            frame("event: ping\ndata: {\"type\": \"ping\"}"),
+            delta(0, "mple.com now"),
+            frame(r#"data: {"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#),
+            frame(r#"data: {"id":"c","choices":[],"usage":{"prompt_tokens":1}}"#),
+        ],
+    );
+    assert_eq!(read_text(&out), "mail **************** now");
     // The events with nothing to change went out as they came.
     let usage = r#"data: {"id":"c","choices":[],"usage":{"prompt_tokens":1}}"#;
     assert!(out.iter().any(|e| e == &frame(usage)));
@@ -157,16 +157,12 @@ fn events_read_in_their_bytes_release_only_what_they_end() {
 #[test]
 fn anchored_expressions_are_judged_on_each_string_alone() {
     let filter = build("patterns: [{name: code, regex: '^[A-Z]{3}-[0-9]{4}$'}]\non: [response]");
-    let mut stream = filter.on_stream(&crate::Memo::default()).unwrap();
-    let mut out = Vec::new();
-    for event in [
+    let events = [
         r#"data: {"id":"c","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}],"note":"ABC-1234"}"#,
         r#"data: {"id":"c","choices":[{"index":0,"delta":{"content":"XYZ-9876"},"finish_reason":null}],"note":"ABC-1234"}"#,
         r#"data: {"id":"c","choices":[],"usage":{"prompt_tokens":1},"note":"ABC-1234"}"#,
-    ] {
-        stream.on_event(frame(event), &mut out).unwrap();
-    }
-    stream.on_end(&mut out);
+    ];
+    let out = run(&filter, events.map(frame));
     let all: Vec<Value> = out
         .iter()
         .filter_map(|e| Frame::parse(e).and_then(|f| f.json()))
@@ -195,17 +191,15 @@ fn chat_delta(text: &str) -> Bytes {
 #[test]
 fn a_line_that_only_mentions_data_releases_nothing() {
     let filter = build("patterns: [email]\non: [response]");
-    let mut stream = filter.on_stream(&crate::Memo::default()).unwrap();
-    let mut out = Vec::new();
-    for event in [
-        chat_delta("mail jane@exa"),
-        frame(": data: {}"),
-        frame("event: data:{\"type\":\"x\"}"),
-        chat_delta("mple.com now"),
-    ] {
-        stream.on_event(event, &mut out).unwrap();
-    }
-    stream.on_end(&mut out);
+    let out = run(
+        &filter,
+        [
+            chat_delta("mail jane@exa"),
+            frame(": data: {}"),
+            frame("event: data:{\"type\":\"x\"}"),
+            chat_delta("mple.com now"),
+        ],
+    );
     assert_eq!(read_text(&out), "mail **************** now");
 }
 
@@ -216,13 +210,7 @@ fn a_duplicate_text_key_is_no_decoy() {
         r#"data: {"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":"","content":"mail jane@exa"},"finish_reason":null}]}"#,
         r#"data: {"id":"c","choices":[{"index":0,"delta":{"content":"","content":"mail jane@exa"},"finish_reason":null}]}"#,
     ] {
-        let mut stream = filter.on_stream(&crate::Memo::default()).unwrap();
-        let mut out = Vec::new();
-        stream.on_event(frame(first), &mut out).unwrap();
-        stream
-            .on_event(chat_delta("mple.com now"), &mut out)
-            .unwrap();
-        stream.on_end(&mut out);
+        let out = run(&filter, [frame(first), chat_delta("mple.com now")]);
         let all = out
             .iter()
             .map(|e| String::from_utf8_lossy(e).into_owned())
@@ -242,10 +230,7 @@ fn every_event_is_redacted_whatever_its_shape() {
         "data: jane@example.com",
         "event: content_block_delta\rdata: {\"type\": \"content_block_delta\", \"index\": 0, \"delta\": {\"type\": \"text_delta\", \"text\": \"jane@example.com\"}}\r",
     ] {
-        let mut stream = filter.on_stream(&crate::Memo::default()).unwrap();
-        let mut out = Vec::new();
-        stream.on_event(frame(event), &mut out).unwrap();
-        stream.on_end(&mut out);
+        let out = run(&filter, [frame(event)]);
         let all = out.iter().map(|e| String::from_utf8_lossy(e).into_owned()).collect::<String>();
         assert!(!all.contains("jane@example.com"), "{event:?} became {all:?}");
         assert!(all.contains("****"), "{event:?} became {all:?}");

@@ -31,6 +31,18 @@ struct Needles {
     delta: Finder<'static>,
     candidates: Finder<'static>,
     parts: Finder<'static>,
+    // Bare keys and words, wherever they stand: events are refused or parsed on them.
+    content_key: Finder<'static>,
+    text_key: Finder<'static>,
+    delta_key: Finder<'static>,
+    text_delta_word: Finder<'static>,
+    ping: Finder<'static>,
+    logprobs_key: Finder<'static>,
+    choices_key: Finder<'static>,
+    choices_none: Finder<'static>,
+    candidates_key: Finder<'static>,
+    index_key: Finder<'static>,
+    output_index_key: Finder<'static>,
 }
 
 static NEEDLES: LazyLock<Needles> = LazyLock::new(|| Needles {
@@ -53,6 +65,17 @@ static NEEDLES: LazyLock<Needles> = LazyLock::new(|| Needles {
     delta: Finder::new(b"\"delta\":\""),
     candidates: Finder::new(b"\"candidates\":[{"),
     parts: Finder::new(b"\"parts\":["),
+    content_key: Finder::new(b"\"content\""),
+    text_key: Finder::new(b"\"text\""),
+    delta_key: Finder::new(b"\"delta\""),
+    text_delta_word: Finder::new(b"text_delta"),
+    ping: Finder::new(b"ping"),
+    logprobs_key: Finder::new(b"\"logprobs\""),
+    choices_key: Finder::new(b"\"choices\""),
+    choices_none: Finder::new(b"\"choices\":[]"),
+    candidates_key: Finder::new(b"\"candidates\""),
+    index_key: Finder::new(b"\"index\""),
+    output_index_key: Finder::new(b"\"output_index\""),
 });
 
 /// Free-text fields besides the text itself: an event that has one goes the parsing way,
@@ -102,14 +125,20 @@ fn only_data_line(frame: &[u8]) -> Option<usize> {
     (line_start && data.next().is_none()).then_some(at)
 }
 
+/// The first byte at or after `at` that is not JSON whitespace (`at` itself when past the
+/// end: the caller's `get` then finds nothing).
+fn skip_space(hay: &[u8], at: usize) -> usize {
+    at + hay
+        .get(at..)
+        .unwrap_or_default()
+        .iter()
+        .take_while(|b| b.is_ascii_whitespace())
+        .count()
+}
+
 /// Where the JSON of the frame's data line starts.
 fn json_start(frame: &[u8], data_at: usize) -> usize {
-    let after = data_at + "data:".len();
-    after
-        + frame[after..]
-            .iter()
-            .take_while(|b| b.is_ascii_whitespace())
-            .count()
+    skip_space(frame, data_at + "data:".len())
 }
 
 /// The nesting depth at `to` of the JSON read from `from` (strings skipped with their
@@ -152,23 +181,17 @@ fn at_top(frame: &[u8], json: usize, key: &Finder<'_>) -> bool {
 /// Whether the only `"index"` (if any) is a key of the first element of the top-level
 /// `choices` array, as `index_of` reads it.
 fn first_choice_index(frame: &[u8], json: usize) -> bool {
-    let k = &*KEYS;
-    let Some(index) = k.index.find(frame) else {
+    let n = &*NEEDLES;
+    let Some(index) = n.index_key.find(frame) else {
         return true;
     };
-    let Some(choices) = k.choices.find(frame) else {
+    let Some(choices) = n.choices_key.find(frame) else {
         return false;
     };
     // The array's `[`: after the key, its colon and any whitespace.
-    let skip = |at: usize| {
-        at + frame[at..]
-            .iter()
-            .take_while(|b| b.is_ascii_whitespace())
-            .count()
-    };
-    let colon = skip(choices + k.choices.needle().len());
-    let open = skip(colon + 1);
-    at_top(frame, json, &k.choices)
+    let colon = skip_space(frame, choices + n.choices_key.needle().len());
+    let open = skip_space(frame, colon + 1);
+    at_top(frame, json, &n.choices_key)
         && frame.get(colon) == Some(&b':')
         && frame.get(open) == Some(&b'[')
         && index > open
@@ -199,7 +222,6 @@ fn only_string(hay: &[u8], key: &Finder<'_>) -> Option<(usize, usize)> {
 /// before it), when it can be found in the bytes.
 pub(super) fn find(frame: &[u8]) -> Option<RawSlot> {
     let n = &*NEEDLES;
-    let k = &*KEYS;
     // One data line: the JSON is on it, whole; no `\u` escape anywhere.
     let json = json_start(frame, only_data_line(frame)?);
     if n.unicode_escape.find(frame).is_some() {
@@ -218,7 +240,8 @@ pub(super) fn find(frame: &[u8]) -> Option<RawSlot> {
         // Not a finish: then the text ends here.
         n.finish_null.find(frame)?;
         let index = only_number(frame, &n.index)?;
-        if !once(frame, &k.content) || !top(&k.choices) || !first_choice_index(frame, json) {
+        if !once(frame, &n.content_key) || !top(&n.choices_key) || !first_choice_index(frame, json)
+        {
             return None;
         }
         let (start, end) =
@@ -233,7 +256,7 @@ pub(super) fn find(frame: &[u8]) -> Option<RawSlot> {
     if n.block_delta.find(frame).is_some() {
         n.text_delta.find(frame)?;
         let index = only_number(frame, &n.index)?;
-        if !once(frame, &k.text) || !top(&k.index) {
+        if !once(frame, &n.text_key) || !top(&n.index_key) {
             return None;
         }
         let (start, end) = only_string(frame, &n.text)?;
@@ -246,7 +269,7 @@ pub(super) fn find(frame: &[u8]) -> Option<RawSlot> {
     }
     if n.output_delta.find(frame).is_some() {
         let index = only_number(frame, &n.output_index)?;
-        if !once(frame, &k.delta) || !top(&k.output_index) {
+        if !once(frame, &n.delta_key) || !top(&n.output_index_key) {
             return None;
         }
         let (start, end) = only_string(frame, &n.delta)?;
@@ -264,7 +287,7 @@ pub(super) fn find(frame: &[u8]) -> Option<RawSlot> {
             return None;
         }
         // A candidate's index could be any candidate's: parsed instead.
-        if k.index.find(frame).is_some() || !once(frame, &k.text) {
+        if n.index_key.find(frame).is_some() || !once(frame, &n.text_key) {
             return None;
         }
         let index = 0;
@@ -292,53 +315,12 @@ pub(super) enum Ends {
     Every,
 }
 
-/// Searchers for [`plain_event`], built once.
-struct Keys {
-    content: Finder<'static>,
-    text: Finder<'static>,
-    delta: Finder<'static>,
-    text_delta: Finder<'static>,
-    ping: Finder<'static>,
-    logprobs: Finder<'static>,
-    choices: Finder<'static>,
-    choices_some: Finder<'static>,
-    choices_none: Finder<'static>,
-    candidates: Finder<'static>,
-    index: Finder<'static>,
-    index_colon: Finder<'static>,
-    output_index: Finder<'static>,
-    output_index_colon: Finder<'static>,
-}
-
-static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys {
-    content: Finder::new(b"\"content\""),
-    text: Finder::new(b"\"text\""),
-    delta: Finder::new(b"\"delta\""),
-    text_delta: Finder::new(b"text_delta"),
-    ping: Finder::new(b"ping"),
-    logprobs: Finder::new(b"\"logprobs\""),
-    choices: Finder::new(b"\"choices\""),
-    choices_some: Finder::new(b"\"choices\":[{"),
-    choices_none: Finder::new(b"\"choices\":[]"),
-    candidates: Finder::new(b"\"candidates\""),
-    index: Finder::new(b"\"index\""),
-    index_colon: Finder::new(b"\"index\":"),
-    output_index: Finder::new(b"\"output_index\""),
-    output_index_colon: Finder::new(b"\"output_index\":"),
-});
-
 /// Whether some `key` in `hay` has a string value (whitespace allowed around the colon):
 /// where a text delta could be.
 fn has_string_value(hay: &[u8], key: &Finder<'_>) -> bool {
-    let skip = |at: usize| {
-        at + hay[at..]
-            .iter()
-            .take_while(|b| b.is_ascii_whitespace())
-            .count()
-    };
     key.find_iter(hay).any(|at| {
-        let colon = skip(at + key.needle().len());
-        hay.get(colon) == Some(&b':') && hay.get(skip(colon + 1)) == Some(&b'"')
+        let colon = skip_space(hay, at + key.needle().len());
+        hay.get(colon) == Some(&b':') && hay.get(skip_space(hay, colon + 1)) == Some(&b'"')
     })
 }
 
@@ -361,47 +343,47 @@ fn sole_number(hay: &[u8], bare: &Finder<'_>, key: &Finder<'_>) -> Option<u64> {
 /// Every verdict here ends no more texts than the parsed path would: ending a text early
 /// could cut a value in two, ending fewer only holds a tail a little longer.
 pub(super) fn plain_event(frame: &[u8]) -> Option<Ends> {
-    let k = &*KEYS;
+    let n = &*NEEDLES;
     let json = json_start(frame, only_data_line(frame)?);
     let top = |key: &Finder<'_>| at_top(frame, json, key);
     if frame.get(json) != Some(&b'{')
-        || has_string_value(frame, &k.content)
-        || has_string_value(frame, &k.text)
-        || has_string_value(frame, &k.delta)
-        || k.text_delta.find(frame).is_some()
-        || k.ping.find(frame).is_some()
-        || k.logprobs
+        || has_string_value(frame, &n.content_key)
+        || has_string_value(frame, &n.text_key)
+        || has_string_value(frame, &n.delta_key)
+        || n.text_delta_word.find(frame).is_some()
+        || n.ping.find(frame).is_some()
+        || n.logprobs_key
             .find_iter(frame)
-            .any(|at| !frame[at + k.logprobs.needle().len()..].starts_with(b":null"))
+            .any(|at| !frame[at + n.logprobs_key.needle().len()..].starts_with(b":null"))
     {
         return None;
     }
     let has = |key: &Finder<'_>| key.find(frame).is_some();
-    if has(&k.choices) {
-        if k.choices.find_iter(frame).count() != 1 || !top(&k.choices) {
+    if has(&n.choices_key) {
+        if n.choices_key.find_iter(frame).count() != 1 || !top(&n.choices_key) {
             return None;
         }
-        if has(&k.choices_some) {
+        if has(&n.choices) {
             if !first_choice_index(frame, json) {
                 return None;
             }
-            return sole_number(frame, &k.index, &k.index_colon).map(Ends::Text);
+            return sole_number(frame, &n.index_key, &n.index).map(Ends::Text);
         }
-        let unnamed = has(&k.choices_none) && !has(&k.index) && !has(&k.output_index);
+        let unnamed = has(&n.choices_none) && !has(&n.index_key) && !has(&n.output_index_key);
         return unnamed.then_some(Ends::Every);
     }
-    if has(&k.output_index) {
+    if has(&n.output_index_key) {
         // Beside candidates or an `index` the parsed event may be read by another key.
-        if has(&k.candidates) || has(&k.index) || !top(&k.output_index) {
+        if has(&n.candidates_key) || has(&n.index_key) || !top(&n.output_index_key) {
             return None;
         }
-        return sole_number(frame, &k.output_index, &k.output_index_colon).map(Ends::Text);
+        return sole_number(frame, &n.output_index_key, &n.output_index).map(Ends::Text);
     }
-    if has(&k.index) {
-        if has(&k.candidates) || !top(&k.index) {
+    if has(&n.index_key) {
+        if has(&n.candidates_key) || !top(&n.index_key) {
             return None;
         }
-        return sole_number(frame, &k.index, &k.index_colon).map(Ends::Text);
+        return sole_number(frame, &n.index_key, &n.index).map(Ends::Text);
     }
     Some(Ends::Every)
 }

@@ -137,6 +137,35 @@ fn reference(d: &Detector, text: &str) -> Vec<Found> {
     found
 }
 
+/// Pieces values are made of, and look-alikes, for texts strung together at random.
+const VALUE_PIECES: &[&str] = &[
+    "4111",
+    " 1111",
+    "1",
+    " ",
+    "-",
+    ".",
+    "@",
+    "a",
+    "jane",
+    ".co",
+    "+44",
+    " 20 ",
+    "(555) ",
+    "DE89",
+    " 3704",
+    "192.168.",
+    "::",
+    "2001:db8:",
+    "sk-",
+    "abcdefghij",
+    "AKIA",
+    "eyJhbGci",
+    "x",
+    "é",
+    "_",
+];
+
 /// A repeatable stream of pseudo-random numbers for the randomised comparisons.
 fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
     move || {
@@ -150,41 +179,19 @@ fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
 #[test]
 fn the_search_finds_the_leftmost_longest_checked_values() {
     let d = all();
-    // Pieces values are made of, and look-alikes, strung together at random.
-    let pieces = [
-        "4111",
-        " 1111",
-        "-1111",
-        "1",
-        "0",
-        "9",
-        " ",
-        "-",
-        ".",
-        "@",
-        "a",
-        "jane",
-        ".co",
-        "+44",
-        " 20 ",
-        "(555) ",
-        "123-4567",
-        "DE89",
-        " 3704",
-        "0044 ",
-        "192.168.",
-        "10.",
-        "::",
-        "2001:db8:",
-        "sk-",
-        "abcdefghij",
-        "AKIA",
-        "IOSFODNN7EXAMPLE",
-        "eyJhbGci",
-        "x",
-        "é",
-        "_",
-    ];
+    let pieces: Vec<&str> = VALUE_PIECES
+        .iter()
+        .copied()
+        .chain([
+            "-1111",
+            "0",
+            "9",
+            "123-4567",
+            "0044 ",
+            "10.",
+            "IOSFODNN7EXAMPLE",
+        ])
+        .collect();
     let mut next = xorshift(0x2545_f491_4f6c_dd1d_u64);
     for _ in 0..3000 {
         let len = 1 + (next() % 24) as usize;
@@ -265,43 +272,13 @@ fn the_backward_pass_holds_what_a_run_from_every_start_holds() {
         .build_many(&sources)
         .unwrap();
     let mut forward_cache = forward.create_cache();
-    let pieces = [
-        "4111",
-        " 1111",
-        "-",
-        "1",
-        " ",
-        ".",
-        "@",
-        "a",
-        "jane",
-        ".co",
-        "+44",
-        " 20 ",
-        "(555) ",
-        "DE89",
-        " 3704",
-        "192.168.",
-        "::",
-        "2001:db8:",
-        "sk-",
-        "abcdefghij",
-        "AKIA",
-        "eyJhbGci",
-        "id:",
-        "EMP-",
-        "123456",
-        "foo",
-        "bar",
-        "baz",
-        "x",
-        "ab",
-        "y",
-        "ünï",
-        "ç",
-        "é",
-        "_",
-    ];
+    let pieces: Vec<&str> = VALUE_PIECES
+        .iter()
+        .copied()
+        .chain([
+            "id:", "EMP-", "123456", "foo", "bar", "baz", "ab", "y", "ünï", "ç",
+        ])
+        .collect();
     let mut next = xorshift(0x9e37_79b9_7f4a_7c15_u64);
     let mut cache = d.cache();
     let mut held = 0;

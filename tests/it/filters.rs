@@ -272,6 +272,15 @@ async fn a_prompt_over_its_token_bound_is_refused() {
 /// An OpenAI provider that streams `pieces` as content deltas, each in its own chunk with a
 /// pause, so that sira gets them as separate reads.
 fn streaming_provider(pieces: &'static [&'static str]) -> crate::raw::RawUpstream {
+    cut_streaming_provider(pieces, None)
+}
+
+/// [`streaming_provider`], its body sent `cut` bytes at a time when given: reads that end
+/// inside events and reads that hold several.
+fn cut_streaming_provider(
+    pieces: &'static [&'static str],
+    cut: Option<usize>,
+) -> crate::raw::RawUpstream {
     use crate::raw::send;
     crate::raw::RawUpstream::start(move |stream, _| {
         send(
@@ -289,6 +298,19 @@ fn streaming_provider(pieces: &'static [&'static str]) -> crate::raw::RawUpstrea
             .collect();
         events.push("data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n".into());
         events.push("data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":5,\"total_tokens\":14}}\n\ndata: [DONE]\n\n".into());
+        if let Some(cut) = cut {
+            let body = events.concat();
+            for piece in body.as_bytes().chunks(cut) {
+                if !send(
+                    stream,
+                    chunk(String::from_utf8_lossy(piece).into_owned()).as_bytes(),
+                ) {
+                    return false;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            events.clear();
+        }
         for event in events {
             if !send(stream, chunk(event).as_bytes()) {
                 return false;
@@ -366,6 +388,54 @@ async fn placeholders_and_values_split_across_stream_events_are_restored_and_red
         .collect();
     assert_eq!(text, "Sent to jane@example.com and cc [EMAIL_2] today");
     assert!(received.text.contains("message_stop"), "{}", received.text);
+}
+
+#[tokio::test]
+async fn a_stream_the_network_cuts_anywhere_is_redacted_the_same() {
+    // Events whole in one read (framed once, by accounting, for both), cut across reads,
+    // and several in one read; with the usage chunk the client asked for, and without it
+    // (sira asked, and drops it): the client gets the same redacted text every way.
+    for (cut, asks_usage) in [(5, true), (61, false), (300, true), (300, false)] {
+        let upstream = cut_streaming_provider(
+            &["Sent to [EMA", "IL_1] and cc bob@exa", "mple.org", " today"],
+            Some(cut),
+        );
+        let sira = Sira::start(&config(REDACT, "pii"), &upstream.url);
+        let mut body = json!({"model": "gpt-4o", "stream": true,
+            "messages": [{"role": "user", "content": "write to jane@example.com"}]});
+        if asks_usage {
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        let resp = request(&sira, "/v1/chat/completions")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let received = receive(resp).await;
+        let case = format!("cut {cut}, usage asked {asks_usage}: {}", received.text);
+        assert!(received.complete, "{case}");
+        let events = data_events(&received.text);
+        let text: String = events
+            .iter()
+            .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+            .filter_map(|e| {
+                e["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect();
+        assert_eq!(
+            text, "Sent to jane@example.com and cc [EMAIL_2] today",
+            "{case}"
+        );
+        assert!(!received.text.contains("bob@"), "{case}");
+        assert_eq!(
+            received.text.contains("\"total_tokens\":14"),
+            asks_usage,
+            "{case}"
+        );
+        assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{case}");
+    }
 }
 
 /// A guardrail on a raw socket: denies what mentions "forbidden", rewrites "rewrite me",

@@ -81,6 +81,8 @@ impl Phase for Accounting {
             // something dropped is rebuilt.
             let mut kept = body.len();
             let close_delimited = ctx.response.close_delimited;
+            let shared = &mut state.shared;
+            shared.clear();
             for (i, piece) in body.iter_mut().enumerate() {
                 tap.frames.clear();
                 let fed = tap.scanner.feed(piece.clone(), &mut tap.frames);
@@ -92,6 +94,9 @@ impl Phase for Accounting {
                 }
                 // The frames completed before a failure still go on.
                 *piece = forwardable(piece, &tap.frames, &mut tap.usage, tap.drop_usage_only);
+                if shared.wanted {
+                    shared.push(&mut tap.frames);
+                }
                 if let Err(e) = fed {
                     failure = Some(e);
                     kept = i + 1;
@@ -106,6 +111,9 @@ impl Phase for Accounting {
                         tap.last = Some(tail.clone());
                     }
                     let last = forwardable(&tail, &frames, &mut tap.usage, tap.drop_usage_only);
+                    if shared.wanted {
+                        shared.push(&mut frames.to_vec());
+                    }
                     body.push(last);
                 }
             }

@@ -148,6 +148,8 @@ impl Phase for OperatorFilters {
                 let limit = server.max_sse_event.max(server.max_response_body);
                 ctx.filters.scanner = Some(SseScanner::with_limit(limit));
                 ctx.filters.streams = streams;
+                // Untranslated, the client's events are the provider's frames.
+                ctx.accounting.shared.wanted = ctx.upstream_format() == ctx.format;
             }
         } else {
             ctx.filters.json = true;
@@ -193,6 +195,14 @@ impl Phase for OperatorFilters {
         let mut too_large = None;
         let mut failure = None;
         let mut events = Vec::new();
+        // With nothing of an earlier batch pending, the frames accounting cut these very
+        // bytes into are the events the scanner would find.
+        if scanner.pending() == 0 {
+            if let Some(frames) = ctx.accounting.shared.take_for(body) {
+                events = frames;
+                body.clear();
+            }
+        }
         for piece in body.drain(..) {
             if let Err(e) = scanner.feed(piece, &mut events) {
                 too_large = Some(e);

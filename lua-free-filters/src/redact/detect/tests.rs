@@ -203,6 +203,30 @@ fn the_search_finds_the_leftmost_longest_checked_values() {
 }
 
 #[test]
+fn values_right_after_values_are_found_whatever_the_counts_say() {
+    // After a value, a pattern is searched again only if what is left meets its needs:
+    // the count must take in every byte after the value, up to its very first.
+    for (text, want) in [
+        ("a@b.co,c@d.co", vec!["a@b.co", "c@d.co"]),
+        ("a@b.co c@d.co x", vec!["a@b.co", "c@d.co"]),
+        (
+            "4111 1111 1111 1111,4111111111111111",
+            vec!["4111 1111 1111 1111", "4111111111111111"],
+        ),
+        (
+            "+44 20 7946 0958,+44 20 7946 0959",
+            vec!["+44 20 7946 0958", "+44 20 7946 0959"],
+        ),
+    ] {
+        let d = all();
+        let found = d.find(text);
+        assert_eq!(found, reference(&d, text), "{text}");
+        let values: Vec<&str> = found.iter().map(|f| &text[f.start..f.end]).collect();
+        assert_eq!(values, want, "{text}");
+    }
+}
+
+#[test]
 fn a_tie_at_the_longest_end_goes_to_the_earlier_pattern() {
     // Both match all of `aaa`; the first listed wins, whichever order they come in.
     for (patterns, want) in [(["[a-z]+", "a+"], 0), (["a+", "[a-z]+"], 0)] {

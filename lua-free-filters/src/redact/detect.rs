@@ -201,9 +201,9 @@ fn matches_exactly(
 
 /// A compiled set of patterns.
 pub struct Detector {
-    /// What a text must hold for each of them to match: counted before any search (empty
+    /// What a text must hold for any of them to match: counted before any search (`None`
     /// when one of them could match anything: then there is nothing to count).
-    needs: Vec<Needs>,
+    gate: Option<needs::Gate>,
     /// Any of them, for the common answer: nothing here.
     any: regex::RegexSet,
     /// Each pattern, and the same for matching exactly a span of the text in its context
@@ -322,10 +322,11 @@ impl Detector {
             .or_else(|_| tail_automaton(&anything()))
             .map_err(|e| invalid("(all patterns' prefixes)", &e))?;
         Ok(Detector {
-            needs: if patterns.iter().any(|p| p.needs == Needs::Anything) {
-                Vec::new()
+            gate: if patterns.iter().any(|p| p.needs == Needs::Anything) {
+                None
             } else {
-                patterns.iter().map(|p| p.needs).collect()
+                let needs: Vec<Needs> = patterns.iter().map(|p| p.needs).collect();
+                Some(needs::Gate::new(&needs))
             },
             any,
             each,
@@ -354,10 +355,11 @@ impl Detector {
         // Most texts hold nothing: one search with the set's prefilter says so. Then each
         // pattern looks for its first value: a pattern that has none costs one forward scan,
         // less than asking the set which patterns match (an overlapping scan of the text).
-        let counted = !self.needs.is_empty();
-        if counted && !needs::any_met(&self.needs, &text.as_bytes()[from..])
-            || !self.any.is_match_at(text, from)
-        {
+        let ruled_out = self
+            .gate
+            .as_ref()
+            .is_some_and(|gate| !gate.met(&text.as_bytes()[from..]));
+        if ruled_out || !self.any.is_match_at(text, from) {
             return Vec::new();
         }
         // Leftmost value first (the longest on a tie, then the more specific pattern); the
@@ -420,7 +422,7 @@ impl Detector {
     pub fn any(&self, text: &[u8]) -> bool {
         // Patterns match text; bytes that are not UTF-8 are not text to match.
         std::str::from_utf8(text).is_ok_and(|t| {
-            (self.needs.is_empty() || needs::any_met(&self.needs, text)) && self.any.is_match(t)
+            self.gate.as_ref().is_none_or(|gate| gate.met(text)) && self.any.is_match(t)
         })
     }
 

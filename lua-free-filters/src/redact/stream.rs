@@ -48,8 +48,9 @@ struct Held {
     /// text is in it): sent as they came when `text` turns out to be no value. Empty when `text`
     /// is a tail cut from an event already sent.
     events: Vec<(Bytes, std::ops::Range<usize>)>,
-    /// The last event of this text, to carry the tail out in.
-    template: Bytes,
+    /// The last event of this text, to carry the tail out in (`None`: the last of
+    /// `events`, which is not empty then).
+    template: Option<Bytes>,
     slot: Slot,
 }
 
@@ -187,6 +188,10 @@ impl RedactStream {
                 kept.push(held);
                 continue;
             }
+            let template = held
+                .template
+                .clone()
+                .or_else(|| held.events.last().map(|(event, _)| event.clone()));
             let mut whole = self.context(held.index, held.text.len());
             let from = whole.len();
             whole.push_str(&held.text);
@@ -206,7 +211,10 @@ impl RedactStream {
                     rewritten.unwrap_or(held.text)
                 }
             };
-            let Some(frame) = Frame::parse(&held.template) else {
+            let Some(template) = template else {
+                continue;
+            };
+            let Some(frame) = Frame::parse(&template) else {
                 continue;
             };
             let Some(mut doc) = frame.json() else {
@@ -346,14 +354,14 @@ impl RedactStream {
                 index,
                 text: tail,
                 events: Vec::new(),
-                template: frame,
+                template: Some(frame),
                 slot,
             });
         }
     }
 
-    /// The text event handled in its bytes ([`raw`]); `false` when it is not one the bytes
-    /// say enough about, and nothing was done.
+    /// The text event handled in its bytes ([`raw`]); given back when it is not one the
+    /// bytes say enough about, and nothing was done.
     ///
     /// Events whose text could still be the start of a value are held back whole rather
     /// than cut, and go out as they came once the next says it was no value: no event is
@@ -361,22 +369,22 @@ impl RedactStream {
     fn on_raw_event(
         &mut self,
         detector: &super::Detector,
-        frame: &Bytes,
+        frame: Bytes,
         out: &mut Vec<Bytes>,
-    ) -> bool {
+    ) -> Result<(), Bytes> {
         if !detector.reads_raw() {
-            return false;
+            return Err(frame);
         }
-        let found = match self.framing.as_ref().and_then(|f| f.fits(frame)) {
+        let found = match self.framing.as_ref().and_then(|f| f.fits(&frame)) {
             // Its bytes around the text are the framing's, known to be UTF-8; the text's
             // own are checked below.
             Some(found) => found,
             None => {
-                if std::str::from_utf8(frame).is_err() {
-                    return false;
+                if std::str::from_utf8(&frame).is_err() {
+                    return Err(frame);
                 }
-                let Some(found) = super::raw::find(frame) else {
-                    return false;
+                let Some(found) = super::raw::find(&frame) else {
+                    return Err(frame);
                 };
                 // Every other string of the event holds nothing to redact or restore, as far
                 // as its bytes tell (an escape could split a value from its word boundary:
@@ -385,7 +393,7 @@ impl RedactStream {
                 let clean =
                     |part: &[u8]| memchr::memchr(b'\\', part).is_none() && !detector.any(part);
                 if !clean(before) || !clean(after) {
-                    return false;
+                    return Err(frame);
                 }
                 self.framing = Some(Framing {
                     before: frame.slice(..found.start),
@@ -397,7 +405,7 @@ impl RedactStream {
             }
         };
         let Ok(text) = std::str::from_utf8(&frame[found.start..found.end]) else {
-            return false;
+            return Err(frame);
         };
         let at = self.held.iter().position(|h| h.index == found.index);
         let whole_events = at.is_none_or(|at| !self.held[at].events.is_empty());
@@ -433,23 +441,24 @@ impl RedactStream {
                 if cut == whole.len() {
                     self.sent_text(found.index, &whole);
                     self.keep_scratch(whole);
-                    out.push(frame.clone());
-                    return true;
+                    out.push(frame);
+                    return Ok(());
                 }
                 self.sent_text(found.index, &whole[..sent]);
                 carried.clear();
                 if events.len() < MAX_HELD_EVENTS && whole.len() - sent <= detector.hold() {
-                    events.push((frame.clone(), found.start..found.end));
                     carried.push_str(&whole[sent..]);
                     self.keep_scratch(whole);
+                    // The event itself is the template: the last of those held.
+                    events.push((frame, found.start..found.end));
                     self.held.push(Held {
                         index: found.index,
                         text: carried,
                         events,
-                        template: frame.clone(),
+                        template: None,
                         slot: found.slot,
                     });
-                    return true;
+                    return Ok(());
                 }
                 carried.push_str(&whole[sent..whole.len() - text.len()]);
             }
@@ -466,7 +475,7 @@ impl RedactStream {
                 index: found.index,
                 text: carried,
                 events: Vec::new(),
-                template: frame.clone(),
+                template: Some(frame.clone()),
                 slot: found.slot,
             });
         }
@@ -483,8 +492,8 @@ impl RedactStream {
                 out.push(edited.freeze());
             }
         }
-        self.hold(found.index, tail, frame.clone(), found.slot);
-        true
+        self.hold(found.index, tail, frame, found.slot);
+        Ok(())
     }
 }
 
@@ -511,9 +520,10 @@ impl RedactStream {
             out.push(frame);
             return Ok(());
         };
-        if self.on_raw_event(detector, &frame, out) {
-            return Ok(());
-        }
+        let frame = match self.on_raw_event(detector, frame, out) {
+            Ok(()) => return Ok(()),
+            Err(frame) => frame,
+        };
         if std::str::from_utf8(&frame).is_err() {
             return Err(FilterError::Body("a stream event is not UTF-8".into()));
         }
@@ -564,6 +574,10 @@ impl RedactStream {
         };
         // Events this text held back whole: out first, their text carried by this one.
         if let Some(held) = self.held.iter_mut().find(|h| h.index == index) {
+            // Its template is the last of them: kept, for the text may stay held.
+            if held.template.is_none() {
+                held.template = held.events.last().map(|(event, _)| event.clone());
+            }
             out.extend(
                 held.events
                     .drain(..)

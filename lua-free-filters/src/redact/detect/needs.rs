@@ -40,28 +40,75 @@ static COUNTER: [u8; 256] = {
     table
 };
 
-/// Whether any of `needs` is met by `text` (`true` for a long text, not counted). The
-/// caller has taken out [`Needs::Anything`] (with it, every text is searched).
+/// Whether any of `needs` is met by `text` (`true` for a long text, not counted).
+#[cfg(test)]
 pub(super) fn any_met(needs: &[Needs], text: &[u8]) -> bool {
-    if text.len() > COUNTED {
-        return true;
-    }
-    let mut counts = [0u16; 6];
-    for &b in text {
-        let counter = COUNTER[usize::from(b)];
-        if counter != 0 {
-            counts[usize::from(counter)] += 1;
+    Gate::new(needs).met(text)
+}
+
+/// [`any_met`] for one set of needs, worked out once: the least count of each byte any of
+/// them asks for (any pattern met is the same as any count reaching its least), and the
+/// literals.
+#[derive(Debug)]
+pub(super) struct Gate {
+    /// `u16::MAX` where no pattern counts that byte.
+    least: [u16; 6],
+    literals: Vec<&'static [u8]>,
+    /// A need nothing can rule out: every text passes.
+    open: bool,
+}
+
+impl Gate {
+    pub(super) fn new(needs: &[Needs]) -> Gate {
+        let mut gate = Gate {
+            least: [u16::MAX; 6],
+            literals: Vec::new(),
+            open: false,
+        };
+        for need in needs {
+            let (slot, n) = match *need {
+                Needs::Anything => {
+                    gate.open = true;
+                    continue;
+                }
+                Needs::Digits(n) => (1, n),
+                Needs::Byte(byte, n) => match COUNTED_BYTES.iter().position(|&b| b == byte) {
+                    Some(i) => (2 + i, n),
+                    None => {
+                        gate.open = true;
+                        continue;
+                    }
+                },
+                Needs::Literal(literal) => {
+                    gate.literals.push(literal);
+                    continue;
+                }
+            };
+            gate.least[slot] = gate.least[slot].min(n);
         }
+        gate
     }
-    needs.iter().any(|need| match *need {
-        Needs::Anything => true,
-        Needs::Digits(n) => counts[1] >= n,
-        Needs::Byte(byte, n) => COUNTED_BYTES
+
+    pub(super) fn met(&self, text: &[u8]) -> bool {
+        if self.open || text.len() > COUNTED {
+            return true;
+        }
+        let mut counts = [0u16; 6];
+        for &b in text {
+            let counter = COUNTER[usize::from(b)];
+            if counter != 0 {
+                counts[usize::from(counter)] += 1;
+            }
+        }
+        counts[1..]
             .iter()
-            .position(|&b| b == byte)
-            .is_none_or(|i| counts[2 + i] >= n),
-        Needs::Literal(literal) => memchr::memmem::find(text, literal).is_some(),
-    })
+            .zip(&self.least[1..])
+            .any(|(count, least)| count >= least)
+            || self
+                .literals
+                .iter()
+                .any(|literal| memchr::memmem::find(text, literal).is_some())
+    }
 }
 
 #[cfg(test)]
@@ -84,5 +131,18 @@ mod tests {
         assert!(any_met(&[Needs::Byte(b':', 2)], b"a::b"));
         // A byte no count is kept for is never ruled out.
         assert!(any_met(&[Needs::Byte(b'#', 9)], b"x"));
+        // Several needs: any one met is enough, each by its own count.
+        let several = [Needs::Digits(13), Needs::Digits(7), Needs::Byte(b'@', 1)];
+        assert!(any_met(&several, b"1234567"));
+        assert!(any_met(&several, b"x@y"));
+        assert!(!any_met(&several, b"123456 x.y"));
+        let both = [
+            Needs::Byte(b'.', 3),
+            Needs::Byte(b':', 2),
+            Needs::Literal(b"eyJ"),
+        ];
+        assert!(!any_met(&both, b"a.b.c:d"));
+        assert!(any_met(&both, b"a.b.c.d"));
+        assert!(any_met(&both, b"eyJ"));
     }
 }

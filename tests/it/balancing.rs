@@ -412,15 +412,19 @@ async fn a_429_holds_its_endpoint_off_for_its_retry_after() {
         &format!("  alone:\n    kind: openai-compatible\n    endpoints: [\"{}\"]\n    circuit: {{ failures: 5 }}\nmodels:\n", limited.url()),
     );
     let sira = Sira::start(&config, "");
+    let started = std::time::Instant::now();
     for _ in 0..10 {
         let resp = chat(&sira, &[], hello()).send().await.unwrap();
         assert_eq!(resp.status(), 200);
         resp.bytes().await.unwrap();
     }
-    assert_eq!(
-        posts(&limited),
-        1,
-        "held off after its 429 for the retry-after"
+    // Once within the second it is held off; a loaded machine that took longer over the
+    // ten may have seen the hold end (once a second at most).
+    let seconds = usize::try_from(started.elapsed().as_secs()).unwrap_or(usize::MAX);
+    let tried = posts(&limited);
+    assert!(
+        (1..=1 + seconds).contains(&tried),
+        "held off after its 429 for the retry-after: tried {tried} times in {seconds} s"
     );
     tokio::time::sleep(Duration::from_millis(1100)).await;
     for _ in 0..4 {
@@ -566,7 +570,7 @@ async fn a_hanging_endpoint_is_taken_out_by_its_health_check() {
 #[tokio::test]
 async fn least_latency_sends_the_load_to_the_fast_endpoint() {
     let slow = MockProvider::start_with(MockConfig {
-        hang: Some(sira_mock::Hang::For(Duration::from_millis(150))),
+        hang: Some(sira_mock::Hang::For(Duration::from_millis(1500))),
         ..Default::default()
     });
     let fast = MockProvider::start();

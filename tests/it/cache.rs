@@ -223,11 +223,26 @@ async fn a_redis_cache_is_shared_by_two_sira_processes() {
     let cache = redis_cache(&redis);
     let a = Sira::start(&config(&cache, ""), &mock.url());
     let b = Sira::start(&config(&cache, ""), &mock.url());
+    let mut conn = ::redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
     for stream in [false, true] {
+        let keys = |conn: &mut ::redis::Connection| {
+            ::redis::cmd("KEYS")
+                .arg("*")
+                .query::<Vec<String>>(conn)
+                .unwrap()
+                .len()
+        };
+        let before = keys(&mut conn);
         let (first, answer) = post(&a, &chat(stream)).await;
         assert_eq!(first, "miss");
         // Written to Redis in the background, a moment after the answer.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while keys(&mut conn) == before && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let (second, replayed) = post(&b, &chat(stream)).await;
         assert_eq!(second, "hit", "stream: {stream}");
         assert_eq!(replayed, answer, "stream: {stream}");
@@ -374,24 +389,26 @@ async fn a_stored_stream_replays_at_its_original_pace_where_asked() {
         &config(MEMORY, "    cache: { replay: original }\n"),
         &mock.url(),
     );
-    let (miss, original, _, took) = timed_stream(&sira, "gpt-4o", 100).await;
+    // Pauses long enough that a loaded machine's delays do not blur paced from at once.
+    let pause = 400;
+    let (miss, original, _, took) = timed_stream(&sira, "gpt-4o", pause).await;
     assert_eq!(miss, "miss");
-    assert!(took >= Duration::from_millis(500), "{took:?}");
-    let (hit, replayed, first, took) = timed_stream(&sira, "gpt-4o", 100).await;
+    assert!(took >= Duration::from_millis(5 * pause), "{took:?}");
+    let (hit, replayed, first, took) = timed_stream(&sira, "gpt-4o", pause).await;
     assert_eq!(hit, "hit");
     assert_eq!(data_events(&replayed), data_events(&original));
     // The first event at once, the last as long after it as the provider took.
-    assert!(first < Duration::from_millis(150), "{first:?}");
+    assert!(first < Duration::from_millis(pause), "{first:?}");
     assert!(
-        took - first >= Duration::from_millis(400),
+        took - first >= Duration::from_millis(4 * pause),
         "{:?}",
         took - first
     );
 
-    let (miss, _, _, _) = timed_stream(&sira, "claude", 100).await;
+    let (miss, _, _, _) = timed_stream(&sira, "claude", pause).await;
     assert_eq!(miss, "miss");
-    let (hit, _, _, took) = timed_stream(&sira, "claude", 100).await;
+    let (hit, _, _, took) = timed_stream(&sira, "claude", pause).await;
     assert_eq!(hit, "hit");
-    assert!(took < Duration::from_millis(300), "{took:?}");
+    assert!(took < Duration::from_millis(4 * pause), "{took:?}");
     assert_eq!(mock.requests().len(), 2);
 }

@@ -130,7 +130,11 @@ async fn clients_of_different_formats_share_answers_and_flights() {
         let mut tasks = vec![tokio::spawn(async move {
             answer_of(surface, &path, first).await
         })];
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        // The others once the first leads (the provider has it).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while mock.requests().len() == before && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         tasks.extend((0..29).map(|i| {
             let (surface, path, body) = clients[i % 3].clone();
             let req = asking(&sira, &path, &body, 400);
@@ -267,12 +271,23 @@ async fn a_kept_answer_that_does_not_translate_is_passed_over_or_broken_off() {
         let [chat, anthropic, _] = three_clients(&format!("broken, stream {stream}"), stream);
         let before: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
         assert_eq!(ask(&writer, chat.0, &chat.1, &chat.2).await.0, "miss");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let after: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
-        let kept: Vec<&String> = after.iter().filter(|k| !before.contains(k)).collect();
+        // Written to Redis in the background, a moment after the answer.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let (after, kept) = loop {
+            let after: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
+            let kept: Vec<String> = after
+                .iter()
+                .filter(|k| !before.contains(k))
+                .cloned()
+                .collect();
+            if !kept.is_empty() || std::time::Instant::now() > deadline {
+                break (after, kept);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         assert_eq!(kept.len(), 1, "{after:?}");
         // The entry's header kept, its body replaced by one no translation reads.
-        let value: Vec<u8> = redis::cmd("GET").arg(kept[0]).query(&mut conn).unwrap();
+        let value: Vec<u8> = redis::cmd("GET").arg(&kept[0]).query(&mut conn).unwrap();
         let newline = value.iter().position(|&b| b == b'\n').unwrap();
         let mut broken = value[..=newline].to_vec();
         broken.extend_from_slice(if stream {
@@ -280,9 +295,9 @@ async fn a_kept_answer_that_does_not_translate_is_passed_over_or_broken_off() {
         } else {
             b"{\"choices\": [".as_slice()
         });
-        let ttl: i64 = redis::cmd("PTTL").arg(kept[0]).query(&mut conn).unwrap();
+        let ttl: i64 = redis::cmd("PTTL").arg(&kept[0]).query(&mut conn).unwrap();
         let _: () = redis::cmd("SET")
-            .arg(kept[0])
+            .arg(&kept[0])
             .arg(broken)
             .arg("PX")
             .arg(ttl)

@@ -81,7 +81,7 @@ async fn sigterm_lets_a_running_stream_finish_then_exits() {
         Sira::start_with_server(&standard_config(), &mock.url(), "  grace_period: 30s\n");
     let stream = request(&sira, "/v1/chat/completions")
         .header("x-mock-events", "8")
-        .header("x-mock-delay-ms", "250")
+        .header("x-mock-delay-ms", "400")
         .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "Hi"}]}))
         .send()
         .await
@@ -89,11 +89,18 @@ async fn sigterm_lets_a_running_stream_finish_then_exits() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     sira.sigterm();
-    // New connections are no longer accepted.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // New connections are no longer accepted, while the stream still runs.
+    let deadline = Instant::now() + Duration::from_millis(2500);
+    while std::net::TcpStream::connect(sira.addr).is_ok() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         std::net::TcpStream::connect(sira.addr).is_err(),
         "still accepting after SIGTERM"
+    );
+    assert!(
+        sira.wait_exit(Duration::ZERO).is_none(),
+        "refused only once it had exited"
     );
     let received = receive(stream).await;
     assert!(received.complete, "{}", received.text);
@@ -107,8 +114,8 @@ async fn sigterm_lets_a_running_stream_finish_then_exits() {
         .expect("still running");
     assert!(status.success());
     assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "exited {:?} after SIGTERM for a 2 s stream",
+        started.elapsed() < Duration::from_secs(8),
+        "exited {:?} after SIGTERM for a 3 s stream",
         started.elapsed()
     );
 }

@@ -152,9 +152,14 @@ async fn a_models_concurrency_limit_holds_whoever_calls() {
         &config("", "", "", "limits: { concurrent_requests: 1 }"),
         &mock.url(),
     );
-    let slow = chat(&sira, KEY_A, &[("x-mock-hang-ms", "400")]);
+    // Held long enough that the second surely comes while it runs, on a loaded machine too.
+    let slow = chat(&sira, KEY_A, &[("x-mock-hang-ms", "3000")]);
     let second = async {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // Once the slow one holds its place: the provider has it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while mock.requests().is_empty() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         chat(&sira, KEY_B, &[]).await
     };
     let (first, second) = tokio::join!(slow, second);

@@ -321,7 +321,7 @@ async fn concurrency_is_counted_across_hosts() {
         client()
             .post(sira.url("/v1/chat/completions"))
             .bearer_auth(KEY_A)
-            .header("x-mock-hang-ms", "2000")
+            .header("x-mock-hang-ms", "5000")
             .json(&json!({"model": "gpt-4o", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}))
             .send()
             .await
@@ -330,9 +330,18 @@ async fn concurrency_is_counted_across_hosts() {
     };
     let first = tokio::spawn(slow(a.clone()));
     let second = tokio::spawn(slow(a.clone()));
-    // A few passes publish host a's two requests in flight.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let refused = chat(&b).await;
+    // Both admitted by host a (the provider has them), then published within a few
+    // passes: host b refuses from then on. Polled, so that a loaded machine's delays do not
+    // count as a failure, until well before the slow ones end.
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    while mock.requests().len() < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut refused = chat(&b).await;
+    while refused.status() != 429 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        refused = chat(&b).await;
+    }
     assert_eq!(refused.status(), 429);
     let body: Value = refused.json().await.unwrap();
     assert!(
@@ -344,8 +353,14 @@ async fn concurrency_is_counted_across_hosts() {
     );
     assert_eq!(first.await.unwrap(), 200);
     assert_eq!(second.await.unwrap(), 200);
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(chat(&b).await.status(), 200);
+    // Their end is published too: host b admits again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut admitted = chat(&b).await;
+    while admitted.status() != 200 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        admitted = chat(&b).await;
+    }
+    assert_eq!(admitted.status(), 200);
 }
 
 /// A budget raised by a reload applies at once, though Redis holds the old one's level.

@@ -236,14 +236,14 @@ async fn a_provider_silent_past_its_idle_timeout_ends_the_stream_with_an_error()
         "the provider line changed: {config}"
     );
     let sira = Sira::start(&config, &mock.url());
-    // Events 1.5 s apart: the first arrives, then the provider is silent for longer than its
+    // Events 3 s apart: the first arrives, then the provider is silent for longer than its
     // idle timeout. Every read between events goes through the same paths as a burst (the
     // read that finds nothing ready yet, then the waiting read), so this also checks that the
     // timeout survives the non-waiting poll.
     let started = Instant::now();
     let body = chat_stream_body(
         &sira,
-        &[("x-mock-events", "4"), ("x-mock-delay-ms", "1500")],
+        &[("x-mock-events", "4"), ("x-mock-delay-ms", "3000")],
     )
     .await;
     let took = started.elapsed();
@@ -254,7 +254,7 @@ async fn a_provider_silent_past_its_idle_timeout_ends_the_stream_with_an_error()
         body.text
     );
     assert!(
-        took < Duration::from_millis(1400),
+        took < Duration::from_millis(2800),
         "ended after {took:?}: the idle timeout did not cut the silence short"
     );
     let log = sira.wait_access_log(1);

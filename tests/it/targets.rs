@@ -113,7 +113,7 @@ async fn lowest_cost_picks_the_cheapest_target_for_the_request() {
 #[tokio::test]
 async fn lowest_latency_learns_which_target_answers_first() {
     let slow = MockProvider::start_with(MockConfig {
-        hang: Some(Hang::For(Duration::from_millis(150))),
+        hang: Some(Hang::For(Duration::from_millis(1500))),
         ..Default::default()
     });
     let fast = MockProvider::start();

@@ -264,7 +264,15 @@ async fn sighup_swaps_the_certificate_for_new_connections_only() {
     )
     .unwrap();
     s.sira.sighup();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !s
+        .sira
+        .stderr()
+        .contains("does not belong to the certificate")
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
         s.sira
             .stderr()

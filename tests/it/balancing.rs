@@ -458,7 +458,7 @@ async fn a_429_holds_its_endpoint_off_for_its_retry_after() {
 #[tokio::test]
 async fn no_healthy_endpoint_is_a_502_that_says_so_and_readyz_follows() {
     let urls = [dead_url(), dead_url()];
-    let pool = "    health: { interval: 200ms, timeout: 100ms, unhealthy_after: 1 }\n";
+    let pool = "    health: { interval: 2s, timeout: 2s, unhealthy_after: 1 }\n";
     let sira = Sira::start(&fleet(&urls, pool, ""), "");
     wait_for(
         "both endpoints unhealthy",
@@ -505,7 +505,7 @@ async fn health_state_survives_a_reload_and_added_endpoints_are_checked_at_once(
     let (b, c) = (dead_url(), dead_url());
     // A long interval: anything checked within the test was checked because of a start or
     // a reload, not because the interval came round.
-    let pool = "    health: { interval: 60s, timeout: 200ms, unhealthy_after: 1 }\n";
+    let pool = "    health: { interval: 60s, timeout: 2s, unhealthy_after: 1 }\n";
     let sira = Sira::start(&fleet(&[alive.url(), b.clone()], pool, ""), "");
     wait_for(
         "the dead endpoint found",
@@ -551,11 +551,11 @@ async fn a_hanging_endpoint_is_taken_out_by_its_health_check() {
     });
     let good = MockProvider::start();
     let urls = [hanging.url(), good.url()];
-    let pool = "    health: { interval: 200ms, timeout: 100ms, unhealthy_after: 1 }\n";
+    let pool = "    health: { interval: 1s, timeout: 1s, unhealthy_after: 1 }\n";
     let sira = Sira::start(&fleet(&urls, pool, ""), "");
     wait_for(
         "the hanging endpoint out",
-        Duration::from_secs(3),
+        Duration::from_secs(6),
         async || endpoint(&sira, &urls[0]).await["healthy"] == false,
     )
     .await;

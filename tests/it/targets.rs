@@ -54,7 +54,7 @@ async fn served_by(sira: &Sira, key: &str, headers: &[(&str, &str)]) -> String {
 async fn ordered_skips_a_target_without_a_healthy_endpoint() {
     let backup = MockProvider::start();
     let dead = format!("http://127.0.0.1:{}", free_port());
-    let health = "    health: { interval: 200ms, timeout: 100ms, unhealthy_after: 1 }\n";
+    let health = "    health: { interval: 2s, timeout: 2s, unhealthy_after: 1 }\n";
     let config = format!(
         "{}{}models:\n  m:\n    route: ordered\n    targets: [{{ provider: p0 }}, {{ provider: p1 }}]\n",
         keys(),

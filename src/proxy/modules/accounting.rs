@@ -110,10 +110,9 @@ impl Phase for Accounting {
                     if close_delimited && !is_blank(&tail) {
                         tap.last = Some(tail.clone());
                     }
+                    // Not shared: an unterminated tail is no frame to the filters, which
+                    // keep it back, as their own scanner would, when the stream ends cut.
                     let last = forwardable(&tail, &frames, &mut tap.usage, tap.drop_usage_only);
-                    if shared.wanted {
-                        shared.push(&mut frames.to_vec());
-                    }
                     body.push(last);
                 }
             }

@@ -178,13 +178,18 @@ fn text_logs_carry_no_colour_codes_when_not_at_a_terminal() {
         .arg(&file)
         .env_remove("RUST_LOG")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    // Until the line is written (a loaded machine may take a while to start it).
+    let read = || std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !read().contains("no api_key") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
+    let _ = child.wait();
+    let log = read();
     assert!(log.contains("no api_key"), "{log}");
     assert!(!log.contains('\u{1b}'), "{log}");
 }

@@ -182,14 +182,16 @@ async fn a_key_issued_through_the_admin_api_is_kept_hashed_limited_rotated_and_r
     let logs = format!("{}{:?}", sira.stderr(), sira.access_log());
     assert!(!logs.contains(&secret) && !logs.contains(&secret[secret.len() - 8..]));
 
-    // Rotation: the new secret works; the old one until its overlap ends (here at once).
+    // Rotation: the new secret works; the old one until its overlap ends (in whole
+    // seconds: 4 to 5 s from now, room for a loaded machine's delays).
     let (status, rotated) = admin(
         &sira,
         reqwest::Method::POST,
         "/admin/keys/ci-bot/rotate",
-        Some(json!({"overlap": "2s"})),
+        Some(json!({"overlap": "5s"})),
     )
     .await;
+    let rotated_at = std::time::Instant::now();
     assert_eq!(status, 200, "{rotated}");
     let fresh = rotated["key"].as_str().unwrap().to_owned();
     assert_ne!(fresh, secret);
@@ -203,7 +205,11 @@ async fn a_key_issued_through_the_admin_api_is_kept_hashed_limited_rotated_and_r
         403,
         "new key known"
     );
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(
+        (rotated_at + Duration::from_millis(5100))
+            .saturating_duration_since(std::time::Instant::now()),
+    )
+    .await;
     let (status, body) = chat(&sira, &secret, "gpt-4o").await;
     assert_eq!(status, 401);
     assert_eq!(body["error"]["code"], "expired_api_key");
@@ -294,7 +300,9 @@ async fn issued_keys_survive_reloads_and_restarts_and_expire() {
     let auth_extra = format!("  key_store: {}", store.display());
     let sira = start(&mock, &auth_extra, "");
     let kept = issue(&sira, json!({"name": "kept", "tenant": "acme"})).await;
-    let brief = issue(&sira, json!({"name": "brief", "expires_in": "2s"})).await;
+    // Ends 4 to 5 s from now (whole seconds): used well before, checked after.
+    let brief = issue(&sira, json!({"name": "brief", "expires_in": "5s"})).await;
+    let issued_at = std::time::Instant::now();
     assert_eq!(chat(&sira, &kept, "gpt-4o").await.0, 200);
     assert_eq!(chat(&sira, &brief, "gpt-4o").await.0, 200);
 
@@ -320,7 +328,11 @@ async fn issued_keys_survive_reloads_and_restarts_and_expire() {
     assert_eq!(chat(&sira, &kept, "gpt-4o").await.0, 200);
 
     // The short-lived one has ended.
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(
+        (issued_at + Duration::from_millis(5100))
+            .saturating_duration_since(std::time::Instant::now()),
+    )
+    .await;
     let (status, body) = chat(&sira, &brief, "gpt-4o").await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),

@@ -406,16 +406,34 @@ async fn a_threshold_crossed_by_the_fleet_is_alerted_once() {
         admitted(&a).await;
     }
     // Host b learns the fleet's spend, then crosses the same threshold with its own request.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let usage = b.admin_json("/admin/usage?key=team-a").await;
+        let spent = usage["scopes"][0]["budget"]["spent_usd"].as_f64().unwrap();
+        if spent >= 0.059 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "host b never learned: {usage}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     admitted(&b).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let thresholds: Vec<Value> = got
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(_, body)| serde_json::from_slice::<Value>(body).unwrap())
-        .filter(|alert| alert["kind"] == "budget_threshold")
-        .collect();
+    let thresholds = || -> Vec<Value> {
+        got.lock()
+            .unwrap()
+            .iter()
+            .map(|(_, body)| serde_json::from_slice::<Value>(body).unwrap())
+            .filter(|alert| alert["kind"] == "budget_threshold")
+            .collect()
+    };
+    // Delivered in the background: waited for, then a moment more for a second one.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (thresholds().is_empty() || !b.stderr().contains("\"alert\""))
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let thresholds = thresholds();
     assert_eq!(thresholds.len(), 1, "{thresholds:?}");
     assert_eq!(thresholds[0]["threshold_percent"], 50);
     // Both hosts did notice: each logs its alert.

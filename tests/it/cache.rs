@@ -261,7 +261,8 @@ async fn fifty_identical_requests_in_flight_make_one_upstream_call() {
         let tasks: Vec<_> = (0..50)
             .map(|_| {
                 let req = request(&sira, "/v1/chat/completions")
-                    .header("x-mock-hang-ms", "400")
+                    // Long enough that all fifty are in before the first is answered.
+                    .header("x-mock-hang-ms", "2000")
                     .header("x-mock-delay-ms", "20")
                     .json(&body);
                 tokio::spawn(async move {

@@ -365,7 +365,7 @@ async fn a_jwks_url_is_fetched_and_a_rotated_key_found_with_one_rate_limited_ref
     );
     // The first fetch happens in the background as the config is loaded.
     let mut status = 0;
-    for _ in 0..50 {
+    for _ in 0..200 {
         status = call(&sira, &k1, "gpt-4o").await.0;
         if status == 200 {
             break;

@@ -368,7 +368,7 @@ async fn budget_alerts_are_signed_webhooks_fired_once() {
     assert_eq!(chat(&sira, KEY_A, &[]).await.status(), 429);
     assert_eq!(chat(&sira, KEY_A, &[]).await.status(), 429);
     let mut alerts = Vec::new();
-    for _ in 0..100 {
+    for _ in 0..500 {
         alerts = got.lock().unwrap().clone();
         if alerts.len() >= 2 {
             break;

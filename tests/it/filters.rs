@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use sira_mock::MockProvider;
 
 use crate::streaming::data_events;
-use crate::support::{client, keys_section, receive, request, Sira};
+use crate::support::{client, keys_section, receive, request, send_receive, Sira};
 use crate::translation::{stream_text, Surface};
 
 fn config(filters: &str, attached: &str) -> String {
@@ -354,12 +354,7 @@ async fn placeholders_and_values_split_across_stream_events_are_restored_and_red
     let sira = Sira::start(&config(REDACT, "pii"), &upstream.url);
     let body = json!({"model": "gpt-4o", "stream": true,
         "messages": [{"role": "user", "content": "write to jane@example.com"}]});
-    let resp = request(&sira, "/v1/chat/completions")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let received = receive(resp).await;
+    let received = send_receive(request(&sira, "/v1/chat/completions").json(&body)).await;
     assert!(received.complete, "{}", received.text);
     let (text, _) = stream_text(Surface::Chat, &received.text);
     assert_eq!(text, "Sent to jane@example.com and cc [EMAIL_2] today");
@@ -399,12 +394,7 @@ async fn a_stream_the_network_cuts_anywhere_is_redacted_the_same() {
         if asks_usage {
             body["stream_options"] = json!({"include_usage": true});
         }
-        let resp = request(&sira, "/v1/chat/completions")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let received = receive(resp).await;
+        let received = send_receive(request(&sira, "/v1/chat/completions").json(&body)).await;
         let case = format!("cut {cut}, usage asked {asks_usage}: {}", received.text);
         assert!(received.complete, "{case}");
         let (text, done) = stream_text(Surface::Chat, &received.text);

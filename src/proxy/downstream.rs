@@ -243,11 +243,13 @@ pub fn set_streaming_framing(
     out: &mut ResponseHeader,
 ) -> Result<(), GatewayError> {
     if !session.is_http2() && session.req_header().version == http::Version::HTTP_11 {
-        out.insert_header(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        )
-        .map_err(super::modules::header_error)?;
+        super::header_edit::edit_response(out, |h| {
+            h.try_insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            )
+        })
+        .map_err(super::header_edit::too_many)?;
     }
     Ok(())
 }

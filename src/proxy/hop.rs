@@ -5,6 +5,7 @@
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method};
 use pingora_http::{RequestHeader, ResponseHeader};
 
+use super::header_edit::{self, too_many};
 use super::modules::X_REQUEST_ID;
 use crate::error::GatewayError;
 
@@ -65,59 +66,56 @@ const X_UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-re
 /// The start of an upstream request: `POST`, a placeholder path (the provider module sets
 /// the real one), and the client's end-to-end headers.
 pub fn upstream_request(client: &HeaderMap) -> Result<RequestHeader, GatewayError> {
-    let build_error = |e: Box<pingora_error::Error>| {
-        GatewayError::Internal(format!("cannot build upstream request header: {e}").into())
-    };
-    let mut req = RequestHeader::build_no_case(Method::POST, b"/", Some(client.len() + 6))
-        .map_err(build_error)?;
+    let mut headers = HeaderMap::with_capacity(client.len() + 6);
     let mut connection = false;
     for (name, value) in client {
         if *name == header::CONNECTION {
             connection = true;
         } else if !skip_request_header(name) {
-            req.append_header(name.clone(), value.clone())
-                .map_err(build_error)?;
+            headers
+                .try_append(name.clone(), value.clone())
+                .map_err(too_many)?;
         }
     }
     if connection {
-        for named in client
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(connection_tokens)
-        {
-            req.remove_header(&named);
-        }
+        drop_connection_listed(&mut headers, client);
     }
-    Ok(req)
+    Ok(header_edit::request(Method::POST, headers))
 }
 
 /// The client's response header from the provider's: its end-to-end headers, with the
 /// provider's request id kept under another name (the client's `x-request-id` is sira's).
 pub fn client_response(upstream: &ResponseHeader) -> Result<ResponseHeader, GatewayError> {
-    let build_error = |e: Box<pingora_error::Error>| {
-        GatewayError::Internal(format!("cannot build response header: {e}").into())
-    };
-    let mut out = ResponseHeader::build_no_case(upstream.status, Some(upstream.headers.len() + 6))
-        .map_err(build_error)?;
+    let mut headers = HeaderMap::with_capacity(upstream.headers.len() + 6);
     let mut connection = false;
     for (name, value) in &upstream.headers {
         if *name == header::CONNECTION {
             connection = true;
         } else if *name == X_REQUEST_ID {
-            out.append_header(X_UPSTREAM_REQUEST_ID, value.clone())
-                .map_err(build_error)?;
+            headers
+                .try_append(X_UPSTREAM_REQUEST_ID, value.clone())
+                .map_err(too_many)?;
         } else if !skip_response_header(name) {
-            out.append_header(name.clone(), value.clone())
-                .map_err(build_error)?;
+            headers
+                .try_append(name.clone(), value.clone())
+                .map_err(too_many)?;
         }
     }
     if connection {
-        let listed = upstream.headers.get_all(header::CONNECTION);
-        for named in listed.iter().flat_map(connection_tokens) {
-            out.remove_header(&named);
-        }
+        drop_connection_listed(&mut headers, &upstream.headers);
     }
-    Ok(out)
+    Ok(header_edit::response(upstream.status, headers))
+}
+
+/// Removes from `headers` the fields that `from`'s `Connection` lists: hop-by-hop too.
+fn drop_connection_listed(headers: &mut HeaderMap, from: &HeaderMap) {
+    for named in from
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(connection_tokens)
+    {
+        headers.remove(&named);
+    }
 }
 
 /// Header names a `Connection` value lists besides `close` and `keep-alive`: hop-by-hop

@@ -554,9 +554,13 @@ pub(super) fn build(
     let UpstreamRequest {
         mut header, body, ..
     } = upstream;
-    header
-        .insert_header(http::header::CONTENT_LENGTH, body.len())
-        .map_err(|e| GatewayError::Internal(format!("cannot frame the request: {e}").into()))?;
+    super::header_edit::edit_request(&mut header, |h| {
+        h.try_insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(body.len()),
+        )
+    })
+    .map_err(super::header_edit::too_many)?;
     Ok((header, body))
 }
 

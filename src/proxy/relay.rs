@@ -17,6 +17,7 @@ use pingora_http::ResponseHeader;
 use super::ctx::RequestCtx;
 use super::downstream::{abort, set_streaming_framing, write_header, write_pieces, Gather};
 use super::exchange::{BodyError, UpstreamResponse};
+use super::header_edit::{self, too_many};
 use super::modules::{header_error, stream_error_event};
 use super::{hop, policy, Gateway};
 use crate::error::GatewayError;
@@ -90,18 +91,21 @@ pub async fn relay(
         return relay_whole(gw, session, ctx, &mut upstream, out).await;
     }
     if ctx.response.sse {
-        out.insert_header(
-            header::CACHE_CONTROL,
-            http::HeaderValue::from_static("no-cache"),
-        )
-        .map_err(header_error)?;
+        header_edit::edit_response(&mut out, |h| {
+            h.try_insert(
+                header::CACHE_CONTROL,
+                http::HeaderValue::from_static("no-cache"),
+            )
+        })
+        .map_err(too_many)?;
         set_streaming_framing(session, &mut out)?;
         return relay_stream(gw, session, ctx, &mut upstream, out).await;
     }
     match content_length {
-        Some(length) if !ctx.response.rewrites_body => out
-            .insert_header(header::CONTENT_LENGTH, length)
-            .map_err(header_error)?,
+        Some(length) if !ctx.response.rewrites_body => {
+            header_edit::edit_response(&mut out, |h| h.try_insert(header::CONTENT_LENGTH, length))
+                .map_err(too_many)?;
+        }
         _ => set_streaming_framing(session, &mut out)?,
     }
     relay_body(gw, session, ctx, &mut upstream, out).await
@@ -377,8 +381,10 @@ async fn relay_whole(
     gw.chain.response_body_filter(&mut pieces, true, ctx)?;
     let length: usize = pieces.iter().map(Bytes::len).sum();
     out.set_status(ctx.response.status).map_err(header_error)?;
-    out.insert_header(header::CONTENT_LENGTH, length)
-        .map_err(header_error)?;
+    header_edit::edit_response(&mut out, |h| {
+        h.try_insert(header::CONTENT_LENGTH, http::HeaderValue::from(length))
+    })
+    .map_err(too_many)?;
     if write_header(session, ctx, out).await {
         write_pieces(session, ctx, &mut pieces, true).await;
     }

@@ -7,6 +7,7 @@ use pingora_http::ResponseHeader;
 use crate::error::GatewayError;
 use crate::provider::ProviderKind;
 use crate::proxy::ctx::RequestCtx;
+use crate::proxy::header_edit::{self, too_many};
 use crate::proxy::phases::{Phase, UpstreamRequest};
 
 // Names as constants: a `&str` name is parsed into a `HeaderName` on every insert.
@@ -18,6 +19,7 @@ const X_SIRA_ATTEMPTS: HeaderName = HeaderName::from_static("x-sira-attempts");
 const X_SIRA_ESTIMATE: HeaderName = HeaderName::from_static("x-sira-estimate");
 const X_SIRA_DROPPED_PARAMS: HeaderName = HeaderName::from_static("x-sira-dropped-params");
 const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
 
 /// `x-request-id`, `x-sira-provider`, `x-sira-model`, `x-sira-attempts`,
 /// `x-sira-dropped-params` and `x-sira-overhead-us` on every response, sira's own included.
@@ -35,30 +37,9 @@ impl Phase for SiraHeaders {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<(), GatewayError> {
-        resp.insert_header(X_REQUEST_ID, ctx.id.clone())
-            .map_err(header_error)?;
-        if ctx.response.estimate {
-            resp.insert_header(X_SIRA_ESTIMATE, HeaderValue::from_static("true"))
-                .map_err(header_error)?;
-        }
         let overhead = ctx.started.elapsed().saturating_sub(ctx.upstream.wait);
-        resp.insert_header(X_SIRA_OVERHEAD_US, overhead.as_micros() as u64)
-            .map_err(header_error)?;
         let upstream = &ctx.upstream;
-        if let Some(value) = upstream
-            .provider
-            .as_ref()
-            .and_then(|p| p.name_header.clone())
-        {
-            resp.insert_header(X_SIRA_PROVIDER, value)
-                .map_err(header_error)?;
-        }
-        if let Some(model) = &upstream.model {
-            if let Ok(v) = HeaderValue::from_str(model) {
-                resp.insert_header(X_SIRA_MODEL, v).map_err(header_error)?;
-            }
-        }
-        if !upstream.attempts.is_empty() {
+        let attempts = (!upstream.attempts.is_empty()).then(|| {
             let mut text = upstream.attempts.len().to_string();
             for (i, attempt) in upstream.attempts.iter().enumerate() {
                 text.push_str(if i == 0 { " (" } else { ", " });
@@ -67,19 +48,41 @@ impl Phase for SiraHeaders {
                 text.push_str(&attempt.outcome);
             }
             text.push(')');
-            if let Ok(v) = HeaderValue::from_str(&text) {
-                resp.insert_header(X_SIRA_ATTEMPTS, v)
-                    .map_err(header_error)?;
-            }
-        }
+            text
+        });
         let dropped = &ctx.response.dropped_params;
-        if !dropped.is_empty() {
-            if let Ok(v) = HeaderValue::from_str(&dropped.join(", ")) {
-                resp.insert_header(X_SIRA_DROPPED_PARAMS, v)
-                    .map_err(header_error)?;
+        header_edit::edit_response(resp, |headers| {
+            let mut set = |name: HeaderName, value: HeaderValue| {
+                headers.try_insert(name, value).map(drop).map_err(too_many)
+            };
+            set(X_REQUEST_ID, ctx.id.clone())?;
+            if ctx.response.estimate {
+                set(X_SIRA_ESTIMATE, HeaderValue::from_static("true"))?;
             }
-        }
-        Ok(())
+            set(
+                X_SIRA_OVERHEAD_US,
+                HeaderValue::from(overhead.as_micros() as u64),
+            )?;
+            if let Some(value) = upstream
+                .provider
+                .as_ref()
+                .and_then(|p| p.name_header.clone())
+            {
+                set(X_SIRA_PROVIDER, value)?;
+            }
+            if let Some(Ok(value)) = upstream.model.as_deref().map(HeaderValue::from_str) {
+                set(X_SIRA_MODEL, value)?;
+            }
+            if let Some(Ok(value)) = attempts.as_deref().map(HeaderValue::from_str) {
+                set(X_SIRA_ATTEMPTS, value)?;
+            }
+            if !dropped.is_empty() {
+                if let Ok(value) = HeaderValue::from_str(&dropped.join(", ")) {
+                    set(X_SIRA_DROPPED_PARAMS, value)?;
+                }
+            }
+            Ok(())
+        })
     }
 }
 
@@ -108,38 +111,42 @@ impl Phase for ProviderRequest {
             upstream.stream,
         )?;
         let req = &mut upstream.header;
+        header_edit::edit_request(req, |headers| {
+            let mut set = |name: HeaderName, value: HeaderValue| {
+                headers.try_insert(name, value).map(drop).map_err(too_many)
+            };
+            set(header::HOST, upstream.endpoint.authority.clone())?;
+            set(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )?;
+            // Accounting must read the response: ask for it uncompressed.
+            set(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static("identity"),
+            )?;
+            // Anthropic's API-version headers belong to Anthropic: a client's never go to
+            // another kind. (Account-choosing headers never cross at all:
+            // `hop::skip_request_header`.)
+            if provider.kind != ProviderKind::Anthropic {
+                headers.remove(&ANTHROPIC_VERSION);
+                headers.remove(&ANTHROPIC_BETA);
+            } else if !headers.contains_key(&ANTHROPIC_VERSION) {
+                headers
+                    .try_insert(ANTHROPIC_VERSION, provider.anthropic_version.clone())
+                    .map_err(too_many)?;
+            }
+            for (name, value) in &provider.headers {
+                headers
+                    .try_insert(name.clone(), value.clone())
+                    .map_err(too_many)?;
+            }
+            Ok::<_, GatewayError>(())
+        })?;
+        // After the fields: an edit rebuilds the header from its parts.
         req.set_raw_path(path.as_bytes()).map_err(|e| {
             GatewayError::Internal(format!("cannot build upstream path: {e}").into())
         })?;
-        let set = |req: &mut pingora_http::RequestHeader, name: HeaderName, value: HeaderValue| {
-            req.insert_header(name, value).map_err(request_header_error)
-        };
-        set(req, header::HOST, upstream.endpoint.authority.clone())?;
-        set(
-            req,
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )?;
-        // Accounting must read the response: ask for it uncompressed.
-        set(
-            req,
-            header::ACCEPT_ENCODING,
-            HeaderValue::from_static("identity"),
-        )?;
-        // Anthropic's API-version headers belong to Anthropic: a client's never go to another
-        // kind. (Account-choosing headers never cross at all: `hop::skip_request_header`.)
-        if provider.kind != ProviderKind::Anthropic {
-            for name in ["anthropic-version", "anthropic-beta"] {
-                req.remove_header(name);
-            }
-        }
-        if provider.kind == ProviderKind::Anthropic && !req.headers.contains_key(&ANTHROPIC_VERSION)
-        {
-            set(req, ANTHROPIC_VERSION, provider.anthropic_version.clone())?;
-        }
-        for (name, value) in &provider.headers {
-            set(req, name.clone(), value.clone())?;
-        }
         Ok(())
     }
 }
@@ -158,20 +165,15 @@ impl Phase for Credentials {
         upstream: &mut UpstreamRequest<'_>,
         _ctx: &mut RequestCtx,
     ) -> Result<(), GatewayError> {
-        if let Some((name, value)) = upstream.target.provider.auth_header() {
-            upstream
-                .header
-                .insert_header(name, value)
-                .map_err(request_header_error)?;
+        match upstream.target.provider.auth_header() {
+            Some((name, value)) => header_edit::edit_request(&mut upstream.header, |headers| {
+                headers.try_insert(name, value).map(drop).map_err(too_many)
+            }),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
 pub(crate) fn header_error(e: Box<pingora_error::Error>) -> GatewayError {
     GatewayError::Internal(format!("cannot build response header: {e}").into())
-}
-
-fn request_header_error(e: Box<pingora_error::Error>) -> GatewayError {
-    GatewayError::Internal(format!("cannot build upstream request header: {e}").into())
 }

@@ -53,7 +53,9 @@ async fn events_reach_the_client_before_the_provider_sends_the_last() {
         .post(sira.url("/v1/chat/completions"))
         .bearer_auth(KEY_A)
         .header("x-mock-events", "4")
-        .header("x-mock-delay-ms", "250")
+        // The last event leaves 1.5 s after the first: a loaded machine's scheduling delays
+        // stay well inside that, a relay that buffers the stream does not.
+        .header("x-mock-delay-ms", "500")
         .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "Hi"}]}))
         .send()
         .await
@@ -102,7 +104,7 @@ async fn anthropic_streams_are_relayed_event_by_event() {
         .post(sira.url("/v1/messages"))
         .header("x-api-key", KEY_A)
         .header("x-mock-events", "3")
-        .header("x-mock-delay-ms", "200")
+        .header("x-mock-delay-ms", "500")
         .json(&json!({"model": "claude", "max_tokens": 64, "stream": true, "messages": [{"role": "user", "content": "Hi"}]}))
         .send()
         .await

@@ -197,21 +197,24 @@ impl<'a> Flat<'a> {
     /// An unsigned integer that fits in 64 bits.
     fn number(&mut self) -> Option<u64> {
         self.skip_space();
-        let digits = self.bytes[self.at..]
-            .iter()
-            .take_while(|b| b.is_ascii_digit())
-            .count();
-        let end = self.at + digits;
+        let start = self.at;
+        let mut value = 0u64;
+        while let Some(digit) = self.bytes.get(self.at).and_then(|b| b.checked_sub(b'0')) {
+            if digit > 9 {
+                break;
+            }
+            value = value.checked_mul(10)?.checked_add(u64::from(digit))?;
+            self.at += 1;
+        }
+        let digits = self.at - start;
         // A fraction or an exponent: not a counter; a leading zero: not JSON.
-        let leading_zero = digits > 1 && self.bytes[self.at] == b'0';
-        if digits == 0 || leading_zero || matches!(self.bytes.get(end), Some(b'.' | b'e' | b'E')) {
+        let leading_zero = digits > 1 && self.bytes[start] == b'0';
+        if digits == 0
+            || leading_zero
+            || matches!(self.bytes.get(self.at), Some(b'.' | b'e' | b'E'))
+        {
             return None;
         }
-        let value = std::str::from_utf8(&self.bytes[self.at..end])
-            .ok()?
-            .parse()
-            .ok()?;
-        self.at = end;
         Some(value)
     }
 
@@ -577,6 +580,8 @@ mod tests {
             r#"{"total_tokens": 1, "total_tokens": 1}"#,
             r#"{"completion_tokens_details": {}, "completion_tokens_details": {}}"#,
             "{\"pr\u{1}\": 1}",
+            r#"{"prompt\u005ftokens": 1}"#,
+            "{\"pr\u{e9}\": 1}",
         ] {
             assert_eq!(chat_usage_quick(object.as_bytes()), None, "{object}");
         }

@@ -133,7 +133,13 @@ async fn next(
             Some((at, _)) => tokio::time::timeout_at(at, upstream.read()).await.ok(),
         }
     };
+    // In this order: when the provider's last bytes (or its end) are in at the moment the
+    // client hangs up, the body is taken first, so a client that had its whole answer and
+    // closed at once is not taken for one that left early (its usage was then lost and the
+    // request billed at its prompt's estimate). The grace period's end comes first of all.
     let next = tokio::select! {
+        biased;
+        () = gw.drain.expiry() => Next::Failed(GatewayError::ShuttingDown),
         read = read => match read {
             Some(Ok(Some(bytes))) => Next::Chunk(bytes),
             Some(Ok(None)) => Next::End,
@@ -145,7 +151,6 @@ async fn next(
             }),
         },
         _ = session.read_body_or_idle(true), if watch_client => Next::ClientGone,
-        () = gw.drain.expiry() => Next::Failed(GatewayError::ShuttingDown),
     };
     ctx.upstream.wait += started.elapsed();
     if let Next::Failed(e) = &next {

@@ -203,3 +203,67 @@ async fn a_stream_cut_before_its_usage_is_settled_to_an_estimate_never_zero() {
     let series = "sira_tokens_total{estimated=\"true\",key=\"team-a\",kind=\"input\",model=\"gpt-4o\",provider=\"oai\"}";
     assert!(sira.metric(series).await > 0.0);
 }
+
+/// One request on a connection of its own, read to the last byte of its `Content-Length`
+/// and the connection closed at once, as a client that has what it asked for does.
+async fn read_whole_then_close(sira: &Sira) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"Hi"}]}"#;
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: sira\r\nauthorization: Bearer {KEY_A}\r\nx-mock-events: 3\r\nx-mock-input-tokens: 11\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut conn = tokio::net::TcpStream::connect(sira.addr).await.unwrap();
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got);
+        let Some(end) = text.find("\r\n\r\n") else {
+            continue;
+        };
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        let length: usize = text[..end]
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .expect("a content-length");
+        if got.len() >= end + 4 + length {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_closes_once_it_has_the_whole_answer_is_billed_its_usage() {
+    // The close reaches sira about when the provider's end of body does: whichever sira
+    // looked at first decided whether the usage was read or the request settled as cut.
+    let (_mock, sira) = start();
+    let rounds = 300;
+    for _ in 0..rounds {
+        read_whole_then_close(&sira).await;
+    }
+    let log = sira.wait_access_log(rounds);
+    assert_eq!(log.len(), rounds);
+    let cut: Vec<_> = log
+        .iter()
+        .filter(|line| line["estimated"] == true || line["client_gone"] == true)
+        .collect();
+    assert!(
+        cut.is_empty(),
+        "{} of {rounds} taken for cut: {:?}",
+        cut.len(),
+        cut.first()
+    );
+    assert!(
+        log.iter().all(|line| line["output_tokens"] == 3),
+        "{:?}",
+        log[0]
+    );
+}

@@ -151,6 +151,9 @@ async fn spend_until_exhausted(sira: &Sira) -> u32 {
         assert!(Instant::now() < deadline, "the budget never ran out");
         let resp = chat(sira).await;
         if resp.status() == 200 {
+            // Read whole: a client that leaves before the answer is in is billed its
+            // prompt's estimate only, and the budget would stretch to more requests.
+            resp.bytes().await.unwrap();
             admitted += 1;
             continue;
         }

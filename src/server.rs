@@ -77,6 +77,13 @@ pub fn run(snapshot: Snapshot, options: RunOptions) -> std::io::Result<()> {
         // shorter) is a tokio timer, driven by the worker's own event loop, and the clock
         // thread does not start.
         fast_timeout_to_tokio_threshold_seconds: Some(0),
+        // Each worker thread runs its own event loop, as nginx's workers do: Pingora hands
+        // a new connection, and each stream of an HTTP/2 connection, to a random thread,
+        // where it stays. Measured on one core against the work-stealing scheduler, CPU per
+        // request fell 14 % over HTTP/2 (a stream's response no longer wakes the
+        // connection's writer at once, one flush per response; several go out in one
+        // write) and 3-4 % over HTTP/1, TLS or not.
+        work_stealing: false,
         ..ServerConf::default()
     };
     let opt = Opt {

@@ -77,13 +77,16 @@ pub fn run(snapshot: Snapshot, options: RunOptions) -> std::io::Result<()> {
         // shorter) is a tokio timer, driven by the worker's own event loop, and the clock
         // thread does not start.
         fast_timeout_to_tokio_threshold_seconds: Some(0),
-        // Each worker thread runs its own event loop, as nginx's workers do: Pingora hands
-        // a new connection, and each stream of an HTTP/2 connection, to a random thread,
-        // where it stays. Measured on one core against the work-stealing scheduler, CPU per
-        // request fell 14 % over HTTP/2 (a stream's response no longer wakes the
-        // connection's writer at once, one flush per response; several go out in one
-        // write) and 3-4 % over HTTP/1, TLS or not.
-        work_stealing: false,
+        // One worker thread runs a single-threaded event loop (Pingora's no-steal runtime):
+        // measured on one core against the work-stealing scheduler, CPU per request fell
+        // 14 % over HTTP/2 (a stream's response no longer wakes the connection's writer at
+        // once, one flush per response; several go out in one write) and 3-4 % over
+        // HTTP/1, TLS or not. With more threads the work-stealing scheduler stays: Pingora
+        // registers every accepted socket with the event loop of its accept task's thread
+        // and serves the connection on a random one, so most connections would wait on
+        // another thread's loop for their reads, and a busy thread's queue could not be
+        // taken over.
+        work_stealing: settings.threads > 1,
         ..ServerConf::default()
     };
     let opt = Opt {

@@ -72,6 +72,11 @@ impl Drain {
         self.notify.notify_waiters();
     }
 
+    /// Whether the grace period is over: one atomic load, for loops that look every turn.
+    pub fn expired(&self) -> bool {
+        self.expired.load(Ordering::Acquire)
+    }
+
     /// Resolves when the grace period is over. Costs nothing until polled, and is only
     /// polled while a stream waits for its next event.
     pub fn expiry(&self) -> impl Future<Output = ()> + '_ {

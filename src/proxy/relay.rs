@@ -127,30 +127,36 @@ async fn next(
     };
     let started = std::time::Instant::now();
     let deadline = policy::total_deadline(ctx);
-    let read = async {
-        match deadline {
-            None => Some(upstream.read().await),
-            Some((at, _)) => tokio::time::timeout_at(at, upstream.read()).await.ok(),
-        }
-    };
-    // In this order: when the provider's last bytes (or its end) are in at the moment the
-    // client hangs up, the body is taken first, so a client that had its whole answer and
+    // The grace period's end is checked first as a flag (a provider that never pauses
+    // would keep a branch after the read from ever being looked at), then waited for last.
+    // The body comes before the client's hang-up: when the provider's last bytes (or its
+    // end) are in at the moment the client hangs up, a client that had its whole answer and
     // closed at once is not taken for one that left early (its usage was then lost and the
-    // request billed at its prompt's estimate). The grace period's end comes first of all.
-    let next = tokio::select! {
-        biased;
-        () = gw.drain.expiry() => Next::Failed(GatewayError::ShuttingDown),
-        read = read => match read {
-            Some(Ok(Some(bytes))) => Next::Chunk(bytes),
-            Some(Ok(None)) => Next::End,
-            Some(Err(BodyError::Idle(after))) => Next::Failed(broken(format!("nothing received for {}ms", after.as_millis()))),
-            Some(Err(e)) => Next::Failed(broken(e.to_string())),
-            None => Next::Failed(GatewayError::UpstreamTimeout {
-                provider: provider.to_owned(),
-                after: deadline.map(|(_, total)| total).unwrap_or_default(),
-            }),
-        },
-        _ = session.read_body_or_idle(true), if watch_client => Next::ClientGone,
+    // request billed at its prompt's estimate).
+    let next = if gw.drain.expired() {
+        Next::Failed(GatewayError::ShuttingDown)
+    } else {
+        let read = async {
+            match deadline {
+                None => Some(upstream.read().await),
+                Some((at, _)) => tokio::time::timeout_at(at, upstream.read()).await.ok(),
+            }
+        };
+        tokio::select! {
+            biased;
+            read = read => match read {
+                Some(Ok(Some(bytes))) => Next::Chunk(bytes),
+                Some(Ok(None)) => Next::End,
+                Some(Err(BodyError::Idle(after))) => Next::Failed(broken(format!("nothing received for {}ms", after.as_millis()))),
+                Some(Err(e)) => Next::Failed(broken(e.to_string())),
+                None => Next::Failed(GatewayError::UpstreamTimeout {
+                    provider: provider.to_owned(),
+                    after: deadline.map(|(_, total)| total).unwrap_or_default(),
+                }),
+            },
+            _ = session.read_body_or_idle(true), if watch_client => Next::ClientGone,
+            () = gw.drain.expiry() => Next::Failed(GatewayError::ShuttingDown),
+        }
     };
     ctx.upstream.wait += started.elapsed();
     if let Next::Failed(e) = &next {

@@ -260,3 +260,50 @@ async fn keep_alive_connections_serve_many_requests() {
     assert_eq!(mock.requests().len(), 5);
     assert_eq!(mock.connections(), 1, "sira reuses its upstream connection");
 }
+
+/// `server.threads: 1` runs one single-threaded event loop (the others keep the
+/// work-stealing scheduler): everything at once on it, HTTP/1 and HTTP/2, answers and
+/// streams, a reload in the middle, every request served and accounted.
+#[tokio::test]
+async fn one_worker_thread_serves_answers_streams_and_http2_at_once() {
+    let mock = MockProvider::start();
+    let sira = Sira::start_with_server(&standard_config(), &mock.url(), "  threads: 1\n");
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let answer = |http: reqwest::Client| {
+        let url = sira.url("/v1/chat/completions");
+        async move {
+            let resp = http
+                .post(url)
+                .bearer_auth(KEY_A)
+                .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            let body: Value = resp.json().await.unwrap();
+            assert_eq!(body["object"], "chat.completion", "{body}");
+        }
+    };
+    let stream = || async {
+        let received = crate::support::chat_stream_body(&sira, &[("x-mock-delay-ms", "20")]).await;
+        assert!(received.complete, "{}", received.text);
+        received.expect("[DONE]");
+    };
+    let mut jobs: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>> = Vec::new();
+    for _ in 0..20 {
+        jobs.push(Box::pin(answer(client())));
+        jobs.push(Box::pin(answer(h2.clone())));
+    }
+    for _ in 0..10 {
+        jobs.push(Box::pin(stream()));
+    }
+    jobs.push(Box::pin(async {
+        sira.sighup();
+    }));
+    futures_util::future::join_all(jobs).await;
+    assert_eq!(sira.wait_access_log(50).len(), 50);
+    assert_eq!(mock.requests().len(), 50);
+}

@@ -239,14 +239,19 @@ fn render_config(
     dir: &Path,
     server_extra: &str,
 ) -> String {
-    // A short grace period unless the test sets its own.
+    // A short grace period and two worker threads unless the test sets its own.
     let grace = if server_extra.contains("grace_period:") {
         ""
     } else {
         "  grace_period: 1s\n"
     };
+    let threads = if server_extra.contains("threads:") {
+        ""
+    } else {
+        "  threads: 2\n"
+    };
     format!(
-        "server:\n  listen: [\"{addr}\"]\n  admin: \"{admin}\"\n  threads: 2\n{grace}{server_extra}logging:\n  level: info\n  access_log: {}\n{}",
+        "server:\n  listen: [\"{addr}\"]\n  admin: \"{admin}\"\n{threads}{grace}{server_extra}logging:\n  level: info\n  access_log: {}\n{}",
         dir.join("access.log").display(),
         body.replace("{mock}", mock_url)
     )

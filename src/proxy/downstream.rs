@@ -244,12 +244,12 @@ pub fn set_streaming_framing(
 ) -> Result<(), GatewayError> {
     if !session.is_http2() && session.req_header().version == http::Version::HTTP_11 {
         super::header_edit::edit_response(out, |h| {
-            h.try_insert(
+            super::header_edit::set(
+                h,
                 header::TRANSFER_ENCODING,
                 HeaderValue::from_static("chunked"),
             )
-        })
-        .map_err(super::header_edit::too_many)?;
+        })?;
     }
     Ok(())
 }

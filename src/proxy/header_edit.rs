@@ -9,7 +9,7 @@
 //! are built and edited as `http` parts: taken out of the header, edited, put back, which
 //! moves a few hundred bytes and parses nothing.
 
-use http::header::MaxSizeReached;
+use http::header::{HeaderName, HeaderValue, MaxSizeReached};
 use http::{HeaderMap, Method, StatusCode};
 use pingora_http::{RequestHeader, ResponseHeader};
 
@@ -18,8 +18,26 @@ use crate::error::GatewayError;
 /// A `HeaderMap` holds at most 32,768 entries. sira's maps are built from bounded ones
 /// (`server.max_headers`, Pingora's limit on a provider's header), so this is never seen;
 /// it is an error rather than `HeaderMap::insert`'s panic all the same.
-pub fn too_many(_: MaxSizeReached) -> GatewayError {
+fn too_many(_: MaxSizeReached) -> GatewayError {
     GatewayError::Internal("a header has too many fields".into())
+}
+
+/// Sets `name` to `value` in `headers`, replacing what it held.
+pub fn set(
+    headers: &mut HeaderMap,
+    name: HeaderName,
+    value: HeaderValue,
+) -> Result<(), GatewayError> {
+    headers.try_insert(name, value).map(drop).map_err(too_many)
+}
+
+/// Adds `value` to the values of `name` in `headers`.
+pub fn append(
+    headers: &mut HeaderMap,
+    name: HeaderName,
+    value: HeaderValue,
+) -> Result<(), GatewayError> {
+    headers.try_append(name, value).map(drop).map_err(too_many)
 }
 
 /// A request header, keeping no case: `method`, the target `/` (the provider module sets the
@@ -64,7 +82,7 @@ pub fn edit_request<R>(req: &mut RequestHeader, edit: impl FnOnce(&mut HeaderMap
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::header::{self, HeaderName, HeaderValue};
+    use http::header;
 
     fn wire(resp: &ResponseHeader) -> Vec<u8> {
         let mut out = Vec::new();

@@ -5,7 +5,7 @@
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method};
 use pingora_http::{RequestHeader, ResponseHeader};
 
-use super::header_edit::{self, too_many};
+use super::header_edit;
 use super::modules::X_REQUEST_ID;
 use crate::error::GatewayError;
 
@@ -72,9 +72,7 @@ pub fn upstream_request(client: &HeaderMap) -> Result<RequestHeader, GatewayErro
         if *name == header::CONNECTION {
             connection = true;
         } else if !skip_request_header(name) {
-            headers
-                .try_append(name.clone(), value.clone())
-                .map_err(too_many)?;
+            header_edit::append(&mut headers, name.clone(), value.clone())?;
         }
     }
     if connection {
@@ -92,13 +90,9 @@ pub fn client_response(upstream: &ResponseHeader) -> Result<ResponseHeader, Gate
         if *name == header::CONNECTION {
             connection = true;
         } else if *name == X_REQUEST_ID {
-            headers
-                .try_append(X_UPSTREAM_REQUEST_ID, value.clone())
-                .map_err(too_many)?;
+            header_edit::append(&mut headers, X_UPSTREAM_REQUEST_ID, value.clone())?;
         } else if !skip_response_header(name) {
-            headers
-                .try_append(name.clone(), value.clone())
-                .map_err(too_many)?;
+            header_edit::append(&mut headers, name.clone(), value.clone())?;
         }
     }
     if connection {

@@ -555,12 +555,12 @@ pub(super) fn build(
         mut header, body, ..
     } = upstream;
     super::header_edit::edit_request(&mut header, |h| {
-        h.try_insert(
+        super::header_edit::set(
+            h,
             http::header::CONTENT_LENGTH,
             http::HeaderValue::from(body.len()),
         )
-    })
-    .map_err(super::header_edit::too_many)?;
+    })?;
     Ok((header, body))
 }
 

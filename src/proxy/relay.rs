@@ -17,7 +17,7 @@ use pingora_http::ResponseHeader;
 use super::ctx::RequestCtx;
 use super::downstream::{abort, set_streaming_framing, write_header, write_pieces, Gather};
 use super::exchange::{BodyError, UpstreamResponse};
-use super::header_edit::{self, too_many};
+use super::header_edit;
 use super::modules::{header_error, stream_error_event};
 use super::{hop, policy, Gateway};
 use crate::error::GatewayError;
@@ -92,19 +92,20 @@ pub async fn relay(
     }
     if ctx.response.sse {
         header_edit::edit_response(&mut out, |h| {
-            h.try_insert(
+            header_edit::set(
+                h,
                 header::CACHE_CONTROL,
                 http::HeaderValue::from_static("no-cache"),
             )
-        })
-        .map_err(too_many)?;
+        })?;
         set_streaming_framing(session, &mut out)?;
         return relay_stream(gw, session, ctx, &mut upstream, out).await;
     }
     match content_length {
         Some(length) if !ctx.response.rewrites_body => {
-            header_edit::edit_response(&mut out, |h| h.try_insert(header::CONTENT_LENGTH, length))
-                .map_err(too_many)?;
+            header_edit::edit_response(&mut out, |h| {
+                header_edit::set(h, header::CONTENT_LENGTH, length)
+            })?;
         }
         _ => set_streaming_framing(session, &mut out)?,
     }
@@ -393,9 +394,8 @@ async fn relay_whole(
     let length: usize = pieces.iter().map(Bytes::len).sum();
     out.set_status(ctx.response.status).map_err(header_error)?;
     header_edit::edit_response(&mut out, |h| {
-        h.try_insert(header::CONTENT_LENGTH, http::HeaderValue::from(length))
-    })
-    .map_err(too_many)?;
+        header_edit::set(h, header::CONTENT_LENGTH, http::HeaderValue::from(length))
+    })?;
     if write_header(session, ctx, out).await {
         write_pieces(session, ctx, &mut pieces, true).await;
     }

@@ -7,7 +7,7 @@ use pingora_http::ResponseHeader;
 use crate::error::GatewayError;
 use crate::provider::ProviderKind;
 use crate::proxy::ctx::RequestCtx;
-use crate::proxy::header_edit::{self, too_many};
+use crate::proxy::header_edit;
 use crate::proxy::phases::{Phase, UpstreamRequest};
 
 // Names as constants: a `&str` name is parsed into a `HeaderName` on every insert.
@@ -52,9 +52,7 @@ impl Phase for SiraHeaders {
         });
         let dropped = &ctx.response.dropped_params;
         header_edit::edit_response(resp, |headers| {
-            let mut set = |name: HeaderName, value: HeaderValue| {
-                headers.try_insert(name, value).map(drop).map_err(too_many)
-            };
+            let mut set = |name, value| header_edit::set(headers, name, value);
             set(X_REQUEST_ID, ctx.id.clone())?;
             if ctx.response.estimate {
                 set(X_SIRA_ESTIMATE, HeaderValue::from_static("true"))?;
@@ -112,9 +110,7 @@ impl Phase for ProviderRequest {
         )?;
         let req = &mut upstream.header;
         header_edit::edit_request(req, |headers| {
-            let mut set = |name: HeaderName, value: HeaderValue| {
-                headers.try_insert(name, value).map(drop).map_err(too_many)
-            };
+            let mut set = |name, value| header_edit::set(headers, name, value);
             set(header::HOST, upstream.endpoint.authority.clone())?;
             set(
                 header::CONTENT_TYPE,
@@ -132,14 +128,14 @@ impl Phase for ProviderRequest {
                 headers.remove(&ANTHROPIC_VERSION);
                 headers.remove(&ANTHROPIC_BETA);
             } else if !headers.contains_key(&ANTHROPIC_VERSION) {
-                headers
-                    .try_insert(ANTHROPIC_VERSION, provider.anthropic_version.clone())
-                    .map_err(too_many)?;
+                header_edit::set(
+                    headers,
+                    ANTHROPIC_VERSION,
+                    provider.anthropic_version.clone(),
+                )?;
             }
             for (name, value) in &provider.headers {
-                headers
-                    .try_insert(name.clone(), value.clone())
-                    .map_err(too_many)?;
+                header_edit::set(headers, name.clone(), value.clone())?;
             }
             Ok::<_, GatewayError>(())
         })?;
@@ -167,7 +163,7 @@ impl Phase for Credentials {
     ) -> Result<(), GatewayError> {
         match upstream.target.provider.auth_header() {
             Some((name, value)) => header_edit::edit_request(&mut upstream.header, |headers| {
-                headers.try_insert(name, value).map(drop).map_err(too_many)
+                header_edit::set(headers, name, value)
             }),
             None => Ok(()),
         }

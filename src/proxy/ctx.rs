@@ -136,9 +136,11 @@ pub struct ResponseState {
     /// The response was ended as broken (connection closed or stream reset): the
     /// connection is not reused.
     pub aborted: bool,
-    /// The provider's body was read to its clean end, even if the client left before it
-    /// (a stream identical requests were following).
-    pub upstream_complete: bool,
+    /// The answer is whole even if the client left: the provider's body was read to its
+    /// clean end (a stream identical requests were following is read on without its
+    /// client), or the client closed once it had its format's last event, before the
+    /// provider's framing ended.
+    pub answer_complete: bool,
     /// The provider's body has neither a length nor chunked framing: it ends when the
     /// connection does, so a cut is only seen in the body itself.
     pub close_delimited: bool,

@@ -201,6 +201,9 @@ async fn relay_stream(
     // The client left, but identical requests follow this stream (`crate::cache`): it is
     // read to its end for them, written nowhere.
     let mut detached = false;
+    // The last piece the client was sent: whether it ended with the format's last event
+    // decides what a hang-up means.
+    let mut last_sent: Option<Bytes> = None;
     loop {
         let read = match pending.take() {
             Some(read) => read,
@@ -251,19 +254,26 @@ async fn relay_stream(
                         pieces.clear();
                         continue;
                     }
-                    Ok(()) if write_pieces(session, ctx, &mut pieces, false).await => continue,
-                    Ok(()) if followed(ctx) => {
+                    Ok(()) => {
+                        if let Some(piece) = pieces.iter().rev().find(|p| !p.is_empty()) {
+                            last_sent = Some(piece.clone());
+                        }
+                        if write_pieces(session, ctx, &mut pieces, false).await {
+                            continue;
+                        }
+                        if !followed(ctx) {
+                            return Ok(());
+                        }
                         detached = true;
                         pieces.clear();
                         continue;
                     }
-                    Ok(()) => return Ok(()),
                     Err(e) => e,
                 }
             }
             Next::End => {
                 pieces.clear();
-                ctx.response.upstream_complete = true;
+                ctx.response.answer_complete = true;
                 match gw.chain.response_body_filter(&mut pieces, true, ctx) {
                     Ok(()) => {
                         if !detached {
@@ -277,6 +287,22 @@ async fn relay_stream(
             Next::ClientGone if followed(ctx) => {
                 detached = true;
                 continue;
+            }
+            // The client had its format's last event and closed before the provider's
+            // framing ended (its last chunk, or its close): the answer is whole, and the
+            // body phases see its end (usage settled from the provider's figures, the
+            // answer kept for the cache) though nothing more is written.
+            Next::ClientGone
+                if last_sent
+                    .as_ref()
+                    .is_some_and(|sent| crate::sse::ends_with_last_event(ctx.format, sent)) =>
+            {
+                pieces.clear();
+                match gw.chain.response_body_filter(&mut pieces, true, ctx) {
+                    Ok(()) => ctx.response.answer_complete = true,
+                    Err(e) => ctx.error = Some(e),
+                }
+                return Ok(());
             }
             Next::ClientGone => return Ok(()),
             Next::Failed(e) => {

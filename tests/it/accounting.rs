@@ -267,3 +267,106 @@ async fn a_client_that_closes_once_it_has_the_whole_answer_is_billed_its_usage()
         log[0]
     );
 }
+
+/// An OpenAI stream whose events and usage arrive at once, and whose end comes only `hold`
+/// later: the chunked framing's end (a provider slow to close its response), with `[DONE]`
+/// before it when `done_held` (a stream that is not over).
+fn provider_slow_to_end_its_stream(
+    hold: std::time::Duration,
+    done_held: bool,
+) -> crate::raw::RawUpstream {
+    use crate::raw::send;
+    crate::raw::RawUpstream::start(move |stream, _| {
+        let chunk = |data: &str| format!("{:x}\r\n{data}\r\n", data.len());
+        let events = concat!(
+            "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Done.\"},\"finish_reason\":null}]}\n\n",
+            "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":1,\"total_tokens\":10}}\n\n",
+        );
+        let done = chunk("data: [DONE]\n\n");
+        let (now, later) = if done_held {
+            (String::new(), done.as_str())
+        } else {
+            (done.clone(), "")
+        };
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+        if !send(stream, format!("{head}{}{now}", chunk(events)).as_bytes()) {
+            return false;
+        }
+        std::thread::sleep(hold);
+        send(stream, format!("{later}0\r\n\r\n").as_bytes())
+    })
+}
+
+/// Sends a chat stream request on a connection of its own, reads until `until` and closes
+/// at once, as SDKs do once they have `[DONE]`; returns what it read.
+async fn read_stream_then_close(sira: &Sira, until: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Hi"}]}"#;
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: sira\r\nauthorization: Bearer {KEY_A}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut conn = tokio::net::TcpStream::connect(sira.addr).await.unwrap();
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains(until) {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), conn.read(&mut buf))
+            .await
+            .expect("the event in time")
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+fn config_with_cache() -> String {
+    format!(
+        "{}cache:\n  memory: {{ capacity: 1MiB, ttl: 1m }}\n",
+        standard_config()
+    )
+}
+
+const DONE: &str = "data: [DONE]";
+const STOPPED: &str = "\"finish_reason\":\"stop\"";
+
+#[tokio::test]
+async fn a_stream_client_that_closes_after_its_last_event_is_billed_its_usage_and_cached() {
+    // The provider has sent everything but the end of its framing, and takes its time over
+    // that: the client, which has its `[DONE]`, closes first. Its answer is whole.
+    let provider = provider_slow_to_end_its_stream(std::time::Duration::from_secs(3), false);
+    let sira = Sira::start(&config_with_cache(), &provider.url);
+    let first = read_stream_then_close(&sira, DONE).await;
+    assert!(first.contains("x-sira-cache: miss"), "{first}");
+    let log = sira.wait_access_log(1);
+    let line = &log[0];
+    assert_eq!(line["client_gone"], true, "{line}");
+    assert_ne!(line["estimated"], true, "{line}");
+    assert_eq!(line["input_tokens"], 9, "{line}");
+    // The provider's count: a cut stream would have been settled to one token per event.
+    assert_eq!(line["output_tokens"], 1, "{line}");
+    // Kept for the cache: the same request is answered without the provider.
+    let second = read_stream_then_close(&sira, DONE).await;
+    assert!(second.contains("x-sira-cache: hit"), "{second}");
+    assert!(second.contains("Done."), "{second}");
+    assert_eq!(provider.requests(), 1);
+}
+
+#[tokio::test]
+async fn a_stream_client_that_closes_before_its_last_event_is_settled_as_cut() {
+    // The usage is in, but `[DONE]` is not: a client that leaves then did not have the
+    // whole answer, and nothing of it is kept.
+    let provider = provider_slow_to_end_its_stream(std::time::Duration::from_secs(3), true);
+    let sira = Sira::start(&config_with_cache(), &provider.url);
+    let first = read_stream_then_close(&sira, STOPPED).await;
+    assert!(!first.contains(DONE), "{first}");
+    let log = sira.wait_access_log(1);
+    let line = &log[0];
+    assert_eq!(line["client_gone"], true, "{line}");
+    assert_eq!(line["estimated"], true, "{line}");
+    let second = read_stream_then_close(&sira, DONE).await;
+    assert!(second.contains("x-sira-cache: miss"), "{second}");
+    assert_eq!(provider.requests(), 2);
+}

@@ -11,7 +11,6 @@ use pingora_http::{RequestHeader, ResponseHeader};
 
 use crate::accounting::{usage_from_json, FrameVerdict, StreamUsage};
 use crate::error::GatewayError;
-use crate::format::Format;
 use crate::metrics::metrics;
 use crate::proxy::ctx::{RequestCtx, StreamTap};
 use crate::proxy::phases::Phase;
@@ -123,7 +122,7 @@ impl Phase for Accounting {
                 && !tap
                     .last
                     .as_ref()
-                    .is_some_and(|frame| is_last_event(format, frame));
+                    .is_some_and(|frame| crate::sse::is_last_event(format, frame));
             body.retain(|piece| !piece.is_empty());
             ctx.usage = tap.usage.usage();
             ctx.usage_seen = tap.usage.seen();
@@ -179,7 +178,7 @@ impl Phase for Accounting {
     /// and at least one token per event delivered, marked `estimated`.
     fn logging(&self, _req: &RequestHeader, ctx: &mut RequestCtx) {
         let began = ctx.response.status != 0 && ctx.response.status < 400 && !ctx.response.local;
-        let cut = (ctx.response.client_gone && !ctx.response.upstream_complete)
+        let cut = (ctx.response.client_gone && !ctx.response.answer_complete)
             || ctx.response.aborted
             || ctx.error.is_some()
             || ctx.response.finish_now;
@@ -239,23 +238,6 @@ fn estimate(ctx: &mut RequestCtx) {
 
 fn is_blank(frame: &[u8]) -> bool {
     frame.iter().all(u8::is_ascii_whitespace)
-}
-
-/// Whether `frame` is the last event of a stream of `format` (or its error event, which
-/// ends it as well).
-fn is_last_event(format: Format, frame: &[u8]) -> bool {
-    let has = |needle: &[u8]| memchr::memmem::find(frame, needle).is_some();
-    match format {
-        Format::OpenAiChat => has(b"[DONE]") || has(b"\"error\""),
-        Format::OpenAiResponses => {
-            has(b"response.completed")
-                || has(b"response.failed")
-                || has(b"response.incomplete")
-                || has(b"event: error")
-        }
-        Format::Anthropic => has(b"message_stop") || has(b"event: error"),
-        Format::Gemini => has(b"\"finishReason\"") || has(b"\"error\""),
-    }
 }
 
 /// Keeps a passthrough JSON body for its usage: whole while small, else its tail.

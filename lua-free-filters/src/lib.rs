@@ -79,9 +79,10 @@ pub enum FilterError {
     AddressDenied,
 }
 
-/// A request body as JSON, for the filters that read its text.
+/// A body as JSON (a request, or an answer the response filters read), for the filters
+/// that read its text.
 pub(crate) fn json_body(body: &[u8]) -> Result<serde_json::Value, FilterError> {
-    serde_json::from_slice(body).map_err(|_| FilterError::Body("the request is not JSON".into()))
+    serde_json::from_slice(body).map_err(|_| FilterError::Body("the body is not JSON".into()))
 }
 
 /// Calls `f` on every string value of `value` (not on object keys: those are the format's,

@@ -26,6 +26,7 @@ pub mod runtime;
 pub mod server;
 pub mod shutdown;
 pub mod sse;
+pub mod stream_end;
 pub mod tls;
 pub mod translate;
 pub mod upgrade;

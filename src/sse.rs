@@ -13,8 +13,6 @@ use std::borrow::Cow;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::format::Format;
-
 /// Splits a byte stream into SSE frames.
 #[derive(Debug)]
 pub struct SseScanner {
@@ -244,59 +242,6 @@ impl<'a> Event<'a> {
     }
 }
 
-/// Whether `frame` ends a stream of `format`: its last event, or an error event (which ends
-/// it as well). Names are matched with their quotes, which a model's text cannot produce
-/// (its quotes are escaped in the JSON), or as the frame's `event:` field.
-pub fn is_last_event(format: Format, frame: &[u8]) -> bool {
-    let has = |needle: &[u8]| memchr::memmem::find(frame, needle).is_some();
-    let named = |name: &[u8]| Event::parse(frame).event == Some(name);
-    match format {
-        Format::OpenAiChat => trim_end(frame).ends_with(b"[DONE]") || has(b"\"error\""),
-        Format::OpenAiResponses => {
-            has(b"\"response.completed\"")
-                || has(b"\"response.failed\"")
-                || has(b"\"response.incomplete\"")
-                || named(b"error")
-        }
-        Format::Anthropic => has(b"\"message_stop\"") || named(b"error"),
-        Format::Gemini => has(b"\"finishReason\"") || has(b"\"error\""),
-    }
-}
-
-/// Whether the last event in `bytes` (a whole number of frames, as a stream sends them)
-/// ends a stream of `format`.
-pub fn ends_with_last_event(format: Format, bytes: &[u8]) -> bool {
-    let body = trim_end(bytes);
-    // The last frame starts after the last blank line: a line feed, an optional carriage
-    // return, a line feed.
-    let mut end = body.len();
-    let start = loop {
-        match memchr::memrchr(b'\n', &body[..end]) {
-            None => break 0,
-            Some(at) => {
-                let before = &body[..at];
-                if before
-                    .strip_suffix(b"\r")
-                    .unwrap_or(before)
-                    .ends_with(b"\n")
-                {
-                    break at + 1;
-                }
-                end = at;
-            }
-        }
-    };
-    !body.is_empty() && is_last_event(format, &body[start..])
-}
-
-fn trim_end(bytes: &[u8]) -> &[u8] {
-    let end = bytes
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(0, |at| at + 1);
-    &bytes[..end]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -447,79 +392,5 @@ mod tests {
         let ev = Event::parse(b"{\"error\": {}}\n");
         assert_eq!(ev.bare, Some(&b"{\"error\": {}}"[..]));
         assert_eq!(ev.data, None);
-    }
-
-    /// Every recorded stream: its last frame ends it, no frame before does (up to an error
-    /// event), and neither does any whole number of frames short of the end.
-    #[test]
-    fn only_the_recorded_streams_last_event_ends_them() {
-        let dirs = [
-            ("openai", Format::OpenAiChat),
-            ("openai_compat", Format::OpenAiChat),
-            ("azure", Format::OpenAiChat),
-            ("anthropic", Format::Anthropic),
-            ("openai_responses", Format::OpenAiResponses),
-            ("gemini", Format::Gemini),
-        ];
-        let mut seen = 0;
-        for (dir, format) in dirs {
-            let dir = format!("{}/tests/fixtures/{dir}", env!("CARGO_MANIFEST_DIR"));
-            for entry in std::fs::read_dir(dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.extension().is_none_or(|e| e != "sse") {
-                    continue;
-                }
-                let whole = std::fs::read(&path).unwrap();
-                let (frames, tail) = scan_all(&[&whole]);
-                let frames: Vec<Bytes> = frames.into_iter().chain(tail).collect();
-                let frames: Vec<&Bytes> =
-                    frames.iter().filter(|f| !trim_end(f).is_empty()).collect();
-                let (last, before) = frames.split_last().unwrap();
-                let name = path.display();
-                assert!(is_last_event(format, last), "{name}: {last:?}");
-                assert!(ends_with_last_event(format, &whole), "{name}");
-                // This recorded Gemini failure (a hand-edited mock of the Firebase SDKs)
-                // marks every chunk finished before its error.
-                let before = if name.to_string().ends_with("stream_error_mid_stream.sse") {
-                    &[]
-                } else {
-                    before
-                };
-                let mut prefix = Vec::new();
-                for frame in before {
-                    // An error event ends a stream for its client; Responses sends its
-                    // `response.failed` after it all the same.
-                    if Event::parse(frame).event == Some(b"error") {
-                        break;
-                    }
-                    assert!(!is_last_event(format, frame), "{name}: {frame:?}");
-                    prefix.extend_from_slice(frame);
-                    assert!(!ends_with_last_event(format, &prefix), "{name}");
-                }
-                seen += 1;
-            }
-        }
-        assert!(seen >= 30, "{seen} streams");
-    }
-
-    #[test]
-    fn a_models_text_that_names_the_last_event_does_not_end_a_stream() {
-        let text = |t: &str| {
-            let delta = serde_json::json!({"type": "content_block_delta", "index": 0,
-                "delta": {"type": "text_delta", "text": t}});
-            format!("event: content_block_delta\ndata: {delta}\n\n")
-        };
-        let sneaky = text("\"message_stop\" event: error [DONE]");
-        assert!(!ends_with_last_event(Format::Anthropic, sneaky.as_bytes()));
-        let chat = format!(
-            "data: {}\n\n",
-            serde_json::json!({"choices": [{"delta": {"content": "\"error\" data: [DONE]"}}]})
-        );
-        assert!(!ends_with_last_event(Format::OpenAiChat, chat.as_bytes()));
-        assert!(ends_with_last_event(
-            Format::OpenAiChat,
-            format!("{chat}data: [DONE]\r\n\r\n").as_bytes()
-        ));
-        assert!(!ends_with_last_event(Format::OpenAiChat, b"\n\n"));
     }
 }

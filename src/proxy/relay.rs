@@ -201,9 +201,9 @@ async fn relay_stream(
     // The client left, but identical requests follow this stream (`crate::cache`): it is
     // read to its end for them, written nowhere.
     let mut detached = false;
-    // The last piece the client was sent: whether it ended with the format's last event
-    // decides what a hang-up means.
-    let mut last_sent: Option<Bytes> = None;
+    // Whether what the client was last sent ends with the event that finishes its
+    // format's stream: a hang-up after it leaves nothing unsent.
+    let mut sent_the_end = false;
     loop {
         let read = match pending.take() {
             Some(read) => read,
@@ -255,9 +255,11 @@ async fn relay_stream(
                         continue;
                     }
                     Ok(()) => {
-                        if let Some(piece) = pieces.iter().rev().find(|p| !p.is_empty()) {
-                            last_sent = Some(piece.clone());
-                        }
+                        sent_the_end = pieces
+                            .iter()
+                            .rev()
+                            .find(|p| !p.is_empty())
+                            .is_some_and(|p| crate::stream_end::ends_done(ctx.format, p));
                         if write_pieces(session, ctx, &mut pieces, false).await {
                             continue;
                         }
@@ -288,15 +290,13 @@ async fn relay_stream(
                 detached = true;
                 continue;
             }
-            // The client had its format's last event and closed before the provider's
-            // framing ended (its last chunk, or its close): the answer is whole, and the
-            // body phases see its end (usage settled from the provider's figures, the
-            // answer kept for the cache) though nothing more is written.
-            Next::ClientGone
-                if last_sent
-                    .as_ref()
-                    .is_some_and(|sent| crate::sse::ends_with_last_event(ctx.format, sent)) =>
-            {
+            // The client had the event that finishes its stream and closed before the
+            // provider's framing ended (its last chunk, or its close): the answer is
+            // whole, and the body phases see its end (the usage the provider sent before
+            // its end is settled, the answer kept for the cache) though nothing more is
+            // written. Read by structure (`crate::stream_end`): a model's text or a
+            // client's tool names cannot fake it. An error event does not count.
+            Next::ClientGone if sent_the_end => {
                 pieces.clear();
                 match gw.chain.response_body_filter(&mut pieces, true, ctx) {
                     Ok(()) => ctx.response.answer_complete = true,

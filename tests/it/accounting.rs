@@ -268,34 +268,54 @@ async fn a_client_that_closes_once_it_has_the_whole_answer_is_billed_its_usage()
     );
 }
 
-/// An OpenAI stream whose events and usage arrive at once, and whose end comes only `hold`
-/// later: the chunked framing's end (a provider slow to close its response), with `[DONE]`
-/// before it when `done_held` (a stream that is not over).
-fn provider_slow_to_end_its_stream(
+/// An OpenAI stream: `now` (events) sent at once, then `later` and the end of its chunked
+/// framing only `hold` later.
+fn provider_sending_in_two_parts(
+    now: String,
+    later: String,
     hold: std::time::Duration,
-    done_held: bool,
 ) -> crate::raw::RawUpstream {
     use crate::raw::send;
     crate::raw::RawUpstream::start(move |stream, _| {
-        let chunk = |data: &str| format!("{:x}\r\n{data}\r\n", data.len());
-        let events = concat!(
-            "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Done.\"},\"finish_reason\":null}]}\n\n",
-            "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
-            "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":1,\"total_tokens\":10}}\n\n",
-        );
-        let done = chunk("data: [DONE]\n\n");
-        let (now, later) = if done_held {
-            (String::new(), done.as_str())
-        } else {
-            (done.clone(), "")
+        let chunk = |data: &str| {
+            if data.is_empty() {
+                String::new()
+            } else {
+                format!("{:x}\r\n{data}\r\n", data.len())
+            }
         };
         let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
-        if !send(stream, format!("{head}{}{now}", chunk(events)).as_bytes()) {
+        if !send(stream, format!("{head}{}", chunk(&now)).as_bytes()) {
             return false;
         }
         std::thread::sleep(hold);
-        send(stream, format!("{later}0\r\n\r\n").as_bytes())
+        send(stream, format!("{}0\r\n\r\n", chunk(&later)).as_bytes())
     })
+}
+
+fn chat_chunk(delta: Value, finish: Option<&str>) -> String {
+    let chunk = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+    format!("data: {chunk}\n\n")
+}
+
+/// The answer "Done." with its finish, its usage (1 token out) and `[DONE]`, split after
+/// the first `split` of those four events.
+fn answer_in_two_parts(split: usize) -> (String, String) {
+    let usage = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
+        "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10}});
+    let events = [
+        chat_chunk(json!({"content": "Done."}), None),
+        chat_chunk(json!({}), Some("stop")),
+        format!("data: {usage}\n\n"),
+        "data: [DONE]\n\n".to_owned(),
+    ];
+    (events[..split].concat(), events[split..].concat())
+}
+
+fn slow_to_end(split: usize) -> crate::raw::RawUpstream {
+    let (now, later) = answer_in_two_parts(split);
+    provider_sending_in_two_parts(now, later, std::time::Duration::from_secs(3))
 }
 
 /// Sends a chat stream request on a connection of its own, reads until `until` and closes
@@ -336,7 +356,7 @@ const STOPPED: &str = "\"finish_reason\":\"stop\"";
 async fn a_stream_client_that_closes_after_its_last_event_is_billed_its_usage_and_cached() {
     // The provider has sent everything but the end of its framing, and takes its time over
     // that: the client, which has its `[DONE]`, closes first. Its answer is whole.
-    let provider = provider_slow_to_end_its_stream(std::time::Duration::from_secs(3), false);
+    let provider = slow_to_end(4);
     let sira = Sira::start(&config_with_cache(), &provider.url);
     let first = read_stream_then_close(&sira, DONE).await;
     assert!(first.contains("x-sira-cache: miss"), "{first}");
@@ -358,7 +378,7 @@ async fn a_stream_client_that_closes_after_its_last_event_is_billed_its_usage_an
 async fn a_stream_client_that_closes_before_its_last_event_is_settled_as_cut() {
     // The usage is in, but `[DONE]` is not: a client that leaves then did not have the
     // whole answer, and nothing of it is kept.
-    let provider = provider_slow_to_end_its_stream(std::time::Duration::from_secs(3), true);
+    let provider = slow_to_end(3);
     let sira = Sira::start(&config_with_cache(), &provider.url);
     let first = read_stream_then_close(&sira, STOPPED).await;
     assert!(!first.contains(DONE), "{first}");
@@ -369,4 +389,21 @@ async fn a_stream_client_that_closes_before_its_last_event_is_settled_as_cut() {
     let second = read_stream_then_close(&sira, DONE).await;
     assert!(second.contains("x-sira-cache: miss"), "{second}");
     assert_eq!(provider.requests(), 2);
+}
+
+#[tokio::test]
+async fn a_delta_that_names_an_end_does_not_end_a_stream_for_a_client_that_leaves() {
+    // A model whose text is exactly `error` puts `"error"`, quotes and all, in a chunk: a
+    // client that leaves there did not have its answer, and is settled as cut.
+    let now = chat_chunk(json!({"content": "error"}), None);
+    let (_, later) = answer_in_two_parts(0);
+    let provider = provider_sending_in_two_parts(now, later, std::time::Duration::from_secs(3));
+    let sira = Sira::start(&config_with_cache(), &provider.url);
+    read_stream_then_close(&sira, "\"content\":\"error\"").await;
+    let log = sira.wait_access_log(1);
+    let line = &log[0];
+    assert_eq!(line["client_gone"], true, "{line}");
+    assert_eq!(line["estimated"], true, "{line}");
+    let second = read_stream_then_close(&sira, DONE).await;
+    assert!(second.contains("x-sira-cache: miss"), "{second}");
 }

@@ -119,10 +119,10 @@ impl Phase for Accounting {
             // says the stream is complete.
             let cut = end_of_stream
                 && close_delimited
-                && !tap
+                && tap
                     .last
                     .as_ref()
-                    .is_some_and(|frame| crate::sse::is_last_event(format, frame));
+                    .is_none_or(|frame| crate::stream_end::stream_end(format, frame).is_none());
             body.retain(|piece| !piece.is_empty());
             ctx.usage = tap.usage.usage();
             ctx.usage_seen = tap.usage.seen();

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use crate::format::Format;
 use crate::sse::{Event, SseScanner};
+use crate::stream_end::{stream_end, StreamEnd};
 
 /// A stream watched against its allowance.
 pub struct BudgetCut {
@@ -287,7 +288,12 @@ impl BudgetCut {
         // error) means there is nothing left to cut.
         match self.format {
             Format::OpenAiChat => {
-                if data == b"[DONE]" || has(b"\"finish_reason\":\"") || has(b"\"error\"") {
+                // An error read by structure: a delta that is the text `error`, or a tool
+                // of that name, ends nothing.
+                if data == b"[DONE]"
+                    || has(b"\"finish_reason\":\"")
+                    || stream_end(Format::OpenAiChat, frame) == Some(StreamEnd::Failed)
+                {
                     self.seen.terminal = true;
                 }
                 if has(b"\"delta\"") {
@@ -330,7 +336,8 @@ impl BudgetCut {
                 if has(b"\"candidates\"") {
                     self.events += 1;
                 }
-                if has(b"\"finishReason\"") || has(b"\"error\"") {
+                // By structure: a function call's arguments may have either key.
+                if stream_end(Format::Gemini, frame).is_some() {
                     self.seen.terminal = true;
                 }
                 if self.seen.model_version.is_none() {

@@ -305,7 +305,6 @@ fn scope(ctx: &RequestCtx, shared: bool) -> String {
 /// Whether a stream, as the client got it, ended with its format's successful last event
 /// and carried no error event.
 fn stream_succeeded(format: crate::format::Format, pieces: &[bytes::Bytes]) -> bool {
-    use crate::format::Format;
     // The ends are in the last events; an error event is, too, since it ends a stream.
     let mut kept = 0;
     let last = pieces
@@ -324,12 +323,10 @@ fn stream_succeeded(format: crate::format::Format, pieces: &[bytes::Bytes]) -> b
         || tail.contains("data: {\"error\"")
         || tail.contains("response.failed")
         || tail.contains("response.incomplete");
-    let ended = match format {
-        Format::OpenAiChat => tail.contains("data: [DONE]"),
-        Format::Anthropic => tail.contains("message_stop"),
-        Format::OpenAiResponses => tail.contains("response.completed"),
-        Format::Gemini => tail.contains("\"finishReason\""),
-    };
+    // The end read by structure: a model's text naming it does not make a cut stream an
+    // answer to keep. (An incomplete response ends its stream but is no answer to keep:
+    // `errored`.)
+    let ended = crate::stream_end::ends_done(format, tail.as_bytes());
     ended && !errored
 }
 

@@ -103,7 +103,15 @@ fn responses_end(name: &[u8]) -> Option<StreamEnd> {
 /// finishes a stream of `format`.
 pub fn ends_done(format: Format, bytes: &[u8]) -> bool {
     let frame = last_frame(bytes);
-    !frame.is_empty() && stream_end(format, frame) == Some(StreamEnd::Done)
+    if frame.is_empty() {
+        return false;
+    }
+    // Asked of every batch a client is sent: a chat stream's end is its `[DONE]`, and no
+    // error chunk is worth parsing for it.
+    if format == Format::OpenAiChat {
+        return Event::parse(frame).data().trim_ascii() == b"[DONE]";
+    }
+    stream_end(format, frame) == Some(StreamEnd::Done)
 }
 
 /// The last frame of `bytes`: what follows its last blank line (those at its very end

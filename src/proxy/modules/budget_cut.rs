@@ -292,7 +292,8 @@ impl BudgetCut {
                 // of that name, ends nothing.
                 if data == b"[DONE]"
                     || has(b"\"finish_reason\":\"")
-                    || stream_end(Format::OpenAiChat, frame) == Some(StreamEnd::Failed)
+                    || (has(b"\"error\"")
+                        && stream_end(Format::OpenAiChat, frame) == Some(StreamEnd::Failed))
                 {
                     self.seen.terminal = true;
                 }
@@ -337,7 +338,9 @@ impl BudgetCut {
                     self.events += 1;
                 }
                 // By structure: a function call's arguments may have either key.
-                if stream_end(Format::Gemini, frame).is_some() {
+                if (has(b"\"finishReason\"") || has(b"\"error\""))
+                    && stream_end(Format::Gemini, frame).is_some()
+                {
                     self.seen.terminal = true;
                 }
                 if self.seen.model_version.is_none() {

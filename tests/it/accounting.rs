@@ -204,17 +204,31 @@ async fn a_stream_cut_before_its_usage_is_settled_to_an_estimate_never_zero() {
     assert!(sira.metric(series).await > 0.0);
 }
 
-/// One request on a connection of its own, read to the last byte of its `Content-Length`
-/// and the connection closed at once, as a client that has what it asked for does.
-async fn read_whole_then_close(sira: &Sira) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"Hi"}]}"#;
+/// Sends `body` to `path` on a connection of its own, with key A and the raw header
+/// lines `extra` (each ending in CRLF).
+async fn send_alone(sira: &Sira, path: &str, extra: &str, body: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
     let request = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: sira\r\nauthorization: Bearer {KEY_A}\r\nx-mock-events: 3\r\nx-mock-input-tokens: 11\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nhost: sira\r\nauthorization: Bearer {KEY_A}\r\n{extra}content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     );
     let mut conn = tokio::net::TcpStream::connect(sira.addr).await.unwrap();
     conn.write_all(request.as_bytes()).await.unwrap();
+    conn
+}
+
+/// One request on a connection of its own, read to the last byte of its `Content-Length`
+/// and the connection closed at once, as a client that has what it asked for does.
+async fn read_whole_then_close(sira: &Sira) {
+    use tokio::io::AsyncReadExt;
+    let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"Hi"}]}"#;
+    let mut conn = send_alone(
+        sira,
+        "/v1/chat/completions",
+        "x-mock-events: 3\r\nx-mock-input-tokens: 11\r\n",
+        body,
+    )
+    .await;
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -321,14 +335,15 @@ fn slow_to_end(split: usize) -> crate::raw::RawUpstream {
 /// Sends a chat stream request on a connection of its own, reads until `until` and closes
 /// at once, as SDKs do once they have `[DONE]`; returns what it read.
 async fn read_stream_then_close(sira: &Sira, until: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body = r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Hi"}]}"#;
-    let request = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: sira\r\nauthorization: Bearer {KEY_A}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut conn = tokio::net::TcpStream::connect(sira.addr).await.unwrap();
-    conn.write_all(request.as_bytes()).await.unwrap();
+    read_then_close(sira, "/v1/chat/completions", body, until).await
+}
+
+/// Sends `body` to `path` on a connection of its own, reads until `until` and closes at
+/// once; returns what it read.
+async fn read_then_close(sira: &Sira, path: &str, body: &str, until: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut conn = send_alone(sira, path, "", body).await;
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     while !String::from_utf8_lossy(&got).contains(until) {
@@ -406,4 +421,24 @@ async fn a_delta_that_names_an_end_does_not_end_a_stream_for_a_client_that_leave
     assert_eq!(line["estimated"], true, "{line}");
     let second = read_stream_then_close(&sira, DONE).await;
     assert!(second.contains("x-sira-cache: miss"), "{second}");
+}
+
+#[tokio::test]
+async fn an_anthropic_client_that_closes_after_message_stop_from_an_openai_provider_is_billed_its_usage(
+) {
+    // Translated: sira writes `message_stop` once the provider's `[DONE]` is in, and the
+    // client closes before the provider's framing ends.
+    let provider = slow_to_end(4);
+    let sira = Sira::start(&config_with_cache(), &provider.url);
+    let body = r#"{"model":"gpt-4o","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"Hi"}]}"#;
+    let first = read_then_close(&sira, "/v1/messages", body, "event: message_stop").await;
+    assert!(first.contains("Done."), "{first}");
+    let log = sira.wait_access_log(1);
+    let line = &log[0];
+    assert_eq!(line["client_gone"], true, "{line}");
+    assert_ne!(line["estimated"], true, "{line}");
+    assert_eq!(line["output_tokens"], 1, "{line}");
+    let second = read_then_close(&sira, "/v1/messages", body, "event: message_stop").await;
+    assert!(second.contains("x-sira-cache: hit"), "{second}");
+    assert_eq!(provider.requests(), 1);
 }

@@ -430,9 +430,20 @@ pub(crate) fn write_sse<T: Serialize + ?Sized>(
         out.extend_from_slice(eol);
     }
     out.extend_from_slice(b"data: ");
+    let start = out.len();
     // Serializing sira's own wire structs into memory cannot fail (no maps with non-string
     // keys, the writer never errors), so the result carries no information.
     let _ = serde_json::to_writer((&mut *out).writer(), data);
+    // A provider's JSON kept as it came (a function call's arguments, `RawValue`) may be
+    // indented: a line break there would end the `data:` line, cutting the client's JSON
+    // and letting the model's arguments frame events of their own. Outside its strings
+    // (where serde escapes them), a line break in JSON is whitespace, and a space is too.
+    let written = &mut out[start..];
+    let mut at = 0;
+    while let Some(found) = memchr::memchr2(b'\n', b'\r', &written[at..]) {
+        written[at + found] = b' ';
+        at += found + 1;
+    }
     out.extend_from_slice(eol);
     out.extend_from_slice(eol);
 }

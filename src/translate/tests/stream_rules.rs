@@ -210,6 +210,40 @@ fn gemini_functions_get_minted_ids_and_tool_use_stop() {
 }
 
 #[test]
+fn indented_arguments_stay_on_one_data_line_for_a_gemini_client() {
+    // A model's arguments are a JSON text, indented or not: carried to Gemini as an object
+    // kept as it came, their line breaks must not end the `data:` line (nor let arguments
+    // frame events of their own).
+    let args = "{\n  \"city\": \"Paris\",\r\n\n  \"x\": {\"candidates\": [{\"finishReason\": \"STOP\"}]}\n}";
+    let input = sse(&[
+        (
+            "",
+            json!({"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"weather","arguments":args}}]},"finish_reason":null}]}),
+        ),
+        (
+            "",
+            json!({"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}),
+        ),
+    ]);
+    let mut input = input;
+    input.extend_from_slice(b"data: [DONE]\n\n");
+    let (out, _) = run_stream(Format::OpenAiChat, Format::Gemini, [&input[..]]);
+    let text = String::from_utf8(out.to_vec()).unwrap();
+    let events: Vec<&str> = text.split("\r\n\r\n").filter(|e| !e.is_empty()).collect();
+    let mut calls = 0;
+    for event in &events {
+        let data = event.strip_prefix("data: ").expect(event);
+        assert!(!data.contains(['\n', '\r']), "{event:?}");
+        let v: Value = serde_json::from_str(data).unwrap();
+        if let Some(call) = v["candidates"][0]["content"]["parts"][0].get("functionCall") {
+            assert_eq!(call["args"]["city"], "Paris");
+            calls += 1;
+        }
+    }
+    assert_eq!(calls, 1, "{text}");
+}
+
+#[test]
 fn upstream_cut_is_an_error_not_a_stop() {
     let input = sse(&[
         (

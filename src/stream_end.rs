@@ -66,7 +66,11 @@ pub fn stream_end(format: Format, frame: &[u8]) -> Option<StreamEnd> {
         },
         Format::OpenAiResponses => match event.event {
             Some(name) => responses_end(name),
-            None if has(b"\"response.") || has(b"\"error\"") => {
+            None if has(b"\"response.completed\"")
+                || has(b"\"response.incomplete\"")
+                || has(b"\"response.failed\"")
+                || has(b"\"error\"") =>
+            {
                 responses_end(Top::parse(json)?.kind.as_deref()?.as_bytes())
             }
             None => None,
@@ -115,10 +119,28 @@ pub fn ends_done(format: Format, bytes: &[u8]) -> bool {
 }
 
 /// The last frame of `bytes`: what follows its last blank line (those at its very end
-/// aside).
+/// aside), comment-only frames (`: keep-alive`) passed over.
 pub fn last_frame(bytes: &[u8]) -> &[u8] {
-    let body = bytes.trim_ascii_end();
-    // A blank line is a line feed, an optional carriage return, a line feed.
+    let mut body = bytes.trim_ascii_end();
+    loop {
+        let frame = &body[frame_start(body)..];
+        if is_event(frame) || frame.len() == body.len() {
+            return frame;
+        }
+        body = body[..body.len() - frame.len()].trim_ascii_end();
+    }
+}
+
+/// Whether `frame` holds a field: neither blank nor only comments (`: keep-alive`).
+pub fn is_event(frame: &[u8]) -> bool {
+    frame
+        .split(|&b| b == b'\n')
+        .any(|line| !line.trim_ascii().is_empty() && !line.starts_with(b":"))
+}
+
+/// Where the last frame of `body` (no blank line at its end) starts: after its last blank
+/// line, a line feed, an optional carriage return, a line feed.
+fn frame_start(body: &[u8]) -> usize {
     let mut end = body.len();
     while let Some(at) = memchr::memrchr(b'\n', &body[..end]) {
         let before = &body[..at];
@@ -127,11 +149,11 @@ pub fn last_frame(bytes: &[u8]) -> &[u8] {
             .unwrap_or(before)
             .ends_with(b"\n")
         {
-            return &body[at + 1..];
+            return at + 1;
         }
         end = at;
     }
-    body
+    0
 }
 
 /// The top-level members of an event's JSON that say whether it ends the stream.
@@ -318,5 +340,15 @@ mod tests {
         );
         assert_eq!(last_frame(b"data: a"), b"data: a");
         assert_eq!(last_frame(b"\n\n"), b"");
+        // Comments after the last event are no frame of their own.
+        assert_eq!(
+            last_frame(b"data: [DONE]\n\n: keep-alive\n\n"),
+            b"data: [DONE]"
+        );
+        assert_eq!(last_frame(b": a\n\n: b\n\n"), b": a");
+        assert!(ends_done(
+            Format::OpenAiChat,
+            b"data: [DONE]\r\n\r\n:\r\n\r\n"
+        ));
     }
 }

@@ -255,11 +255,10 @@ async fn relay_stream(
                         continue;
                     }
                     Ok(()) => {
-                        sent_the_end = pieces
-                            .iter()
-                            .rev()
-                            .find(|p| !p.is_empty())
-                            .is_some_and(|p| crate::stream_end::ends_done(ctx.format, p));
+                        // A batch with nothing in it leaves what was last sent as it was.
+                        if let Some(last) = pieces.iter().rev().find(|p| !p.is_empty()) {
+                            sent_the_end = crate::stream_end::ends_done(ctx.format, last);
+                        }
                         if write_pieces(session, ctx, &mut pieces, false).await {
                             continue;
                         }

@@ -15,6 +15,7 @@ use crate::metrics::metrics;
 use crate::proxy::ctx::{RequestCtx, StreamTap};
 use crate::proxy::phases::Phase;
 use crate::sse::SseScanner;
+use crate::stream_end::is_event;
 
 /// A passthrough JSON body is kept whole (in the usual one piece, shared with what is
 /// written, not copied) up to this size; past it only its last [`JSON_TAIL`] bytes are,
@@ -87,7 +88,9 @@ impl Phase for Accounting {
                 let fed = tap.scanner.feed(piece.clone(), &mut tap.frames);
                 state.frames += tap.frames.len() as u64;
                 if close_delimited {
-                    if let Some(frame) = tap.frames.iter().rev().find(|f| !is_blank(f)) {
+                    // Comments (a keep-alive after the last event) are not the last event.
+                    let last = tap.frames.iter().rev().find(|f| is_event(f));
+                    if let Some(frame) = last {
                         tap.last = Some(frame.clone());
                     }
                 }
@@ -106,7 +109,7 @@ impl Phase for Accounting {
             if end_of_stream && failure.is_none() {
                 if let Some(tail) = tap.scanner.finish() {
                     let frames = [tail.clone()];
-                    if close_delimited && !is_blank(&tail) {
+                    if close_delimited && is_event(&tail) {
                         tap.last = Some(tail.clone());
                     }
                     // Not shared: an unterminated tail is no frame to the filters, which
@@ -234,10 +237,6 @@ fn estimate(ctx: &mut RequestCtx) {
         ctx.accounting.estimated = true;
     }
     ctx.usage_seen = true;
-}
-
-fn is_blank(frame: &[u8]) -> bool {
-    frame.iter().all(u8::is_ascii_whitespace)
 }
 
 /// Keeps a passthrough JSON body for its usage: whole while small, else its tail.

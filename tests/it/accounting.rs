@@ -364,6 +364,17 @@ fn config_with_cache() -> String {
     )
 }
 
+/// The first request's access line: its client left, and it was billed the provider's
+/// usage of [`answer_in_two_parts`] (a cut stream is settled to one token per event).
+fn assert_billed_the_providers_usage(sira: &Sira) {
+    let log = sira.wait_access_log(1);
+    let line = &log[0];
+    assert_eq!(line["client_gone"], true, "{line}");
+    assert_ne!(line["estimated"], true, "{line}");
+    assert_eq!(line["input_tokens"], 9, "{line}");
+    assert_eq!(line["output_tokens"], 1, "{line}");
+}
+
 const DONE: &str = "data: [DONE]";
 const STOPPED: &str = "\"finish_reason\":\"stop\"";
 
@@ -375,13 +386,7 @@ async fn a_stream_client_that_closes_after_its_last_event_is_billed_its_usage_an
     let sira = Sira::start(&config_with_cache(), &provider.url);
     let first = read_stream_then_close(&sira, DONE).await;
     assert!(first.contains("x-sira-cache: miss"), "{first}");
-    let log = sira.wait_access_log(1);
-    let line = &log[0];
-    assert_eq!(line["client_gone"], true, "{line}");
-    assert_ne!(line["estimated"], true, "{line}");
-    assert_eq!(line["input_tokens"], 9, "{line}");
-    // The provider's count: a cut stream would have been settled to one token per event.
-    assert_eq!(line["output_tokens"], 1, "{line}");
+    assert_billed_the_providers_usage(&sira);
     // Kept for the cache: the same request is answered without the provider.
     let second = read_stream_then_close(&sira, DONE).await;
     assert!(second.contains("x-sira-cache: hit"), "{second}");
@@ -433,11 +438,7 @@ async fn an_anthropic_client_that_closes_after_message_stop_from_an_openai_provi
     let body = r#"{"model":"gpt-4o","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"Hi"}]}"#;
     let first = read_then_close(&sira, "/v1/messages", body, "event: message_stop").await;
     assert!(first.contains("Done."), "{first}");
-    let log = sira.wait_access_log(1);
-    let line = &log[0];
-    assert_eq!(line["client_gone"], true, "{line}");
-    assert_ne!(line["estimated"], true, "{line}");
-    assert_eq!(line["output_tokens"], 1, "{line}");
+    assert_billed_the_providers_usage(&sira);
     let second = read_then_close(&sira, "/v1/messages", body, "event: message_stop").await;
     assert!(second.contains("x-sira-cache: hit"), "{second}");
     assert_eq!(provider.requests(), 1);

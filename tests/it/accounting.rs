@@ -375,6 +375,17 @@ fn assert_billed_the_providers_usage(sira: &Sira) {
     assert_eq!(line["output_tokens"], 1, "{line}");
 }
 
+/// The first request's client left before its answer was whole: settled to an estimate,
+/// and the same request then goes to the provider again (nothing was cached).
+async fn assert_settled_as_cut_and_not_kept(sira: &Sira) {
+    let log = sira.wait_access_log(1);
+    let line = &log[0];
+    assert_eq!(line["client_gone"], true, "{line}");
+    assert_eq!(line["estimated"], true, "{line}");
+    let second = read_stream_then_close(sira, DONE).await;
+    assert!(second.contains("x-sira-cache: miss"), "{second}");
+}
+
 const DONE: &str = "data: [DONE]";
 const STOPPED: &str = "\"finish_reason\":\"stop\"";
 
@@ -402,12 +413,7 @@ async fn a_stream_client_that_closes_before_its_last_event_is_settled_as_cut() {
     let sira = Sira::start(&config_with_cache(), &provider.url);
     let first = read_stream_then_close(&sira, STOPPED).await;
     assert!(!first.contains(DONE), "{first}");
-    let log = sira.wait_access_log(1);
-    let line = &log[0];
-    assert_eq!(line["client_gone"], true, "{line}");
-    assert_eq!(line["estimated"], true, "{line}");
-    let second = read_stream_then_close(&sira, DONE).await;
-    assert!(second.contains("x-sira-cache: miss"), "{second}");
+    assert_settled_as_cut_and_not_kept(&sira).await;
     assert_eq!(provider.requests(), 2);
 }
 
@@ -420,12 +426,7 @@ async fn a_delta_that_names_an_end_does_not_end_a_stream_for_a_client_that_leave
     let provider = provider_sending_in_two_parts(now, later, std::time::Duration::from_secs(3));
     let sira = Sira::start(&config_with_cache(), &provider.url);
     read_stream_then_close(&sira, "\"content\":\"error\"").await;
-    let log = sira.wait_access_log(1);
-    let line = &log[0];
-    assert_eq!(line["client_gone"], true, "{line}");
-    assert_eq!(line["estimated"], true, "{line}");
-    let second = read_stream_then_close(&sira, DONE).await;
-    assert!(second.contains("x-sira-cache: miss"), "{second}");
+    assert_settled_as_cut_and_not_kept(&sira).await;
 }
 
 #[tokio::test]

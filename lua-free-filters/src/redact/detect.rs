@@ -204,6 +204,8 @@ pub struct Detector {
     /// What a text must hold for any of them to match: counted before any search (`None`
     /// when one of them could match anything: then there is nothing to count).
     gate: Option<needs::Gate>,
+    /// Each pattern's own need, asked again of what follows a value taken.
+    needs: Vec<Needs>,
     /// Any of them, for the common answer: nothing here.
     any: regex::RegexSet,
     /// Each pattern, and the same for matching exactly a span of the text in its context
@@ -328,6 +330,7 @@ impl Detector {
                 let needs: Vec<Needs> = patterns.iter().map(|p| p.needs).collect();
                 Some(needs::Gate::new(&needs))
             },
+            needs: patterns.iter().map(|p| p.needs).collect(),
             any,
             each,
             labels: patterns.into_iter().map(|p| p.label).collect(),
@@ -352,22 +355,36 @@ impl Detector {
     /// `from` as their context (a value must start at a word boundary: `4111…` is no card
     /// inside `x4111…`).
     pub fn find_from(&self, text: &str, from: usize) -> Vec<Found> {
-        // Most texts hold nothing: one search with the set's prefilter says so. Then each
-        // pattern looks for its first value: a pattern that has none costs one forward scan,
-        // less than asking the set which patterns match (an overlapping scan of the text).
-        let ruled_out = self
-            .gate
+        // Most texts hold nothing: counting a short text's digits and signs, or one search
+        // with the set's prefilter, says so. Then each pattern looks for its first value: a
+        // pattern that has none costs one forward scan, less than asking the set which
+        // patterns match (an overlapping scan of the text).
+        let bytes = text.as_bytes();
+        let counts = self.gate.as_ref().and_then(|gate| {
+            let counts = gate.count(&bytes[from..]);
+            counts.map(|c| (gate, c))
+        });
+        let ruled_out = counts
             .as_ref()
-            .is_some_and(|gate| !gate.met(&text.as_bytes()[from..]));
+            .is_some_and(|(gate, c)| !gate.admits(c, &bytes[from..]));
         if ruled_out || !self.any.is_match_at(text, from) {
             return Vec::new();
         }
         // Leftmost value first (the longest on a tie, then the more specific pattern); the
         // search goes on after it. Each pattern's next value is looked for again only when
-        // the one it had overlaps what was taken: a candidate that loses never hides a
-        // value of its own pattern further on.
+        // the one it had overlaps what was taken, and only when what follows still meets
+        // the pattern's need: a candidate that loses never hides a value of its own pattern
+        // further on.
         let mut next: Vec<(usize, Option<Found>)> = (0..self.each.len())
-            .map(|i| (i, self.next_value(i, text, from)))
+            .map(|i| {
+                let may_match = counts
+                    .as_ref()
+                    .is_none_or(|(_, c)| self.needs[i].met(c, &bytes[from..]));
+                (
+                    i,
+                    may_match.then(|| self.next_value(i, text, from)).flatten(),
+                )
+            })
             .collect();
         let mut kept = Vec::new();
         loop {
@@ -381,7 +398,10 @@ impl Detector {
             kept.push(best);
             for (pattern, slot) in &mut next {
                 if slot.is_some_and(|f| f.start < best.end) {
-                    *slot = self.next_value(*pattern, text, best.end);
+                    *slot = self.needs[*pattern]
+                        .met_in(&bytes[best.end..])
+                        .then(|| self.next_value(*pattern, text, best.end))
+                        .flatten();
                 }
             }
         }
@@ -421,9 +441,15 @@ impl Detector {
     /// Whether `text` holds anything any pattern would match (before checks).
     pub fn any(&self, text: &[u8]) -> bool {
         // Patterns match text; bytes that are not UTF-8 are not text to match.
-        std::str::from_utf8(text).is_ok_and(|t| {
-            self.gate.as_ref().is_none_or(|gate| gate.met(text)) && self.any.is_match(t)
-        })
+        std::str::from_utf8(text).is_ok_and(|t| self.any_in(t))
+    }
+
+    /// [`Detector::any`] for a text known to be UTF-8.
+    pub fn any_in(&self, text: &str) -> bool {
+        self.gate
+            .as_ref()
+            .is_none_or(|gate| gate.met(text.as_bytes()))
+            && self.any.is_match(text)
     }
 
     /// Whether a stream's events may be judged in their bytes (see `edge_blind`).

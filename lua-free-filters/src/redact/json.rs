@@ -17,141 +17,71 @@ pub(crate) struct Unfollowable;
 /// serde_json refuses documents nested deeper than this; so does the walk.
 const MAX_DEPTH: usize = 128;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Expect {
-    /// A value (the document's, an array's first or next, or an object field's).
-    Value,
-    /// After `[`: a value or `]`.
-    ValueOrClose,
-    /// After `{`: a key or `}`.
-    KeyOrClose,
-    /// After `,` in an object.
-    Key,
-    Colon,
-    /// After a value: `,` or the container's close (or the end of the document).
-    CommaOrClose,
-}
-
 /// Calls `rewrite` on every text string of `body` (a string that is not the direct value
 /// of a field whose name `skip` accepts); the document with the new texts if any call
 /// returned one.
+///
+/// The walk goes from value to value: a field's key, its colon and the whitespace around
+/// them are read on the way to its value, and a comma or a close on the way to the next,
+/// so an indented answer costs one step per value rather than one per token.
 pub(crate) fn rewrite_texts(
     body: &str,
-    skip: fn(&str) -> bool,
+    skip: impl Fn(&str) -> bool + Copy,
     rewrite: &mut dyn FnMut(&str) -> Option<String>,
 ) -> Result<Option<Vec<u8>>, Unfollowable> {
     let bytes = body.as_bytes();
-    // Whether each open container is an object (a fixed array: the depth is bounded, and a
-    // request should not allocate for it).
-    let mut stack = [false; MAX_DEPTH];
+    // Bit `d` says whether the container open at depth `d` is an object: the depth is
+    // bounded, and a request should not allocate for it.
+    let mut objects = [0u64; MAX_DEPTH / 64];
     let mut depth = 0;
-    let mut expect = Expect::Value;
-    // The current field's key is one whose string value is not text.
-    let mut skipped_key = false;
     let mut out: Vec<u8> = Vec::new();
     // Bytes of `body` before this are in `out` (once something changed).
     let mut copied = 0;
     let mut changed = false;
-    let mut done = false;
-    let mut at = 0;
-    while at < bytes.len() {
-        let byte = bytes[at];
+    let mut at = skip_space(bytes, 0);
+    // The value at `at` is a field's whose key names a string that is not text.
+    let mut skipped = false;
+    loop {
+        // A value starts at `at`.
+        let byte = *bytes.get(at).ok_or(Unfollowable)?;
         match byte {
-            b' ' | b'\t' | b'\n' | b'\r' => {
-                at += 1;
-                // Indented documents (OpenAI's answers) have runs of spaces: eight at a time.
-                while let Some(&chunk) = bytes.get(at..).and_then(|rest| rest.first_chunk::<8>()) {
-                    let other = u64::from_le_bytes(chunk) ^ u64::from_le_bytes([b' '; 8]);
-                    if other != 0 {
-                        at += (other.trailing_zeros() / 8) as usize;
-                        break;
-                    }
-                    at += 8;
-                }
-                while at < bytes.len() && matches!(bytes[at], b' ' | b'\t' | b'\n' | b'\r') {
-                    at += 1;
-                }
-                continue;
-            }
-            _ if done => return Err(Unfollowable),
             b'"' => {
                 let (end, escaped) = string_end(bytes, at)?;
-                match expect {
-                    Expect::KeyOrClose | Expect::Key => {
-                        skipped_key = is_skipped(&body[at..end], escaped, skip)?;
-                        expect = Expect::Colon;
-                    }
-                    Expect::Value | Expect::ValueOrClose => {
-                        let in_field = depth > 0 && stack[depth - 1];
-                        if !(in_field && skipped_key) {
-                            if let Some(new) = rewrite_string(&body[at..end], escaped, rewrite)? {
-                                if !changed {
-                                    out.reserve(bytes.len() + new.len());
-                                }
-                                out.extend_from_slice(&bytes[copied..at]);
-                                // A `String` always serializes.
-                                let _ = serde_json::to_writer(&mut out, new.as_str());
-                                copied = end;
-                                changed = true;
-                            }
+                if !skipped {
+                    if let Some(new) = rewrite_string(&body[at..end], escaped, rewrite)? {
+                        if !changed {
+                            out.reserve(bytes.len() + new.len());
                         }
-                        expect = Expect::CommaOrClose;
+                        out.extend_from_slice(&bytes[copied..at]);
+                        write_string(&mut out, &new);
+                        copied = end;
+                        changed = true;
                     }
-                    _ => return Err(Unfollowable),
                 }
                 at = end;
             }
             b'{' | b'[' => {
-                if !matches!(expect, Expect::Value | Expect::ValueOrClose) {
-                    return Err(Unfollowable);
-                }
-                if depth >= MAX_DEPTH {
+                if depth == MAX_DEPTH {
                     return Err(Unfollowable);
                 }
                 let object = byte == b'{';
-                stack[depth] = object;
-                depth += 1;
-                expect = if object {
-                    Expect::KeyOrClose
+                let (word, bit) = (depth / 64, 1 << (depth % 64));
+                objects[word] = if object {
+                    objects[word] | bit
                 } else {
-                    Expect::ValueOrClose
+                    objects[word] & !bit
                 };
-                at += 1;
-            }
-            b'}' | b']' => {
-                let object = byte == b'}';
-                let closes = match expect {
-                    Expect::CommaOrClose => true,
-                    Expect::KeyOrClose => object,
-                    Expect::ValueOrClose => !object,
-                    _ => false,
-                };
-                if !closes || depth == 0 || stack[depth - 1] != object {
-                    return Err(Unfollowable);
+                depth += 1;
+                at = skip_space(bytes, at + 1);
+                let close = if object { b'}' } else { b']' };
+                if bytes.get(at) != Some(&close) {
+                    skipped = object && field_key(bytes, body, &mut at, skip)?;
+                    continue;
                 }
                 depth -= 1;
-                expect = Expect::CommaOrClose;
-                at += 1;
-            }
-            b':' => {
-                if expect != Expect::Colon {
-                    return Err(Unfollowable);
-                }
-                expect = Expect::Value;
-                at += 1;
-            }
-            b',' => {
-                expect = match (expect, depth.checked_sub(1).map(|top| stack[top])) {
-                    (Expect::CommaOrClose, Some(true)) => Expect::Key,
-                    (Expect::CommaOrClose, Some(false)) => Expect::Value,
-                    _ => return Err(Unfollowable),
-                };
                 at += 1;
             }
             b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => {
-                if !matches!(expect, Expect::Value | Expect::ValueOrClose) {
-                    return Err(Unfollowable);
-                }
                 // A number or literal, as far as it goes; serde_json read the request
                 // already, and a provider's answer that is not JSON is not ours to fix.
                 let len = bytes[at..]
@@ -161,31 +91,159 @@ pub(crate) fn rewrite_texts(
                     )
                     .unwrap_or(bytes.len() - at);
                 at += len;
-                expect = Expect::CommaOrClose;
             }
             _ => return Err(Unfollowable),
         }
-        if depth == 0 && expect == Expect::CommaOrClose {
-            done = true;
+        // After a value: the next one, or closes until there is one.
+        loop {
+            at = skip_space(bytes, at);
+            if depth == 0 {
+                if at != bytes.len() {
+                    return Err(Unfollowable);
+                }
+                if !changed {
+                    return Ok(None);
+                }
+                out.extend_from_slice(&bytes[copied..]);
+                return Ok(Some(out));
+            }
+            let top = depth - 1;
+            let object = objects[top / 64] & (1 << (top % 64)) != 0;
+            match bytes.get(at) {
+                Some(b',') => {
+                    at = skip_space(bytes, at + 1);
+                    skipped = object && field_key(bytes, body, &mut at, skip)?;
+                    break;
+                }
+                Some(b'}') if object => {}
+                Some(b']') if !object => {}
+                _ => return Err(Unfollowable),
+            }
+            depth -= 1;
+            at += 1;
         }
     }
-    if !done {
+}
+
+/// The bytes a JSON string escapes: the quote, the backslash and control characters.
+static ESCAPED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
+/// `text` as a JSON string, as serde_json writes it: most texts need no escape, and are
+/// copied between their quotes.
+fn write_string(out: &mut Vec<u8>, text: &str) {
+    if text.bytes().any(|b| ESCAPED[usize::from(b)]) {
+        // A `&str` always serializes.
+        let _ = serde_json::to_writer(out, text);
+        return;
+    }
+    out.reserve(text.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(text.as_bytes());
+    out.push(b'"');
+}
+
+/// Reads the key at `at`, its colon and the whitespace after it, leaving `at` on the
+/// field's value; whether the key names a field whose string is not text.
+#[inline(always)]
+fn field_key(
+    bytes: &[u8],
+    body: &str,
+    at: &mut usize,
+    skip: impl Fn(&str) -> bool,
+) -> Result<bool, Unfollowable> {
+    if bytes.get(*at) != Some(&b'"') {
         return Err(Unfollowable);
     }
-    if !changed {
-        return Ok(None);
+    let (end, escaped) = string_end(bytes, *at)?;
+    let skipped = is_skipped(&body[*at..end], escaped, skip)?;
+    let colon = skip_space(bytes, end);
+    if bytes.get(colon) != Some(&b':') {
+        return Err(Unfollowable);
     }
-    out.extend_from_slice(&bytes[copied..]);
-    Ok(Some(out))
+    *at = skip_space(bytes, colon + 1);
+    Ok(skipped)
+}
+
+/// The first byte at or after `at` that is not JSON whitespace (or the end).
+#[inline(always)]
+fn skip_space(bytes: &[u8], mut at: usize) -> usize {
+    loop {
+        match bytes.get(at) {
+            // Most often the next token already, or a single space.
+            Some(&byte) if byte > b' ' => return at,
+            Some(b' ') => {
+                at += 1;
+                // Indented documents (OpenAI's answers) have runs of spaces: eight at a time.
+                while let Some(chunk) = bytes.get(at..).and_then(|rest| rest.first_chunk::<8>()) {
+                    let other = u64::from_le_bytes(*chunk) ^ u64::from_le_bytes([b' '; 8]);
+                    if other != 0 {
+                        at += (other.trailing_zeros() / 8) as usize;
+                        break;
+                    }
+                    at += 8;
+                }
+            }
+            Some(b'\t' | b'\n' | b'\r') => at += 1,
+            _ => return at,
+        }
+    }
+}
+
+/// Lanes of a word: one in each byte, and each byte's top bit.
+const LOW_BITS: u64 = u64::from_le_bytes([0x01; 8]);
+const HIGH_BITS: u64 = u64::from_le_bytes([0x80; 8]);
+
+/// The top bit of each byte of `word` that is zero; the lowest one set is exact (the
+/// borrow only reaches the bytes above a zero one).
+#[inline]
+fn zero_bytes(word: u64) -> u64 {
+    word.wrapping_sub(LOW_BITS) & !word & HIGH_BITS
+}
+
+/// Strings longer than this go to the vectorised search, whose set-up a key or a short
+/// text does not repay.
+const SHORT: usize = 32;
+
+/// The first `"` or `\` in `bytes`.
+#[inline(always)]
+fn quote_or_escape(bytes: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    while at < SHORT {
+        let Some(chunk) = bytes.get(at..).and_then(|rest| rest.first_chunk::<8>()) else {
+            return bytes[at..]
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\')
+                .map(|i| at + i);
+        };
+        let word = u64::from_le_bytes(*chunk);
+        let hits = zero_bytes(word ^ (LOW_BITS * u64::from(b'"')))
+            | zero_bytes(word ^ (LOW_BITS * u64::from(b'\\')));
+        if hits != 0 {
+            return Some(at + (hits.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    memchr::memchr2(b'"', b'\\', &bytes[at..]).map(|i| at + i)
 }
 
 /// The end (one past the closing quote) of the string that opens at `start`, and whether
 /// it holds an escape.
+#[inline(always)]
 fn string_end(bytes: &[u8], start: usize) -> Result<(usize, bool), Unfollowable> {
     let mut at = start + 1;
     let mut escaped = false;
     loop {
-        let next = memchr::memchr2(b'"', b'\\', &bytes[at..]).ok_or(Unfollowable)?;
+        let next = quote_or_escape(bytes.get(at..).ok_or(Unfollowable)?).ok_or(Unfollowable)?;
         at += next;
         if bytes[at] == b'"' {
             return Ok((at + 1, escaped));
@@ -193,14 +251,15 @@ fn string_end(bytes: &[u8], start: usize) -> Result<(usize, bool), Unfollowable>
         escaped = true;
         // An escape: the byte after the backslash is never the string's end.
         at += 2;
-        if at > bytes.len() {
-            return Err(Unfollowable);
-        }
     }
 }
 
 /// Whether the key `quoted` (with its quotes) names a field whose string is not text.
-fn is_skipped(quoted: &str, escaped: bool, skip: fn(&str) -> bool) -> Result<bool, Unfollowable> {
+fn is_skipped(
+    quoted: &str,
+    escaped: bool,
+    skip: impl Fn(&str) -> bool,
+) -> Result<bool, Unfollowable> {
     let inner = &quoted[1..quoted.len() - 1];
     if !escaped {
         return Ok(skip(inner));

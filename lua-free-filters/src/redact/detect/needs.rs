@@ -46,6 +46,59 @@ pub(super) fn any_met(needs: &[Needs], text: &[u8]) -> bool {
     Gate::new(needs).met(text)
 }
 
+/// How many of each counted byte a text holds (slot 0 unused, 1 the digits, 2 and on
+/// [`COUNTED_BYTES`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Counts([u16; 6]);
+
+impl Counts {
+    fn of(text: &[u8]) -> Counts {
+        let mut counts = Counts::default();
+        for &b in text {
+            let counter = COUNTER[usize::from(b)];
+            if counter != 0 {
+                counts.0[usize::from(counter)] += 1;
+            }
+        }
+        counts
+    }
+}
+
+impl Needs {
+    /// Whether a text with these `counts` (`text` itself, for a literal) meets this need.
+    pub(super) fn met(&self, counts: &Counts, text: &[u8]) -> bool {
+        match *self {
+            Needs::Anything => true,
+            Needs::Digits(n) => counts.0[1] >= n,
+            Needs::Byte(byte, n) => match COUNTED_BYTES.iter().position(|&b| b == byte) {
+                Some(i) => counts.0[2 + i] >= n,
+                None => true,
+            },
+            Needs::Literal(literal) => memchr::memmem::find(text, literal).is_some(),
+        }
+    }
+
+    /// Whether `text` meets this need, read only as far as it takes to say so (what
+    /// follows a value taken: most often short, or holding what the need asks for early).
+    pub(super) fn met_in(&self, text: &[u8]) -> bool {
+        match *self {
+            Needs::Anything => true,
+            Needs::Digits(n) => {
+                let mut left = usize::from(n);
+                left == 0
+                    || text.iter().any(|b| {
+                        left -= usize::from(b.is_ascii_digit());
+                        left == 0
+                    })
+            }
+            Needs::Byte(byte, n) => memchr::memchr_iter(byte, text)
+                .nth(usize::from(n).saturating_sub(1))
+                .is_some(),
+            Needs::Literal(literal) => memchr::memmem::find(text, literal).is_some(),
+        }
+    }
+}
+
 /// [`any_met`] for one set of needs, worked out once: the least count of each byte any of
 /// them asks for (any pattern met is the same as any count reaching its least), and the
 /// literals.
@@ -89,18 +142,14 @@ impl Gate {
         gate
     }
 
-    pub(super) fn met(&self, text: &[u8]) -> bool {
-        if self.open || text.len() > COUNTED {
-            return true;
-        }
-        let mut counts = [0u16; 6];
-        for &b in text {
-            let counter = COUNTER[usize::from(b)];
-            if counter != 0 {
-                counts[usize::from(counter)] += 1;
-            }
-        }
-        counts[1..]
+    /// The counts of `text`, when it is worth counting (`None`: anything may match).
+    pub(super) fn count(&self, text: &[u8]) -> Option<Counts> {
+        (!self.open && text.len() <= COUNTED).then(|| Counts::of(text))
+    }
+
+    /// Whether a text with these `counts` meets any need.
+    pub(super) fn admits(&self, counts: &Counts, text: &[u8]) -> bool {
+        counts.0[1..]
             .iter()
             .zip(&self.least[1..])
             .any(|(count, least)| count >= least)
@@ -108,6 +157,11 @@ impl Gate {
                 .literals
                 .iter()
                 .any(|literal| memchr::memmem::find(text, literal).is_some())
+    }
+
+    pub(super) fn met(&self, text: &[u8]) -> bool {
+        self.count(text)
+            .is_none_or(|counts| self.admits(&counts, text))
     }
 }
 

@@ -199,43 +199,6 @@ fn skip_space(bytes: &[u8], mut at: usize) -> usize {
     }
 }
 
-/// Lanes of a word: one in each byte, and each byte's top bit.
-const LOW_BITS: u64 = u64::from_le_bytes([0x01; 8]);
-const HIGH_BITS: u64 = u64::from_le_bytes([0x80; 8]);
-
-/// The top bit of each byte of `word` that is zero; the lowest one set is exact (the
-/// borrow only reaches the bytes above a zero one).
-#[inline]
-fn zero_bytes(word: u64) -> u64 {
-    word.wrapping_sub(LOW_BITS) & !word & HIGH_BITS
-}
-
-/// Strings longer than this go to the vectorised search, whose set-up a key or a short
-/// text does not repay.
-const SHORT: usize = 32;
-
-/// The first `"` or `\` in `bytes`.
-#[inline(always)]
-fn quote_or_escape(bytes: &[u8]) -> Option<usize> {
-    let mut at = 0;
-    while at < SHORT {
-        let Some(chunk) = bytes.get(at..).and_then(|rest| rest.first_chunk::<8>()) else {
-            return bytes[at..]
-                .iter()
-                .position(|&b| b == b'"' || b == b'\\')
-                .map(|i| at + i);
-        };
-        let word = u64::from_le_bytes(*chunk);
-        let hits = zero_bytes(word ^ (LOW_BITS * u64::from(b'"')))
-            | zero_bytes(word ^ (LOW_BITS * u64::from(b'\\')));
-        if hits != 0 {
-            return Some(at + (hits.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
-    }
-    memchr::memchr2(b'"', b'\\', &bytes[at..]).map(|i| at + i)
-}
-
 /// The end (one past the closing quote) of the string that opens at `start`, and whether
 /// it holds an escape.
 #[inline(always)]
@@ -243,7 +206,8 @@ fn string_end(bytes: &[u8], start: usize) -> Result<(usize, bool), Unfollowable>
     let mut at = start + 1;
     let mut escaped = false;
     loop {
-        let next = quote_or_escape(bytes.get(at..).ok_or(Unfollowable)?).ok_or(Unfollowable)?;
+        let next = memchr::memchr2(b'"', b'\\', bytes.get(at..).ok_or(Unfollowable)?)
+            .ok_or(Unfollowable)?;
         at += next;
         if bytes[at] == b'"' {
             return Ok((at + 1, escaped));

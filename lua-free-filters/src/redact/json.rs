@@ -24,12 +24,14 @@ const MAX_DEPTH: usize = 128;
 /// The walk goes from value to value: a field's key, its colon and the whitespace around
 /// them are read on the way to its value, and a comma or a close on the way to the next,
 /// so an indented answer costs one step per value rather than one per token.
+///
+/// Only the texts handed over need be UTF-8 (they are checked one by one, a few of a
+/// document's bytes): the rest is passed on as it came.
 pub(crate) fn rewrite_texts(
-    body: &str,
-    skip: impl Fn(&str) -> bool + Copy,
+    bytes: &[u8],
+    skip: impl Fn(&[u8]) -> bool + Copy,
     rewrite: &mut dyn FnMut(&str) -> Option<String>,
 ) -> Result<Option<Vec<u8>>, Unfollowable> {
-    let bytes = body.as_bytes();
     // Bit `d` says whether the container open at depth `d` is an object: the depth is
     // bounded, and a request should not allocate for it.
     let mut objects = [0u64; MAX_DEPTH / 64];
@@ -39,16 +41,21 @@ pub(crate) fn rewrite_texts(
     let mut copied = 0;
     let mut changed = false;
     let mut at = skip_space(bytes, 0);
-    // The value at `at` is a field's whose key names a string that is not text.
-    let mut skipped = false;
+    // The key of the field whose value is at `at` (with its quotes, and whether it holds an
+    // escape): read only if the value is a string.
+    let mut key: Option<(usize, usize, bool)> = None;
     loop {
         // A value starts at `at`.
         let byte = *bytes.get(at).ok_or(Unfollowable)?;
         match byte {
             b'"' => {
                 let (end, escaped) = string_end(bytes, at)?;
+                let skipped = match key {
+                    Some((start, end, escaped)) => is_skipped(&bytes[start..end], escaped, skip)?,
+                    None => false,
+                };
                 if !skipped {
-                    if let Some(new) = rewrite_string(&body[at..end], escaped, rewrite)? {
+                    if let Some(new) = rewrite_string(&bytes[at..end], escaped, rewrite)? {
                         if !changed {
                             out.reserve(bytes.len() + new.len());
                         }
@@ -75,7 +82,11 @@ pub(crate) fn rewrite_texts(
                 at = skip_space(bytes, at + 1);
                 let close = if object { b'}' } else { b']' };
                 if bytes.get(at) != Some(&close) {
-                    skipped = object && field_key(bytes, body, &mut at, skip)?;
+                    key = if object {
+                        Some(field_key(bytes, &mut at)?)
+                    } else {
+                        None
+                    };
                     continue;
                 }
                 depth -= 1;
@@ -86,9 +97,7 @@ pub(crate) fn rewrite_texts(
                 // already, and a provider's answer that is not JSON is not ours to fix.
                 let len = bytes[at..]
                     .iter()
-                    .position(
-                        |b| !matches!(b, b'0'..=b'9' | b'a'..=b'z' | b'+' | b'-' | b'.' | b'E'),
-                    )
+                    .position(|&b| !IN_NUMBER[usize::from(b)])
                     .unwrap_or(bytes.len() - at);
                 at += len;
             }
@@ -112,7 +121,11 @@ pub(crate) fn rewrite_texts(
             match bytes.get(at) {
                 Some(b',') => {
                     at = skip_space(bytes, at + 1);
-                    skipped = object && field_key(bytes, body, &mut at, skip)?;
+                    key = if object {
+                        Some(field_key(bytes, &mut at)?)
+                    } else {
+                        None
+                    };
                     break;
                 }
                 Some(b'}') if object => {}
@@ -124,6 +137,26 @@ pub(crate) fn rewrite_texts(
         }
     }
 }
+
+/// The bytes a number or a literal (`true`, `false`, `null`) is read over.
+static IN_NUMBER: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = b'0';
+    while b <= b'9' {
+        table[b as usize] = true;
+        b += 1;
+    }
+    b = b'a';
+    while b <= b'z' {
+        table[b as usize] = true;
+        b += 1;
+    }
+    table[b'+' as usize] = true;
+    table[b'-' as usize] = true;
+    table[b'.' as usize] = true;
+    table[b'E' as usize] = true;
+    table
+};
 
 /// The bytes a JSON string escapes: the quote, the backslash and control characters.
 static ESCAPED: [bool; 256] = {
@@ -153,25 +186,20 @@ fn write_string(out: &mut Vec<u8>, text: &str) {
 }
 
 /// Reads the key at `at`, its colon and the whitespace after it, leaving `at` on the
-/// field's value; whether the key names a field whose string is not text.
+/// field's value; where the key is (with its quotes) and whether it holds an escape.
 #[inline(always)]
-fn field_key(
-    bytes: &[u8],
-    body: &str,
-    at: &mut usize,
-    skip: impl Fn(&str) -> bool,
-) -> Result<bool, Unfollowable> {
+fn field_key(bytes: &[u8], at: &mut usize) -> Result<(usize, usize, bool), Unfollowable> {
     if bytes.get(*at) != Some(&b'"') {
         return Err(Unfollowable);
     }
-    let (end, escaped) = string_end(bytes, *at)?;
-    let skipped = is_skipped(&body[*at..end], escaped, skip)?;
+    let start = *at;
+    let (end, escaped) = string_end(bytes, start)?;
     let colon = skip_space(bytes, end);
     if bytes.get(colon) != Some(&b':') {
         return Err(Unfollowable);
     }
     *at = skip_space(bytes, colon + 1);
-    Ok(skipped)
+    Ok((start, end, escaped))
 }
 
 /// The first byte at or after `at` that is not JSON whitespace (or the end).
@@ -220,33 +248,33 @@ fn string_end(bytes: &[u8], start: usize) -> Result<(usize, bool), Unfollowable>
 
 /// Whether the key `quoted` (with its quotes) names a field whose string is not text.
 fn is_skipped(
-    quoted: &str,
+    quoted: &[u8],
     escaped: bool,
-    skip: impl Fn(&str) -> bool,
+    skip: impl Fn(&[u8]) -> bool,
 ) -> Result<bool, Unfollowable> {
-    let inner = &quoted[1..quoted.len() - 1];
     if !escaped {
-        return Ok(skip(inner));
+        return Ok(skip(&quoted[1..quoted.len() - 1]));
     }
-    let key: String = serde_json::from_str(quoted).map_err(|_| Unfollowable)?;
-    Ok(skip(&key))
+    let key: String = serde_json::from_slice(quoted).map_err(|_| Unfollowable)?;
+    Ok(skip(key.as_bytes()))
 }
 
 /// The new text of the string `quoted` (with its quotes), if `rewrite` changes it.
 fn rewrite_string(
-    quoted: &str,
+    quoted: &[u8],
     escaped: bool,
     rewrite: &mut dyn FnMut(&str) -> Option<String>,
 ) -> Result<Option<String>, Unfollowable> {
-    let inner = &quoted[1..quoted.len() - 1];
     if !escaped {
-        if inner.bytes().any(|b| b < 0x20) {
-            // A raw control character: not JSON.
+        let inner = &quoted[1..quoted.len() - 1];
+        // Raw control characters are not JSON; bytes that are not UTF-8 are not text.
+        if inner.iter().any(|&b| b < 0x20) {
             return Err(Unfollowable);
         }
-        return Ok(rewrite(inner));
+        let text = std::str::from_utf8(inner).map_err(|_| Unfollowable)?;
+        return Ok(rewrite(text));
     }
-    let text: String = serde_json::from_str(quoted).map_err(|_| Unfollowable)?;
+    let text: String = serde_json::from_slice(quoted).map_err(|_| Unfollowable)?;
     Ok(rewrite(&text))
 }
 
@@ -259,8 +287,12 @@ mod tests {
     }
 
     fn run(body: &str) -> Result<Option<String>, Unfollowable> {
-        rewrite_texts(body, |k| matches!(k, "id" | "model"), &mut upper_x)
-            .map(|o| o.map(|b| String::from_utf8(b).unwrap()))
+        rewrite_texts(
+            body.as_bytes(),
+            |k| matches!(k, b"id" | b"model"),
+            &mut upper_x,
+        )
+        .map(|o| o.map(|b| String::from_utf8(b).unwrap()))
     }
 
     #[test]

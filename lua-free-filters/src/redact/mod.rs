@@ -201,28 +201,29 @@ impl std::fmt::Debug for Rewriter {
 /// Fields whose string values are the format's, not text: never rewritten. Signed
 /// reasoning (`thinking`, with its `signature`) is among them, since a provider refuses a
 /// conversation whose reasoning was changed. (A `match`: asked of every key of every body.)
-fn is_not_text(key: &str) -> bool {
+fn is_not_text(key: &[u8]) -> bool {
     matches!(
         key,
-        "id" | "model"
-            | "role"
-            | "type"
-            | "object"
-            | "name"
-            | "call_id"
-            | "tool_call_id"
-            | "tool_use_id"
-            | "signature"
-            | "encrypted_content"
-            | "finish_reason"
-            | "stop_reason"
-            | "finishReason"
-            | "system_fingerprint"
-            | "data"
-            | "mime_type"
-            | "mimeType"
-            | "media_type"
-            | "thinking"
+        b"id"
+            | b"model"
+            | b"role"
+            | b"type"
+            | b"object"
+            | b"name"
+            | b"call_id"
+            | b"tool_call_id"
+            | b"tool_use_id"
+            | b"signature"
+            | b"encrypted_content"
+            | b"finish_reason"
+            | b"stop_reason"
+            | b"finishReason"
+            | b"system_fingerprint"
+            | b"data"
+            | b"mime_type"
+            | b"mimeType"
+            | b"media_type"
+            | b"thinking"
     )
 }
 
@@ -237,7 +238,7 @@ pub(crate) fn each_text(value: &mut Value, f: &mut dyn FnMut(&mut String) -> boo
             .fold(false, |changed, v| each_text(v, f) | changed),
         Value::Object(fields) => fields
             .iter_mut()
-            .filter(|(k, v)| !(v.is_string() && is_not_text(k)))
+            .filter(|(k, v)| !(v.is_string() && is_not_text(k.as_bytes())))
             .fold(false, |changed, (_, v)| each_text(v, f) | changed),
         _ => false,
     }
@@ -352,12 +353,11 @@ impl Rewriter {
         body: &[u8],
         memo: &mut Cow<'_, Memo>,
     ) -> Result<Option<Vec<u8>>, FilterError> {
-        let text = std::str::from_utf8(body).ok();
         // Placeholder-like text the client wrote is recorded first, so no value is numbered
         // into it. Every such text ends in a digit and `]`: most bodies never get as far as
         // the expression.
         if self.mode == Mode::Placeholder && may_hold_placeholder(body) {
-            let text = text.map_or_else(|| String::from_utf8_lossy(body), std::borrow::Cow::from);
+            let text = String::from_utf8_lossy(body);
             for found in self.placeholders.find_iter(&text) {
                 if memo.original(found.as_str()).is_none()
                     && !memo.reserved.iter().any(|r| r == found.as_str())
@@ -369,20 +369,19 @@ impl Rewriter {
         }
         // The texts rewritten in the document's own bytes; the tree only for what the walk
         // cannot follow (which then fails to parse, as it should).
-        if let Some(text) = text {
-            let rewritten =
-                json::rewrite_texts(text, is_not_text, &mut |t| self.rewrite(detector, t, memo));
-            if let Ok(result) = rewritten {
-                return Ok(result);
-            }
-            // Not JSON (an answer in another shape): passed on as it is when nothing in its
-            // bytes could be a value or a placeholder (no escape could hide one).
-            if memchr::memchr(b'\\', body).is_none()
-                && !may_hold_placeholder(body)
-                && !detector.any(body)
-            {
-                return Ok(None);
-            }
+        let rewritten =
+            json::rewrite_texts(body, is_not_text, &mut |t| self.rewrite(detector, t, memo));
+        if let Ok(result) = rewritten {
+            return Ok(result);
+        }
+        // Not JSON (an answer in another shape): passed on as it is when it is text and
+        // nothing in it could be a value or a placeholder (no escape could hide one).
+        if std::str::from_utf8(body).is_ok()
+            && memchr::memchr(b'\\', body).is_none()
+            && !may_hold_placeholder(body)
+            && !detector.any(body)
+        {
+            return Ok(None);
         }
         self.rewrite_tree(detector, body, memo)
     }

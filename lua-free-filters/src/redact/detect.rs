@@ -441,15 +441,12 @@ impl Detector {
     /// Whether `text` holds anything any pattern would match (before checks).
     pub fn any(&self, text: &[u8]) -> bool {
         // Patterns match text; bytes that are not UTF-8 are not text to match.
-        std::str::from_utf8(text).is_ok_and(|t| self.any_in(t))
+        std::str::from_utf8(text).is_ok_and(|t| self.may_hold(text) && self.any.is_match(t))
     }
 
-    /// [`Detector::any`] for a text known to be UTF-8.
-    pub fn any_in(&self, text: &str) -> bool {
-        self.gate
-            .as_ref()
-            .is_none_or(|gate| gate.met(text.as_bytes()))
-            && self.any.is_match(text)
+    /// Whether `text` (its bytes) may hold a value: what its counts say, before any search.
+    pub fn may_hold(&self, text: &[u8]) -> bool {
+        self.gate.as_ref().is_none_or(|gate| gate.met(text))
     }
 
     /// Whether a stream's events may be judged in their bytes (see `edge_blind`).

@@ -30,7 +30,7 @@ const MAX_DEPTH: usize = 128;
 pub(crate) fn rewrite_texts(
     bytes: &[u8],
     skip: impl Fn(&[u8]) -> bool + Copy,
-    rewrite: &mut dyn FnMut(&str) -> Option<String>,
+    texts: &mut Texts<'_>,
 ) -> Result<Option<Vec<u8>>, Unfollowable> {
     // Bit `d` says whether the container open at depth `d` is an object: the depth is
     // bounded, and a request should not allocate for it.
@@ -55,7 +55,7 @@ pub(crate) fn rewrite_texts(
                     None => false,
                 };
                 if !skipped {
-                    if let Some(new) = rewrite_string(&bytes[at..end], escaped, rewrite)? {
+                    if let Some(new) = rewrite_string(&bytes[at..end], escaped, texts)? {
                         if !changed {
                             out.reserve(bytes.len() + new.len());
                         }
@@ -259,23 +259,60 @@ fn is_skipped(
     Ok(skip(key.as_bytes()))
 }
 
-/// The new text of the string `quoted` (with its quotes), if `rewrite` changes it.
+/// What the walk does with a document's texts.
+pub(crate) struct Texts<'a> {
+    /// Whether a text, as its bytes, may hold anything to rewrite: a text it rules out is
+    /// neither checked as UTF-8 nor handed over.
+    pub may_change: &'a dyn Fn(&[u8]) -> bool,
+    /// The new text, if it changes.
+    pub rewrite: &'a mut dyn FnMut(&str) -> Option<String>,
+}
+
+/// The new text of the string `quoted` (with its quotes), if it changes.
 fn rewrite_string(
     quoted: &[u8],
     escaped: bool,
-    rewrite: &mut dyn FnMut(&str) -> Option<String>,
+    texts: &mut Texts<'_>,
 ) -> Result<Option<String>, Unfollowable> {
     if !escaped {
         let inner = &quoted[1..quoted.len() - 1];
-        // Raw control characters are not JSON; bytes that are not UTF-8 are not text.
-        if inner.iter().any(|&b| b < 0x20) {
+        // Raw control characters are not JSON.
+        if has_control(inner) {
             return Err(Unfollowable);
         }
+        if !(texts.may_change)(inner) {
+            return Ok(None);
+        }
+        // Bytes that are not UTF-8 are not text.
         let text = std::str::from_utf8(inner).map_err(|_| Unfollowable)?;
-        return Ok(rewrite(text));
+        return Ok((texts.rewrite)(text));
     }
     let text: String = serde_json::from_slice(quoted).map_err(|_| Unfollowable)?;
-    Ok(rewrite(&text))
+    if !(texts.may_change)(text.as_bytes()) {
+        return Ok(None);
+    }
+    Ok((texts.rewrite)(&text))
+}
+
+/// Lanes of a word: one in each byte, and each byte's top bit.
+const LOW_BITS: u64 = u64::from_le_bytes([0x01; 8]);
+const HIGH_BITS: u64 = u64::from_le_bytes([0x80; 8]);
+
+/// Whether any byte of `word` is zero (the classic test: exact for "any").
+#[inline(always)]
+fn any_zero(word: u64) -> bool {
+    word.wrapping_sub(LOW_BITS) & !word & HIGH_BITS != 0
+}
+
+/// Whether `bytes` holds a control character (below 0x20: its top three bits clear), eight
+/// bytes at a time.
+fn has_control(bytes: &[u8]) -> bool {
+    let mut words = bytes.chunks_exact(8);
+    let top_three = u64::from_le_bytes([0xE0; 8]);
+    words.by_ref().any(|w| {
+        w.try_into()
+            .is_ok_and(|w| any_zero(u64::from_le_bytes(w) & top_three))
+    }) || words.remainder().iter().any(|&b| b < 0x20)
 }
 
 #[cfg(test)]
@@ -287,12 +324,56 @@ mod tests {
     }
 
     fn run(body: &str) -> Result<Option<String>, Unfollowable> {
+        let mut texts = Texts {
+            may_change: &|_| true,
+            rewrite: &mut upper_x,
+        };
         rewrite_texts(
             body.as_bytes(),
             |k| matches!(k, b"id" | b"model"),
-            &mut upper_x,
+            &mut texts,
         )
         .map(|o| o.map(|b| String::from_utf8(b).unwrap()))
+    }
+
+    #[test]
+    fn control_characters_are_found_at_every_place() {
+        for len in 0..24 {
+            assert!(!has_control(&vec![b'a'; len]));
+            assert!(!has_control("é€".repeat(len).as_bytes()));
+            for at in 0..len {
+                for control in [0u8, 0x0a, 0x1f] {
+                    let mut bytes = vec![b' '; len];
+                    bytes[at] = control;
+                    assert!(has_control(&bytes), "{len} {at} {control}");
+                }
+                let mut bytes = vec![b'a'; len];
+                bytes[at] = 0x20;
+                assert!(!has_control(&bytes));
+            }
+        }
+    }
+
+    #[test]
+    fn a_text_ruled_out_is_not_handed_over_even_when_it_is_not_utf8() {
+        let handed = std::cell::Cell::new(0);
+        let mut count = |_: &str| {
+            handed.set(handed.get() + 1);
+            None
+        };
+        let mut texts = Texts {
+            may_change: &|text: &[u8]| text.contains(&b'@'),
+            rewrite: &mut count,
+        };
+        let body = b"{\"a\": \"plain \xff\", \"b\": \"a@b\"}";
+        assert_eq!(rewrite_texts(body, |_| false, &mut texts), Ok(None));
+        assert_eq!(handed.get(), 1);
+        // One that may hold a value must be text.
+        let body = b"{\"a\": \"a@\xff\"}";
+        assert_eq!(
+            rewrite_texts(body, |_| false, &mut texts),
+            Err(Unfollowable)
+        );
     }
 
     #[test]

@@ -369,8 +369,11 @@ impl Rewriter {
         }
         // The texts rewritten in the document's own bytes; the tree only for what the walk
         // cannot follow (which then fails to parse, as it should).
-        let rewritten =
-            json::rewrite_texts(body, is_not_text, &mut |t| self.rewrite(detector, t, memo));
+        let mut texts = json::Texts {
+            may_change: &|text| detector.may_hold(text),
+            rewrite: &mut |text| self.rewrite(detector, text, memo),
+        };
+        let rewritten = json::rewrite_texts(body, is_not_text, &mut texts);
         if let Ok(result) = rewritten {
             return Ok(result);
         }

@@ -93,6 +93,26 @@ pub fn stream_end(format: Format, frame: &[u8]) -> Option<StreamEnd> {
     }
 }
 
+/// Whether `frame` ends a stream of `format` with a whole answer: a successful end, and
+/// not a Responses answer cut at `max_output_tokens` (which ends its stream, usage and
+/// all, but is no answer to keep).
+pub fn whole_answer(format: Format, frame: &[u8]) -> bool {
+    if stream_end(format, frame) != Some(StreamEnd::Done) {
+        return false;
+    }
+    if format != Format::OpenAiResponses {
+        return true;
+    }
+    let event = Event::parse(frame);
+    match event.event {
+        Some(name) => name != b"response.incomplete",
+        // Data lines only: the event's `type`, which said the stream ended.
+        None => Top::parse(event.data())
+            .and_then(|top| top.kind)
+            .is_none_or(|kind| kind != "response.incomplete"),
+    }
+}
+
 /// A Responses stream's end by its event's name. An incomplete response (its output cut at
 /// `max_output_tokens`) is a finished stream with its usage.
 fn responses_end(name: &[u8]) -> Option<StreamEnd> {
@@ -322,6 +342,18 @@ mod tests {
         assert!(ends_done(Format::Anthropic, anthropic.as_bytes()));
         let responses = "data: {\"type\":\"response.completed\",\"response\":{}}\n\n";
         assert!(ends_done(Format::OpenAiResponses, responses.as_bytes()));
+        // An answer cut at its output limit ends its stream but is no whole answer.
+        assert!(whole_answer(Format::OpenAiResponses, responses.as_bytes()));
+        for incomplete in [
+            "data: {\"type\":\"response.incomplete\",\"response\":{}}\n\n",
+            "event: response.incomplete\ndata: {}\n\n",
+        ] {
+            assert!(ends_done(Format::OpenAiResponses, incomplete.as_bytes()));
+            assert!(!whole_answer(
+                Format::OpenAiResponses,
+                incomplete.as_bytes()
+            ));
+        }
         // An `event:` line without its space.
         assert!(ends_done(
             Format::Anthropic,

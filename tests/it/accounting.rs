@@ -289,6 +289,12 @@ fn provider_sending_in_two_parts(
     later: String,
     hold: std::time::Duration,
 ) -> crate::raw::RawUpstream {
+    provider_sending_in_parts(vec![(std::time::Duration::ZERO, now), (hold, later)])
+}
+
+/// A stream sent in parts, each after its pause, as one chunk of the HTTP framing each; the
+/// framing ends with the last.
+fn provider_sending_in_parts(parts: Vec<(std::time::Duration, String)>) -> crate::raw::RawUpstream {
     use crate::raw::send;
     crate::raw::RawUpstream::start(move |stream, _| {
         let chunk = |data: &str| {
@@ -299,11 +305,15 @@ fn provider_sending_in_two_parts(
             }
         };
         let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
-        if !send(stream, format!("{head}{}", chunk(&now)).as_bytes()) {
+        if !send(stream, head.as_bytes()) {
             return false;
         }
-        std::thread::sleep(hold);
-        send(stream, format!("{}0\r\n\r\n", chunk(&later)).as_bytes())
+        let last = parts.len() - 1;
+        parts.iter().enumerate().all(|(i, (pause, data))| {
+            std::thread::sleep(*pause);
+            let end = if i == last { "0\r\n\r\n" } else { "" };
+            send(stream, format!("{}{end}", chunk(data)).as_bytes())
+        })
     })
 }
 
@@ -367,12 +377,18 @@ fn config_with_cache() -> String {
 /// The first request's access line: its client left, and it was billed the provider's
 /// usage of [`answer_in_two_parts`] (a cut stream is settled to one token per event).
 fn assert_billed_the_providers_usage(sira: &Sira) {
+    assert_billed(sira, 9, 1);
+}
+
+/// The first request's access line: its client left, and it was billed the provider's
+/// usage, `input` and `output` tokens.
+fn assert_billed(sira: &Sira, input: u64, output: u64) {
     let log = sira.wait_access_log(1);
     let line = &log[0];
     assert_eq!(line["client_gone"], true, "{line}");
     assert_ne!(line["estimated"], true, "{line}");
-    assert_eq!(line["input_tokens"], 9, "{line}");
-    assert_eq!(line["output_tokens"], 1, "{line}");
+    assert_eq!(line["input_tokens"], input, "{line}");
+    assert_eq!(line["output_tokens"], output, "{line}");
 }
 
 /// The first request's client left before its answer was whole: settled to an estimate,
@@ -441,6 +457,41 @@ async fn an_anthropic_client_that_closes_after_message_stop_from_an_openai_provi
     assert!(first.contains("Done."), "{first}");
     assert_billed_the_providers_usage(&sira);
     let second = read_then_close(&sira, "/v1/messages", body, "event: message_stop").await;
+    assert!(second.contains("x-sira-cache: hit"), "{second}");
+    assert_eq!(provider.requests(), 1);
+}
+
+#[tokio::test]
+async fn a_responses_client_that_closes_once_it_has_a_last_event_read_in_parts_is_billed_its_usage()
+{
+    // Codex's `response.completed` repeats its request's instructions and tools, tens of KB
+    // that reach sira in several reads: a client that closes once it has all of that event
+    // had its whole answer, though no read held the event alone. (Accounting's tap passes a
+    // passthrough stream on in whole frames, so the relay sees the event whole.)
+    let stream = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/openai_responses/stream_text.sse"
+    ))
+    .unwrap();
+    let (events, completed) = stream.split_at(stream.rfind("event: response.completed").unwrap());
+    let (head, tail) = completed.split_at(completed.len() / 2);
+    let provider = provider_sending_in_parts(vec![
+        (std::time::Duration::ZERO, format!("{events}{head}")),
+        (std::time::Duration::from_millis(300), tail.to_owned()),
+        (std::time::Duration::from_secs(3), String::new()),
+    ]);
+    let sira = Sira::start(&config_with_cache(), &provider.url);
+    let body = r#"{"model":"gpt-4o","stream":true,"store":false,"input":"Hi"}"#;
+    let first = read_then_close(
+        &sira,
+        "/v1/responses",
+        body,
+        "\"total_tokens\":21},\"user\":null,\"metadata\":{}}}\n\n",
+    )
+    .await;
+    assert!(first.contains("x-sira-cache: miss"), "{first}");
+    assert_billed(&sira, 9, 12);
+    let second = read_then_close(&sira, "/v1/responses", body, "event: response.completed").await;
     assert!(second.contains("x-sira-cache: hit"), "{second}");
     assert_eq!(provider.requests(), 1);
 }

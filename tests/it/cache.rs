@@ -354,6 +354,52 @@ async fn a_stream_that_ends_in_an_error_is_not_kept() {
     assert_eq!(mock.requests().len(), 2);
 }
 
+/// A provider that answers every request with the chat stream `events`, whole.
+fn provider_streaming(events: String) -> crate::raw::RawUpstream {
+    crate::raw::RawUpstream::start(move |stream, _| {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n",
+            events.len()
+        );
+        crate::raw::send(stream, format!("{head}{events}").as_bytes())
+    })
+}
+
+fn chat_chunk(content: &str) -> String {
+    let chunk = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
+        "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": null}]});
+    format!("data: {chunk}\n\n")
+}
+
+#[tokio::test]
+async fn every_event_of_a_stream_is_read_by_its_structure_before_it_is_kept() {
+    // A compatible server's error chunk (vLLM's `"object": "error"`), then its `[DONE]`:
+    // the stream ends, but it carried an error, and is not kept.
+    let vllm_error = r#"data: {"object":"error","message":"out of memory","type":"InternalServerError","code":500}"#;
+    let failing = provider_streaming(format!(
+        "{}{vllm_error}\n\ndata: [DONE]\n\n",
+        chat_chunk("Partial")
+    ));
+    let sira = Sira::start(&config(MEMORY, ""), &failing.url);
+    for _ in 0..2 {
+        let (cache, text) = post(&sira, &chat(true)).await;
+        assert_eq!(cache, "miss", "{text}");
+    }
+    assert_eq!(failing.requests(), 2);
+    // A model whose text names an error event is a whole answer all the same.
+    let naming = provider_streaming(format!(
+        "{}{}data: [DONE]\n\n",
+        chat_chunk("event: error"),
+        chat_chunk(" or response.failed, and \"type\":\"error\"")
+    ));
+    let sira = Sira::start(&config(MEMORY, ""), &naming.url);
+    let (first, _) = post(&sira, &chat(true)).await;
+    let (second, text) = post(&sira, &chat(true)).await;
+    assert_eq!((first.as_str(), second.as_str()), ("miss", "hit"), "{text}");
+    assert!(text.contains("response.failed"), "{text}");
+    assert_eq!(naming.requests(), 1);
+}
+
 /// A streamed chat request for `model` whose provider pauses `delay_ms` between events:
 /// `x-sira-cache`, the whole body, and when its first and last bytes came.
 async fn timed_stream(

@@ -303,31 +303,29 @@ fn scope(ctx: &RequestCtx, shared: bool) -> String {
 }
 
 /// Whether a stream, as the client got it, ended with its format's successful last event
-/// and carried no error event.
+/// and carried no error event. Every frame is read by structure (`crate::stream_end`): an
+/// error event anywhere (a compatible server's error chunk before its `[DONE]`) keeps the
+/// stream out, and a model's text naming an end or an error neither makes a cut stream an
+/// answer to keep nor keeps a whole one out. (The stream is already bounded by what the
+/// cache keeps, so its frames are too.)
 fn stream_succeeded(format: crate::format::Format, pieces: &[bytes::Bytes]) -> bool {
-    // The ends are in the last events; an error event is, too, since it ends a stream.
-    let mut kept = 0;
-    let last = pieces
-        .iter()
-        .rev()
-        .take_while(|piece| {
-            let more = kept < 8 << 10;
-            kept += piece.len();
-            more
-        })
-        .count();
-    let tail: Vec<u8> = pieces[pieces.len() - last..].concat();
-    let tail = String::from_utf8_lossy(&tail);
-    let errored = tail.contains("event: error")
-        || tail.contains("\"type\":\"error\"")
-        || tail.contains("data: {\"error\"")
-        || tail.contains("response.failed")
-        || tail.contains("response.incomplete");
-    // The end read by structure: a model's text naming it does not make a cut stream an
-    // answer to keep. (An incomplete response ends its stream but is no answer to keep:
-    // `errored`.)
-    let ended = crate::stream_end::ends_done(format, tail.as_bytes());
-    ended && !errored
+    use crate::stream_end::{is_event, stream_end, StreamEnd};
+    let mut scanner = crate::sse::SseScanner::new();
+    let mut frames = Vec::new();
+    for piece in pieces {
+        // Without a limit the scanner takes every chunk.
+        let _ = scanner.feed(piece.clone(), &mut frames);
+    }
+    // A last event without its blank line counts, as it does for accounting.
+    frames.extend(scanner.finish());
+    let mut events = frames.iter().filter(|f| is_event(f));
+    let failed = events
+        .clone()
+        .any(|frame| stream_end(format, frame) == Some(StreamEnd::Failed));
+    !failed
+        && events
+            .next_back()
+            .is_some_and(|frame| crate::stream_end::whole_answer(format, frame))
 }
 
 /// The answer kept for `key` (memory, then Redis), or a flight to lead or follow.
@@ -518,5 +516,78 @@ fn convert_from(ctx: &mut RequestCtx, body: &RequestBody, from: Format) -> bool 
             true
         }
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stream_succeeded;
+    use crate::format::Format;
+    use bytes::Bytes;
+
+    fn pieces(stream: &[u8], size: usize) -> Vec<Bytes> {
+        stream.chunks(size).map(Bytes::copy_from_slice).collect()
+    }
+
+    fn kept(format: Format, stream: &str) -> bool {
+        let whole = stream_succeeded(format, &pieces(stream.as_bytes(), stream.len().max(1)));
+        for size in [1, 7, 100] {
+            assert_eq!(
+                stream_succeeded(format, &pieces(stream.as_bytes(), size)),
+                whole
+            );
+        }
+        whole
+    }
+
+    #[test]
+    fn every_recorded_answer_is_kept_and_no_recorded_failure() {
+        let dirs = [
+            ("openai", Format::OpenAiChat),
+            ("openai_compat", Format::OpenAiChat),
+            ("azure", Format::OpenAiChat),
+            ("anthropic", Format::Anthropic),
+            ("openai_responses", Format::OpenAiResponses),
+            ("gemini", Format::Gemini),
+        ];
+        let mut seen = 0;
+        for (dir, format) in dirs {
+            let dir = format!("{}/tests/fixtures/{dir}", env!("CARGO_MANIFEST_DIR"));
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_none_or(|e| e != "sse") {
+                    continue;
+                }
+                let name = path.display().to_string();
+                let stream = std::fs::read_to_string(&path).unwrap();
+                let answer = !(name.contains("error")
+                    || name.contains("failed")
+                    || name.contains("incomplete"));
+                assert_eq!(kept(format, &stream), answer, "{name}");
+                seen += 1;
+            }
+        }
+        assert!(seen >= 30, "{seen}");
+    }
+
+    #[test]
+    fn an_error_chunk_before_the_end_keeps_a_stream_out_and_text_naming_one_does_not() {
+        let vllm = "data: {\"object\":\"error\",\"message\":\"x\"}\n\ndata: [DONE]\n\n";
+        assert!(!kept(Format::OpenAiChat, vllm));
+        let text =
+            "data: {\"choices\":[{\"delta\":{\"content\":\"event: error response.failed\"}}]}\n\n\
+                    data: [DONE]\n\n";
+        assert!(kept(Format::OpenAiChat, text));
+        assert!(!kept(Format::OpenAiChat, "data: {\"choices\":[]}\n\n"));
+        assert!(kept(Format::OpenAiChat, "data: {}\n\ndata: [DONE]"));
+    }
+
+    #[test]
+    fn a_last_event_of_any_size_is_read() {
+        let grounded = format!(
+            "data: {{\"candidates\":[{{\"content\":{{\"parts\":[{{\"text\":\"{}\"}}]}},\"finishReason\":\"STOP\"}}]}}\n\n",
+            "x".repeat(20 << 10)
+        );
+        assert!(kept(Format::Gemini, &grounded));
     }
 }

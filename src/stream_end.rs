@@ -36,19 +36,26 @@ pub fn stream_end(format: Format, frame: &[u8]) -> Option<StreamEnd> {
         (None, None) => b"",
     };
     let has = |needle: &[u8]| memchr::memmem::find(json, needle).is_some();
+    // An `error` event ends a stream of any format with its error (chat-compatible
+    // servers send them too).
+    if event.event == Some(b"error") {
+        return Some(StreamEnd::Failed);
+    }
     match format {
         Format::OpenAiChat => {
             if json.trim_ascii() == b"[DONE]" {
                 return Some(StreamEnd::Done);
             }
-            // An error chunk, OpenAI's (`{"error": …}`) or an older vLLM's
-            // (`{"object": "error", …}`).
+            // An error chunk, OpenAI's (`{"error": …}`), an older vLLM's
+            // (`{"object": "error", …}`) or a typed one (`{"type": "error", …}`).
             if !has(b"\"error\"") {
                 return None;
             }
             let top = Top::parse(json)?;
-            (top.error.is_some() || top.object.as_deref() == Some("error"))
-                .then_some(StreamEnd::Failed)
+            (top.error.is_some()
+                || top.object.as_deref() == Some("error")
+                || top.kind.as_deref() == Some("error"))
+            .then_some(StreamEnd::Failed)
         }
         Format::Anthropic => match event.event {
             Some(b"message_stop") => Some(StreamEnd::Done),

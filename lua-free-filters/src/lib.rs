@@ -233,8 +233,8 @@ pub trait Filter: Send + Sync + fmt::Debug {
     }
 
     /// Whether [`Filter::on_request_body`] changes only the text inside string values of a
-    /// valid JSON body: never a key, a number, the nesting, or the format's own fields
-    /// (`model`, ids). The gateway then keeps what it read of the body instead of reading
+    /// JSON body (the gateway reads a request as JSON before any filter): never a key, a
+    /// number, the nesting, or the format's own fields (`model`, ids). The gateway then keeps what it read of the body instead of reading
     /// it again.
     fn edits_only_texts(&self) -> bool {
         false

@@ -474,6 +474,9 @@ async fn a_responses_client_that_closes_once_it_has_a_last_event_read_in_parts_i
     ))
     .unwrap();
     let (events, completed) = stream.split_at(stream.rfind("event: response.completed").unwrap());
+    // Codex's instructions, as long as they are.
+    let instructions = format!("\"instructions\":\"{}\"", "Be brief. ".repeat(2400));
+    let completed = completed.replace("\"instructions\":null", &instructions);
     let (head, tail) = completed.split_at(completed.len() / 2);
     let provider = provider_sending_in_parts(vec![
         (std::time::Duration::ZERO, format!("{events}{head}")),

@@ -8,7 +8,10 @@
 //!
 //! The walk follows JSON's grammar closely enough to tell keys from values. A document it
 //! cannot follow (malformed, or nested deeper than serde_json reads) is left to the tree
-//! path, which answers with the parse error.
+//! path, which answers with the parse error. Bytes are checked as UTF-8 only in the texts
+//! it hands over: elsewhere (a key, an id, a text its counts rule out) they are passed on
+//! as they came, as they would be without the filter (requests were read as JSON before
+//! any filter runs; an answer is the provider's).
 
 /// The walk gave up: the tree path decides.
 #[derive(Debug, PartialEq, Eq)]
@@ -194,6 +197,11 @@ fn field_key(bytes: &[u8], at: &mut usize) -> Result<(usize, usize, bool), Unfol
     }
     let start = *at;
     let (end, escaped) = string_end(bytes, start)?;
+    // A key with an escape is read now, so that one which is not JSON is found whatever
+    // its value (an escape-free key needs no reading).
+    if escaped {
+        serde_json::from_slice::<String>(&bytes[start..end]).map_err(|_| Unfollowable)?;
+    }
     let colon = skip_space(bytes, end);
     if bytes.get(colon) != Some(&b':') {
         return Err(Unfollowable);
@@ -227,6 +235,29 @@ fn skip_space(bytes: &[u8], mut at: usize) -> usize {
     }
 }
 
+/// The first `"` or `\\` in `bytes`: the first eight bytes as one word (most keys end
+/// there, and the vectorised search's set-up costs more than they do), then that search.
+#[inline(always)]
+fn quote_or_escape(bytes: &[u8]) -> Option<usize> {
+    if let Some(word) = bytes.first_chunk::<8>() {
+        let word = u64::from_le_bytes(*word);
+        let hits = zero_bytes(word ^ (LOW_BITS * u64::from(b'"')))
+            | zero_bytes(word ^ (LOW_BITS * u64::from(b'\\')));
+        if hits != 0 {
+            return Some((hits.trailing_zeros() / 8) as usize);
+        }
+        return memchr::memchr2(b'"', b'\\', &bytes[8..]).map(|at| 8 + at);
+    }
+    memchr::memchr2(b'"', b'\\', bytes)
+}
+
+/// The top bit of each byte of `word` that is zero; the lowest one set is exact (a
+/// borrow only reaches the bytes above a zero one).
+#[inline(always)]
+fn zero_bytes(word: u64) -> u64 {
+    word.wrapping_sub(LOW_BITS) & !word & HIGH_BITS
+}
+
 /// The end (one past the closing quote) of the string that opens at `start`, and whether
 /// it holds an escape.
 #[inline(always)]
@@ -234,8 +265,7 @@ fn string_end(bytes: &[u8], start: usize) -> Result<(usize, bool), Unfollowable>
     let mut at = start + 1;
     let mut escaped = false;
     loop {
-        let next = memchr::memchr2(b'"', b'\\', bytes.get(at..).ok_or(Unfollowable)?)
-            .ok_or(Unfollowable)?;
+        let next = quote_or_escape(bytes.get(at..).ok_or(Unfollowable)?).ok_or(Unfollowable)?;
         at += next;
         if bytes[at] == b'"' {
             return Ok((at + 1, escaped));
@@ -408,6 +438,7 @@ mod tests {
             r#"{"a": ["x"}"#,
             "{\"a\": \"x\u{1}\"}",
             r#"{"a": "x\"}"#,
+            r#"{"\q": 1}"#,
             "",
         ] {
             assert_eq!(run(body), Err(Unfollowable), "{body}");

@@ -311,21 +311,25 @@ fn scope(ctx: &RequestCtx, shared: bool) -> String {
 fn stream_succeeded(format: crate::format::Format, pieces: &[bytes::Bytes]) -> bool {
     use crate::stream_end::{is_event, stream_end, StreamEnd};
     let mut scanner = crate::sse::SseScanner::new();
+    // Read piece by piece: a stream of blank lines is as many frames, never all held.
     let mut frames = Vec::new();
+    let mut last = None;
     for piece in pieces {
         // Without a limit the scanner takes every chunk.
         let _ = scanner.feed(piece.clone(), &mut frames);
+        for frame in frames.drain(..).filter(|f| is_event(f)) {
+            if stream_end(format, &frame) == Some(StreamEnd::Failed) {
+                return false;
+            }
+            last = Some(frame);
+        }
     }
-    // A last event without its blank line counts, as it does for accounting.
-    frames.extend(scanner.finish());
-    let mut events = frames.iter().filter(|f| is_event(f));
-    let failed = events
-        .clone()
-        .any(|frame| stream_end(format, frame) == Some(StreamEnd::Failed));
-    !failed
-        && events
-            .next_back()
-            .is_some_and(|frame| crate::stream_end::whole_answer(format, frame))
+    // What follows the last blank line: an event without its end (cut, or Gemini's bare
+    // error object) is no answer to keep.
+    if scanner.finish().is_some_and(|tail| is_event(&tail)) {
+        return false;
+    }
+    last.is_some_and(|frame| crate::stream_end::whole_answer(format, &frame))
 }
 
 /// The answer kept for `key` (memory, then Redis), or a flight to lead or follow.
@@ -579,7 +583,16 @@ mod tests {
                     data: [DONE]\n\n";
         assert!(kept(Format::OpenAiChat, text));
         assert!(!kept(Format::OpenAiChat, "data: {\"choices\":[]}\n\n"));
-        assert!(kept(Format::OpenAiChat, "data: {}\n\ndata: [DONE]"));
+        // A last event without its blank line may have been cut.
+        assert!(!kept(Format::OpenAiChat, "data: {}\n\ndata: [DONE]"));
+        // Chat-compatible servers' other spellings of an error event.
+        for error in [
+            "event: error\ndata: {\"message\":\"x\"}",
+            "data: {\"type\":\"error\"}",
+        ] {
+            let stream = format!("data: {{}}\n\n{error}\n\ndata: [DONE]\n\n");
+            assert!(!kept(Format::OpenAiChat, &stream), "{stream}");
+        }
     }
 
     #[test]

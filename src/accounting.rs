@@ -518,28 +518,12 @@ mod tests {
 
     #[test]
     fn reading_usage_from_its_key_agrees_with_parsing_everything() {
-        let dirs = [
-            ("openai", Format::OpenAiChat),
-            ("azure", Format::OpenAiChat),
-            ("openai_compat", Format::OpenAiChat),
-            ("anthropic", Format::Anthropic),
-            ("gemini", Format::Gemini),
-            ("openai_responses", Format::OpenAiResponses),
-        ];
         let mut checked = 0;
-        for (dir, format) in dirs {
-            let path = format!("{}/tests/fixtures/{dir}", env!("CARGO_MANIFEST_DIR"));
-            for entry in std::fs::read_dir(path).unwrap() {
-                let path = entry.unwrap().path();
-                if path.extension().is_none_or(|e| e != "json") {
-                    continue;
-                }
-                let body = std::fs::read(&path).unwrap();
-                let whole = usage_from_whole_json(format, &body);
-                if whole.is_some_and(|u| !u.is_zero()) {
-                    assert_eq!(usage_from_json(format, &body), whole, "{}", path.display());
-                    checked += 1;
-                }
+        for (name, format, body) in crate::format::recorded("json") {
+            let whole = usage_from_whole_json(format, &body);
+            if whole.is_some_and(|u| !u.is_zero()) {
+                assert_eq!(usage_from_json(format, &body), whole, "{name}");
+                checked += 1;
             }
         }
         assert!(checked > 20, "{checked}");

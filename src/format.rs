@@ -48,3 +48,29 @@ impl fmt::Display for Format {
         f.write_str(self.as_str())
     }
 }
+
+/// The recorded wire examples (`tests/fixtures/<provider>/`) whose name ends in
+/// `extension`, each with the format it is written in: (path, format, bytes).
+#[cfg(test)]
+pub fn recorded(extension: &str) -> Vec<(String, Format, Vec<u8>)> {
+    let dirs = [
+        ("openai", Format::OpenAiChat),
+        ("openai_compat", Format::OpenAiChat),
+        ("azure", Format::OpenAiChat),
+        ("anthropic", Format::Anthropic),
+        ("openai_responses", Format::OpenAiResponses),
+        ("gemini", Format::Gemini),
+    ];
+    let mut found = Vec::new();
+    for (dir, format) in dirs {
+        let dir = format!("{}/tests/fixtures/{dir}", env!("CARGO_MANIFEST_DIR"));
+        for entry in std::fs::read_dir(dir).expect("the recorded examples") {
+            let path = entry.expect("a directory entry").path();
+            if path.extension().is_some_and(|e| e == extension) {
+                let bytes = std::fs::read(&path).expect("a recorded example");
+                found.push((path.display().to_string(), format, bytes));
+            }
+        }
+    }
+    found
+}

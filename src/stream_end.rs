@@ -231,52 +231,35 @@ mod tests {
     /// `response.failed`), and neither does any whole number of frames short of the end.
     #[test]
     fn only_the_recorded_streams_last_event_ends_them() {
-        let dirs = [
-            ("openai", Format::OpenAiChat),
-            ("openai_compat", Format::OpenAiChat),
-            ("azure", Format::OpenAiChat),
-            ("anthropic", Format::Anthropic),
-            ("openai_responses", Format::OpenAiResponses),
-            ("gemini", Format::Gemini),
-        ];
         let mut seen = 0;
-        for (dir, format) in dirs {
-            let dir = format!("{}/tests/fixtures/{dir}", env!("CARGO_MANIFEST_DIR"));
-            for entry in std::fs::read_dir(dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.extension().is_none_or(|e| e != "sse") {
-                    continue;
+        for (name, format, whole) in crate::format::recorded("sse") {
+            let frames = frames(&whole);
+            let (last, before) = frames.split_last().unwrap();
+            let failure = name.contains("error") || name.contains("failed");
+            let expected = if failure {
+                StreamEnd::Failed
+            } else {
+                StreamEnd::Done
+            };
+            assert_eq!(stream_end(format, last), Some(expected), "{name}: {last:?}");
+            assert_eq!(ends_done(format, &whole), !failure, "{name}");
+            // This recorded Gemini failure (a hand-edited mock of the Firebase SDKs)
+            // marks every chunk finished before its error.
+            let before = if name.ends_with("stream_error_mid_stream.sse") {
+                &[]
+            } else {
+                before
+            };
+            let mut prefix = Vec::new();
+            for frame in before {
+                if Event::parse(frame).event == Some(b"error") {
+                    break;
                 }
-                let name = path.display().to_string();
-                let whole = std::fs::read(&path).unwrap();
-                let frames = frames(&whole);
-                let (last, before) = frames.split_last().unwrap();
-                let failure = name.contains("error") || name.contains("failed");
-                let expected = if failure {
-                    StreamEnd::Failed
-                } else {
-                    StreamEnd::Done
-                };
-                assert_eq!(stream_end(format, last), Some(expected), "{name}: {last:?}");
-                assert_eq!(ends_done(format, &whole), !failure, "{name}");
-                // This recorded Gemini failure (a hand-edited mock of the Firebase SDKs)
-                // marks every chunk finished before its error.
-                let before = if name.ends_with("stream_error_mid_stream.sse") {
-                    &[]
-                } else {
-                    before
-                };
-                let mut prefix = Vec::new();
-                for frame in before {
-                    if Event::parse(frame).event == Some(b"error") {
-                        break;
-                    }
-                    assert_eq!(stream_end(format, frame), None, "{name}: {frame:?}");
-                    prefix.extend_from_slice(frame);
-                    assert!(!ends_done(format, &prefix), "{name}");
-                }
-                seen += 1;
+                assert_eq!(stream_end(format, frame), None, "{name}: {frame:?}");
+                prefix.extend_from_slice(frame);
+                assert!(!ends_done(format, &prefix), "{name}");
             }
+            seen += 1;
         }
         assert!(seen >= 30, "{seen} streams");
     }

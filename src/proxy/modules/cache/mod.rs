@@ -546,32 +546,14 @@ mod tests {
 
     #[test]
     fn every_recorded_answer_is_kept_and_no_recorded_failure() {
-        let dirs = [
-            ("openai", Format::OpenAiChat),
-            ("openai_compat", Format::OpenAiChat),
-            ("azure", Format::OpenAiChat),
-            ("anthropic", Format::Anthropic),
-            ("openai_responses", Format::OpenAiResponses),
-            ("gemini", Format::Gemini),
-        ];
-        let mut seen = 0;
-        for (dir, format) in dirs {
-            let dir = format!("{}/tests/fixtures/{dir}", env!("CARGO_MANIFEST_DIR"));
-            for entry in std::fs::read_dir(dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.extension().is_none_or(|e| e != "sse") {
-                    continue;
-                }
-                let name = path.display().to_string();
-                let stream = std::fs::read_to_string(&path).unwrap();
-                let answer = !(name.contains("error")
-                    || name.contains("failed")
-                    || name.contains("incomplete"));
-                assert_eq!(kept(format, &stream), answer, "{name}");
-                seen += 1;
-            }
+        let recorded = crate::format::recorded("sse");
+        for (name, format, stream) in &recorded {
+            let answer =
+                !(name.contains("error") || name.contains("failed") || name.contains("incomplete"));
+            let stream = std::str::from_utf8(stream).unwrap();
+            assert_eq!(kept(*format, stream), answer, "{name}");
         }
-        assert!(seen >= 30, "{seen}");
+        assert!(recorded.len() >= 30, "{}", recorded.len());
     }
 
     #[test]

@@ -242,6 +242,18 @@ impl<'a> Event<'a> {
     }
 }
 
+/// Every frame of `bytes`, the last one possibly without its blank line (for tests that
+/// read a whole recorded stream).
+#[cfg(test)]
+pub fn frames_of(bytes: &[u8]) -> Vec<Bytes> {
+    let mut scanner = SseScanner::new();
+    let mut frames = Vec::new();
+    // Without a limit the scanner takes every chunk.
+    let _ = scanner.feed(Bytes::copy_from_slice(bytes), &mut frames);
+    frames.extend(scanner.finish());
+    frames
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -212,16 +212,10 @@ impl<'a> Top<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sse::SseScanner;
     use bytes::Bytes;
 
     fn frames(bytes: &[u8]) -> Vec<Bytes> {
-        let mut scanner = SseScanner::new();
-        let mut frames = Vec::new();
-        scanner
-            .feed(Bytes::copy_from_slice(bytes), &mut frames)
-            .unwrap();
-        frames.extend(scanner.finish());
+        let mut frames = crate::sse::frames_of(bytes);
         frames.retain(|f| !f.trim_ascii().is_empty());
         frames
     }

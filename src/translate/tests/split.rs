@@ -16,7 +16,6 @@
 use bytes::{Bytes, BytesMut};
 
 use super::*;
-use crate::sse::SseScanner;
 
 const LITERAL_LIMIT: usize = 1_100;
 /// Offsets away from line endings are tried every `STRIDE` bytes (unless exhaustive).
@@ -44,12 +43,7 @@ fn feed(t: &mut StreamTranslator, bytes: &[u8], out: &mut BytesMut) {
 
 /// Byte ranges of the frames of `body`, the last one possibly unterminated.
 fn frame_ranges(body: &[u8]) -> Vec<(usize, usize)> {
-    let mut scanner = SseScanner::new();
-    let mut frames = Vec::new();
-    scanner
-        .feed(Bytes::copy_from_slice(body), &mut frames)
-        .unwrap();
-    frames.extend(scanner.finish());
+    let frames = crate::sse::frames_of(body);
     let mut start = 0;
     frames
         .iter()

@@ -323,14 +323,10 @@ impl Detector {
         let tail = tail_automaton(&prefix_hirs)
             .or_else(|_| tail_automaton(&anything()))
             .map_err(|e| invalid("(all patterns' prefixes)", &e))?;
+        let needs: Vec<Needs> = patterns.iter().map(|p| p.needs).collect();
         Ok(Detector {
-            gate: if patterns.iter().any(|p| p.needs == Needs::Anything) {
-                None
-            } else {
-                let needs: Vec<Needs> = patterns.iter().map(|p| p.needs).collect();
-                Some(needs::Gate::new(&needs))
-            },
-            needs: patterns.iter().map(|p| p.needs).collect(),
+            gate: (!needs.contains(&Needs::Anything)).then(|| needs::Gate::new(&needs)),
+            needs,
             any,
             each,
             labels: patterns.into_iter().map(|p| p.label).collect(),

@@ -328,12 +328,6 @@ fn rewrite_string(
 const LOW_BITS: u64 = u64::from_le_bytes([0x01; 8]);
 const HIGH_BITS: u64 = u64::from_le_bytes([0x80; 8]);
 
-/// Whether any byte of `word` is zero (the classic test: exact for "any").
-#[inline(always)]
-fn any_zero(word: u64) -> bool {
-    word.wrapping_sub(LOW_BITS) & !word & HIGH_BITS != 0
-}
-
 /// Whether `bytes` holds a control character (below 0x20: its top three bits clear), eight
 /// bytes at a time.
 fn has_control(bytes: &[u8]) -> bool {
@@ -341,7 +335,7 @@ fn has_control(bytes: &[u8]) -> bool {
     let top_three = u64::from_le_bytes([0xE0; 8]);
     words.by_ref().any(|w| {
         w.try_into()
-            .is_ok_and(|w| any_zero(u64::from_le_bytes(w) & top_three))
+            .is_ok_and(|w| zero_bytes(u64::from_le_bytes(w) & top_three) != 0)
     }) || words.remainder().iter().any(|&b| b < 0x20)
 }
 

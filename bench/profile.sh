@@ -9,6 +9,8 @@
 #   bash bench/profile.sh d [N]     N 100-event streams translated Anthropic→OpenAI (default 200)
 #   bash bench/profile.sh r [N]     the reverse: an Anthropic client, an OpenAI provider's
 #                                   100-event stream (default 200)
+#   bash bench/profile.sh s [N]     (a) over h2c, 100 streams at once on one connection
+#                                   (h2load; default 2000)
 #
 # Runs the release binary (profile.release keeps line tables), warms up, zeroes the
 # counters, sends N requests one after another on one keep-alive connection, dumps, and
@@ -31,9 +33,15 @@ case "$scenario" in
     # and n − c are redaction's cost.
     m) n=${2:-2000}; events=7; stream=false; model=gpt-4o-redact ;;
     n) n=${2:-200}; events=96; stream=true; model=gpt-4o-redact ;;
-    *) echo "usage: bash bench/profile.sh a|b|c|d|r|p|m|n [N]" >&2; exit 2 ;;
+    # (a) over HTTP/2 (h2c, prior knowledge), 100 streams at once on one connection with
+    # h2load: s − a is what multiplexing costs per request (bench scenario s without TLS).
+    s) n=${2:-2000}; events=7; stream=false; model=gpt-4o ;;
+    *) echo "usage: bash bench/profile.sh a|b|c|d|r|p|m|n|s [N]" >&2; exit 2 ;;
 esac
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
+if [ "$scenario" = s ] && ! command -v h2load >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null
+fi
 bin=${SIRA_BIN_DIR:-target/release}
 [ -x "$bin/sira" ] || cargo build --release --quiet -p sira -p sira-mock
 
@@ -87,6 +95,15 @@ if [ "$scenario" = m ] || [ "$scenario" = n ]; then
 fi
 printf '%s' "$body" >"$out/body.json"
 drive() {
+    if [ "$scenario" = s ]; then
+        h2load -c1 -m100 -n "$1" -d "$out/body.json" -H "Authorization: Bearer sk-sira-bench" \
+            -H "x-mock-events: $events" -H "content-type: application/json" \
+            "http://127.0.0.1:$port$path" >"$out/h2load.txt"
+        local failed
+        failed=$(awk '/^requests:/ {print $10}' "$out/h2load.txt")
+        printf '{"errors": %s}' "${failed:-unknown}"
+        return
+    fi
     python3 bench/sse_client.py probe --url "http://127.0.0.1:$port$path" \
         --body "$out/body.json" --header "Authorization: Bearer sk-sira-bench" \
         --header "x-mock-events: $events" --header "x-session-id: profile" \

@@ -178,6 +178,10 @@ impl Pattern {
     }
 }
 
+/// A text [`Detector::admit`] let through, and its counts when it was counted.
+#[derive(Debug)]
+pub struct Admitted(Option<needs::Counts>);
+
 /// A value found in a text: its byte range and which pattern found it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Found {
@@ -355,15 +359,29 @@ impl Detector {
         // with the set's prefilter, says so. Then each pattern looks for its first value: a
         // pattern that has none costs one forward scan, less than asking the set which
         // patterns match (an overlapping scan of the text).
+        match self.admit(&text.as_bytes()[from..]) {
+            Some(admitted) => self.find_admitted(text, from, admitted),
+            None => Vec::new(),
+        }
+    }
+
+    /// Whether `text` (its bytes) may hold a value, by its counts alone (before any
+    /// search); what they were, for [`Detector::find_admitted`] not to count again.
+    pub fn admit(&self, text: &[u8]) -> Option<Admitted> {
+        let Some(gate) = &self.gate else {
+            return Some(Admitted(None));
+        };
+        match gate.count(text) {
+            Some(counts) => gate.admits(&counts, text).then_some(Admitted(Some(counts))),
+            None => Some(Admitted(None)),
+        }
+    }
+
+    /// [`Detector::find_from`] for a text whose `text[from..]` was admitted.
+    pub fn find_admitted(&self, text: &str, from: usize, admitted: Admitted) -> Vec<Found> {
         let bytes = text.as_bytes();
-        let counts = self.gate.as_ref().and_then(|gate| {
-            let counts = gate.count(&bytes[from..]);
-            counts.map(|c| (gate, c))
-        });
-        let ruled_out = counts
-            .as_ref()
-            .is_some_and(|(gate, c)| !gate.admits(c, &bytes[from..]));
-        if ruled_out || !self.any.is_match_at(text, from) {
+        let counts = admitted.0;
+        if !self.any.is_match_at(text, from) {
             return Vec::new();
         }
         // Leftmost value first (the longest on a tie, then the more specific pattern); the
@@ -375,7 +393,7 @@ impl Detector {
             .map(|i| {
                 let may_match = counts
                     .as_ref()
-                    .is_none_or(|(_, c)| self.needs[i].met(c, &bytes[from..]));
+                    .is_none_or(|c| self.needs[i].met(c, &bytes[from..]));
                 (
                     i,
                     may_match.then(|| self.next_value(i, text, from)).flatten(),
@@ -437,12 +455,7 @@ impl Detector {
     /// Whether `text` holds anything any pattern would match (before checks).
     pub fn any(&self, text: &[u8]) -> bool {
         // Patterns match text; bytes that are not UTF-8 are not text to match.
-        std::str::from_utf8(text).is_ok_and(|t| self.may_hold(text) && self.any.is_match(t))
-    }
-
-    /// Whether `text` (its bytes) may hold a value: what its counts say, before any search.
-    pub fn may_hold(&self, text: &[u8]) -> bool {
-        self.gate.as_ref().is_none_or(|gate| gate.met(text))
+        std::str::from_utf8(text).is_ok_and(|t| self.admit(text).is_some() && self.any.is_match(t))
     }
 
     /// Whether a stream's events may be judged in their bytes (see `edge_blind`).

@@ -30,10 +30,10 @@ const MAX_DEPTH: usize = 128;
 ///
 /// Only the texts handed over need be UTF-8 (they are checked one by one, a few of a
 /// document's bytes): the rest is passed on as it came.
-pub(crate) fn rewrite_texts(
+pub(crate) fn rewrite_texts<A>(
     bytes: &[u8],
     skip: impl Fn(&[u8]) -> bool + Copy,
-    texts: &mut Texts<'_>,
+    texts: &mut Texts<'_, A>,
 ) -> Result<Option<Vec<u8>>, Unfollowable> {
     // Bit `d` says whether the container open at depth `d` is an object: the depth is
     // bounded, and a request should not allocate for it.
@@ -213,27 +213,24 @@ fn field_key(bytes: &[u8], at: &mut usize) -> Result<(usize, usize, bool), Unfol
 /// The first byte at or after `at` that is not JSON whitespace (or the end).
 #[inline(always)]
 fn skip_space(bytes: &[u8], mut at: usize) -> usize {
-    loop {
-        match bytes.get(at) {
-            // Most often the next token already, or a single space.
-            Some(&byte) if byte > b' ' => return at,
-            Some(b' ') => {
-                at += 1;
-                // Indented documents (OpenAI's answers) have runs of spaces: eight at a time.
-                while let Some(chunk) = bytes.get(at..).and_then(|rest| rest.first_chunk::<8>()) {
-                    let other = u64::from_le_bytes(*chunk) ^ u64::from_le_bytes([b' '; 8]);
-                    if other != 0 {
-                        at += (other.trailing_zeros() / 8) as usize;
-                        break;
-                    }
-                    at += 8;
-                }
-            }
-            Some(b'\t' | b'\n' | b'\r') => at += 1,
-            _ => return at,
+    while let Some(&byte) = bytes.get(at) {
+        if !SPACE[usize::from(byte)] {
+            break;
         }
+        at += 1;
     }
+    at
 }
+
+/// JSON's whitespace.
+static SPACE: [bool; 256] = {
+    let mut table = [false; 256];
+    table[b' ' as usize] = true;
+    table[b'\n' as usize] = true;
+    table[b'\r' as usize] = true;
+    table[b'\t' as usize] = true;
+    table
+};
 
 /// The first `"` or `\\` in `bytes`: the first eight bytes as one word (most keys end
 /// there, and the vectorised search's set-up costs more than they do), then that search.
@@ -290,19 +287,20 @@ fn is_skipped(
 }
 
 /// What the walk does with a document's texts.
-pub(crate) struct Texts<'a> {
-    /// Whether a text, as its bytes, may hold anything to rewrite: a text it rules out is
-    /// neither checked as UTF-8 nor handed over.
-    pub may_change: &'a dyn Fn(&[u8]) -> bool,
+pub(crate) struct Texts<'a, A> {
+    /// Whether a text, as its bytes, may hold anything to rewrite (and what was learnt
+    /// saying so, handed to `rewrite`): a text it rules out is neither checked as UTF-8 nor
+    /// handed over.
+    pub may_change: &'a dyn Fn(&[u8]) -> Option<A>,
     /// The new text, if it changes.
-    pub rewrite: &'a mut dyn FnMut(&str) -> Option<String>,
+    pub rewrite: &'a mut dyn FnMut(&str, A) -> Option<String>,
 }
 
 /// The new text of the string `quoted` (with its quotes), if it changes.
-fn rewrite_string(
+fn rewrite_string<A>(
     quoted: &[u8],
     escaped: bool,
-    texts: &mut Texts<'_>,
+    texts: &mut Texts<'_, A>,
 ) -> Result<Option<String>, Unfollowable> {
     if !escaped {
         let inner = &quoted[1..quoted.len() - 1];
@@ -310,18 +308,18 @@ fn rewrite_string(
         if has_control(inner) {
             return Err(Unfollowable);
         }
-        if !(texts.may_change)(inner) {
+        let Some(admitted) = (texts.may_change)(inner) else {
             return Ok(None);
-        }
+        };
         // Bytes that are not UTF-8 are not text.
         let text = std::str::from_utf8(inner).map_err(|_| Unfollowable)?;
-        return Ok((texts.rewrite)(text));
+        return Ok((texts.rewrite)(text, admitted));
     }
     let text: String = serde_json::from_slice(quoted).map_err(|_| Unfollowable)?;
-    if !(texts.may_change)(text.as_bytes()) {
+    let Some(admitted) = (texts.may_change)(text.as_bytes()) else {
         return Ok(None);
-    }
-    Ok((texts.rewrite)(&text))
+    };
+    Ok((texts.rewrite)(&text, admitted))
 }
 
 /// Lanes of a word: one in each byte, and each byte's top bit.
@@ -349,8 +347,8 @@ mod tests {
 
     fn run(body: &str) -> Result<Option<String>, Unfollowable> {
         let mut texts = Texts {
-            may_change: &|_| true,
-            rewrite: &mut upper_x,
+            may_change: &|_| Some(()),
+            rewrite: &mut |text, ()| upper_x(text),
         };
         rewrite_texts(
             body.as_bytes(),
@@ -381,12 +379,12 @@ mod tests {
     #[test]
     fn a_text_ruled_out_is_not_handed_over_even_when_it_is_not_utf8() {
         let handed = std::cell::Cell::new(0);
-        let mut count = |_: &str| {
+        let mut count = |_: &str, ()| {
             handed.set(handed.get() + 1);
             None
         };
         let mut texts = Texts {
-            may_change: &|text: &[u8]| text.contains(&b'@'),
+            may_change: &|text: &[u8]| text.contains(&b'@').then_some(()),
             rewrite: &mut count,
         };
         let body = b"{\"a\": \"plain \xff\", \"b\": \"a@b\"}";

@@ -370,8 +370,11 @@ impl Rewriter {
         // The texts rewritten in the document's own bytes; the tree only for what the walk
         // cannot follow (which then fails to parse, as it should).
         let mut texts = json::Texts {
-            may_change: &|text| detector.may_hold(text),
-            rewrite: &mut |text| self.rewrite(detector, text, memo),
+            may_change: &|text| detector.admit(text),
+            rewrite: &mut |text, admitted| {
+                let found = detector.find_admitted(text, 0, admitted);
+                self.rewrite_found(detector, text, 0, &found, memo)
+            },
         };
         let rewritten = json::rewrite_texts(body, is_not_text, &mut texts);
         if let Ok(result) = rewritten {

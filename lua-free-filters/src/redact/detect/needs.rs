@@ -159,7 +159,8 @@ impl Gate {
                 .any(|literal| memchr::memmem::find(text, literal).is_some())
     }
 
-    pub(super) fn met(&self, text: &[u8]) -> bool {
+    #[cfg(test)]
+    fn met(&self, text: &[u8]) -> bool {
         self.count(text)
             .is_none_or(|counts| self.admits(&counts, text))
     }

@@ -213,6 +213,20 @@ fn field_key(bytes: &[u8], at: &mut usize) -> Result<(usize, usize, bool), Unfol
 /// The first byte at or after `at` that is not JSON whitespace (or the end).
 #[inline(always)]
 fn skip_space(bytes: &[u8], mut at: usize) -> usize {
+    // Most often the next token already (a compact document).
+    match bytes.get(at) {
+        Some(&byte) if byte > b' ' => return at,
+        None => return at,
+        _ => {}
+    }
+    // Sixteen bytes at a time: an indented line's newline and indent in one step.
+    while let Some(chunk) = bytes.get(at..).and_then(|rest| rest.first_chunk::<16>()) {
+        let other = !lanes::space(chunk) & 0xFFFF;
+        if other != 0 {
+            return at + other.trailing_zeros() as usize;
+        }
+        at += 16;
+    }
     while let Some(&byte) = bytes.get(at) {
         if !SPACE[usize::from(byte)] {
             break;
@@ -232,25 +246,80 @@ static SPACE: [bool; 256] = {
     table
 };
 
-/// The first `"` or `\\` in `bytes`: the first sixteen bytes a word at a time (most keys
-/// and short values end there, and the vectorised search's set-up costs more than they
-/// do), then that search.
+/// The first `"` or `\\` in `bytes`: the first 32 bytes sixteen at a time (most keys and
+/// short values end there, and the vectorised search's set-up costs more than they do),
+/// then that search.
 #[inline(always)]
 fn quote_or_escape(bytes: &[u8]) -> Option<usize> {
     let mut at = 0;
-    while let Some(word) = bytes.get(at..).and_then(|rest| rest.first_chunk::<8>()) {
-        let word = u64::from_le_bytes(*word);
-        let hits = zero_bytes(word ^ (LOW_BITS * u64::from(b'"')))
-            | zero_bytes(word ^ (LOW_BITS * u64::from(b'\\')));
+    while let Some(chunk) = bytes.get(at..).and_then(|rest| rest.first_chunk::<16>()) {
+        let hits = lanes::quote_or_escape(chunk);
         if hits != 0 {
-            return Some(at + (hits.trailing_zeros() / 8) as usize);
+            return Some(at + hits.trailing_zeros() as usize);
         }
-        at += 8;
-        if at == 16 {
-            return memchr::memchr2(b'"', b'\\', &bytes[at..]).map(|found| at + found);
+        at += 16;
+        if at == 32 {
+            break;
         }
     }
     memchr::memchr2(b'"', b'\\', &bytes[at..]).map(|found| at + found)
+}
+
+/// Which of sixteen bytes are of a kind: bit `i` for byte `i`.
+#[cfg(target_arch = "x86_64")]
+mod lanes {
+    use safe_arch::{
+        bitor_m128i, cmp_eq_mask_i8_m128i, load_unaligned_m128i, m128i, move_mask_i8_m128i,
+        set_splat_i8_m128i,
+    };
+
+    #[inline(always)]
+    fn equal(chunk: m128i, byte: u8) -> m128i {
+        cmp_eq_mask_i8_m128i(chunk, set_splat_i8_m128i(byte as i8))
+    }
+
+    /// JSON's whitespace.
+    #[inline(always)]
+    pub(super) fn space(chunk: &[u8; 16]) -> u32 {
+        let chunk = load_unaligned_m128i(chunk);
+        let space = bitor_m128i(equal(chunk, b' '), equal(chunk, b'\n'));
+        let other = bitor_m128i(equal(chunk, b'\r'), equal(chunk, b'\t'));
+        move_mask_i8_m128i(bitor_m128i(space, other)) as u32
+    }
+
+    /// A quote or a backslash.
+    #[inline(always)]
+    pub(super) fn quote_or_escape(chunk: &[u8; 16]) -> u32 {
+        let chunk = load_unaligned_m128i(chunk);
+        move_mask_i8_m128i(bitor_m128i(equal(chunk, b'"'), equal(chunk, b'\\'))) as u32
+    }
+}
+
+/// The same, a byte at a time, where SSE2 is not there to be used.
+#[cfg(not(target_arch = "x86_64"))]
+mod lanes {
+    pub(super) use super::fallback::*;
+}
+
+/// [`lanes`] without vector instructions: what other targets use, and what the vector
+/// version is tested against.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+mod fallback {
+    fn mask(chunk: &[u8; 16], of_kind: impl Fn(u8) -> bool) -> u32 {
+        chunk
+            .iter()
+            .enumerate()
+            .filter(|(_, &byte)| of_kind(byte))
+            .fold(0, |mask, (i, _)| mask | 1 << i)
+    }
+
+    pub(crate) fn space(chunk: &[u8; 16]) -> u32 {
+        mask(chunk, |byte| super::SPACE[usize::from(byte)])
+    }
+
+    pub(crate) fn quote_or_escape(chunk: &[u8; 16]) -> u32 {
+        mask(chunk, |byte| byte == b'"' || byte == b'\\')
+    }
 }
 
 /// The top bit of each byte of `word` that is zero; the lowest one set is exact (a
@@ -361,6 +430,46 @@ mod tests {
             &mut texts,
         )
         .map(|o| o.map(|b| String::from_utf8(b).unwrap()))
+    }
+
+    #[test]
+    fn sixteen_bytes_are_classed_as_one_at_a_time_would() {
+        for byte in 0..=255u8 {
+            for lane in 0..16 {
+                for filler in [b'a', b' ', b'"', 0x80] {
+                    let mut chunk = [filler; 16];
+                    chunk[lane] = byte;
+                    assert_eq!(lanes::space(&chunk), fallback::space(&chunk), "{chunk:?}");
+                    assert_eq!(
+                        lanes::quote_or_escape(&chunk),
+                        fallback::quote_or_escape(&chunk),
+                        "{chunk:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn whitespace_and_string_ends_are_found_across_every_chunk_boundary() {
+        for len in 0..70 {
+            for run in 0..len {
+                // A run of mixed whitespace, then a token.
+                let mut bytes: Vec<u8> = (0..len).map(|i| b" \n\t\r"[i % 4]).collect();
+                bytes[run] = b'x';
+                assert_eq!(skip_space(&bytes, 0), run);
+                assert_eq!(skip_space(&bytes, run), run);
+                // A string's text, then its end (or an escape).
+                for end in [b'"', b'\\'] {
+                    let mut text = vec![b'a'; len];
+                    text[run] = end;
+                    assert_eq!(quote_or_escape(&text), Some(run));
+                }
+            }
+            let spaces = vec![b' '; len];
+            assert_eq!(skip_space(&spaces, 0), len);
+            assert_eq!(quote_or_escape(&vec![b'a'; len]), None);
+        }
     }
 
     #[test]

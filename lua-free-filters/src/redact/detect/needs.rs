@@ -52,15 +52,91 @@ pub(super) fn any_met(needs: &[Needs], text: &[u8]) -> bool {
 pub(super) struct Counts([u16; 6]);
 
 impl Counts {
+    /// Sixteen bytes at a time where SSE2 is there (x86_64), then the rest one by one.
     fn of(text: &[u8]) -> Counts {
-        let mut counts = Counts::default();
+        let (mut counts, rest) = lanes::count(text);
+        counts.add_each(rest);
+        counts
+    }
+
+    /// One byte at a time, over the table: the rest of a text, and the reference the
+    /// vector count is tested against.
+    fn add_each(&mut self, text: &[u8]) {
         for &b in text {
             let counter = COUNTER[usize::from(b)];
             if counter != 0 {
-                counts.0[usize::from(counter)] += 1;
+                self.0[usize::from(counter)] += 1;
             }
         }
-        counts
+    }
+}
+
+/// Counts of sixteen bytes at a time: each kind compared in every lane, the lanes' matches
+/// summed per lane (at most 255 chunks before the lanes are added up), then across them.
+#[cfg(target_arch = "x86_64")]
+mod lanes {
+    use super::{Counts, COUNTED_BYTES};
+    use safe_arch::{
+        bitand_m128i, cmp_eq_mask_i8_m128i, cmp_gt_mask_i8_m128i, cmp_lt_mask_i8_m128i,
+        load_unaligned_m128i, m128i, set_splat_i8_m128i, sub_i8_m128i, sum_of_u8_abs_diff_m128i,
+        zeroed_m128i,
+    };
+
+    /// The counts of `text`'s whole chunks, and the bytes left over.
+    pub(super) fn count(text: &[u8]) -> (Counts, &[u8]) {
+        let mut counts = Counts::default();
+        let mut chunks = text.chunks_exact(16);
+        let rest = chunks.remainder();
+        let splat = |byte: u8| set_splat_i8_m128i(byte as i8);
+        let (below_zero, above_nine) = (splat(b'0' - 1), splat(b'9' + 1));
+        let bytes = COUNTED_BYTES.map(splat);
+        loop {
+            // A lane gains one per match (a compare's all-ones lane is -1), so 255 chunks
+            // at most before they are added up.
+            let mut digits = zeroed_m128i();
+            let mut each = [zeroed_m128i(); COUNTED_BYTES.len()];
+            let mut taken = 0;
+            for chunk in chunks.by_ref().take(255) {
+                let Some(chunk) = chunk.first_chunk::<16>() else {
+                    break;
+                };
+                let chunk = load_unaligned_m128i(chunk);
+                // Signed compares: bytes from 0x80 are negative, never digits.
+                let digit = bitand_m128i(
+                    cmp_gt_mask_i8_m128i(chunk, below_zero),
+                    cmp_lt_mask_i8_m128i(chunk, above_nine),
+                );
+                digits = sub_i8_m128i(digits, digit);
+                for (sum, &byte) in each.iter_mut().zip(&bytes) {
+                    *sum = sub_i8_m128i(*sum, cmp_eq_mask_i8_m128i(chunk, byte));
+                }
+                taken += 1;
+            }
+            if taken == 0 {
+                return (counts, rest);
+            }
+            counts.0[1] += lane_sum(digits);
+            for (slot, sum) in counts.0[2..].iter_mut().zip(each) {
+                *slot += lane_sum(sum);
+            }
+        }
+    }
+
+    /// The sum of a vector's sixteen bytes.
+    fn lane_sum(sums: m128i) -> u16 {
+        let [low, high] = <[u64; 2]>::from(sum_of_u8_abs_diff_m128i(sums, zeroed_m128i()));
+        // Sixteen lanes of at most 255: at most 4,080.
+        (low + high) as u16
+    }
+}
+
+/// No vector count elsewhere: every byte over the table.
+#[cfg(not(target_arch = "x86_64"))]
+mod lanes {
+    use super::Counts;
+
+    pub(super) fn count(text: &[u8]) -> (Counts, &[u8]) {
+        (Counts::default(), text)
     }
 }
 
@@ -199,5 +275,42 @@ mod tests {
         assert!(!any_met(&both, b"a.b.c:d"));
         assert!(any_met(&both, b"a.b.c.d"));
         assert!(any_met(&both, b"eyJ"));
+    }
+
+    #[test]
+    fn counts_sixteen_bytes_at_a_time_are_the_counts_of_each_byte() {
+        let one_by_one = |text: &[u8]| {
+            let mut counts = Counts::default();
+            counts.add_each(text);
+            counts.0
+        };
+        // Every byte value in every lane, beside the counted bytes and their neighbours.
+        let mut texts: Vec<Vec<u8>> = (0..=255u8)
+            .map(|b| {
+                let mut text = vec![b; 35];
+                for (at, byte) in [(3, b'0'), (8, b'9'), (16, b'/'), (17, b':'), (31, b'@')] {
+                    text[at] = byte;
+                }
+                text
+            })
+            .collect();
+        let alphabet = b"0123456789/:@.?]A[-\x00\x7f\x80\xb0\xc0\xff ";
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        // Past 255 chunks too, where the lanes are added up and start again.
+        for len in (0..300).chain([4079, 4080, 4081, 4096, 5000]) {
+            let text = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    alphabet[(seed % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            texts.push(text);
+        }
+        texts.push(vec![b'7'; 5000]);
+        for text in &texts {
+            assert_eq!(Counts::of(text).0, one_by_one(text), "{text:?}");
+        }
     }
 }

@@ -220,6 +220,7 @@ fn skip_space(bytes: &[u8], mut at: usize) -> usize {
         _ => {}
     }
     // Sixteen bytes at a time: an indented line's newline and indent in one step.
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     while let Some(chunk) = bytes.get(at..).and_then(|rest| rest.first_chunk::<16>()) {
         let other = !lanes::space(chunk) & 0xFFFF;
         if other != 0 {
@@ -249,6 +250,7 @@ static SPACE: [bool; 256] = {
 /// The first `"` or `\\` in `bytes`: the first 32 bytes sixteen at a time (most keys and
 /// short values end there, and the vectorised search's set-up costs more than they do),
 /// then that search.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
 fn quote_or_escape(bytes: &[u8]) -> Option<usize> {
     let mut at = 0;
@@ -265,8 +267,28 @@ fn quote_or_escape(bytes: &[u8]) -> Option<usize> {
     memchr::memchr2(b'"', b'\\', &bytes[at..]).map(|found| at + found)
 }
 
+/// The same without SSE2: the first sixteen bytes as two words, then the search.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline(always)]
+fn quote_or_escape(bytes: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    while let Some(word) = bytes.get(at..).and_then(|rest| rest.first_chunk::<8>()) {
+        let word = u64::from_le_bytes(*word);
+        let hits = zero_bytes(word ^ (LOW_BITS * u64::from(b'"')))
+            | zero_bytes(word ^ (LOW_BITS * u64::from(b'\\')));
+        if hits != 0 {
+            return Some(at + (hits.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+        if at == 16 {
+            break;
+        }
+    }
+    memchr::memchr2(b'"', b'\\', &bytes[at..]).map(|found| at + found)
+}
+
 /// Which of sixteen bytes are of a kind: bit `i` for byte `i`.
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 mod lanes {
     use safe_arch::{
         bitor_m128i, cmp_eq_mask_i8_m128i, load_unaligned_m128i, m128i, move_mask_i8_m128i,
@@ -292,33 +314,6 @@ mod lanes {
     pub(super) fn quote_or_escape(chunk: &[u8; 16]) -> u32 {
         let chunk = load_unaligned_m128i(chunk);
         move_mask_i8_m128i(bitor_m128i(equal(chunk, b'"'), equal(chunk, b'\\'))) as u32
-    }
-}
-
-/// The same, a byte at a time, where SSE2 is not there to be used.
-#[cfg(not(target_arch = "x86_64"))]
-mod lanes {
-    pub(super) use super::fallback::*;
-}
-
-/// [`lanes`] without vector instructions: what other targets use, and what the vector
-/// version is tested against.
-#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
-mod fallback {
-    fn mask(chunk: &[u8; 16], of_kind: impl Fn(u8) -> bool) -> u32 {
-        chunk
-            .iter()
-            .enumerate()
-            .filter(|(_, &byte)| of_kind(byte))
-            .fold(0, |mask, (i, _)| mask | 1 << i)
-    }
-
-    pub(crate) fn space(chunk: &[u8; 16]) -> u32 {
-        mask(chunk, |byte| super::SPACE[usize::from(byte)])
-    }
-
-    pub(crate) fn quote_or_escape(chunk: &[u8; 16]) -> u32 {
-        mask(chunk, |byte| byte == b'"' || byte == b'\\')
     }
 }
 
@@ -432,19 +427,23 @@ mod tests {
         .map(|o| o.map(|b| String::from_utf8(b).unwrap()))
     }
 
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     #[test]
     fn sixteen_bytes_are_classed_as_one_at_a_time_would() {
+        let mask = |chunk: &[u8; 16], of_kind: &dyn Fn(u8) -> bool| {
+            (0..16)
+                .filter(|&i| of_kind(chunk[i]))
+                .fold(0, |m, i| m | 1 << i)
+        };
         for byte in 0..=255u8 {
             for lane in 0..16 {
                 for filler in [b'a', b' ', b'"', 0x80] {
                     let mut chunk = [filler; 16];
                     chunk[lane] = byte;
-                    assert_eq!(lanes::space(&chunk), fallback::space(&chunk), "{chunk:?}");
-                    assert_eq!(
-                        lanes::quote_or_escape(&chunk),
-                        fallback::quote_or_escape(&chunk),
-                        "{chunk:?}"
-                    );
+                    let space = mask(&chunk, &|b| SPACE[usize::from(b)]);
+                    assert_eq!(lanes::space(&chunk), space, "{chunk:?}");
+                    let quote = mask(&chunk, &|b| b == b'"' || b == b'\\');
+                    assert_eq!(lanes::quote_or_escape(&chunk), quote, "{chunk:?}");
                 }
             }
         }
@@ -466,8 +465,15 @@ mod tests {
                     assert_eq!(quote_or_escape(&text), Some(run));
                 }
             }
-            let spaces = vec![b' '; len];
+            let spaces: Vec<u8> = (0..len).map(|i| b" \n\t\r"[i % 4]).collect();
             assert_eq!(skip_space(&spaces, 0), len);
+            // The first of two ends is the end.
+            for later in 0..len {
+                let mut text = vec![b'a'; len + 1];
+                text[later] = b'"';
+                text[len] = b'\\';
+                assert_eq!(quote_or_escape(&text), Some(later));
+            }
             assert_eq!(quote_or_escape(&vec![b'a'; len]), None);
         }
     }

@@ -56,6 +56,26 @@ fn requests_are_masked_hashed_or_given_numbered_placeholders() {
 }
 
 #[test]
+fn values_written_with_escapes_are_counted_and_found_as_their_text() {
+    // `\u0040` is `@`, `\u0034` is `4`: counted in the raw bytes, neither text would hold
+    // what its pattern needs, so the walk must count what the escapes spell.
+    let filter = build("patterns: [email, credit-card]");
+    for raw in [
+        r#"{"messages":[{"role":"user","content":"mail jane\u0040example.com"}]}"#,
+        r#"{"messages":[{"role":"user","content":"card \u00341\u00311 1111 1111 1111"}]}"#,
+    ] {
+        let mut memo = Memo::default();
+        let out = filter
+            .on_request_body(raw.as_bytes(), &mut memo)
+            .unwrap()
+            .expect("the value is found");
+        let text = content(&out);
+        assert!(!text.contains("jane") && !text.contains("1111"), "{text}");
+        assert!(text.contains('*'), "{text}");
+    }
+}
+
+#[test]
 fn placeholders_come_back_in_the_answer_and_new_values_are_still_redacted() {
     let filter = build("patterns: [email]\nmode: placeholder\nrestore: true");
     let mut memo = Memo::default();

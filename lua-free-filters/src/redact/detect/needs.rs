@@ -49,7 +49,10 @@ pub(super) fn any_met(needs: &[Needs], text: &[u8]) -> bool {
 /// How many of each counted byte a text holds (slot 0 unused, 1 the digits, 2 and on
 /// [`COUNTED_BYTES`]).
 #[derive(Clone, Copy, Debug, Default)]
-pub(super) struct Counts([u16; 6]);
+pub(super) struct Counts([u16; SLOTS]);
+
+/// Slot 0 unused, 1 the digits, then one per [`COUNTED_BYTES`].
+const SLOTS: usize = 2 + COUNTED_BYTES.len();
 
 impl Counts {
     /// Sixteen bytes at a time where SSE2 is there (x86_64), then the rest one by one.
@@ -73,7 +76,7 @@ impl Counts {
 
 /// Counts of sixteen bytes at a time: each kind compared in every lane, the lanes' matches
 /// summed per lane (at most 255 chunks before the lanes are added up), then across them.
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 mod lanes {
     use super::{Counts, COUNTED_BYTES};
     use safe_arch::{
@@ -131,7 +134,7 @@ mod lanes {
 }
 
 /// No vector count elsewhere: every byte over the table.
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 mod lanes {
     use super::Counts;
 
@@ -181,7 +184,7 @@ impl Needs {
 #[derive(Debug)]
 pub(super) struct Gate {
     /// `u16::MAX` where no pattern counts that byte.
-    least: [u16; 6],
+    least: [u16; SLOTS],
     literals: Vec<&'static [u8]>,
     /// A need nothing can rule out: every text passes.
     open: bool,
@@ -190,7 +193,7 @@ pub(super) struct Gate {
 impl Gate {
     pub(super) fn new(needs: &[Needs]) -> Gate {
         let mut gate = Gate {
-            least: [u16::MAX; 6],
+            least: [u16::MAX; SLOTS],
             literals: Vec::new(),
             open: false,
         };

@@ -206,14 +206,27 @@ fn read_text(events: &[Bytes]) -> String {
 }
 
 fn run(filter: &Redact, memo: &Memo, format: Format, pieces: &[&str]) -> Vec<Bytes> {
+    let mut frames: Vec<Bytes> = pieces.iter().map(|piece| event(format, piece)).collect();
+    frames.push(end_event(format));
+    streamed(filter, memo, frames)
+}
+
+/// What a stream of `frames` sends on, through to its end.
+fn streamed(filter: &Redact, memo: &Memo, frames: impl IntoIterator<Item = Bytes>) -> Vec<Bytes> {
     let mut stream = filter.on_stream(memo).unwrap();
     let mut out = Vec::new();
-    for piece in pieces {
-        stream.on_event(event(format, piece), &mut out).unwrap();
+    for frame in frames {
+        stream.on_event(frame, &mut out).unwrap();
     }
-    stream.on_event(end_event(format), &mut out).unwrap();
     stream.on_end(&mut out);
     out
+}
+
+/// Every byte a stream sent, as text.
+fn sent(out: &[Bytes]) -> String {
+    out.iter()
+        .map(|e| String::from_utf8_lossy(e).into_owned())
+        .collect()
 }
 
 #[test]
@@ -320,59 +333,44 @@ fn a_held_tail_goes_out_before_the_finish_and_the_stream_end() {
     .unwrap();
     assert_eq!(last["choices"][0]["finish_reason"], "stop");
     // A stream that just ends flushes too.
-    let mut stream = filter.on_stream(&Memo::default()).unwrap();
-    let mut out = Vec::new();
-    stream
-        .on_event(event(Format::Anthropic, "hi bob@x.io"), &mut out)
-        .unwrap();
-    stream.on_end(&mut out);
+    let out = streamed(
+        &filter,
+        &Memo::default(),
+        [event(Format::Anthropic, "hi bob@x.io")],
+    );
     assert_eq!(read_text(&out), "hi ********");
 }
 
 #[test]
 fn pings_and_comments_do_not_release_a_held_tail() {
     let filter = build("patterns: [email]\non: [response]");
-    let mut stream = filter.on_stream(&Memo::default()).unwrap();
-    let mut out = Vec::new();
-    stream
-        .on_event(event(Format::Anthropic, "to jane@exa"), &mut out)
-        .unwrap();
-    stream
-        .on_event(
-            Bytes::from("event: ping\ndata: {\"type\": \"ping\"}\n\n"),
-            &mut out,
-        )
-        .unwrap();
-    stream
-        .on_event(Bytes::from(": keep-alive\n\n"), &mut out)
-        .unwrap();
-    stream
-        .on_event(event(Format::Anthropic, "mple.com now"), &mut out)
-        .unwrap();
-    stream.on_end(&mut out);
+    let frames = [
+        event(Format::Anthropic, "to jane@exa"),
+        Bytes::from("event: ping\ndata: {\"type\": \"ping\"}\n\n"),
+        Bytes::from(": keep-alive\n\n"),
+        event(Format::Anthropic, "mple.com now"),
+    ];
+    let out = streamed(&filter, &Memo::default(), frames);
     assert_eq!(read_text(&out), "to **************** now");
 }
 
 #[test]
 fn interleaved_choices_are_followed_each_on_its_own() {
     let filter = build("patterns: [email]\non: [response]");
-    let mut stream = filter.on_stream(&Memo::default()).unwrap();
-    let mut out = Vec::new();
     let choice = |index: u64, text: &str| {
         Bytes::from(format!(
             "data: {}\n\n",
             json!({"choices": [{"index": index, "delta": {"content": text}, "finish_reason": null}]})
         ))
     };
-    for (index, text) in [
+    let frames = [
         (0, "a jane@ex"),
         (1, "b bob@ex"),
         (0, "ample.com"),
         (1, "ample.org"),
-    ] {
-        stream.on_event(choice(index, text), &mut out).unwrap();
-    }
-    stream.on_end(&mut out);
+    ]
+    .map(|(index, text)| choice(index, text));
+    let out = streamed(&filter, &Memo::default(), frames);
     let mut texts = [String::new(), String::new()];
     for e in &out {
         let doc: Value =
@@ -457,34 +455,23 @@ fn values_after_an_escape_are_found() {
 #[test]
 fn held_events_keep_what_else_they_carry_and_other_strings_are_redacted() {
     let filter = build("patterns: [email]\non: [response]");
-    let mut stream = filter.on_stream(&Memo::default()).unwrap();
-    let mut out = Vec::new();
     let first = r#"data: {"choices":[{"index":0,"delta":{"content":"Mail jane","role":"assistant"},"finish_reason":null}]}"#;
-    stream
-        .on_event(Bytes::from(format!("{first}\n\n")), &mut out)
-        .unwrap();
-    stream
-        .on_event(event(Format::Chat, "@example.com now"), &mut out)
-        .unwrap();
-    stream.on_end(&mut out);
-    let all: String = out
-        .iter()
-        .map(|e| String::from_utf8_lossy(e).into_owned())
-        .collect();
+    let frames = [
+        Bytes::from(format!("{first}\n\n")),
+        event(Format::Chat, "@example.com now"),
+    ];
+    let out = streamed(&filter, &Memo::default(), frames);
+    let all = sent(&out);
     assert!(all.contains(r#""role":"assistant""#), "{all}");
     assert_eq!(read_text(&out), "Mail **************** now");
     // A value in a field beside the text is not passed on either.
-    let mut stream = filter.on_stream(&Memo::default()).unwrap();
-    let mut out = Vec::new();
     let frame = r#"data: {"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}],"user":"jane@example.com"}"#;
-    stream
-        .on_event(Bytes::from(format!("{frame}\n\n")), &mut out)
-        .unwrap();
-    stream.on_end(&mut out);
-    let all: String = out
-        .iter()
-        .map(|e| String::from_utf8_lossy(e).into_owned())
-        .collect();
+    let out = streamed(
+        &filter,
+        &Memo::default(),
+        [Bytes::from(format!("{frame}\n\n"))],
+    );
+    let all = sent(&out);
     assert!(!all.contains("jane"), "{all}");
 }
 

@@ -47,21 +47,13 @@ fn walk_and_tree_agree(filter: &Redact) {
         let salted_compact = serde_json::to_vec(&doc).unwrap();
         let salted_pretty = serde_json::to_vec_pretty(&doc).unwrap();
         for body in [original, pretty, salted_compact, salted_pretty] {
-            let walked = filter
-                .inner
-                .rewrite_json(
-                    detector,
-                    &body,
-                    &mut std::borrow::Cow::Owned(Memo::default()),
-                )
+            let fresh = || std::borrow::Cow::Owned(Memo::default());
+            let rewriter = &filter.inner;
+            let walked = rewriter
+                .rewrite_json(detector, &body, &mut fresh())
                 .unwrap();
-            let tree = filter
-                .inner
-                .rewrite_tree(
-                    detector,
-                    &body,
-                    &mut std::borrow::Cow::Owned(Memo::default()),
-                )
+            let tree = rewriter
+                .rewrite_tree(detector, &body, &mut fresh())
                 .unwrap();
             let parse =
                 |b: Option<Vec<u8>>| b.map(|b| serde_json::from_slice::<Value>(&b).unwrap());

@@ -22,6 +22,7 @@ use regex_syntax::hir::Look;
 use crate::FilterError;
 use needs::Needs;
 use prefixes::prefixes;
+use scan::Scan;
 
 /// How far back a stream may hold text for a value that might continue: the longest
 /// value a detector can match, but never more than this (a custom expression without a
@@ -43,6 +44,8 @@ struct Builtin {
     check: Check,
     /// What a text must hold for `regex` to match in it.
     needs: Needs,
+    /// The same search written by hand, where there is one.
+    scan: Option<Scan>,
 }
 
 /// Most specific first: on a full tie the earlier one wins.
@@ -53,6 +56,7 @@ const BUILTINS: &[Builtin] = &[
         regex: r"eyJ[A-Za-z0-9_-]{4,1500}\.eyJ[A-Za-z0-9_-]{4,3000}\.[A-Za-z0-9_-]{0,700}",
         check: always,
         needs: Needs::Literal(b"eyJ"),
+        scan: None,
     },
     Builtin {
         name: "api-key",
@@ -60,6 +64,7 @@ const BUILTINS: &[Builtin] = &[
         regex: r"(?:sk-[A-Za-z0-9_-]{20,200}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{36}|xox[abprs]-[A-Za-z0-9-]{10,100}|AIza[0-9A-Za-z_-]{35})",
         check: always,
         needs: Needs::Anything,
+        scan: None,
     },
     Builtin {
         name: "email",
@@ -67,6 +72,7 @@ const BUILTINS: &[Builtin] = &[
         regex: r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,6}\.[A-Za-z]{2,24}",
         check: always,
         needs: Needs::Byte(b'@', 1),
+        scan: Some(Scan::Email),
     },
     Builtin {
         name: "iban",
@@ -74,6 +80,7 @@ const BUILTINS: &[Builtin] = &[
         regex: r"(?-u:\b)[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}(?-u:\b)",
         check: iban_checksum,
         needs: Needs::Digits(2),
+        scan: None,
     },
     Builtin {
         name: "credit-card",
@@ -81,6 +88,7 @@ const BUILTINS: &[Builtin] = &[
         regex: r"(?-u:\b)[0-9](?:[ -]?[0-9]){12,18}(?-u:\b)",
         check: luhn,
         needs: Needs::Digits(13),
+        scan: Some(Scan::Card),
     },
     Builtin {
         name: "ipv4",
@@ -88,6 +96,7 @@ const BUILTINS: &[Builtin] = &[
         regex: r"(?-u:\b)(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(?-u:\b)",
         check: always,
         needs: Needs::Byte(b'.', 3),
+        scan: None,
     },
     Builtin {
         name: "ipv6",
@@ -95,6 +104,7 @@ const BUILTINS: &[Builtin] = &[
         regex: r"(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}",
         check: ipv6,
         needs: Needs::Byte(b':', 2),
+        scan: None,
     },
     Builtin {
         name: "phone",
@@ -105,6 +115,7 @@ const BUILTINS: &[Builtin] = &[
         regex: r"(?:\+[1-9](?:[ .-]?[0-9]){6,14}|\([0-9]{2,4}\)[ .-]?[0-9]{3,4}[ .-]?[0-9]{3,4}|(?-u:\b)[2-9][0-9]{2}[ .-][0-9]{3}[ .-][0-9]{4}|(?-u:\b)0[1-9][0-9]{0,3}[ -][0-9]{3,4}[ -]?[0-9]{3,4}|(?-u:\b)0[1-9][0-9]{8,10})(?-u:\b)",
         check: phone_digits,
         needs: Needs::Digits(7),
+        scan: Some(Scan::Phone),
     },
 ];
 
@@ -121,6 +132,7 @@ pub struct Pattern {
     pub regex: String,
     check: Check,
     needs: Needs,
+    scan: Option<Scan>,
 }
 
 impl Pattern {
@@ -144,6 +156,7 @@ impl Pattern {
             regex: builtin.regex.to_owned(),
             check: builtin.check,
             needs: builtin.needs,
+            scan: builtin.scan,
         }
     }
 
@@ -164,6 +177,7 @@ impl Pattern {
             regex: regex.to_owned(),
             check: always,
             needs: Needs::Anything,
+            scan: None,
         }
     }
 
@@ -174,6 +188,7 @@ impl Pattern {
             regex: r"\[[A-Z0-9_]{1,40}_[0-9]{1,6}\]".to_owned(),
             check: always,
             needs: Needs::Byte(b']', 1),
+            scan: None,
         }
     }
 }
@@ -210,11 +225,12 @@ pub struct Detector {
     gate: Option<needs::Gate>,
     /// Each pattern's own need, asked again of what follows a value taken.
     needs: Vec<Needs>,
-    /// Any of them, for the common answer: nothing here.
-    any: regex::RegexSet,
+    /// Any of them, for the common answer: nothing here. `None` when every pattern is
+    /// searched by hand: each search costs less than the set's.
+    any: Option<regex::RegexSet>,
     /// Each pattern, and the same for matching exactly a span of the text in its context
     /// (to try a shorter value when the longest one fails its check).
-    each: Vec<(Regex, regex_automata::meta::Regex, Check)>,
+    each: Vec<Each>,
     labels: Vec<Label>,
     /// Every prefix of every pattern's values, as one lazy DFA run backwards from the end of
     /// a stream's text.
@@ -227,6 +243,27 @@ pub struct Detector {
     /// `$`): then a value inside a JSON string matches the same in the raw bytes around
     /// it, the quote standing for the string's edge.
     edge_blind: bool,
+}
+
+/// One pattern, compiled.
+struct Each {
+    regex: Regex,
+    /// The same for matching exactly a span of the text in its context (to try a shorter
+    /// value when the longest one fails its check).
+    whole: regex_automata::meta::Regex,
+    check: Check,
+    /// `regex`'s search written by hand, where there is one.
+    scan: Option<Scan>,
+}
+
+impl Each {
+    /// The first match at `at` or later, before its check.
+    fn find_at(&self, text: &str, at: usize) -> Option<(usize, usize)> {
+        match self.scan {
+            Some(scan) => scan.find_at(text.as_bytes(), at),
+            None => self.regex.find_at(text, at).map(|m| (m.start(), m.end())),
+        }
+    }
 }
 
 /// The automaton [`Detector::hold_after`] runs backwards from the end of a text.
@@ -314,13 +351,19 @@ impl Detector {
                 )
                 .build(&p.regex)
                 .map_err(|e| invalid(&p.regex, &e))?;
-            each.push((regex, whole, p.check));
+            each.push(Each {
+                regex,
+                whole,
+                check: p.check,
+                scan: p.scan,
+            });
         }
         let sources: Vec<&str> = patterns.iter().map(|p| p.regex.as_str()).collect();
         let any = regex::RegexSetBuilder::new(&sources)
             .size_limit(SIZE_LIMIT)
             .build()
             .map_err(|e| invalid("(all patterns)", &e))?;
+        let any = patterns.iter().any(|p| p.scan.is_none()).then_some(any);
         // Prefixes too large for an automaton (an operator's expression of many thousand
         // states) fall back to "anything": the whole window is held, which is bounded.
         let anything = || prefixes::anything(patterns.len());
@@ -381,7 +424,11 @@ impl Detector {
     pub fn find_admitted(&self, text: &str, from: usize, admitted: Admitted) -> Vec<Found> {
         let bytes = text.as_bytes();
         let counts = admitted.0;
-        if !self.any.is_match_at(text, from) {
+        if self
+            .any
+            .as_ref()
+            .is_some_and(|any| !any.is_match_at(text, from))
+        {
             return Vec::new();
         }
         // Leftmost value first (the longest on a tie, then the more specific pattern); the
@@ -423,31 +470,32 @@ impl Detector {
 
     /// The first value of `pattern` that starts at `from` or later, judged in its context.
     fn next_value(&self, pattern: usize, text: &str, from: usize) -> Option<Found> {
-        let (regex, whole, check) = &self.each[pattern];
+        let each = &self.each[pattern];
         let mut at = from;
         while at <= text.len() {
-            let m = regex.find_at(text, at)?;
+            let (start, longest) = each.find_at(text, at)?;
             // The longest match may carry a neighbour (a card number and its expiry date):
             // then the longest shorter value that passes is the value.
-            let end = (m.start() + 1..=m.end())
+            let end = (start + 1..=longest)
                 .rev()
                 .filter(|&end| text.is_char_boundary(end))
                 .find(|&end| {
-                    let value = &text[m.start()..end];
-                    (end == m.end() || matches_exactly(whole, text, m.start(), end)) && check(value)
+                    let value = &text[start..end];
+                    (end == longest || matches_exactly(&each.whole, text, start, end))
+                        && (each.check)(value)
                 });
             if let Some(end) = end {
                 return Some(Found {
-                    start: m.start(),
+                    start,
                     end,
                     pattern,
                 });
             }
             // No value here: one that starts inside this candidate may still be.
-            at = text[m.start()..]
+            at = text[start..]
                 .chars()
                 .next()
-                .map_or(text.len() + 1, |c| m.start() + c.len_utf8());
+                .map_or(text.len() + 1, |c| start + c.len_utf8());
         }
         None
     }
@@ -455,7 +503,13 @@ impl Detector {
     /// Whether `text` holds anything any pattern would match (before checks).
     pub fn any(&self, text: &[u8]) -> bool {
         // Patterns match text; bytes that are not UTF-8 are not text to match.
-        std::str::from_utf8(text).is_ok_and(|t| self.admit(text).is_some() && self.any.is_match(t))
+        std::str::from_utf8(text).is_ok_and(|t| {
+            self.admit(text).is_some()
+                && match &self.any {
+                    Some(any) => any.is_match(t),
+                    None => self.each.iter().any(|each| each.find_at(t, 0).is_some()),
+                }
+        })
     }
 
     /// Whether a stream's events may be judged in their bytes (see `edge_blind`).
@@ -618,5 +672,6 @@ fn phone_digits(value: &str) -> bool {
 
 mod needs;
 mod prefixes;
+mod scan;
 #[cfg(test)]
 mod tests;

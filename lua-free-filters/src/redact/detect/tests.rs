@@ -107,7 +107,7 @@ fn bad_patterns_fail_with_their_text() {
 /// on after it.
 fn reference(d: &Detector, text: &str) -> Vec<Found> {
     let value_of = |pattern: usize, from: usize| -> Option<Found> {
-        let (_, whole, check) = &d.each[pattern];
+        let Each { whole, check, .. } = &d.each[pattern];
         (from..text.len())
             .filter(|&start| text.is_char_boundary(start))
             .find_map(|start| {

@@ -188,7 +188,7 @@ impl Pattern {
             regex: r"\[[A-Z0-9_]{1,40}_[0-9]{1,6}\]".to_owned(),
             check: always,
             needs: Needs::Byte(b']', 1),
-            scan: None,
+            scan: Some(Scan::Placeholder),
         }
     }
 }

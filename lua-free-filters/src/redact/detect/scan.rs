@@ -15,6 +15,8 @@ pub(super) enum Scan {
     Email,
     Card,
     Phone,
+    /// The placeholders the filter writes (`[EMAIL_3]`).
+    Placeholder,
 }
 
 impl Scan {
@@ -23,6 +25,7 @@ impl Scan {
     pub(super) fn find_at(self, text: &[u8], at: usize) -> Option<(usize, usize)> {
         match self {
             Scan::Email => email(text, at),
+            Scan::Placeholder => placeholder(text, at),
             Scan::Card => {
                 // Starts inside a chain of digits that held no card hold none either.
                 let mut past = 0;
@@ -30,14 +33,14 @@ impl Scan {
                     if start < past {
                         continue;
                     }
-                    match card(text, start) {
+                    match card_at(text, start) {
                         Ok(found) => return Some(found),
                         Err(resume) => past = resume,
                     }
                 }
                 None
             }
-            Scan::Phone => Starts::new(text, at, true).find_map(|s| phone(text, s)),
+            Scan::Phone => Starts::new(text, at, true).find_map(|s| phone_at(text, s)),
         }
     }
 }
@@ -162,6 +165,37 @@ fn domain(text: &[u8], at: usize) -> Option<usize> {
     })
 }
 
+/// `\[[A-Z0-9_]{1,40}_[0-9]{1,6}\]` from `at`: a `[`, a run of the class that a `]` ends,
+/// split at its last `_` (the digits after the split hold none) into a label of 1 to 40
+/// and 1 to 6 digits.
+fn placeholder(text: &[u8], at: usize) -> Option<(usize, usize)> {
+    let mut from = at;
+    while let Some(found) = memchr::memchr(b'[', text.get(from..)?) {
+        let open = from + found;
+        from = open + 1;
+        let inner = &text[open + 1..];
+        let len = inner
+            .iter()
+            .take(48)
+            .position(|&b| !matches!(b, b'A'..=b'Z' | b'0'..=b'9' | b'_'))
+            .unwrap_or(inner.len().min(48));
+        if inner.get(len) != Some(&b']') {
+            continue;
+        }
+        let Some(split) = memchr::memrchr(b'_', &inner[..len]) else {
+            continue;
+        };
+        let digits = len - split - 1;
+        if (1..=40).contains(&split)
+            && (1..=6).contains(&digits)
+            && inner[split + 1..len].iter().all(u8::is_ascii_digit)
+        {
+            return Some((open, open + len + 2));
+        }
+    }
+    None
+}
+
 /// The ends after each digit of `(?:SEP?[0-9]){0,most}` from `at`: a separator is taken
 /// only before a digit, so the digits are one chain; `ends[n]` is the end after `n` of them.
 fn chain(
@@ -200,10 +234,14 @@ fn space_dot_or_dash(b: u8) -> bool {
 /// With none, where the next start may be: past the chain's end when the chain stopped by
 /// itself (a start inside it has the same end and fewer digits, a subset of the same
 /// places to end at), else the next byte.
-fn card(text: &[u8], start: usize) -> Result<(usize, usize), usize> {
+fn card_at(text: &[u8], start: usize) -> Result<(usize, usize), usize> {
     let mut ends = [start + 1; 19];
     let n = chain(text, start + 1, space_or_dash, 18, &mut ends);
-    match (12..=n).rev().map(|k| ends[k]).find(|&end| ends_word(text, end)) {
+    match (12..=n)
+        .rev()
+        .map(|k| ends[k])
+        .find(|&end| ends_word(text, end))
+    {
         Some(end) => Ok((start, end)),
         None if n < 18 => Err(ends[n]),
         None => Err(start + 1),
@@ -222,7 +260,7 @@ fn card(text: &[u8], start: usize) -> Result<(usize, usize), usize> {
 ///
 /// The first byte picks the one branch that can match (the two national ones exclude each
 /// other: one has a separator within the first five digits, the other none in ten).
-fn phone(text: &[u8], start: usize) -> Option<(usize, usize)> {
+fn phone_at(text: &[u8], start: usize) -> Option<(usize, usize)> {
     let end = match text[start] {
         b'+' => {
             if !matches!(text.get(start + 1), Some(b'1'..=b'9')) {
@@ -331,13 +369,21 @@ impl Iterator for Starts<'_> {
     type Item = usize;
 
     fn next(&mut self) -> Option<usize> {
+        let mut padded = [0u8; 16];
         while self.pending == 0 {
             self.base = self.base.wrapping_add(16);
             let rest = self.text.get(self.base..).filter(|r| !r.is_empty())?;
-            // A last, short chunk is read padded with zeros: not digits, words or signs.
-            let mut padded = [0u8; 16];
             let chunk = match rest.first_chunk::<16>() {
-                Some(chunk) => chunk,
+                Some(chunk) => {
+                    // A chunk without a digit (or sign) has no start: only its last byte is
+                    // read, for the next chunk's first.
+                    if !lanes::any_start(chunk, self.signs) {
+                        self.after_word = CLASS[usize::from(chunk[15])] & WORD != 0;
+                        continue;
+                    }
+                    chunk
+                }
+                // A last, short chunk is read padded with zeros: not digits, words or signs.
                 None => {
                     padded[..rest.len()].copy_from_slice(rest);
                     &padded
@@ -387,6 +433,23 @@ mod lanes {
         )
     }
 
+    /// Whether a chunk holds a digit (or, with `signs`, a `+` or `(`).
+    #[inline(always)]
+    pub(super) fn any_start(chunk: &[u8; 16], signs: bool) -> bool {
+        let chunk = load_unaligned_m128i(chunk);
+        let mut hits = within(chunk, b'0', b'9');
+        if signs {
+            hits = bitor_m128i(
+                hits,
+                bitor_m128i(
+                    cmp_eq_mask_i8_m128i(chunk, splat(b'+')),
+                    cmp_eq_mask_i8_m128i(chunk, splat(b'(')),
+                ),
+            );
+        }
+        move_mask_i8_m128i(hits) != 0
+    }
+
     #[inline(always)]
     pub(super) fn classify(chunk: &[u8; 16]) -> Masks {
         let chunk = load_unaligned_m128i(chunk);
@@ -413,6 +476,12 @@ mod lanes {
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 mod lanes {
     pub(super) use super::one_by_one as classify;
+
+    pub(super) fn any_start(chunk: &[u8; 16], signs: bool) -> bool {
+        chunk
+            .iter()
+            .any(|&b| b.is_ascii_digit() || (signs && matches!(b, b'+' | b'(')))
+    }
 }
 
 /// [`lanes::classify`] a byte at a time: where there is no vector, and its reference.

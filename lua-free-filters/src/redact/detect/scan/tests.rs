@@ -1,7 +1,13 @@
 use super::*;
 
-/// Every built-in searched by hand, with the expression it stands for.
+/// Every pattern searched by hand, with the expression it stands for.
 fn scans() -> Vec<(Scan, regex::Regex)> {
+    let placeholder = super::super::Pattern::placeholder();
+    assert_eq!(placeholder.scan, Some(Scan::Placeholder));
+    let placeholder = (
+        Scan::Placeholder,
+        regex::Regex::new(&placeholder.regex).unwrap_or_else(|e| unreachable!("{e}")),
+    );
     [
         (Scan::Email, "email"),
         (Scan::Card, "credit-card"),
@@ -17,6 +23,7 @@ fn scans() -> Vec<(Scan, regex::Regex)> {
         let regex = regex::Regex::new(builtin.regex).unwrap_or_else(|e| unreachable!("{e}"));
         (scan, regex)
     })
+    .chain([placeholder])
     .collect()
 }
 
@@ -51,6 +58,7 @@ fn each_scan_finds_what_its_expression_finds() {
         "tel:+33123456789é, é0612345678é, _0612345678, 06123456789a, 2024-05-01",
         "+1 (415) 555 0100 +1 415 555 0100 123 4567 890 1234 5678 9012 3456 7890",
         "01234 5678 9012, 0612 345 678, 06123-4567, 012345 678 901, 0123 4567-890",
+        "[EMAIL_1] [CARD_12] [A_B_3] [_1] [X_] [x_1] [X_1234567] [[PHONE_2]] [A__9]",
     ] {
         agree(&scans, text);
     }
@@ -65,6 +73,12 @@ fn each_scan_finds_what_its_expression_finds() {
     agree(&scans, &long);
     agree(&scans, &format!("x@{}.io", "e".repeat(64)));
     agree(&scans, &format!("x@e.{}", "f".repeat(30)));
+    for label in [39, 40, 41, 47, 48] {
+        agree(
+            &scans,
+            &format!("[{}_1] [{}_12]", "A".repeat(label), "B".repeat(label)),
+        );
+    }
 }
 
 /// A small random generator, so the tests need no crate and fail the same way each run.
@@ -91,7 +105,7 @@ fn random_texts_are_found_the_same() {
     let pieces = [
         "4111", "1111", "555", "0100", "+1", "+44", "(415)", "(20)", "0", "06", "020", " ", "-",
         ".", "@", "jane", "example", ".com", ".co", "x", "é", "12345678", "_", "a.b", "01", "234",
-        "0612",
+        "0612", "[", "]", "EMAIL", "_1", "[CARD_2]",
     ];
     for round in 0..6000 {
         let len = rng.below(24);

@@ -161,23 +161,11 @@ static IN_NUMBER: [bool; 256] = {
     table
 };
 
-/// The bytes a JSON string escapes: the quote, the backslash and control characters.
-static ESCAPED: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 0x20 {
-        table[b] = true;
-        b += 1;
-    }
-    table[b'"' as usize] = true;
-    table[b'\\' as usize] = true;
-    table
-};
-
 /// `text` as a JSON string, as serde_json writes it: most texts need no escape, and are
 /// copied between their quotes.
 fn write_string(out: &mut Vec<u8>, text: &str) {
-    if text.bytes().any(|b| ESCAPED[usize::from(b)]) {
+    let bytes = text.as_bytes();
+    if has_control(bytes) || memchr::memchr2(b'"', b'\\', bytes).is_some() {
         // A `&str` always serializes.
         let _ = serde_json::to_writer(out, text);
         return;
@@ -213,10 +201,12 @@ fn field_key(bytes: &[u8], at: &mut usize) -> Result<(usize, usize, bool), Unfol
 /// The first byte at or after `at` that is not JSON whitespace (or the end).
 #[inline(always)]
 fn skip_space(bytes: &[u8], mut at: usize) -> usize {
-    // Most often the next token already (a compact document).
+    // Most often the next token already (a compact document), or after one space (an
+    // indented one's `": "`).
     match bytes.get(at) {
         Some(&byte) if byte > b' ' => return at,
         None => return at,
+        Some(b' ') if bytes.get(at + 1).is_some_and(|&next| next > b' ') => return at + 1,
         _ => {}
     }
     // Sixteen bytes at a time: an indented line's newline and indent in one step.

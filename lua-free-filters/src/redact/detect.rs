@@ -197,6 +197,9 @@ impl Pattern {
 #[derive(Debug)]
 pub struct Admitted(Option<needs::Counts>);
 
+/// Patterns whose next values [`Detector::find_admitted`] keeps on the stack.
+const FEW: usize = 8;
+
 /// A value found in a text: its byte range and which pattern found it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Found {
@@ -436,33 +439,45 @@ impl Detector {
         // the one it had overlaps what was taken, and only when what follows still meets
         // the pattern's need: a candidate that loses never hides a value of its own pattern
         // further on.
-        let mut next: Vec<(usize, Option<Found>)> = (0..self.each.len())
-            .map(|i| {
-                let may_match = counts
-                    .as_ref()
-                    .is_none_or(|c| self.needs[i].met(c, &bytes[from..]));
-                (
-                    i,
-                    may_match.then(|| self.next_value(i, text, from)).flatten(),
-                )
-            })
-            .collect();
+        // Each pattern's next value, on the stack for the usual few patterns.
+        let mut few = [None; FEW];
+        let mut many = Vec::new();
+        let next: &mut [Option<Found>] = if self.each.len() <= FEW {
+            &mut few[..self.each.len()]
+        } else {
+            many.resize(self.each.len(), None);
+            &mut many
+        };
+        for (i, slot) in next.iter_mut().enumerate() {
+            let may_match = counts
+                .as_ref()
+                .is_none_or(|c| self.needs[i].met(c, &bytes[from..]));
+            if may_match {
+                *slot = self.next_value(i, text, from);
+            }
+        }
         let mut kept = Vec::new();
         loop {
-            let best = next
-                .iter()
-                .filter_map(|(_, f)| *f)
-                .min_by_key(|f| (f.start, std::cmp::Reverse(f.end), f.pattern));
+            let mut best: Option<Found> = None;
+            for found in next.iter().flatten() {
+                let better = best.is_none_or(|b| {
+                    (found.start, std::cmp::Reverse(found.end), found.pattern)
+                        < (b.start, std::cmp::Reverse(b.end), b.pattern)
+                });
+                if better {
+                    best = Some(*found);
+                }
+            }
             let Some(best) = best else {
                 return kept;
             };
             kept.push(best);
-            for (pattern, slot) in &mut next {
-                if slot.is_some_and(|f| f.start < best.end) {
-                    *slot = self.needs[*pattern]
-                        .met_in(&bytes[best.end..])
-                        .then(|| self.next_value(*pattern, text, best.end))
-                        .flatten();
+            for slot in next.iter_mut() {
+                if let Some(found) = slot.filter(|f| f.start < best.end) {
+                    *slot = None;
+                    if self.needs[found.pattern].met_in(&bytes[best.end..]) {
+                        *slot = self.next_value(found.pattern, text, best.end);
+                    }
                 }
             }
         }

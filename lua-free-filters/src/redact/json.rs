@@ -360,8 +360,8 @@ fn quote_or_escape(bytes: &[u8]) -> Option<usize> {
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 mod lanes {
     use safe_arch::{
-        bitor_m128i, cmp_eq_mask_i8_m128i, load_unaligned_m128i, m128i, move_mask_i8_m128i,
-        set_splat_i8_m128i,
+        bitor_m128i, cmp_eq_mask_i8_m128i, load_unaligned_m128i, m128i, min_u8_m128i,
+        move_mask_i8_m128i, set_splat_i8_m128i,
     };
 
     #[inline(always)]
@@ -386,6 +386,14 @@ mod lanes {
         let folded = bitor_m128i(chunk, set_splat_i8_m128i(0x20));
         let bracket = bitor_m128i(equal(folded, b'{'), equal(folded, b'}'));
         move_mask_i8_m128i(bitor_m128i(bracket, equal(chunk, b'"'))) as u32
+    }
+
+    /// Below 0x20: what stays itself under an unsigned minimum with 0x1F.
+    #[inline(always)]
+    pub(super) fn control(chunk: &[u8; 16]) -> u32 {
+        let chunk = load_unaligned_m128i(chunk);
+        let low = min_u8_m128i(chunk, set_splat_i8_m128i(0x1F));
+        move_mask_i8_m128i(cmp_eq_mask_i8_m128i(low, chunk)) as u32
     }
 
     /// A quote or a backslash.
@@ -474,9 +482,26 @@ fn rewrite_string<A>(
 const LOW_BITS: u64 = u64::from_le_bytes([0x01; 8]);
 const HIGH_BITS: u64 = u64::from_le_bytes([0x80; 8]);
 
-/// Whether `bytes` holds a control character (below 0x20: its top three bits clear), eight
-/// bytes at a time.
+/// Whether `bytes` holds a control character (below 0x20), sixteen bytes at a time, then
+/// the rest as a word and bytes.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 fn has_control(bytes: &[u8]) -> bool {
+    let mut chunks = bytes.chunks_exact(16);
+    chunks
+        .by_ref()
+        .filter_map(|chunk| chunk.first_chunk::<16>())
+        .any(|chunk| lanes::control(chunk) != 0)
+        || has_control_in_words(chunks.remainder())
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+fn has_control(bytes: &[u8]) -> bool {
+    has_control_in_words(bytes)
+}
+
+/// [`has_control`] eight bytes at a time (a control character has its top three bits
+/// clear).
+fn has_control_in_words(bytes: &[u8]) -> bool {
     let mut words = bytes.chunks_exact(8);
     let top_three = u64::from_le_bytes([0xE0; 8]);
     words.by_ref().any(|w| {
@@ -522,6 +547,7 @@ mod tests {
                     chunk[lane] = byte;
                     let space = mask(&chunk, &|b| SPACE[usize::from(b)]);
                     assert_eq!(lanes::space(&chunk), space, "{chunk:?}");
+                    assert_eq!(lanes::control(&chunk), mask(&chunk, &|b| b < 0x20));
                     let quote = mask(&chunk, &|b| b == b'"' || b == b'\\');
                     assert_eq!(lanes::quote_or_escape(&chunk), quote, "{chunk:?}");
                     let string_or_bracket =
@@ -567,7 +593,7 @@ mod tests {
 
     #[test]
     fn control_characters_are_found_at_every_place() {
-        for len in 0..24 {
+        for len in 0..40 {
             assert!(!has_control(&vec![b'a'; len]));
             assert!(!has_control("é€".repeat(len).as_bytes()));
             for at in 0..len {

@@ -388,3 +388,27 @@ fn long_and_nested_patterns_build_on_a_small_stack_and_still_hold() {
         assert!(held.0 <= held.1, "{held:?}");
     }
 }
+
+#[test]
+fn more_patterns_than_are_kept_on_the_stack_are_all_searched() {
+    let mut patterns = Pattern::all_builtins();
+    patterns.push(Pattern::custom("ticket", r"TICKET-[0-9]+"));
+    patterns.push(Pattern::custom("badge", r"BADGE-[0-9]+"));
+    assert!(patterns.len() > FEW);
+    let d = Detector::new(patterns).unwrap();
+    let text = "x TICKET-12 y jane@example.com BADGE-7 z TICKET-3";
+    let found: Vec<(&str, &str)> = d
+        .find(text)
+        .into_iter()
+        .map(|f| (d.label(f.pattern).0.as_str(), &text[f.start..f.end]))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("TICKET", "TICKET-12"),
+            ("EMAIL", "jane@example.com"),
+            ("BADGE", "BADGE-7"),
+            ("TICKET", "TICKET-3"),
+        ]
+    );
+}

@@ -12,7 +12,8 @@
 #
 # Other options (passed to bench/bench.py): --only ac (scenario letters), --targets
 # nginx,sira, --rounds N (the scenarios N times interleaved, each figure the round with the
-# median CPU: `--only am --rounds 5` for redaction's ±10 %), --out FILE, --json FILE,
+# median CPU; what redaction adds is the mean of each round's (m)/(a) and (n)/(c), ± its
+# standard error: `--only acmn --rounds 11` for its ±10 %), --out FILE, --json FILE,
 # --keep-tmp, --no-profile (skip callgrind), --bin-dir
 # DIR (default target/release; target/debug builds the debug profile instead); and for this
 # script: --no-build (use the binaries as they are), --install-oha (cargo install oha, several

@@ -13,7 +13,7 @@
 //! ```
 //!
 //! The text is every string of the JSON body except the format's own fields (ids, roles,
-//! model names, signatures, base64 data). `mask` writes one `*` per character; `hash`
+//! model names, signatures, base64 data) and, in an answer, its counts (`usage`). `mask` writes one `*` per character; `hash`
 //! writes `[EMAIL:<16 hex digits>]`, the same for the same value under the same salt;
 //! `placeholder` writes `[EMAIL_1]`, numbered per request, and with `restore` the answer's
 //! placeholders become the values again — so the model never sees them, and the user does.

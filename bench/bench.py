@@ -1077,17 +1077,17 @@ def details_table(results):
 
 def overhead(results, base, scenario, budget):
     """What `scenario` adds to `base` for sira, as a share: (measured, ok). With several
-    rounds it is the mean of each round's own ratio, the two scenarios having run one after
-    the other under the same load on the machine (the medians of each, shown too, drift
-    apart with the machine's hour), with its standard error; the budget is met when the mean
-    is within it."""
+    rounds it is the mean of each round's own ratio, the two scenarios having run within the
+    same round, minutes apart at most (the medians of each, shown too, drift apart with the
+    machine's hour), with its standard error; the budget is met when the mean is within it.
+    Rounds are paired by their order, so both lists must hold every round."""
     b, s = get(results, base, "sira", "cpu_us"), get(results, scenario, "sira", "cpu_us")
     if b is None or s is None:
         return None, None
     medians = f"{(s / b - 1) * 100:+.1f} %"
     rb = get(results, base, "sira", "rounds_cpu_us")
     rs = get(results, scenario, "sira", "rounds_cpu_us")
-    if not rb or not rs or len(rb) != len(rs) or len(rb) < 3:
+    if not rb or not rs or len(rb) != len(rs) or len(rb) < 3 or min(rb) <= 0:
         return medians, s <= b * (1 + budget)
     ratios = [y / x - 1 for x, y in zip(rb, rs)]
     mean = statistics.mean(ratios)
@@ -1426,7 +1426,8 @@ def main():
         # Several rounds: the run with the median CPU stands for the scenario.
         for (key, tname), rs in runs.items():
             timed = [r for r in rs if r.get("cpu_us") is not None]
-            if len(rs) > 1 and len(timed) == len(rs):
+            # Only when every round ran: rounds are paired across scenarios by their order.
+            if len(rs) > 1 and len(rs) == args.rounds and len(timed) == len(rs):
                 timed.sort(key=lambda r: r["cpu_us"])
                 median = dict(timed[len(timed) // 2])
                 median["rounds_cpu_us"] = [round(r["cpu_us"], 2) for r in rs]

@@ -21,12 +21,8 @@ pub(crate) struct Unfollowable;
 const MAX_DEPTH: usize = 128;
 
 /// Calls `rewrite` on every text string of `body` (a string that is not the direct value
-/// of a field whose name `skip` accepts, nor inside the object or array of a field whose
-/// name `skim` accepts); the document with the new texts if any call returned one.
-///
-/// A skimmed value is passed over as it came, its brackets and strings followed and
-/// nothing else read: an answer's counts (`usage`), a third of an indented answer's bytes,
-/// are numbers.
+/// of a field whose name `skip` accepts); the document with the new texts if any call
+/// returned one.
 ///
 /// The walk goes from value to value: a field's key, its colon and the whitespace around
 /// them are read on the way to its value, and a comma or a close on the way to the next,
@@ -37,7 +33,6 @@ const MAX_DEPTH: usize = 128;
 pub(crate) fn rewrite_texts<A>(
     bytes: &[u8],
     skip: impl Fn(&[u8]) -> bool + Copy,
-    skim: impl Fn(&[u8]) -> bool + Copy,
     texts: &mut Texts<'_, A>,
 ) -> Result<Option<Vec<u8>>, Unfollowable> {
     // Bit `d` says whether the container open at depth `d` is an object: the depth is
@@ -74,13 +69,6 @@ pub(crate) fn rewrite_texts<A>(
                     }
                 }
                 at = end;
-            }
-            b'{' | b'['
-                if key.is_some_and(|(start, end, escaped)| {
-                    is_skipped(&bytes[start..end], escaped, skim).unwrap_or(false)
-                }) =>
-            {
-                at = skim_value(bytes, at, MAX_DEPTH - depth)?;
             }
             b'{' | b'[' => {
                 if depth == MAX_DEPTH {
@@ -151,73 +139,6 @@ pub(crate) fn rewrite_texts<A>(
             at += 1;
         }
     }
-}
-
-/// The end of the object or array that opens at `at`, nested at most `room` deep: its
-/// strings and brackets followed, nothing else read.
-fn skim_value(bytes: &[u8], mut at: usize, room: usize) -> Result<usize, Unfollowable> {
-    let mut objects = [0u64; MAX_DEPTH / 64];
-    let mut depth = 0;
-    loop {
-        match *bytes.get(at).ok_or(Unfollowable)? {
-            b'"' => {
-                at = string_end(bytes, at)?.0;
-                at += string_or_bracket(&bytes[at..]).ok_or(Unfollowable)?;
-                continue;
-            }
-            open @ (b'{' | b'[') => {
-                if depth == room {
-                    return Err(Unfollowable);
-                }
-                let (word, bit) = (depth / 64, 1 << (depth % 64));
-                objects[word] = if open == b'{' {
-                    objects[word] | bit
-                } else {
-                    objects[word] & !bit
-                };
-                depth += 1;
-            }
-            close => {
-                // `string_or_bracket` stops only on a quote or a bracket.
-                let top = depth - 1;
-                let object = objects[top / 64] & (1 << (top % 64)) != 0;
-                if object != (close == b'}') {
-                    return Err(Unfollowable);
-                }
-                depth = top;
-                if depth == 0 {
-                    return Ok(at + 1);
-                }
-            }
-        }
-        at += 1;
-        at += string_or_bracket(&bytes[at..]).ok_or(Unfollowable)?;
-    }
-}
-
-/// The first quote or bracket in `bytes`.
-#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-fn string_or_bracket(bytes: &[u8]) -> Option<usize> {
-    let mut at = 0;
-    while let Some(chunk) = bytes.get(at..).and_then(|rest| rest.first_chunk::<16>()) {
-        let hits = lanes::string_or_bracket(chunk);
-        if hits != 0 {
-            return Some(at + hits.trailing_zeros() as usize);
-        }
-        at += 16;
-    }
-    bytes[at..]
-        .iter()
-        .position(|b| matches!(b, b'"' | b'{' | b'}' | b'[' | b']'))
-        .map(|found| at + found)
-}
-
-/// The same a byte at a time, where there is no vector.
-#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-fn string_or_bracket(bytes: &[u8]) -> Option<usize> {
-    bytes
-        .iter()
-        .position(|b| matches!(b, b'"' | b'{' | b'}' | b'[' | b']'))
 }
 
 /// The bytes a number or a literal (`true`, `false`, `null`) is read over.
@@ -378,16 +299,6 @@ mod lanes {
         move_mask_i8_m128i(bitor_m128i(space, other)) as u32
     }
 
-    /// A quote or a bracket: with 0x20 set, `[` and `]` become `{` and `}` and nothing
-    /// else does.
-    #[inline(always)]
-    pub(super) fn string_or_bracket(chunk: &[u8; 16]) -> u32 {
-        let chunk = load_unaligned_m128i(chunk);
-        let folded = bitor_m128i(chunk, set_splat_i8_m128i(0x20));
-        let bracket = bitor_m128i(equal(folded, b'{'), equal(folded, b'}'));
-        move_mask_i8_m128i(bitor_m128i(bracket, equal(chunk, b'"'))) as u32
-    }
-
     /// Below 0x20: what stays itself under an unsigned minimum with 0x1F.
     #[inline(always)]
     pub(super) fn control(chunk: &[u8; 16]) -> u32 {
@@ -526,7 +437,6 @@ mod tests {
         rewrite_texts(
             body.as_bytes(),
             |k| matches!(k, b"id" | b"model"),
-            |k| k == b"counts",
             &mut texts,
         )
         .map(|o| o.map(|b| String::from_utf8(b).unwrap()))
@@ -550,13 +460,6 @@ mod tests {
                     assert_eq!(lanes::control(&chunk), mask(&chunk, &|b| b < 0x20));
                     let quote = mask(&chunk, &|b| b == b'"' || b == b'\\');
                     assert_eq!(lanes::quote_or_escape(&chunk), quote, "{chunk:?}");
-                    let string_or_bracket =
-                        mask(&chunk, &|b| matches!(b, b'"' | b'{' | b'}' | b'[' | b']'));
-                    assert_eq!(
-                        lanes::string_or_bracket(&chunk),
-                        string_or_bracket,
-                        "{chunk:?}"
-                    );
                 }
             }
         }
@@ -621,15 +524,12 @@ mod tests {
             rewrite: &mut count,
         };
         let body = b"{\"a\": \"plain \xff\", \"b\": \"a@b\"}";
-        assert_eq!(
-            rewrite_texts(body, |_| false, |_| false, &mut texts),
-            Ok(None)
-        );
+        assert_eq!(rewrite_texts(body, |_| false, &mut texts), Ok(None));
         assert_eq!(handed.get(), 1);
         // One that may hold a value must be text.
         let body = b"{\"a\": \"a@\xff\"}";
         assert_eq!(
-            rewrite_texts(body, |_| false, |_| false, &mut texts),
+            rewrite_texts(body, |_| false, &mut texts),
             Err(Unfollowable)
         );
     }
@@ -653,44 +553,6 @@ mod tests {
         assert_eq!(doc["t"], "q\"X\\");
         assert_eq!(doc["id"], "x");
         assert!(out.ends_with(r#""n": "é\n"}"#), "{out}");
-    }
-
-    #[test]
-    fn a_skimmed_value_is_passed_over_as_it_came() {
-        // Brackets and escaped quotes inside its strings do not end it; texts after it
-        // are read again.
-        let body = r#"{"counts": {"a": "x}]\"x", "b": ["x", {"c": "x"}], "d": []}, "t": "x"}"#;
-        let want = r#"{"counts": {"a": "x}]\"x", "b": ["x", {"c": "x"}], "d": []}, "t": "X"}"#;
-        assert_eq!(run(body).unwrap().as_deref(), Some(want));
-        let body = r#"[{"counts": ["x", 1]}, "x", {"counts": "x"}]"#;
-        let want = r#"[{"counts": ["x", 1]}, "X", {"counts": "X"}]"#;
-        assert_eq!(run(body).unwrap().as_deref(), Some(want));
-        // Its brackets must still pair up, within the depth serde_json reads.
-        for body in [
-            r#"{"counts": {"a": [1}, "t": "x"}"#,
-            r#"{"counts": {"a": 1], "t": "x"}"#,
-            r#"{"counts": {"a": "x"#,
-            r#"{"counts": [[1]"#,
-        ] {
-            assert_eq!(run(body), Err(Unfollowable), "{body}");
-        }
-        let deep = |n: usize| format!(r#"{{"counts": {}{}}}"#, "[".repeat(n), "]".repeat(n));
-        assert_eq!(run(&deep(127)), Ok(None));
-        assert_eq!(run(&deep(128)), Err(Unfollowable));
-    }
-
-    #[test]
-    fn strings_and_brackets_are_found_across_every_chunk_boundary() {
-        for len in 0..70 {
-            for at in 0..len {
-                for stop in [b'"', b'{', b'}', b'[', b']'] {
-                    let mut bytes = vec![b'|'; len];
-                    bytes[at] = stop;
-                    assert_eq!(string_or_bracket(&bytes), Some(at), "{bytes:?}");
-                }
-            }
-            assert_eq!(string_or_bracket(&vec![b'^'; len]), None);
-        }
     }
 
     #[test]

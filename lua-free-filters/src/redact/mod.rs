@@ -13,7 +13,7 @@
 //! ```
 //!
 //! The text is every string of the JSON body except the format's own fields (ids, roles,
-//! model names, signatures, base64 data) and, in an answer, its counts (`usage`). `mask` writes one `*` per character; `hash`
+//! model names, signatures, base64 data). `mask` writes one `*` per character; `hash`
 //! writes `[EMAIL:<16 hex digits>]`, the same for the same value under the same salt;
 //! `placeholder` writes `[EMAIL_1]`, numbered per request, and with `restore` the answer's
 //! placeholders become the values again — so the model never sees them, and the user does.
@@ -227,47 +227,19 @@ fn is_not_text(key: &[u8]) -> bool {
     )
 }
 
-/// Fields of an answer that hold the provider's counts (`usage`, Gemini's `usageMetadata`):
-/// numbers, and the format's own names, never the model's text; passed over whole.
-fn is_counts(key: &[u8]) -> bool {
-    matches!(key, b"usage" | b"usageMetadata")
-}
-
-/// Which fields a document's walk passes over whole: an answer's counts, or none (a request
-/// is the client's, whatever its fields are called).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Counts {
-    Skipped,
-    Read,
-}
-
-impl Counts {
-    fn skims(self, key: &[u8]) -> bool {
-        self == Counts::Skipped && is_counts(key)
-    }
-}
-
 /// Calls `f` on every string of `value` that is text (see [`is_not_text`]: only a string under
-/// one of those keys is skipped, an object under one is searched like any other; and, in an
-/// answer, nothing under [`is_counts`]); whether any call changed something.
-pub(crate) fn each_text(
-    value: &mut Value,
-    counts: Counts,
-    f: &mut dyn FnMut(&mut String) -> bool,
-) -> bool {
+/// one of those keys is skipped, an object under one is searched like any other); whether
+/// any call changed something.
+pub(crate) fn each_text(value: &mut Value, f: &mut dyn FnMut(&mut String) -> bool) -> bool {
     match value {
         Value::String(text) => f(text),
         Value::Array(items) => items
             .iter_mut()
-            .fold(false, |changed, v| each_text(v, counts, f) | changed),
+            .fold(false, |changed, v| each_text(v, f) | changed),
         Value::Object(fields) => fields
             .iter_mut()
-            .filter(|(k, v)| {
-                let skipped = (v.is_string() && is_not_text(k.as_bytes()))
-                    || ((v.is_object() || v.is_array()) && counts.skims(k.as_bytes()));
-                !skipped
-            })
-            .fold(false, |changed, (_, v)| each_text(v, counts, f) | changed),
+            .filter(|(k, v)| !(v.is_string() && is_not_text(k.as_bytes())))
+            .fold(false, |changed, (_, v)| each_text(v, f) | changed),
         _ => false,
     }
 }
@@ -379,7 +351,6 @@ impl Rewriter {
         &self,
         detector: &Detector,
         body: &[u8],
-        counts: Counts,
         memo: &mut Cow<'_, Memo>,
     ) -> Result<Option<Vec<u8>>, FilterError> {
         // Placeholder-like text the client wrote is recorded first, so no value is numbered
@@ -405,7 +376,7 @@ impl Rewriter {
                 self.rewrite_found(detector, text, 0, &found, memo)
             },
         };
-        let rewritten = json::rewrite_texts(body, is_not_text, |key| counts.skims(key), &mut texts);
+        let rewritten = json::rewrite_texts(body, is_not_text, &mut texts);
         if let Ok(result) = rewritten {
             return Ok(result);
         }
@@ -418,7 +389,7 @@ impl Rewriter {
         {
             return Ok(None);
         }
-        self.rewrite_tree(detector, body, counts, memo)
+        self.rewrite_tree(detector, body, memo)
     }
 
     /// [`Rewriter::rewrite_json`] through a parsed tree: for documents the walk cannot
@@ -427,19 +398,19 @@ impl Rewriter {
         &self,
         detector: &Detector,
         body: &[u8],
-        counts: Counts,
         memo: &mut Cow<'_, Memo>,
     ) -> Result<Option<Vec<u8>>, FilterError> {
         let mut doc = json_body(body)?;
-        let changed = each_text(&mut doc, counts, &mut |text| match self
-            .rewrite(detector, text, memo)
-        {
-            Some(new) => {
-                *text = new;
-                true
-            }
-            None => false,
-        });
+        let changed = each_text(
+            &mut doc,
+            &mut |text| match self.rewrite(detector, text, memo) {
+                Some(new) => {
+                    *text = new;
+                    true
+                }
+                None => false,
+            },
+        );
         if !changed {
             return Ok(None);
         }
@@ -512,9 +483,7 @@ impl Filter for Redact {
             Some(detector) => {
                 // Owned: what the request numbers is kept for its answer.
                 let mut owned = Cow::Owned(std::mem::take(memo));
-                let edited = self
-                    .inner
-                    .rewrite_json(detector, body, Counts::Read, &mut owned);
+                let edited = self.inner.rewrite_json(detector, body, &mut owned);
                 *memo = owned.into_owned();
                 edited
             }
@@ -529,10 +498,9 @@ impl Filter for Redact {
     fn on_response_body(&self, body: &[u8], memo: &Memo) -> Result<Option<Vec<u8>>, FilterError> {
         match &self.inner.response {
             // Values first seen in the answer are numbered after the request's.
-            Some(detector) => {
-                self.inner
-                    .rewrite_json(detector, body, Counts::Skipped, &mut Cow::Borrowed(memo))
-            }
+            Some(detector) => self
+                .inner
+                .rewrite_json(detector, body, &mut Cow::Borrowed(memo)),
             None => Ok(None),
         }
     }

@@ -24,7 +24,7 @@ use regex_automata::hybrid::dfa::Cache;
 use serde_json::Value;
 
 use super::raw::Ends;
-use super::{each_text, Counts, Rewriter};
+use super::{each_text, Rewriter};
 use crate::event::Frame;
 use crate::{FilterError, Memo, StreamFilter};
 pub(super) use slot::Slot;
@@ -269,9 +269,7 @@ impl RedactStream {
         let text = slot.and_then(|s| s.text(doc)).map(std::mem::take);
         let memo = &mut self.memo;
         let rewriter = &self.rewriter;
-        changed |= each_text(doc, Counts::Skipped, &mut |s| match rewriter
-            .rewrite(detector, s, memo)
-        {
+        changed |= each_text(doc, &mut |s| match rewriter.rewrite(detector, s, memo) {
             Some(new) => {
                 *s = new;
                 true

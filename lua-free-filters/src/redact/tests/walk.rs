@@ -46,19 +46,14 @@ fn walk_and_tree_agree(filter: &Redact) {
         salted(&mut doc);
         let salted_compact = serde_json::to_vec(&doc).unwrap();
         let salted_pretty = serde_json::to_vec_pretty(&doc).unwrap();
-        let bodies = [original, pretty, salted_compact, salted_pretty];
-        // As a request (every field read) and as an answer (its counts passed over).
-        for (body, counts) in bodies
-            .iter()
-            .flat_map(|body| [(body, Counts::Read), (body, Counts::Skipped)])
-        {
+        for body in [original, pretty, salted_compact, salted_pretty] {
             let fresh = || std::borrow::Cow::Owned(Memo::default());
             let rewriter = &filter.inner;
             let walked = rewriter
-                .rewrite_json(detector, body, counts, &mut fresh())
+                .rewrite_json(detector, &body, &mut fresh())
                 .unwrap();
             let tree = rewriter
-                .rewrite_tree(detector, body, counts, &mut fresh())
+                .rewrite_tree(detector, &body, &mut fresh())
                 .unwrap();
             let parse =
                 |b: Option<Vec<u8>>| b.map(|b| serde_json::from_slice::<Value>(&b).unwrap());

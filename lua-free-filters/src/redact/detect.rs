@@ -361,12 +361,17 @@ impl Detector {
                 scan: p.scan,
             });
         }
-        let sources: Vec<&str> = patterns.iter().map(|p| p.regex.as_str()).collect();
-        let any = regex::RegexSetBuilder::new(&sources)
-            .size_limit(SIZE_LIMIT)
-            .build()
-            .map_err(|e| invalid("(all patterns)", &e))?;
-        let any = patterns.iter().any(|p| p.scan.is_none()).then_some(any);
+        // The set only where some pattern has no search written by hand.
+        let any = if patterns.iter().any(|p| p.scan.is_none()) {
+            let sources: Vec<&str> = patterns.iter().map(|p| p.regex.as_str()).collect();
+            let set = regex::RegexSetBuilder::new(&sources)
+                .size_limit(SIZE_LIMIT)
+                .build()
+                .map_err(|e| invalid("(all patterns)", &e))?;
+            Some(set)
+        } else {
+            None
+        };
         // Prefixes too large for an automaton (an operator's expression of many thousand
         // states) fall back to "anything": the whole window is held, which is bounded.
         let anything = || prefixes::anything(patterns.len());

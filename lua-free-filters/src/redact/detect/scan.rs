@@ -369,11 +369,10 @@ impl Iterator for Starts<'_> {
     type Item = usize;
 
     fn next(&mut self) -> Option<usize> {
-        let mut padded = [0u8; 16];
         while self.pending == 0 {
             self.base = self.base.wrapping_add(16);
             let rest = self.text.get(self.base..).filter(|r| !r.is_empty())?;
-            let chunk = match rest.first_chunk::<16>() {
+            let masks = match rest.first_chunk::<16>() {
                 Some(chunk) => {
                     // A chunk without a digit (or sign) has no start: only its last byte is
                     // read, for the next chunk's first.
@@ -381,15 +380,15 @@ impl Iterator for Starts<'_> {
                         self.after_word = CLASS[usize::from(chunk[15])] & WORD != 0;
                         continue;
                     }
-                    chunk
+                    lanes::classify(chunk)
                 }
                 // A last, short chunk is read padded with zeros: not digits, words or signs.
                 None => {
+                    let mut padded = [0u8; 16];
                     padded[..rest.len()].copy_from_slice(rest);
-                    &padded
+                    lanes::classify(&padded)
                 }
             };
-            let masks = lanes::classify(chunk);
             let word_before = masks.word << 1 | u32::from(self.after_word);
             self.pending = masks.digit & !word_before;
             if self.signs {

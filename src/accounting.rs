@@ -181,10 +181,9 @@ struct Flat<'a> {
 }
 
 impl<'a> Flat<'a> {
+    /// An indented answer's newline and indent in one step.
     fn skip_space(&mut self) {
-        while matches!(self.bytes.get(self.at), Some(b' ' | b'\n' | b'\r' | b'\t')) {
-            self.at += 1;
-        }
+        self.at = lua_free_filters::json_bytes::skip_space(self.bytes, self.at);
     }
 
     fn next_is(&mut self, byte: u8) -> bool {

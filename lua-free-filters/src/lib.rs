@@ -35,6 +35,7 @@ mod event;
 pub mod fields;
 pub mod headers;
 pub mod ip;
+pub mod json_bytes;
 pub mod path;
 pub mod prompt;
 pub mod redact;

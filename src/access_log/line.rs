@@ -101,8 +101,7 @@ impl JsonLine {
 /// A JSON string: copied as is when nothing in it needs escaping (the usual case for ids,
 /// names and paths), else written by serde_json.
 fn write_str(buf: &mut Vec<u8>, value: &str) {
-    let plain = value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
-    if plain {
+    if !lua_free_filters::json_bytes::needs_escape(value.as_bytes()) {
         buf.push(b'"');
         buf.extend_from_slice(value.as_bytes());
         buf.push(b'"');

@@ -60,6 +60,16 @@ impl Principal {
             Principal::Jwt(caller) => caller.tenant.as_ref(),
         }
     }
+
+    /// The filters attached to the caller: its key's own, then its tenant's.
+    pub fn filters(&self) -> impl Iterator<Item = &Arc<dyn lua_free_filters::Filter>> {
+        let own = match self {
+            Principal::Key(entry) => entry.filters.as_slice(),
+            Principal::Anonymous | Principal::Jwt(_) => &[],
+        };
+        let tenant = self.tenant().map_or(&[][..], |t| t.filters.as_slice());
+        own.iter().chain(tenant)
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

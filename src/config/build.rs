@@ -69,12 +69,12 @@ pub(super) fn build(
         alerts,
     } = raw;
     let limits_store = super::limits::store(&mut b, limits);
-    let tenants = super::limits::tenants(&mut b, tenants);
+    let filters = build_filters(&mut b, filters);
+    let tenants = super::limits::tenants(&mut b, tenants, &filters);
     let alerts = super::limits::alerts(&mut b, alerts);
     let cache = super::cache::cache(&mut b, cache);
 
     let server = super::server::server_settings(&mut b, server);
-    let filters = build_filters(&mut b, filters);
     let providers = build_providers(&mut b, providers);
     let models = build_models(&mut b, models, &providers, &filters);
     let mut auth_rest = super::keys::AuthRest::default();

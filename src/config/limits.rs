@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use ahash::AHashMap;
 use serde::Deserialize;
+use lua_free_filters::Filter;
 use serde_yaml::Value;
 
 use super::build::Builder;
@@ -52,6 +53,8 @@ enum OnExceed {
 struct TenantConfig {
     #[serde(default)]
     limits: Option<Value>,
+    #[serde(default)]
+    filters: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -67,6 +70,9 @@ pub struct Tenant {
     pub name: Arc<str>,
     pub limits: Limits,
     pub counter: Option<Arc<Counter>>,
+    /// Run on every request of the tenant's callers (keys and JWT subjects), after a key's
+    /// own.
+    pub filters: Vec<Arc<dyn Filter>>,
 }
 
 /// The limits at `path`, checked; empty when absent.
@@ -113,7 +119,11 @@ pub(super) fn counter(scope: &str, limits: &Limits) -> Option<Arc<Counter>> {
 }
 
 /// `tenants:`.
-pub(super) fn tenants(b: &mut Builder, value: Option<Value>) -> AHashMap<String, Arc<Tenant>> {
+pub(super) fn tenants(
+    b: &mut Builder,
+    value: Option<Value>,
+    filters: &AHashMap<String, Arc<dyn Filter>>,
+) -> AHashMap<String, Arc<Tenant>> {
     let mut out = AHashMap::new();
     let Some(entries) =
         value.and_then(|v| section::<indexmap::IndexMap<String, Value>>(v, "tenants", b.problems))
@@ -127,12 +137,19 @@ pub(super) fn tenants(b: &mut Builder, value: Option<Value>) -> AHashMap<String,
         };
         let limits = limits(b, tenant.limits, &format!("{path}.limits"));
         let counter = counter(&format!("tenant {name}"), &limits);
+        let filters = super::build::resolve_filters(
+            b,
+            &format!("{path}.filters"),
+            &tenant.filters,
+            filters,
+        );
         out.insert(
             name.clone(),
             Arc::new(Tenant {
                 name: name.as_str().into(),
                 limits,
                 counter,
+                filters,
             }),
         );
     }

@@ -274,10 +274,12 @@ impl Chain {
             // Which route, surface and (from the body) model; the model's access check.
             Box::new(Routing),
             Box::new(Authenticate),
-            // `GET /v1/models` and local token counts, answered without a provider.
-            Box::new(LocalAnswers),
-            // Operator filters attached to the key and model, in the client's format.
+            // Operator filters attached to the key, its tenant and the model, in the client's
+            // format.
             Box::new(OperatorFilters::client_side()),
+            // `GET /v1/models` and local token counts, answered without a provider: after the
+            // filters, so that an address filter gates them too.
+            Box::new(LocalAnswers),
             // x-request-id and x-sira-*: before the client-side filters on the way out, so
             // those may still edit them.
             Box::new(SiraHeaders),

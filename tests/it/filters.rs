@@ -19,11 +19,11 @@ fn config(filters: &str, attached: &str) -> String {
 #[tokio::test]
 async fn request_body_filters_edit_before_or_after_translation() {
     let mock = MockProvider::start();
-    let filters = "  pin: { kind: set-field, fields: { temperature: 0.2, \"metadata.team\": platform } }\n  anonymous: { kind: remove-field, fields: [user] }\n  cap: { kind: clamp, field: max_tokens, max: 64, at: provider }\n";
-    let sira = Sira::start(&config(filters, "pin, anonymous, cap"), &mock.url());
+    let filters = "  pin: { kind: set-field, fields: { temperature: 0.2, \"metadata.team\": platform } }\n  anonymous: { kind: remove-field, fields: [user] }\n  cap: { kind: clamp, field: max_tokens, max: 64, at: provider }\n  nucleus: { kind: clamp, field: top_p, max: 0.5 }\n";
+    let sira = Sira::start(&config(filters, "pin, anonymous, cap, nucleus"), &mock.url());
     // OpenAI client, OpenAI provider: the client's body, edited, passed on.
     let resp = request(&sira, "/v1/chat/completions")
-        .json(&json!({"model": "gpt-4o", "temperature": 1.5, "user": "alice", "max_tokens": 5000, "stream": true, "messages": [{"role": "user", "content": "x"}]}))
+        .json(&json!({"model": "gpt-4o", "temperature": 1.5, "top_p": 0.9, "user": "alice", "max_tokens": 5000, "stream": true, "messages": [{"role": "user", "content": "x"}]}))
         .send()
         .await
         .unwrap();
@@ -33,13 +33,14 @@ async fn request_body_filters_edit_before_or_after_translation() {
     assert_eq!(sent["metadata"]["team"], "platform");
     assert!(sent.get("user").is_none(), "{sent}");
     assert_eq!(sent["max_tokens"], 64);
+    assert_eq!(sent["top_p"], 0.5);
     // The usage request sira adds still finds its place in the edited body.
     assert_eq!(sent["stream_options"], json!({"include_usage": true}));
 
-    // OpenAI client, Anthropic provider: `at: client` edits the OpenAI body before it is
-    // translated; `at: provider` clamps Anthropic's `max_tokens` after.
+    // OpenAI client, Anthropic provider: `at: client` edits (and clamps) the OpenAI body
+    // before it is translated; `at: provider` clamps Anthropic's `max_tokens` after.
     let resp = request(&sira, "/v1/chat/completions")
-        .json(&json!({"model": "claude", "temperature": 1.5, "max_tokens": 5000, "messages": [{"role": "user", "content": "x"}]}))
+        .json(&json!({"model": "claude", "temperature": 1.5, "top_p": 0.9, "max_tokens": 5000, "messages": [{"role": "user", "content": "x"}]}))
         .send()
         .await
         .unwrap();
@@ -47,6 +48,8 @@ async fn request_body_filters_edit_before_or_after_translation() {
     let sent = mock.requests()[1].json();
     assert_eq!(sent["temperature"], 0.2, "{sent}");
     assert_eq!(sent["max_tokens"], 64, "{sent}");
+    // Clamped in OpenAI's body, carried over by translation.
+    assert_eq!(sent["top_p"], 0.5, "{sent}");
 }
 
 #[tokio::test]
@@ -452,7 +455,7 @@ async fn a_held_value_is_not_let_out_by_a_stream_that_ends_cut() {
 
 /// A guardrail on a raw socket: denies what mentions "forbidden", rewrites "rewrite me",
 /// answers "slowly" too late, fails on "garbage", allows the rest; keeps what it was asked.
-fn guardrail() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+pub(crate) fn guardrail() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/check", listener.local_addr().unwrap());

@@ -51,6 +51,20 @@ impl Phase for OperatorFilters {
         }
     }
 
+    /// Client side: the caller's address, against its key's and tenant's address filters
+    /// (a model's are known with the body), before anything is answered (`GET /v1/models`
+    /// included).
+    fn request_filter(
+        &self,
+        _req: &RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<Flow, GatewayError> {
+        if self.side == FilterSide::Client {
+            check_client(ctx)?;
+        }
+        Ok(Flow::Continue)
+    }
+
     /// Client side: the request body in the client's format. Reads: `ctx.principal`,
     /// `ctx.entry` (set by routing). An edited body is peeked again, and `ctx.stream`
     /// follows it.
@@ -63,35 +77,17 @@ impl Phase for OperatorFilters {
             return Ok(Flow::Continue);
         }
         check_client(ctx)?;
-        let mut memo = std::mem::take(&mut ctx.filters.memo);
-        let edited = edit_request(attached(ctx), self.side, &body.bytes, &mut memo);
-        ctx.filters.memo = memo;
-        if let Some(edited) = counted(edited, ctx)? {
-            replace_body(body, ctx, edited.bytes, edited.texts_only)?;
-        }
-        let hooks: Vec<Arc<dyn Filter>> = attached(ctx)
-            .filter(|f| f.webhook().is_some())
-            .cloned()
-            .collect();
-        if hooks.is_empty() {
+        if !attached(ctx).any(|f| f.webhook().is_some()) {
+            let mut memo = std::mem::take(&mut ctx.filters.memo);
+            let edited = edit_request(attached(ctx), self.side, &body.bytes, &mut memo);
+            ctx.filters.memo = memo;
+            apply_edit(edited, body, ctx)?;
             return Ok(Flow::Continue);
         }
-        let asked = super::guard::Asked {
-            model: ctx.model.clone().unwrap_or_default(),
-            key: ctx.key_name().to_owned(),
-            surface: ctx.format.as_str(),
-        };
-        let request = body.bytes.clone();
-        Ok(Flow::Wait(Box::pin(async move {
-            let edited = super::guard::ask_all(&hooks, &asked, request).await?;
-            Ok(match edited {
-                None => Flow::Continue,
-                Some(edited) => Flow::Apply(Box::new(move |body, ctx| {
-                    replace_body(body, ctx, edited, false)?;
-                    Ok(Flow::Continue)
-                })),
-            })
-        })))
+        // A guardrail is waited for where it stands in the list: the filters before it edit
+        // what it is asked about, the ones after it edit what it answered.
+        let filters: Arc<[Arc<dyn Filter>]> = attached(ctx).cloned().collect();
+        run_from(filters, 0, body, ctx)
     }
 
     /// Provider side: the upstream request's headers after the provider's own were set, and
@@ -263,6 +259,54 @@ struct Edited {
     texts_only: bool,
 }
 
+/// What the client-side body hooks made of `body`, put in its place.
+fn apply_edit(
+    edited: Result<Option<Edited>, GatewayError>,
+    body: &mut RequestBody,
+    ctx: &mut RequestCtx,
+) -> Result<(), GatewayError> {
+    if let Some(edited) = counted(edited, ctx)? {
+        replace_body(body, ctx, edited.bytes, edited.texts_only)?;
+    }
+    Ok(())
+}
+
+/// The client-side filters from `from` on: those that edit the body in place up to the next
+/// guardrail, then a wait for the guardrail's verdict, and the rest after it.
+fn run_from(
+    filters: Arc<[Arc<dyn Filter>]>,
+    from: usize,
+    body: &mut RequestBody,
+    ctx: &mut RequestCtx,
+) -> Result<Flow, GatewayError> {
+    let rest = filters.get(from..).unwrap_or_default();
+    let hook = rest.iter().position(|f| f.webhook().is_some());
+    let before = &rest[..hook.unwrap_or(rest.len())];
+    let mut memo = std::mem::take(&mut ctx.filters.memo);
+    let edited = edit_request(before.iter(), FilterSide::Client, &body.bytes, &mut memo);
+    ctx.filters.memo = memo;
+    apply_edit(edited, body, ctx)?;
+    let Some(hook) = hook.map(|i| from + i) else {
+        return Ok(Flow::Continue);
+    };
+    let asked = super::guard::Asked {
+        model: ctx.model.clone().unwrap_or_default(),
+        key: ctx.key_name().to_owned(),
+        surface: ctx.format.as_str(),
+    };
+    let request = body.bytes.clone();
+    Ok(Flow::Wait(Box::pin(async move {
+        let guardrail = std::slice::from_ref(&filters[hook]);
+        let edited = super::guard::ask_all(guardrail, &asked, request).await?;
+        Ok(Flow::Apply(Box::new(move |body, ctx| {
+            if let Some(edited) = edited {
+                replace_body(body, ctx, edited, false)?;
+            }
+            run_from(filters, hook + 1, body, ctx)
+        })))
+    })))
+}
+
 /// Runs the request-body hooks of the filters on `side`; the new body if one changed it.
 fn edit_request<'a>(
     filters: impl Iterator<Item = &'a Arc<dyn Filter>>,
@@ -331,15 +375,14 @@ fn response_error(e: FilterError) -> GatewayError {
     GatewayError::Internal(format!("a response filter failed: {e}").into())
 }
 
-/// Filters attached to the caller's key, then to the model entry the client asked for (a
-/// fallback that serves the request does not change them).
+/// Filters attached to the caller's key, then to its tenant, then to the model entry the
+/// client asked for (a fallback that serves the request does not change them).
 fn attached(ctx: &RequestCtx) -> impl Iterator<Item = &Arc<dyn Filter>> {
-    let key_filters = match &ctx.principal {
-        Some(Principal::Key(entry)) => entry.filters.as_slice(),
-        _ => &[],
-    };
     let model_filters = ctx.entry.as_ref().map_or(&[][..], |r| r.filters.as_slice());
-    key_filters.iter().chain(model_filters)
+    ctx.principal
+        .iter()
+        .flat_map(Principal::filters)
+        .chain(model_filters)
 }
 
 /// Lets filters edit a Pingora request header.

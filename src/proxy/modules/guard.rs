@@ -1,5 +1,6 @@
-//! The calls to operators' `webhook` guardrails (`lua_free_filters::webhook`), made for
-//! the client-side filters after their own edits, in the order the filters are attached.
+//! The calls to operators' `webhook` guardrails (`lua_free_filters::webhook`), made where
+//! each stands among the client-side filters: it is asked about the body the filters before
+//! it left, and the filters after it edit what it answered.
 //! A guardrail may allow, deny (a 400 in the client's shape) or rewrite the request; one
 //! that fails is skipped or refuses the request, as its `on_error` says.
 

@@ -90,11 +90,11 @@ impl Phase for Routing {
                 ))
             }
         };
-        if let Some(Principal::Key(key)) = &ctx.principal {
-            // The key's model-rewrite filters: the first that rewrites decides.
-            let rewritten = key
-                .filters
-                .iter()
+        if let Some(principal) = &ctx.principal {
+            // The caller's model-rewrite filters (its key's, then its tenant's): the first
+            // that rewrites decides.
+            let rewritten = principal
+                .filters()
                 .filter(|f| f.rewrites_model())
                 .find_map(|f| f.rewrite_model(&model));
             if let Some(rewritten) = rewritten {

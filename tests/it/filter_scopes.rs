@@ -1,0 +1,342 @@
+//! Where operator filters attach and in what order they run, through the binary: a tenant's
+//! filters for its keys and its token callers, a guardrail waited for where it stands in the
+//! list, address filters before anything is answered locally; and redaction's modes,
+//! patterns and restore of a whole answer.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use sira_mock::MockProvider;
+
+use crate::filters::guardrail;
+use crate::support::{client, request, Sira, KEY_A, KEY_B};
+
+const SECRET: &str = "a-test-hmac-secret-of-more-than-32-bytes";
+
+fn chat(text: &str) -> Value {
+    json!({"model": "gpt-4o", "messages": [{"role": "user", "content": text}]})
+}
+
+fn sent_text(mock: &MockProvider, i: usize) -> Value {
+    mock.requests()[i].json()["messages"][0]["content"].clone()
+}
+
+fn token(org: &str) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = json!({"iss": "https://auth.test", "aud": "sira", "sub": "carol",
+        "exp": now + 600, "org": org});
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_tenants_filters_run_for_its_keys_and_token_callers_after_a_keys_own() {
+    let mock = MockProvider::start();
+    let cfg = format!(
+        r#"providers:
+  oai: {{ kind: openai, endpoints: ["{{mock}}"], api_key: sk-upstream }}
+filters:
+  mask: {{ kind: redact, patterns: [email], mode: mask }}
+  guard: {{ kind: deny, keywords: [project-x], message: not for acme }}
+  cheaper: {{ kind: model-rewrite, rules: [{{ from: "gpt-4*", to: gpt-4o-mini }}] }}
+models:
+  gpt-4o: {{ targets: [{{ provider: oai }}] }}
+  gpt-4o-mini: {{ targets: [{{ provider: oai }}] }}
+tenants:
+  acme: {{ filters: [guard, cheaper] }}
+  other: {{}}
+auth:
+  keys:
+    - {{ name: team-a, hash: "{}", tenant: acme, filters: [mask] }}
+    - {{ name: team-b, hash: "{}" }}
+  jwt:
+    issuer: https://auth.test
+    audience: sira
+    algorithms: [HS256]
+    secret: "{SECRET}"
+    claims: {{ subject: sub, tenant: org }}
+"#,
+        sira::auth::hash_key(KEY_A),
+        sira::auth::hash_key(KEY_B)
+    );
+    let sira = Sira::start(&cfg, &mock.url());
+    let call = |auth: String, text: &str| {
+        client()
+            .post(sira.url("/v1/chat/completions"))
+            .bearer_auth(auth)
+            .json(&chat(text))
+            .send()
+    };
+    // A key of the tenant: the tenant's guard refuses, never sending.
+    let resp = call(KEY_A.into(), "mail jane@example.com about project-x")
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["message"], "not for acme", "{body}");
+    assert!(mock.requests().is_empty());
+    // Its own mask runs, then the tenant's rewrite of the model.
+    let resp = call(KEY_A.into(), "mail jane@example.com").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(mock.requests()[0].json()["model"], "gpt-4o-mini");
+    assert_eq!(sent_text(&mock, 0), format!("mail {}", "*".repeat(16)));
+    // A key outside the tenant: none of it.
+    let resp = call(KEY_B.into(), "mail jane@example.com about project-x")
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(mock.requests()[1].json()["model"], "gpt-4o");
+    assert_eq!(
+        sent_text(&mock, 1),
+        "mail jane@example.com about project-x"
+    );
+    // A token of the tenant gets the tenant's filters (and no key's).
+    let resp = call(token("acme"), "about project-x").await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let resp = call(token("acme"), "mail jane@example.com").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(mock.requests()[2].json()["model"], "gpt-4o-mini");
+    assert_eq!(sent_text(&mock, 2), "mail jane@example.com");
+    // A token of another tenant: none.
+    let resp = call(token("other"), "about project-x").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(mock.requests()[3].json()["model"], "gpt-4o");
+    assert_eq!(
+        sira.metric(r#"sira_filter_denied_total{key="team-a"}"#)
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_tenants_unknown_filter_fails_the_check_with_its_path() {
+    let cfg = "providers:\n  oai: { kind: openai, endpoints: [\"http://127.0.0.1:9\"], api_key: sk-x }\nmodels:\n  gpt-4o: { targets: [{ provider: oai }] }\nfilters:\n  bad: { kind: deny, patterns: ['(unclosed'] }\ntenants:\n  acme: { filters: [nothing] }\n";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sira.yaml");
+    std::fs::write(&path, cfg).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sira"))
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned()
+        + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("tenants.acme.filters[0]"), "{text}");
+    assert!(text.contains("unknown filter \"nothing\""), "{text}");
+    // A pattern that does not compile is named by its path, not passed over.
+    assert!(text.contains("filters.bad"), "{text}");
+}
+
+#[tokio::test]
+async fn a_guardrail_is_asked_where_it_stands_among_the_filters() {
+    let mock = MockProvider::start();
+    let (url, asked) = guardrail();
+    let cfg = format!(
+        r#"providers:
+  oai: {{ kind: openai, endpoints: ["{{mock}}"], api_key: sk-upstream }}
+filters:
+  mask: {{ kind: redact, patterns: [email], mode: mask }}
+  guard: {{ kind: webhook, url: "{url}", timeout: 2s }}
+  after: {{ kind: deny, keywords: ["rewritten by the guardrail"], message: seen after the guardrail }}
+models:
+  gpt-4o: {{ targets: [{{ provider: oai }}], filters: [mask, guard, after] }}
+  late-mask: {{ targets: [{{ provider: oai, model: gpt-4o }}], filters: [guard, mask] }}
+{}"#,
+        crate::support::keys_section()
+    );
+    let sira = Sira::start(&cfg, &mock.url());
+    // The mask before the guardrail: it is asked about the masked text; the deny after it
+    // reads the guardrail's rewrite and refuses it.
+    let resp = request(&sira, "/v1/chat/completions")
+        .json(&chat("rewrite me, jane@example.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body["error"]["message"], "seen after the guardrail",
+        "{body}"
+    );
+    let first = asked.lock().unwrap()[0]["request"]["messages"][0]["content"].clone();
+    assert_eq!(first, format!("rewrite me, {}", "*".repeat(16)));
+    assert!(mock.requests().is_empty());
+    // The guardrail first: it sees the address, the provider never does.
+    let mut late = chat("hello jane@example.com");
+    late["model"] = json!("late-mask");
+    let resp = request(&sira, "/v1/chat/completions")
+        .json(&late)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let second = asked.lock().unwrap()[1]["request"]["messages"][0]["content"].clone();
+    assert_eq!(second, "hello jane@example.com");
+    assert_eq!(sent_text(&mock, 0), format!("hello {}", "*".repeat(16)));
+}
+
+#[tokio::test]
+async fn an_address_filter_gates_what_sira_answers_itself() {
+    let mock = MockProvider::start();
+    let cfg = format!(
+        r#"providers:
+  oai: {{ kind: openai, endpoints: ["{{mock}}"], api_key: sk-upstream }}
+filters:
+  office: {{ kind: ip-allow, cidrs: [10.0.0.0/8] }}
+models:
+  gpt-4o: {{ targets: [{{ provider: oai }}] }}
+auth:
+  keys:
+    - {{ name: team-a, hash: "{}", filters: [office] }}
+    - {{ name: team-b, hash: "{}" }}
+"#,
+        sira::auth::hash_key(KEY_A),
+        sira::auth::hash_key(KEY_B)
+    );
+    let sira = Sira::start(&cfg, &mock.url());
+    let models = |key: &'static str| client().get(sira.url("/v1/models")).bearer_auth(key).send();
+    let resp = models(KEY_A).await.unwrap();
+    assert_eq!(resp.status(), 403);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "ip_not_allowed", "{body}");
+    // A token count: refused too, whoever would answer it.
+    let resp = request(&sira, "/v1/messages/count_tokens")
+        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(mock.requests().is_empty());
+    assert_eq!(models(KEY_B).await.unwrap().status(), 200);
+    let resp = client()
+        .post(sira.url("/v1/messages/count_tokens"))
+        .header("x-api-key", KEY_B)
+        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+/// Every built-in pattern and a custom one, masked one `*` a character; `hash` the same
+/// for the same value.
+#[tokio::test]
+async fn redaction_masks_every_pattern_and_hashes_alike_values_alike() {
+    let mock = MockProvider::start();
+    let cfg = format!(
+        r#"providers:
+  oai: {{ kind: openai, endpoints: ["{{mock}}"], api_key: sk-upstream }}
+filters:
+  every:
+    kind: redact
+    mode: mask
+    patterns: [email, phone, credit-card, iban, ip, api-key, jwt, {{ name: employee-id, regex: "EMP-[0-9]{{6}}" }}]
+  hashed: {{ kind: redact, patterns: [email], mode: hash, salt: a-salt-for-the-test }}
+models:
+  gpt-4o: {{ targets: [{{ provider: oai }}], filters: [every] }}
+  hashed: {{ targets: [{{ provider: oai, model: gpt-4o }}], filters: [hashed] }}
+{}"#,
+        crate::support::keys_section()
+    );
+    let sira = Sira::start(&cfg, &mock.url());
+    let values = [
+        "jane.doe@example.com",
+        "+1 415 555 0100",
+        "4111 1111 1111 1111",
+        "GB82 WEST 1234 5698 7654 32",
+        "192.168.10.20",
+        "2001:db8::8a2e:370:7334",
+        "sk-proj-abcdefghijklmnopqrstuvwxyz012345",
+        "AKIAIOSFODNN7EXAMPLE",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl",
+        "EMP-123456",
+    ];
+    let text: String = values.iter().map(|v| format!("<{v}> ")).collect();
+    let resp = request(&sira, "/v1/chat/completions")
+        .json(&chat(&text))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let masked: String = values
+        .iter()
+        .map(|v| format!("<{}> ", "*".repeat(v.chars().count())))
+        .collect();
+    assert_eq!(sent_text(&mock, 0), masked);
+
+    let mut body = chat("from jane@example.com to bob@example.org, cc jane@example.com");
+    body["model"] = json!("hashed");
+    let resp = request(&sira, "/v1/chat/completions")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let sent = sent_text(&mock, 1);
+    let sent = sent.as_str().unwrap();
+    let hashes: Vec<&str> = sent.match_indices("[EMAIL:").map(|(i, _)| &sent[i..i + 24]).collect();
+    assert_eq!(hashes.len(), 3, "{sent}");
+    for hash in &hashes {
+        assert!(hash.ends_with(']'), "{sent}");
+        assert!(hash[7..23].bytes().all(|b| b.is_ascii_hexdigit()), "{sent}");
+    }
+    assert_eq!(hashes[0], hashes[2]);
+    assert_ne!(hashes[0], hashes[1]);
+    assert!(!sent.contains("example"), "{sent}");
+}
+
+/// A whole JSON answer: the request's placeholders become its values again for the client,
+/// and a value the model wrote is hidden from it.
+#[tokio::test]
+async fn a_whole_answer_gets_its_values_back_and_loses_the_models_own() {
+    use crate::raw::{send, RawUpstream};
+    let provider = RawUpstream::start(|stream, _| {
+        let answer = json!({"id": "chatcmpl-r", "object": "chat.completion", "created": 1,
+            "model": "gpt-4o", "choices": [{"index": 0, "finish_reason": "stop",
+            "message": {"role": "assistant",
+                "content": "I wrote to [EMAIL_1] about [CARD_1]; call +1 415 555 0199."}}],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14}})
+        .to_string();
+        send(
+            stream,
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+                answer.len()
+            )
+            .as_bytes(),
+        )
+    });
+    let cfg = format!(
+        r#"providers:
+  oai: {{ kind: openai, endpoints: ["{{mock}}"], api_key: sk-upstream }}
+filters:
+  pii: {{ kind: redact, patterns: [email, credit-card, phone], mode: placeholder, restore: true }}
+models:
+  gpt-4o: {{ targets: [{{ provider: oai }}], filters: [pii] }}
+{}"#,
+        crate::support::keys_section()
+    );
+    let sira = Sira::start(&cfg, &provider.url);
+    let resp = request(&sira, "/v1/chat/completions")
+        .json(&chat("Mail jane@example.com about card 4111 1111 1111 1111."))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "I wrote to jane@example.com about 4111 1111 1111 1111; call [PHONE_1].",
+        "{body}"
+    );
+    assert_eq!(body["usage"]["total_tokens"], 14);
+}

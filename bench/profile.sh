@@ -9,6 +9,8 @@
 #   bash bench/profile.sh d [N]     N 100-event streams translated Anthropic→OpenAI (default 200)
 #   bash bench/profile.sh r [N]     the reverse: an Anthropic client, an OpenAI provider's
 #                                   100-event stream (default 200)
+#   bash bench/profile.sh f [N]     (a) through six filters (deny, set-field, remove-field,
+#                                   clamp, headers, max-prompt-tokens; default 2000)
 #   bash bench/profile.sh s [N]     (a) over h2c, 100 streams at once on one connection
 #                                   (h2load; default 2000)
 #
@@ -32,11 +34,14 @@ case "$scenario" in
     # (a) and (c) with `redact` on request and response (bench scenarios m and n): m − a
     # and n − c are redaction's cost.
     m) n=${2:-2000}; events=7; stream=false; model=gpt-4o-redact ;;
+    # (a) through deny, set-field, remove-field, clamp, headers and max-prompt-tokens: f − a
+    # is what those filters cost together.
+    f) n=${2:-2000}; events=7; stream=false; model=gpt-4o-filters ;;
     n) n=${2:-200}; events=96; stream=true; model=gpt-4o-redact ;;
     # (a) over HTTP/2 (h2c, prior knowledge), 100 streams at once on one connection with
     # h2load: s − a is what multiplexing costs per request (bench scenario s without TLS).
     s) n=${2:-2000}; events=7; stream=false; model=gpt-4o ;;
-    *) echo "usage: bash bench/profile.sh a|b|c|d|r|p|m|n|s [N]" >&2; exit 2 ;;
+    *) echo "usage: bash bench/profile.sh a|b|c|d|r|p|m|n|f|s [N]" >&2; exit 2 ;;
 esac
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
 if [ "$scenario" = s ] && ! command -v h2load >/dev/null; then

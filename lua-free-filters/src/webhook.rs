@@ -11,8 +11,9 @@
 //! ```
 //!
 //! The proxy POSTs `{"model", "key", "surface", "request"}` (the request body in the
-//! client's format, after the other filters — a `redact` filter before it keeps values
-//! from the guardrail too) and reads the verdict: `{"action": "allow"}`, `{"action":
+//! client's format as the filters listed before this one left it — a `redact` filter
+//! before it keeps values from the guardrail too; those after it edit what it answers) and
+//! reads the verdict: `{"action": "allow"}`, `{"action":
 //! "deny", "message": "…"}` (a 400 `content_policy_violation` in the client's shape), or
 //! `{"action": "rewrite", "request": {…}}` (the body the provider gets instead). An
 //! answer that is not one of those, a status other than 2xx, or no answer within

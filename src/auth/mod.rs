@@ -61,14 +61,19 @@ impl Principal {
         }
     }
 
-    /// The filters attached to the caller: its key's own, then its tenant's.
+    /// The filters attached to the caller: its key's own, then its tenant's (one named on
+    /// both runs once, as the key's).
     pub fn filters(&self) -> impl Iterator<Item = &Arc<dyn lua_free_filters::Filter>> {
         let own = match self {
             Principal::Key(entry) => entry.filters.as_slice(),
             Principal::Anonymous | Principal::Jwt(_) => &[],
         };
         let tenant = self.tenant().map_or(&[][..], |t| t.filters.as_slice());
-        own.iter().chain(tenant)
+        own.iter().chain(
+            tenant
+                .iter()
+                .filter(move |t| !own.iter().any(|o| Arc::ptr_eq(o, t))),
+        )
     }
 }
 

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ahash::AHashMap;
-use serde::Deserialize;
 use lua_free_filters::Filter;
+use serde::Deserialize;
 use serde_yaml::Value;
 
 use super::build::Builder;
@@ -137,12 +137,8 @@ pub(super) fn tenants(
         };
         let limits = limits(b, tenant.limits, &format!("{path}.limits"));
         let counter = counter(&format!("tenant {name}"), &limits);
-        let filters = super::build::resolve_filters(
-            b,
-            &format!("{path}.filters"),
-            &tenant.filters,
-            filters,
-        );
+        let filters =
+            super::build::resolve_filters(b, &format!("{path}.filters"), &tenant.filters, filters);
         out.insert(
             name.clone(),
             Arc::new(Tenant {

@@ -52,7 +52,11 @@ async fn ask(sira: &Sira, key: &str, model: &str, question: &str) -> (String, Va
 /// An answer is stored once it went out: waits until `n` are.
 async fn stored(sira: &Sira, n: f64) {
     for _ in 0..100 {
-        if sira.metric("sira_cache_requests_total{result=\"store\"}").await >= n {
+        if sira
+            .metric("sira_cache_requests_total{result=\"store\"}")
+            .await
+            >= n
+        {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -116,4 +120,52 @@ async fn an_evicted_answer_is_asked_of_the_provider_again() {
     assert_eq!(mock.requests().len(), 80 + misses);
     let bytes = sira.metric("sira_cache_bytes").await;
     assert!(bytes > 0.0 && bytes <= 32.0 * 1024.0, "{bytes}");
+}
+
+/// A kept answer is the provider's, before the client-side filters: a replay restores the
+/// values of the request it answers, not of the one that filled it. Two prompts that differ
+/// only in a redacted value are one request to the provider, and one entry.
+#[tokio::test]
+async fn a_replayed_answer_gets_the_values_of_the_request_it_answers() {
+    use crate::raw::{send, RawUpstream};
+    let provider = RawUpstream::start(|stream, _| {
+        let answer = json!({"id": "chatcmpl-r", "object": "chat.completion", "created": 1,
+            "model": "gpt-4o", "choices": [{"index": 0, "finish_reason": "stop",
+            "message": {"role": "assistant", "content": "Sent to [EMAIL_1]."}}],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14}})
+        .to_string();
+        send(
+            stream,
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+                answer.len()
+            )
+            .as_bytes(),
+        )
+    });
+    let cfg = format!(
+        r#"providers:
+  oai: {{ kind: openai, endpoints: ["{{mock}}"], api_key: sk-upstream }}
+cache:
+  memory: {{ capacity: 1MiB, ttl: 1m }}
+filters:
+  pii: {{ kind: redact, patterns: [email], mode: placeholder, restore: true }}
+models:
+  gpt-4o: {{ targets: [{{ provider: oai }}], filters: [pii] }}
+{}"#,
+        crate::support::keys_section()
+    );
+    let sira = Sira::start(&cfg, &provider.url);
+    let (cache, text) = ask(&sira, KEY_A, "gpt-4o", "Mail jane@example.com").await;
+    assert_eq!(
+        (cache.as_str(), text),
+        ("miss", json!("Sent to jane@example.com."))
+    );
+    stored(&sira, 1.0).await;
+    let (cache, text) = ask(&sira, KEY_A, "gpt-4o", "Mail bob@example.org").await;
+    assert_eq!(
+        (cache.as_str(), text),
+        ("hit", json!("Sent to bob@example.org."))
+    );
+    assert_eq!(provider.requests(), 1);
 }

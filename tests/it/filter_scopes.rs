@@ -94,10 +94,7 @@ auth:
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(mock.requests()[1].json()["model"], "gpt-4o");
-    assert_eq!(
-        sent_text(&mock, 1),
-        "mail jane@example.com about project-x"
-    );
+    assert_eq!(sent_text(&mock, 1), "mail jane@example.com about project-x");
     // A token of the tenant gets the tenant's filters (and no key's).
     let resp = call(token("acme"), "about project-x").await.unwrap();
     assert_eq!(resp.status(), 400);
@@ -128,8 +125,8 @@ async fn a_tenants_unknown_filter_fails_the_check_with_its_path() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("tenants.acme.filters[0]"), "{text}");
     assert!(text.contains("unknown filter \"nothing\""), "{text}");
     // A pattern that does not compile is named by its path, not passed over.
@@ -190,10 +187,14 @@ async fn an_address_filter_gates_what_sira_answers_itself() {
     let cfg = format!(
         r#"providers:
   oai: {{ kind: openai, endpoints: ["{{mock}}"], api_key: sk-upstream }}
+  vllm: {{ kind: openai-compatible, endpoints: ["{{mock}}"] }}
 filters:
   office: {{ kind: ip-allow, cidrs: [10.0.0.0/8] }}
+  tiny: {{ kind: max-prompt-tokens, max: 1 }}
 models:
   gpt-4o: {{ targets: [{{ provider: oai }}] }}
+  local: {{ targets: [{{ provider: vllm, model: llama }}] }}
+  local-bounded: {{ targets: [{{ provider: vllm, model: llama }}], filters: [tiny] }}
 auth:
   keys:
     - {{ name: team-a, hash: "{}", filters: [office] }}
@@ -208,23 +209,24 @@ auth:
     assert_eq!(resp.status(), 403);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "ip_not_allowed", "{body}");
-    // A token count: refused too, whoever would answer it.
-    let resp = request(&sira, "/v1/messages/count_tokens")
-        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 403);
+    // A token count sira answers itself (the provider cannot count): refused too.
+    let count = |key: &'static str, model: &str| {
+        client()
+            .post(sira.url("/v1/messages/count_tokens"))
+            .header("x-api-key", key)
+            .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi there"}]}))
+            .send()
+    };
+    assert_eq!(count(KEY_A, "local").await.unwrap().status(), 403);
     assert!(mock.requests().is_empty());
     assert_eq!(models(KEY_B).await.unwrap().status(), 200);
-    let resp = client()
-        .post(sira.url("/v1/messages/count_tokens"))
-        .header("x-api-key", KEY_B)
-        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    let resp = count(KEY_B, "local").await.unwrap();
     assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["input_tokens"].as_u64().unwrap() > 0, "{body}");
+    // The model's body filters run on it as on a request the provider counts.
+    assert_eq!(count(KEY_B, "local-bounded").await.unwrap().status(), 400);
+    assert!(mock.requests().is_empty());
 }
 
 /// Every built-in pattern and a custom one, masked one `*` a character; `hash` the same
@@ -283,7 +285,10 @@ models:
     assert_eq!(resp.status(), 200);
     let sent = sent_text(&mock, 1);
     let sent = sent.as_str().unwrap();
-    let hashes: Vec<&str> = sent.match_indices("[EMAIL:").map(|(i, _)| &sent[i..i + 24]).collect();
+    let hashes: Vec<&str> = sent
+        .match_indices("[EMAIL:")
+        .map(|(i, _)| &sent[i..i + 24])
+        .collect();
     assert_eq!(hashes.len(), 3, "{sent}");
     for hash in &hashes {
         assert!(hash.ends_with(']'), "{sent}");
@@ -327,7 +332,9 @@ models:
     );
     let sira = Sira::start(&cfg, &provider.url);
     let resp = request(&sira, "/v1/chat/completions")
-        .json(&chat("Mail jane@example.com about card 4111 1111 1111 1111."))
+        .json(&chat(
+            "Mail jane@example.com about card 4111 1111 1111 1111.",
+        ))
         .send()
         .await
         .unwrap();
@@ -339,4 +346,67 @@ models:
         "{body}"
     );
     assert_eq!(body["usage"]["total_tokens"], 14);
+}
+
+/// A stream whose events cut a placeholder and a new value at every byte, one request per
+/// cut: the client gets the value back and the new one hidden, whatever the cut.
+#[tokio::test]
+async fn a_value_and_a_placeholder_split_between_events_at_any_byte_are_followed() {
+    use crate::raw::{send, RawUpstream};
+    const VALUE: &str = "bob@example.org";
+    const PLACEHOLDER: &str = "[EMAIL_1]";
+    let upstream = RawUpstream::start(|stream, index| {
+        let cut = index % (VALUE.len() + 1);
+        let held = cut % (PLACEHOLDER.len() + 1);
+        let pieces = [
+            format!("to {}", &PLACEHOLDER[..held]),
+            format!("{} cc {}", &PLACEHOLDER[held..], &VALUE[..cut]),
+            format!("{} today", &VALUE[cut..]),
+        ];
+        if !send(
+            stream,
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n",
+        ) {
+            return false;
+        }
+        let chunk = |data: String| format!("{:x}\r\n{data}\r\n", data.len());
+        for piece in pieces {
+            let delta = json!({"id": "c", "object": "chat.completion.chunk", "created": 1,
+                "model": "gpt-4o", "choices": [{"index": 0, "delta": {"content": piece},
+                "finish_reason": null}]});
+            if !send(stream, chunk(format!("data: {delta}\n\n")).as_bytes()) {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(15));
+        }
+        let end = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":5,\"total_tokens\":14}}\n\ndata: [DONE]\n\n";
+        send(stream, chunk(end.to_owned()).as_bytes()) && send(stream, b"0\r\n\r\n")
+    });
+    let cfg = format!(
+        r#"providers:
+  oai: {{ kind: openai, endpoints: ["{{mock}}"], api_key: sk-upstream }}
+filters:
+  pii: {{ kind: redact, patterns: [email], mode: placeholder, restore: true }}
+models:
+  gpt-4o: {{ targets: [{{ provider: oai }}], filters: [pii] }}
+{}"#,
+        crate::support::keys_section()
+    );
+    let sira = Sira::start(&cfg, &upstream.url);
+    for cut in 0..=VALUE.len() {
+        let body = json!({"model": "gpt-4o", "stream": true,
+            "messages": [{"role": "user", "content": "write to jane@example.com"}]});
+        let received =
+            crate::support::send_receive(request(&sira, "/v1/chat/completions").json(&body)).await;
+        assert!(received.complete, "cut {cut}: {}", received.text);
+        let (text, done) =
+            crate::translation::stream_text(crate::translation::Surface::Chat, &received.text);
+        assert_eq!(
+            text, "to jane@example.com cc [EMAIL_2] today",
+            "cut {cut}: {}",
+            received.text
+        );
+        assert!(!received.text.contains("bob@"), "cut {cut}");
+        assert!(done, "cut {cut}");
+    }
 }

@@ -20,7 +20,10 @@ fn config(filters: &str, attached: &str) -> String {
 async fn request_body_filters_edit_before_or_after_translation() {
     let mock = MockProvider::start();
     let filters = "  pin: { kind: set-field, fields: { temperature: 0.2, \"metadata.team\": platform } }\n  anonymous: { kind: remove-field, fields: [user] }\n  cap: { kind: clamp, field: max_tokens, max: 64, at: provider }\n  nucleus: { kind: clamp, field: top_p, max: 0.5 }\n";
-    let sira = Sira::start(&config(filters, "pin, anonymous, cap, nucleus"), &mock.url());
+    let sira = Sira::start(
+        &config(filters, "pin, anonymous, cap, nucleus"),
+        &mock.url(),
+    );
     // OpenAI client, OpenAI provider: the client's body, edited, passed on.
     let resp = request(&sira, "/v1/chat/completions")
         .json(&json!({"model": "gpt-4o", "temperature": 1.5, "top_p": 0.9, "user": "alice", "max_tokens": 5000, "stream": true, "messages": [{"role": "user", "content": "x"}]}))

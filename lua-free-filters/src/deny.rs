@@ -86,11 +86,19 @@ impl Filter for Deny {
         body: &[u8],
         _memo: &mut crate::Memo,
     ) -> Result<Option<Vec<u8>>, FilterError> {
-        let value = crate::json_body(body)?;
-        if crate::any_string(&value, &mut |text| self.set.is_match(text)) {
+        let mut value = crate::json_body(body)?;
+        self.on_request_tree(&mut value).map(|_| None)
+    }
+
+    fn edits_request_tree(&self) -> bool {
+        true
+    }
+
+    fn on_request_tree(&self, doc: &mut serde_json::Value) -> Result<bool, FilterError> {
+        if crate::any_string(doc, &mut |text| self.set.is_match(text)) {
             return Err(FilterError::Denied(self.message.clone()));
         }
-        Ok(None)
+        Ok(false)
     }
 }
 

@@ -235,20 +235,47 @@ impl Filter for SetField {
     ) -> Result<Option<Vec<u8>>, FilterError> {
         let mut failed = None;
         let edited = edit_json(body, true, |doc| {
-            for (path, value) in &self.fields {
-                if !path.set(doc, value.clone(), self.replace) {
-                    failed = Some(path.as_str().to_owned());
-                }
-            }
+            failed = self.set_all(doc);
             true
         })?;
         match failed {
-            Some(path) => Err(FilterError::Body(format!(
-                "`{path}` cannot be set: a field on its way is not an object"
-            ))),
+            Some(path) => Err(cannot_set(&path)),
             None => Ok(edited),
         }
     }
+
+    fn edits_request_tree(&self) -> bool {
+        true
+    }
+
+    fn on_request_tree(&self, doc: &mut Value) -> Result<bool, FilterError> {
+        if !doc.is_object() {
+            return Err(FilterError::Body("not a JSON object".into()));
+        }
+        match self.set_all(doc) {
+            Some(path) => Err(cannot_set(&path)),
+            None => Ok(true),
+        }
+    }
+}
+
+impl SetField {
+    /// Sets every field; the last path that could not be set.
+    fn set_all(&self, doc: &mut Value) -> Option<String> {
+        let mut failed = None;
+        for (path, value) in &self.fields {
+            if !path.set(doc, value.clone(), self.replace) {
+                failed = Some(path.as_str().to_owned());
+            }
+        }
+        failed
+    }
+}
+
+fn cannot_set(path: &str) -> FilterError {
+    FilterError::Body(format!(
+        "`{path}` cannot be set: a field on its way is not an object"
+    ))
 }
 
 impl RemoveField {
@@ -276,6 +303,14 @@ impl Filter for RemoveField {
         _memo: &mut crate::Memo,
     ) -> Result<Option<Vec<u8>>, FilterError> {
         edit_json(body, false, |doc| self.remove(doc))
+    }
+
+    fn edits_request_tree(&self) -> bool {
+        true
+    }
+
+    fn on_request_tree(&self, doc: &mut Value) -> Result<bool, FilterError> {
+        Ok(doc.is_object() && self.remove(doc))
     }
 
     fn edits_response_body(&self) -> bool {
@@ -332,6 +367,31 @@ fn edit_event(frame: &Bytes, edit: impl FnOnce(&mut Value) -> bool) -> Option<By
     parsed.with_json(&doc)
 }
 
+impl Clamp {
+    /// Brings the field within its bounds; whether it moved.
+    fn clamp(&self, doc: &mut Value) -> bool {
+        let mut changed = false;
+        self.field.for_each(doc, &mut |value| {
+            let Some(number) = value.as_f64() else {
+                return;
+            };
+            let clamped = match (self.min, self.max) {
+                (Some(min), _) if number < min => min,
+                (_, Some(max)) if number > max => max,
+                _ => return,
+            };
+            // Integers stay integers (`max_tokens: 4096`, not `4096.0`).
+            *value = if value.is_f64() || clamped.fract() != 0.0 {
+                serde_json::Number::from_f64(clamped).map_or(Value::Null, Value::Number)
+            } else {
+                Value::from(clamped as i64)
+            };
+            changed = true;
+        });
+        changed
+    }
+}
+
 impl Filter for Clamp {
     fn side(&self) -> Side {
         self.at
@@ -346,27 +406,15 @@ impl Filter for Clamp {
         body: &[u8],
         _memo: &mut crate::Memo,
     ) -> Result<Option<Vec<u8>>, FilterError> {
-        edit_json(body, false, |doc| {
-            let mut changed = false;
-            self.field.for_each(doc, &mut |value| {
-                let Some(number) = value.as_f64() else {
-                    return;
-                };
-                let clamped = match (self.min, self.max) {
-                    (Some(min), _) if number < min => min,
-                    (_, Some(max)) if number > max => max,
-                    _ => return,
-                };
-                // Integers stay integers (`max_tokens: 4096`, not `4096.0`).
-                *value = if value.is_f64() || clamped.fract() != 0.0 {
-                    serde_json::Number::from_f64(clamped).map_or(Value::Null, Value::Number)
-                } else {
-                    Value::from(clamped as i64)
-                };
-                changed = true;
-            });
-            changed
-        })
+        edit_json(body, false, |doc| self.clamp(doc))
+    }
+
+    fn edits_request_tree(&self) -> bool {
+        true
+    }
+
+    fn on_request_tree(&self, doc: &mut Value) -> Result<bool, FilterError> {
+        Ok(doc.is_object() && self.clamp(doc))
     }
 }
 

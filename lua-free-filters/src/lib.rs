@@ -252,6 +252,21 @@ pub trait Filter: Send + Sync + fmt::Debug {
         Ok(None)
     }
 
+    /// Whether [`Filter::on_request_tree`] stands for [`Filter::on_request_body`]: a filter
+    /// that reads the body as a tree anyway. The gateway parses a body once for a run of
+    /// such filters and writes it once after them, where each would parse (and write) it
+    /// again.
+    fn edits_request_tree(&self) -> bool {
+        false
+    }
+
+    /// [`Filter::on_request_body`] on the parsed body (any JSON value: a filter that needs
+    /// an object says so); whether it changed it. A body that is not JSON never gets here:
+    /// it goes to [`Filter::on_request_body`], which judges it as it always does.
+    fn on_request_tree(&self, _doc: &mut serde_json::Value) -> Result<bool, FilterError> {
+        Ok(false)
+    }
+
     /// Whether [`Filter::on_response_body`] and [`Filter::on_stream`] do anything.
     fn edits_response_body(&self) -> bool {
         false

@@ -47,9 +47,17 @@ impl Filter for MaxPrompt {
         body: &[u8],
         _memo: &mut crate::Memo,
     ) -> Result<Option<Vec<u8>>, FilterError> {
-        let value = crate::json_body(body)?;
+        let mut value = crate::json_body(body)?;
+        self.on_request_tree(&mut value).map(|_| None)
+    }
+
+    fn edits_request_tree(&self) -> bool {
+        true
+    }
+
+    fn on_request_tree(&self, doc: &mut serde_json::Value) -> Result<bool, FilterError> {
         let mut bytes = 0u64;
-        crate::any_string(&value, &mut |text| {
+        crate::any_string(doc, &mut |text| {
             bytes += text.len() as u64;
             false
         });
@@ -60,7 +68,7 @@ impl Filter for MaxPrompt {
                 self.max
             )));
         }
-        Ok(None)
+        Ok(false)
     }
 }
 

@@ -410,3 +410,53 @@ models:
         assert!(done, "cut {cut}");
     }
 }
+
+/// Filters that read the body as a tree share one parse between them, and a filter of
+/// another kind between two of them still sees (and leaves) the body in list order.
+#[tokio::test]
+async fn tree_and_text_filters_run_in_list_order() {
+    let mock = MockProvider::start();
+    let cfg = format!(
+        r#"providers:
+  oai: {{ kind: openai, endpoints: ["{{mock}}"], api_key: sk-upstream }}
+filters:
+  pin: {{ kind: set-field, fields: {{ temperature: 0.2 }} }}
+  mask: {{ kind: redact, patterns: [email], mode: mask }}
+  strip: {{ kind: remove-field, fields: [user] }}
+  no-jane: {{ kind: deny, keywords: ["jane@example.com"], message: no jane }}
+  no-stars: {{ kind: deny, keywords: ["****************"], message: no stars }}
+models:
+  gpt-4o: {{ targets: [{{ provider: oai }}], filters: [pin, mask, strip, no-jane] }}
+  strict: {{ targets: [{{ provider: oai, model: gpt-4o }}], filters: [pin, no-jane, mask] }}
+  starless: {{ targets: [{{ provider: oai, model: gpt-4o }}], filters: [mask, pin, no-stars] }}
+{}"#,
+        crate::support::keys_section()
+    );
+    let sira = Sira::start(&cfg, &mock.url());
+    let send = |model: &str| {
+        let mut body = chat("mail jane@example.com");
+        body["model"] = json!(model);
+        body["user"] = json!("u-1");
+        body["temperature"] = json!(1.5);
+        request(&sira, "/v1/chat/completions").json(&body).send()
+    };
+    // The deny after the mask reads the masked text: allowed, edited by all three.
+    let resp = send("gpt-4o").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let sent = mock.requests()[0].json();
+    assert_eq!(sent["temperature"], 0.2, "{sent}");
+    assert!(sent.get("user").is_none(), "{sent}");
+    assert_eq!(
+        sent["messages"][0]["content"],
+        format!("mail {}", "*".repeat(16))
+    );
+    // Before the mask it reads the address.
+    let resp = send("strict").await.unwrap();
+    assert_eq!(resp.status(), 400);
+    // A tree filter after the mask reads the masked body.
+    let resp = send("starless").await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["message"], "no stars", "{body}");
+    assert_eq!(mock.requests().len(), 1);
+}

@@ -308,6 +308,7 @@ fn run_from(
 }
 
 /// Runs the request-body hooks of the filters on `side`; the new body if one changed it.
+/// A run of filters that read the body as a tree shares one parse, and one write after it.
 fn edit_request<'a>(
     filters: impl Iterator<Item = &'a Arc<dyn Filter>>,
     side: FilterSide,
@@ -315,13 +316,23 @@ fn edit_request<'a>(
     memo: &mut lua_free_filters::Memo,
 ) -> Result<Option<Edited>, GatewayError> {
     let mut edited: Option<Edited> = None;
+    // The body parsed for the current run of tree filters, and whether one changed it.
+    let mut tree: Option<(serde_json::Value, bool)> = None;
     for filter in filters.filter(|f| f.side() == side && f.edits_request_body()) {
+        if filter.edits_request_tree() {
+            if tree.is_none() {
+                let current = edited.as_ref().map_or(original, |e| &e.bytes);
+                // Not JSON: the filter's own reading of the bytes judges it, below.
+                tree = serde_json::from_slice(current).ok().map(|doc| (doc, false));
+            }
+            if let Some((doc, changed)) = &mut tree {
+                *changed |= filter.on_request_tree(doc).map_err(refusal)?;
+                continue;
+            }
+        }
+        write_tree(tree.take(), &mut edited)?;
         let current = edited.as_ref().map_or(original, |e| &e.bytes);
-        let changed = filter.on_request_body(current, memo).map_err(|e| match e {
-            FilterError::Denied(message) => GatewayError::ContentDenied(message),
-            FilterError::PromptTooLong(message) => GatewayError::invalid_param("messages", message),
-            e => GatewayError::invalid(format!("refused by a filter: {e}")),
-        })?;
+        let changed = filter.on_request_body(current, memo).map_err(refusal)?;
         if let Some(new) = changed {
             let texts_only =
                 filter.edits_only_texts() && edited.as_ref().is_none_or(|e| e.texts_only);
@@ -331,7 +342,33 @@ fn edit_request<'a>(
             });
         }
     }
+    write_tree(tree, &mut edited)?;
     Ok(edited)
+}
+
+/// The tree a run of filters changed, written as the body the next filter reads.
+fn write_tree(
+    tree: Option<(serde_json::Value, bool)>,
+    edited: &mut Option<Edited>,
+) -> Result<(), GatewayError> {
+    if let Some((doc, true)) = tree {
+        let bytes = serde_json::to_vec(&doc)
+            .map_err(|e| GatewayError::invalid(format!("refused by a filter: {e}")))?;
+        *edited = Some(Edited {
+            bytes: Bytes::from(bytes),
+            texts_only: false,
+        });
+    }
+    Ok(())
+}
+
+/// A request-body filter's refusal, as the client is answered.
+fn refusal(e: FilterError) -> GatewayError {
+    match e {
+        FilterError::Denied(message) => GatewayError::ContentDenied(message),
+        FilterError::PromptTooLong(message) => GatewayError::invalid_param("messages", message),
+        e => GatewayError::invalid(format!("refused by a filter: {e}")),
+    }
 }
 
 /// `ip-allow`/`ip-deny`: the client's address, before anything is done for it.

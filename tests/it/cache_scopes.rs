@@ -9,13 +9,16 @@ use crate::cache::header;
 use crate::support::{client, Sira, KEY_A, KEY_B};
 
 const KEY_C: &str = "sk-sira-test-c-0123456789abcdef";
+const KEY_D: &str = "sk-sira-test-d-0123456789abcdef";
 
 fn config(cache: &str) -> String {
     format!(
         r#"providers:
   oai: {{ kind: openai, endpoints: ["{{mock}}"], api_key: sk-upstream }}
 cache:
-{cache}models:
+{cache}filters:
+  tag: {{ kind: headers, request: {{ set: {{ x-team: d }} }} }}
+models:
   gpt-4o: {{ targets: [{{ provider: oai }}] }}
   everyone: {{ targets: [{{ provider: oai, model: gpt-4o }}], cache: {{ shared: true }} }}
   never: {{ targets: [{{ provider: oai, model: gpt-4o }}], cache: off }}
@@ -27,10 +30,12 @@ auth:
     - {{ name: team-a, hash: "{}", tenant: acme }}
     - {{ name: team-b, hash: "{}" }}
     - {{ name: team-c, hash: "{}", tenant: acme }}
+    - {{ name: team-d, hash: "{}", filters: [tag] }}
 "#,
         sira::auth::hash_key(KEY_A),
         sira::auth::hash_key(KEY_B),
-        sira::auth::hash_key(KEY_C)
+        sira::auth::hash_key(KEY_C),
+        sira::auth::hash_key(KEY_D)
     )
 }
 
@@ -82,13 +87,19 @@ async fn answers_are_shared_within_a_tenant_or_by_everyone_and_never_kept_when_o
     stored(&sira, 3.0).await;
     assert_eq!(ask(&sira, KEY_A, "everyone", "q2").await.0, "hit");
     assert_eq!(mock.requests().len(), 3);
+    // Not with a caller whose key has filters: its requests are not the others'.
+    assert_eq!(ask(&sira, KEY_D, "everyone", "q2").await.0, "miss");
+    assert_eq!(mock.requests()[3].header("x-team"), Some("d"));
+    stored(&sira, 4.0).await;
+    assert_eq!(ask(&sira, KEY_D, "everyone", "q2").await.0, "hit");
+    assert_eq!(mock.requests().len(), 4);
     // Off either way: no look-up, every request goes to the provider.
     for model in ["never", "disabled"] {
         for _ in 0..2 {
             assert_eq!(ask(&sira, KEY_A, model, "q3").await.0, "-", "{model}");
         }
     }
-    assert_eq!(mock.requests().len(), 7);
+    assert_eq!(mock.requests().len(), 8);
 }
 
 #[tokio::test]

@@ -283,22 +283,27 @@ fn cacheable(op: Option<Operation>, body: &RequestBody) -> Option<&'static str> 
 }
 
 /// Who shares an answer: everyone (`shared`), the caller's tenant, or the caller alone. A
-/// key with filters of its own never shares its tenant's answers: its requests and answers
-/// are edited in ways the others' are not.
+/// caller whose key or tenant has filters never shares beyond them, `shared` or not: its
+/// requests are edited in ways the others' are not, some after the cache key is taken (on
+/// the provider's side), so its answers are not theirs.
 fn scope(ctx: &RequestCtx, shared: bool) -> String {
-    if shared {
-        return "*".into();
+    let Some(principal) = &ctx.principal else {
+        return if shared { "*".into() } else { "-".into() };
+    };
+    let tenant = principal.tenant();
+    if let crate::auth::Principal::Key(key) = principal {
+        if !key.filters.is_empty() {
+            return key.cache_scope();
+        }
     }
-    match &ctx.principal {
-        Some(crate::auth::Principal::Key(key)) => match &key.tenant {
-            Some(tenant) if key.filters.is_empty() => format!("tenant:{}", tenant.name),
-            _ => key.cache_scope(),
+    match tenant {
+        Some(tenant) if !tenant.filters.is_empty() => format!("tenant:{}", tenant.name),
+        _ if shared => "*".into(),
+        Some(tenant) => format!("tenant:{}", tenant.name),
+        None => match principal {
+            crate::auth::Principal::Key(key) => key.cache_scope(),
+            other => other.owner().into_owned(),
         },
-        Some(principal) => match principal.tenant() {
-            Some(tenant) => format!("tenant:{}", tenant.name),
-            None => principal.owner().into_owned(),
-        },
-        None => "-".into(),
     }
 }
 

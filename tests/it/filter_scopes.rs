@@ -47,9 +47,11 @@ filters:
   mask: {{ kind: redact, patterns: [email], mode: mask }}
   guard: {{ kind: deny, keywords: [project-x], message: not for acme }}
   cheaper: {{ kind: model-rewrite, rules: [{{ from: "gpt-4*", to: gpt-4o-mini }}] }}
+  no-stars: {{ kind: deny, keywords: ["****************"], message: masked before the model's filter }}
 models:
   gpt-4o: {{ targets: [{{ provider: oai }}] }}
   gpt-4o-mini: {{ targets: [{{ provider: oai }}] }}
+  starless: {{ targets: [{{ provider: oai, model: gpt-4o }}], filters: [no-stars] }}
 tenants:
   acme: {{ filters: [guard, cheaper] }}
   other: {{}}
@@ -88,6 +90,20 @@ auth:
     assert_eq!(resp.status(), 200);
     assert_eq!(mock.requests()[0].json()["model"], "gpt-4o-mini");
     assert_eq!(sent_text(&mock, 0), format!("mail {}", "*".repeat(16)));
+    // The model's filters run after the key's: its deny reads the masked address.
+    let resp = client()
+        .post(sira.url("/v1/chat/completions"))
+        .bearer_auth(KEY_A)
+        .json(&json!({"model": "starless", "messages": [{"role": "user", "content": "mail jane@example.com"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body["error"]["message"], "masked before the model's filter",
+        "{body}"
+    );
     // A key outside the tenant: none of it.
     let resp = call(KEY_B.into(), "mail jane@example.com about project-x")
         .await
@@ -109,7 +125,7 @@ auth:
     assert_eq!(
         sira.metric(r#"sira_filter_denied_total{key="team-a"}"#)
             .await,
-        1.0
+        2.0
     );
 }
 
@@ -129,8 +145,23 @@ async fn a_tenants_unknown_filter_fails_the_check_with_its_path() {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("tenants.acme.filters[0]"), "{text}");
     assert!(text.contains("unknown filter \"nothing\""), "{text}");
-    // A pattern that does not compile is named by its path, not passed over.
+    // A pattern that does not compile is named by its path, not passed over; on its own it
+    // fails the check too, a custom redaction pattern as much as a guard's.
     assert!(text.contains("filters.bad"), "{text}");
+    let cfg = "providers:\n  oai: { kind: openai, endpoints: [\"http://127.0.0.1:9\"], api_key: sk-x }\nmodels:\n  gpt-4o: { targets: [{ provider: oai }] }\nfilters:\n  pii: { kind: redact, patterns: [{ name: emp, regex: \"EMP-[0-9\" }] }\n";
+    std::fs::write(&path, cfg).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sira"))
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("filters.pii: pattern \"EMP-[0-9\" does not compile"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -453,6 +484,8 @@ models:
     // Before the mask it reads the address.
     let resp = send("strict").await.unwrap();
     assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["message"], "no jane", "{body}");
     // A tree filter after the mask reads the masked body.
     let resp = send("starless").await.unwrap();
     assert_eq!(resp.status(), 400);

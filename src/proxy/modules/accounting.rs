@@ -6,12 +6,16 @@
 //! provider's format before anything rewrites it, and a translated one reports its usage
 //! through the translator, which parses the provider's events anyway.
 
+use std::cell::{OnceCell, RefCell};
+
 use bytes::{Bytes, BytesMut};
 use pingora_http::{RequestHeader, ResponseHeader};
+use prometheus::{Counter, IntCounter};
 
 use crate::accounting::{usage_from_json, FrameVerdict, StreamUsage};
 use crate::error::GatewayError;
 use crate::metrics::metrics;
+use crate::metrics::series::Series;
 use crate::proxy::ctx::{RequestCtx, StreamTap};
 use crate::proxy::phases::Phase;
 use crate::sse::SseScanner;
@@ -22,6 +26,20 @@ use crate::stream_end::is_event;
 /// where every provider puts usage.
 const JSON_KEPT: usize = 1 << 20;
 const JSON_TAIL: usize = 64 << 10;
+
+/// A request's token and cost series, by model entry, provider, key and whether the usage
+/// was estimated.
+struct TokenSeries {
+    input: IntCounter,
+    output: IntCounter,
+    cached_input: IntCounter,
+    /// Made on the first priced request: an unpriced model keeps no cost series.
+    cost: OnceCell<Counter>,
+}
+
+thread_local! {
+    static SERIES: RefCell<Series<4, TokenSeries>> = RefCell::new(Series::default());
+}
 
 pub struct Accounting;
 
@@ -199,19 +217,30 @@ impl Phase for Accounting {
         } else {
             "false"
         };
-        for (kind, value) in [
-            ("input", usage.input),
-            ("output", usage.output),
-            ("cached_input", usage.cached_input),
-        ] {
-            m.tokens
-                .with_label_values(&[model, provider, key, kind, estimated])
-                .inc_by(value);
-        }
         let target_pricing = ctx.upstream.pricing;
-        if let Some(pricing) = target_pricing.or(ctx.route.as_ref().and_then(|r| r.pricing)) {
-            let cost = pricing.cost(&usage);
-            m.cost_usd.with_label_values(&[model, key]).inc_by(cost);
+        let pricing = target_pricing.or(ctx.route.as_ref().and_then(|r| r.pricing));
+        let cost = pricing.map(|p| p.cost(&usage));
+        SERIES.with_borrow_mut(|series| {
+            let handles = series.get([model, provider, key, estimated], |l| {
+                let tokens = |kind| m.tokens.with_label_values(&[l[0], l[1], l[2], kind, l[3]]);
+                TokenSeries {
+                    input: tokens("input"),
+                    output: tokens("output"),
+                    cached_input: tokens("cached_input"),
+                    cost: OnceCell::new(),
+                }
+            });
+            handles.input.inc_by(usage.input);
+            handles.output.inc_by(usage.output);
+            handles.cached_input.inc_by(usage.cached_input);
+            if let Some(cost) = cost {
+                handles
+                    .cost
+                    .get_or_init(|| m.cost_usd.with_label_values(&[model, key]))
+                    .inc_by(cost);
+            }
+        });
+        if let Some(cost) = cost {
             ctx.cost = cost;
         }
     }

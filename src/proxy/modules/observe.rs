@@ -2,18 +2,36 @@
 //! chain, so its logging runs last and sees what every other module settled (the status,
 //! the usage and its price).
 
+use std::cell::{OnceCell, RefCell};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus::{Histogram, IntCounter};
 
 use crate::access_log::{AccessLog, JsonLine};
 use crate::key;
 use crate::metrics::metrics;
+use crate::metrics::series::Series;
 use crate::proxy::ctx::RequestCtx;
 use crate::proxy::phases::Phase;
 use pingora_http::RequestHeader;
 
 pub struct Observe {
     access_log: Arc<AccessLog>,
+}
+
+/// A request's series, by surface, model entry, provider and status.
+struct RequestSeries {
+    requests: IntCounter,
+    duration: Histogram,
+    /// Made on the first answer that has a first byte: a label set of errors alone keeps
+    /// no empty series.
+    ttfb: OnceCell<Histogram>,
+    overhead: Histogram,
+}
+
+thread_local! {
+    static SERIES: RefCell<Series<4, RequestSeries>> = RefCell::new(Series::default());
 }
 
 impl Observe {
@@ -39,25 +57,29 @@ impl Phase for Observe {
             0 => 499,
             s => s,
         };
-        m.requests
-            .with_label_values(&[surface, model, provider, status_label(status)])
-            .inc();
-        m.request_duration
-            .with_label_values(&[surface, model, provider])
-            .observe(elapsed.as_secs_f64());
         let ttfb = ctx
             .response
             .first_byte
             .map(|t| t.duration_since(ctx.started));
-        if let Some(ttfb) = ttfb {
-            m.time_to_first_byte
-                .with_label_values(&[model, provider])
-                .observe(ttfb.as_secs_f64());
-        }
         let overhead = elapsed.saturating_sub(ctx.upstream.wait);
-        m.overhead
-            .with_label_values(&[surface])
-            .observe(overhead.as_secs_f64());
+        SERIES.with_borrow_mut(|series| {
+            let labels = [surface, model, provider, status_label(status)];
+            let handles = series.get(labels, |l| RequestSeries {
+                requests: m.requests.with_label_values(l),
+                duration: m.request_duration.with_label_values(&l[..3]),
+                ttfb: OnceCell::new(),
+                overhead: m.overhead.with_label_values(&l[..1]),
+            });
+            handles.requests.inc();
+            handles.duration.observe(elapsed.as_secs_f64());
+            if let Some(ttfb) = ttfb {
+                handles
+                    .ttfb
+                    .get_or_init(|| m.time_to_first_byte.with_label_values(&[model, provider]))
+                    .observe(ttfb.as_secs_f64());
+            }
+            handles.overhead.observe(overhead.as_secs_f64());
+        });
         let usage = ctx.usage;
         let ts = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -7,6 +7,8 @@
 
 use std::sync::LazyLock;
 
+pub mod series;
+
 use prometheus::{
     exponential_buckets, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,

@@ -9,8 +9,8 @@
 #   bash bench/profile.sh d [N]     N 100-event streams translated Anthropic→OpenAI (default 200)
 #   bash bench/profile.sh r [N]     the reverse: an Anthropic client, an OpenAI provider's
 #                                   100-event stream (default 200)
-#   bash bench/profile.sh f [N]     (a) through six filters (deny, set-field, remove-field,
-#                                   clamp, headers, max-prompt-tokens; default 2000)
+#   bash bench/profile.sh f [N]     (a) through seven filters (ip-allow, deny, set-field,
+#                                   remove-field, clamp, headers, max-prompt-tokens; 2000)
 #   bash bench/profile.sh s [N]     (a) over h2c, 100 streams at once on one connection
 #                                   (h2load; default 2000)
 #
@@ -34,8 +34,8 @@ case "$scenario" in
     # (a) and (c) with `redact` on request and response (bench scenarios m and n): m − a
     # and n − c are redaction's cost.
     m) n=${2:-2000}; events=7; stream=false; model=gpt-4o-redact ;;
-    # (a) through deny, set-field, remove-field, clamp, headers and max-prompt-tokens: f − a
-    # is what those filters cost together.
+    # (a) through ip-allow, deny, set-field, remove-field, clamp, headers and
+    # max-prompt-tokens: f − a is what those filters cost together.
     f) n=${2:-2000}; events=7; stream=false; model=gpt-4o-filters ;;
     n) n=${2:-200}; events=96; stream=true; model=gpt-4o-redact ;;
     # (a) over HTTP/2 (h2c, prior knowledge), 100 streams at once on one connection with

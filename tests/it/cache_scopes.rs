@@ -138,22 +138,7 @@ async fn an_evicted_answer_is_asked_of_the_provider_again() {
 /// only in a redacted value are one request to the provider, and one entry.
 #[tokio::test]
 async fn a_replayed_answer_gets_the_values_of_the_request_it_answers() {
-    use crate::raw::{send, RawUpstream};
-    let provider = RawUpstream::start(|stream, _| {
-        let answer = json!({"id": "chatcmpl-r", "object": "chat.completion", "created": 1,
-            "model": "gpt-4o", "choices": [{"index": 0, "finish_reason": "stop",
-            "message": {"role": "assistant", "content": "Sent to [EMAIL_1]."}}],
-            "usage": {"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14}})
-        .to_string();
-        send(
-            stream,
-            format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
-                answer.len()
-            )
-            .as_bytes(),
-        )
-    });
+    let provider = crate::raw::answering_chat("Sent to [EMAIL_1].");
     let cfg = format!(
         r#"providers:
   oai: {{ kind: openai, endpoints: ["{{mock}}"], api_key: sk-upstream }}

@@ -129,35 +129,30 @@ auth:
     );
 }
 
-#[tokio::test]
-async fn a_tenants_unknown_filter_fails_the_check_with_its_path() {
-    let cfg = "providers:\n  oai: { kind: openai, endpoints: [\"http://127.0.0.1:9\"], api_key: sk-x }\nmodels:\n  gpt-4o: { targets: [{ provider: oai }] }\nfilters:\n  bad: { kind: deny, patterns: ['(unclosed'] }\ntenants:\n  acme: { filters: [nothing] }\n";
+/// What `sira check` says of `config`, which it must refuse.
+fn refused(config: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sira.yaml");
-    std::fs::write(&path, cfg).unwrap();
+    std::fs::write(&path, config).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sira"))
         .args(["check", "-c"])
         .arg(&path)
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[tokio::test]
+async fn a_tenants_unknown_filter_fails_the_check_with_its_path() {
+    let head = "providers:\n  oai: { kind: openai, endpoints: [\"http://127.0.0.1:9\"], api_key: sk-x }\nmodels:\n  gpt-4o: { targets: [{ provider: oai }] }\n";
+    let text = refused(&format!("{head}filters:\n  bad: {{ kind: deny, patterns: ['(unclosed'] }}\ntenants:\n  acme: {{ filters: [nothing] }}\n"));
     assert!(text.contains("tenants.acme.filters[0]"), "{text}");
     assert!(text.contains("unknown filter \"nothing\""), "{text}");
     // A pattern that does not compile is named by its path, not passed over; on its own it
     // fails the check too, a custom redaction pattern as much as a guard's.
     assert!(text.contains("filters.bad"), "{text}");
-    let cfg = "providers:\n  oai: { kind: openai, endpoints: [\"http://127.0.0.1:9\"], api_key: sk-x }\nmodels:\n  gpt-4o: { targets: [{ provider: oai }] }\nfilters:\n  pii: { kind: redact, patterns: [{ name: emp, regex: \"EMP-[0-9\" }] }\n";
-    std::fs::write(&path, cfg).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sira"))
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text = refused(&format!("{head}filters:\n  pii: {{ kind: redact, patterns: [{{ name: emp, regex: \"EMP-[0-9\" }}] }}\n"));
     assert!(
         text.contains("filters.pii: pattern \"EMP-[0-9\" does not compile"),
         "{text}"
@@ -334,23 +329,8 @@ models:
 /// and a value the model wrote is hidden from it.
 #[tokio::test]
 async fn a_whole_answer_gets_its_values_back_and_loses_the_models_own() {
-    use crate::raw::{send, RawUpstream};
-    let provider = RawUpstream::start(|stream, _| {
-        let answer = json!({"id": "chatcmpl-r", "object": "chat.completion", "created": 1,
-            "model": "gpt-4o", "choices": [{"index": 0, "finish_reason": "stop",
-            "message": {"role": "assistant",
-                "content": "I wrote to [EMAIL_1] about [CARD_1]; call +1 415 555 0199."}}],
-            "usage": {"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14}})
-        .to_string();
-        send(
-            stream,
-            format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
-                answer.len()
-            )
-            .as_bytes(),
-        )
-    });
+    let provider =
+        crate::raw::answering_chat("I wrote to [EMAIL_1] about [CARD_1]; call +1 415 555 0199.");
     let cfg = format!(
         r#"providers:
   oai: {{ kind: openai, endpoints: ["{{mock}}"], api_key: sk-upstream }}

@@ -107,6 +107,25 @@ pub fn chat_json() -> String {
     .to_string()
 }
 
+/// An OpenAI provider whose every answer is a JSON chat completion of `content`.
+pub fn answering_chat(content: &'static str) -> RawUpstream {
+    RawUpstream::start(move |stream, _| {
+        let answer = serde_json::json!({"id": "chatcmpl-r", "object": "chat.completion",
+            "created": 1, "model": "gpt-4o", "choices": [{"index": 0, "finish_reason": "stop",
+            "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14}})
+        .to_string();
+        send(
+            stream,
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+                answer.len()
+            )
+            .as_bytes(),
+        )
+    })
+}
+
 /// Writes `bytes`; a failed write is the peer's doing and ends the handler quietly.
 pub fn send(stream: &mut TcpStream, bytes: &[u8]) -> bool {
     stream

@@ -165,3 +165,41 @@ models:
     );
     assert_eq!(provider.requests(), 1);
 }
+
+/// The same for a stream: it is kept as the provider sent it, placeholders and all, and a
+/// replay restores the values of the request it answers, event by event.
+#[tokio::test]
+async fn a_replayed_stream_gets_the_values_of_the_request_it_answers() {
+    use crate::translation::{stream_text, Surface};
+    let provider = crate::filters::streaming_provider(&["Sent to [EMA", "IL_1] today."]);
+    let cfg = format!(
+        r#"providers:
+  oai: {{ kind: openai, endpoints: ["{{mock}}"], api_key: sk-upstream }}
+cache:
+  memory: {{ capacity: 1MiB, ttl: 1m }}
+filters:
+  pii: {{ kind: redact, patterns: [email], mode: placeholder, restore: true }}
+models:
+  gpt-4o: {{ targets: [{{ provider: oai }}], filters: [pii] }}
+{}"#,
+        crate::support::keys_section()
+    );
+    let sira = Sira::start(&cfg, &provider.url);
+    for (address, expected) in [("jane@example.com", "miss"), ("bob@example.org", "hit")] {
+        let resp = crate::support::request(&sira, "/v1/chat/completions")
+            .json(&json!({"model": "gpt-4o", "stream": true,
+                "messages": [{"role": "user", "content": format!("Mail {address}")}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(header(&resp, "x-sira-cache"), expected, "{address}");
+        let received = crate::support::receive(resp).await;
+        assert!(received.complete, "{address}");
+        let (text, done) = stream_text(Surface::Chat, &received.text);
+        assert_eq!(text, format!("Sent to {address} today."));
+        assert!(done, "{address}");
+        stored(&sira, 1.0).await;
+    }
+    assert_eq!(provider.requests(), 1);
+}

@@ -221,6 +221,7 @@ models:
   gpt-4o: {{ targets: [{{ provider: oai }}] }}
   local: {{ targets: [{{ provider: vllm, model: llama }}] }}
   local-bounded: {{ targets: [{{ provider: vllm, model: llama }}], filters: [tiny] }}
+  office-model: {{ targets: [{{ provider: oai, model: gpt-4o }}], filters: [office] }}
 auth:
   keys:
     - {{ name: team-a, hash: "{}", filters: [office] }}
@@ -245,7 +246,18 @@ auth:
     };
     assert_eq!(count(KEY_A, "local").await.unwrap().status(), 403);
     assert!(mock.requests().is_empty());
-    assert_eq!(models(KEY_B).await.unwrap().status(), 200);
+    // Another key lists what it may use: not a model whose own filter refuses its address.
+    let resp = models(KEY_B).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let list: Value = resp.json().await.unwrap();
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert!(ids.contains(&"gpt-4o"), "{list}");
+    assert!(!ids.contains(&"office-model"), "{list}");
     let resp = count(KEY_B, "local").await.unwrap();
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();

@@ -278,7 +278,7 @@ async fn a_prompt_over_its_token_bound_is_refused() {
 
 /// An OpenAI provider that streams `pieces` as content deltas, each in its own chunk with a
 /// pause, so that sira gets them as separate reads.
-fn streaming_provider(pieces: &'static [&'static str]) -> crate::raw::RawUpstream {
+pub(crate) fn streaming_provider(pieces: &'static [&'static str]) -> crate::raw::RawUpstream {
     cut_streaming_provider(pieces, None)
 }
 

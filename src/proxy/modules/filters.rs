@@ -373,25 +373,27 @@ fn refusal(e: FilterError) -> GatewayError {
 
 /// `ip-allow`/`ip-deny`: the client's address, before anything is done for it.
 fn check_client(ctx: &RequestCtx) -> Result<(), GatewayError> {
-    let mut checks = attached(ctx).filter(|f| f.checks_client()).peekable();
-    if checks.peek().is_none() {
+    if address_passes(attached(ctx), ctx) {
         return Ok(());
     }
-    // No address (a Unix socket): nothing to allow by address.
-    let Some(peer) = ctx.client_ip else {
-        return Err(GatewayError::AddressDenied);
-    };
+    crate::metrics::metrics()
+        .filter_denied
+        .with_label_values(&[ctx.key_name()])
+        .inc();
+    Err(GatewayError::AddressDenied)
+}
+
+/// Whether the caller's address passes every address filter among `filters` (with none,
+/// any caller does; with one, a caller without an address, on a Unix socket, does not).
+pub(super) fn address_passes<'a>(
+    filters: impl Iterator<Item = &'a Arc<dyn Filter>>,
+    ctx: &RequestCtx,
+) -> bool {
     let forwarded = ctx.forwarded_for.as_ref().and_then(|v| v.to_str().ok());
-    for filter in checks {
-        if filter.on_client(peer, forwarded).is_err() {
-            crate::metrics::metrics()
-                .filter_denied
-                .with_label_values(&[ctx.key_name()])
-                .inc();
-            return Err(GatewayError::AddressDenied);
-        }
-    }
-    Ok(())
+    filters.filter(|f| f.checks_client()).all(|f| {
+        ctx.client_ip
+            .is_some_and(|peer| f.on_client(peer, forwarded).is_ok())
+    })
 }
 
 /// Counts a request a deny filter refused (`sira_filter_denied_total{key}`).

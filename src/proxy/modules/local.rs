@@ -127,6 +127,8 @@ fn list_models(ctx: &RequestCtx) -> Result<Bytes, GatewayError> {
         .models
         .listed()
         .filter(|route| allowed(&route.name))
+        // A model whose own address filters refuse this caller is not one it may use.
+        .filter(|route| super::filters::address_passes(route.filters.iter(), ctx))
         .map(|route| Model {
             id: std::borrow::Cow::Borrowed(&route.name),
             object: "model",
@@ -140,6 +142,9 @@ fn list_models(ctx: &RequestCtx) -> Result<Bytes, GatewayError> {
         let Some(prefix) = crate::models::catalog::trailing_prefix(glob.as_str()) else {
             continue;
         };
+        if !super::filters::address_passes(route.filters.iter(), ctx) {
+            continue;
+        }
         for target in route.targets.iter().filter(|t| t.model.is_none()) {
             let Some(ids) = catalog.ids(&target.provider.name) else {
                 continue;

@@ -139,18 +139,8 @@ async fn an_evicted_answer_is_asked_of_the_provider_again() {
 #[tokio::test]
 async fn a_replayed_answer_gets_the_values_of_the_request_it_answers() {
     let provider = crate::raw::answering_chat("Sent to [EMAIL_1].");
-    let cfg = format!(
-        r#"providers:
-  oai: {{ kind: openai, endpoints: ["{{mock}}"], api_key: sk-upstream }}
-cache:
-  memory: {{ capacity: 1MiB, ttl: 1m }}
-filters:
-  pii: {{ kind: redact, patterns: [email], mode: placeholder, restore: true }}
-models:
-  gpt-4o: {{ targets: [{{ provider: oai }}], filters: [pii] }}
-{}"#,
-        crate::support::keys_section()
-    );
+    let cfg =
+        crate::filter_scopes::redacting_config("cache:\n  memory: { capacity: 1MiB, ttl: 1m }\n");
     let sira = Sira::start(&cfg, &provider.url);
     let (cache, text) = ask(&sira, KEY_A, "gpt-4o", "Mail jane@example.com").await;
     assert_eq!(
@@ -172,18 +162,8 @@ models:
 async fn a_replayed_stream_gets_the_values_of_the_request_it_answers() {
     use crate::translation::{stream_text, Surface};
     let provider = crate::filters::streaming_provider(&["Sent to [EMA", "IL_1] today."]);
-    let cfg = format!(
-        r#"providers:
-  oai: {{ kind: openai, endpoints: ["{{mock}}"], api_key: sk-upstream }}
-cache:
-  memory: {{ capacity: 1MiB, ttl: 1m }}
-filters:
-  pii: {{ kind: redact, patterns: [email], mode: placeholder, restore: true }}
-models:
-  gpt-4o: {{ targets: [{{ provider: oai }}], filters: [pii] }}
-{}"#,
-        crate::support::keys_section()
-    );
+    let cfg =
+        crate::filter_scopes::redacting_config("cache:\n  memory: { capacity: 1MiB, ttl: 1m }\n");
     let sira = Sira::start(&cfg, &provider.url);
     for (address, expected) in [("jane@example.com", "miss"), ("bob@example.org", "hit")] {
         let resp = crate::support::request(&sira, "/v1/chat/completions")

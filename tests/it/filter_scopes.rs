@@ -22,6 +22,28 @@ fn sent_text(mock: &MockProvider, i: usize) -> Value {
     mock.requests()[i].json()["messages"][0]["content"].clone()
 }
 
+/// One OpenAI provider at `{mock}`, `gpt-4o` redacting emails into placeholders restored in
+/// the answer, and `extra` sections (a cache) before the models.
+pub(crate) fn redacting_config(extra: &str) -> String {
+    format!(
+        r#"providers:
+  oai: {{ kind: openai, endpoints: ["{{mock}}"], api_key: sk-upstream }}
+{extra}filters:
+  pii: {{ kind: redact, patterns: [email], mode: placeholder, restore: true }}
+models:
+  gpt-4o: {{ targets: [{{ provider: oai }}], filters: [pii] }}
+{}"#,
+        crate::support::keys_section()
+    )
+}
+
+/// A 400 whose error message is `message`.
+async fn assert_refused(resp: reqwest::Response, message: &str) {
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["message"], message, "{body}");
+}
+
 fn token(org: &str) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -81,9 +103,7 @@ auth:
     let resp = call(KEY_A.into(), "mail jane@example.com about project-x")
         .await
         .unwrap();
-    assert_eq!(resp.status(), 400);
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["error"]["message"], "not for acme", "{body}");
+    assert_refused(resp, "not for acme").await;
     assert!(mock.requests().is_empty());
     // Its own mask runs, then the tenant's rewrite of the model.
     let resp = call(KEY_A.into(), "mail jane@example.com").await.unwrap();
@@ -98,12 +118,7 @@ auth:
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 400);
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(
-        body["error"]["message"], "masked before the model's filter",
-        "{body}"
-    );
+    assert_refused(resp, "masked before the model's filter").await;
     // A key outside the tenant: none of it.
     let resp = call(KEY_B.into(), "mail jane@example.com about project-x")
         .await
@@ -184,12 +199,7 @@ models:
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 400);
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(
-        body["error"]["message"], "seen after the guardrail",
-        "{body}"
-    );
+    assert_refused(resp, "seen after the guardrail").await;
     let first = asked.lock().unwrap()[0]["request"]["messages"][0]["content"].clone();
     assert_eq!(first, format!("rewrite me, {}", "*".repeat(16)));
     assert!(mock.requests().is_empty());
@@ -405,17 +415,7 @@ async fn a_value_and_a_placeholder_split_between_events_at_any_byte_are_followed
         let end = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":5,\"total_tokens\":14}}\n\ndata: [DONE]\n\n";
         send(stream, chunk(end.to_owned()).as_bytes()) && send(stream, b"0\r\n\r\n")
     });
-    let cfg = format!(
-        r#"providers:
-  oai: {{ kind: openai, endpoints: ["{{mock}}"], api_key: sk-upstream }}
-filters:
-  pii: {{ kind: redact, patterns: [email], mode: placeholder, restore: true }}
-models:
-  gpt-4o: {{ targets: [{{ provider: oai }}], filters: [pii] }}
-{}"#,
-        crate::support::keys_section()
-    );
-    let sira = Sira::start(&cfg, &upstream.url);
+    let sira = Sira::start(&redacting_config(""), &upstream.url);
     for cut in 0..=VALUE.len() {
         let body = json!({"model": "gpt-4o", "stream": true,
             "messages": [{"role": "user", "content": "write to jane@example.com"}]});
@@ -475,13 +475,9 @@ models:
     );
     // Before the mask it reads the address.
     let resp = send("strict").await.unwrap();
-    assert_eq!(resp.status(), 400);
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["error"]["message"], "no jane", "{body}");
+    assert_refused(resp, "no jane").await;
     // A tree filter after the mask reads the masked body.
     let resp = send("starless").await.unwrap();
-    assert_eq!(resp.status(), 400);
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["error"]["message"], "no stars", "{body}");
+    assert_refused(resp, "no stars").await;
     assert_eq!(mock.requests().len(), 1);
 }

@@ -136,68 +136,83 @@ fn zero_bytes(word: u64) -> u64 {
 const LOW_BITS: u64 = u64::from_le_bytes([0x01; 8]);
 const HIGH_BITS: u64 = u64::from_le_bytes([0x80; 8]);
 
-/// Whether `bytes` holds a control character (below 0x20), sixteen bytes at a time, then
-/// the rest as a word and bytes.
-#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+/// Whether `bytes` holds a control character (below 0x20).
 pub(crate) fn has_control(bytes: &[u8]) -> bool {
-    let mut chunks = bytes.chunks_exact(16);
-    chunks
-        .by_ref()
-        .filter_map(|chunk| chunk.first_chunk::<16>())
-        .any(|chunk| lanes::control(chunk) != 0)
-        || has_control_in_words(chunks.remainder())
-}
-
-#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-pub(crate) fn has_control(bytes: &[u8]) -> bool {
-    has_control_in_words(bytes)
-}
-
-/// [`has_control`] eight bytes at a time (a control character has its top three bits
-/// clear).
-fn has_control_in_words(bytes: &[u8]) -> bool {
-    let mut words = bytes.chunks_exact(8);
-    let top_three = u64::from_le_bytes([0xE0; 8]);
-    words.by_ref().any(|w| {
-        w.try_into()
-            .is_ok_and(|w| zero_bytes(u64::from_le_bytes(w) & top_three) != 0)
-    }) || words.remainder().iter().any(|&b| b < 0x20)
+    any_in(bytes, Class::Control)
 }
 
 /// Whether `text`, written as a JSON string, needs an escape (a control character, a quote
 /// or a backslash): most texts a gateway logs or rewrites do not, and are copied as they are.
-#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 pub fn needs_escape(text: &[u8]) -> bool {
-    let mut chunks = text.chunks_exact(16);
-    chunks
-        .by_ref()
-        .filter_map(|chunk| chunk.first_chunk::<16>())
-        .any(|chunk| lanes::escape(chunk) != 0)
-        || needs_escape_in_words(chunks.remainder())
+    any_in(text, Class::Escape)
 }
 
-#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-pub fn needs_escape(text: &[u8]) -> bool {
-    needs_escape_in_words(text)
+/// The kinds of byte [`any_in`] looks for.
+#[derive(Clone, Copy)]
+enum Class {
+    /// Below 0x20.
+    Control,
+    /// A control character, a quote or a backslash.
+    Escape,
 }
 
-/// [`needs_escape`] eight bytes at a time: whether any byte is zero once masked to its top
-/// three bits (a control character) or compared with a quote or a backslash.
-fn needs_escape_in_words(text: &[u8]) -> bool {
-    let mut words = text.chunks_exact(8);
-    let top_three = u64::from_le_bytes([0xE0; 8]);
+impl Class {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    #[inline(always)]
+    fn in_lanes(self, chunk: &[u8; 16]) -> u32 {
+        match self {
+            Class::Control => lanes::control(chunk),
+            Class::Escape => lanes::escape(chunk),
+        }
+    }
+
+    /// Nonzero when a byte of `word` is of the class: a byte is zero once masked to its top
+    /// three bits (a control character) or compared with a quote or a backslash.
+    #[inline(always)]
+    fn in_word(self, word: u64) -> u64 {
+        let control = zero_bytes(word & u64::from_le_bytes([0xE0; 8]));
+        match self {
+            Class::Control => control,
+            Class::Escape => {
+                control
+                    | zero_bytes(word ^ (LOW_BITS * u64::from(b'"')))
+                    | zero_bytes(word ^ (LOW_BITS * u64::from(b'\\')))
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn has(self, byte: u8) -> bool {
+        byte < 0x20 || (matches!(self, Class::Escape) && (byte == b'"' || byte == b'\\'))
+    }
+}
+
+/// Whether `bytes` holds a byte of `class`: sixteen bytes at a time where SSE2 is there,
+/// then the rest as words and bytes.
+#[inline(always)]
+fn any_in(bytes: &[u8], class: Class) -> bool {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    let bytes = {
+        let mut chunks = bytes.chunks_exact(16);
+        if chunks
+            .by_ref()
+            .filter_map(|chunk| chunk.first_chunk::<16>())
+            .any(|chunk| class.in_lanes(chunk) != 0)
+        {
+            return true;
+        }
+        chunks.remainder()
+    };
+    any_in_words(bytes, class)
+}
+
+/// [`any_in`] eight bytes at a time.
+fn any_in_words(bytes: &[u8], class: Class) -> bool {
+    let mut words = bytes.chunks_exact(8);
     words.by_ref().any(|w| {
-        w.try_into().is_ok_and(|w| {
-            let w = u64::from_le_bytes(w);
-            zero_bytes(w & top_three)
-                | zero_bytes(w ^ (LOW_BITS * u64::from(b'"')))
-                | zero_bytes(w ^ (LOW_BITS * u64::from(b'\\')))
-                != 0
-        })
-    }) || words
-        .remainder()
-        .iter()
-        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+        w.try_into()
+            .is_ok_and(|w| class.in_word(u64::from_le_bytes(w)) != 0)
+    }) || words.remainder().iter().any(|&b| class.has(b))
 }
 
 #[cfg(test)]
@@ -284,13 +299,13 @@ mod tests {
                     let mut text = vec![b'a'; len];
                     text[at] = byte;
                     assert!(needs_escape(&text), "{len} {at} {byte}");
-                    assert_eq!(needs_escape_in_words(&text), needs_escape(&text));
+                    assert!(any_in_words(&text, Class::Escape));
                 }
                 for byte in [0x20, b'!', b'#', b'[', b']', 0x7f, 0x80, 0xff] {
                     let mut text = vec![b'a'; len];
                     text[at] = byte;
                     assert!(!needs_escape(&text), "{len} {at} {byte}");
-                    assert!(!needs_escape_in_words(&text));
+                    assert!(!any_in_words(&text, Class::Escape));
                 }
             }
         }

@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# redis-server: the tests of what sira shares across hosts run a real one.
-bash packaging/deps.sh redis-server:redis-server
+# redis-server: the tests of what sira shares across hosts run a real one; openssl makes the
+# RSA keys of the TLS tests (rcgen cannot).
+bash packaging/deps.sh redis-server:redis-server openssl:openssl
 # Link the system's zstd when it is there (.cargo/config.toml says why).
 if pkg-config --exists libzstd 2>/dev/null; then export ZSTD_SYS_USE_PKG_CONFIG=1; fi
 cargo test --workspace --all-targets "$@"

@@ -37,6 +37,7 @@ mod stored;
 mod streaming;
 mod targets;
 mod tls;
+mod tls_edge;
 mod tls_sessions;
 mod tls_upstream;
 mod translation;

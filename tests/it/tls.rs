@@ -42,6 +42,19 @@ impl Ca {
         names: &[&str],
         client: bool,
     ) -> Vec<u8> {
+        self.issue_with(dir, file, cn, names, client, KeyPair::generate().unwrap())
+    }
+
+    /// [`Ca::issue`] for a leaf whose key is `key` (RSA, P-384, Ed25519: any rcgen signs with).
+    pub(crate) fn issue_with(
+        &self,
+        dir: &Path,
+        file: &str,
+        cn: &str,
+        names: &[&str],
+        client: bool,
+        key: KeyPair,
+    ) -> Vec<u8> {
         let mut params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .unwrap();
@@ -51,7 +64,6 @@ impl Ca {
         } else {
             ExtendedKeyUsagePurpose::ServerAuth
         }];
-        let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
         std::fs::write(dir.join(format!("{file}.pem")), cert.pem()).unwrap();
         std::fs::write(dir.join(format!("{file}.key")), key.serialize_pem()).unwrap();
@@ -63,7 +75,7 @@ pub(crate) fn path(dir: &Path, file: &str) -> String {
     dir.join(file).display().to_string()
 }
 
-fn client(ca: &Ca, identity: Option<(&Path, &str)>) -> reqwest::Client {
+pub(crate) fn client(ca: &Ca, identity: Option<(&Path, &str)>) -> reqwest::Client {
     let mut builder = reqwest::Client::builder()
         .tls_built_in_root_certs(false)
         .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())
@@ -78,7 +90,7 @@ fn client(ca: &Ca, identity: Option<(&Path, &str)>) -> reqwest::Client {
 }
 
 /// The certificate the server presented on this response's connection.
-fn peer_cert(resp: &reqwest::Response) -> Vec<u8> {
+pub(crate) fn peer_cert(resp: &reqwest::Response) -> Vec<u8> {
     resp.extensions()
         .get::<reqwest::tls::TlsInfo>()
         .and_then(|info| info.peer_certificate())
@@ -107,7 +119,7 @@ pub(crate) struct TlsSira {
 }
 
 impl TlsSira {
-    fn url(&self, host: &str, path: &str) -> String {
+    pub(crate) fn url(&self, host: &str, path: &str) -> String {
         format!("https://{host}:{}{path}", self.addr.port())
     }
 }

@@ -193,3 +193,49 @@ fn text_logs_carry_no_colour_codes_when_not_at_a_terminal() {
     assert!(log.contains("no api_key"), "{log}");
     assert!(!log.contains('\u{1b}'), "{log}");
 }
+
+/// `sira run` in a directory with no config file, with `env` as its whole environment: its
+/// log until `needle` appears (or ten seconds pass).
+fn run_without_config(env: &[(&str, &str)], needle: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut child = std::process::Command::new(crate::support::SIRA)
+        .arg("run")
+        .current_dir(dir.path())
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !read().contains(needle) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    read()
+}
+
+#[test]
+fn without_a_config_file_the_log_names_the_providers_found_or_warns_of_none() {
+    let log = run_without_config(
+        &[("OPENAI_API_KEY", "sk-test"), ("GEMINI_API_KEY", "g-test")],
+        "no config file:",
+    );
+    // JSON lines: the quotes in the list are escaped.
+    assert!(log.contains("built-in default"), "{log}");
+    assert!(log.contains(r#"openai (as \"openai/<model>\")"#), "{log}");
+    assert!(log.contains(r#"gemini (as \"gemini/<model>\")"#), "{log}");
+    assert!(!log.contains("anthropic (as"), "{log}");
+    assert!(!log.contains("sk-test") && !log.contains("g-test"), "{log}");
+
+    let log = run_without_config(&[], "no provider key in the environment");
+    assert!(log.contains("no provider key in the environment"), "{log}");
+    let warning = log
+        .lines()
+        .find(|line| line.contains("no provider key in the environment"))
+        .unwrap();
+    assert!(warning.contains(r#""level":"WARN""#), "{warning}");
+}

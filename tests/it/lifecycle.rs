@@ -1,6 +1,7 @@
 //! Starting and stopping: a taken address fails startup at once; SIGTERM exits as soon as
 //! nothing is in flight, lets what is in flight finish within the grace period, and ends
-//! what is left after it with the surface's error event.
+//! what is left after it with the surface's error event (after a binary upgrade's hand-over
+//! too).
 
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
@@ -170,6 +171,80 @@ async fn what_outlasts_the_grace_period_ends_with_the_surface_error_event() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// The same end for a process that handed its sockets to a new binary (SIGQUIT): its stream
+/// that outlasts the grace period ends with the surface's error event, the process exits, and
+/// the new one serves on the same address.
+#[tokio::test]
+async fn after_an_upgrade_the_old_process_ends_what_outlasts_the_grace_period() {
+    let mock = MockProvider::start();
+    let mut old = Sira::start_with_server(&standard_config(), &mock.url(), "  grace_period: 1s\n");
+    let stream = request(&old, "/v1/messages")
+        .header("x-mock-events", "30")
+        .header("x-mock-delay-ms", "300")
+        .json(&json!({"model": "claude", "max_tokens": 64, "stream": true, "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    let upgraded = Command::new(SIRA)
+        .args(["run", "--upgrade", "-c"])
+        .arg(&old.config_path)
+        .env("SIRA_UPGRADE_SOCK", old.dir.path().join("upgrade.sock"))
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _upgraded = Reaper(upgraded.id());
+    // The new process waits on the upgrade socket before the old one is told to hand over.
+    let socket = old.dir.path().join("upgrade.sock");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the new process never waited for the sockets"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let quit = Command::new("kill")
+        .args(["-QUIT", &old.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(quit.success());
+    let handed_over = Instant::now();
+
+    let received = receive(stream).await;
+    let ended = handed_over.elapsed();
+    assert!(!received.complete, "{}", received.text);
+    assert!(
+        received
+            .text
+            .contains("event: error\ndata: {\"type\":\"error\""),
+        "{}",
+        received.text
+    );
+    assert!(received.text.contains("shutting down"), "{}", received.text);
+    // The old process goes on accepting for Pingora's 5 s after handing the sockets over
+    // (the new one may still be starting); the grace period counts from then.
+    assert!(
+        ended < Duration::from_secs(9),
+        "ended {ended:?} after the hand-over"
+    );
+    let status = old
+        .wait_exit(Duration::from_secs(15))
+        .expect("the old process still runs");
+    assert!(status.success());
+    // The new process answers on the address.
+    let resp = client()
+        .post(old.url("/v1/chat/completions"))
+        .bearer_auth(KEY_A)
+        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
 }
 
 #[tokio::test]

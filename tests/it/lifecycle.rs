@@ -187,7 +187,7 @@ async fn after_an_upgrade_the_old_process_ends_what_outlasts_the_grace_period() 
         .send()
         .await
         .unwrap();
-    let upgraded = Command::new(SIRA)
+    let mut upgraded = Command::new(SIRA)
         .args(["run", "--upgrade", "-c"])
         .arg(&old.config_path)
         .env("SIRA_UPGRADE_SOCK", old.dir.path().join("upgrade.sock"))
@@ -245,6 +245,8 @@ async fn after_an_upgrade_the_old_process_ends_what_outlasts_the_grace_period() 
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    let _ = upgraded.kill();
+    let _ = upgraded.wait();
 }
 
 #[tokio::test]

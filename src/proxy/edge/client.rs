@@ -149,6 +149,9 @@ pub(super) struct ClientStream {
     /// Bytes read ahead to detect the protocol, served before the transport's.
     pub(super) ahead: Bytes,
     pub(super) watch: Arc<Watch>,
+    /// What the stream answers to `is_write_vectored`: `false` on HTTP/2 connections (see
+    /// `Edge::process_new`), the transport's answer otherwise.
+    pub(super) gathers_writes: bool,
 }
 
 impl std::fmt::Debug for ClientStream {
@@ -231,7 +234,7 @@ impl AsyncWrite for ClientStream {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.gathers_writes && self.inner.is_write_vectored()
     }
 }
 

@@ -137,6 +137,7 @@ impl ServerApp for Edge {
             inner: stream,
             ahead: Bytes::new(),
             watch: watch.clone(),
+            gathers_writes: true,
         });
         let h2 = if matches!(stream.inner.selected_alpn_proto(), Some(ALPN::H2)) {
             true
@@ -151,6 +152,12 @@ impl ServerApp for Edge {
             }
         };
         if h2 {
+            // The h2 crate writes a DATA frame of 256 bytes or more on its own (a send, and a
+            // TLS record, per small answer) when the transport gathers writes; when it does
+            // not, frames under 1 KiB are copied into its write buffer, so the answers one turn
+            // of the connection's task finishes leave in one write. Measured with 100 streams
+            // on one TLS connection: one send per answer before, a few per hundred after.
+            stream.gathers_writes = false;
             // Its streams are counted one by one (`Gateway::serve`). Until its first has had
             // time to arrive, the connection itself holds a shutdown up, and the GOAWAY a
             // shutdown sends waits as long: a client that connected just before the

@@ -171,7 +171,12 @@ impl Exchange {
         }
     }
 
-    fn response(&self, mut session: HttpSession, key: PoolKey, t: Timeouts) -> UpstreamResponse {
+    fn response(
+        &self,
+        mut session: Box<HttpSession>,
+        key: PoolKey,
+        t: Timeouts,
+    ) -> UpstreamResponse {
         session.read_timeout = Some(t.idle);
         UpstreamResponse {
             session: Some(session),
@@ -213,7 +218,7 @@ impl From<Failure> for ExchangeError {
 
 /// Writes the request on `stream` and reads the final response header, skipping
 /// informational ones (`103 Early Hints`, a stray `100 Continue`).
-async fn exchange(stream: Stream, wire: &RequestWire<'_>) -> Result<HttpSession, Failure> {
+async fn exchange(stream: Stream, wire: &RequestWire<'_>) -> Result<Box<HttpSession>, Failure> {
     let mut session = wire.send(stream).await.map_err(Failure::Unsent)?;
     for _ in 0..=MAX_INFORMATIONAL {
         session.read_response().await.map_err(Failure::NoResponse)?;
@@ -262,7 +267,7 @@ fn encoded(session: &HttpSession) -> Option<String> {
 pub struct UpstreamResponse {
     /// `None` once the body was read whole and the connection went back to the pool, or
     /// after a failure closed it.
-    session: Option<HttpSession>,
+    session: Option<Box<HttpSession>>,
     key: PoolKey,
     pool: Arc<UpstreamPool>,
     idle: Duration,

@@ -43,14 +43,15 @@ impl<'a> RequestWire<'a> {
     }
 
     /// Writes the whole request; the session to read the response from, or why the request
-    /// could not be written whole.
-    pub async fn send(&self, mut stream: Stream) -> std::io::Result<HttpSession> {
+    /// could not be written whole. The session is boxed: it is handed through every layer of
+    /// the attempt (timeouts, retries, the hedge's race) and each would copy its ~470 bytes.
+    pub async fn send(&self, mut stream: Stream) -> std::io::Result<Box<HttpSession>> {
         use tokio::io::AsyncWriteExt;
         stream.write_all(&self.head).await?;
         if !self.tail.is_empty() {
             stream.write_all(self.tail).await?;
         }
         stream.flush().await?;
-        Ok(HttpSession::new(stream))
+        Ok(Box::new(HttpSession::new(stream)))
     }
 }

@@ -220,6 +220,19 @@ fn run_without_config(env: &[(&str, &str)], needle: &str) -> String {
 
 #[test]
 fn without_a_config_file_the_log_names_the_providers_found_or_warns_of_none() {
+    // The built-in default listens on fixed ports, and a host with sira installed has a
+    // config file it would read instead: this test needs a host without either.
+    let taken = ["127.0.0.1:8080", "127.0.0.1:9901"]
+        .into_iter()
+        .find(|addr| std::net::TcpListener::bind(addr).is_err());
+    if let Some(addr) = taken {
+        eprintln!("skipped: {addr} is taken, and sira without a config file listens there");
+        return;
+    }
+    if std::path::Path::new("/etc/sira/sira.yaml").exists() {
+        eprintln!("skipped: /etc/sira/sira.yaml exists, and sira would read it");
+        return;
+    }
     let log = run_without_config(
         &[("OPENAI_API_KEY", "sk-test"), ("GEMINI_API_KEY", "g-test")],
         "no config file:",

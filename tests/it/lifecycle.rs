@@ -181,13 +181,15 @@ async fn after_an_upgrade_the_old_process_ends_what_outlasts_the_grace_period() 
     let mock = MockProvider::start();
     let mut old = Sira::start_with_server(&standard_config(), &mock.url(), "  grace_period: 1s\n");
     let stream = request(&old, "/v1/messages")
-        .header("x-mock-events", "30")
+        // 18 s of events: longer than the hand-over, Pingora's 5 s and the grace period
+        // together, even on a loaded machine.
+        .header("x-mock-events", "60")
         .header("x-mock-delay-ms", "300")
         .json(&json!({"model": "claude", "max_tokens": 64, "stream": true, "messages": [{"role": "user", "content": "Hi"}]}))
         .send()
         .await
         .unwrap();
-    let mut upgraded = Command::new(SIRA)
+    let upgraded = Command::new(SIRA)
         .args(["run", "--upgrade", "-c"])
         .arg(&old.config_path)
         .env("SIRA_UPGRADE_SOCK", old.dir.path().join("upgrade.sock"))
@@ -196,7 +198,7 @@ async fn after_an_upgrade_the_old_process_ends_what_outlasts_the_grace_period() 
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let _upgraded = Reaper(upgraded.id());
+    let _upgraded = crate::support::Reaped(upgraded);
     // The new process waits on the upgrade socket before the old one is told to hand over.
     let socket = old.dir.path().join("upgrade.sock");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -245,8 +247,6 @@ async fn after_an_upgrade_the_old_process_ends_what_outlasts_the_grace_period() 
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let _ = upgraded.kill();
-    let _ = upgraded.wait();
 }
 
 #[tokio::test]

@@ -323,6 +323,16 @@ fn answers_with_config(admin: SocketAddr, config: &Path, token: Option<&str>) ->
     response.contains(&format!("\"path\":\"{}\"", config.display()))
 }
 
+/// A child process killed and waited for when the test ends, however it ends.
+pub struct Reaped(pub std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Runs the `sira` binary with `args` and stdin, returning (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str], stdin: &str, cwd: &Path) -> (i32, String, String) {
     run_cli_with_env(args, stdin, cwd, &[])

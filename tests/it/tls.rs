@@ -419,16 +419,6 @@ async fn required_client_certificates_and_check_refuses_broken_tls() {
     }
 }
 
-/// Kills a process when the test ends, however it ends.
-struct Reaper(std::process::Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `sira run --upgrade` takes the listening sockets, TLS included, from the running process
 /// while clients keep connecting: no connection refused, no request failed, and the stream
 /// the old process was serving ends whole before it exits.
@@ -510,7 +500,7 @@ async fn a_binary_upgrade_under_load_refuses_and_truncates_nothing() {
         .stderr(std::fs::File::create(s.sira.dir.path().join("upgraded.log")).unwrap())
         .spawn()
         .unwrap();
-    let _upgraded = Reaper(upgraded);
+    let _upgraded = crate::support::Reaped(upgraded);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let quit = std::process::Command::new("kill")
         .args(["-QUIT", &s.sira.pid().to_string()])

@@ -149,9 +149,12 @@ pub(super) struct ClientStream {
     /// Bytes read ahead to detect the protocol, served before the transport's.
     pub(super) ahead: Bytes,
     pub(super) watch: Arc<Watch>,
-    /// What the stream answers to `is_write_vectored`: `false` on HTTP/2 connections (see
-    /// `Edge::process_new`), the transport's answer otherwise.
-    pub(super) gathers_writes: bool,
+    /// Set on HTTP/2 connections (see `Edge::process_new`): the first `is_write_vectored`
+    /// is answered `false`, the later ones by the transport. The h2 crate asks once, when it
+    /// sets up its writer, to choose which DATA frames it copies into its buffer (under 1 KiB
+    /// then, so that small answers leave together); its writes ask each time, and a large
+    /// frame still leaves in one gathered write.
+    pub(super) deny_gathering_once: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for ClientStream {
@@ -234,7 +237,14 @@ impl AsyncWrite for ClientStream {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.gathers_writes && self.inner.is_write_vectored()
+        use std::sync::atomic::Ordering;
+        // Only the writer's first question is answered no (the field's comment says why).
+        if self.deny_gathering_once.load(Ordering::Relaxed)
+            && self.deny_gathering_once.swap(false, Ordering::Relaxed)
+        {
+            return false;
+        }
+        self.inner.is_write_vectored()
     }
 }
 

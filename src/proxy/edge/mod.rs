@@ -137,7 +137,7 @@ impl ServerApp for Edge {
             inner: stream,
             ahead: Bytes::new(),
             watch: watch.clone(),
-            gathers_writes: true,
+            deny_gathering_once: std::sync::atomic::AtomicBool::new(false),
         });
         let h2 = if matches!(stream.inner.selected_alpn_proto(), Some(ALPN::H2)) {
             true
@@ -156,8 +156,9 @@ impl ServerApp for Edge {
             // TLS record, per small answer) when the transport gathers writes; when it does
             // not, frames under 1 KiB are copied into its write buffer, so the answers one turn
             // of the connection's task finishes leave in one write. Measured with 100 streams
-            // on one TLS connection: one send per answer before, a few per hundred after.
-            stream.gathers_writes = false;
+            // on one TLS connection: one send per answer before, a few per hundred after. It
+            // asks once, at its handshake; later writes may gather (a large frame: one send).
+            *stream.deny_gathering_once.get_mut() = true;
             // Its streams are counted one by one (`Gateway::serve`). Until its first has had
             // time to arrive, the connection itself holds a shutdown up, and the GOAWAY a
             // shutdown sends waits as long: a client that connected just before the

@@ -10,6 +10,7 @@ pub mod dns;
 pub mod error;
 pub mod format;
 pub mod glob;
+pub mod journal;
 pub mod keystore;
 pub mod limits;
 pub mod metrics;

@@ -157,8 +157,9 @@ fn describe(path: Option<&std::path::Path>) -> String {
     )
 }
 
-/// Logs go to stderr: stdout belongs to the access log by default. `RUST_LOG` overrides
-/// the configured level for debugging.
+/// Logs go to stderr (stdout belongs to the access log by default), with priorities the
+/// journal reads when it is the journal's (`sira::journal`). `RUST_LOG` overrides the
+/// configured level for debugging.
 fn init_logging(snapshot: &Snapshot) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&snapshot.logging.level))
@@ -168,7 +169,7 @@ fn init_logging(snapshot: &Snapshot) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colour)
-        .with_writer(std::io::stderr);
+        .with_writer(sira::journal::Stderr::detect());
     let result = match snapshot.logging.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),

@@ -252,3 +252,55 @@ fn without_a_config_file_the_log_names_the_providers_found_or_warns_of_none() {
         .unwrap();
     assert!(warning.contains(r#""level":"WARN""#), "{warning}");
 }
+
+/// Under systemd, stderr is the journal's stream (`JOURNAL_STREAM` names it): each line
+/// carries its priority, so `journalctl -p warning` finds sira's warnings.
+#[test]
+fn lines_to_the_journal_carry_their_priority() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sira.yaml");
+    let (port, admin) = (crate::support::free_port(), crate::support::free_port());
+    std::fs::write(
+        &file,
+        format!("server:\n  listen: [\"127.0.0.1:{port}\"]\n  admin: \"127.0.0.1:{admin}\"\nlogging: {{ format: text }}\nproviders:\n  q: {{ kind: openai, api_key: \"${{SIRA_TEST_UNSET:-}}\" }}\nmodels:\n  m: {{ targets: [{{ provider: q }}] }}\n"),
+    )
+    .unwrap();
+    let run = |journal: bool| {
+        let path = dir.path().join(format!("stderr-{journal}.log"));
+        let stderr = std::fs::File::create(&path).unwrap();
+        let meta = stderr.metadata().unwrap();
+        let mut command = std::process::Command::new(crate::support::SIRA);
+        command
+            .args(["run", "-c"])
+            .arg(&file)
+            .env_remove("RUST_LOG")
+            .env_remove("JOURNAL_STREAM")
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr);
+        if journal {
+            command.env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()));
+        }
+        let child = crate::support::Reaped(command.spawn().unwrap());
+        let read = || std::fs::read_to_string(&path).unwrap_or_default();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !read().contains("no api_key") && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        drop(child);
+        read()
+    };
+    let log = run(true);
+    let line = |needle: &str| {
+        log.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in {log}"))
+            .to_owned()
+    };
+    assert!(line("no api_key").starts_with("<4>"), "{log}");
+    assert!(line("sira starting").starts_with("<6>"), "{log}");
+    // Anywhere else (a shell's redirect, a file), plain lines.
+    let log = run(false);
+    assert!(log.contains("no api_key"), "{log}");
+    assert!(log.lines().all(|l| !l.starts_with('<')), "{log}");
+}

@@ -81,6 +81,14 @@ pub fn upstream_request(client: &HeaderMap) -> Result<RequestHeader, GatewayErro
     Ok(header_edit::request(Method::POST, headers))
 }
 
+/// `value`, marked as one no later response repeats (a request id, a duration): HTTP/2 sends
+/// it as a literal never indexed, where HPACK would otherwise add each to the connection's
+/// table only to evict it unused (HTTP/1 ignores the mark).
+pub fn unique(mut value: HeaderValue) -> HeaderValue {
+    value.set_sensitive(true);
+    value
+}
+
 /// The client's response header from the provider's: its end-to-end headers, with the
 /// provider's request id kept under another name (the client's `x-request-id` is sira's).
 pub fn client_response(upstream: &ResponseHeader) -> Result<ResponseHeader, GatewayError> {
@@ -90,7 +98,7 @@ pub fn client_response(upstream: &ResponseHeader) -> Result<ResponseHeader, Gate
         if *name == header::CONNECTION {
             connection = true;
         } else if *name == X_REQUEST_ID {
-            header_edit::append(&mut headers, X_UPSTREAM_REQUEST_ID, value.clone())?;
+            header_edit::append(&mut headers, X_UPSTREAM_REQUEST_ID, unique(value.clone()))?;
         } else if !skip_response_header(name) {
             header_edit::append(&mut headers, name.clone(), value.clone())?;
         }

@@ -53,13 +53,13 @@ impl Phase for SiraHeaders {
         let dropped = &ctx.response.dropped_params;
         header_edit::edit_response(resp, |headers| {
             let mut set = |name, value| header_edit::set(headers, name, value);
-            set(X_REQUEST_ID, ctx.id.clone())?;
+            set(X_REQUEST_ID, crate::proxy::hop::unique(ctx.id.clone()))?;
             if ctx.response.estimate {
                 set(X_SIRA_ESTIMATE, HeaderValue::from_static("true"))?;
             }
             set(
                 X_SIRA_OVERHEAD_US,
-                HeaderValue::from(overhead.as_micros() as u64),
+                crate::proxy::hop::unique(HeaderValue::from(overhead.as_micros() as u64)),
             )?;
             if let Some(value) = upstream
                 .provider

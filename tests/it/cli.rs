@@ -163,33 +163,63 @@ fn check_names_the_file_of_a_syntax_error_and_counts_in_english() {
     assert!(stdout.contains("note: providers.q: no api_key"), "{stdout}");
 }
 
-#[test]
-fn text_logs_carry_no_colour_codes_when_not_at_a_terminal() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("sira.yaml");
+/// A config on free ports with text logs and a provider without a key, which sira warns of
+/// as it starts (`no api_key`).
+fn config_that_warns(dir: &std::path::Path) -> std::path::PathBuf {
+    let file = dir.join("sira.yaml");
     let (port, admin) = (crate::support::free_port(), crate::support::free_port());
     std::fs::write(
         &file,
         format!("server:\n  listen: [\"127.0.0.1:{port}\"]\n  admin: \"127.0.0.1:{admin}\"\nlogging: {{ format: text }}\nproviders:\n  q: {{ kind: openai, api_key: \"${{SIRA_TEST_UNSET:-}}\" }}\nmodels:\n  m: {{ targets: [{{ provider: q }}] }}\n"),
     )
     .unwrap();
-    let mut child = std::process::Command::new(crate::support::SIRA)
-        .args(["run", "-c"])
-        .arg(&file)
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
-        .spawn()
+    file
+}
+
+/// Runs `command` with its stderr appended to `log` until `needle` is in it (a loaded machine
+/// may take a while to start it) or ten seconds pass; the log.
+fn logged_until(mut command: std::process::Command, log: &std::path::Path, needle: &str) -> String {
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
         .unwrap();
-    // Until the line is written (a loaded machine may take a while to start it).
-    let read = || std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+    let child = crate::support::Reaped(
+        command
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap(),
+    );
+    let read = || std::fs::read_to_string(log).unwrap_or_default();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !read().contains("no api_key") && std::time::Instant::now() < deadline {
+    while !read().contains(needle) && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    let log = read();
+    drop(child);
+    read()
+}
+
+/// `sira run -c file`, with `RUST_LOG` and `JOURNAL_STREAM` unset.
+fn run_config(file: &std::path::Path) -> std::process::Command {
+    let mut command = std::process::Command::new(crate::support::SIRA);
+    command
+        .args(["run", "-c"])
+        .arg(file)
+        .env_remove("RUST_LOG")
+        .env_remove("JOURNAL_STREAM");
+    command
+}
+
+#[test]
+fn text_logs_carry_no_colour_codes_when_not_at_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = config_that_warns(dir.path());
+    let log = logged_until(
+        run_config(&file),
+        &dir.path().join("stderr.log"),
+        "no api_key",
+    );
     assert!(log.contains("no api_key"), "{log}");
     assert!(!log.contains('\u{1b}'), "{log}");
 }
@@ -198,24 +228,13 @@ fn text_logs_carry_no_colour_codes_when_not_at_a_terminal() {
 /// log until `needle` appears (or ten seconds pass).
 fn run_without_config(env: &[(&str, &str)], needle: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("stderr.log");
-    let mut child = std::process::Command::new(crate::support::SIRA)
+    let mut command = std::process::Command::new(crate::support::SIRA);
+    command
         .arg("run")
         .current_dir(dir.path())
         .env_clear()
-        .envs(env.iter().copied())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let read = || std::fs::read_to_string(&log).unwrap_or_default();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !read().contains(needle) && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    read()
+        .envs(env.iter().copied());
+    logged_until(command, &dir.path().join("stderr.log"), needle)
 }
 
 #[test]
@@ -259,36 +278,15 @@ fn without_a_config_file_the_log_names_the_providers_found_or_warns_of_none() {
 fn lines_to_the_journal_carry_their_priority() {
     use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("sira.yaml");
-    let (port, admin) = (crate::support::free_port(), crate::support::free_port());
-    std::fs::write(
-        &file,
-        format!("server:\n  listen: [\"127.0.0.1:{port}\"]\n  admin: \"127.0.0.1:{admin}\"\nlogging: {{ format: text }}\nproviders:\n  q: {{ kind: openai, api_key: \"${{SIRA_TEST_UNSET:-}}\" }}\nmodels:\n  m: {{ targets: [{{ provider: q }}] }}\n"),
-    )
-    .unwrap();
+    let file = config_that_warns(dir.path());
     let run = |journal: bool| {
-        let path = dir.path().join(format!("stderr-{journal}.log"));
-        let stderr = std::fs::File::create(&path).unwrap();
-        let meta = stderr.metadata().unwrap();
-        let mut command = std::process::Command::new(crate::support::SIRA);
-        command
-            .args(["run", "-c"])
-            .arg(&file)
-            .env_remove("RUST_LOG")
-            .env_remove("JOURNAL_STREAM")
-            .stdout(std::process::Stdio::null())
-            .stderr(stderr);
+        let log = dir.path().join(format!("stderr-{journal}.log"));
+        let meta = std::fs::File::create(&log).unwrap().metadata().unwrap();
+        let mut command = run_config(&file);
         if journal {
             command.env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()));
         }
-        let child = crate::support::Reaped(command.spawn().unwrap());
-        let read = || std::fs::read_to_string(&path).unwrap_or_default();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !read().contains("no api_key") && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        drop(child);
-        read()
+        logged_until(command, &log, "no api_key")
     };
     let log = run(true);
     let line = |needle: &str| {

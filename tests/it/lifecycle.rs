@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sira_mock::MockProvider;
 
-use crate::support::{client, receive, request, standard_config, Sira, KEY_A, SIRA};
+use crate::support::{
+    client, post_chat, receive, request, standard_config, Received, Sira, KEY_A, SIRA,
+};
 
 #[test]
 fn an_address_in_use_fails_startup_at_once_naming_it() {
@@ -121,17 +123,30 @@ async fn sigterm_lets_a_running_stream_finish_then_exits() {
     );
 }
 
-#[tokio::test]
-async fn what_outlasts_the_grace_period_ends_with_the_surface_error_event() {
-    let mock = MockProvider::start();
-    let mut sira = Sira::start_with_server(&standard_config(), &mock.url(), "  grace_period: 1s\n");
-    let stream = request(&sira, "/v1/messages")
-        .header("x-mock-events", "30")
+/// An Anthropic stream of `events` events, one every 300 ms.
+async fn slow_stream(sira: &Sira, events: usize) -> reqwest::Response {
+    request(sira, "/v1/messages")
+        .header("x-mock-events", events.to_string())
         .header("x-mock-delay-ms", "300")
         .json(&json!({"model": "claude", "max_tokens": 64, "stream": true, "messages": [{"role": "user", "content": "Hi"}]}))
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Fails unless `received` was ended by a shutdown: the surface's error event, saying so.
+#[track_caller]
+fn assert_ended_by_shutdown(received: &Received) {
+    assert!(!received.complete, "{}", received.text);
+    received.expect("event: error\ndata: {\"type\":\"error\"");
+    received.expect("shutting down");
+}
+
+#[tokio::test]
+async fn what_outlasts_the_grace_period_ends_with_the_surface_error_event() {
+    let mock = MockProvider::start();
+    let mut sira = Sira::start_with_server(&standard_config(), &mock.url(), "  grace_period: 1s\n");
+    let stream = slow_stream(&sira, 30).await;
     // A request still waiting for its answer at the end is ended with the process.
     let waiting = tokio::spawn({
         let url = sira.url("/v1/chat/completions");
@@ -149,15 +164,7 @@ async fn what_outlasts_the_grace_period_ends_with_the_surface_error_event() {
     let started = Instant::now();
     sira.sigterm();
     let received = receive(stream).await;
-    assert!(!received.complete);
-    assert!(
-        received
-            .text
-            .contains("event: error\ndata: {\"type\":\"error\""),
-        "{}",
-        received.text
-    );
-    assert!(received.text.contains("shutting down"), "{}", received.text);
+    assert_ended_by_shutdown(&received);
     assert!(
         waiting.await.unwrap().is_err(),
         "answered after the grace period"
@@ -180,15 +187,9 @@ async fn what_outlasts_the_grace_period_ends_with_the_surface_error_event() {
 async fn after_an_upgrade_the_old_process_ends_what_outlasts_the_grace_period() {
     let mock = MockProvider::start();
     let mut old = Sira::start_with_server(&standard_config(), &mock.url(), "  grace_period: 1s\n");
-    let stream = request(&old, "/v1/messages")
-        // 18 s of events: longer than the hand-over, Pingora's 5 s and the grace period
-        // together, even on a loaded machine.
-        .header("x-mock-events", "60")
-        .header("x-mock-delay-ms", "300")
-        .json(&json!({"model": "claude", "max_tokens": 64, "stream": true, "messages": [{"role": "user", "content": "Hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    // 18 s of events: longer than the hand-over, Pingora's 5 s and the grace period together,
+    // even on a loaded machine.
+    let stream = slow_stream(&old, 60).await;
     let upgraded = Command::new(SIRA)
         .args(["run", "--upgrade", "-c"])
         .arg(&old.config_path)
@@ -219,15 +220,7 @@ async fn after_an_upgrade_the_old_process_ends_what_outlasts_the_grace_period() 
 
     let received = receive(stream).await;
     let ended = handed_over.elapsed();
-    assert!(!received.complete, "{}", received.text);
-    assert!(
-        received
-            .text
-            .contains("event: error\ndata: {\"type\":\"error\""),
-        "{}",
-        received.text
-    );
-    assert!(received.text.contains("shutting down"), "{}", received.text);
+    assert_ended_by_shutdown(&received);
     // The old process goes on accepting for Pingora's 5 s after handing the sockets over
     // (the new one may still be starting); the grace period counts from then.
     assert!(
@@ -239,14 +232,7 @@ async fn after_an_upgrade_the_old_process_ends_what_outlasts_the_grace_period() 
         .expect("the old process still runs");
     assert!(status.success());
     // The new process answers on the address.
-    let resp = client()
-        .post(old.url("/v1/chat/completions"))
-        .bearer_auth(KEY_A)
-        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(post_chat(&old, "gpt-4o").await.status(), 200);
 }
 
 #[tokio::test]

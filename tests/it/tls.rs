@@ -146,12 +146,17 @@ pub(crate) fn start(
         sira::auth::hash_key(KEY_A)
     );
     let sira = Sira::start_with_server(&body, &mock.url(), &server);
+    wait_listening(addr);
+    TlsSira { sira, addr, dir }
+}
+
+/// Returns once `addr` (a TLS listener sira was started with) accepts connections.
+pub(crate) fn wait_listening(addr: SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(addr).is_err() {
         assert!(Instant::now() < deadline, "the TLS listener never listened");
         std::thread::sleep(Duration::from_millis(20));
     }
-    TlsSira { sira, addr, dir }
 }
 
 /// The mock, a CA, and sira with one TLS listener whose certificate (`sira`, for

@@ -12,7 +12,7 @@ use serde_json::json;
 use sira_mock::MockProvider;
 
 use crate::support::{free_port, Sira, KEY_A};
-use crate::tls::{chat, client, path, peer_cert, start, start_signed, Ca};
+use crate::tls::{chat, client, path, peer_cert, start, start_signed, wait_listening, Ca};
 
 /// An RSA key made by `openssl` (rcgen's ring backend cannot generate RSA keys, only sign
 /// with them).
@@ -346,11 +346,7 @@ async fn a_client_certificate_matched_by_its_dns_name_gets_its_keys_models_and_l
          auth:\n  keys:\n    - { name: ci, mtls_subject: \"dns:runner.internal\", models: [gpt-4o], \
          limits: { requests_per_minute: 2 } }\n";
     let sira = Sira::start_with_server(body, &mock.url(), &server);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "the TLS listener never listened");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_listening(addr);
     let runner = client(&server_ca, Some((dir.path(), "runner")));
     let url = format!("https://127.0.0.1:{port}/v1/chat/completions");
     let ask = |model: &'static str| {

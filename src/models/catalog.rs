@@ -179,7 +179,7 @@ async fn list(exchange: &Exchange, provider: &Provider) -> Result<Vec<String>, S
         .send(&dest, &wire)
         .await
         .map_err(|e| e.to_string())?;
-    let status = response.header().map_or(0, |h| h.status.as_u16());
+    let status = response.header().status.as_u16();
     let mut body = Vec::new();
     while let Some(chunk) = response.read().await.map_err(|e| e.to_string())? {
         if body.len() + Bytes::len(&chunk) > MAX_BODY {

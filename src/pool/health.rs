@@ -146,7 +146,7 @@ impl Probe {
             .send(&dest, &wire)
             .await
             .map_err(|e| e.to_string())?;
-        let status = response.header().map_or(0, |h| h.status.as_u16());
+        let status = response.header().status.as_u16();
         // Read to the end so the connection can serve the next check; a large body is not
         // worth it.
         let mut read = 0;

@@ -190,9 +190,7 @@ pub async fn race(
             let end = match end {
                 Some(Ok(response)) => LegEnd::Unused(
                     status(&response),
-                    response
-                        .header()
-                        .and_then(|h| super::policy::retry_after(&h.headers)),
+                    super::policy::retry_after(&response.header().headers),
                 ),
                 Some(Err(error)) => LegEnd::Failed(error),
                 None => LegEnd::Cancelled,
@@ -208,7 +206,7 @@ pub async fn race(
 }
 
 fn status(response: &UpstreamResponse) -> u16 {
-    response.header().map_or(0, |h| h.status.as_u16())
+    response.header().status.as_u16()
 }
 
 /// The next hedge: another endpoint of a target already tried, else the next target in

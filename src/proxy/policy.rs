@@ -216,7 +216,7 @@ pub async fn proxy_upstream(
             let lowest_latency = route.strategy == RouteStrategy::LowestLatency;
             match outcome {
                 Ok(mut upstream) => {
-                    let status = upstream.header().map_or(0, |h| h.status.as_u16());
+                    let status = upstream.header().status.as_u16();
                     if status == 401 {
                         // The gateway's own credential was refused: not the client's doing,
                         // and no other endpoint of this provider would take it either. (A 403
@@ -272,7 +272,7 @@ pub async fn proxy_upstream(
                         Outcome::Answered {
                             status,
                             first_byte: leg.started.elapsed(),
-                            retry_after: header.and_then(|h| retry_after(&h.headers)),
+                            retry_after: retry_after(&header.headers),
                         },
                     );
                     counted += 1;

@@ -65,11 +65,7 @@ pub async fn relay(
     mut upstream: UpstreamResponse,
 ) -> Result<(), GatewayError> {
     let (mut out, status, content_length) = {
-        let Some(up) = upstream.header() else {
-            return Err(GatewayError::Internal(
-                "upstream response header missing".into(),
-            ));
-        };
+        let up = upstream.header();
         let status = up.status.as_u16();
         ctx.response.sse =
             status < 400 && hop::is_event_stream(up.headers.get(header::CONTENT_TYPE));
@@ -216,7 +212,7 @@ async fn relay_stream(
                 // Everything that has already arrived goes out in this write; what has not
                 // arrived is never waited for.
                 while batched < MAX_BATCH {
-                    match upstream.ready().await {
+                    match upstream.ready() {
                         None => break,
                         Some(Ok(Some(chunk))) => {
                             batched += chunk.len();

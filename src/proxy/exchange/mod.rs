@@ -1,9 +1,9 @@
 //! The HTTP client side of one try: connect (or take a pooled connection), write the
 //! request, read the response header and then the body, give the connection back.
 //!
-//! Pingora's `TransportConnector` makes the connections (TCP options, TLS) and its HTTP/1
-//! client session parses the responses; sira keeps the pool ([`pool`]) and the loop. Owning
-//! the loop means keeping by hand the rules Pingora's `ProxyHttp` keeps:
+//! Pingora's `TransportConnector` makes the connections (TCP options, TLS); sira keeps the
+//! pool ([`pool`]), writes the requests ([`wire`]), reads the responses ([`h1`]) and runs
+//! the loop. Owning the loop means keeping by hand the rules Pingora's `ProxyHttp` keeps:
 //!
 //! - informational (1xx) responses are skipped, never taken for the answer;
 //! - a body that ends before its framing says it is complete (a short `Content-Length`, a
@@ -17,6 +17,7 @@
 //!
 //! What to try next, and whether, is the policy's business (`super::policy`).
 
+mod h1;
 pub mod pool;
 mod wire;
 
@@ -24,8 +25,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use pingora_core::protocols::http::v1::client::HttpSession;
+use bytes::{Bytes, BytesMut};
 use pingora_core::protocols::Stream;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::ResponseHeader;
@@ -142,7 +142,7 @@ impl Exchange {
         let timed_out = || ExchangeError::FirstByteTimeout(timeouts.first_byte);
         if let Some(pooled) = self.pool.take(&key) {
             match tokio::time::timeout_at(deadline, exchange(pooled, wire)).await {
-                Ok(Ok(session)) => return Ok(self.response(session, key, timeouts)),
+                Ok(Ok(answer)) => return Ok(self.response(answer, key, timeouts)),
                 // Closed under the request (the provider's idle timeout firing as it was
                 // written): it never arrived whole, so it goes again on a new connection.
                 Ok(Err(Failure::Unsent(_))) => {}
@@ -165,21 +165,15 @@ impl Exchange {
             }
         })?;
         match tokio::time::timeout_at(deadline, exchange(fresh, wire)).await {
-            Ok(Ok(session)) => Ok(self.response(session, key, timeouts)),
+            Ok(Ok(answer)) => Ok(self.response(answer, key, timeouts)),
             Ok(Err(failure)) => Err(failure.into()),
             Err(_) => Err(timed_out()),
         }
     }
 
-    fn response(
-        &self,
-        mut session: Box<HttpSession>,
-        key: PoolKey,
-        t: Timeouts,
-    ) -> UpstreamResponse {
-        session.read_timeout = Some(t.idle);
+    fn response(&self, answer: Box<Answer>, key: PoolKey, t: Timeouts) -> UpstreamResponse {
         UpstreamResponse {
-            session: Some(session),
+            answer,
             key,
             pool: self.pool.clone(),
             idle: t.idle,
@@ -196,21 +190,24 @@ impl Default for Exchange {
 enum Failure {
     /// The request could not be written whole.
     Unsent(std::io::Error),
-    NoResponse(Box<pingora_error::Error>),
+    NoResponse(String),
     BadResponse(String),
+}
+
+impl From<h1::HeadError> for Failure {
+    fn from(e: h1::HeadError) -> Failure {
+        match e {
+            h1::HeadError::Io(reason) => Failure::NoResponse(reason),
+            h1::HeadError::Invalid(reason) => Failure::BadResponse(reason),
+        }
+    }
 }
 
 impl From<Failure> for ExchangeError {
     fn from(failure: Failure) -> ExchangeError {
         match failure {
             Failure::Unsent(e) => ExchangeError::Unsent(e.to_string()),
-            Failure::NoResponse(e) => {
-                if *e.etype() == pingora_error::ErrorType::InvalidHTTPHeader {
-                    ExchangeError::BadResponse("the response header is not valid HTTP".into())
-                } else {
-                    ExchangeError::NoResponse(describe(&e))
-                }
-            }
+            Failure::NoResponse(reason) => ExchangeError::NoResponse(reason),
             Failure::BadResponse(reason) => ExchangeError::BadResponse(reason),
         }
     }
@@ -218,12 +215,12 @@ impl From<Failure> for ExchangeError {
 
 /// Writes the request on `stream` and reads the final response header, skipping
 /// informational ones (`103 Early Hints`, a stray `100 Continue`).
-async fn exchange(stream: Stream, wire: &RequestWire<'_>) -> Result<Box<HttpSession>, Failure> {
-    let mut session = wire.send(stream).await.map_err(Failure::Unsent)?;
+async fn exchange(stream: Stream, wire: &RequestWire<'_>) -> Result<Box<Answer>, Failure> {
+    let mut stream = wire.send(stream).await.map_err(Failure::Unsent)?;
+    let mut buf = BytesMut::new();
     for _ in 0..=MAX_INFORMATIONAL {
-        session.read_response().await.map_err(Failure::NoResponse)?;
-        let status = session.get_status().map_or(0, |s| s.as_u16());
-        match status {
+        let head = h1::read_head(&mut stream, &mut buf).await?;
+        match head.status.as_u16() {
             // sira never asks for an upgrade: a 101 is not an answer it can relay.
             101 => {
                 return Err(Failure::BadResponse(
@@ -231,7 +228,16 @@ async fn exchange(stream: Stream, wire: &RequestWire<'_>) -> Result<Box<HttpSess
                 ))
             }
             100..=199 => continue,
-            _ => return encoded(&session).map_or(Ok(session), |e| Err(Failure::BadResponse(e))),
+            _ => {
+                if let Some(refused) = encoded(&head.headers) {
+                    return Err(Failure::BadResponse(refused));
+                }
+                let body = h1::Body::new(stream, buf, &head)?;
+                return Ok(Box::new(Answer {
+                    header: head.into_header(),
+                    body: Some(body),
+                }));
+            }
         }
     }
     Err(Failure::BadResponse(format!(
@@ -243,10 +249,8 @@ async fn exchange(stream: Stream, wire: &RequestWire<'_>) -> Result<Box<HttpSess
 /// and reads each answer as it arrives, so a provider that compresses anyway (a misconfigured
 /// server in front of a model) is broken, and its bytes would reach the client unaccounted
 /// and untranslated. Refused before a byte of the body is read.
-fn encoded(session: &HttpSession) -> Option<String> {
-    let coding = session
-        .resp_header()?
-        .headers
+fn encoded(headers: &http::HeaderMap) -> Option<String> {
+    let coding = headers
         .get_all(http::header::CONTENT_ENCODING)
         .iter()
         .flat_map(|v| v.as_bytes().split(|b| *b == b','))
@@ -263,11 +267,18 @@ fn encoded(session: &HttpSession) -> Option<String> {
     ))
 }
 
-/// A response header from a provider, with the connection its body is read from.
-pub struct UpstreamResponse {
+/// A final response header and the body still to read. Boxed: it is handed through every
+/// layer of the attempt (timeouts, retries, the hedge's race), and each would copy it.
+struct Answer {
+    header: ResponseHeader,
     /// `None` once the body was read whole and the connection went back to the pool, or
     /// after a failure closed it.
-    session: Option<Box<HttpSession>>,
+    body: Option<h1::Body>,
+}
+
+/// A response header from a provider, with the connection its body is read from.
+pub struct UpstreamResponse {
+    answer: Box<Answer>,
     key: PoolKey,
     pool: Arc<UpstreamPool>,
     idle: Duration,
@@ -275,14 +286,14 @@ pub struct UpstreamResponse {
 
 impl UpstreamResponse {
     /// The final response header (1xx skipped).
-    pub fn header(&self) -> Option<&ResponseHeader> {
-        self.session.as_ref().and_then(|s| s.resp_header())
+    pub fn header(&self) -> &ResponseHeader {
+        &self.answer.header
     }
 
     /// Whether the body has been read whole (or the connection failed): nothing more will
     /// come from the provider.
     pub fn finished(&self) -> bool {
-        self.session.is_none()
+        self.answer.body.is_none()
     }
 
     /// The next piece of the body, waiting at most the idle timeout. `Ok(None)`: the body
@@ -290,58 +301,53 @@ impl UpstreamResponse {
     /// bytes are written to the client: a client that sends its next request the moment it
     /// has this response finds the connection ready.
     pub async fn read(&mut self) -> Result<Option<Bytes>, BodyError> {
-        let Some(session) = self.session.as_mut() else {
+        let Some(body) = self.answer.body.as_mut() else {
             return Ok(None);
         };
-        let read = session.read_body_bytes().await;
-        self.after_read(read).await
+        let read = body.next(Some(self.idle)).await;
+        self.after_read(read)
     }
 
     /// The next piece of the body if it has already arrived, without waiting: lets a burst
     /// of events that TCP delivered together go out in one write. `None`: nothing ready yet.
-    pub async fn ready(&mut self) -> Option<Result<Option<Bytes>, BodyError>> {
+    pub fn ready(&mut self) -> Option<Result<Option<Bytes>, BodyError>> {
         use std::future::Future;
         use std::task::{Context, Poll, Waker};
-        let session = self.session.as_mut()?;
-        // One poll, no waiting: a read timeout here would only cost a boxed timer, registered
-        // and cancelled on every `Pending`, i.e. once per event of a slow stream. `read`
-        // waits with the idle timeout, set back right after.
-        session.read_timeout = None;
+        let body = self.answer.body.as_mut()?;
+        // One poll, no waiting and no timer: `read` waits, with the idle timeout.
         let polled = {
-            let mut read = std::pin::pin!(session.read_body_bytes());
+            let mut read = std::pin::pin!(body.next(None));
             // A no-op waker is enough: on `Pending` the caller goes back to `read`, whose
             // poll registers the task's real waker again.
             read.as_mut().poll(&mut Context::from_waker(Waker::noop()))
         };
-        session.read_timeout = Some(self.idle);
         match polled {
-            Poll::Ready(read) => Some(self.after_read(read).await),
+            Poll::Ready(read) => Some(self.after_read(read)),
             Poll::Pending => None,
         }
     }
 
-    async fn after_read(
+    fn after_read(
         &mut self,
-        read: pingora_error::Result<Option<Bytes>>,
+        read: Result<Option<Bytes>, h1::ReadFault>,
     ) -> Result<Option<Bytes>, BodyError> {
         match read {
             Ok(Some(bytes)) => {
-                if self.session.as_mut().is_some_and(|s| s.is_body_done()) {
-                    self.release().await;
+                if self.answer.body.as_ref().is_some_and(h1::Body::done) {
+                    self.release();
                 }
                 Ok(Some(bytes))
             }
             Ok(None) => {
-                self.release().await;
+                self.release();
                 Ok(None)
             }
-            Err(e) => {
-                // Dropping the session closes the connection: it is never reused.
-                self.session = None;
-                if *e.etype() == pingora_error::ErrorType::ReadTimedout {
-                    Err(BodyError::Idle(self.idle))
-                } else {
-                    Err(BodyError::Broken(describe(&e)))
+            Err(fault) => {
+                // Dropping the body closes the connection: it is never reused.
+                self.answer.body = None;
+                match fault {
+                    h1::ReadFault::Idle => Err(BodyError::Idle(self.idle)),
+                    h1::ReadFault::Body(fault) => Err(BodyError::Broken(fault.to_string())),
                 }
             }
         }
@@ -349,16 +355,9 @@ impl UpstreamResponse {
 
     /// Hands the connection back to the pool once the response was read whole (or closes it
     /// when the provider asked to, or sent more than the response).
-    ///
-    /// Pingora's `reuse` future holds the whole H1 session. Boxed here, the per-event read
-    /// futures that call this stay small, and a future is moved (copied) every time one is
-    /// created: on a stream, once per event.
-    async fn release(&mut self) {
-        if let Some(mut done) = self.session.take() {
-            done.respect_keepalive();
-            if let Some(stream) = Box::pin(done.reuse()).await {
-                self.pool.put(self.key.clone(), stream);
-            }
+    fn release(&mut self) {
+        if let Some(stream) = self.answer.body.take().and_then(h1::Body::into_reusable) {
+            self.pool.put(self.key.clone(), stream);
         }
     }
 }

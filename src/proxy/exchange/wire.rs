@@ -1,7 +1,7 @@
 //! The upstream request as it goes on the wire.
 
 use bytes::BytesMut;
-use pingora_core::protocols::http::v1::client::{http_req_header_to_wire, HttpSession};
+use pingora_core::protocols::http::v1::client::http_req_header_to_wire;
 use pingora_core::protocols::Stream;
 use pingora_http::RequestHeader;
 
@@ -14,9 +14,9 @@ const ONE_WRITE_BODY_MAX: usize = 16 * 1024;
 /// Pingora's H1 client flushes the header on its own, then the body: two system calls and
 /// two TCP segments, and the provider wakes up twice. For the usual chat request (a few KB)
 /// sira writes header and body in one buffer instead — a copy of a few KB costs far less
-/// than a system call and a wake-up — and hands the stream to a fresh session to read the
-/// response (the session only needs the request to tell HEAD and upgrade requests apart,
-/// which sira never sends). Large bodies are written after the header, without a copy.
+/// than a system call and a wake-up — and reads the response itself (`super::h1`: sira
+/// never sends the HEAD or upgrade requests whose responses are framed otherwise). Large
+/// bodies are written after the header, without a copy.
 pub struct RequestWire<'a> {
     /// The header, and the body when it is small.
     head: BytesMut,
@@ -42,16 +42,14 @@ impl<'a> RequestWire<'a> {
         Ok(RequestWire { head, tail })
     }
 
-    /// Writes the whole request; the session to read the response from, or why the request
-    /// could not be written whole. The session is boxed: it is handed through every layer of
-    /// the attempt (timeouts, retries, the hedge's race) and each would copy its ~470 bytes.
-    pub async fn send(&self, mut stream: Stream) -> std::io::Result<Box<HttpSession>> {
+    /// Writes the whole request on `stream`, or says why it could not be written whole.
+    pub async fn send(&self, mut stream: Stream) -> std::io::Result<Stream> {
         use tokio::io::AsyncWriteExt;
         stream.write_all(&self.head).await?;
         if !self.tail.is_empty() {
             stream.write_all(self.tail).await?;
         }
         stream.flush().await?;
-        Ok(Box::new(HttpSession::new(stream)))
+        Ok(stream)
     }
 }

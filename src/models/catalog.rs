@@ -174,7 +174,7 @@ async fn list(exchange: &Exchange, provider: &Provider) -> Result<Vec<String>, S
             total: Some(TIMEOUT),
         },
     };
-    let wire = RequestWire::new(&request, &[]).map_err(|e| e.to_string())?;
+    let wire = RequestWire::from_header(&request, &[]).map_err(|e| e.to_string())?;
     let mut response = exchange
         .send(&dest, &wire)
         .await

@@ -141,7 +141,7 @@ impl Probe {
                 total: Some(timeout),
             },
         };
-        let wire = RequestWire::new(&self.request, &[]).map_err(|e| e.to_string())?;
+        let wire = RequestWire::from_header(&self.request, &[]).map_err(|e| e.to_string())?;
         let mut response = exchange
             .send(&dest, &wire)
             .await

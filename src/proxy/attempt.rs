@@ -4,12 +4,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
+use http::Method;
 use pingora_core::protocols::http::ServerSession;
-use pingora_http::RequestHeader;
 
 use super::ctx::RequestCtx;
-use super::exchange::{Destination, Exchange, ExchangeError, RequestWire, UpstreamResponse};
+use super::exchange::{
+    Destination, Exchange, ExchangeError, Outgoing, RequestWire, UpstreamResponse,
+};
 use crate::error::GatewayError;
 use crate::provider::{Endpoint, Provider};
 
@@ -31,8 +32,7 @@ pub async fn send(
     exchange: &Exchange,
     provider: Arc<Provider>,
     endpoint: Arc<Endpoint>,
-    header: RequestHeader,
-    body: Bytes,
+    request: Outgoing,
 ) -> Result<UpstreamResponse, TryError> {
     let unreachable = |reason: String| TryError::Failed {
         error: GatewayError::UpstreamUnreachable {
@@ -42,8 +42,13 @@ pub async fn send(
         kind: "error",
         may_have_run: false,
     };
-    let wire = RequestWire::new(&header, &body)
-        .map_err(|e| unreachable(format!("cannot build request: {e}")))?;
+    let wire = RequestWire::new(
+        &Method::POST,
+        &request.path,
+        &request.headers,
+        &request.body,
+    )
+    .map_err(|e| unreachable(format!("cannot build request: {e}")))?;
     let addr = endpoint
         .addr(provider.timeouts.connect)
         .await
@@ -72,8 +77,7 @@ pub async fn try_once(
     ctx: &mut RequestCtx,
     provider: Arc<Provider>,
     endpoint: Arc<Endpoint>,
-    header: RequestHeader,
-    body: Bytes,
+    request: Outgoing,
 ) -> Result<UpstreamResponse, TryError> {
     let network = Instant::now();
     // The end of a shutdown's grace period is not watched here: a request still waiting for
@@ -81,7 +85,7 @@ pub async fn try_once(
     // waiter registration on every request, since every request waits here; streams, which
     // are what outlasts a grace period, watch it between events (`relay`).
     let outcome = tokio::select! {
-        outcome = send(exchange, provider, endpoint, header, body) => outcome,
+        outcome = send(exchange, provider, endpoint, request) => outcome,
         _ = session.read_body_or_idle(true) => Err(TryError::ClientGone),
     };
     ctx.upstream.wait += network.elapsed();

@@ -1,5 +1,5 @@
-//! Edits of the request and response headers sira builds, at the cost of a `HeaderMap`
-//! operation.
+//! Edits of the response headers sira builds, at the cost of a `HeaderMap` operation (the
+//! requests to providers are `HeaderMap`s until they are written: `exchange::RequestWire`).
 //!
 //! `pingora_http`'s `insert_header` and `append_header` keep an optional map of the names'
 //! original case, and to feed it they turn every `HeaderName` into bytes and parse it back:
@@ -10,8 +10,8 @@
 //! moves a few hundred bytes and parses nothing.
 
 use http::header::{HeaderName, HeaderValue, MaxSizeReached};
-use http::{HeaderMap, Method, StatusCode};
-use pingora_http::{RequestHeader, ResponseHeader};
+use http::{HeaderMap, StatusCode};
+use pingora_http::ResponseHeader;
 
 use crate::error::GatewayError;
 
@@ -40,15 +40,6 @@ pub fn append(
     headers.try_append(name, value).map(drop).map_err(too_many)
 }
 
-/// A request header, keeping no case: `method`, the target `/` (the provider module sets the
-/// real one), `headers`.
-pub fn request(method: Method, headers: HeaderMap) -> RequestHeader {
-    let (mut parts, ()) = http::Request::new(()).into_parts();
-    parts.method = method;
-    parts.headers = headers;
-    RequestHeader::from(parts)
-}
-
 /// A response header of `status` with `headers`, keeping no case.
 pub fn response(status: StatusCode, headers: HeaderMap) -> ResponseHeader {
     let (mut parts, ()) = http::Response::new(()).into_parts();
@@ -64,18 +55,6 @@ pub fn edit_response<R>(resp: &mut ResponseHeader, edit: impl FnOnce(&mut Header
     let mut parts = http::response::Parts::from(std::mem::replace(resp, placeholder));
     let out = edit(&mut parts.headers);
     *resp = ResponseHeader::from(parts);
-    out
-}
-
-/// Runs `edit` on the fields of `req`, as [`edit_response`]. The target survives because
-/// sira's upstream targets are origin-form (a path the provider builds), which the URI holds
-/// exactly.
-pub fn edit_request<R>(req: &mut RequestHeader, edit: impl FnOnce(&mut HeaderMap) -> R) -> R {
-    debug_assert!(req.raw_path().starts_with(b"/"), "origin-form targets only");
-    let placeholder = request(Method::GET, HeaderMap::new());
-    let mut parts = http::request::Parts::from(std::mem::replace(req, placeholder));
-    let out = edit(&mut parts.headers);
-    *req = RequestHeader::from(parts);
     out
 }
 
@@ -117,19 +96,6 @@ mod tests {
             String::from_utf8(wire(&ours)).unwrap(),
             "Content-Type: application/json\r\nx-sira-model: gpt-4o\r\nContent-Length: 12\r\n"
         );
-    }
-
-    #[test]
-    fn a_request_keeps_its_method_and_target_through_an_edit() {
-        let mut req = request(Method::POST, HeaderMap::new());
-        req.set_raw_path(b"/v1/chat/completions?api-version=1")
-            .unwrap();
-        edit_request(&mut req, |h| {
-            h.insert(header::HOST, HeaderValue::from_static("api.example"))
-        });
-        assert_eq!(req.method, Method::POST);
-        assert_eq!(req.raw_path(), b"/v1/chat/completions?api-version=1");
-        assert_eq!(req.headers[header::HOST], "api.example");
     }
 
     #[test]

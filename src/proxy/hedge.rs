@@ -15,13 +15,11 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
 
-use bytes::Bytes;
 use pingora_core::protocols::http::ServerSession;
-use pingora_http::RequestHeader;
 
 use super::attempt::{send, TryError};
 use super::ctx::RequestCtx;
-use super::exchange::UpstreamResponse;
+use super::exchange::{Outgoing, UpstreamResponse};
 use super::phases::RequestBody;
 use super::Gateway;
 use crate::models::{HedgePolicy, ModelRoute};
@@ -90,20 +88,14 @@ pub async fn race(
     spare: &Spare<'_>,
     policy: HedgePolicy,
     primary: Leg,
-    request: (RequestHeader, Bytes),
+    request: Outgoing,
 ) -> Raced {
     let network = Instant::now();
     let route = spare.route;
-    let start = |leg: &Leg, (header, bytes): (RequestHeader, Bytes)| -> Option<Pending<'_>> {
+    let start = |leg: &Leg, request: Outgoing| -> Option<Pending<'_>> {
         let provider = route.targets.get(leg.target)?.provider.clone();
         let endpoint = provider.endpoints.get(leg.endpoint)?.clone();
-        Some(Box::pin(send(
-            &gw.exchange,
-            provider,
-            endpoint,
-            header,
-            bytes,
-        )))
+        Some(Box::pin(send(&gw.exchange, provider, endpoint, request)))
     };
     let mut legs: Vec<Leg> = Vec::with_capacity(1 + policy.max as usize);
     let mut running: Vec<Option<Pending<'_>>> = Vec::with_capacity(legs.capacity());
@@ -219,7 +211,7 @@ fn next_leg(
     spare: &Spare<'_>,
     legs: &[Leg],
     client: &http::HeaderMap,
-) -> Option<(Leg, (RequestHeader, Bytes))> {
+) -> Option<(Leg, Outgoing)> {
     let route = spare.route;
     let first_target = legs.first()?.target;
     let (client_format, first_format) = (ctx.format, ctx.response.upstream_format);

@@ -2,8 +2,8 @@
 //! `Connection`, and framing stay on their side; client credentials never go upstream and
 //! provider cookies never reach the client.
 
-use http::{header, HeaderMap, HeaderName, HeaderValue, Method};
-use pingora_http::{RequestHeader, ResponseHeader};
+use http::{header, HeaderMap, HeaderName, HeaderValue};
+use pingora_http::ResponseHeader;
 
 use super::header_edit;
 use super::modules::X_REQUEST_ID;
@@ -63,9 +63,8 @@ fn skip_response_header(name: &HeaderName) -> bool {
 
 const X_UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-request-id");
 
-/// The start of an upstream request: `POST`, a placeholder path (the provider module sets
-/// the real one), and the client's end-to-end headers.
-pub fn upstream_request(client: &HeaderMap) -> Result<RequestHeader, GatewayError> {
+/// The fields an upstream request starts from: the client's end-to-end headers.
+pub fn upstream_request(client: &HeaderMap) -> Result<HeaderMap, GatewayError> {
     let mut headers = HeaderMap::with_capacity(client.len() + 6);
     let mut connection = false;
     for (name, value) in client {
@@ -78,7 +77,7 @@ pub fn upstream_request(client: &HeaderMap) -> Result<RequestHeader, GatewayErro
     if connection {
         drop_connection_listed(&mut headers, client);
     }
-    Ok(header_edit::request(Method::POST, headers))
+    Ok(headers)
 }
 
 /// `value`, marked as one no later response repeats (a request id, a duration): HTTP/2 sends
@@ -166,8 +165,8 @@ mod tests {
                 HeaderValue::from_static(value),
             );
         }
-        let req = upstream_request(&client).unwrap();
-        let mut names: Vec<_> = req.headers.keys().map(HeaderName::as_str).collect();
+        let headers = upstream_request(&client).unwrap();
+        let mut names: Vec<_> = headers.keys().map(HeaderName::as_str).collect();
         names.sort_unstable();
         // The client's codings stay behind (the provider module asks for identity).
         assert_eq!(names, ["anthropic-beta", "user-agent"]);

@@ -75,6 +75,8 @@ use crate::error::GatewayError;
 use crate::shutdown::Drain;
 use phases::{Answer, Chain, LocalResponse, RequestBody};
 
+static X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+
 /// The main listeners' application.
 pub struct Gateway {
     pub live: Arc<Live>,
@@ -189,7 +191,7 @@ impl Gateway {
             .and_then(|addr| addr.as_inet())
             .map(|addr| addr.ip());
         // A shared buffer, not a copy.
-        ctx.forwarded_for = session.req_header().headers.get("x-forwarded-for").cloned();
+        ctx.forwarded_for = session.req_header().headers.get(&X_FORWARDED_FOR).cloned();
         ctx.client_identity = session
             .digest()
             .and_then(|d| d.ssl_digest.as_ref())

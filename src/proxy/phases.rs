@@ -31,6 +31,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use bytes::Bytes;
+use http::HeaderMap;
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::body::Peek;
@@ -106,11 +107,13 @@ pub struct UpstreamRequest<'a> {
     pub format: Format,
     /// The provider operation: the client's, or the one a translated request becomes.
     pub op: Operation,
-    /// Method, path and headers. The driver fills it with the client's end-to-end headers
-    /// (hop-by-hop fields, framing and client credentials already removed); modules set the
-    /// path, the provider's headers and the credentials. `Content-Length` is set by the
-    /// driver from `body` after the phase.
-    pub header: RequestHeader,
+    /// The origin-form target (path and query), which the provider module builds; the
+    /// request is a `POST`.
+    pub path: String,
+    /// The fields. The driver fills them with the client's end-to-end headers (hop-by-hop
+    /// fields, framing and client credentials already removed); modules add the provider's
+    /// headers and the credentials. `Content-Length` is written from `body` on the wire.
+    pub headers: HeaderMap,
     /// What goes upstream: the client's bytes until a module replaces them.
     pub body: Bytes,
 }

@@ -13,12 +13,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use pingora_core::protocols::http::ServerSession;
 
 use super::attempt::{try_once, TryError};
 use super::ctx::{Attempt, RequestCtx, TryState};
-use super::exchange::UpstreamResponse;
+use super::exchange::{Outgoing, UpstreamResponse};
 use super::hedge::{self, Leg, LegEnd, Raced, Spare};
 use super::hop;
 use super::phases::{RequestBody, UpstreamRequest};
@@ -171,17 +170,8 @@ pub async fn proxy_upstream(
                 None => {
                     let provider = target.provider.clone();
                     let endpoint = provider.endpoints[primary.endpoint].clone();
-                    let (header, bytes) = request;
-                    let outcome = try_once(
-                        &gw.exchange,
-                        session,
-                        ctx,
-                        provider,
-                        endpoint,
-                        header,
-                        bytes,
-                    )
-                    .await;
+                    let outcome =
+                        try_once(&gw.exchange, session, ctx, provider, endpoint, request).await;
                     Raced {
                         leg: primary,
                         outcome,
@@ -530,12 +520,12 @@ pub(super) fn build(
     gw: &Gateway,
     ctx: &mut RequestCtx,
     body: &RequestBody,
-    base: pingora_http::RequestHeader,
+    base: http::HeaderMap,
     target: &crate::models::Target,
     endpoint: &crate::provider::Endpoint,
     model: &str,
     format: crate::format::Format,
-) -> Result<(pingora_http::RequestHeader, Bytes), GatewayError> {
+) -> Result<Outgoing, GatewayError> {
     let Some(op) = ctx.op else {
         return Err(GatewayError::Internal("no route for the request".into()));
     };
@@ -547,21 +537,22 @@ pub(super) fn build(
         stream: ctx.stream,
         format,
         op,
-        header: base,
+        path: String::new(),
+        headers: base,
         body: body.bytes.clone(),
     };
     gw.chain.upstream_request_filter(&mut upstream, ctx)?;
     let UpstreamRequest {
-        mut header, body, ..
+        path,
+        headers,
+        body,
+        ..
     } = upstream;
-    super::header_edit::edit_request(&mut header, |h| {
-        super::header_edit::set(
-            h,
-            http::header::CONTENT_LENGTH,
-            http::HeaderValue::from(body.len()),
-        )
-    })?;
-    Ok((header, body))
+    Ok(Outgoing {
+        path,
+        headers,
+        body,
+    })
 }
 
 /// When the exchange with the provider that answered must be over (`timeouts.total`,

@@ -30,7 +30,7 @@ use pingora_core::protocols::Stream;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::ResponseHeader;
 
-pub use wire::RequestWire;
+pub use wire::{Outgoing, RequestWire};
 
 use pool::{PoolKey, UpstreamPool};
 

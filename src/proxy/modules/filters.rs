@@ -100,7 +100,7 @@ impl Phase for OperatorFilters {
         if self.side != FilterSide::Provider {
             return Ok(());
         }
-        let mut edit = RequestEdit(&mut upstream.header);
+        let mut edit = RequestEdit(&mut upstream.headers);
         for filter in attached(ctx) {
             filter.on_upstream_request(&mut edit);
         }
@@ -424,17 +424,18 @@ fn attached(ctx: &RequestCtx) -> impl Iterator<Item = &Arc<dyn Filter>> {
         .chain(model_filters)
 }
 
-/// Lets filters edit a Pingora request header.
-struct RequestEdit<'a>(&'a mut RequestHeader);
+/// Lets filters edit the fields of a request to a provider.
+struct RequestEdit<'a>(&'a mut http::HeaderMap);
 
 impl HeaderEdit for RequestEdit<'_> {
     fn set(&mut self, name: &HeaderName, value: &HeaderValue) {
-        // Names and values were validated when the filter was built.
-        let _ = self.0.insert_header(name.clone(), value.clone());
+        // Names and values were validated when the filter was built; a map already at
+        // `http`'s size limit keeps what it has.
+        let _ = self.0.try_insert(name.clone(), value.clone());
     }
 
     fn remove(&mut self, name: &HeaderName) {
-        self.0.remove_header(name);
+        self.0.remove(name);
     }
 }
 

@@ -108,8 +108,9 @@ impl Phase for ProviderRequest {
             upstream.model,
             upstream.stream,
         )?;
-        let req = &mut upstream.header;
-        header_edit::edit_request(req, |headers| {
+        upstream.path = path;
+        let headers = &mut upstream.headers;
+        {
             let mut set = |name, value| header_edit::set(headers, name, value);
             set(header::HOST, upstream.endpoint.authority.clone())?;
             set(
@@ -137,12 +138,7 @@ impl Phase for ProviderRequest {
             for (name, value) in &provider.headers {
                 header_edit::set(headers, name.clone(), value.clone())?;
             }
-            Ok::<_, GatewayError>(())
-        })?;
-        // After the fields: an edit rebuilds the header from its parts.
-        req.set_raw_path(path.as_bytes()).map_err(|e| {
-            GatewayError::Internal(format!("cannot build upstream path: {e}").into())
-        })?;
+        }
         Ok(())
     }
 }
@@ -162,9 +158,7 @@ impl Phase for Credentials {
         _ctx: &mut RequestCtx,
     ) -> Result<(), GatewayError> {
         match upstream.target.provider.auth_header() {
-            Some((name, value)) => header_edit::edit_request(&mut upstream.header, |headers| {
-                header_edit::set(headers, name, value)
-            }),
+            Some((name, value)) => header_edit::set(&mut upstream.headers, name, value),
             None => Ok(()),
         }
     }

@@ -33,7 +33,12 @@ mod view;
 pub const X_SIRA_CACHE: &str = "x-sira-cache";
 
 /// Request headers passed to providers that change what they answer.
-const VARIANT_HEADERS: &[&str] = &["anthropic-beta", "anthropic-version", "openai-beta"];
+// Names made once: a lookup by `&str` parses the name on every request.
+static VARIANT_HEADERS: [http::HeaderName; 3] = [
+    http::HeaderName::from_static("anthropic-beta"),
+    http::HeaderName::from_static("anthropic-version"),
+    http::HeaderName::from_static("openai-beta"),
+];
 
 pub struct ResponseCacheModule;
 
@@ -51,9 +56,9 @@ impl Phase for ResponseCacheModule {
         if ctx.snap.cache.is_none() {
             return Ok(Flow::Continue);
         }
-        for name in VARIANT_HEADERS {
-            for value in req.headers.get_all(*name) {
-                ctx.cache.variant.push_str(name);
+        for name in &VARIANT_HEADERS {
+            for value in req.headers.get_all(name) {
+                ctx.cache.variant.push_str(name.as_str());
                 ctx.cache.variant.push(':');
                 ctx.cache
                     .variant

@@ -122,8 +122,15 @@ async fn next(
         provider: provider.to_owned(),
         reason,
     };
-    let started = std::time::Instant::now();
-    let deadline = policy::total_deadline(ctx);
+    let read_to_next = |read: Result<Option<Bytes>, BodyError>| match read {
+        Ok(Some(bytes)) => Next::Chunk(bytes),
+        Ok(None) => Next::End,
+        Err(BodyError::Idle(after)) => Next::Failed(broken(format!(
+            "nothing received for {}ms",
+            after.as_millis()
+        ))),
+        Err(e) => Next::Failed(broken(e.to_string())),
+    };
     // The grace period's end is checked first as a flag (a provider that never pauses
     // would keep a branch after the read from ever being looked at), then waited for last.
     // The body comes before the client's hang-up: when the provider's last bytes (or its
@@ -132,20 +139,24 @@ async fn next(
     // request billed at its prompt's estimate).
     let next = if gw.drain.expired() {
         Next::Failed(GatewayError::ShuttingDown)
+    } else if let Some(read) = upstream.ready() {
+        // Already here (a JSON answer usually arrives with its header, and its end is
+        // known from its framing): nothing waited for, so no timer, no clock and no wait
+        // to book.
+        read_to_next(read)
     } else {
+        let started = std::time::Instant::now();
+        let deadline = policy::total_deadline(ctx);
         let read = async {
             match deadline {
                 None => Some(upstream.read().await),
                 Some((at, _)) => tokio::time::timeout_at(at, upstream.read()).await.ok(),
             }
         };
-        tokio::select! {
+        let next = tokio::select! {
             biased;
             read = read => match read {
-                Some(Ok(Some(bytes))) => Next::Chunk(bytes),
-                Some(Ok(None)) => Next::End,
-                Some(Err(BodyError::Idle(after))) => Next::Failed(broken(format!("nothing received for {}ms", after.as_millis()))),
-                Some(Err(e)) => Next::Failed(broken(e.to_string())),
+                Some(read) => read_to_next(read),
                 None => Next::Failed(GatewayError::UpstreamTimeout {
                     provider: provider.to_owned(),
                     after: deadline.map(|(_, total)| total).unwrap_or_default(),
@@ -153,9 +164,10 @@ async fn next(
             },
             _ = session.read_body_or_idle(true), if watch_client => Next::ClientGone,
             () = gw.drain.expiry() => Next::Failed(GatewayError::ShuttingDown),
-        }
+        };
+        ctx.upstream.wait += started.elapsed();
+        next
     };
-    ctx.upstream.wait += started.elapsed();
     if let Next::Failed(e) = &next {
         report_broken(ctx, e);
     }

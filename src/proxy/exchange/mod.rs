@@ -313,7 +313,9 @@ impl UpstreamResponse {
     pub fn ready(&mut self) -> Option<Result<Option<Bytes>, BodyError>> {
         use std::future::Future;
         use std::task::{Context, Poll, Waker};
-        let body = self.answer.body.as_mut()?;
+        let Some(body) = self.answer.body.as_mut() else {
+            return Some(Ok(None));
+        };
         // One poll, no waiting and no timer: `read` waits, with the idle timeout.
         let polled = {
             let mut read = std::pin::pin!(body.next(None));

@@ -128,7 +128,7 @@ impl Phase for Observe {
             // The tokens and cost above are sira's estimate: the provider reported none.
             line.bool(key!("estimated"), true);
         }
-        self.access_log.write(line.finish());
+        self.access_log.write(&line.finish());
     }
 }
 

@@ -56,7 +56,13 @@ impl Phase for ResponseCacheModule {
         if ctx.snap.cache.is_none() {
             return Ok(Flow::Continue);
         }
-        for name in &VARIANT_HEADERS {
+        // One pass over the fields says whether any variant header is there: looking each
+        // up hashes its name, on every request, and most requests have none.
+        let varies = req
+            .headers
+            .keys()
+            .any(|name| VARIANT_HEADERS.contains(name));
+        for name in VARIANT_HEADERS.iter().filter(|_| varies) {
             for value in req.headers.get_all(name) {
                 ctx.cache.variant.push_str(name.as_str());
                 ctx.cache.variant.push(':');

@@ -28,7 +28,8 @@ use crate::usage::Usage;
 pub struct Attempt {
     pub provider: Arc<str>,
     /// `ok`, or why the next candidate was tried (`connect_error`, `timeout`, `status_503`).
-    pub outcome: String,
+    /// Borrowed when it is a fixed word: every successful request records one.
+    pub outcome: std::borrow::Cow<'static, str>,
 }
 
 /// Built when the request header has been read; dropped after the access log line.

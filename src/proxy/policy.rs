@@ -113,7 +113,7 @@ pub async fn proxy_upstream(
             {
                 Ok(pick) => pick,
                 Err(error) => {
-                    record(ctx, &target.provider, "no_healthy_endpoint".into());
+                    record(ctx, &target.provider, "no_healthy_endpoint");
                     last_error = Some(error);
                     exhausted.push(target_index);
                     continue;
@@ -139,7 +139,7 @@ pub async fn proxy_upstream(
                     if pick.probe {
                         target.provider.pool.release_probe(pick.index);
                     }
-                    record(ctx, &target.provider, "refused".into());
+                    record(ctx, &target.provider, "refused");
                     refused.get_or_insert(error);
                     exhausted.push(target_index);
                     continue;
@@ -279,7 +279,7 @@ pub async fn proxy_upstream(
                         continue;
                     }
                     label(if status < 500 { "ok" } else { "error" });
-                    record(ctx, &provider, "ok".into());
+                    record(ctx, &provider, "ok");
                     return Ok(upstream);
                 }
                 Err(TryError::ClientGone) => {
@@ -311,7 +311,7 @@ pub async fn proxy_upstream(
                             slow,
                         },
                     );
-                    record(ctx, &provider, kind.to_owned());
+                    record(ctx, &provider, kind);
                     ctx.upstream
                         .failed
                         .push((provider.name.clone(), endpoint_index));
@@ -382,7 +382,7 @@ fn settle_other(ctx: &mut RequestCtx, route: &ModelRoute, leg: Leg, end: LegEnd)
                 provider.pool.release_probe(leg.endpoint);
             }
             counter("hedge_cancelled");
-            record(ctx, provider, "hedge_cancelled".into());
+            record(ctx, provider, "hedge_cancelled");
         }
         LegEnd::Unused(status, retry_after) => {
             provider.pool.report(
@@ -414,7 +414,7 @@ fn settle_other(ctx: &mut RequestCtx, route: &ModelRoute, leg: Leg, end: LegEnd)
                 },
             );
             counter(kind);
-            record(ctx, provider, kind.to_owned());
+            record(ctx, provider, kind);
             ctx.upstream
                 .failed
                 .push((provider.name.clone(), leg.endpoint));
@@ -506,10 +506,14 @@ pub(super) fn retryable_status(status: u16) -> bool {
     status >= 500 || status == 429 || status == 408
 }
 
-fn record(ctx: &mut RequestCtx, provider: &Provider, outcome: String) {
+fn record(
+    ctx: &mut RequestCtx,
+    provider: &Provider,
+    outcome: impl Into<std::borrow::Cow<'static, str>>,
+) {
     ctx.upstream.attempts.push(Attempt {
         provider: provider.name.clone(),
-        outcome,
+        outcome: outcome.into(),
     });
 }
 

@@ -276,8 +276,10 @@ impl Ssl for ClientStream {
 }
 
 impl GetTimingDigest for ClientStream {
+    /// None: Pingora asks for the connection's timings at every request (a vector
+    /// allocated and freed per request), for `ProxyHttp` loggers; sira reads none.
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        self.inner.get_timing_digest()
+        Vec::new()
     }
 
     fn get_read_pending_time(&self) -> Duration {

@@ -138,9 +138,11 @@ impl Exchange {
             endpoint: endpoint.url.clone(),
             tls_options: endpoint.upstream_tls.as_ref().map_or(0, |t| t.id),
         };
-        let deadline = tokio::time::Instant::now() + timeouts.first_byte;
+        // One clock read for the deadline and the pool's idle check.
+        let now = std::time::Instant::now();
+        let deadline = tokio::time::Instant::from_std(now) + timeouts.first_byte;
         let timed_out = || ExchangeError::FirstByteTimeout(timeouts.first_byte);
-        if let Some(pooled) = self.pool.take(&key) {
+        if let Some(pooled) = self.pool.take(&key, now) {
             match tokio::time::timeout_at(deadline, exchange(pooled, wire)).await {
                 Ok(Ok(answer)) => return Ok(self.response(answer, key, timeouts)),
                 // Closed under the request (the provider's idle timeout firing as it was

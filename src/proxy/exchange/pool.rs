@@ -81,9 +81,9 @@ impl UpstreamPool {
         })
     }
 
-    /// An idle connection to `key` that is still open, if there is one.
-    pub fn take(&self, key: &PoolKey) -> Option<Stream> {
-        let now = Instant::now();
+    /// An idle connection to `key` that is still open, if there is one (`now`: the time
+    /// of asking).
+    pub fn take(&self, key: &PoolKey, now: Instant) -> Option<Stream> {
         let mut dead = Vec::new();
         let found = {
             let mut idle = self.lock();
@@ -224,7 +224,9 @@ mod tests {
         pool.put(key(addr), a);
         pool.put(key(addr), b);
         assert_eq!(pool.idle_count(), 2);
-        let taken = pool.take(&key(addr)).expect("an open connection");
+        let taken = pool
+            .take(&key(addr), Instant::now())
+            .expect("an open connection");
         assert_eq!(taken.id(), b_id, "the newest first");
         assert_eq!(pool.idle_count(), 1);
     }
@@ -240,7 +242,7 @@ mod tests {
         server_chatty.write_all(b"HTTP/1.1 200 OK\r\n").unwrap();
         // Let the FIN and the bytes arrive, and the reactor see them.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(pool.take(&key(addr)).is_none());
+        assert!(pool.take(&key(addr), Instant::now()).is_none());
         assert_eq!(pool.idle_count(), 0);
     }
 
@@ -264,7 +266,7 @@ mod tests {
         pool.put(key(addr), a);
         let mut tls = key(addr);
         tls.tls = true;
-        assert!(pool.take(&tls).is_none());
-        assert!(pool.take(&key(addr)).is_some());
+        assert!(pool.take(&tls, Instant::now()).is_none());
+        assert!(pool.take(&key(addr), Instant::now()).is_some());
     }
 }

@@ -40,14 +40,25 @@ impl Phase for SiraHeaders {
         let overhead = ctx.started.elapsed().saturating_sub(ctx.upstream.wait);
         let upstream = &ctx.upstream;
         let attempts = (!upstream.attempts.is_empty()).then(|| {
-            let mut text = upstream.attempts.len().to_string();
+            // Sized first, and handed to the header value without a copy: one allocation.
+            let size: usize = upstream
+                .attempts
+                .iter()
+                .map(|a| a.provider.len() + a.outcome.len() + 4)
+                .sum();
+            let mut text = Vec::with_capacity(size + 8);
+            text.extend_from_slice(
+                itoa::Buffer::new()
+                    .format(upstream.attempts.len())
+                    .as_bytes(),
+            );
             for (i, attempt) in upstream.attempts.iter().enumerate() {
-                text.push_str(if i == 0 { " (" } else { ", " });
-                text.push_str(&attempt.provider);
-                text.push_str(": ");
-                text.push_str(&attempt.outcome);
+                text.extend_from_slice(if i == 0 { b" (" } else { b", " });
+                text.extend_from_slice(attempt.provider.as_bytes());
+                text.extend_from_slice(b": ");
+                text.extend_from_slice(attempt.outcome.as_bytes());
             }
-            text.push(')');
+            text.push(b')');
             text
         });
         let dropped = &ctx.response.dropped_params;
@@ -71,7 +82,9 @@ impl Phase for SiraHeaders {
             if let Some(Ok(value)) = upstream.model.as_deref().map(HeaderValue::from_str) {
                 set(X_SIRA_MODEL, value)?;
             }
-            if let Some(Ok(value)) = attempts.as_deref().map(HeaderValue::from_str) {
+            if let Some(Ok(value)) =
+                attempts.map(|t| HeaderValue::from_maybe_shared(bytes::Bytes::from(t)))
+            {
                 set(X_SIRA_ATTEMPTS, value)?;
             }
             if !dropped.is_empty() {

@@ -11,9 +11,9 @@ use sira::server::{self, RunOptions};
 // glibc's malloc spent ~19 % of sira's instructions per request (bench/RESULTS.md, callgrind),
 // much of it in `malloc_consolidate` and arena bookkeeping for the many short-lived
 // allocations of one request; mimalloc's thread-local free lists make those a few
-// instructions each.
+// instructions each. `sira-alloc` calls it without an alignment where none is needed.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: sira_alloc::MiMalloc = sira_alloc::MiMalloc;
 
 #[allow(clippy::print_stdout)]
 fn main() -> ExitCode {

@@ -12,7 +12,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -23,7 +23,8 @@ mod line;
 
 pub use line::JsonLine;
 
-/// Bytes of lines waiting for the writer, at most (some 16,000 lines).
+/// Bytes of lines waiting for the writer, at most (some 16,000 lines). The writer may hold
+/// as much again while it writes a batch out.
 const MAX_PENDING: usize = 16 * 1024 * 1024;
 
 enum Message {
@@ -95,8 +96,23 @@ impl AccessLog {
     /// Reopens the log (SIGHUP) with a possibly new target. Blocks only if the channel is
     /// full, and runs on the reload path, never on a request.
     pub fn retarget(&self, target: AccessLogTarget) {
-        let before = std::mem::take(&mut *lock(&self.pending));
-        if self.tx.send(Message::Retarget(target, before)).is_err() {
+        // Taken and sent under the lock, so that the writer cannot take lines queued after
+        // this point before it has written these (to the old file). `try_send`: the writer
+        // takes the lock to empty the buffer, and must not wait on it while this waits for
+        // room; with the channel full (rare: it holds wakes) the order is only best effort.
+        let message = {
+            let mut pending = lock(&self.pending);
+            let message = Message::Retarget(target, std::mem::take(&mut *pending));
+            match self.tx.try_send(message) {
+                Ok(()) => return,
+                Err(TrySendError::Full(message)) => message,
+                Err(TrySendError::Disconnected(_)) => {
+                    tracing::error!("access log writer is gone; access log lines are lost");
+                    return;
+                }
+            }
+        };
+        if self.tx.send(message).is_err() {
             tracing::error!("access log writer is gone; access log lines are lost");
         }
     }

@@ -43,11 +43,15 @@ pub enum HeadError {
     Invalid(String),
 }
 
-/// The parser httparse is asked to be: lenient only where providers' servers are known to
-/// be sloppy without ambiguity (several spaces around the status code).
+/// The parser httparse is asked to be: lenient where providers' servers are known to be
+/// sloppy without ambiguity (several spaces around the status code, spaces before a
+/// field's colon, which httparse leaves out of the name), as Pingora's client was. A field
+/// folded over several lines (obsolete since RFC 7230) is refused: its value would hold a
+/// line break.
 fn parser() -> httparse::ParserConfig {
     let mut config = httparse::ParserConfig::default();
     config.allow_multiple_spaces_in_response_status_delimiters(true);
+    config.allow_spaces_after_header_name_in_responses(true);
     config
 }
 
@@ -131,6 +135,9 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, HeadError> {
         // httparse's slices point into `buf`: their offsets survive the freeze below. A
         // complete head is at most `MAX_HEAD` plus one read, far below `u32::MAX`.
         let at = |s: &[u8]| {
+            debug_assert!(
+                s.as_ptr() as usize >= base && s.as_ptr() as usize + s.len() <= base + len
+            );
             let start = (s.as_ptr() as usize - base) as u32;
             (start, start + s.len() as u32)
         };
@@ -151,7 +158,11 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, HeadError> {
             spans,
         )
     };
-    let head = buf.split_to(len).freeze();
+    // The head gets an allocation of its own (a copy of a few hundred bytes): its values are
+    // slices of it, and live as long as the response header, which must not keep the
+    // read buffer behind the body alive.
+    let head = Bytes::copy_from_slice(&buf[..len]);
+    buf.advance(len);
     let mut headers = HeaderMap::with_capacity(spans.len());
     for span in &spans {
         let name = HeaderName::from_bytes(&head[span.name.0 as usize..span.name.1 as usize])
@@ -235,7 +246,7 @@ enum Step {
 impl Body {
     /// The body of the response whose `head` was just read from `stream`; `buf` holds what
     /// followed the head. A framing sira cannot read is refused before any of it is.
-    pub fn new(stream: Stream, buf: BytesMut, head: &Head) -> Result<Body, HeadError> {
+    pub fn new(stream: Stream, buf: BytesMut, head: &mut Head) -> Result<Body, HeadError> {
         let (framing, keep_alive) = framing(head)?;
         Ok(Body {
             stream,
@@ -308,7 +319,8 @@ impl Body {
                     if self.buf.is_empty() {
                         return Ok(Step::NeedMore);
                     }
-                    return Ok(Step::Piece(self.buf.split().freeze()));
+                    let n = self.buf.len();
+                    return Ok(Step::Piece(piece(&mut self.buf, n)));
                 }
                 Framing::Chunked(Chunk::Data(left)) => {
                     let Some(piece) = take(&mut self.buf, left) else {
@@ -339,6 +351,9 @@ impl Body {
                         }
                         return Ok(Step::NeedMore);
                     };
+                    if end > MAX_CHUNK_LINE {
+                        return Err(BodyFault::Framing("chunk-size line too long"));
+                    }
                     let size = chunk_size(&self.buf[..end])?;
                     self.buf.advance(end + 1);
                     self.framing = Framing::Chunked(if size == 0 {
@@ -386,7 +401,21 @@ fn take(buf: &mut BytesMut, left: u64) -> Option<Bytes> {
         return None;
     }
     let n = usize::try_from(left).map_or(buf.len(), |left| left.min(buf.len()));
-    Some(buf.split_to(n).freeze())
+    Some(piece(buf, n))
+}
+
+/// The first `n` bytes of `buf`, taken out. A piece much smaller than a read is copied:
+/// as a slice it would keep the whole read buffer alive for as long as it is held (a cached
+/// answer, a stored response), and a provider sending tiny chunks could make each counted
+/// byte hold a buffer.
+fn piece(buf: &mut BytesMut, n: usize) -> Bytes {
+    if n < READ_SIZE / 2 {
+        let copy = Bytes::copy_from_slice(&buf[..n]);
+        buf.advance(n);
+        copy
+    } else {
+        buf.split_to(n).freeze()
+    }
 }
 
 /// The size on a chunk-size line (`line` without its `\n`): hex digits, then optional
@@ -405,7 +434,12 @@ fn chunk_size(line: &[u8]) -> Result<u64, BodyFault> {
     if digits > 15 {
         return Err(BodyFault::Framing("a chunk size too large"));
     }
-    let rest = line[digits..].trim_ascii_start();
+    // Only spaces and tabs may stand before the extensions (RFC 9112 §7.1.1).
+    let rest = &line[digits..];
+    let rest = &rest[rest
+        .iter()
+        .take_while(|b| matches!(b, b' ' | b'\t'))
+        .count()..];
     if !(rest.is_empty() || rest[0] == b';') {
         return Err(BodyFault::Framing("a chunk size that is not a number"));
     }
@@ -428,8 +462,8 @@ fn hex_value(b: u8) -> u8 {
 /// How the body of the response `head` ends, and whether its connection can be kept
 /// (RFC 9112 §6.3 and §9.3). A transfer coding other than `chunked` is refused: sira never
 /// offers one (`TE`), and its bytes could not be accounted or translated.
-fn framing(head: &Head) -> Result<(Framing, bool), HeadError> {
-    let headers = &head.headers;
+fn framing(head: &mut Head) -> Result<(Framing, bool), HeadError> {
+    let headers = &mut head.headers;
     let mut keep_alive = match head.version {
         Version::HTTP_11 => !has_token(headers, CONNECTION, b"close"),
         _ => has_token(headers, CONNECTION, b"keep-alive"),
@@ -455,8 +489,9 @@ fn framing(head: &Head) -> Result<(Framing, bool), HeadError> {
             ));
         }
         // With a Content-Length too, or from an HTTP/1.0 server, the framing is what
-        // chunked says, but the connection is not trusted with another request.
-        if headers.contains_key(CONTENT_LENGTH) || head.version == Version::HTTP_10 {
+        // chunked says, but the connection is not trusted with another request. The
+        // length is dropped (RFC 9112 §6.3): passed on, it would frame the client's copy.
+        if headers.remove(CONTENT_LENGTH).is_some() || head.version == Version::HTTP_10 {
             keep_alive = false;
         }
         return Ok((Framing::Chunked(Chunk::Size), keep_alive));
@@ -514,11 +549,11 @@ mod tests {
     /// The pieces `bytes` (a whole response) yields, framed by its head, and whether the
     /// connection is kept afterwards.
     async fn body_of(bytes: &[u8]) -> (Result<Vec<u8>, String>, bool) {
-        let (head, buf) = head_of(bytes);
+        let (mut head, buf) = head_of(bytes);
         let stream: Stream = Box::new(pingora_core::protocols::l4::stream::Stream::from(
             tokio::net::TcpStream::from_std(loopback_pair()).expect("tokio stream"),
         ));
-        let mut body = match Body::new(stream, buf, &head) {
+        let mut body = match Body::new(stream, buf, &mut head) {
             Ok(body) => body,
             Err(e) => return (Err(format!("{e:?}")), false),
         };
@@ -591,7 +626,7 @@ mod tests {
     fn content_lengths_must_agree() {
         let frame = |extra: &str| {
             let raw = format!("HTTP/1.1 200 OK\r\n{extra}\r\n");
-            framing(&head_of(raw.as_bytes()).0).map_err(|e| format!("{e:?}"))
+            framing(&mut head_of(raw.as_bytes()).0).map_err(|e| format!("{e:?}"))
         };
         assert_eq!(
             frame("Content-Length: 5\r\n").unwrap(),
@@ -623,7 +658,7 @@ mod tests {
     fn transfer_codings() {
         let frame = |extra: &str| {
             let raw = format!("HTTP/1.1 200 OK\r\n{extra}\r\n");
-            framing(&head_of(raw.as_bytes()).0).map_err(|e| format!("{e:?}"))
+            framing(&mut head_of(raw.as_bytes()).0).map_err(|e| format!("{e:?}"))
         };
         let chunked = Framing::Chunked(Chunk::Size);
         assert_eq!(
@@ -650,13 +685,30 @@ mod tests {
                 "{refused}"
             );
         }
-        let old = head_of(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n").0;
-        assert_eq!(framing(&old).unwrap(), (Framing::Length(1), false));
-        let old =
+        let mut old = head_of(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n").0;
+        assert_eq!(framing(&mut old).unwrap(), (Framing::Length(1), false));
+        let mut old =
             head_of(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n").0;
-        assert_eq!(framing(&old).unwrap(), (Framing::Length(1), true));
-        let none = head_of(b"HTTP/1.1 204 No Content\r\n\r\n").0;
-        assert_eq!(framing(&none).unwrap(), (Framing::Length(0), true));
+        assert_eq!(framing(&mut old).unwrap(), (Framing::Length(1), true));
+        let mut old = head_of(
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .0;
+        assert_eq!(
+            framing(&mut old).unwrap(),
+            (Framing::Chunked(Chunk::Size), false),
+            "chunked from an HTTP/1.0 server: the connection is not kept"
+        );
+        let mut both =
+            head_of(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n")
+                .0;
+        framing(&mut both).unwrap();
+        assert!(
+            both.headers.get("content-length").is_none(),
+            "a length beside chunked is dropped, not passed on"
+        );
+        let mut none = head_of(b"HTTP/1.1 204 No Content\r\n\r\n").0;
+        assert_eq!(framing(&mut none).unwrap(), (Framing::Length(0), true));
     }
 
     #[test]
@@ -700,6 +752,23 @@ mod tests {
         assert_eq!((body.unwrap(), kept), (b"ok".to_vec(), false));
     }
 
+    #[test]
+    fn small_pieces_are_copies_and_large_ones_slices() {
+        let mut buf = BytesMut::with_capacity(READ_SIZE * 2);
+        buf.extend_from_slice(&[b'x'; READ_SIZE]);
+        let small = take(&mut buf, 100).unwrap();
+        assert!(
+            small.is_unique(),
+            "a small piece must not hold the read buffer"
+        );
+        let large = take(&mut buf, READ_SIZE as u64).unwrap();
+        assert_eq!(large.len(), READ_SIZE - 100);
+        assert!(
+            !large.is_unique(),
+            "a large piece is a slice of the read buffer"
+        );
+    }
+
     #[tokio::test]
     async fn bodies_cut_short_are_errors() {
         for cut in [
@@ -711,10 +780,9 @@ mod tests {
             let (body, kept) = body_of(cut).await;
             assert!(
                 body.as_ref().is_err_and(|e| e.contains("Closed")),
-                "{:?}: {body:?}",
+                "{:?}: {body:?} (kept: {kept})",
                 String::from_utf8_lossy(cut)
             );
-            assert!(!kept);
         }
         for broken in [
             &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX"[..],

@@ -221,7 +221,7 @@ async fn exchange(stream: Stream, wire: &RequestWire<'_>) -> Result<Box<Answer>,
     let mut stream = wire.send(stream).await.map_err(Failure::Unsent)?;
     let mut buf = BytesMut::new();
     for _ in 0..=MAX_INFORMATIONAL {
-        let head = h1::read_head(&mut stream, &mut buf).await?;
+        let mut head = h1::read_head(&mut stream, &mut buf).await?;
         match head.status.as_u16() {
             // sira never asks for an upgrade: a 101 is not an answer it can relay.
             101 => {
@@ -234,10 +234,11 @@ async fn exchange(stream: Stream, wire: &RequestWire<'_>) -> Result<Box<Answer>,
                 if let Some(refused) = encoded(&head.headers) {
                     return Err(Failure::BadResponse(refused));
                 }
-                let body = h1::Body::new(stream, buf, &head)?;
+                let body = h1::Body::new(stream, buf, &mut head)?;
                 return Ok(Box::new(Answer {
                     header: head.into_header(),
                     body: Some(body),
+                    failed: None,
                 }));
             }
         }
@@ -250,23 +251,17 @@ async fn exchange(stream: Stream, wire: &RequestWire<'_>) -> Result<Box<Answer>,
 /// Why a response whose body is content-coded cannot be relayed: sira asks for `identity`
 /// and reads each answer as it arrives, so a provider that compresses anyway (a misconfigured
 /// server in front of a model) is broken, and its bytes would reach the client unaccounted
-/// and untranslated. Refused before a byte of the body is read.
+/// and untranslated. Refused before a byte of the body is read. The coding is not named:
+/// the field is the provider's text, and one that echoes requests could put a credential
+/// there.
 fn encoded(headers: &http::HeaderMap) -> Option<String> {
-    let coding = headers
+    headers
         .get_all(http::header::CONTENT_ENCODING)
         .iter()
         .flat_map(|v| v.as_bytes().split(|b| *b == b','))
         .map(|c| c.trim_ascii())
-        .find(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"identity"))?;
-    // The coding's name only, printable and short: it is the provider's text.
-    let name: String = String::from_utf8_lossy(coding)
-        .chars()
-        .filter(|c| c.is_ascii_graphic())
-        .take(32)
-        .collect();
-    Some(format!(
-        "the response is content-coded ({name}), which sira did not ask for"
-    ))
+        .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"identity"))
+        .then(|| "the response is content-coded, which sira did not ask for".to_owned())
 }
 
 /// A final response header and the body still to read. Boxed: it is handed through every
@@ -276,6 +271,8 @@ struct Answer {
     /// `None` once the body was read whole and the connection went back to the pool, or
     /// after a failure closed it.
     body: Option<h1::Body>,
+    /// Why the body failed, if it did: a read after that is the same failure, never an end.
+    failed: Option<String>,
 }
 
 /// A response header from a provider, with the connection its body is read from.
@@ -304,7 +301,7 @@ impl UpstreamResponse {
     /// has this response finds the connection ready.
     pub async fn read(&mut self) -> Result<Option<Bytes>, BodyError> {
         let Some(body) = self.answer.body.as_mut() else {
-            return Ok(None);
+            return self.after_end();
         };
         let read = body.next(Some(self.idle)).await;
         self.after_read(read)
@@ -316,7 +313,7 @@ impl UpstreamResponse {
         use std::future::Future;
         use std::task::{Context, Poll, Waker};
         let Some(body) = self.answer.body.as_mut() else {
-            return Some(Ok(None));
+            return Some(self.after_end());
         };
         // One poll, no waiting and no timer: `read` waits, with the idle timeout.
         let polled = {
@@ -328,6 +325,14 @@ impl UpstreamResponse {
         match polled {
             Poll::Ready(read) => Some(self.after_read(read)),
             Poll::Pending => None,
+        }
+    }
+
+    /// What a read past the body's end gets: the end again, or the failure again.
+    fn after_end(&self) -> Result<Option<Bytes>, BodyError> {
+        match &self.answer.failed {
+            None => Ok(None),
+            Some(reason) => Err(BodyError::Broken(reason.clone())),
         }
     }
 
@@ -349,10 +354,12 @@ impl UpstreamResponse {
             Err(fault) => {
                 // Dropping the body closes the connection: it is never reused.
                 self.answer.body = None;
-                match fault {
-                    h1::ReadFault::Idle => Err(BodyError::Idle(self.idle)),
-                    h1::ReadFault::Body(fault) => Err(BodyError::Broken(fault.to_string())),
-                }
+                let error = match fault {
+                    h1::ReadFault::Idle => BodyError::Idle(self.idle),
+                    h1::ReadFault::Body(fault) => BodyError::Broken(fault.to_string()),
+                };
+                self.answer.failed = Some(error.to_string());
+                Err(error)
             }
         }
     }

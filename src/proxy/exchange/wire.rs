@@ -1,7 +1,7 @@
 //! The upstream request as it goes on the wire.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, Method};
 use pingora_core::protocols::Stream;
 
@@ -17,8 +17,9 @@ pub struct Outgoing {
     pub body: Bytes,
 }
 
-/// A request target that is not a path of visible ASCII characters: it would change the
-/// meaning of the request line (a space, a CR or LF), so it is never written.
+/// A request target that is not a path of visible ASCII characters (a space, a CR or LF
+/// would change the meaning of the request line; a `#` starts what no server is sent), so
+/// it is never written.
 #[derive(Debug, thiserror::Error)]
 #[error("the request target is not an origin-form path")]
 pub struct InvalidTarget;
@@ -50,11 +51,28 @@ impl<'a> RequestWire<'a> {
         headers: &HeaderMap,
         body: &'a [u8],
     ) -> Result<RequestWire<'a>, InvalidTarget> {
-        if !target.starts_with('/') || !target.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        if !target.starts_with('/')
+            || !target
+                .bytes()
+                .all(|b| (0x21..=0x7e).contains(&b) && b != b'#')
+        {
             return Err(InvalidTarget);
         }
-        let framing =
-            |name: &http::HeaderName| *name == CONTENT_LENGTH || *name == TRANSFER_ENCODING;
+        // Framing and the connection are sira's to say: a provider's `headers:` or a filter
+        // asking to close would otherwise close a connection the pool then hands out.
+        let hop = |name: &http::HeaderName| {
+            [
+                CONNECTION,
+                CONTENT_LENGTH,
+                TRANSFER_ENCODING,
+                TE,
+                TRAILER,
+                UPGRADE,
+            ]
+            .contains(name)
+                || name.as_str() == "keep-alive"
+                || name.as_str() == "proxy-connection"
+        };
         let fields: usize = headers
             .iter()
             .map(|(name, value)| name.as_str().len() + value.len() + 4)
@@ -72,7 +90,7 @@ impl<'a> RequestWire<'a> {
         head.put_slice(target.as_bytes());
         head.put_slice(b" HTTP/1.1\r\n");
         for (name, value) in headers {
-            if framing(name) {
+            if hop(name) {
                 continue;
             }
             head.put_slice(name.as_str().as_bytes());
@@ -133,6 +151,8 @@ mod tests {
         headers.insert("host", HeaderValue::from_static("api.example"));
         headers.insert("content-length", HeaderValue::from_static("999"));
         headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        headers.insert("connection", HeaderValue::from_static("close"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=1"));
         headers.append("x-two", HeaderValue::from_static("a"));
         headers.append("x-two", HeaderValue::from_static("b"));
         let wire = RequestWire::new(&Method::POST, "/v1/chat?x=1", &headers, b"{}").unwrap();
@@ -153,7 +173,15 @@ mod tests {
 
     #[test]
     fn targets_that_would_change_the_request_line_are_refused() {
-        for bad in ["", "v1/chat", "/a b", "/a\r\nx: y", "/a\u{7f}", "/é"] {
+        for bad in [
+            "",
+            "v1/chat",
+            "/a b",
+            "/a\r\nx: y",
+            "/a\u{7f}",
+            "/é",
+            "/a#b",
+        ] {
             assert!(
                 RequestWire::new(&Method::POST, bad, &HeaderMap::new(), b"").is_err(),
                 "{bad:?}"

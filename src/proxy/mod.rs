@@ -10,7 +10,7 @@
 //! | [`edge`] | the client's connection: header limits and timeouts, bad framing, keep-alive |
 //! | [`downstream`] | reading the request body (bounded), writing and ending the response |
 //! | [`policy`] | target order, retries, fallbacks and what each failure means |
-//! | [`exchange`] | the upstream HTTP client: connect, write, read, pool |
+//! | [`exchange`] | the upstream HTTP client: connect, write the request, read and frame the answer (HTTP/1, RFC 9112), pool |
 //! | [`relay`] | the response phases and the body loop (JSON, SSE, whole) |
 //! | [`hop`] | which headers cross the proxy |
 //!
@@ -28,7 +28,8 @@
 //! costs as much CPU per small JSON request as sira does with auth, accounting and access log
 //! (30.7 µs against 30.0 µs in the 2026-12-05 run, 48.7 against 39.8 in the run before) and
 //! 2.4× sira's per 100-event stream (245 µs against 102 µs; 2.2× before). The price
-//! is keeping Pingora's wire rules by hand, each with a test: skip 1xx, never pass a
+//! is keeping Pingora's wire rules by hand, each with a test: skip 1xx, frame a provider's
+//! answer as RFC 9112 says and reuse its connection only when it ended exactly, never pass a
 //! truncated body on as complete, send again only what was never written, time out slow
 //! clients, bound every buffer ([`edge`], [`exchange`], [`relay`]).
 //!

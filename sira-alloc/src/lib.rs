@@ -3,15 +3,17 @@
 //!
 //! The `mimalloc` crate hands every Rust allocation to `mi_malloc_aligned`, alignment 1 or
 //! 8 included. For a block over 1 KiB whose size class is not a power of two (a read
-//! buffer, a boxed future), mimalloc's aligned path cannot prove the block it would return
-//! is aligned, so it over-allocates and marks the page as holding interior pointers, which
-//! slows every later free on that page: some 180 instructions where `mi_malloc` takes 20.
-//! sira made about ten such allocations per request (callgrind, `bench/profile.sh a`).
+//! buffer, a boxed future), mimalloc's aligned path cannot prove from the size alone that
+//! the block will be aligned, so it takes its slow generic path and over-allocates by the
+//! alignment: some 180 instructions where `mi_malloc` takes 20. sira made about ten such
+//! allocations per request (callgrind, `bench/profile.sh a`).
 //!
 //! Every mimalloc block is a whole number of machine words and starts on a word boundary
 //! (its size classes are multiples of 8 bytes, its pages start aligned), so an alignment
-//! of 8 or less needs nothing more than `mi_malloc`. Larger alignments keep the aligned
-//! calls.
+//! of 8 or less needs nothing more than `mi_malloc` (mimalloc's own `mi_realloc_aligned`
+//! makes the same assumption). Larger alignments keep the aligned calls. Built with
+//! mimalloc's guarded-page debugging (`MI_GUARDED` with precise guards), blocks may not be
+//! word-aligned: that build is not used here.
 #![no_std]
 
 use core::alloc::{GlobalAlloc, Layout};

@@ -12,7 +12,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -28,23 +28,32 @@ pub use line::JsonLine;
 const MAX_PENDING: usize = 16 * 1024 * 1024;
 
 enum Message {
-    /// Lines were appended to an empty buffer: the writer may be idle.
+    /// Lines were appended to an empty buffer, or a switch was asked for: the writer may be
+    /// idle.
     Wake,
-    /// Reopen the file (after rotation) and switch to this target, after writing the
-    /// lines queued before (to the old one).
-    Retarget(AccessLogTarget, Vec<u8>),
     /// Write out everything queued before this, then answer.
     Flush(SyncSender<()>),
 }
 
+/// What requests and the reload path leave for the writer.
+#[derive(Default)]
+struct Pending {
+    /// Whole lines, each with its newline.
+    lines: Vec<u8>,
+    /// A switch of target (rotation, SIGHUP): the lines before this offset go to the old
+    /// one. Recorded under the same lock as the lines, so that none written after the
+    /// switch was asked for reaches the old file, nor any before it the new one.
+    switch: Option<(usize, AccessLogTarget)>,
+}
+
 /// Handle to the writer thread; cheap to share.
 pub struct AccessLog {
-    pending: Arc<Mutex<Vec<u8>>>,
+    pending: Arc<Mutex<Pending>>,
     tx: SyncSender<Message>,
 }
 
 /// The buffer, even if a thread panicked holding it: it holds only whole lines.
-fn lock(pending: &Mutex<Vec<u8>>) -> MutexGuard<'_, Vec<u8>> {
+fn lock(pending: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
     pending
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -54,7 +63,7 @@ impl AccessLog {
     pub fn start(target: AccessLogTarget) -> io::Result<AccessLog> {
         let (tx, rx) = sync_channel(64);
         let sink = Sink::open(&target)?;
-        let pending = Arc::new(Mutex::new(Vec::new()));
+        let pending = Arc::new(Mutex::new(Pending::default()));
         let shared = pending.clone();
         std::thread::Builder::new()
             .name("sira-access-log".into())
@@ -66,14 +75,15 @@ impl AccessLog {
     pub fn write(&self, line: &[u8]) {
         let was_empty = {
             let mut pending = lock(&self.pending);
-            if pending.len() + line.len() + 1 > MAX_PENDING {
+            let lines = &mut pending.lines;
+            if lines.len() + line.len() + 1 > MAX_PENDING {
                 drop(pending);
                 metrics().access_log_dropped.inc();
                 return;
             }
-            let was_empty = pending.is_empty();
-            pending.extend_from_slice(line);
-            pending.push(b'\n');
+            let was_empty = lines.is_empty();
+            lines.extend_from_slice(line);
+            lines.push(b'\n');
             was_empty
         };
         // Under load the buffer is rarely empty, and the writer is napping, not waiting:
@@ -93,28 +103,19 @@ impl AccessLog {
         }
     }
 
-    /// Reopens the log (SIGHUP) with a possibly new target. Blocks only if the channel is
-    /// full, and runs on the reload path, never on a request.
+    /// Reopens the log (SIGHUP) with a possibly new target: the lines queued so far go to
+    /// the old one, every later line to the new one. Never blocks.
     pub fn retarget(&self, target: AccessLogTarget) {
-        // Taken and sent under the lock, so that the writer cannot take lines queued after
-        // this point before it has written these (to the old file). `try_send`: the writer
-        // takes the lock to empty the buffer, and must not wait on it while this waits for
-        // room; with the channel full (rare: it holds wakes) the order is only best effort.
-        let message = {
+        {
             let mut pending = lock(&self.pending);
-            let message = Message::Retarget(target, std::mem::take(&mut *pending));
-            match self.tx.try_send(message) {
-                Ok(()) => return,
-                Err(TrySendError::Full(message)) => message,
-                Err(TrySendError::Disconnected(_)) => {
-                    tracing::error!("access log writer is gone; access log lines are lost");
-                    return;
-                }
-            }
-        };
-        if self.tx.send(message).is_err() {
-            tracing::error!("access log writer is gone; access log lines are lost");
+            let at = pending.lines.len();
+            // Two switches before the writer saw the first: the lines between them go to
+            // the newer target, the older one is never opened.
+            let at = pending.switch.as_ref().map_or(at, |(first, _)| *first);
+            pending.switch = Some((at, target));
         }
+        // A full channel already holds a wake.
+        let _ = self.tx.try_send(Message::Wake);
     }
 }
 
@@ -161,15 +162,13 @@ const DRAIN_EVERY: Duration = Duration::from_millis(50);
 /// A batch buffer larger than this is not kept for the next one, after a burst.
 const KEEP_CAPACITY: usize = 1024 * 1024;
 
-fn run(pending: &Mutex<Vec<u8>>, rx: Receiver<Message>, mut sink: Sink) {
+fn run(pending: &Mutex<Pending>, rx: Receiver<Message>, mut sink: Sink) {
     let mut batch = Vec::new();
     // Block while idle, so a quiet gateway costs nothing; then write, nap, and go again
     // while lines keep coming.
     while let Ok(first) = rx.recv() {
         let mut message = Some(first);
         loop {
-            // Messages first: a retarget carries the lines queued before it, and what is
-            // pending now came after it.
             loop {
                 let next = match message.take() {
                     Some(m) => m,
@@ -182,13 +181,24 @@ fn run(pending: &Mutex<Vec<u8>>, rx: Receiver<Message>, mut sink: Sink) {
                         }
                     },
                 };
-                handle(pending, &mut batch, &mut sink, next);
+                match next {
+                    Message::Wake => {}
+                    Message::Flush(done) => {
+                        // Lines queued before this message go out first.
+                        write_pending(pending, &mut batch, &mut sink);
+                        let _ = done.send(());
+                    }
+                }
             }
             write_pending(pending, &mut batch, &mut sink);
             std::thread::sleep(DRAIN_EVERY);
             // Empty: back to waiting. A line appended after this look sends a wake, which
             // the `recv` above then finds.
-            if lock(pending).is_empty() {
+            let idle = {
+                let pending = lock(pending);
+                pending.lines.is_empty() && pending.switch.is_none()
+            };
+            if idle {
                 break;
             }
         }
@@ -196,43 +206,38 @@ fn run(pending: &Mutex<Vec<u8>>, rx: Receiver<Message>, mut sink: Sink) {
     write_pending(pending, &mut batch, &mut sink);
 }
 
-/// Writes out every line queued so far, and flushes.
-fn write_pending(pending: &Mutex<Vec<u8>>, batch: &mut Vec<u8>, sink: &mut Sink) {
+/// Writes out every line queued so far (switching target where a switch was asked for),
+/// and flushes.
+fn write_pending(pending: &Mutex<Pending>, batch: &mut Vec<u8>, sink: &mut Sink) {
     // Swapped, not copied: the request path gets the emptied buffer of the last batch.
-    std::mem::swap(batch, &mut *lock(pending));
-    if !batch.is_empty() {
-        if let Err(e) = sink.write_all(batch) {
-            tracing::warn!("access log write failed: {e}");
-        }
-        batch.clear();
-        if batch.capacity() > KEEP_CAPACITY {
-            *batch = Vec::new();
+    let switch = {
+        let mut pending = lock(pending);
+        std::mem::swap(batch, &mut pending.lines);
+        pending.switch.take()
+    };
+    let (before, after) = match &switch {
+        Some((at, _)) => batch.split_at((*at).min(batch.len())),
+        None => (&batch[..], &[][..]),
+    };
+    write_out(sink, before);
+    if let Some((_, target)) = &switch {
+        match Sink::open(target) {
+            Ok(new_sink) => *sink = new_sink,
+            Err(e) => tracing::error!(
+                "cannot reopen access log {target:?}: {e}; keeping the previous one"
+            ),
         }
     }
-    if let Err(e) = sink.flush() {
-        tracing::warn!("access log flush failed: {e}");
+    write_out(sink, after);
+    batch.clear();
+    if batch.capacity() > KEEP_CAPACITY {
+        *batch = Vec::new();
     }
 }
 
-fn handle(pending: &Mutex<Vec<u8>>, batch: &mut Vec<u8>, sink: &mut Sink, message: Message) {
-    match message {
-        Message::Wake => {}
-        Message::Flush(done) => {
-            // Lines queued after the last batch but before this message go out first.
-            write_pending(pending, batch, sink);
-            let _ = done.send(());
-        }
-        Message::Retarget(target, before) => {
-            if let Err(e) = sink.write_all(&before).and_then(|()| sink.flush()) {
-                tracing::warn!("access log write failed: {e}");
-            }
-            match Sink::open(&target) {
-                Ok(new_sink) => *sink = new_sink,
-                Err(e) => tracing::error!(
-                    "cannot reopen access log {target:?}: {e}; keeping the previous one"
-                ),
-            }
-        }
+fn write_out(sink: &mut Sink, lines: &[u8]) {
+    if let Err(e) = sink.write_all(lines).and_then(|()| sink.flush()) {
+        tracing::warn!("access log write failed: {e}");
     }
 }
 
@@ -287,18 +292,24 @@ mod tests {
         log.retarget(AccessLogTarget::File(path.clone()));
         writer.join().unwrap();
         log.flush(Duration::from_secs(5));
-        let mut seen: Vec<u32> = [&rotated, &path]
-            .iter()
-            .flat_map(|p| {
-                std::fs::read_to_string(p)
-                    .unwrap()
-                    .lines()
-                    .map(|l| l[5..l.len() - 1].parse::<u32>().unwrap())
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        seen.sort_unstable();
-        assert_eq!(seen, (0..20_000).collect::<Vec<_>>());
+        let numbers = |p: &std::path::Path| -> Vec<u32> {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(|l| l[5..l.len() - 1].parse::<u32>().unwrap())
+                .collect()
+        };
+        let (old, new) = (numbers(&rotated), numbers(&path));
+        // In order, the old file's lines all before the new file's: the switch is exact.
+        let mut both = old.clone();
+        both.extend(&new);
+        assert_eq!(
+            both,
+            (0..20_000).collect::<Vec<_>>(),
+            "old {} new {}",
+            old.len(),
+            new.len()
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod failover;
 mod faults;
 mod filter_scopes;
 mod filters;
+mod framing;
 mod issued_keys;
 mod jwt;
 mod lifecycle;

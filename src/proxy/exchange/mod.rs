@@ -82,7 +82,7 @@ impl ExchangeError {
 }
 
 /// Why a response body could not be read to its end.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum BodyError {
     #[error("nothing received for {}ms", .0.as_millis())]
     Idle(Duration),
@@ -272,7 +272,7 @@ struct Answer {
     /// after a failure closed it.
     body: Option<h1::Body>,
     /// Why the body failed, if it did: a read after that is the same failure, never an end.
-    failed: Option<String>,
+    failed: Option<BodyError>,
 }
 
 /// A response header from a provider, with the connection its body is read from.
@@ -332,7 +332,7 @@ impl UpstreamResponse {
     fn after_end(&self) -> Result<Option<Bytes>, BodyError> {
         match &self.answer.failed {
             None => Ok(None),
-            Some(reason) => Err(BodyError::Broken(reason.clone())),
+            Some(error) => Err(error.clone()),
         }
     }
 
@@ -358,7 +358,7 @@ impl UpstreamResponse {
                     h1::ReadFault::Idle => BodyError::Idle(self.idle),
                     h1::ReadFault::Body(fault) => BodyError::Broken(fault.to_string()),
                 };
-                self.answer.failed = Some(error.to_string());
+                self.answer.failed = Some(error.clone());
                 Err(error)
             }
         }

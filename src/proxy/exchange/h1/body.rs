@@ -1,188 +1,22 @@
-//! A provider's HTTP/1 response as sira reads it: the head, then the body as its framing
-//! says (RFC 9112 §6.3), then the connection kept only when the body ended exactly where
-//! its framing said it would.
-//!
-//! Pingora's H1 client session keeps a second map of every field name's original case and
-//! normalises each value as it stores it: about 2,500 instructions for a provider's four
-//! fields, plus its body reader's set-up, in a request that costs sira ~96,000. sira never
-//! writes a provider's field names back (the client's header is built anew, see
-//! `hop::client_response`), so this reader parses the head with `httparse` straight into an
-//! `http::HeaderMap` whose values are slices of the bytes read (not copies), and frames the
-//! body itself. The pieces of the body it returns are slices of its read buffer too.
-//!
-//! Every buffer is bounded: the head ([`MAX_HEAD`]), a chunk-size line, the trailers; a
-//! body is handed on a read at a time.
+//! The body of a provider's answer, as its framing says (RFC 9112 §6.3): a length,
+//! chunks, or everything until the connection closes; and whether the connection may carry
+//! another request afterwards.
 
-use std::mem::MaybeUninit;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, StatusCode, Version};
+use http::header::{HeaderName, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, Version};
 use pingora_core::protocols::Stream;
-use pingora_http::ResponseHeader;
 use tokio::io::AsyncReadExt;
 
-/// A response head larger than this is refused (nginx reads 4 or 8 KiB by default).
-pub const MAX_HEAD: usize = 64 * 1024;
-/// Fields of one response head, at most.
-const MAX_FIELDS: usize = 256;
+use super::head::{Head, HeadError};
+use super::{reserve, READ_SIZE};
+
 /// A chunk-size line (size and extensions) longer than this is refused.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 /// Trailer fields of a chunked body, at most this many bytes (read and dropped).
 const MAX_TRAILERS: usize = 16 * 1024;
-/// What one read asks for: the head and a usual JSON answer arrive in one.
-const READ_SIZE: usize = 16 * 1024;
-
-/// Why no usable response head was read.
-#[derive(Debug)]
-pub enum HeadError {
-    /// The connection failed or closed before a whole head.
-    Io(String),
-    /// What arrived is not an HTTP/1 response head sira can use.
-    Invalid(String),
-}
-
-/// The parser httparse is asked to be: lenient where providers' servers are known to be
-/// sloppy without ambiguity (several spaces around the status code, spaces before a
-/// field's colon, which httparse leaves out of the name), as Pingora's client was. A field
-/// folded over several lines (obsolete since RFC 7230) is refused: its value would hold a
-/// line break.
-fn parser() -> httparse::ParserConfig {
-    let mut config = httparse::ParserConfig::default();
-    config.allow_multiple_spaces_in_response_status_delimiters(true);
-    config.allow_spaces_after_header_name_in_responses(true);
-    config
-}
-
-/// Reads the next response head from `stream`, after the bytes already in `buf`. On return
-/// `buf` holds what followed the head (the start of the body, or of the next head after an
-/// informational response).
-pub async fn read_head(stream: &mut Stream, buf: &mut BytesMut) -> Result<Head, HeadError> {
-    loop {
-        if !buf.is_empty() {
-            if let Some(head) = parse_head(buf)? {
-                return Ok(head);
-            }
-            if buf.len() > MAX_HEAD {
-                return Err(HeadError::Invalid(format!(
-                    "the response header is larger than {} KiB",
-                    MAX_HEAD / 1024
-                )));
-            }
-        }
-        reserve(buf);
-        match stream.read_buf(buf).await {
-            Ok(0) if buf.is_empty() => {
-                return Err(HeadError::Io("closed before a response".into()))
-            }
-            Ok(0) => return Err(HeadError::Io("closed within the response header".into())),
-            Ok(_) => {}
-            Err(e) => return Err(HeadError::Io(e.to_string())),
-        }
-    }
-}
-
-/// Room for the next read, without growing a buffer that still has plenty.
-fn reserve(buf: &mut BytesMut) {
-    if buf.capacity() - buf.len() < READ_SIZE / 4 {
-        buf.reserve(READ_SIZE);
-    }
-}
-
-/// A response head: its status, version and fields.
-pub struct Head {
-    pub status: StatusCode,
-    pub version: Version,
-    pub headers: HeaderMap,
-}
-
-impl Head {
-    pub fn into_header(self) -> ResponseHeader {
-        let (mut parts, ()) = http::Response::new(()).into_parts();
-        parts.status = self.status;
-        parts.version = self.version;
-        parts.headers = self.headers;
-        ResponseHeader::from(parts)
-    }
-}
-
-/// Where a field's name and value are in the head: offsets, as the parse borrows the
-/// buffer that is frozen afterwards.
-struct Span {
-    name: (u32, u32),
-    value: (u32, u32),
-}
-
-/// The head at the start of `buf`, taken out of it; `None` while it is incomplete.
-fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, HeadError> {
-    let invalid = || HeadError::Invalid("the response header is not valid HTTP".into());
-    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
-    let (len, code, minor, spans) = {
-        let mut response = httparse::Response::new(&mut []);
-        let len = match parser().parse_response_with_uninit_headers(&mut response, buf, &mut fields)
-        {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(httparse::Error::TooManyHeaders) => {
-                return Err(HeadError::Invalid(format!(
-                    "the response header has more than {MAX_FIELDS} fields"
-                )))
-            }
-            Err(_) => return Err(invalid()),
-        };
-        let base = buf.as_ptr() as usize;
-        // httparse's slices point into `buf`: their offsets survive the freeze below. A
-        // complete head is at most `MAX_HEAD` plus one read, far below `u32::MAX`.
-        let at = |s: &[u8]| {
-            debug_assert!(
-                s.as_ptr() as usize >= base && s.as_ptr() as usize + s.len() <= base + len
-            );
-            let start = (s.as_ptr() as usize - base) as u32;
-            (start, start + s.len() as u32)
-        };
-        // A vector of the fields' number: an array of `MAX_FIELDS` would be zeroed whole,
-        // 4 KiB on every response.
-        let spans: Vec<Span> = response
-            .headers
-            .iter()
-            .map(|field| Span {
-                name: at(field.name.as_bytes()),
-                value: at(field.value),
-            })
-            .collect();
-        (
-            len,
-            response.code.ok_or_else(invalid)?,
-            response.version.ok_or_else(invalid)?,
-            spans,
-        )
-    };
-    // The head gets an allocation of its own (a copy of a few hundred bytes): its values are
-    // slices of it, and live as long as the response header, which must not keep the
-    // read buffer behind the body alive.
-    let head = Bytes::copy_from_slice(&buf[..len]);
-    buf.advance(len);
-    let mut headers = HeaderMap::with_capacity(spans.len());
-    for span in &spans {
-        let name = HeaderName::from_bytes(&head[span.name.0 as usize..span.name.1 as usize])
-            .map_err(|_| invalid())?;
-        let value = HeaderValue::from_maybe_shared(
-            head.slice(span.value.0 as usize..span.value.1 as usize),
-        )
-        .map_err(|_| invalid())?;
-        headers.try_append(name, value).map_err(|_| invalid())?;
-    }
-    Ok(Some(Head {
-        status: StatusCode::from_u16(code).map_err(|_| invalid())?,
-        version: if minor == 0 {
-            Version::HTTP_10
-        } else {
-            Version::HTTP_11
-        },
-        headers,
-    }))
-}
 
 /// How a response's body ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -538,13 +372,8 @@ fn has_token(headers: &HeaderMap, name: HeaderName, token: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::head::head_of;
     use super::*;
-
-    fn head_of(bytes: &[u8]) -> (Head, BytesMut) {
-        let mut buf = BytesMut::from(bytes);
-        let head = parse_head(&mut buf).ok().flatten().expect("a whole head");
-        (head, buf)
-    }
 
     /// The pieces `bytes` (a whole response) yields, framed by its head, and whether the
     /// connection is kept afterwards.
@@ -576,50 +405,6 @@ mod tests {
         drop(listener.accept().expect("accept"));
         client.set_nonblocking(true).expect("nonblocking");
         client
-    }
-
-    #[test]
-    fn a_head_is_parsed_with_its_values_as_slices() {
-        let (head, rest) = head_of(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Request-Id: req_1\r\nContent-Length: 2\r\n\r\n{}",
-        );
-        assert_eq!(head.status, StatusCode::OK);
-        assert_eq!(head.version, Version::HTTP_11);
-        assert_eq!(head.headers["content-type"], "application/json");
-        assert_eq!(head.headers["x-request-id"], "req_1");
-        assert_eq!(&rest[..], b"{}");
-    }
-
-    #[test]
-    fn partial_and_invalid_heads() {
-        let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Le"[..]);
-        assert!(matches!(parse_head(&mut partial), Ok(None)));
-        assert_eq!(partial.len(), 27, "an incomplete head stays in the buffer");
-        for bad in [
-            &b"HTTP/1.1 2000 OK\r\n\r\n"[..],
-            b"HTTP/2 200\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n",
-            b"SSH-2.0-OpenSSH\r\n\r\n",
-        ] {
-            assert!(
-                matches!(
-                    parse_head(&mut BytesMut::from(bad)),
-                    Err(HeadError::Invalid(_))
-                ),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
-        }
-        let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
-        for i in 0..=MAX_FIELDS {
-            many.extend_from_slice(format!("x-{i}: v\r\n").as_bytes());
-        }
-        many.extend_from_slice(b"\r\n");
-        assert!(matches!(
-            parse_head(&mut BytesMut::from(&many[..])),
-            Err(HeadError::Invalid(e)) if e.contains("fields")
-        ));
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! The upstream request as it goes on the wire.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, Method};
 use pingora_core::protocols::Stream;
 
@@ -60,18 +59,19 @@ impl<'a> RequestWire<'a> {
         }
         // Framing and the connection are sira's to say: a provider's `headers:` or a filter
         // asking to close would otherwise close a connection the pool then hands out.
+        // A `match` on the name: a length switch and a compare per field.
         let hop = |name: &http::HeaderName| {
-            [
-                CONNECTION,
-                CONTENT_LENGTH,
-                TRANSFER_ENCODING,
-                TE,
-                TRAILER,
-                UPGRADE,
-            ]
-            .contains(name)
-                || name.as_str() == "keep-alive"
-                || name.as_str() == "proxy-connection"
+            matches!(
+                name.as_str(),
+                "connection"
+                    | "content-length"
+                    | "transfer-encoding"
+                    | "te"
+                    | "trailer"
+                    | "upgrade"
+                    | "keep-alive"
+                    | "proxy-connection"
+            )
         };
         let fields: usize = headers
             .iter()

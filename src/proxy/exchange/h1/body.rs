@@ -509,6 +509,8 @@ mod tests {
             b"1x\r",
             b"-1\r",
             b"1000000000000000\r",
+            b"5\r\r",
+            b"5\x0c;x\r",
         ] {
             assert!(
                 chunk_size(bad).is_err(),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::Method;
-use pingora_core::protocols::http::ServerSession;
+use super::client::Client;
 
 use super::ctx::RequestCtx;
 use super::exchange::{
@@ -73,7 +73,7 @@ pub async fn send(
 /// booked to `ctx.upstream.wait`, which `sira_overhead_seconds` excludes.
 pub async fn try_once(
     exchange: &Exchange,
-    session: &mut ServerSession,
+    session: &mut Client,
     ctx: &mut RequestCtx,
     provider: Arc<Provider>,
     endpoint: Arc<Endpoint>,
@@ -86,7 +86,7 @@ pub async fn try_once(
     // are what outlasts a grace period, watch it between events (`relay`).
     let outcome = tokio::select! {
         outcome = send(exchange, provider, endpoint, request) => outcome,
-        _ = session.read_body_or_idle(true) => Err(TryError::ClientGone),
+        _ = session.gone() => Err(TryError::ClientGone),
     };
     ctx.upstream.wait += network.elapsed();
     outcome

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderValue};
-use pingora_core::protocols::http::ServerSession;
+use super::client::Client;
 use pingora_http::ResponseHeader;
 
 use super::ctx::RequestCtx;
@@ -15,7 +15,7 @@ use crate::error::GatewayError;
 /// Reads the whole request body, refusing more than `limit` bytes, within `within`. A
 /// declared `Content-Length` over the limit is refused before anything is read.
 pub async fn read_body(
-    session: &mut ServerSession,
+    session: &mut Client,
     limit: u64,
     within: Duration,
 ) -> Result<Bytes, GatewayError> {
@@ -34,15 +34,10 @@ pub async fn read_body(
         .get(header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     if expects_continue {
-        // Pingora turns keep-alive off for any response written before the body is read,
-        // the interim 100 included; the final answer comes after the body, so the
-        // connection's keep-alive is what it was.
-        let keepalive = session.get_keepalive();
         session
-            .write_continue_response()
+            .write_continue()
             .await
-            .map_err(|e| GatewayError::invalid(format!("cannot read request body: {e}")))?;
-        session.set_keepalive(keepalive);
+            .map_err(|_| GatewayError::invalid("cannot read request body: the client is gone"))?;
     }
     // Only a body that does not arrive at once costs a timer (see `Lazy`).
     match super::lazy_timeout(within, read_all(session, limit, declared)).await {
@@ -52,7 +47,7 @@ pub async fn read_body(
 }
 
 async fn read_all(
-    session: &mut ServerSession,
+    session: &mut Client,
     limit: u64,
     declared: Option<u64>,
 ) -> Result<Bytes, GatewayError> {
@@ -67,10 +62,9 @@ async fn read_all(
             Err(e) => {
                 // A body whose framing broke (a bad chunk size, a cut) leaves no way to tell
                 // where the next request would start: the connection closes after the answer.
-                session.set_keepalive(None);
+                session.set_keep_alive(false);
                 return Err(GatewayError::BadFraming(format!(
-                    "cannot read the request body ({})",
-                    super::exchange::describe(&e)
+                    "cannot read the request body ({e})"
                 )));
             }
         };
@@ -99,16 +93,12 @@ async fn read_all(
 /// Sends the response header; `false` (and `ctx.response.client_gone`) when the client is
 /// gone.
 pub async fn write_header(
-    session: &mut ServerSession,
+    session: &mut Client,
     ctx: &mut RequestCtx,
     header: ResponseHeader,
 ) -> bool {
     ctx.response.status = header.status.as_u16();
-    if session
-        .write_response_header(Box::new(header))
-        .await
-        .is_err()
-    {
+    if session.write_response_header(header).await.is_err() {
         ctx.response.client_gone = true;
         return false;
     }
@@ -118,7 +108,7 @@ pub async fn write_header(
 /// Writes to the client; `false` (and `ctx.response.client_gone`) when the client is gone
 /// or stopped reading for longer than the write timeout.
 pub async fn write(
-    session: &mut ServerSession,
+    session: &mut Client,
     ctx: &mut RequestCtx,
     data: Bytes,
     end: bool,
@@ -138,7 +128,7 @@ pub async fn write(
 /// Writes several pieces in one go: one buffer, one HTTP chunk, one flush, instead of one
 /// write system call per event.
 pub async fn write_pieces(
-    session: &mut ServerSession,
+    session: &mut Client,
     ctx: &mut RequestCtx,
     pieces: &mut Vec<Bytes>,
     end: bool,
@@ -223,7 +213,7 @@ pub fn join(pieces: &mut Vec<Bytes>) -> Bytes {
 /// Ends a response that broke after its header was sent, so that the client cannot take
 /// it for complete: HTTP/1.1 closes the connection without the last chunk (a body with a
 /// `Content-Length` stays short of it), HTTP/2 resets the stream.
-pub async fn abort(session: &mut ServerSession, ctx: &mut RequestCtx) {
+pub async fn abort(session: &mut Client, ctx: &mut RequestCtx) {
     ctx.response.aborted = true;
     if session.is_http2() {
         // A reset drops the stream's frames still queued in the connection (h2 clears the
@@ -239,7 +229,7 @@ pub async fn abort(session: &mut ServerSession, ctx: &mut RequestCtx) {
 /// HTTP/1.1 needs explicit chunked framing for a body of unknown length (Pingora would
 /// otherwise close-delimit it and lose keep-alive); HTTP/2 frames it natively.
 pub fn set_streaming_framing(
-    session: &ServerSession,
+    session: &Client,
     out: &mut ResponseHeader,
 ) -> Result<(), GatewayError> {
     if !session.is_http2() && session.req_header().version == http::Version::HTTP_11 {
@@ -258,7 +248,7 @@ pub fn set_streaming_framing(
 /// nginx's lingering close does: closing at once would make the client's next write fail
 /// with a reset before it reads the answer, so it would report a broken pipe instead of the
 /// error. Bounded in bytes and time; the connection is closed afterwards.
-pub async fn linger(session: &mut ServerSession) {
+pub async fn linger(session: &mut Client) {
     const MAX_BYTES: usize = 16 << 20;
     const MAX_TIME: Duration = Duration::from_secs(2);
     let drain = async {

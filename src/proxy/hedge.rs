@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
 
-use pingora_core::protocols::http::ServerSession;
+use super::client::Client;
 
 use super::attempt::{send, TryError};
 use super::ctx::RequestCtx;
@@ -82,7 +82,7 @@ pub struct Spare<'a> {
 #[allow(clippy::too_many_arguments)]
 pub async fn race(
     gw: &Gateway,
-    session: &mut ServerSession,
+    session: &mut Client,
     ctx: &mut RequestCtx,
     body: &RequestBody,
     spare: &Spare<'_>,
@@ -153,7 +153,7 @@ pub async fn race(
                     break None;
                 }
             }
-            _ = session.read_body_or_idle(true) => {
+            _ = session.gone() => {
                 // Told as the outcome of an attempt still running (there is one: the loop
                 // ends as soon as none is); the ones that ended are settled as they ended.
                 let i = ends.iter().position(Option::is_none).unwrap_or(0);

@@ -37,11 +37,13 @@
 //! request started with.
 
 mod attempt;
+pub mod client;
 pub(crate) mod body;
 mod ctx;
 pub mod downstream;
 pub mod edge;
 pub mod exchange;
+pub(crate) mod h1;
 mod header_edit;
 mod hedge;
 pub mod hop;
@@ -61,19 +63,19 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{header, HeaderValue};
-use pingora_core::apps::{
-    HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream,
-};
+use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::ShutdownWatch;
 use pingora_http::ResponseHeader;
 
+pub use client::Client;
 pub use ctx::RequestCtx;
 
 use crate::access_log::AccessLog;
 use crate::config::Live;
 use crate::error::GatewayError;
 use crate::shutdown::Drain;
+use edge::H1Session;
 use phases::{Answer, Chain, LocalResponse, RequestBody};
 
 static X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
@@ -132,7 +134,9 @@ impl HttpServerApp for Gateway {
         });
         // `async_trait` boxes this method's future, and Pingora moves it into the stream's
         // task: kept small, as the request's own state (~11 KB) lives in a box of its own.
-        in_box(|| self.serve_checked(session, shutdown, refused)).await
+        in_box(|| self.serve_checked(Client::H2(session), shutdown, refused)).await;
+        // An HTTP/2 stream's end is not its connection's: Pingora's loop goes on reading.
+        None
     }
 
     fn server_options(&self) -> Option<&HttpServerOptions> {
@@ -156,12 +160,9 @@ fn in_box<F: Future>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
 }
 
 impl Gateway {
-    /// Serves one request whose header was read; the connection back when it can be reused.
-    pub async fn serve(
-        &self,
-        session: ServerSession,
-        shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
+    /// Serves one request whose header was read; the HTTP/1 session back when its
+    /// connection can carry another request.
+    pub async fn serve(&self, session: Client, shutdown: &ShutdownWatch) -> Option<Box<H1Session>> {
         self.serve_checked(session, shutdown, None).await
     }
 
@@ -169,33 +170,24 @@ impl Gateway {
     /// answered with that error, logged like any other, and its connection closed.
     pub async fn serve_checked(
         &self,
-        mut session: ServerSession,
+        mut session: Client,
         shutdown: &ShutdownWatch,
         refused: Option<GatewayError>,
-    ) -> Option<ReusedHttpStream> {
+    ) -> Option<Box<H1Session>> {
         let _in_flight = self.drain.enter();
         let snap = self.live.load_full();
-        // Pingora has read the client's wish from the request (`Connection: close`,
-        // HTTP/1.0 without keep-alive): the gateway's timeout only applies when it is to stay.
-        let client_keeps = session.get_keepalive().is_some();
-        session.set_keepalive(
-            if *shutdown.borrow() || refused.is_some() || !client_keeps {
-                None
-            } else {
-                Some(snap.server.keepalive.as_secs())
-            },
-        );
-        session.set_write_timeout(Some(snap.server.write_timeout));
+        // The client's wish (`Connection: close`, HTTP/1.0 without keep-alive) was read with
+        // its head; the gateway's own only adds reasons to close.
+        let keep = !*shutdown.borrow() && refused.is_none();
+        session.set_keep_alive(keep);
+        session.set_write_timeout(snap.server.write_timeout);
         let mut ctx = RequestCtx::new(snap, request_id(&session));
-        ctx.client_ip = session
-            .client_addr()
-            .and_then(|addr| addr.as_inet())
-            .map(|addr| addr.ip());
+        ctx.client_ip = session.client_ip();
         // A shared buffer, not a copy.
         ctx.forwarded_for = session.req_header().headers.get(&X_FORWARDED_FOR).cloned();
         ctx.client_identity = session
-            .digest()
-            .and_then(|d| d.ssl_digest.as_ref())
+            .tls()
+            .as_ref()
             .and_then(|tls| tls.extension.get::<crate::tls::VerifiedPeer>())
             .and_then(crate::tls::VerifiedPeer::identity)
             .map(|identity| Arc::new(identity.clone()));
@@ -210,18 +202,14 @@ impl Gateway {
         if ctx.response.client_gone || ctx.response.aborted {
             return None;
         }
-        let persistent = HttpPersistentSettings::for_session(&session);
-        match session.finish().await {
-            Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, persistent)),
-            Ok(None) | Err(_) => None,
-        }
+        session.finish().await
     }
 
     /// The phases, in order, with the I/O between them. An `Err` means nothing was sent yet
     /// and the error is rendered in the client's surface shape.
     async fn handle(
         &self,
-        session: &mut ServerSession,
+        session: &mut Client,
         ctx: &mut RequestCtx,
     ) -> Result<(), GatewayError> {
         if let Some(answer) = self.chain.request_filter(session.req_header(), ctx).await? {
@@ -246,7 +234,7 @@ impl Gateway {
 
     async fn answer(
         &self,
-        session: &mut ServerSession,
+        session: &mut Client,
         ctx: &mut RequestCtx,
         answer: LocalResponse,
     ) -> Result<(), GatewayError> {
@@ -257,7 +245,7 @@ impl Gateway {
 
     /// Answers with `error` rendered for the client's surface, unless the client is gone. A
     /// response already started cannot change its mind: it is ended as broken.
-    async fn fail(&self, session: &mut ServerSession, ctx: &mut RequestCtx, error: GatewayError) {
+    async fn fail(&self, session: &mut Client, ctx: &mut RequestCtx, error: GatewayError) {
         let status = error.status();
         let body = error.render(ctx.format);
         let allow = match &error {
@@ -268,7 +256,7 @@ impl Gateway {
         if ctx.response.client_gone {
             return;
         }
-        if session.response_written().is_some() {
+        if session.response_written() {
             downstream::abort(session, ctx).await;
             return;
         }
@@ -279,7 +267,7 @@ impl Gateway {
     /// the operator's header filters).
     async fn respond(
         &self,
-        session: &mut ServerSession,
+        session: &mut Client,
         ctx: &mut RequestCtx,
         status: u16,
         body: Bytes,
@@ -328,7 +316,7 @@ fn local_header(
 }
 
 /// The client's `x-request-id` when it is a sane token, else a new one.
-fn request_id(session: &ServerSession) -> HeaderValue {
+fn request_id(session: &Client) -> HeaderValue {
     if let Some(given) = session.req_header().headers.get(modules::X_REQUEST_ID) {
         let sane = (1..=128).contains(&given.len())
             && given.as_bytes().iter().all(|b| b.is_ascii_graphic());

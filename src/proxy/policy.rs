@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pingora_core::protocols::http::ServerSession;
+use super::client::Client;
 
 use super::attempt::{try_once, TryError};
 use super::ctx::{Attempt, RequestCtx, TryState};
@@ -48,7 +48,7 @@ struct Candidate {
 /// what the client gets if none of them does better.
 pub async fn proxy_upstream(
     gw: &Gateway,
-    session: &mut ServerSession,
+    session: &mut Client,
     ctx: &mut RequestCtx,
     body: &RequestBody,
 ) -> Result<UpstreamResponse, GatewayError> {

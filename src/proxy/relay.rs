@@ -11,7 +11,7 @@
 
 use bytes::Bytes;
 use http::header;
-use pingora_core::protocols::http::ServerSession;
+use super::client::Client;
 use pingora_http::ResponseHeader;
 
 use super::ctx::RequestCtx;
@@ -60,7 +60,7 @@ fn report_broken(ctx: &RequestCtx, e: &GatewayError) {
 
 pub async fn relay(
     gw: &Gateway,
-    session: &mut ServerSession,
+    session: &mut Client,
     ctx: &mut RequestCtx,
     mut upstream: UpstreamResponse,
 ) -> Result<(), GatewayError> {
@@ -112,7 +112,7 @@ pub async fn relay(
 /// for `timeouts.total` and for the end of a shutdown's grace period.
 async fn next(
     gw: &Gateway,
-    session: &mut ServerSession,
+    session: &mut Client,
     ctx: &mut RequestCtx,
     upstream: &mut UpstreamResponse,
     watch_client: bool,
@@ -162,7 +162,7 @@ async fn next(
                     after: deadline.map(|(_, total)| total).unwrap_or_default(),
                 }),
             },
-            _ = session.read_body_or_idle(true), if watch_client => Next::ClientGone,
+            _ = session.gone(), if watch_client => Next::ClientGone,
             () = gw.drain.expiry() => Next::Failed(GatewayError::ShuttingDown),
         };
         ctx.upstream.wait += started.elapsed();
@@ -194,7 +194,7 @@ fn followed(ctx: &RequestCtx) -> bool {
 /// A stream: events relayed in batches of what has arrived, through the body phases.
 async fn relay_stream(
     gw: &Gateway,
-    session: &mut ServerSession,
+    session: &mut Client,
     ctx: &mut RequestCtx,
     upstream: &mut UpstreamResponse,
     out: ResponseHeader,
@@ -337,7 +337,7 @@ async fn relay_stream(
 /// A JSON body relayed as it arrives (passthrough: the provider's own bytes).
 async fn relay_body(
     gw: &Gateway,
-    session: &mut ServerSession,
+    session: &mut Client,
     ctx: &mut RequestCtx,
     upstream: &mut UpstreamResponse,
     out: ResponseHeader,
@@ -382,7 +382,7 @@ async fn relay_body(
 /// error response in the client's shape.
 async fn relay_whole(
     gw: &Gateway,
-    session: &mut ServerSession,
+    session: &mut Client,
     ctx: &mut RequestCtx,
     upstream: &mut UpstreamResponse,
     mut out: ResponseHeader,

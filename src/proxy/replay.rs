@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderValue};
-use pingora_core::protocols::http::ServerSession;
+use super::client::Client;
 use pingora_http::ResponseHeader;
 
 use super::ctx::RequestCtx;
@@ -27,7 +27,7 @@ use crate::translate::{StreamLimits, StreamTranslator};
 
 pub async fn replay(
     gateway: &Gateway,
-    session: &mut ServerSession,
+    session: &mut Client,
     ctx: &mut RequestCtx,
     replay: Replay,
 ) -> Result<(), GatewayError> {
@@ -132,7 +132,7 @@ pub async fn replay(
 /// after the first.
 async fn paced(
     gateway: &Gateway,
-    session: &mut ServerSession,
+    session: &mut Client,
     ctx: &mut RequestCtx,
     entry: &Entry,
     convert: &mut Conversion,
@@ -163,7 +163,7 @@ async fn paced(
 /// Ends a stream under way as the client's format ends a broken one: its error event, then
 /// no clean end.
 async fn break_off(
-    session: &mut ServerSession,
+    session: &mut Client,
     ctx: &mut RequestCtx,
     error: GatewayError,
 ) -> Result<(), GatewayError> {

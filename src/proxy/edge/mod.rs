@@ -19,7 +19,6 @@
 //! HTTP/2 connections (ALPN, or the cleartext preface) go to Pingora's HTTP/2 server, whose
 //! header limits are set from the same config ([`Gateway`]'s `h2_options`).
 
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,18 +26,19 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header;
-use pingora_core::apps::{HttpPersistentSettings, ServerApp};
-use pingora_core::protocols::http::ServerSession;
+use pingora_core::apps::ServerApp;
 use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
 
 mod client;
+mod h1;
 
-use super::Gateway;
+use super::{Client, Gateway};
 use crate::error::GatewayError;
 use crate::format::Format;
 use crate::metrics::{metrics, Buffer};
-use client::{ClientStream, HeaderDeadline, HeaderOverflow, Watch};
+use client::{ClientStream, HeaderDeadline, Watch};
+pub use h1::H1Session;
 
 /// The main listeners' application: sorts connections by protocol and runs the HTTP/1
 /// keep-alive loop.
@@ -212,55 +212,47 @@ impl Edge {
         accepted: Instant,
         shutdown: &ShutdownWatch,
     ) {
-        let mut stream: Stream = stream;
-        let mut persistent: Option<HttpPersistentSettings> = None;
+        let mut session = Box::new(H1Session::new(stream));
         let mut first = true;
         loop {
             let snap = self.gateway.live.load_full();
             let server = &snap.server;
-            let mut session = ServerSession::new_http1(stream);
-            match persistent.take() {
-                Some(settings) => settings.apply_to_session(&mut session),
-                None => {
-                    // The first request is bounded by the header deadline from the
-                    // connection's start, not by a keep-alive wait.
-                    session.set_keepalive(None);
-                    // Bytes that arrive after a request's body (the next request, a stray
-                    // CRLF) are kept for the next request (RFC 9112 §9.3.2), rather than
-                    // taken for a client that went away; the setting carries over.
-                    session.set_pipelining_enabled(true);
-                }
-            }
+            // The first request is bounded by the header deadline from the connection's
+            // start; a kept-alive connection waits idle for its next one.
+            let (started, idle) = if first {
+                (Some(accepted), None)
+            } else {
+                (None, Some(server.keepalive))
+            };
             watch.begin();
-            let started = if first { Some(accepted) } else { None };
-            let outcome = read_header(&mut session, &watch, started, server.header_timeout).await;
+            let outcome = read_header(&mut session, &watch, started, idle, server).await;
             watch.end();
             first = false;
             let refused = match outcome {
-                Header::Read => check_header(&mut session, server),
+                Header::Read => check_header(&session, server),
                 Header::Closed => return,
                 Header::Refused(error) => {
-                    refuse(session, error).await;
+                    refuse(session, error, server.write_timeout).await;
                     return;
                 }
             };
             // Counted until here since its first byte (or the connection's start); `serve`
             // counts it from now on.
-            let served = self.gateway.serve_checked(session, shutdown, refused);
+            let served = self
+                .gateway
+                .serve_checked(Client::H1(session), shutdown, refused);
             let reused = served.await;
             watch.uncount();
-            let Some(reused) = reused else {
-                return;
-            };
-            let (next, settings) = reused.consume();
-            stream = next;
-            persistent = settings;
+            match reused {
+                Some(next) => session = next,
+                None => return,
+            }
         }
     }
 }
 
 /// How reading a request header ended.
-enum Header {
+pub enum Header {
     Read,
     /// The client closed the connection, or it idled past the keep-alive timeout: nothing
     /// to answer.
@@ -272,77 +264,32 @@ enum Header {
 /// Reads the request header within the header deadline: `timeout` from its first byte, or
 /// from `started` (the connection's start) for the first request.
 async fn read_header(
-    session: &mut ServerSession,
+    session: &mut H1Session,
     watch: &Watch,
     started: Option<Instant>,
-    timeout: Duration,
+    idle: Option<Duration>,
+    server: &crate::config::ServerSettings,
 ) -> Header {
     let deadline = HeaderDeadline {
         watch,
         started,
-        timeout,
+        timeout: server.header_timeout,
         timer: None,
     };
-    let result = tokio::select! {
+    tokio::select! {
         biased;
-        result = session.read_request() => result,
-        () = deadline => {
-            return Header::Refused(GatewayError::RequestTimeout("the request header"));
-        }
-    };
-    match result {
-        Ok(true) => Header::Read,
-        Ok(false) => Header::Closed,
-        Err(e) => classify(&e).map_or(Header::Closed, Header::Refused),
+        outcome = session.read_request(idle, server.max_header_size) => outcome,
+        () = deadline => Header::Refused(GatewayError::RequestTimeout("the request header")),
     }
 }
 
-/// What a failed header read means for the client; `None` when the connection simply broke.
-fn classify(e: &pingora_error::Error) -> Option<GatewayError> {
-    use pingora_error::ErrorType;
-    let cause = e.root_cause();
-    let oversized = cause
-        .downcast_ref::<io::Error>()
-        .and_then(|io| io.get_ref())
-        .and_then(|inner| inner.downcast_ref::<HeaderOverflow>())
-        .is_some();
-    if oversized {
-        metrics().buffer_limit(Buffer::RequestHeader);
-        return Some(GatewayError::HeaderTooLarge(
-            "larger than server.max_header_size".into(),
-        ));
-    }
-    match e.etype() {
-        ErrorType::InvalidHTTPHeader => {
-            let too_many = cause
-                .downcast_ref::<httparse::Error>()
-                .is_some_and(|p| *p == httparse::Error::TooManyHeaders);
-            if too_many {
-                metrics().buffer_limit(Buffer::RequestHeader);
-                return Some(GatewayError::HeaderTooLarge(
-                    "more fields than server.max_headers".into(),
-                ));
-            }
-            // Pingora's message quotes the whole header (the client's key included): only
-            // what kind of fault it is goes back, and to the log.
-            let reason = match cause.downcast_ref::<httparse::Error>() {
-                Some(parse) => format!("malformed request header ({parse})"),
-                None => "ambiguous or invalid request head (its framing, Host or target)".into(),
-            };
-            Some(GatewayError::BadFraming(reason))
-        }
-        ErrorType::ReadTimedout => Some(GatewayError::RequestTimeout("the request header")),
-        _ => None,
-    }
-}
-
-/// Limits and framing rules that Pingora's parser leaves to the application; `Some` when
-/// the request must be refused (and the connection closed).
+/// Limits and framing rules checked on the whole head; `Some` when the request must be
+/// refused (answered through the phases, so that it is logged, and the connection closed).
 fn check_header(
-    session: &mut ServerSession,
+    session: &H1Session,
     server: &crate::config::ServerSettings,
 ) -> Option<GatewayError> {
-    let raw = session.to_h1_raw();
+    let raw = session.raw_head();
     if raw.len() > server.max_header_size {
         metrics().buffer_limit(Buffer::RequestHeader);
         return Some(GatewayError::HeaderTooLarge(format!(
@@ -360,7 +307,7 @@ fn check_header(
             server.max_headers
         )));
     }
-    ambiguous_head(&raw, req.headers.contains_key(header::TRANSFER_ENCODING))
+    ambiguous_head(raw, req.headers.contains_key(header::TRANSFER_ENCODING))
 }
 
 /// The framing rules a raw HTTP/1 head must keep beyond what httparse checks; `Some` when
@@ -407,7 +354,7 @@ fn names_content_length(raw: &[u8]) -> bool {
 
 /// Answers a request whose header could not be read, in OpenAI's error shape (the route,
 /// and so the surface, is unknown), and closes the connection.
-async fn refuse(mut session: ServerSession, error: GatewayError) {
+async fn refuse(mut session: Box<H1Session>, error: GatewayError, write_timeout: Duration) {
     let status = error.status();
     metrics()
         .requests
@@ -418,8 +365,10 @@ async fn refuse(mut session: ServerSession, error: GatewayError) {
         "request refused before its header was read: {error}"
     );
     let body = error.render(Format::OpenAiChat);
-    let mut resp = ServerSession::generate_error(status);
-    let framed = resp.set_content_length(body.len()).is_ok()
+    let Ok(mut resp) = pingora_http::ResponseHeader::build_no_case(status, Some(2)) else {
+        return;
+    };
+    let framed = resp.insert_header(header::CONTENT_LENGTH, body.len()).is_ok()
         && resp
             .insert_header(
                 header::CONTENT_TYPE,
@@ -427,8 +376,11 @@ async fn refuse(mut session: ServerSession, error: GatewayError) {
             )
             .is_ok();
     let body = if framed { body } else { Bytes::new() };
-    // Pingora marks the connection closed for error responses.
-    let _ = session.write_error_response(resp, body).await;
+    session.set_keep_alive(false);
+    session.set_write_timeout(write_timeout);
+    if session.write_response_header(&resp).await.is_ok() {
+        let _ = session.write_response_body(body, true).await;
+    }
     session.shutdown().await;
 }
 

@@ -4,43 +4,17 @@
 
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use http::header::{HeaderName, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, Version};
+use bytes::{Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::Version;
 use pingora_core::protocols::Stream;
 use tokio::io::AsyncReadExt;
 
 use super::head::{Head, HeadError};
-use super::{reserve, READ_SIZE};
-
-/// A chunk-size line (size and extensions) longer than this is refused.
-const MAX_CHUNK_LINE: usize = 4 * 1024;
-/// Trailer fields of a chunked body, at most this many bytes (read and dropped).
-const MAX_TRAILERS: usize = 16 * 1024;
-
-/// How a response's body ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Framing {
-    /// This many bytes are still to come.
-    Length(u64),
-    Chunked(Chunk),
-    /// Everything until the provider closes the connection.
-    UntilClose,
-    Done,
-}
-
-/// Where a chunked body is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Chunk {
-    /// At a chunk-size line.
-    Size,
-    /// Inside a chunk's data, this many bytes still to come.
-    Data(u64),
-    /// At the CRLF that ends a chunk's data.
-    DataEnd,
-    /// In the trailer section, this many bytes of it read so far.
-    Trailers(usize),
-}
+use super::reserve;
+use crate::proxy::h1::framing::{
+    chunked_only, content_length, has_token, Framing, LengthError, Step,
+};
 
 /// Why a body could not be read to its end (the caller adds its timeouts).
 #[derive(Debug)]
@@ -69,12 +43,6 @@ pub struct Body {
     framing: Framing,
     /// Whether the connection may carry another request once the body has ended.
     keep_alive: bool,
-}
-
-enum Step {
-    Piece(Bytes),
-    End,
-    NeedMore,
 }
 
 impl Body {
@@ -107,7 +75,11 @@ impl Body {
     /// Dropped while waiting, nothing is lost: state changes only after bytes arrived.
     pub async fn next(&mut self, idle: Option<Duration>) -> Result<Option<Bytes>, ReadFault> {
         loop {
-            match self.step().map_err(ReadFault::Body)? {
+            match self
+                .framing
+                .step(&mut self.buf)
+                .map_err(|what| ReadFault::Body(BodyFault::Framing(what)))?
+            {
                 Step::Piece(bytes) => return Ok(Some(bytes)),
                 Step::End => return Ok(None),
                 Step::NeedMore => {}
@@ -132,93 +104,6 @@ impl Body {
             }
         }
     }
-
-    /// The next piece from the bytes already read, if there is one.
-    fn step(&mut self) -> Result<Step, BodyFault> {
-        loop {
-            match self.framing {
-                Framing::Done => return Ok(Step::End),
-                Framing::Length(0) => self.framing = Framing::Done,
-                Framing::Length(left) => {
-                    let Some(piece) = take(&mut self.buf, left) else {
-                        return Ok(Step::NeedMore);
-                    };
-                    self.framing = Framing::Length(left - piece.len() as u64);
-                    if self.framing == Framing::Length(0) {
-                        self.framing = Framing::Done;
-                    }
-                    return Ok(Step::Piece(piece));
-                }
-                Framing::UntilClose => {
-                    if self.buf.is_empty() {
-                        return Ok(Step::NeedMore);
-                    }
-                    let n = self.buf.len();
-                    return Ok(Step::Piece(piece(&mut self.buf, n)));
-                }
-                Framing::Chunked(Chunk::Data(left)) => {
-                    let Some(piece) = take(&mut self.buf, left) else {
-                        return Ok(Step::NeedMore);
-                    };
-                    let left = left - piece.len() as u64;
-                    self.framing = Framing::Chunked(if left == 0 {
-                        Chunk::DataEnd
-                    } else {
-                        Chunk::Data(left)
-                    });
-                    return Ok(Step::Piece(piece));
-                }
-                Framing::Chunked(Chunk::DataEnd) => {
-                    if self.buf.len() < 2 {
-                        return Ok(Step::NeedMore);
-                    }
-                    if &self.buf[..2] != b"\r\n" {
-                        return Err(BodyFault::Framing("chunk data longer than its size"));
-                    }
-                    self.buf.advance(2);
-                    self.framing = Framing::Chunked(Chunk::Size);
-                }
-                Framing::Chunked(Chunk::Size) => {
-                    let Some(end) = memchr::memchr(b'\n', &self.buf) else {
-                        if self.buf.len() > MAX_CHUNK_LINE {
-                            return Err(BodyFault::Framing("chunk-size line too long"));
-                        }
-                        return Ok(Step::NeedMore);
-                    };
-                    if end > MAX_CHUNK_LINE {
-                        return Err(BodyFault::Framing("chunk-size line too long"));
-                    }
-                    let size = chunk_size(&self.buf[..end])?;
-                    self.buf.advance(end + 1);
-                    self.framing = Framing::Chunked(if size == 0 {
-                        Chunk::Trailers(0)
-                    } else {
-                        Chunk::Data(size)
-                    });
-                }
-                Framing::Chunked(Chunk::Trailers(seen)) => {
-                    let Some(end) = memchr::memchr(b'\n', &self.buf) else {
-                        if seen + self.buf.len() > MAX_TRAILERS {
-                            return Err(BodyFault::Framing("trailers too long"));
-                        }
-                        return Ok(Step::NeedMore);
-                    };
-                    if end == 0 || self.buf[end - 1] != b'\r' {
-                        return Err(BodyFault::Framing("a trailer line without CRLF"));
-                    }
-                    let last = end == 1;
-                    self.buf.advance(end + 1);
-                    self.framing = if last {
-                        Framing::Done
-                    } else if seen + end + 1 > MAX_TRAILERS {
-                        return Err(BodyFault::Framing("trailers too long"));
-                    } else {
-                        Framing::Chunked(Chunk::Trailers(seen + end + 1))
-                    };
-                }
-            }
-        }
-    }
 }
 
 /// Why `Body::next` returned no piece.
@@ -227,70 +112,6 @@ pub enum ReadFault {
     /// Nothing arrived within the idle timeout.
     Idle,
     Body(BodyFault),
-}
-
-/// Up to `left` bytes from the front of `buf`, if it has any.
-fn take(buf: &mut BytesMut, left: u64) -> Option<Bytes> {
-    if buf.is_empty() {
-        return None;
-    }
-    let n = usize::try_from(left).map_or(buf.len(), |left| left.min(buf.len()));
-    Some(piece(buf, n))
-}
-
-/// The first `n` bytes of `buf`, taken out. A piece much smaller than a read is copied:
-/// as a slice it would keep the whole read buffer alive for as long as it is held (a cached
-/// answer, a stored response), and a provider sending tiny chunks could make each counted
-/// byte hold a buffer.
-fn piece(buf: &mut BytesMut, n: usize) -> Bytes {
-    if n < READ_SIZE / 2 {
-        let copy = Bytes::copy_from_slice(&buf[..n]);
-        buf.advance(n);
-        copy
-    } else {
-        buf.split_to(n).freeze()
-    }
-}
-
-/// The size on a chunk-size line (`line` without its `\n`): hex digits, then optional
-/// extensions after `;`, which sira does not use.
-fn chunk_size(line: &[u8]) -> Result<u64, BodyFault> {
-    let Some(line) = line.strip_suffix(b"\r") else {
-        return Err(BodyFault::Framing("a chunk-size line without CRLF"));
-    };
-    let digits = line
-        .iter()
-        .position(|b| !b.is_ascii_hexdigit())
-        .unwrap_or(line.len());
-    if digits == 0 {
-        return Err(BodyFault::Framing("a chunk size that is not a number"));
-    }
-    if digits > 15 {
-        return Err(BodyFault::Framing("a chunk size too large"));
-    }
-    // Only spaces and tabs may stand before the extensions (RFC 9112 §7.1.1).
-    let rest = &line[digits..];
-    let rest = &rest[rest
-        .iter()
-        .take_while(|b| matches!(b, b' ' | b'\t'))
-        .count()..];
-    if !(rest.is_empty() || rest[0] == b';') {
-        return Err(BodyFault::Framing("a chunk size that is not a number"));
-    }
-    let mut size = 0u64;
-    for &b in &line[..digits] {
-        // Fifteen hex digits at most: no overflow.
-        size = size * 16 + u64::from(hex_value(b));
-    }
-    Ok(size)
-}
-
-fn hex_value(b: u8) -> u8 {
-    match b {
-        b'0'..=b'9' => b - b'0',
-        b'a'..=b'f' => b - b'a' + 10,
-        _ => b - b'A' + 10,
-    }
 }
 
 /// How the body of the response `head` ends, and whether its connection can be kept
@@ -306,17 +127,7 @@ fn framing(head: &mut Head) -> Result<(Framing, bool), HeadError> {
         return Ok((Framing::Length(0), keep_alive));
     }
     if headers.contains_key(TRANSFER_ENCODING) {
-        let mut codings = headers
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .map(<[u8]>::trim_ascii)
-            .filter(|c| !c.is_empty());
-        let chunked_only = codings
-            .next()
-            .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
-            && codings.next().is_none();
-        if !chunked_only {
+        if !chunked_only(headers) {
             return Err(HeadError::Invalid(
                 "the response is transfer-coded other than chunked, which sira did not ask for"
                     .into(),
@@ -328,52 +139,25 @@ fn framing(head: &mut Head) -> Result<(Framing, bool), HeadError> {
         if headers.remove(CONTENT_LENGTH).is_some() || head.version == Version::HTTP_10 {
             keep_alive = false;
         }
-        return Ok((Framing::Chunked(Chunk::Size), keep_alive));
+        return Ok((Framing::CHUNKED, keep_alive));
     }
-    match content_length(headers)? {
+    let length = content_length(headers).map_err(|e| {
+        HeadError::Invalid(match e {
+            LengthError::Invalid => "the response's Content-Length is invalid".into(),
+            LengthError::Conflicting => "the response has conflicting Content-Lengths".into(),
+        })
+    })?;
+    match length {
         Some(length) => Ok((Framing::Length(length), keep_alive)),
         None => Ok((Framing::UntilClose, false)),
     }
-}
-
-/// The Content-Length, if any: repeated fields and comma-joined lists must agree
-/// (RFC 9110 §8.6); anything else is a framing sira cannot trust.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, HeadError> {
-    let mut found = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for item in value.as_bytes().split(|b| *b == b',') {
-            let item = item.trim_ascii();
-            let length = std::str::from_utf8(item)
-                .ok()
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or_else(|| {
-                    HeadError::Invalid("the response's Content-Length is invalid".into())
-                })?;
-            if found.is_some_and(|seen| seen != length) {
-                return Err(HeadError::Invalid(
-                    "the response has conflicting Content-Lengths".into(),
-                ));
-            }
-            found = Some(length);
-        }
-    }
-    Ok(found)
-}
-
-/// Whether a comma-separated field `name` lists `token` (case-insensitive).
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &[u8]) -> bool {
-    headers.get_all(name).iter().any(|v| {
-        v.as_bytes()
-            .split(|b| *b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::head::head_of;
     use super::*;
+    use crate::proxy::h1::framing::MAX_CHUNK_LINE;
 
     /// The pieces `bytes` (a whole response) yields, framed by its head, and whether the
     /// connection is kept afterwards.
@@ -445,7 +229,7 @@ mod tests {
             let raw = format!("HTTP/1.1 200 OK\r\n{extra}\r\n");
             framing(&mut head_of(raw.as_bytes()).0).map_err(|e| format!("{e:?}"))
         };
-        let chunked = Framing::Chunked(Chunk::Size);
+        let chunked = Framing::CHUNKED;
         assert_eq!(
             frame("Transfer-Encoding: chunked\r\n").unwrap(),
             (chunked, true)
@@ -481,7 +265,7 @@ mod tests {
         .0;
         assert_eq!(
             framing(&mut old).unwrap(),
-            (Framing::Chunked(Chunk::Size), false),
+            (Framing::CHUNKED, false),
             "chunked from an HTTP/1.0 server: the connection is not kept"
         );
         let mut both =
@@ -494,30 +278,6 @@ mod tests {
         );
         let mut none = head_of(b"HTTP/1.1 204 No Content\r\n\r\n").0;
         assert_eq!(framing(&mut none).unwrap(), (Framing::Length(0), true));
-    }
-
-    #[test]
-    fn chunk_size_lines() {
-        assert_eq!(chunk_size(b"1a\r").unwrap(), 26);
-        assert_eq!(chunk_size(b"1A;name=value\r").unwrap(), 26);
-        assert_eq!(chunk_size(b"0\r").unwrap(), 0);
-        assert_eq!(chunk_size(b"ff ;ext\r").unwrap(), 255);
-        for bad in [
-            &b"1a"[..],
-            b"\r",
-            b"x\r",
-            b"1x\r",
-            b"-1\r",
-            b"1000000000000000\r",
-            b"5\r\r",
-            b"5\x0c;x\r",
-        ] {
-            assert!(
-                chunk_size(bad).is_err(),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
-        }
     }
 
     #[tokio::test]
@@ -537,23 +297,6 @@ mod tests {
         // Bytes beyond the framing's end: the body is whole, the connection not kept.
         let (body, kept) = body_of(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA").await;
         assert_eq!((body.unwrap(), kept), (b"ok".to_vec(), false));
-    }
-
-    #[test]
-    fn small_pieces_are_copies_and_large_ones_slices() {
-        let mut buf = BytesMut::with_capacity(READ_SIZE * 2);
-        buf.extend_from_slice(&[b'x'; READ_SIZE]);
-        let small = take(&mut buf, 100).unwrap();
-        assert!(
-            small.is_unique(),
-            "a small piece must not hold the read buffer"
-        );
-        let large = take(&mut buf, READ_SIZE as u64).unwrap();
-        assert_eq!(large.len(), READ_SIZE - 100);
-        assert!(
-            !large.is_unique(),
-            "a large piece is a slice of the read buffer"
-        );
     }
 
     #[tokio::test]

@@ -3,13 +3,13 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode, Version};
 use pingora_core::protocols::Stream;
 use pingora_http::ResponseHeader;
 use tokio::io::AsyncReadExt;
 
 use super::reserve;
+use crate::proxy::h1::fields;
 
 /// A response head larger than this is refused (nginx reads 4 or 8 KiB by default).
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -82,20 +82,13 @@ impl Head {
     }
 }
 
-/// Where a field's name and value are in the head: offsets, as the parse borrows the
-/// buffer that is frozen afterwards.
-struct Span {
-    name: (u32, u32),
-    value: (u32, u32),
-}
-
 /// The head at the start of `buf`, taken out of it; `None` while it is incomplete.
 fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, HeadError> {
     let invalid = || HeadError::Invalid("the response header is not valid HTTP".into());
-    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
     let (len, code, minor, spans) = {
         let mut response = httparse::Response::new(&mut []);
-        let len = match parser().parse_response_with_uninit_headers(&mut response, buf, &mut fields)
+        let len = match parser().parse_response_with_uninit_headers(&mut response, buf, &mut slots)
         {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(None),
@@ -106,26 +99,9 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, HeadError> {
             }
             Err(_) => return Err(invalid()),
         };
-        let base = buf.as_ptr() as usize;
-        // httparse's slices point into `buf`: their offsets survive the freeze below. A
-        // complete head is at most `MAX_HEAD` plus one read, far below `u32::MAX`.
-        let at = |s: &[u8]| {
-            debug_assert!(
-                s.as_ptr() as usize >= base && s.as_ptr() as usize + s.len() <= base + len
-            );
-            let start = (s.as_ptr() as usize - base) as u32;
-            (start, start + s.len() as u32)
-        };
         // A vector of the fields' number: an array of `MAX_FIELDS` would be zeroed whole,
         // 4 KiB on every response.
-        let spans: Vec<Span> = response
-            .headers
-            .iter()
-            .map(|field| Span {
-                name: at(field.name.as_bytes()),
-                value: at(field.value),
-            })
-            .collect();
+        let spans = fields::spans(&buf[..len], response.headers);
         (
             len,
             response.code.ok_or_else(invalid)?,
@@ -138,16 +114,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, HeadError> {
     // read buffer behind the body alive.
     let head = Bytes::copy_from_slice(&buf[..len]);
     buf.advance(len);
-    let mut headers = HeaderMap::with_capacity(spans.len());
-    for span in &spans {
-        let name = HeaderName::from_bytes(&head[span.name.0 as usize..span.name.1 as usize])
-            .map_err(|_| invalid())?;
-        let value = HeaderValue::from_maybe_shared(
-            head.slice(span.value.0 as usize..span.value.1 as usize),
-        )
-        .map_err(|_| invalid())?;
-        headers.try_append(name, value).map_err(|_| invalid())?;
-    }
+    let headers = fields::into_map(&head, &spans).ok_or_else(invalid)?;
     Ok(Some(Head {
         status: StatusCode::from_u16(code).map_err(|_| invalid())?,
         version: if minor == 0 {

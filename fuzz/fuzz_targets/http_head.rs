@@ -1,12 +1,12 @@
-//! The HTTP/1 request head as sira sees it: parsed by httparse (Pingora's parser), then
-//! sira's own framing rules, the route, the key lookup, and the header set sent upstream.
-//! Never a panic; a key is accepted only when the head carries it; no credential of the
+//! The HTTP/1 request as sira reads it from a client (`edge::parse_request`: its head into
+//! a `RequestHeader`, its framing rules, its body as framed), then the raw head's checks,
+//! the route, the key lookup, and the header set sent upstream. Never a panic; a key is accepted only when the head carries it; no credential of the
 //! client's, no hop-by-hop field and not its `accept-encoding` ever reaches the provider.
 #![no_main]
 
 use std::sync::OnceLock;
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::{HeaderMap, Method};
 use libfuzzer_sys::fuzz_target;
 use sira::auth::{authenticate, hash_key, parse_hash, KeyEntry, KeyTable};
 
@@ -23,22 +23,21 @@ fn table() -> &'static KeyTable {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut fields = [httparse::EMPTY_HEADER; 128];
+    // sira's own reader: the head, sira's framing rules, then the body as framed.
+    let (header, body) = match sira::proxy::edge::parse_request(data) {
+        Ok(Some(parsed)) => parsed,
+        Ok(None) | Err(_) => return,
+    };
+    if let Ok(body) = &body {
+        assert!(body.len() <= data.len(), "a body larger than what arrived");
+    }
+    let mut fields = [httparse::EMPTY_HEADER; 256];
     let mut req = httparse::Request::new(&mut fields);
     let Ok(httparse::Status::Complete(len)) = req.parse(data) else {
-        return;
+        panic!("sira read a head httparse does not find whole");
     };
     let raw = &data[..len];
-    let mut headers = HeaderMap::new();
-    for field in req.headers.iter() {
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(field.name.as_bytes()),
-            HeaderValue::from_bytes(field.value),
-        ) else {
-            return;
-        };
-        headers.append(name, value);
-    }
+    let headers: &HeaderMap = &header.headers;
     let refused = sira::proxy::edge::ambiguous_head(
         raw,
         headers.contains_key(http::header::TRANSFER_ENCODING),
@@ -53,11 +52,11 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let query = req.path.and_then(|t| t.split_once('?')).map(|(_, q)| q);
-    if authenticate(table(), &KeyTable::default(), &headers, query, None).is_ok() {
+    if authenticate(table(), &KeyTable::default(), headers, query, None).is_ok() {
         let carried = memmem(raw, KEY.as_bytes());
         assert!(carried, "a key was accepted that the head does not carry");
     }
-    if let Ok(upstream) = sira::proxy::hop::upstream_request(&headers) {
+    if let Ok(upstream) = sira::proxy::hop::upstream_request(headers) {
         for name in [
             "authorization",
             "x-api-key",

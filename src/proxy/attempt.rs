@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::Method;
 use super::client::Client;
+use http::Method;
 
 use super::ctx::RequestCtx;
 use super::exchange::{

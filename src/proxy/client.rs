@@ -13,6 +13,10 @@ use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::edge::H1Session;
 
+// The HTTP/2 variant is Pingora's session itself, the HTTP/1 one a box reused across the
+// connection's requests: boxing the other would cost an allocation per stream, and a
+// `Client` lives in its request's future, which is boxed already.
+#[allow(clippy::large_enum_variant)]
 pub enum Client {
     H1(Box<H1Session>),
     H2(ServerSession),

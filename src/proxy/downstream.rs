@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
+use super::client::Client;
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderValue};
-use super::client::Client;
 use pingora_http::ResponseHeader;
 
 use super::ctx::RequestCtx;
@@ -107,12 +107,7 @@ pub async fn write_header(
 
 /// Writes to the client; `false` (and `ctx.response.client_gone`) when the client is gone
 /// or stopped reading for longer than the write timeout.
-pub async fn write(
-    session: &mut Client,
-    ctx: &mut RequestCtx,
-    data: Bytes,
-    end: bool,
-) -> bool {
+pub async fn write(session: &mut Client, ctx: &mut RequestCtx, data: Bytes, end: bool) -> bool {
     if !data.is_empty() && ctx.response.first_byte.is_none() {
         ctx.response.first_byte = Some(std::time::Instant::now());
     }

@@ -9,56 +9,54 @@ use super::header_edit;
 use super::modules::X_REQUEST_ID;
 use crate::error::GatewayError;
 
-/// Client headers never forwarded: hop-by-hop fields, framing sira recomputes, and the
-/// client's credentials (the provider gets the provider key from the config, never the
-/// client's). A `match` on the name compiles to a length switch and a compare: cheaper than
-/// scanning a list for every header of every request.
-fn skip_request_header(name: &HeaderName) -> bool {
+/// Fields about one connection and how a message is framed on it (RFC 9110 §7.6.1, RFC
+/// 9112 §6): each side's are its own, never relayed; sira writes the framing it sends. A
+/// `match` on the name compiles to a length switch and a compare: cheaper than scanning a
+/// list for every header of every request.
+pub fn is_connection_level(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "connection"
             | "keep-alive"
             | "proxy-connection"
-            | "proxy-authorization"
             | "te"
             | "trailer"
             | "transfer-encoding"
             | "upgrade"
-            | "host"
             | "content-length"
-            | "expect"
-            | "accept-encoding"
-            | "authorization"
-            | "x-api-key"
-            | "api-key"
-            | "x-goog-api-key"
-            | "cookie"
-            | "x-sira-route"
-            // They choose the account or project a request is billed to: the client's never
-            // go upstream (a provider's `headers:` may set them).
-            | "openai-organization"
-            | "openai-project"
-            | "x-goog-user-project"
     )
 }
 
-/// Response headers never relayed: hop-by-hop fields, framing sira sets itself, and
-/// provider cookies (a provider's session cookie is not the client's business). The
-/// provider's `x-request-id` is renamed, not dropped.
+/// Client headers never forwarded: the connection's, and the client's credentials and
+/// wishes sira answers itself (the provider gets the provider key from the config, never
+/// the client's).
+fn skip_request_header(name: &HeaderName) -> bool {
+    is_connection_level(name)
+        || matches!(
+            name.as_str(),
+            "proxy-authorization"
+                | "host"
+                | "expect"
+                | "accept-encoding"
+                | "authorization"
+                | "x-api-key"
+                | "api-key"
+                | "x-goog-api-key"
+                | "cookie"
+                | "x-sira-route"
+                // They choose the account or project a request is billed to: the client's
+                // never go upstream (a provider's `headers:` may set them).
+                | "openai-organization"
+                | "openai-project"
+                | "x-goog-user-project"
+        )
+}
+
+/// Response headers never relayed: the connection's, and provider cookies (a provider's
+/// session cookie is not the client's business). The provider's `x-request-id` is renamed,
+/// not dropped.
 fn skip_response_header(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "content-length"
-            | "set-cookie"
-            | "alt-svc"
-    )
+    is_connection_level(name) || matches!(name.as_str(), "set-cookie" | "alt-svc")
 }
 
 const X_UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-request-id");

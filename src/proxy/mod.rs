@@ -37,8 +37,8 @@
 //! request started with.
 
 mod attempt;
-pub mod client;
 pub(crate) mod body;
+pub mod client;
 mod ctx;
 pub mod downstream;
 pub mod edge;
@@ -207,11 +207,7 @@ impl Gateway {
 
     /// The phases, in order, with the I/O between them. An `Err` means nothing was sent yet
     /// and the error is rendered in the client's surface shape.
-    async fn handle(
-        &self,
-        session: &mut Client,
-        ctx: &mut RequestCtx,
-    ) -> Result<(), GatewayError> {
+    async fn handle(&self, session: &mut Client, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
         if let Some(answer) = self.chain.request_filter(session.req_header(), ctx).await? {
             return self.answer(session, ctx, answer).await;
         }

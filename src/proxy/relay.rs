@@ -9,9 +9,9 @@
 //! promptly. If the provider's body breaks after the header was sent, the client's response
 //! ends as an error (the surface's error event first on a stream), never as a clean end.
 
+use super::client::Client;
 use bytes::Bytes;
 use http::header;
-use super::client::Client;
 use pingora_http::ResponseHeader;
 
 use super::ctx::RequestCtx;

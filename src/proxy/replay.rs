@@ -10,9 +10,9 @@
 
 use std::time::Duration;
 
+use super::client::Client;
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderValue};
-use super::client::Client;
 use pingora_http::ResponseHeader;
 
 use super::ctx::RequestCtx;

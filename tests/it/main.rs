@@ -16,6 +16,7 @@ mod cache;
 mod cache_formats;
 mod cache_scopes;
 mod cli;
+mod client_wire;
 mod dns;
 mod errors;
 mod failover;

@@ -38,7 +38,7 @@ use crate::error::GatewayError;
 use crate::format::Format;
 use crate::metrics::{metrics, Buffer};
 use client::{ClientStream, HeaderDeadline, Watch};
-pub use h1::H1Session;
+pub use h1::{parse_request, H1Session};
 
 /// The main listeners' application: sorts connections by protocol and runs the HTTP/1
 /// keep-alive loop.
@@ -368,7 +368,9 @@ async fn refuse(mut session: Box<H1Session>, error: GatewayError, write_timeout:
     let Ok(mut resp) = pingora_http::ResponseHeader::build_no_case(status, Some(2)) else {
         return;
     };
-    let framed = resp.insert_header(header::CONTENT_LENGTH, body.len()).is_ok()
+    let framed = resp
+        .insert_header(header::CONTENT_LENGTH, body.len())
+        .is_ok()
         && resp
             .insert_header(
                 header::CONTENT_TYPE,

@@ -59,20 +59,6 @@ impl<'a> RequestWire<'a> {
         }
         // Framing and the connection are sira's to say: a provider's `headers:` or a filter
         // asking to close would otherwise close a connection the pool then hands out.
-        // A `match` on the name: a length switch and a compare per field.
-        let hop = |name: &http::HeaderName| {
-            matches!(
-                name.as_str(),
-                "connection"
-                    | "content-length"
-                    | "transfer-encoding"
-                    | "te"
-                    | "trailer"
-                    | "upgrade"
-                    | "keep-alive"
-                    | "proxy-connection"
-            )
-        };
         let fields: usize = headers
             .iter()
             .map(|(name, value)| name.as_str().len() + value.len() + 4)
@@ -90,7 +76,7 @@ impl<'a> RequestWire<'a> {
         head.put_slice(target.as_bytes());
         head.put_slice(b" HTTP/1.1\r\n");
         for (name, value) in headers {
-            if hop(name) {
+            if crate::proxy::hop::is_connection_level(name) {
                 continue;
             }
             head.put_slice(name.as_str().as_bytes());

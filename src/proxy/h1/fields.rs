@@ -40,9 +40,10 @@ pub fn into_map(head: &Bytes, spans: &[Span]) -> Option<HeaderMap> {
     for span in spans {
         let name =
             HeaderName::from_bytes(&head[span.name.0 as usize..span.name.1 as usize]).ok()?;
-        let value =
-            HeaderValue::from_maybe_shared(head.slice(span.value.0 as usize..span.value.1 as usize))
-                .ok()?;
+        let value = HeaderValue::from_maybe_shared(
+            head.slice(span.value.0 as usize..span.value.1 as usize),
+        )
+        .ok()?;
         headers.try_append(name, value).ok()?;
     }
     Some(headers)

@@ -49,7 +49,11 @@ pub struct H1Session {
     stream: Box<ClientStream>,
     /// Read and not yet used: the rest of a head's read, the body, a next request.
     buf: BytesMut,
-    request: Option<request::Head>,
+    /// The request whose head was read last (before the first: an empty GET, which is what
+    /// a refusal of an unreadable head answers).
+    header: RequestHeader,
+    /// That head as it arrived.
+    raw: Bytes,
     /// Where the request's body is.
     body: Framing,
     /// Both sides want the connection kept, and nothing so far forbids it.
@@ -77,7 +81,8 @@ impl H1Session {
         H1Session {
             stream,
             buf: BytesMut::new(),
-            request: None,
+            header: no_request(),
+            raw: Bytes::new(),
             body: Framing::Done,
             keep_alive: false,
             write_timeout: None,
@@ -90,17 +95,19 @@ impl H1Session {
     /// kept-alive connection's wait for its next request); the caller bounds the rest.
     /// Dropped while waiting, nothing read is lost.
     pub async fn read_request(&mut self, idle: Option<Duration>, max_size: usize) -> Header {
-        self.request = None;
         self.writer = None;
         self.body = Framing::Done;
         self.keep_alive = false;
+        self.header = no_request();
+        self.raw = Bytes::new();
         loop {
             if !self.buf.is_empty() {
                 match request::parse(&mut self.buf) {
                     Ok(Some(head)) => {
                         self.body = head.body;
                         self.keep_alive = head.keep_alive;
-                        self.request = Some(head);
+                        self.header = head.header;
+                        self.raw = head.raw;
                         return Header::Read;
                     }
                     Ok(None) => {}
@@ -115,12 +122,10 @@ impl H1Session {
             reserve(&mut self.buf);
             let read = self.stream.read_buf(&mut self.buf);
             let read = match idle {
-                Some(idle) if !begun => {
-                    match pingora_timeout::timeout(idle, read).await {
-                        Ok(read) => read,
-                        Err(_) => return Header::Closed,
-                    }
-                }
+                Some(idle) if !begun => match pingora_timeout::timeout(idle, read).await {
+                    Ok(read) => read,
+                    Err(_) => return Header::Closed,
+                },
                 _ => read.await,
             };
             match read {
@@ -135,17 +140,13 @@ impl H1Session {
     }
 
     /// The request whose head was read.
-    ///
-    /// # Panics
-    /// Before a head was read (the edge hands a session on only after one was).
     pub fn req_header(&self) -> &RequestHeader {
-        // The edge only hands a session to the gateway once `read_request` read a head.
-        &self.request.as_ref().expect("a request head was read").header
+        &self.header
     }
 
     /// The head as it arrived.
     pub fn raw_head(&self) -> &[u8] {
-        self.request.as_ref().map_or(&[], |head| &head.raw[..])
+        &self.raw
     }
 
     pub fn client_ip(&self) -> Option<std::net::IpAddr> {
@@ -243,10 +244,8 @@ impl H1Session {
         if self.writer.is_some() {
             return Ok(());
         }
-        // A refusal may answer a head that could not be read: as to a GET over HTTP/1.1.
-        let (head_request, version) = self.request.as_ref().map_or((false, Version::HTTP_11), |r| {
-            (r.header.method == Method::HEAD, r.header.version)
-        });
+        let head_request = self.header.method == Method::HEAD;
+        let version = self.header.version;
         let writer = Writer::for_response(header, head_request);
         if writer == Writer::UntilClose {
             self.keep_alive = false;
@@ -368,7 +367,6 @@ impl H1Session {
     pub async fn finish(mut self: Box<Self>) -> Option<Box<Self>> {
         let complete = self.is_body_done() && self.writer == Some(Writer::Done);
         if complete && self.keep_alive {
-            self.request = None;
             return Some(self);
         }
         if self.writer == Some(Writer::UntilClose) || !self.pending.is_empty() {
@@ -377,6 +375,12 @@ impl H1Session {
         self.shutdown().await;
         None
     }
+}
+
+/// The request before a head was read: a GET for `/` over HTTP/1.1 with no fields (no
+/// allocation).
+fn no_request() -> RequestHeader {
+    RequestHeader::from(http::Request::new(()).into_parts().0)
 }
 
 fn too_large() -> GatewayError {
@@ -389,4 +393,29 @@ fn reserve(buf: &mut BytesMut) {
     if buf.capacity() - buf.len() < READ_SIZE / 4 {
         buf.reserve(READ_SIZE);
     }
+}
+
+/// A request's header, and its body as far as it could be read (`Err`: why its framing
+/// broke).
+pub type ParsedRequest = (RequestHeader, Result<Vec<u8>, &'static str>);
+
+/// A request as sira reads it from `bytes`: its header, then as much of its body as
+/// `bytes` holds, framed as the header says (`Err`: the framing broke). `None` while the
+/// head is incomplete. Public for the `http_head` fuzz target, which must exercise the very
+/// code that reads clients.
+pub fn parse_request(bytes: &[u8]) -> Result<Option<ParsedRequest>, GatewayError> {
+    let mut buf = BytesMut::from(bytes);
+    let Some(head) = request::parse(&mut buf)? else {
+        return Ok(None);
+    };
+    let mut framing = head.body;
+    let mut body = Vec::new();
+    let read = loop {
+        match framing.step(&mut buf) {
+            Ok(Step::Piece(piece)) => body.extend_from_slice(&piece),
+            Ok(Step::End | Step::NeedMore) => break Ok(body),
+            Err(what) => break Err(what),
+        }
+    };
+    Ok(Some((head.header, read)))
 }

@@ -65,8 +65,8 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<Head>, GatewayError> {
     let raw = Bytes::copy_from_slice(&buf[..len]);
     buf.advance(len);
     let headers = fields::into_map(&raw, &spans).ok_or_else(|| invalid("a field"))?;
-    let uri = Uri::from_maybe_shared(raw.slice(path_at..path_end))
-        .map_err(|_| invalid("its target"))?;
+    let uri =
+        Uri::from_maybe_shared(raw.slice(path_at..path_end)).map_err(|_| invalid("its target"))?;
     let (mut parts, ()) = http::Request::new(()).into_parts();
     parts.method = method;
     parts.uri = uri;

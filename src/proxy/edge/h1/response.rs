@@ -162,12 +162,20 @@ mod tests {
             text.starts_with("HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: 2\r\ndate: "),
             "{text}"
         );
-        assert!(text.ends_with(" GMT\r\nconnection: close\r\n\r\n"), "{text}");
-        assert!(!text.contains("upgrade"), "the given connection field is not passed on");
+        assert!(
+            text.ends_with(" GMT\r\nconnection: close\r\n\r\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("upgrade"),
+            "the given connection field is not passed on"
+        );
 
         let mut kept = Vec::new();
         write_head(&h, Version::HTTP_10, true, &mut kept);
-        assert!(String::from_utf8(kept).unwrap().contains("connection: keep-alive\r\n"));
+        assert!(String::from_utf8(kept)
+            .unwrap()
+            .contains("connection: keep-alive\r\n"));
         let mut default = Vec::new();
         write_head(&h, Version::HTTP_11, true, &mut default);
         assert!(!String::from_utf8(default).unwrap().contains("connection:"));
@@ -175,7 +183,12 @@ mod tests {
 
     #[test]
     fn chunk_size_lines_are_lowercase_hex() {
-        for (len, line) in [(0, "0\r\n"), (10, "a\r\n"), (4096, "1000\r\n"), (255, "ff\r\n")] {
+        for (len, line) in [
+            (0, "0\r\n"),
+            (10, "a\r\n"),
+            (4096, "1000\r\n"),
+            (255, "ff\r\n"),
+        ] {
             let mut out = Vec::new();
             chunk_size_line(len, &mut out);
             assert_eq!(out, line.as_bytes());

@@ -170,3 +170,44 @@ async fn a_request_sent_while_the_previous_one_waits_is_answered_next() {
     assert!(reply.closed);
     assert_eq!(mock.requests().len(), 2);
 }
+
+#[tokio::test]
+async fn a_next_head_begun_in_the_same_packet_has_the_header_deadline() {
+    let mock = MockProvider::start();
+    let sira = Sira::start_with_server(
+        &standard_config(),
+        &mock.url(),
+        "  timeouts: { header: 1s, keepalive: 30s }\n",
+    );
+    let body = chat_body("gpt-4o");
+    // A whole request, then the first byte of the next one, then silence: the second head's
+    // time runs from the packet it began in, not from a read that never comes.
+    let bytes = format!("{}{body}G", chat_head("", body.len()));
+    let reply = exchange(sira.addr, &[(bytes.as_bytes(), NOW)], WAIT);
+    let answers = answers(&reply);
+    assert_eq!(answers.len(), 2, "{}", reply.text);
+    assert!(answers[0].starts_with("HTTP/1.1 200 "), "{}", answers[0]);
+    assert!(answers[1].starts_with("HTTP/1.1 408 "), "{}", answers[1]);
+    assert!(reply.closed);
+    assert!(
+        reply.elapsed < Duration::from_secs(3),
+        "{:?}",
+        reply.elapsed
+    );
+
+    // A stray CRLF after a body is no request: the connection waits idle, as any other.
+    let sira = Sira::start_with_server(
+        &standard_config(),
+        &mock.url(),
+        "  timeouts: { header: 30s, keepalive: 1s }\n",
+    );
+    let bytes = format!("{}{body}\r\n", chat_head("", body.len()));
+    let reply = exchange(sira.addr, &[(bytes.as_bytes(), NOW)], WAIT);
+    assert_eq!(reply.text.matches("HTTP/1.1 ").count(), 1, "{}", reply.text);
+    assert!(reply.closed, "idle past the keep-alive timeout");
+    assert!(
+        reply.elapsed < Duration::from_secs(3),
+        "{:?}",
+        reply.elapsed
+    );
+}

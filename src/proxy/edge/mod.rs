@@ -218,9 +218,13 @@ impl Edge {
             let snap = self.gateway.live.load_full();
             let server = &snap.server;
             // The first request is bounded by the header deadline from the connection's
-            // start; a kept-alive connection waits idle for its next one.
+            // start; a kept-alive connection waits idle for its next one, unless that one has
+            // begun in what was read already: its deadline runs from now.
             let (started, idle) = if first {
                 (Some(accepted), None)
+            } else if session.begun() {
+                watch.count();
+                (Some(Instant::now()), None)
             } else {
                 (None, Some(server.keepalive))
             };

@@ -21,7 +21,7 @@ mod response;
 use std::io;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::{Method, Version};
 use pingora_core::protocols::tls::SslDigest;
 use pingora_core::protocols::{GetSocketDigest, Shutdown, Ssl};
@@ -139,6 +139,20 @@ impl H1Session {
         }
     }
 
+    /// Whether the next request has begun in the bytes already read (pipelined, or sent
+    /// while the previous one was answered): its header time runs from now, not from a first
+    /// read that will never come. Empty lines before it are dropped (RFC 9112 §2.2), so that
+    /// a stray CRLF after a body leaves the connection idle, as it is.
+    pub fn begun(&mut self) -> bool {
+        let blank = self
+            .buf
+            .iter()
+            .take_while(|b| matches!(b, b'\r' | b'\n'))
+            .count();
+        self.buf.advance(blank);
+        !self.buf.is_empty()
+    }
+
     /// The request whose head was read.
     pub fn req_header(&self) -> &RequestHeader {
         &self.header
@@ -241,7 +255,9 @@ impl H1Session {
     /// Writes the response's head; it leaves at once unless a body of known length follows,
     /// which it then leaves with. A second head is ignored.
     pub async fn write_response_header(&mut self, header: &ResponseHeader) -> io::Result<()> {
-        if self.writer.is_some() {
+        // Interim answers are not this session's to send (the exchange skips a provider's;
+        // `100 Continue` has its own call): the final head must still follow.
+        if self.writer.is_some() || header.status.is_informational() {
             return Ok(());
         }
         let head_request = self.header.method == Method::HEAD;
@@ -356,9 +372,13 @@ impl H1Session {
         result
     }
 
-    /// Closes the connection, abruptly for a response that broke: no last chunk is sent.
+    /// Closes the connection, abruptly for a response that broke: no last chunk is sent. A
+    /// head still held for its body leaves first, so that the client sees a cut answer.
     pub async fn shutdown(&mut self) {
         self.keep_alive = false;
+        if !self.pending.is_empty() {
+            let _ = self.send_pending(&[]).await;
+        }
         Shutdown::shutdown(&mut *self.stream).await;
     }
 

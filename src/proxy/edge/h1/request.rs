@@ -115,7 +115,10 @@ fn framing(header: &RequestHeader) -> Result<(Framing, bool), GatewayError> {
     let headers = &header.headers;
     let keep_alive = match header.version {
         Version::HTTP_11 => !has_token(headers, CONNECTION, b"close"),
-        _ => has_token(headers, CONNECTION, b"keep-alive"),
+        _ => {
+            has_token(headers, CONNECTION, b"keep-alive")
+                && !has_token(headers, CONNECTION, b"close")
+        }
     };
     if headers.contains_key(TRANSFER_ENCODING) {
         // RFC 9112 §6.1: HTTP/1.0 has no transfer codings; a coding other than chunked
@@ -128,8 +131,8 @@ fn framing(header: &RequestHeader) -> Result<(Framing, bool), GatewayError> {
         return Ok((Framing::CHUNKED, keep_alive));
     }
     match content_length(headers) {
+        Ok(Some(0) | None) => Ok((Framing::Done, keep_alive)),
         Ok(Some(length)) => Ok((Framing::Length(length), keep_alive)),
-        Ok(None) => Ok((Framing::Done, keep_alive)),
         Err(_) => Err(GatewayError::BadFraming(
             "an invalid or conflicting Content-Length".into(),
         )),
@@ -175,12 +178,20 @@ mod tests {
         assert!(!kept("GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
         assert!(!kept("GET / HTTP/1.0\r\n\r\n"));
         assert!(kept("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
+        assert!(!kept(
+            "GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n"
+        ));
     }
 
     #[test]
     fn bodies_are_framed_by_length_or_chunks_and_nothing_else() {
         let body = |raw: &str| head(raw).map(|h| h.unwrap().body);
         assert_eq!(body("GET / HTTP/1.1\r\n\r\n").unwrap(), Framing::Done);
+        assert_eq!(
+            body("POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n").unwrap(),
+            Framing::Done,
+            "an empty body is read whole at once"
+        );
         assert_eq!(
             body("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap(),
             Framing::CHUNKED

@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::header::{CONNECTION, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{HeaderName, StatusCode, Version};
 use pingora_http::ResponseHeader;
 
@@ -43,7 +43,7 @@ impl Writer {
 }
 
 /// Appends the head of `header` to `out`: the status line, its fields but the connection's
-/// own, `date` and `connection` (`keep_alive`: whether the connection stays open; said
+/// own and a provider's `date`, sira's `date` and `connection` (`keep_alive`: whether the connection stays open; said
 /// explicitly only where it is not the version's default).
 pub fn write_head(header: &ResponseHeader, version: Version, keep_alive: bool, out: &mut Vec<u8>) {
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -57,8 +57,17 @@ pub fn write_head(header: &ResponseHeader, version: Version, keep_alive: bool, o
             .as_bytes(),
     );
     out.extend_from_slice(b"\r\n");
+    // No body may follow these, and none is announced (RFC 9110 §8.6, RFC 9112 §6.1).
+    let bodiless = matches!(
+        header.status,
+        StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
+    );
     for (name, value) in &header.headers {
-        if is_connection_field(name) {
+        if is_connection_field(name)
+            || name == DATE
+            || (bodiless
+                && (name == TRANSFER_ENCODING || header.status == 204 && name == CONTENT_LENGTH))
+        {
             continue;
         }
         out.extend_from_slice(name.as_str().as_bytes());
@@ -153,6 +162,7 @@ mod tests {
             &[
                 ("content-type", "application/json"),
                 ("connection", "upgrade"),
+                ("date", "Thu, 01 Jan 1970 00:00:00 GMT"),
                 ("content-length", "2"),
             ],
         );

@@ -19,7 +19,7 @@ mod request;
 mod response;
 
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{Method, Version};
@@ -100,6 +100,7 @@ impl H1Session {
         self.keep_alive = false;
         self.header = no_request();
         self.raw = Bytes::new();
+        let idle_until = idle.map(|idle| Instant::now() + idle);
         loop {
             if !self.buf.is_empty() {
                 match request::parse(&mut self.buf) {
@@ -117,19 +118,29 @@ impl H1Session {
                     return Header::Refused(too_large());
                 }
             }
-            // Only a request not yet begun waits idle: a stray CRLF ends the wait too.
+            // Only a request not yet begun waits idle, and only as long as `idle` from the
+            // start, however many blank lines arrive meanwhile.
             let begun = !self.buf.is_empty();
             reserve(&mut self.buf);
             let read = self.stream.read_buf(&mut self.buf);
-            let read = match idle {
-                Some(idle) if !begun => match pingora_timeout::timeout(idle, read).await {
-                    Ok(read) => read,
-                    Err(_) => return Header::Closed,
-                },
+            let read = match idle_until {
+                Some(until) if !begun => {
+                    let left = until.saturating_duration_since(Instant::now());
+                    match pingora_timeout::timeout(left, read).await {
+                        Ok(read) => read,
+                        Err(_) => return Header::Closed,
+                    }
+                }
                 _ => read.await,
             };
             match read {
                 Ok(0) => return Header::Closed,
+                Ok(_) if !begun && !self.begun() => {
+                    // Blank lines only (RFC 9112 §2.2): still idle, and the header's time has
+                    // not started.
+                    self.stream.watch.begin();
+                    self.stream.watch.uncount();
+                }
                 Ok(_) => {}
                 Err(e) if e.get_ref().is_some_and(|e| e.is::<HeaderOverflow>()) => {
                     return Header::Refused(too_large())
@@ -144,13 +155,16 @@ impl H1Session {
     /// read that will never come. Empty lines before it are dropped (RFC 9112 §2.2), so that
     /// a stray CRLF after a body leaves the connection idle, as it is.
     pub fn begun(&mut self) -> bool {
-        let blank = self
-            .buf
-            .iter()
-            .take_while(|b| matches!(b, b'\r' | b'\n'))
-            .count();
-        self.buf.advance(blank);
-        !self.buf.is_empty()
+        // As httparse skips them: CRLF or a lone LF. A lone CR is left for it to refuse.
+        loop {
+            if self.buf.starts_with(b"\r\n") {
+                self.buf.advance(2);
+            } else if self.buf.starts_with(b"\n") {
+                self.buf.advance(1);
+            } else {
+                return !self.buf.is_empty();
+            }
+        }
     }
 
     /// The request whose head was read.
@@ -438,4 +452,113 @@ pub fn parse_request(bytes: &[u8]) -> Result<Option<ParsedRequest>, GatewayError
         }
     };
     Ok(Some((head.header, read)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+
+    use super::super::client::Watch;
+    use super::*;
+
+    /// A session over a loopback connection, the watch on its reads, and the client's end.
+    async fn session() -> (H1Session, Arc<Watch>, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        server.set_nonblocking(true).expect("nonblocking");
+        let server = tokio::net::TcpStream::from_std(server).expect("tokio stream");
+        let watch = Arc::new(Watch::new(
+            16 * 1024,
+            Arc::new(crate::shutdown::Drain::default()),
+        ));
+        let stream = Box::new(ClientStream {
+            inner: Box::new(pingora_core::protocols::l4::stream::Stream::from(server)),
+            ahead: Bytes::new(),
+            watch: watch.clone(),
+            deny_gathering_once: std::sync::atomic::AtomicBool::new(false),
+        });
+        (H1Session::new(stream), watch, client)
+    }
+
+    fn header(status: u16, fields: &[(&'static str, &'static str)]) -> ResponseHeader {
+        let mut header = ResponseHeader::build_no_case(status, None).expect("a status");
+        for (name, value) in fields {
+            header.append_header(*name, *value).expect("a field");
+        }
+        header
+    }
+
+    #[tokio::test]
+    async fn blank_lines_while_idle_neither_start_a_header_nor_extend_the_wait() {
+        let (mut session, watch, mut client) = session().await;
+        let idle = Duration::from_millis(400);
+        let writer = std::thread::spawn(move || {
+            for _ in 0..4 {
+                std::thread::sleep(Duration::from_millis(150));
+                let _ = client.write_all(b"\r\n");
+            }
+            client
+        });
+        let started = Instant::now();
+        watch.begin();
+        let outcome = session.read_request(Some(idle), 16 * 1024).await;
+        assert!(matches!(outcome, Header::Closed));
+        let waited = started.elapsed();
+        assert!(
+            waited >= idle && waited < idle + Duration::from_millis(300),
+            "{waited:?}"
+        );
+        assert!(
+            watch.first_byte().is_none(),
+            "blank lines are not a header's first byte"
+        );
+        drop(writer.join());
+    }
+
+    #[tokio::test]
+    async fn only_what_httparse_skips_is_dropped_before_a_head() {
+        let (mut session, _watch, _client) = session().await;
+        session.buf.extend_from_slice(b"\r\n\n\r\n");
+        assert!(!session.begun());
+        session.buf.extend_from_slice(b"\rGET / HTTP/1.1\r\n\r\n");
+        assert!(session.begun(), "a lone CR is left for the parser");
+        assert!(matches!(
+            session.read_request(None, 1024).await,
+            Header::Refused(GatewayError::BadFraming(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn interim_heads_are_not_the_response_and_a_held_head_leaves_before_a_close() {
+        let (mut session, _watch, mut client) = session().await;
+        client
+            .write_all(b"GET /v1/models HTTP/1.1\r\n\r\n")
+            .expect("write");
+        assert!(matches!(
+            session.read_request(None, 1024).await,
+            Header::Read
+        ));
+        session
+            .write_response_header(&header(103, &[("link", "</a>")]))
+            .await
+            .expect("ignored");
+        assert!(!session.response_written());
+        session
+            .write_response_header(&header(200, &[("content-length", "10")]))
+            .await
+            .expect("held for its body");
+        assert!(session.response_written());
+        session.shutdown().await;
+        let mut got = String::new();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        client.read_to_string(&mut got).expect("read to the close");
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        assert!(got.ends_with("\r\n\r\n"), "the head, then the close: {got}");
+        assert!(!got.contains("103"), "{got}");
+    }
 }

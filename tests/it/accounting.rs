@@ -1,16 +1,9 @@
 //! Token accounting from every JSON response and every stream.
 
 use serde_json::{json, Value};
-use sira_mock::MockProvider;
 
 use crate::streaming::data_events;
-use crate::support::{chat_stream_body, client, standard_config, Sira, KEY_A};
-
-fn start() -> (MockProvider, Sira) {
-    let mock = MockProvider::start();
-    let sira = Sira::start(&standard_config(), &mock.url());
-    (mock, sira)
-}
+use crate::support::{chat_stream_body, client, standard_config, start_standard, Sira, KEY_A};
 
 fn tokens(model: &str, provider: &str, kind: &str) -> String {
     format!("sira_tokens_total{{estimated=\"false\",key=\"team-a\",kind=\"{kind}\",model=\"{model}\",provider=\"{provider}\"}}")
@@ -18,7 +11,7 @@ fn tokens(model: &str, provider: &str, kind: &str) -> String {
 
 #[tokio::test]
 async fn openai_streams_get_usage_injected_and_the_usage_chunk_removed() {
-    let (mock, sira) = start();
+    let (mock, sira) = start_standard();
     let received = chat_stream_body(
         &sira,
         &[("x-mock-events", "5"), ("x-mock-input-tokens", "42")],
@@ -62,7 +55,7 @@ async fn openai_streams_get_usage_injected_and_the_usage_chunk_removed() {
 
 #[tokio::test]
 async fn openai_streams_keep_the_usage_chunk_when_the_client_asked_for_it() {
-    let (_mock, sira) = start();
+    let (_mock, sira) = start_standard();
     let body = client()
         .post(sira.url("/v1/chat/completions"))
         .bearer_auth(KEY_A)
@@ -85,7 +78,7 @@ async fn openai_streams_keep_the_usage_chunk_when_the_client_asked_for_it() {
 
 #[tokio::test]
 async fn anthropic_streams_count_message_start_and_message_delta() {
-    let (_mock, sira) = start();
+    let (_mock, sira) = start_standard();
     let body = client()
         .post(sira.url("/v1/messages"))
         .header("x-api-key", KEY_A)
@@ -116,7 +109,7 @@ async fn anthropic_streams_count_message_start_and_message_delta() {
 
 #[tokio::test]
 async fn json_responses_are_counted() {
-    let (_mock, sira) = start();
+    let (_mock, sira) = start_standard();
     for (path, body) in [
         (
             "/v1/chat/completions",
@@ -156,7 +149,7 @@ async fn json_responses_are_counted() {
 
 #[tokio::test]
 async fn embeddings_are_counted() {
-    let (_mock, sira) = start();
+    let (_mock, sira) = start_standard();
     let resp = client()
         .post(sira.url("/v1/embeddings"))
         .bearer_auth(KEY_A)
@@ -173,7 +166,7 @@ async fn embeddings_are_counted() {
 
 #[tokio::test]
 async fn a_stream_cut_before_its_usage_is_settled_to_an_estimate_never_zero() {
-    let (_mock, sira) = start();
+    let (_mock, sira) = start_standard();
     // OpenAI reports usage only in the last chunk; the provider's stream breaks before it
     // (a client leaving is settled the same way).
     let received = crate::support::send_receive(
@@ -258,7 +251,7 @@ async fn read_whole_then_close(sira: &Sira) {
 async fn a_client_that_closes_once_it_has_the_whole_answer_is_billed_its_usage() {
     // The close reaches sira about when the provider's end of body does: whichever sira
     // looked at first decided whether the usage was read or the request settled as cut.
-    let (_mock, sira) = start();
+    let (_mock, sira) = start_standard();
     let rounds = 300;
     for _ in 0..rounds {
         read_whole_then_close(&sira).await;

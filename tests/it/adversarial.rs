@@ -7,19 +7,12 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use sira_mock::MockProvider;
 
 use crate::raw::{chat_body, chat_head, exchange, RawReply};
-use crate::support::{post_chat, standard_config, Sira, KEY_A};
+use crate::support::{post_chat, start_standard, Sira, KEY_A};
 
 const NOW: Duration = Duration::ZERO;
 const WAIT: Duration = Duration::from_secs(5);
-
-fn start() -> (MockProvider, Sira) {
-    let mock = MockProvider::start();
-    let sira = Sira::start(&standard_config(), &mock.url());
-    (mock, sira)
-}
 
 fn post(sira: &Sira, path: &str, body: &[u8]) -> RawReply {
     let head = format!(
@@ -56,7 +49,7 @@ async fn still_serves(sira: &Sira) {
 
 #[tokio::test]
 async fn bodies_built_to_break_parsers_get_400_in_the_surface_shape() {
-    let (mock, sira) = start();
+    let (mock, sira) = start_standard();
     let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
     let chat = "/v1/chat/completions";
     let messages = "/v1/messages";
@@ -173,7 +166,7 @@ async fn bodies_built_to_break_parsers_get_400_in_the_surface_shape() {
 
 #[tokio::test]
 async fn heads_that_could_smuggle_a_request_get_400_and_the_connection_closed() {
-    let (mock, sira) = start();
+    let (mock, sira) = start_standard();
     let body = chat_body("gpt-4o");
     let len = body.len();
     let auth = format!("authorization: Bearer {KEY_A}\r\n");
@@ -220,7 +213,7 @@ async fn heads_that_could_smuggle_a_request_get_400_and_the_connection_closed() 
 
 #[tokio::test]
 async fn garbage_pipelined_behind_a_good_request_is_refused_after_its_answer() {
-    let (mock, sira) = start();
+    let (mock, sira) = start_standard();
     let body = chat_body("gpt-4o");
     let mut bytes = format!("{}{body}", chat_head("", body.len())).into_bytes();
     bytes
@@ -241,7 +234,7 @@ async fn garbage_pipelined_behind_a_good_request_is_refused_after_its_answer() {
 
 #[tokio::test]
 async fn unknown_methods_and_targets_are_refused_without_reaching_a_provider() {
-    let (mock, sira) = start();
+    let (mock, sira) = start_standard();
     let cases: [(&str, u16); 6] = [
         // A method no route has: 405 with the methods the route takes.
         (

@@ -3,13 +3,7 @@
 use serde_json::{json, Value};
 use sira_mock::MockProvider;
 
-use crate::support::{client, standard_config, Sira, KEY_A, KEY_B};
-
-fn start() -> (MockProvider, Sira) {
-    let mock = MockProvider::start();
-    let sira = Sira::start(&standard_config(), &mock.url());
-    (mock, sira)
-}
+use crate::support::{client, start_standard, Sira, KEY_A, KEY_B};
 
 fn chat() -> Value {
     json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]})
@@ -17,7 +11,7 @@ fn chat() -> Value {
 
 #[tokio::test]
 async fn keys_are_accepted_in_every_sdk_placement() {
-    let (_mock, sira) = start();
+    let (_mock, sira) = start_standard();
     let c = client();
     let url = sira.url("/v1/chat/completions");
     let placements = [
@@ -36,7 +30,7 @@ async fn keys_are_accepted_in_every_sdk_placement() {
 
 #[tokio::test]
 async fn missing_and_wrong_keys_get_401_in_the_surface_shape() {
-    let (mock, sira) = start();
+    let (mock, sira) = start_standard();
     let openai = client()
         .post(sira.url("/v1/chat/completions"))
         .json(&chat())
@@ -78,7 +72,7 @@ async fn missing_and_wrong_keys_get_401_in_the_surface_shape() {
 
 #[tokio::test]
 async fn keys_are_limited_to_their_models() {
-    let (mock, sira) = start();
+    let (mock, sira) = start_standard();
     let ok = client()
         .post(sira.url("/v1/chat/completions"))
         .bearer_auth(KEY_B)

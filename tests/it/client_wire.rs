@@ -10,16 +10,10 @@ use std::time::Duration;
 use sira_mock::MockProvider;
 
 use crate::raw::{chat_body, chat_head, exchange, RawReply};
-use crate::support::{post_chat, standard_config, Sira, KEY_A};
+use crate::support::{post_chat, standard_config, start_standard, Sira, KEY_A};
 
 const NOW: Duration = Duration::ZERO;
 const WAIT: Duration = Duration::from_secs(5);
-
-fn start() -> (MockProvider, Sira) {
-    let mock = MockProvider::start();
-    let sira = Sira::start(&standard_config(), &mock.url());
-    (mock, sira)
-}
 
 /// The responses in `reply`, each from its status line on.
 fn answers(reply: &RawReply) -> Vec<&str> {
@@ -49,7 +43,7 @@ fn chunked(body: &str, size: usize) -> String {
 
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order_on_one_connection() {
-    let (mock, sira) = start();
+    let (mock, sira) = start_standard();
     let first = chat_body("gpt-4o");
     let second = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"sent in chunks"}]}"#;
     let mut bytes = format!("{}{first}", chat_head("", first.len())).into_bytes();
@@ -97,7 +91,7 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
 
 #[tokio::test]
 async fn an_http_1_0_client_keeps_its_connection_only_when_it_asks() {
-    let (_mock, sira) = start();
+    let (_mock, sira) = start_standard();
     let body = chat_body("gpt-4o");
     let request = |connection: &str| {
         format!(
@@ -127,7 +121,7 @@ async fn an_http_1_0_client_keeps_its_connection_only_when_it_asks() {
 
 #[tokio::test]
 async fn a_body_cut_short_never_reaches_the_provider() {
-    let (mock, sira) = start();
+    let (mock, sira) = start_standard();
     let body = chat_body("gpt-4o");
     let mut stream = TcpStream::connect(sira.addr).unwrap();
     let head = chat_head("", body.len() + 100);
@@ -146,7 +140,7 @@ async fn a_body_cut_short_never_reaches_the_provider() {
 
 #[tokio::test]
 async fn a_request_sent_while_the_previous_one_waits_is_answered_next() {
-    let (mock, sira) = start();
+    let (mock, sira) = start_standard();
     let body = chat_body("gpt-4o");
     let slow = format!("{}{body}", chat_head("x-mock-hang-ms: 300\r\n", body.len()));
     let next = format!("{}{body}", chat_head("connection: close\r\n", body.len()));

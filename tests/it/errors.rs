@@ -3,13 +3,7 @@
 use serde_json::{json, Value};
 use sira_mock::{MockConfig, MockProvider};
 
-use crate::support::{client, keys_section, standard_config, Sira, KEY_A};
-
-fn start() -> (MockProvider, Sira) {
-    let mock = MockProvider::start();
-    let sira = Sira::start(&standard_config(), &mock.url());
-    (mock, sira)
-}
+use crate::support::{client, keys_section, start_standard, Sira, KEY_A};
 
 async fn post(sira: &Sira, path: &str, body: &str) -> (u16, Value) {
     let resp = client()
@@ -26,7 +20,7 @@ async fn post(sira: &Sira, path: &str, body: &str) -> (u16, Value) {
 
 #[tokio::test]
 async fn malformed_requests_get_400_in_the_surface_shape() {
-    let (mock, sira) = start();
+    let (mock, sira) = start_standard();
     let (status, body) = post(&sira, "/v1/chat/completions", "{not json").await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["type"], "invalid_request_error");
@@ -45,7 +39,7 @@ async fn malformed_requests_get_400_in_the_surface_shape() {
 
 #[tokio::test]
 async fn unknown_models_are_404_on_openai_and_400_on_anthropic() {
-    let (_mock, sira) = start();
+    let (_mock, sira) = start_standard();
     let (status, body) = post(
         &sira,
         "/v1/chat/completions",
@@ -70,7 +64,7 @@ async fn unknown_models_are_404_on_openai_and_400_on_anthropic() {
 
 #[tokio::test]
 async fn unknown_routes_and_methods() {
-    let (_mock, sira) = start();
+    let (_mock, sira) = start_standard();
     let (status, body) = post(&sira, "/v1/completions", "{}").await;
     assert_eq!(status, 404);
     assert!(body["error"]["message"]
@@ -89,7 +83,7 @@ async fn unknown_routes_and_methods() {
 
 #[tokio::test]
 async fn upstream_error_responses_are_relayed_with_their_status() {
-    let (_mock, sira) = start();
+    let (_mock, sira) = start_standard();
     let resp = client()
         .post(sira.url("/v1/chat/completions"))
         .bearer_auth(KEY_A)

@@ -3,17 +3,11 @@
 use serde_json::{json, Value};
 use sira_mock::MockProvider;
 
-use crate::support::{client, header_values, standard_config, Sira, KEY_A, KEY_B};
-
-fn start() -> (MockProvider, Sira) {
-    let mock = MockProvider::start();
-    let sira = Sira::start(&standard_config(), &mock.url());
-    (mock, sira)
-}
+use crate::support::{client, header_values, standard_config, start_standard, Sira, KEY_A, KEY_B};
 
 #[tokio::test]
 async fn openai_chat_passes_through_with_target_model_and_provider_key() {
-    let (mock, sira) = start();
+    let (mock, sira) = start_standard();
     let resp = client()
         .post(sira.url("/v1/chat/completions"))
         .bearer_auth(KEY_A)
@@ -50,7 +44,7 @@ async fn openai_chat_passes_through_with_target_model_and_provider_key() {
 
 #[tokio::test]
 async fn anthropic_messages_pass_through_with_provider_headers() {
-    let (mock, sira) = start();
+    let (mock, sira) = start_standard();
     let resp = client()
         .post(sira.url("/v1/messages"))
         .header("x-api-key", KEY_A)
@@ -71,7 +65,7 @@ async fn anthropic_messages_pass_through_with_provider_headers() {
 
 #[tokio::test]
 async fn client_anthropic_version_and_beta_are_forwarded() {
-    let (mock, sira) = start();
+    let (mock, sira) = start_standard();
     let resp = client()
         .post(sira.url("/v1/messages"))
         .header("x-api-key", KEY_A)
@@ -92,7 +86,7 @@ async fn client_anthropic_version_and_beta_are_forwarded() {
 
 #[tokio::test]
 async fn wildcard_models_send_the_matched_part_upstream() {
-    let (mock, sira) = start();
+    let (mock, sira) = start_standard();
     let resp = client()
         .post(sira.url("/v1/chat/completions"))
         .bearer_auth(KEY_A)
@@ -107,7 +101,7 @@ async fn wildcard_models_send_the_matched_part_upstream() {
 
 #[tokio::test]
 async fn azure_gets_deployment_url_and_api_key_header() {
-    let (mock, sira) = start();
+    let (mock, sira) = start_standard();
     let resp = client()
         .post(sira.url("/v1/chat/completions"))
         .bearer_auth(KEY_A)
@@ -127,7 +121,7 @@ async fn azure_gets_deployment_url_and_api_key_header() {
 
 #[tokio::test]
 async fn openai_compatible_base_url_with_v1_is_not_doubled() {
-    let (mock, sira) = start();
+    let (mock, sira) = start_standard();
     let resp = client()
         .post(sira.url("/v1/chat/completions"))
         .bearer_auth(KEY_A)
@@ -147,7 +141,7 @@ async fn openai_compatible_base_url_with_v1_is_not_doubled() {
 
 #[tokio::test]
 async fn embeddings_route_to_openai_providers() {
-    let (mock, sira) = start();
+    let (mock, sira) = start_standard();
     let resp = client()
         .post(sira.url("/v1/embeddings"))
         .bearer_auth(KEY_A)
@@ -163,7 +157,7 @@ async fn embeddings_route_to_openai_providers() {
 
 #[tokio::test]
 async fn models_lists_what_the_key_may_use() {
-    let (mock, sira) = start();
+    let (mock, sira) = start_standard();
     let list = |key: &'static str| {
         let url = sira.url("/v1/models");
         async move {
@@ -223,7 +217,7 @@ async fn models_lists_what_the_key_may_use() {
 
 #[tokio::test]
 async fn h2c_clients_are_served() {
-    let (_mock, sira) = start();
+    let (_mock, sira) = start_standard();
     let h2 = reqwest::Client::builder()
         .tls_built_in_root_certs(false)
         .http2_prior_knowledge()
@@ -244,7 +238,7 @@ async fn h2c_clients_are_served() {
 
 #[tokio::test]
 async fn keep_alive_connections_serve_many_requests() {
-    let (mock, sira) = start();
+    let (mock, sira) = start_standard();
     let c = client();
     for _ in 0..5 {
         let resp = c

@@ -7,13 +7,9 @@ use serde_json::{json, Value};
 use sira_mock::{MockProvider, StreamOutcome};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{chat_stream_body, client, receive, standard_config, Received, Sira, KEY_A};
-
-fn start() -> (MockProvider, Sira) {
-    let mock = MockProvider::start();
-    let sira = Sira::start(&standard_config(), &mock.url());
-    (mock, sira)
-}
+use crate::support::{
+    chat_stream_body, client, receive, standard_config, start_standard, Received, Sira, KEY_A,
+};
 
 /// The `data:` payloads of an SSE body, in order.
 pub fn data_events(body: &str) -> Vec<String> {
@@ -48,7 +44,7 @@ fn ending_in_upstream_error(received: &Received) -> Vec<String> {
 
 #[tokio::test]
 async fn events_reach_the_client_before_the_provider_sends_the_last() {
-    let (mock, sira) = start();
+    let (mock, sira) = start_standard();
     let mut resp = client()
         .post(sira.url("/v1/chat/completions"))
         .bearer_auth(KEY_A)
@@ -99,7 +95,7 @@ async fn events_reach_the_client_before_the_provider_sends_the_last() {
 
 #[tokio::test]
 async fn anthropic_streams_are_relayed_event_by_event() {
-    let (mock, sira) = start();
+    let (mock, sira) = start_standard();
     let mut resp = client()
         .post(sira.url("/v1/messages"))
         .header("x-api-key", KEY_A)
@@ -128,7 +124,7 @@ async fn anthropic_streams_are_relayed_event_by_event() {
 
 #[tokio::test]
 async fn events_split_across_reads_arrive_intact() {
-    let (_mock, sira) = start();
+    let (_mock, sira) = start_standard();
     let request = |split: &'static str| {
         client()
             .post(sira.url("/v1/messages"))
@@ -159,7 +155,7 @@ async fn events_split_across_reads_arrive_intact() {
 
 #[tokio::test]
 async fn a_client_that_disconnects_mid_stream_closes_the_upstream_promptly() {
-    let (mock, sira) = start();
+    let (mock, sira) = start_standard();
     let body =
         json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "Hi"}]})
             .to_string();
@@ -201,7 +197,7 @@ async fn a_client_that_disconnects_mid_stream_closes_the_upstream_promptly() {
 
 #[tokio::test]
 async fn an_upstream_that_dies_mid_stream_ends_with_the_surface_error_event() {
-    let (_mock, sira) = start();
+    let (_mock, sira) = start_standard();
     let openai = chat_stream_body(&sira, &[("x-mock-fail-after", "3")]).await;
     let events = ending_in_upstream_error(&openai);
     assert_eq!(events.len(), 4, "{}", openai.text);
@@ -270,7 +266,7 @@ async fn a_provider_silent_past_its_idle_timeout_ends_the_stream_with_an_error()
 
 #[tokio::test]
 async fn provider_error_events_mid_stream_are_relayed() {
-    let (_mock, sira) = start();
+    let (_mock, sira) = start_standard();
     let body = client()
         .post(sira.url("/v1/messages"))
         .header("x-api-key", KEY_A)
@@ -288,7 +284,7 @@ async fn provider_error_events_mid_stream_are_relayed() {
 
 #[tokio::test]
 async fn several_streams_in_turn_on_one_keep_alive_connection() {
-    let (mock, sira) = start();
+    let (mock, sira) = start_standard();
     let c = client();
     for _ in 0..3 {
         let text = c

@@ -464,6 +464,13 @@ pub async fn chat_stream_body(sira: &Sira, knobs: &[(&str, &str)]) -> Received {
 }
 
 /// The providers and models most tests use, all pointing at the mock (`{mock}`).
+/// A mock provider and sira in front of it with [`standard_config`].
+pub fn start_standard() -> (sira_mock::MockProvider, Sira) {
+    let mock = sira_mock::MockProvider::start();
+    let sira = Sira::start(&standard_config(), &mock.url());
+    (mock, sira)
+}
+
 pub fn standard_config() -> String {
     format!(
         r#"providers:

@@ -5,46 +5,21 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
 
-/// Where a field's name and value are in the head: offsets, as the parse borrows the buffer
-/// that is copied or frozen afterwards.
-pub struct Span {
-    name: (u32, u32),
-    value: (u32, u32),
-}
-
-/// The spans of `fields`, which httparse parsed out of `head`.
-pub fn spans(head: &[u8], fields: &[httparse::Header<'_>]) -> Vec<Span> {
-    let base = head.as_ptr() as usize;
-    // httparse's slices point into `head`, whose length (a head's limit plus one read) is
-    // far below `u32::MAX`.
-    let at = |s: &[u8]| {
-        debug_assert!(
-            s.as_ptr() as usize >= base && s.as_ptr() as usize + s.len() <= base + head.len()
-        );
-        let start = (s.as_ptr() as usize - base) as u32;
-        (start, start + s.len() as u32)
-    };
-    fields
-        .iter()
-        .map(|field| Span {
-            name: at(field.name.as_bytes()),
-            value: at(field.value),
-        })
-        .collect()
-}
-
-/// The fields at `spans` of `head` (the same bytes the spans were taken from); `None` when
-/// a name or value is not valid HTTP.
-pub fn into_map(head: &Bytes, spans: &[Span]) -> Option<HeaderMap> {
-    let mut headers = HeaderMap::with_capacity(spans.len());
-    for span in spans {
-        let name =
-            HeaderName::from_bytes(&head[span.name.0 as usize..span.name.1 as usize]).ok()?;
-        let value = HeaderValue::from_maybe_shared(
-            head.slice(span.value.0 as usize..span.value.1 as usize),
-        )
-        .ok()?;
+/// The `fields` httparse parsed out of `head`, with values taken from `copy` (the same bytes,
+/// copied); `None` when a name or value is not valid HTTP.
+pub fn into_map(copy: &Bytes, head: &[u8], fields: &[httparse::Header<'_>]) -> Option<HeaderMap> {
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for field in fields {
+        let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;
+        let value = HeaderValue::from_maybe_shared(copy.slice(span(head, field.value)?)).ok()?;
         headers.try_append(name, value).ok()?;
     }
     Some(headers)
+}
+
+/// Where `part`, a slice of `head`, lies in it.
+pub fn span(head: &[u8], part: &[u8]) -> Option<std::ops::Range<usize>> {
+    let start = (part.as_ptr() as usize).checked_sub(head.as_ptr() as usize)?;
+    let end = start + part.len();
+    (end <= head.len()).then_some(start..end)
 }

@@ -50,23 +50,22 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<Head>, GatewayError> {
             )))
         }
     };
-    let spans = fields::spans(&buf[..len], request.headers);
     let method = request.method.unwrap_or_default();
     let method = Method::from_bytes(method.as_bytes()).map_err(|_| invalid("its method"))?;
     let version = match request.version {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    let path = request.path.unwrap_or_default();
-    let path_at = path.as_ptr() as usize - buf.as_ptr() as usize;
-    let path_end = path_at + path.len();
+    let head = &buf[..len];
+    let path = fields::span(head, request.path.unwrap_or_default().as_bytes())
+        .ok_or_else(|| invalid("its target"))?;
     // A copy of its own (a few hundred bytes): the fields' values are slices of it and live
     // as long as the request, which must not hold the connection's read buffer.
-    let raw = Bytes::copy_from_slice(&buf[..len]);
+    let raw = Bytes::copy_from_slice(head);
+    let headers =
+        fields::into_map(&raw, head, request.headers).ok_or_else(|| invalid("a field"))?;
     buf.advance(len);
-    let headers = fields::into_map(&raw, &spans).ok_or_else(|| invalid("a field"))?;
-    let uri =
-        Uri::from_maybe_shared(raw.slice(path_at..path_end)).map_err(|_| invalid("its target"))?;
+    let uri = Uri::from_maybe_shared(raw.slice(path)).map_err(|_| invalid("its target"))?;
     let (mut parts, ()) = http::Request::new(()).into_parts();
     parts.method = method;
     parts.uri = uri;

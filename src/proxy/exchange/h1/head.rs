@@ -86,35 +86,25 @@ impl Head {
 fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, HeadError> {
     let invalid = || HeadError::Invalid("the response header is not valid HTTP".into());
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
-    let (len, code, minor, spans) = {
-        let mut response = httparse::Response::new(&mut []);
-        let len = match parser().parse_response_with_uninit_headers(&mut response, buf, &mut slots)
-        {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(httparse::Error::TooManyHeaders) => {
-                return Err(HeadError::Invalid(format!(
-                    "the response header has more than {MAX_FIELDS} fields"
-                )))
-            }
-            Err(_) => return Err(invalid()),
-        };
-        // A vector of the fields' number: an array of `MAX_FIELDS` would be zeroed whole,
-        // 4 KiB on every response.
-        let spans = fields::spans(&buf[..len], response.headers);
-        (
-            len,
-            response.code.ok_or_else(invalid)?,
-            response.version.ok_or_else(invalid)?,
-            spans,
-        )
+    let mut response = httparse::Response::new(&mut []);
+    let len = match parser().parse_response_with_uninit_headers(&mut response, buf, &mut slots) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HeadError::Invalid(format!(
+                "the response header has more than {MAX_FIELDS} fields"
+            )))
+        }
+        Err(_) => return Err(invalid()),
     };
+    let code = response.code.ok_or_else(invalid)?;
+    let minor = response.version.ok_or_else(invalid)?;
     // The head gets an allocation of its own (a copy of a few hundred bytes): its values are
     // slices of it, and live as long as the response header, which must not keep the
     // read buffer behind the body alive.
     let head = Bytes::copy_from_slice(&buf[..len]);
+    let headers = fields::into_map(&head, &buf[..len], response.headers).ok_or_else(invalid)?;
     buf.advance(len);
-    let headers = fields::into_map(&head, &spans).ok_or_else(invalid)?;
     Ok(Some(Head {
         status: StatusCode::from_u16(code).map_err(|_| invalid())?,
         version: if minor == 0 {

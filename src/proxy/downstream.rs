@@ -221,8 +221,8 @@ pub async fn abort(session: &mut Client, ctx: &mut RequestCtx) {
     session.shutdown().await;
 }
 
-/// HTTP/1.1 needs explicit chunked framing for a body of unknown length (Pingora would
-/// otherwise close-delimit it and lose keep-alive); HTTP/2 frames it natively.
+/// HTTP/1.1 needs explicit chunked framing for a body of unknown length (the session would
+/// otherwise delimit it by closing, and lose keep-alive); HTTP/2 frames it natively.
 pub fn set_streaming_framing(
     session: &Client,
     out: &mut ResponseHeader,

@@ -7,7 +7,9 @@
 //! |---|---|
 //! | [`phases`] | the [`phases::Phase`] trait (one method per phase, documented like Pingora's `ProxyHttp`) and [`phases::Chain::standard`], the ordered list of modules: the whole request path in one place |
 //! | [`modules`] | one module per concern: routing, authentication, local answers, operator filters, sira's headers, translation, accounting, endpoint selection, the provider's request, credentials, metrics and the access log |
-//! | [`edge`] | the client's connection: header limits and timeouts, bad framing, keep-alive |
+//! | [`edge`] | the client's connection: sira's HTTP/1 session, header limits and timeouts, bad framing, keep-alive |
+//! | [`client`] | one request's client side, HTTP/1 (sira's session) or HTTP/2 (Pingora's), behind one type |
+//! | [`h1`] | what both HTTP/1 sides share: body framing, fields into a `HeaderMap` |
 //! | [`downstream`] | reading the request body (bounded), writing and ending the response |
 //! | [`policy`] | target order, retries, fallbacks and what each failure means |
 //! | [`exchange`] | the upstream HTTP client: connect, write the request, read and frame the answer (HTTP/1, RFC 9112), pool |
@@ -283,8 +285,8 @@ impl Gateway {
         if !downstream::write(session, ctx, body, true).await {
             return;
         }
-        // Refused before its body was read: the connection closes after this answer (Pingora
-        // will not reuse it) rather than drain an upload of any size; a short, bounded linger
+        // Refused before its body was read: the connection closes after this answer (the
+        // session does not reuse it) rather than drain an upload of any size; a short, bounded linger
         // lets the client read the answer instead of a reset — unless the client was refused
         // for being too slow to send.
         let slow = matches!(ctx.error, Some(GatewayError::RequestTimeout(_)));

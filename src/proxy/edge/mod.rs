@@ -2,9 +2,9 @@
 //! a client may take to send its request header, how large the header may be, and what a
 //! request with broken framing gets.
 //!
-//! Pingora's HTTP/1 reader times out each read on its own (a client dripping one byte a
-//! second is never cut off) and accepts a header of up to 1 MiB in up to 256 fields. sira
-//! keeps nginx's rules instead:
+//! HTTP/1 connections are served by sira's own session ([`H1Session`], in `h1/`); Pingora's
+//! reader timed out each read on its own (a client dripping one byte a second was never cut
+//! off) and accepted a header of up to 1 MiB. sira keeps nginx's rules:
 //!
 //! - the header must arrive within `server.timeouts.header` of its first byte (of the
 //!   connection's start, for the first request); an idle keep-alive connection waits for its
@@ -325,9 +325,9 @@ pub fn ambiguous_head(raw: &[u8], transfer_encoding: bool) -> Option<GatewayErro
             "a line of the request head ends in LF without CR".into(),
         ));
     }
-    // Pingora drops `Content-Length` when `Transfer-Encoding` is present (RFC 9112 §6.3
-    // allows either); a proxy that forwards such a request lets two parsers disagree on
-    // where it ends. Refused instead.
+    // RFC 9112 §6.3 lets a server frame by `Transfer-Encoding` and ignore the length; a
+    // proxy that forwards such a request lets two parsers disagree on where it ends.
+    // Refused instead.
     if transfer_encoding && names_content_length(raw) {
         return Some(GatewayError::BadFraming(
             "both Content-Length and Transfer-Encoding are present".into(),
